@@ -1,0 +1,9 @@
+//! ringkv: a Raft-replicated key-value server, thread-per-core on io_uring.
+//!
+//! Layout (see ARCHITECTURE.md): `raft` is the pure consensus core; `wal`, `net` and
+//! `shard` are the I/O-owning parts that drive it.
+
+pub mod net;
+pub mod raft;
+pub mod shard;
+pub mod wal;

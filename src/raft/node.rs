@@ -1,0 +1,1509 @@
+//! `Raft`: one node's consensus state machine.
+//!
+//! Owns term, vote, the in-memory log, commit index, role, the leader's per-peer progress,
+//! pending reads and the membership. Runs on the raft core's executor, driven by a loop
+//! that feeds inputs (`tick`, `step`, `propose`, `read`, `on_persisted`, `on_applied`) and
+//! drains numbered `Ready`s. It must not touch sockets, files, clocks, randomness sources
+//! or async runtimes: time arrives as ticks and `Nanos` values, randomness as a seed.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+
+use super::config::{Config, ConfigError, Persistence};
+use super::log::RaftLog;
+use super::membership::{Membership, MembershipChange, MembershipError};
+use super::progress::{Progress, ReplState};
+use super::read::{ReadError, ReadOutcome, ReadPolicy, Reads};
+use super::rng::SplitMix64;
+use super::types::{
+    Body, Entry, EntryKind, HardState, Index, Message, Nanos, NodeId, SnapshotMeta, Term,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+/// Why a proposal (or membership change, or transfer) was refused. Nothing was appended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProposeError {
+    /// Not the leader; `leader` is a hint (0 if unknown).
+    NotLeader { leader: NodeId },
+    /// A leadership transfer is in progress.
+    TransferInProgress,
+    /// `uncommitted_entries_max` entries are waiting to commit.
+    Backpressure,
+    /// The leader's no-op has not committed yet (membership changes wait for it).
+    LeaderNotReady,
+    /// Another membership change has not committed yet.
+    MembershipChangeInProgress,
+    /// The membership change itself is invalid.
+    Membership(MembershipError),
+    /// The transfer target is not a voter, or is this node.
+    InvalidTransferTarget(NodeId),
+}
+
+impl std::fmt::Display for ProposeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotLeader { leader } => write!(f, "not the leader (leader hint: {leader})"),
+            Self::TransferInProgress => write!(f, "leadership transfer in progress"),
+            Self::Backpressure => write!(f, "too many uncommitted entries"),
+            Self::LeaderNotReady => write!(f, "leader has not committed an entry of its term"),
+            Self::MembershipChangeInProgress => write!(f, "another membership change is pending"),
+            Self::Membership(e) => write!(f, "{e}"),
+            Self::InvalidTransferTarget(id) => write!(f, "node {id} cannot take leadership"),
+        }
+    }
+}
+
+impl std::error::Error for ProposeError {}
+
+/// What a node recovered from its storage at start-up.
+#[derive(Clone, Debug, Default)]
+pub struct Restore {
+    pub hard_state: HardState,
+    /// Latest snapshot on disk, if any.
+    pub snapshot: Option<SnapshotMeta>,
+    /// Persisted entries after the snapshot, contiguous.
+    pub entries: Vec<Entry>,
+    /// Membership to use when neither the snapshot nor the log has one (a fresh cluster's
+    /// `initial_cluster`; empty for a node that joins later).
+    pub initial_membership: Membership,
+}
+
+/// Output of the core, numbered. The driver must, in this order of guarantees:
+/// persist `hard_state`, `snapshot` and `entries` (entries starting at an index already in
+/// the WAL replace that suffix) and then call `on_persisted(number)`; send `messages` (they
+/// are already safe to send); apply `committed` and call `on_applied`; answer `reads`.
+#[derive(Debug, Default)]
+pub struct Ready {
+    pub number: u64,
+    pub hard_state: Option<HardState>,
+    /// MemFirst divergence recovery: discard the WAL, snapshot and state machine first.
+    pub reset: bool,
+    /// A received snapshot to install (state machine and WAL) before `entries`.
+    pub snapshot: Option<SnapshotMeta>,
+    pub entries: Vec<Entry>,
+    pub messages: Vec<Message>,
+    pub committed: Vec<Entry>,
+    pub reads: Vec<ReadOutcome>,
+}
+
+impl Ready {
+    /// Whether the driver must persist something and acknowledge with `on_persisted`.
+    pub fn must_persist(&self) -> bool {
+        self.hard_state.is_some()
+            || self.reset
+            || self.snapshot.is_some()
+            || !self.entries.is_empty()
+    }
+}
+
+/// A message that may leave only once Ready `after_ready` and log index `after_index`
+/// are persisted.
+#[derive(Debug)]
+struct Held {
+    after_ready: u64,
+    after_index: Index,
+    msg: Message,
+}
+
+/// A numbered Ready that carried entries or a snapshot and is not yet persisted.
+#[derive(Debug)]
+struct InflightReady {
+    number: u64,
+    /// Last log index the Ready made durable (clamped if a later Ready truncated it).
+    last_index: Index,
+}
+
+/// Read-only view for status pages and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: Term,
+    pub vote: NodeId,
+    pub leader: NodeId,
+    pub commit: Index,
+    pub applied: Index,
+    pub last_index: Index,
+    pub persisted_index: Index,
+    pub first_index: Index,
+    pub membership: Membership,
+    /// Leader only: (peer, match index, next index).
+    pub progress: Vec<(NodeId, Index, Index)>,
+}
+
+pub struct Raft {
+    cfg: Config,
+    id: NodeId,
+    term: Term,
+    vote: NodeId,
+    leader: NodeId,
+    role: Role,
+    log: RaftLog,
+    /// Invariant: applied <= applying <= commit <= last_index.
+    commit: Index,
+    /// Handed out for applying (up to here in some Ready's `committed`).
+    applying: Index,
+    /// Reported applied by the driver.
+    applied: Index,
+    /// Latest snapshot taken or installed (what the leader sends to lagging peers).
+    snapshot: Option<SnapshotMeta>,
+
+    /// Membership entries still in the log, oldest first; element 0 is the base (snapshot
+    /// or initial) configuration. The last element is in force (thesis 4.1: on append).
+    conf_history: Vec<(Index, Membership)>,
+
+    // Leader state.
+    progress: BTreeMap<NodeId, Progress>,
+    /// Last heartbeat round sent (monotonic for the node's lifetime).
+    hb_seq: u64,
+    /// Target and ticks elapsed of an ongoing leadership transfer.
+    transfer: Option<(NodeId, u32)>,
+    /// Send appends to every peer at the next `ready()` (batches many proposals).
+    need_broadcast: bool,
+    /// Commit index last announced to followers.
+    broadcast_commit: Index,
+    reads: Reads,
+
+    // Candidate state: votes received in the current (pre-)election.
+    votes: BTreeMap<NodeId, bool>,
+
+    // Timers, in ticks.
+    election_elapsed: u32,
+    heartbeat_elapsed: u32,
+    randomized_timeout: u32,
+    rng: SplitMix64,
+    /// Latest monotonic time seen in an input.
+    now: Nanos,
+
+    // Persistence tracking.
+    next_ready: u64,
+    persisted_ready: u64,
+    /// Highest log index known durable.
+    persisted_index: Index,
+    inflight_readies: VecDeque<InflightReady>,
+    /// First log index not yet handed out in a Ready.
+    unstable_from: Index,
+    /// Hard state as last handed out, and the Ready that carried the last term/vote change.
+    emitted_hs: HardState,
+    term_vote_ready: u64,
+    pending_snapshot: Option<SnapshotMeta>,
+    pending_reset: bool,
+
+    msgs: Vec<Message>,
+    held: VecDeque<Held>,
+}
+
+impl Raft {
+    /// Builds a node from what its storage holds. Config errors name the setting.
+    pub fn new(cfg: Config, restore: Restore) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        let (base_index, base_term, base_conf) = match &restore.snapshot {
+            Some(s) => (s.index, s.term, s.membership.clone()),
+            None => (0, 0, restore.initial_membership.clone()),
+        };
+        base_conf.check();
+        let mut log = RaftLog::new(base_index, base_term);
+        log.append(restore.entries);
+        let mut conf_history = vec![(base_index, base_conf)];
+        for e in log.iter_from(base_index + 1) {
+            if e.kind == EntryKind::Membership {
+                let m = Membership::decode(&e.data).expect("corrupt membership entry in log");
+                conf_history.push((e.index, m));
+            }
+        }
+        let hs = restore.hard_state;
+        // MemFirst may have lost entries the hard state saw committed: clamp (see Persistence).
+        let commit = hs.commit.clamp(base_index, log.last_index());
+        let last = log.last_index();
+        let mut raft = Raft {
+            id: cfg.id,
+            rng: SplitMix64::new(cfg.seed),
+            cfg,
+            term: hs.term,
+            vote: hs.vote,
+            leader: 0,
+            role: Role::Follower,
+            log,
+            commit,
+            applying: base_index,
+            applied: base_index,
+            snapshot: restore.snapshot,
+            conf_history,
+            progress: BTreeMap::new(),
+            hb_seq: 0,
+            transfer: None,
+            need_broadcast: false,
+            broadcast_commit: 0,
+            reads: Reads::default(),
+            votes: BTreeMap::new(),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_timeout: 0,
+            now: 0,
+            next_ready: 1,
+            persisted_ready: 0,
+            persisted_index: last,
+            inflight_readies: VecDeque::new(),
+            unstable_from: last + 1,
+            emitted_hs: HardState {
+                term: hs.term,
+                vote: hs.vote,
+                commit,
+            },
+            term_vote_ready: 0,
+            pending_snapshot: None,
+            pending_reset: false,
+            msgs: Vec::new(),
+            held: VecDeque::new(),
+        };
+        raft.reset_randomized_timeout();
+        Ok(raft)
+    }
+
+    // ----- accessors -----
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    pub fn leader(&self) -> NodeId {
+        self.leader
+    }
+    pub fn commit(&self) -> Index {
+        self.commit
+    }
+    pub fn applied(&self) -> Index {
+        self.applied
+    }
+    pub fn last_index(&self) -> Index {
+        self.log.last_index()
+    }
+    pub fn membership(&self) -> &Membership {
+        &self.conf_history.last().expect("base config").1
+    }
+    pub fn log(&self) -> &RaftLog {
+        &self.log
+    }
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    pub fn latest_snapshot(&self) -> Option<&SnapshotMeta> {
+        self.snapshot.as_ref()
+    }
+    pub fn transfer_target(&self) -> Option<NodeId> {
+        self.transfer.map(|t| t.0)
+    }
+
+    /// Whether a lease read would be served locally at `now`.
+    pub fn lease_valid(&self, now: Nanos) -> bool {
+        self.role == Role::Leader
+            && self.transfer.is_none()
+            && self.noop_committed()
+            && self
+                .reads
+                .lease_start
+                .is_some_and(|s| now < s + self.cfg.effective_lease_ns())
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.id,
+            role: self.role,
+            term: self.term,
+            vote: self.vote,
+            leader: self.leader,
+            commit: self.commit,
+            applied: self.applied,
+            last_index: self.log.last_index(),
+            persisted_index: self.persisted_index,
+            first_index: self.log.first_index(),
+            membership: self.membership().clone(),
+            progress: self
+                .progress
+                .iter()
+                .map(|(&id, p)| (id, p.match_index, p.next_index))
+                .collect(),
+        }
+    }
+
+    // ----- inputs -----
+
+    /// One unit of logical time. `now` is the driver's monotonic clock, used only to stamp
+    /// heartbeat rounds for the lease.
+    pub fn tick(&mut self, now: Nanos) {
+        self.observe_time(now);
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.election_elapsed = self.election_elapsed.saturating_add(1);
+            if self.election_elapsed >= self.randomized_timeout && self.promotable() {
+                self.campaign(true, false);
+            }
+        }
+    }
+
+    /// Starts an election now (operator action or tests); uses pre-vote.
+    pub fn campaign_now(&mut self) {
+        if self.role != Role::Leader && self.promotable() {
+            self.campaign(true, false);
+        }
+    }
+
+    /// Appends a batch of client commands. Returns (first index, term): an applied entry at
+    /// that index with another term means the proposal was lost to a leader change.
+    pub fn propose(&mut self, batch: Vec<Bytes>) -> Result<(Index, Term), ProposeError> {
+        self.check_can_propose(batch.len())?;
+        let first = self.log.last_index() + 1;
+        let term = self.term;
+        let entries = batch.into_iter().enumerate().map(|(i, data)| Entry {
+            index: first + i as Index,
+            term,
+            kind: EntryKind::Normal,
+            data,
+        });
+        self.append_as_leader(entries);
+        Ok((first, term))
+    }
+
+    /// Proposes one membership change. Allowed only after an entry of this leader's term
+    /// committed and while no other change is uncommitted.
+    pub fn propose_membership(&mut self, change: MembershipChange) -> Result<Index, ProposeError> {
+        self.check_can_propose(1)?;
+        if !self.noop_committed() {
+            return Err(ProposeError::LeaderNotReady);
+        }
+        if self.conf_history.last().expect("base").0 > self.commit {
+            return Err(ProposeError::MembershipChangeInProgress);
+        }
+        let next = self
+            .membership()
+            .apply(change)
+            .map_err(ProposeError::Membership)?;
+        let index = self.log.last_index() + 1;
+        let entry = Entry {
+            index,
+            term: self.term,
+            kind: EntryKind::Membership,
+            data: Bytes::from(next.encode()),
+        };
+        self.append_as_leader([entry]);
+        Ok(index)
+    }
+
+    /// Starts a leadership transfer to `target` (thesis 3.10). Proposals and lease reads are
+    /// refused until it ends; it is abandoned after one election timeout.
+    pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if target == self.id || !self.membership().is_voter(target) {
+            return Err(ProposeError::InvalidTransferTarget(target));
+        }
+        if self.transfer.is_some_and(|(t, _)| t == target) {
+            return Ok(());
+        }
+        self.transfer = Some((target, 0));
+        self.reads.lease_start = None;
+        let caught_up = self.progress[&target].match_index == self.log.last_index();
+        if caught_up {
+            self.send(target, Body::TimeoutNow);
+        } else {
+            self.send_append(target, false);
+        }
+        Ok(())
+    }
+
+    /// Requests a read at `policy`. The answer comes in a later `Ready::reads`.
+    pub fn read(&mut self, id: u64, policy: ReadPolicy, now: Nanos) {
+        self.observe_time(now);
+        if policy == ReadPolicy::Eventual {
+            self.reads.done.push(ReadOutcome {
+                id,
+                result: Ok(self.applied),
+            });
+            return;
+        }
+        if self.role != Role::Leader {
+            let err = Err(ReadError::NotLeader {
+                leader: self.leader,
+            });
+            self.reads.done.push(ReadOutcome { id, result: err });
+            return;
+        }
+        if self.reads.pending() >= self.cfg.pending_reads_max {
+            self.reads.done.push(ReadOutcome {
+                id,
+                result: Err(ReadError::Backpressure),
+            });
+            return;
+        }
+        if !self.noop_committed() {
+            self.reads.awaiting_noop.push((id, policy));
+            return;
+        }
+        self.record_read(id, policy);
+    }
+
+    /// Steps one message from a peer.
+    pub fn step(&mut self, m: Message) {
+        if m.to != self.id || m.from == self.id || m.from == 0 {
+            return; // misrouted: the transport refuses these before they get here
+        }
+        if m.term > self.term {
+            match m.body {
+                Body::PreVote { .. } => {}
+                Body::PreVoteResp { granted: true } => {}
+                Body::Vote { force: false, .. } if self.in_lease() => return,
+                _ => {
+                    let leader = match m.body {
+                        Body::Append { .. } | Body::Heartbeat { .. } | Body::Snapshot { .. } => {
+                            m.from
+                        }
+                        _ => 0,
+                    };
+                    self.become_follower(m.term, leader);
+                }
+            }
+        } else if m.term < self.term {
+            match m.body {
+                // Tell a stale leader about the newer term so it steps down.
+                Body::Append { .. } | Body::Heartbeat { .. } | Body::Snapshot { .. } => {
+                    let body = Body::AppendResp {
+                        success: false,
+                        index: 0,
+                        hint_index: 0,
+                        hint_term: 0,
+                    };
+                    self.send(m.from, body);
+                }
+                Body::PreVote { .. } => self.send(m.from, Body::PreVoteResp { granted: false }),
+                _ => {}
+            }
+            return;
+        }
+        match m.body {
+            Body::PreVote {
+                last_index,
+                last_term,
+            } => {
+                let granted = m.term > self.term
+                    && !self.in_lease()
+                    && self.log.is_up_to_date(last_index, last_term);
+                let term = if granted { m.term } else { self.term };
+                self.send_with_term(m.from, term, Body::PreVoteResp { granted });
+            }
+            Body::Vote {
+                last_index,
+                last_term,
+                ..
+            } => {
+                let can_vote = self.vote == m.from || (self.vote == 0 && self.leader == 0);
+                let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
+                if granted {
+                    assert!(
+                        self.vote == 0 || self.vote == m.from,
+                        "second vote in term {}",
+                        self.term
+                    );
+                    self.vote = m.from;
+                    self.election_elapsed = 0;
+                }
+                self.send(m.from, Body::VoteResp { granted });
+            }
+            Body::PreVoteResp { granted } => {
+                if self.role == Role::PreCandidate && m.term == self.term + 1 || !granted {
+                    self.tally(m.from, granted, true);
+                }
+            }
+            Body::VoteResp { granted } => {
+                if self.role == Role::Candidate {
+                    self.tally(m.from, granted, false);
+                }
+            }
+            Body::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            } => {
+                self.follow(m.from);
+                self.handle_append(m.from, prev_index, prev_term, entries, commit);
+            }
+            Body::Heartbeat { commit, seq } => {
+                self.follow(m.from);
+                let c = commit.min(self.log.last_index());
+                if c > self.commit {
+                    self.commit = c;
+                }
+                self.send(m.from, Body::HeartbeatResp { seq });
+            }
+            Body::Snapshot { meta } => {
+                self.follow(m.from);
+                self.handle_snapshot(m.from, meta);
+            }
+            Body::AppendResp {
+                success,
+                index,
+                hint_index,
+                hint_term,
+            } => {
+                if self.role == Role::Leader {
+                    self.handle_append_resp(m.from, success, index, hint_index, hint_term);
+                }
+            }
+            Body::HeartbeatResp { seq } => {
+                if self.role == Role::Leader {
+                    self.handle_heartbeat_resp(m.from, seq);
+                }
+            }
+            Body::TimeoutNow => {
+                if self.role != Role::Leader && self.promotable() {
+                    self.campaign(false, true);
+                }
+            }
+        }
+    }
+
+    /// The driver persisted everything in Readies up to `number`.
+    pub fn on_persisted(&mut self, number: u64) {
+        assert!(
+            number < self.next_ready,
+            "persisted Ready {number} was never handed out"
+        );
+        if number <= self.persisted_ready {
+            return;
+        }
+        self.persisted_ready = number;
+        while self
+            .inflight_readies
+            .front()
+            .is_some_and(|r| r.number <= number)
+        {
+            let r = self.inflight_readies.pop_front().expect("front exists");
+            self.persisted_index = self.persisted_index.max(r.last_index);
+        }
+        assert!(
+            self.persisted_index <= self.log.last_index(),
+            "persisted beyond the log"
+        );
+        self.release_held();
+        if self.role == Role::Leader && self.cfg.persistence == Persistence::DiskFirst {
+            self.maybe_commit();
+        }
+    }
+
+    /// The driver applied committed entries (or installed a snapshot) through `index`.
+    pub fn on_applied(&mut self, index: Index) {
+        assert!(
+            index <= self.applying,
+            "applied {index} beyond what was handed out ({})",
+            self.applying
+        );
+        if index <= self.applied {
+            return;
+        }
+        self.applied = index;
+        self.reads.on_applied(index);
+    }
+
+    /// The driver took a state-machine snapshot at `index` (<= applied): forget the log up
+    /// to it. Returns the metadata to store beside the snapshot.
+    pub fn compact(&mut self, index: Index) -> SnapshotMeta {
+        assert!(
+            index <= self.applied,
+            "snapshot at {index} beyond applied {}",
+            self.applied
+        );
+        assert!(
+            index > self.log.snapshot_index(),
+            "snapshot at {index} is not newer"
+        );
+        let term = self
+            .log
+            .term(index)
+            .expect("entry to snapshot is in the log");
+        let conf_pos = self
+            .conf_history
+            .iter()
+            .rposition(|(i, _)| *i <= index)
+            .expect("base");
+        let membership = self.conf_history[conf_pos].1.clone();
+        self.conf_history.drain(..conf_pos);
+        self.conf_history[0].0 = index;
+        self.log.compact_to(index, term);
+        let meta = SnapshotMeta {
+            index,
+            term,
+            membership,
+        };
+        self.snapshot = Some(meta.clone());
+        meta
+    }
+
+    /// The transport failed to deliver a snapshot to `to`: probe again later.
+    pub fn report_snapshot_failed(&mut self, to: NodeId) {
+        if let Some(pr) = self.progress.get_mut(&to) {
+            if matches!(pr.state, ReplState::Snapshot(_)) {
+                pr.become_probe();
+            }
+        }
+    }
+
+    /// The transport lost its connection to `to`: stop pipelining until it answers.
+    pub fn report_unreachable(&mut self, to: NodeId) {
+        if let Some(pr) = self.progress.get_mut(&to) {
+            if pr.state == ReplState::Replicate {
+                pr.become_probe();
+            }
+        }
+    }
+
+    // ----- output -----
+
+    pub fn has_ready(&self) -> bool {
+        let hs = self.hard_state();
+        hs != self.emitted_hs
+            || self.pending_reset
+            || self.pending_snapshot.is_some()
+            || self.unstable_from <= self.log.last_index()
+            || !self.msgs.is_empty()
+            || self.commit > self.applying
+            || !self.reads.done.is_empty()
+            || (self.role == Role::Leader
+                && (self.need_broadcast
+                    || self.commit > self.broadcast_commit
+                    || !self.reads.awaiting_round.is_empty()))
+    }
+
+    /// Collects everything the driver must do now, under a new number.
+    pub fn ready(&mut self) -> Ready {
+        if self.role == Role::Leader {
+            if !self.reads.awaiting_round.is_empty() {
+                self.start_round();
+            }
+            if self.need_broadcast || self.commit > self.broadcast_commit {
+                self.broadcast_append();
+            }
+        }
+        let number = self.next_ready;
+        self.next_ready += 1;
+        let hs = self.hard_state();
+        let mut rd = Ready {
+            number,
+            ..Ready::default()
+        };
+        if hs != self.emitted_hs {
+            if (hs.term, hs.vote) != (self.emitted_hs.term, self.emitted_hs.vote) {
+                self.term_vote_ready = number;
+            }
+            self.emitted_hs = hs;
+            rd.hard_state = Some(hs);
+        }
+        rd.reset = std::mem::take(&mut self.pending_reset);
+        rd.snapshot = self.pending_snapshot.take();
+        let mut durable_to = rd.snapshot.as_ref().map(|s| s.index);
+        if self.unstable_from <= self.log.last_index() {
+            rd.entries = self.log.iter_from(self.unstable_from).cloned().collect();
+            self.unstable_from = self.log.last_index() + 1;
+            durable_to = Some(self.log.last_index());
+        }
+        if let Some(last_index) = durable_to {
+            self.inflight_readies
+                .push_back(InflightReady { number, last_index });
+        }
+        if self.commit > self.applying {
+            let from = self.applying + 1;
+            let to = self
+                .commit
+                .min(self.applying + self.cfg.apply_entries_max as Index);
+            rd.committed = self
+                .log
+                .iter_from(from)
+                .take((to - from + 1) as usize)
+                .cloned()
+                .collect();
+            assert_eq!(
+                rd.committed.first().map(|e| e.index),
+                Some(from),
+                "committed entry missing"
+            );
+            self.applying = to;
+        }
+        rd.messages = std::mem::take(&mut self.msgs);
+        rd.reads = std::mem::take(&mut self.reads.done);
+        rd
+    }
+
+    // ----- internals: roles -----
+
+    fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.commit,
+        }
+    }
+
+    fn observe_time(&mut self, now: Nanos) {
+        self.now = self.now.max(now);
+    }
+
+    fn promotable(&self) -> bool {
+        self.membership().is_voter(self.id)
+    }
+
+    fn noop_committed(&self) -> bool {
+        self.log.term(self.commit) == Some(self.term)
+    }
+
+    /// A follower that heard from a live leader within the minimum election timeout (or a
+    /// leader, whose timer resets each timeout) refuses to help depose it.
+    fn in_lease(&self) -> bool {
+        self.leader != 0 && self.election_elapsed < self.cfg.election_timeout_min_ticks
+    }
+
+    fn reset_randomized_timeout(&mut self) {
+        let span =
+            (self.cfg.election_timeout_max_ticks - self.cfg.election_timeout_min_ticks) as u64;
+        self.randomized_timeout = self.cfg.election_timeout_min_ticks + self.rng.below(span) as u32;
+    }
+
+    fn become_follower(&mut self, term: Term, leader: NodeId) {
+        assert!(term >= self.term, "term goes backwards");
+        if term > self.term {
+            self.term = term;
+            self.vote = 0;
+        }
+        if self.role == Role::Leader {
+            self.progress.clear();
+            self.transfer = None;
+        }
+        self.reads.fail_unconfirmed(leader);
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.votes.clear();
+        self.election_elapsed = 0;
+        self.reset_randomized_timeout();
+    }
+
+    /// Accept `from` as leader of the current term.
+    fn follow(&mut self, from: NodeId) {
+        assert!(
+            self.role != Role::Leader,
+            "two leaders in term {}: {} and {from}",
+            self.term,
+            self.id
+        );
+        if self.role != Role::Follower || self.leader != from {
+            self.become_follower(self.term, from);
+        }
+        self.election_elapsed = 0;
+    }
+
+    fn campaign(&mut self, pre: bool, force: bool) {
+        self.votes.clear();
+        self.votes.insert(self.id, true);
+        self.election_elapsed = 0;
+        self.reset_randomized_timeout();
+        let term = if pre {
+            self.role = Role::PreCandidate;
+            self.term + 1
+        } else {
+            self.become_follower(self.term + 1, 0);
+            self.role = Role::Candidate;
+            self.vote = self.id;
+            self.votes.insert(self.id, true);
+            self.term
+        };
+        self.leader = 0;
+        if self.won(true) {
+            return self.finish_campaign(pre);
+        }
+        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        let voters: Vec<NodeId> = self
+            .membership()
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| v != self.id)
+            .collect();
+        for v in voters {
+            let body = if pre {
+                Body::PreVote {
+                    last_index,
+                    last_term,
+                }
+            } else {
+                Body::Vote {
+                    last_index,
+                    last_term,
+                    force,
+                }
+            };
+            self.send_with_term(v, term, body);
+        }
+    }
+
+    fn tally(&mut self, from: NodeId, granted: bool, pre: bool) {
+        if !self.membership().is_voter(from) {
+            return;
+        }
+        self.votes.entry(from).or_insert(granted);
+        if self.won(true) {
+            self.finish_campaign(pre);
+        } else if self.won(false) {
+            self.become_follower(self.term, 0);
+        }
+    }
+
+    /// Whether a quorum of voters answered `granted`.
+    fn won(&self, granted: bool) -> bool {
+        let m = self.membership();
+        let n = m
+            .voters
+            .iter()
+            .filter(|v| self.votes.get(v) == Some(&granted))
+            .count();
+        n >= m.quorum()
+    }
+
+    fn finish_campaign(&mut self, pre: bool) {
+        if pre {
+            self.campaign(false, false);
+        } else {
+            self.become_leader();
+        }
+    }
+
+    fn become_leader(&mut self) {
+        assert_eq!(self.role, Role::Candidate);
+        self.role = Role::Leader;
+        self.leader = self.id;
+        self.votes.clear();
+        self.heartbeat_elapsed = 0;
+        self.election_elapsed = 0;
+        self.transfer = None;
+        self.reads = Reads::default();
+        let next = self.log.last_index() + 1;
+        self.progress = self
+            .membership()
+            .members()
+            .filter(|&id| id != self.id)
+            .map(|id| (id, Progress::new(next)))
+            .collect();
+        self.broadcast_commit = 0;
+        // Commit the term (paper 5.4.2, thesis 6.4): reads and membership changes wait for it.
+        let noop = Entry {
+            index: next,
+            term: self.term,
+            kind: EntryKind::Noop,
+            data: Bytes::new(),
+        };
+        self.append_as_leader([noop]);
+    }
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if let Some((_, elapsed)) = self.transfer.as_mut() {
+            *elapsed += 1;
+            if *elapsed >= self.cfg.election_timeout_min_ticks {
+                self.transfer = None; // abandoned: the target did not win in time
+            }
+        }
+        if self.election_elapsed >= self.cfg.election_timeout_min_ticks {
+            self.election_elapsed = 0;
+            if !self.check_quorum() {
+                // No quorum heard from us for a whole timeout: someone else may lead.
+                self.become_follower(self.term, 0);
+                return;
+            }
+        }
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_interval_ticks {
+            self.heartbeat_elapsed = 0;
+            self.start_round();
+        }
+    }
+
+    /// CheckQuorum (thesis 6.2): counts voters heard from since the last check.
+    fn check_quorum(&mut self) -> bool {
+        let m = self.membership().clone();
+        let mut active = usize::from(m.is_voter(self.id));
+        for (id, pr) in self.progress.iter_mut() {
+            if m.is_voter(*id) && pr.recent_active {
+                active += 1;
+            }
+            pr.recent_active = false;
+        }
+        active >= m.quorum()
+    }
+
+    // ----- internals: replication -----
+
+    fn check_can_propose(&self, n: usize) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if self.transfer.is_some() {
+            return Err(ProposeError::TransferInProgress);
+        }
+        let uncommitted = (self.log.last_index() - self.commit) as usize;
+        if uncommitted + n > self.cfg.uncommitted_entries_max {
+            return Err(ProposeError::Backpressure);
+        }
+        Ok(())
+    }
+
+    fn append_as_leader(&mut self, entries: impl IntoIterator<Item = Entry>) {
+        let before = self.log.last_index();
+        self.log.append(entries);
+        self.track_membership_entries(before + 1);
+        self.need_broadcast = true;
+        self.maybe_commit();
+    }
+
+    /// Records membership entries appended from `from` on and puts the newest in force.
+    fn track_membership_entries(&mut self, from: Index) {
+        let mut changed = false;
+        for e in self.log.iter_from(from) {
+            if e.kind == EntryKind::Membership {
+                let m = Membership::decode(&e.data).expect("corrupt membership entry");
+                self.conf_history.push((e.index, m));
+                changed = true;
+            }
+        }
+        if changed {
+            self.on_membership_changed();
+        }
+    }
+
+    fn on_membership_changed(&mut self) {
+        let m = self.membership().clone();
+        if self.role == Role::Leader {
+            let next = self.log.last_index() + 1;
+            for id in m.members().filter(|&id| id != self.id) {
+                self.progress
+                    .entry(id)
+                    .or_insert_with(|| Progress::new(next));
+            }
+            self.progress.retain(|id, _| m.is_member(*id));
+            if self.transfer.is_some_and(|(t, _)| !m.is_voter(t)) {
+                self.transfer = None;
+            }
+        } else if matches!(self.role, Role::Candidate | Role::PreCandidate) && !m.is_voter(self.id)
+        {
+            self.become_follower(self.term, 0);
+        }
+    }
+
+    /// This node's own replication point: in DiskFirst only what is on disk counts.
+    fn self_match(&self) -> Index {
+        match self.cfg.persistence {
+            Persistence::DiskFirst => self.persisted_index,
+            Persistence::MemFirst => self.log.last_index(),
+        }
+    }
+
+    /// Commit by counting replicas, only for an entry of the current term (paper 5.4.2).
+    fn maybe_commit(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let m = self.membership();
+        let mut matches: Vec<Index> = m
+            .voters
+            .iter()
+            .map(|&v| {
+                if v == self.id {
+                    self.self_match()
+                } else {
+                    self.progress[&v].match_index
+                }
+            })
+            .collect();
+        if matches.is_empty() {
+            return;
+        }
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        let q = matches[m.quorum() - 1];
+        if q <= self.commit || self.log.term(q) != Some(self.term) {
+            return;
+        }
+        assert!(q <= self.log.last_index(), "commit beyond the log");
+        let noop_was_committed = self.noop_committed();
+        self.commit = q;
+        if !noop_was_committed && self.noop_committed() {
+            let waiting = std::mem::take(&mut self.reads.awaiting_noop);
+            for (id, policy) in waiting {
+                self.record_read(id, policy);
+            }
+        }
+        // A leader removed from the voters steps down once the removal commits (thesis 4.2.2).
+        let conf_index = self.conf_history.last().expect("base").0;
+        if !self.membership().is_voter(self.id) && conf_index <= self.commit {
+            self.become_follower(self.term, 0);
+        }
+    }
+
+    fn broadcast_append(&mut self) {
+        self.need_broadcast = false;
+        let announce = self.commit > self.broadcast_commit;
+        self.broadcast_commit = self.commit;
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for id in peers {
+            self.send_append(id, announce);
+        }
+    }
+
+    /// Sends what `to` is missing, pipelined up to `inflight_appends_max`. With `even_empty`,
+    /// an up-to-date peer still gets an empty append (to learn the commit index).
+    fn send_append(&mut self, to: NodeId, even_empty: bool) {
+        let mut sent_any = false;
+        loop {
+            let last = self.log.last_index();
+            let pr = self.progress.get(&to).expect("progress for peer");
+            if !pr.can_send(self.cfg.inflight_appends_max) {
+                return;
+            }
+            let prev_index = pr.next_index - 1;
+            if prev_index < self.log.snapshot_index() {
+                let meta = self
+                    .snapshot
+                    .clone()
+                    .expect("compacted log without a snapshot");
+                let pr = self.progress.get_mut(&to).expect("progress");
+                pr.state = ReplState::Snapshot(meta.index);
+                pr.inflight.clear();
+                self.send(to, Body::Snapshot { meta });
+                return;
+            }
+            let has_new = pr.next_index <= last;
+            if !has_new && (sent_any || !even_empty) && pr.state == ReplState::Replicate {
+                return;
+            }
+            let prev_term = self.log.term(prev_index).expect("prev entry in log");
+            let entries = if has_new {
+                self.log.slice(
+                    pr.next_index,
+                    last,
+                    self.cfg.append_entries_max,
+                    self.cfg.append_bytes_max,
+                )
+            } else {
+                Vec::new()
+            };
+            let sent_last = prev_index + entries.len() as Index;
+            let commit = self.commit;
+            self.progress
+                .get_mut(&to)
+                .expect("progress")
+                .on_sent(sent_last);
+            self.send(
+                to,
+                Body::Append {
+                    prev_index,
+                    prev_term,
+                    entries,
+                    commit,
+                },
+            );
+            sent_any = true;
+            if sent_last >= last {
+                return;
+            }
+        }
+    }
+
+    fn handle_append_resp(
+        &mut self,
+        from: NodeId,
+        success: bool,
+        index: Index,
+        hint_index: Index,
+        hint_term: Term,
+    ) {
+        let last = self.log.last_index();
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.recent_active = true;
+        if success {
+            if index > last {
+                return; // cannot match entries we do not have (stale or diverged peer)
+            }
+            if matches!(pr.state, ReplState::Snapshot(_)) {
+                pr.state = ReplState::Probe;
+            }
+            if pr.on_success(index) {
+                self.maybe_commit();
+                if self.transfer.is_some_and(|(t, _)| t == from) && index == self.log.last_index() {
+                    self.send(from, Body::TimeoutNow);
+                }
+            }
+            if self.role == Role::Leader {
+                self.send_append(from, false);
+            }
+            return;
+        }
+        let mem_first = self.cfg.persistence == Persistence::MemFirst;
+        let stale = match pr.state {
+            // With MemFirst a restarted follower may really lack entries it acknowledged.
+            ReplState::Replicate => {
+                index < pr.match_index || (index == pr.match_index && !mem_first)
+            }
+            ReplState::Probe => index + 1 != pr.next_index,
+            ReplState::Snapshot(_) => true,
+        };
+        if stale {
+            return;
+        }
+        let probe = if hint_term > 0 {
+            self.log.find_conflict_by_term(hint_index, hint_term).0
+        } else {
+            hint_index
+        };
+        let pr = self.progress.get_mut(&from).expect("progress");
+        if mem_first && probe < pr.match_index {
+            // The follower lost acknowledged entries in a crash (MemFirst only): the one
+            // case where a match index goes down. With DiskFirst it never does.
+            pr.match_index = probe;
+        }
+        pr.become_probe();
+        pr.next_index = index.min(probe + 1).max(pr.match_index + 1);
+        self.send_append(from, false);
+    }
+
+    fn handle_append(
+        &mut self,
+        from: NodeId,
+        prev_index: Index,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        commit: Index,
+    ) {
+        if prev_index < self.log.snapshot_index() {
+            let index = self.log.snapshot_index();
+            return self.send(
+                from,
+                Body::AppendResp {
+                    success: true,
+                    index,
+                    hint_index: 0,
+                    hint_term: 0,
+                },
+            );
+        }
+        match self.log.term(prev_index) {
+            Some(t) if t == prev_term => {}
+            found => {
+                if found.is_some() && prev_index <= self.commit {
+                    return self.diverged(from, prev_index, prev_index);
+                }
+                let (hint_index, hint_term) = self
+                    .log
+                    .find_conflict_by_term(prev_index.min(self.log.last_index()), prev_term);
+                let body = Body::AppendResp {
+                    success: false,
+                    index: prev_index,
+                    hint_index,
+                    hint_term,
+                };
+                return self.send(from, body);
+            }
+        }
+        let last_new = prev_index + entries.len() as Index;
+        let mut first_new = None;
+        for (i, e) in entries.iter().enumerate() {
+            match self.log.term(e.index) {
+                Some(t) if t == e.term => continue,
+                Some(_) => {
+                    if e.index <= self.commit {
+                        return self.diverged(from, prev_index, e.index);
+                    }
+                    self.truncate_from(e.index);
+                }
+                None => {}
+            }
+            first_new = Some(i);
+            break;
+        }
+        if let Some(i) = first_new {
+            let from_index = entries[i].index;
+            self.log.append(entries.into_iter().skip(i));
+            self.track_membership_entries(from_index);
+        }
+        let c = commit.min(last_new);
+        if c > self.commit {
+            self.commit = c;
+        }
+        self.send(
+            from,
+            Body::AppendResp {
+                success: true,
+                index: last_new,
+                hint_index: 0,
+                hint_term: 0,
+            },
+        );
+    }
+
+    /// Drops log entries from `index` on (a conflicting suffix) and reverts membership
+    /// entries among them (thesis 4.1: a configuration is undone with its entry).
+    fn truncate_from(&mut self, index: Index) {
+        assert!(
+            index > self.commit,
+            "truncating committed entry {index} (commit {})",
+            self.commit
+        );
+        self.log.truncate_from(index);
+        self.unstable_from = self.unstable_from.min(index);
+        self.persisted_index = self.persisted_index.min(index - 1);
+        for r in self.inflight_readies.iter_mut() {
+            r.last_index = r.last_index.min(index - 1);
+        }
+        let before = self.conf_history.len();
+        while self.conf_history.len() > 1 && self.conf_history.last().expect("entry").0 >= index {
+            self.conf_history.pop();
+        }
+        if self.conf_history.len() != before {
+            self.on_membership_changed();
+        }
+    }
+
+    /// A leader's log disagrees with an entry we hold as committed at `index`. With
+    /// DiskFirst that is impossible unless storage lied, so it is a broken invariant. With
+    /// MemFirst it means acknowledged entries were lost in a crash (see `Persistence`): drop
+    /// everything and catch up from the leader, by entries or snapshot.
+    fn diverged(&mut self, from: NodeId, prev_index: Index, at: Index) {
+        assert!(
+            self.cfg.persistence == Persistence::MemFirst,
+            "leader {from} conflicts with committed entry {at} (commit {})",
+            self.commit
+        );
+        let current = self.membership().clone();
+        self.log = RaftLog::new(0, 0);
+        self.conf_history = vec![(0, current)];
+        self.commit = 0;
+        self.applying = 0;
+        self.applied = 0;
+        self.snapshot = None;
+        self.persisted_index = 0;
+        self.unstable_from = 1;
+        for r in self.inflight_readies.iter_mut() {
+            r.last_index = 0;
+        }
+        self.pending_reset = true;
+        self.pending_snapshot = None;
+        // Rejecting with an empty hint makes the leader start again from index 1.
+        let body = Body::AppendResp {
+            success: false,
+            index: prev_index,
+            hint_index: 0,
+            hint_term: 0,
+        };
+        self.send(from, body);
+    }
+
+    fn handle_snapshot(&mut self, from: NodeId, meta: SnapshotMeta) {
+        if meta.index <= self.commit {
+            let index = self.commit;
+            return self.send(
+                from,
+                Body::AppendResp {
+                    success: true,
+                    index,
+                    hint_index: 0,
+                    hint_term: 0,
+                },
+            );
+        }
+        meta.membership.check();
+        let keep_suffix = self.log.term(meta.index) == Some(meta.term);
+        if keep_suffix {
+            self.log.compact_to(meta.index, meta.term);
+            self.conf_history.retain(|(i, _)| *i > meta.index);
+            self.conf_history
+                .insert(0, (meta.index, meta.membership.clone()));
+        } else {
+            self.log = RaftLog::new(meta.index, meta.term);
+            self.unstable_from = meta.index + 1;
+            self.persisted_index = self.persisted_index.min(meta.index);
+            for r in self.inflight_readies.iter_mut() {
+                r.last_index = r.last_index.min(meta.index);
+            }
+            self.conf_history = vec![(meta.index, meta.membership.clone())];
+        }
+        self.on_membership_changed();
+        self.commit = meta.index;
+        self.applying = meta.index;
+        self.snapshot = Some(meta.clone());
+        self.pending_snapshot = Some(meta);
+        let index = self.log.last_index();
+        self.send(
+            from,
+            Body::AppendResp {
+                success: true,
+                index,
+                hint_index: 0,
+                hint_term: 0,
+            },
+        );
+    }
+
+    // ----- internals: reads -----
+
+    fn record_read(&mut self, id: u64, policy: ReadPolicy) {
+        let index = self.commit;
+        if policy == ReadPolicy::Lease && self.lease_valid(self.now) {
+            // The state must include everything committed when the lease was checked.
+            if index <= self.applied {
+                self.reads.done.push(ReadOutcome {
+                    id,
+                    result: Ok(index),
+                });
+            } else {
+                self.reads.confirmed.push_back((id, index));
+            }
+            return;
+        }
+        self.reads.awaiting_round.push((id, index));
+        if self.membership().voters.len() == 1 && self.membership().is_voter(self.id) {
+            self.start_round(); // a single voter is its own quorum
+        }
+    }
+
+    /// Sends one sequence-tagged heartbeat to every peer; all reads recorded so far ride on it.
+    fn start_round(&mut self) {
+        self.hb_seq += 1;
+        let seq = self.hb_seq;
+        for (id, index) in self.reads.awaiting_round.drain(..) {
+            self.reads.in_round.push_back((seq, id, index));
+        }
+        self.reads.round_sent_at.push_back((seq, self.now));
+        let peers: Vec<(NodeId, Index)> = self
+            .progress
+            .iter()
+            .map(|(&id, p)| (id, p.match_index))
+            .collect();
+        for (id, matched) in peers {
+            let commit = self.commit.min(matched);
+            self.send(id, Body::Heartbeat { commit, seq });
+        }
+        self.advance_rounds();
+    }
+
+    fn handle_heartbeat_resp(&mut self, from: NodeId, seq: u64) {
+        let last = self.log.last_index();
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.recent_active = true;
+        pr.acked_seq = pr.acked_seq.max(seq);
+        let behind = pr.match_index < last;
+        if behind {
+            if pr.state == ReplState::Probe {
+                pr.probe_sent = false; // the peer is alive: resend the probe
+            }
+            self.send_append(from, false);
+        }
+        self.advance_rounds();
+    }
+
+    /// Confirms every round a voter quorum has acknowledged in this term.
+    fn advance_rounds(&mut self) {
+        let m = self.membership();
+        let mut acked: Vec<u64> = m
+            .voters
+            .iter()
+            .map(|&v| {
+                if v == self.id {
+                    self.hb_seq
+                } else {
+                    self.progress[&v].acked_seq
+                }
+            })
+            .collect();
+        if acked.is_empty() {
+            return;
+        }
+        acked.sort_unstable_by(|a, b| b.cmp(a));
+        let q = acked[m.quorum() - 1];
+        self.reads.on_quorum_round(q);
+        self.reads.on_applied(self.applied);
+    }
+
+    // ----- internals: sending -----
+
+    fn send(&mut self, to: NodeId, body: Body) {
+        self.send_with_term(to, self.term, body);
+    }
+
+    /// Queues a message, or holds it until what it depends on is durable: any message sent
+    /// while a term or vote change is unpersisted; with DiskFirst, an append acknowledgement
+    /// until the acknowledged entries are persisted.
+    fn send_with_term(&mut self, to: NodeId, term: Term, body: Body) {
+        let after_ready = if (self.term, self.vote) != (self.emitted_hs.term, self.emitted_hs.vote)
+        {
+            self.next_ready
+        } else if self.term_vote_ready > self.persisted_ready {
+            self.term_vote_ready
+        } else {
+            0
+        };
+        let after_index = match body {
+            Body::AppendResp {
+                success: true,
+                index,
+                ..
+            } if self.cfg.persistence == Persistence::DiskFirst => index,
+            _ => 0,
+        };
+        let msg = Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        };
+        if after_ready > self.persisted_ready || after_index > self.persisted_index {
+            self.held.push_back(Held {
+                after_ready,
+                after_index,
+                msg,
+            });
+        } else {
+            self.msgs.push(msg);
+        }
+    }
+
+    fn release_held(&mut self) {
+        let mut keep = VecDeque::new();
+        while let Some(h) = self.held.pop_front() {
+            if h.msg.term < self.term {
+                continue; // written for an older term; its promise may no longer hold
+            }
+            if h.after_ready <= self.persisted_ready && h.after_index <= self.persisted_index {
+                self.msgs.push(h.msg);
+            } else {
+                keep.push_back(h);
+            }
+        }
+        self.held = keep;
+    }
+}
