@@ -6,4 +6,5 @@
 pub mod net;
 pub mod raft;
 pub mod shard;
+pub mod testkit;
 pub mod wal;
