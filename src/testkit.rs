@@ -320,6 +320,11 @@ impl Cluster {
                 log.push(d);
                 moved = true;
             }
+            assert!(
+                log.len() < 100_000,
+                "stabilize does not settle; last: {:?}",
+                &log[log.len() - 6..]
+            );
             if !moved {
                 return log;
             }

@@ -423,7 +423,7 @@ impl Raft {
         if caught_up {
             self.send(target, Body::TimeoutNow);
         } else {
-            self.send_append(target, false);
+            self.send_append(target);
         }
         Ok(())
     }
@@ -1064,17 +1064,16 @@ impl Raft {
 
     fn broadcast_append(&mut self) {
         self.need_broadcast = false;
-        let announce = self.commit > self.broadcast_commit;
         self.broadcast_commit = self.commit;
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
         for id in peers {
-            self.send_append(id, announce);
+            self.send_append(id);
         }
     }
 
-    /// Sends what `to` is missing, pipelined up to `inflight_appends_max`. With `even_empty`,
-    /// an up-to-date peer still gets an empty append (to learn the commit index).
-    fn send_append(&mut self, to: NodeId, even_empty: bool) {
+    /// Sends what `to` is missing, pipelined up to `inflight_appends_max`. A peer that has
+    /// everything but not the latest commit index gets an empty append to learn it.
+    fn send_append(&mut self, to: NodeId) {
         let mut sent_any = false;
         loop {
             let last = self.log.last_index();
@@ -1082,6 +1081,7 @@ impl Raft {
             if !pr.can_send(self.cfg.inflight_appends_max) {
                 return;
             }
+            let even_empty = pr.sent_commit < self.commit;
             let prev_index = pr.next_index - 1;
             if prev_index < self.log.snapshot_index() {
                 let meta = self
@@ -1111,10 +1111,9 @@ impl Raft {
             };
             let sent_last = prev_index + entries.len() as Index;
             let commit = self.commit;
-            self.progress
-                .get_mut(&to)
-                .expect("progress")
-                .on_sent(sent_last);
+            let pr = self.progress.get_mut(&to).expect("progress");
+            pr.on_sent(sent_last);
+            pr.sent_commit = commit;
             self.send(
                 to,
                 Body::Append {
@@ -1158,7 +1157,7 @@ impl Raft {
                 }
             }
             if self.role == Role::Leader {
-                self.send_append(from, false);
+                self.send_append(from);
             }
             return;
         }
@@ -1187,7 +1186,7 @@ impl Raft {
         }
         pr.become_probe();
         pr.next_index = index.min(probe + 1).max(pr.match_index + 1);
-        self.send_append(from, false);
+        self.send_append(from);
     }
 
     fn handle_append(
@@ -1421,7 +1420,7 @@ impl Raft {
             if pr.state == ReplState::Probe {
                 pr.probe_sent = false; // the peer is alive: resend the probe
             }
-            self.send_append(from, false);
+            self.send_append(from);
         }
         self.advance_rounds();
     }

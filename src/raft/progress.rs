@@ -31,6 +31,8 @@ pub struct Progress {
     pub recent_active: bool,
     /// Highest heartbeat round this peer acknowledged in the current term.
     pub acked_seq: u64,
+    /// Commit index carried by the last AppendEntries sent to this peer.
+    pub sent_commit: Index,
 }
 
 impl Progress {
@@ -43,6 +45,7 @@ impl Progress {
             probe_sent: false,
             recent_active: true,
             acked_seq: 0,
+            sent_commit: 0,
         }
     }
 
