@@ -47,8 +47,10 @@ impl MemStorage {
             self.snapshot = Some((m, data));
         }
         if let Some(first) = rd.entries.first() {
-            self.entries.retain(|e| e.index < first.index);
             let base = self.snapshot.as_ref().map_or(0, |s| s.0.index);
+            // Stored entries are contiguous from base + 1: cut the replaced suffix by position.
+            self.entries
+                .truncate(first.index.saturating_sub(base + 1) as usize);
             assert_eq!(
                 self.entries.last().map_or(base, |e| e.index) + 1,
                 first.index,
@@ -327,6 +329,26 @@ impl Cluster {
             );
             if !moved {
                 return log;
+            }
+        }
+    }
+
+    /// Like `stabilize`, without recording or cloning messages (benchmarks).
+    pub fn pump(&mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        loop {
+            let mut moved = false;
+            for &id in &ids {
+                moved |= self.process(id);
+            }
+            while let Some(m) = self.queue.pop_front() {
+                if self.deliverable(&m) {
+                    self.deliver(m);
+                }
+                moved = true;
+            }
+            if !moved {
+                return;
             }
         }
     }

@@ -341,10 +341,7 @@ fn safety_under_random_faults() {
         committed > 400,
         "only {committed} entries committed over 40 seeds"
     );
-    assert!(
-        terms > 60,
-        "only {terms} terms with a leader over 40 seeds"
-    );
+    assert!(terms > 60, "only {terms} terms with a leader over 40 seeds");
 }
 
 /// Runs one seed; returns (entries committed, terms that had a leader).

@@ -95,6 +95,20 @@ impl Config {
         self.election_timeout_min_ticks as Nanos * self.tick_interval_ns
     }
 
+    /// Warnings the node must log at start-up (the core itself never logs).
+    pub fn startup_warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.persistence == Persistence::MemFirst {
+            w.push(
+                "persistence strategy MemFirst: writes are acknowledged before they reach disk; \
+                 an acknowledged write can be lost if the nodes holding it crash within the \
+                 flush interval (even one crash plus a partition). Use DiskFirst for durability."
+                    .to_string(),
+            );
+        }
+        w
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |key, reason: String| Err(ConfigError { key, reason });
         if self.id == 0 {
@@ -178,7 +192,14 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        Config::new(1).validate().unwrap();
+        let c = Config::new(1);
+        c.validate().unwrap();
+        assert!(c.startup_warnings().is_empty());
+        let mem = Config {
+            persistence: Persistence::MemFirst,
+            ..c
+        };
+        assert!(mem.startup_warnings()[0].contains("can be lost"));
     }
 
     #[test]

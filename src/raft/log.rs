@@ -131,9 +131,10 @@ impl RaftLog {
         term > self.last_term() || (term == self.last_term() && index >= self.last_index())
     }
 
+    /// Entries from `from` (clamped to the first entry) to the end.
     pub fn iter_from(&self, from: Index) -> impl Iterator<Item = &Entry> {
-        let skip = from.saturating_sub(self.first_index()) as usize;
-        self.entries.iter().skip(skip)
+        let skip = (from.saturating_sub(self.first_index()) as usize).min(self.entries.len());
+        self.entries.range(skip..)
     }
 }
 

@@ -418,7 +418,10 @@ impl Raft {
             return Ok(());
         }
         self.transfer = Some((target, 0));
+        // Revoke the lease, and let no round sent before now renew it: the target's forced
+        // vote is granted regardless of leases (see `start_round` for rounds sent during).
         self.reads.lease_start = None;
+        self.reads.round_sent_at.clear();
         let caught_up = self.progress[&target].match_index == self.log.last_index();
         if caught_up {
             self.send(target, Body::TimeoutNow);
@@ -526,7 +529,8 @@ impl Raft {
                 self.send(m.from, Body::VoteResp { granted });
             }
             Body::PreVoteResp { granted } => {
-                if self.role == Role::PreCandidate && m.term == self.term + 1 || !granted {
+                // A grant carries the pre-vote term; a refusal carries the voter's own term.
+                if self.role == Role::PreCandidate && (m.term == self.term + 1 || !granted) {
                     self.tally(m.from, granted, true);
                 }
             }
@@ -746,7 +750,34 @@ impl Raft {
         }
         rd.messages = std::mem::take(&mut self.msgs);
         rd.reads = std::mem::take(&mut self.reads.done);
+        self.check_invariants();
         rd
+    }
+
+    /// Cheap invariants, checked on every Ready in every build.
+    fn check_invariants(&self) {
+        let last = self.log.last_index();
+        assert!(
+            self.applied <= self.applying && self.applying <= self.commit && self.commit <= last,
+            "node {}: applied {} <= applying {} <= commit {} <= last {} violated",
+            self.id,
+            self.applied,
+            self.applying,
+            self.commit,
+            last
+        );
+        assert!(
+            self.persisted_index <= last,
+            "persisted index beyond the log"
+        );
+        assert!(
+            self.commit >= self.log.snapshot_index(),
+            "commit below the snapshot"
+        );
+        assert!(
+            self.role != Role::Leader || self.leader == self.id,
+            "leader without itself as leader"
+        );
     }
 
     // ----- internals: roles -----
@@ -898,7 +929,11 @@ impl Raft {
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
         self.transfer = None;
-        self.reads = Reads::default();
+        // Unconfirmed reads were failed on the way here (become_follower); confirmed reads and
+        // results not yet handed out stay. The new term starts without a lease.
+        debug_assert_eq!(self.reads.pending(), self.reads.confirmed.len());
+        self.reads.round_sent_at.clear();
+        self.reads.lease_start = None;
         let next = self.log.last_index() + 1;
         self.progress = self
             .membership()
@@ -1395,7 +1430,13 @@ impl Raft {
         for (id, index) in self.reads.awaiting_round.drain(..) {
             self.reads.in_round.push_back((seq, id, index));
         }
-        self.reads.round_sent_at.push_back((seq, self.now));
+        // A round sent during a leadership transfer still confirms ReadIndex reads but starts
+        // no lease: a voter may ack it and then grant the target's forced vote (which skips
+        // the lease check), so a lease from it could outlive an abandoned transfer while the
+        // target leads (lease.txt, "Rounds acknowledged DURING a transfer").
+        if self.transfer.is_none() {
+            self.reads.round_sent_at.push_back((seq, self.now));
+        }
         let peers: Vec<(NodeId, Index)> = self
             .progress
             .iter()
@@ -1416,7 +1457,30 @@ impl Raft {
         pr.recent_active = true;
         pr.acked_seq = pr.acked_seq.max(seq);
         let behind = pr.match_index < last;
-        if behind {
+        // Fix (scenario election.txt, "The leader's next heartbeat shows that node 3 is
+        // behind"): in Replicate state with every missing entry already in flight (or the
+        // pipeline full), `send_append` sends nothing, so appends lost on the way were never
+        // retried and an idle follower stayed behind forever (paper 5.3: the leader retries
+        // indefinitely). As etcd does, probe with an empty append at next-1: the peer acks it
+        // if the appends arrived, or rejects it and the leader backs up and resends.
+        let lost_check = behind
+            && pr.state == ReplState::Replicate
+            && (pr.next_index > last || !pr.can_send(self.cfg.inflight_appends_max));
+        if lost_check {
+            let prev_index = pr.next_index - 1;
+            if let Some(prev_term) = self.log.term(prev_index) {
+                let commit = self.commit;
+                pr.sent_commit = commit;
+                let entries = Vec::new();
+                let body = Body::Append {
+                    prev_index,
+                    prev_term,
+                    entries,
+                    commit,
+                };
+                self.send(from, body);
+            }
+        } else if behind {
             if pr.state == ReplState::Probe {
                 pr.probe_sent = false; // the peer is alive: resend the probe
             }
