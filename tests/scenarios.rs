@@ -10,7 +10,11 @@
 //!   happens only on `persist`).
 //! - `add-node 4`: a fresh node with no membership (it learns it when added).
 //! - `tick [n=K] [1 2]`: K ticks on the named nodes (default all).
-//! - `campaign 1`, `stabilize`, `process 1`, `deliver [from=1] [to=2] [drop] [count=N]`.
+//! - `campaign 1`, `stabilize`, `process 1`, `deliver [from=1] [to=2] [type=Append] [drop]
+//!   [count=N]` (`type` matches the message kind as printed, e.g. `Heartbeat`, `Snapshot`;
+//!   it lets a scenario deliver a later message before an earlier one on the same link).
+//!   `dup`: deliver and also keep a copy at the back of the queue (a duplicate that a
+//!   later `deliver` hands over again, late: a stale or repeated message).
 //! - `propose 1 [data=(a,b)]`, `conf 1 add-learner|promote|remove=4`, `transfer 1 to=2`.
 //! - `read 1 id=7 policy=linearizable|lease|eventual`, `reads 1` (completed reads).
 //! - `persist 1 [all]`, `crash 2`, `restart 2`, `partition a=(1) b=(2,3)`, `heal`,
@@ -273,14 +277,18 @@ impl World {
                 let from: Option<NodeId> = tc.try_take_arg("from").unwrap();
                 let to: Option<NodeId> = tc.try_take_arg("to").unwrap();
                 let count: Option<usize> = tc.try_take_arg("count").unwrap();
+                let kind: Option<String> = tc.try_take_arg("type").unwrap();
                 let drop = tc.take_flag("drop").unwrap();
+                let dup = tc.take_flag("dup").unwrap();
                 let c = self.c();
                 let mut left = count.unwrap_or(usize::MAX);
                 let mut rest = std::collections::VecDeque::new();
                 let queued = std::mem::take(&mut c.queue);
                 let mut picked = Vec::new();
                 for m in queued {
-                    let hit = from.is_none_or(|f| f == m.from) && to.is_none_or(|t| t == m.to);
+                    let hit = from.is_none_or(|f| f == m.from)
+                        && to.is_none_or(|t| t == m.to)
+                        && kind.as_deref().is_none_or(|k| k == m.body.name());
                     if hit && left > 0 {
                         left -= 1;
                         picked.push(m);
@@ -294,6 +302,9 @@ impl World {
                         writeln!(out, "DROP {}", fmt_msg(&m)).unwrap();
                     } else {
                         writeln!(out, "{}", fmt_msg(&m)).unwrap();
+                        if dup {
+                            c.queue.push_back(m.clone());
+                        }
                         c.deliver(m);
                     }
                 }

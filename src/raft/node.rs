@@ -84,7 +84,8 @@ pub struct Restore {
 pub struct Ready {
     pub number: u64,
     pub hard_state: Option<HardState>,
-    /// MemFirst divergence recovery: discard the WAL, snapshot and state machine first.
+    /// Discard the WAL entries, snapshot and state machine first (the hard state stays): MemFirst
+    /// divergence recovery, or a received `snapshot` that replaces a log not matching it.
     pub reset: bool,
     /// A received snapshot to install (state machine and WAL) before `entries`.
     pub snapshot: Option<SnapshotMeta>,
@@ -1378,10 +1379,22 @@ impl Raft {
         } else {
             self.log = RaftLog::new(meta.index, meta.term);
             self.unstable_from = meta.index + 1;
-            self.persisted_index = self.persisted_index.min(meta.index);
+            // Fix (snapshot.txt, "drops its whole log"): of the old log only committed entries
+            // (which the snapshot covers) are known durable until the snapshot's own Ready is
+            // persisted. Clamping to `meta.index` instead released the ack for `meta.index`
+            // before the snapshot was on disk (breaking DiskFirst): after a crash the leader
+            // believed index 5 matched and its heartbeat commit made the follower apply its own
+            // stale, conflicting entries 3-5.
+            let durable = self.persisted_index.min(self.commit);
+            self.persisted_index = durable;
             for r in self.inflight_readies.iter_mut() {
-                r.last_index = r.last_index.min(meta.index);
+                r.last_index = r.last_index.min(durable);
             }
+            // Fix (snapshot.txt, "drops its whole log"): the driver must drop the stored log
+            // too. Without `reset` it kept stored entries after the snapshot (it cannot tell
+            // them from a matching suffix), and a restart loaded a stale 6/1 after a 5/2
+            // snapshot ("log term goes backwards").
+            self.pending_reset = true;
             self.conf_history = vec![(meta.index, meta.membership.clone())];
         }
         self.on_membership_changed();
@@ -1457,16 +1470,23 @@ impl Raft {
         pr.recent_active = true;
         pr.acked_seq = pr.acked_seq.max(seq);
         let behind = pr.match_index < last;
-        // Fix (scenario election.txt, "The leader's next heartbeat shows that node 3 is
-        // behind"): in Replicate state with every missing entry already in flight (or the
-        // pipeline full), `send_append` sends nothing, so appends lost on the way were never
-        // retried and an idle follower stayed behind forever (paper 5.3: the leader retries
-        // indefinitely). As etcd does, probe with an empty append at next-1: the peer acks it
-        // if the appends arrived, or rejects it and the leader backs up and resends.
-        let lost_check = behind
+        // Fix (scenario election.txt, "node 3 is behind after the partition"): in Replicate
+        // state with every missing entry already in flight (or the pipeline full),
+        // `send_append` sends nothing, so appends lost on the way were never retried and an
+        // idle follower stayed behind forever (paper 5.3: the leader retries indefinitely).
+        // If two heartbeat replies in a row find it so with no progress of the match index,
+        // probe with an empty append at next-1 (as etcd does): the peer acks it if the
+        // appends did arrive, or rejects it and the leader backs up and resends.
+        let all_in_flight = behind
             && pr.state == ReplState::Replicate
             && (pr.next_index > last || !pr.can_send(self.cfg.inflight_appends_max));
-        if lost_check {
+        let stalled = all_in_flight && pr.stalled_match == Some(pr.match_index);
+        pr.stalled_match = if all_in_flight && !stalled {
+            Some(pr.match_index)
+        } else {
+            None
+        };
+        if stalled {
             let prev_index = pr.next_index - 1;
             if let Some(prev_term) = self.log.term(prev_index) {
                 let commit = self.commit;

@@ -33,6 +33,10 @@ pub struct Progress {
     pub acked_seq: u64,
     /// Commit index carried by the last AppendEntries sent to this peer.
     pub sent_commit: Index,
+    /// Replicate state: the match index seen at the last heartbeat reply that found every
+    /// missing entry already in flight. Unchanged at the next such reply means those appends
+    /// were probably lost (see `Raft::handle_heartbeat_resp`).
+    pub stalled_match: Option<Index>,
 }
 
 impl Progress {
@@ -46,6 +50,7 @@ impl Progress {
             recent_active: true,
             acked_seq: 0,
             sent_commit: 0,
+            stalled_match: None,
         }
     }
 
