@@ -297,15 +297,30 @@ impl Cluster {
 
     /// Steps `m` into its target, attaching snapshot data as a transport would.
     pub fn deliver(&mut self, m: Message) {
-        if let Body::Snapshot { meta } = &m.body {
+        let snapshot_from = if let Body::Snapshot { meta } = &m.body {
             let data = self.nodes[&m.from].storage.snapshot.clone();
             let data = data
                 .filter(|(sm, _)| sm == meta)
                 .expect("leader has the snapshot it sends");
             self.nodes.get_mut(&m.to).expect("node").received_snapshot = Some(data);
-        }
+            Some(m.from)
+        } else {
+            None
+        };
+        let to = m.to;
         let n = self.nodes.get_mut(&m.to).expect("node exists");
         n.raft.step(m);
+        // The transport reports a finished snapshot transfer to the sender.
+        if let Some(from) = snapshot_from {
+            self.report_snapshot(from, to, true);
+        }
+    }
+
+    /// Tells `from`'s core how sending a snapshot to `to` ended.
+    pub fn report_snapshot(&mut self, from: NodeId, to: NodeId, delivered: bool) {
+        if let Some(n) = self.nodes.get_mut(&from).filter(|n| n.up) {
+            n.raft.report_snapshot(to, delivered);
+        }
     }
 
     /// Processes readies and delivers messages until nothing moves. Returns the messages
@@ -386,7 +401,8 @@ impl Cluster {
     /// Restart from storage.
     pub fn restart(&mut self, id: NodeId) {
         let n = self.nodes.remove(&id).expect("node exists");
-        let fresh = Self::boot(n.cfg, n.initial, n.storage);
+        let mut fresh = Self::boot(n.cfg, n.initial, n.storage);
+        fresh.auto_persist = n.auto_persist;
         self.nodes.insert(id, fresh);
     }
 

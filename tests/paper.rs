@@ -41,6 +41,16 @@ fn seed_node(c: &mut Cluster, id: NodeId, term: Term, terms: &[Term]) {
     c.restart(id);
 }
 
+/// A restarted node refuses votes for one minimum election timeout (it may have
+/// acknowledged a lease just before it stopped): let that pass, dropping any campaign the
+/// ticks start.
+fn pass_boot_guard(c: &mut Cluster) {
+    for _ in 0..10 {
+        c.tick_all();
+    }
+    drop_in_flight(c);
+}
+
 /// Drops every message produced so far (including ones still inside the cores), so that
 /// campaigns the test did not script go nowhere.
 fn drop_in_flight(c: &mut Cluster) {
@@ -109,6 +119,7 @@ fn figure7_leader_repairs_every_follower_log() {
         seed_node(&mut c, 1, 7, leader_log);
         seed_node(&mut c, 2, 7, f);
         seed_node(&mut c, 3, 7, leader_log);
+        pass_boot_guard(&mut c);
         c.raft(1).campaign_now();
         for (m, ok) in c.stabilize() {
             if std::env::var("DBG").is_ok() {
@@ -280,6 +291,7 @@ fn stale_candidate_loses_and_votes_are_unique() {
     seed_node(&mut c, 1, 3, &[1, 1]);
     seed_node(&mut c, 2, 3, &[1, 1, 3]);
     seed_node(&mut c, 3, 3, &[1, 1, 3]);
+    pass_boot_guard(&mut c);
     c.raft(1).campaign_now();
     c.stabilize();
     assert_ne!(
@@ -341,7 +353,7 @@ fn safety_under_random_faults() {
         committed > 400,
         "only {committed} entries committed over 40 seeds"
     );
-    assert!(terms > 60, "only {terms} terms with a leader over 40 seeds");
+    assert!(terms > 40, "only {terms} terms with a leader over 40 seeds");
 }
 
 /// Runs one seed; returns (entries committed, terms that had a leader).

@@ -167,6 +167,13 @@ pub struct Raft {
     hb_seq: u64,
     /// Target and ticks elapsed of an ongoing leadership transfer.
     transfer: Option<(NodeId, u32)>,
+    /// A TimeoutNow went out in this term. Its forced vote skips the voters' lease check and
+    /// may arrive at any later time, so this leader serves no more lease reads in this term.
+    timeout_now_sent: bool,
+    /// Set at start-up when the node has been part of a term before: it may have
+    /// acknowledged a leader's lease round just before it stopped, so it refuses votes for
+    /// one minimum election timeout, as if it had just heard from that leader.
+    boot_guard: bool,
     /// Send appends to every peer at the next `ready()` (batches many proposals).
     need_broadcast: bool,
     /// Commit index last announced to followers.
@@ -241,6 +248,8 @@ impl Raft {
             progress: BTreeMap::new(),
             hb_seq: 0,
             transfer: None,
+            timeout_now_sent: false,
+            boot_guard: hs.term > 0,
             need_broadcast: false,
             broadcast_commit: 0,
             reads: Reads::default(),
@@ -312,6 +321,7 @@ impl Raft {
     pub fn lease_valid(&self, now: Nanos) -> bool {
         self.role == Role::Leader
             && self.transfer.is_none()
+            && !self.timeout_now_sent
             && self.noop_committed()
             && self
                 .reads
@@ -350,6 +360,9 @@ impl Raft {
             self.tick_leader();
         } else {
             self.election_elapsed = self.election_elapsed.saturating_add(1);
+            if self.election_elapsed >= self.cfg.election_timeout_min_ticks {
+                self.boot_guard = false;
+            }
             if self.election_elapsed >= self.randomized_timeout && self.promotable() {
                 self.campaign(true, false);
             }
@@ -425,7 +438,7 @@ impl Raft {
         self.reads.round_sent_at.clear();
         let caught_up = self.progress[&target].match_index == self.log.last_index();
         if caught_up {
-            self.send(target, Body::TimeoutNow);
+            self.send_timeout_now(target);
         } else {
             self.send_append(target);
         }
@@ -660,11 +673,20 @@ impl Raft {
         meta
     }
 
-    /// The transport failed to deliver a snapshot to `to`: probe again later.
-    pub fn report_snapshot_failed(&mut self, to: NodeId) {
+    /// The transport finished sending the snapshot to `to`, `delivered` or not. Either way
+    /// the leader probes next (as etcd does): after a delivered snapshot at the index after
+    /// it, which the peer acknowledges once installed or rejects if it lost it in a crash
+    /// (then the leader backs up and sends a snapshot again). Without this report a lost
+    /// acknowledgement would leave the peer in snapshot state forever.
+    pub fn report_snapshot(&mut self, to: NodeId, delivered: bool) {
         if let Some(pr) = self.progress.get_mut(&to) {
-            if matches!(pr.state, ReplState::Snapshot(_)) {
+            if let ReplState::Snapshot(index) = pr.state {
                 pr.become_probe();
+                if delivered {
+                    // Paused until the peer's acknowledgement or next heartbeat reply.
+                    pr.next_index = pr.next_index.max(index + 1);
+                    pr.probe_sent = true;
+                }
             }
         }
     }
@@ -806,7 +828,13 @@ impl Raft {
     /// A follower that heard from a live leader within the minimum election timeout (or a
     /// leader, whose timer resets each timeout) refuses to help depose it.
     fn in_lease(&self) -> bool {
-        self.leader != 0 && self.election_elapsed < self.cfg.election_timeout_min_ticks
+        (self.leader != 0 || self.boot_guard)
+            && self.election_elapsed < self.cfg.election_timeout_min_ticks
+    }
+
+    fn send_timeout_now(&mut self, to: NodeId) {
+        self.timeout_now_sent = true;
+        self.send(to, Body::TimeoutNow);
     }
 
     fn reset_randomized_timeout(&mut self) {
@@ -930,6 +958,7 @@ impl Raft {
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
         self.transfer = None;
+        self.timeout_now_sent = false;
         // Unconfirmed reads were failed on the way here (become_follower); confirmed reads and
         // results not yet handed out stay. The new term starts without a lease.
         debug_assert_eq!(self.reads.pending(), self.reads.confirmed.len());
@@ -1189,7 +1218,7 @@ impl Raft {
             if pr.on_success(index) {
                 self.maybe_commit();
                 if self.transfer.is_some_and(|(t, _)| t == from) && index == self.log.last_index() {
-                    self.send(from, Body::TimeoutNow);
+                    self.send_timeout_now(from);
                 }
             }
             if self.role == Role::Leader {
@@ -1401,8 +1430,10 @@ impl Raft {
         self.commit = meta.index;
         self.applying = meta.index;
         self.snapshot = Some(meta.clone());
+        // Acknowledge the snapshot index, not a kept suffix after it: only the snapshot is
+        // known to match the leader's log.
+        let index = meta.index;
         self.pending_snapshot = Some(meta);
-        let index = self.log.last_index();
         self.send(
             from,
             Body::AppendResp {
