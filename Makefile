@@ -21,8 +21,7 @@ fmt:
 	$(CARGO) fmt --all
 
 test: lint
-	$(CARGO) test --all-targets
-	$(CARGO) test --doc
+	$(CARGO) test
 
 bench-raft:
 	$(CARGO) bench --bench raft

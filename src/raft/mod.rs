@@ -13,6 +13,32 @@
 //! persist, a snapshot to install, messages that are safe to send, committed entries, read
 //! results). Messages that promise durability (votes, and append acknowledgements under
 //! `Persistence::DiskFirst`) are held inside the core until `on_persisted` covers them.
+//!
+//! A single-voter node, driven by hand:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use ringkv::raft::{Config, Membership, Raft, Restore, Role};
+//!
+//! let restore = Restore { initial_membership: Membership::with_voters([1]), ..Restore::default() };
+//! let mut raft = Raft::new(Config::new(1), restore).unwrap();
+//! raft.campaign_now(); // a lone voter wins at once and appends its no-op
+//! assert_eq!(raft.role(), Role::Leader);
+//! let (index, _term) = raft.propose(vec![Bytes::from_static(b"k=v")]).unwrap();
+//! let mut applied = Vec::new();
+//! while raft.has_ready() {
+//!     let rd = raft.ready();
+//!     // A real driver writes rd.hard_state and rd.entries to its WAL and fdatasyncs here.
+//!     if rd.must_persist() {
+//!         raft.on_persisted(rd.number);
+//!     }
+//!     if let Some(last) = rd.committed.last() {
+//!         applied.extend(rd.committed.iter().map(|e| e.index));
+//!         raft.on_applied(last.index);
+//!     }
+//! }
+//! assert_eq!(applied, vec![1, index]); // the no-op, then our entry
+//! ```
 
 mod config;
 mod log;
