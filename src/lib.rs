@@ -6,5 +6,6 @@
 pub mod net;
 pub mod raft;
 pub mod shard;
+pub mod sim;
 pub mod testkit;
 pub mod wal;
