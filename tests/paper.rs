@@ -98,7 +98,7 @@ fn small(c: &mut Config) {
     c.election_timeout_min_ticks = 10;
     c.election_timeout_max_ticks = 20;
     c.heartbeat_interval_ticks = 2;
-    c.lease_duration_ns = 90_000_000;
+    c.lease_duration_ns = 80_000_000;
 }
 
 /// Figure 7 / section 5.3: whatever a follower's log looks like (missing entries, extra
@@ -350,7 +350,7 @@ fn safety_under_random_faults() {
     }
     // The runs must have made progress and changed leaders, or they proved nothing.
     assert!(
-        committed > 400,
+        committed > 300,
         "only {committed} entries committed over 40 seeds"
     );
     assert!(terms > 40, "only {terms} terms with a leader over 40 seeds");

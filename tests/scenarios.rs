@@ -109,7 +109,11 @@ fn fmt_msg(m: &Message) -> String {
         } => {
             format!(" reject index={index} hint={hint_index}/{hint_term}")
         }
-        Body::Heartbeat { commit, seq } => format!(" commit={commit} seq={seq}"),
+        Body::Heartbeat {
+            commit,
+            commit_term,
+            seq,
+        } => format!(" commit={commit}/{commit_term} seq={seq}"),
         Body::HeartbeatResp { seq } => format!(" seq={seq}"),
         Body::Snapshot { meta } => {
             format!(
@@ -194,8 +198,8 @@ impl World {
                     c.election_timeout_min_ticks = election;
                     c.election_timeout_max_ticks = election * 2;
                     c.heartbeat_interval_ticks = heartbeat;
-                    // Lease: election_timeout_min minus the 5% drift bound, minus a margin.
-                    c.lease_duration_ns = election as u64 * c.tick_interval_ns * 9 / 10;
+                    // Lease: (election_timeout_min - 1 tick) minus the 5% drift bound, minus a margin.
+                    c.lease_duration_ns = (election as u64 - 1) * c.tick_interval_ns * 94 / 100;
                     if mem {
                         c.persistence = Persistence::MemFirst;
                     }

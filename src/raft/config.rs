@@ -145,17 +145,18 @@ impl Config {
             );
         }
         // Lease safety (thesis 6.4.1): a voter that heard from the leader refuses votes for
-        // election_timeout_min by its own clock; the leader's lease must end before that
-        // even if its clock runs slow by the drift bound.
-        let et_min = self.election_timeout_min_ns();
+        // election_timeout_min ticks, counted from the next tick: at least (min - 1) whole
+        // ticks of its own clock. The leader's lease must end before that even if the clocks
+        // drift apart by the bound.
+        let et_min = (self.election_timeout_min_ticks as Nanos - 1) * self.tick_interval_ns;
         let keep = (1_000_000 - self.clock_drift_ppm_max) as u128;
         let bound = (et_min as u128 * keep / 1_000_000) as Nanos;
         if self.lease_duration_ns >= bound {
             return err(
                 "lease_duration_ns",
                 format!(
-                    "{} ns must be shorter than election_timeout_min minus the drift bound \
-                     ({bound} ns)",
+                    "{} ns must be shorter than election_timeout_min (less one tick) minus \
+                     the drift bound ({bound} ns)",
                     self.lease_duration_ns
                 ),
             );
@@ -205,12 +206,12 @@ mod tests {
     #[test]
     fn lease_must_be_shorter_than_election_timeout_minus_drift() {
         let mut c = Config::new(1);
-        // 100 ticks x 10 ms = 1 s; 5% drift leaves 950 ms.
-        c.lease_duration_ns = 950_000_000;
+        // 100 ticks x 10 ms, less one tick = 990 ms; 5% drift leaves 940.5 ms.
+        c.lease_duration_ns = 940_500_000;
         assert_eq!(c.validate().unwrap_err().key, "lease_duration_ns");
-        c.lease_duration_ns = 949_000_000;
+        c.lease_duration_ns = 940_000_000;
         c.validate().unwrap();
-        assert_eq!(c.effective_lease_ns(), 901_550_000);
+        assert_eq!(c.effective_lease_ns(), 893_000_000);
     }
 
     #[test]

@@ -160,6 +160,9 @@ pub struct Raft {
     /// Membership entries still in the log, oldest first; element 0 is the base (snapshot
     /// or initial) configuration. The last element is in force (thesis 4.1: on append).
     conf_history: Vec<(Index, Membership)>,
+    /// The membership at index 0 (`Restore::initial_membership`): what a MemFirst node that
+    /// must discard its whole log starts again from, like every node's log does.
+    initial_membership: Membership,
 
     // Leader state.
     progress: BTreeMap<NodeId, Progress>,
@@ -170,10 +173,12 @@ pub struct Raft {
     /// A TimeoutNow went out in this term. Its forced vote skips the voters' lease check and
     /// may arrive at any later time, so this leader serves no more lease reads in this term.
     timeout_now_sent: bool,
-    /// Set at start-up when the node has been part of a term before: it may have
-    /// acknowledged a leader's lease round just before it stopped, so it refuses votes for
-    /// one minimum election timeout, as if it had just heard from that leader.
-    boot_guard: bool,
+    /// Ticks since this node last heard from a leader of its term (or led itself). While
+    /// below `election_timeout_min_ticks` it refuses votes: it may have acknowledged a lease
+    /// round (thesis 6.4.1). Unlike `leader`, a higher-term message does not reset it. A node
+    /// restarting with a term > 0 starts at 0: it may have acknowledged a round just before it
+    /// stopped. A fresh node starts at the maximum (it never acknowledged anything).
+    leader_contact_ticks: u32,
     /// Send appends to every peer at the next `ready()` (batches many proposals).
     need_broadcast: bool,
     /// Commit index last announced to followers.
@@ -245,11 +250,12 @@ impl Raft {
             applied: base_index,
             snapshot: restore.snapshot,
             conf_history,
+            initial_membership: restore.initial_membership,
             progress: BTreeMap::new(),
             hb_seq: 0,
             transfer: None,
             timeout_now_sent: false,
-            boot_guard: hs.term > 0,
+            leader_contact_ticks: if hs.term > 0 { 0 } else { u32::MAX },
             need_broadcast: false,
             broadcast_commit: 0,
             reads: Reads::default(),
@@ -360,9 +366,7 @@ impl Raft {
             self.tick_leader();
         } else {
             self.election_elapsed = self.election_elapsed.saturating_add(1);
-            if self.election_elapsed >= self.cfg.election_timeout_min_ticks {
-                self.boot_guard = false;
-            }
+            self.leader_contact_ticks = self.leader_contact_ticks.saturating_add(1);
             if self.election_elapsed >= self.randomized_timeout && self.promotable() {
                 self.campaign(true, false);
             }
@@ -562,11 +566,17 @@ impl Raft {
                 self.follow(m.from);
                 self.handle_append(m.from, prev_index, prev_term, entries, commit);
             }
-            Body::Heartbeat { commit, seq } => {
+            Body::Heartbeat {
+                commit,
+                commit_term,
+                seq,
+            } => {
                 self.follow(m.from);
-                let c = commit.min(self.log.last_index());
-                if c > self.commit {
-                    self.commit = c;
+                // Only an entry that matches the leader's at `commit` proves the whole prefix
+                // matches; a MemFirst follower that lost acknowledged entries in a crash may
+                // hold older ones there, which must never be applied.
+                if commit > self.commit && self.log.term(commit) == Some(commit_term) {
+                    self.commit = commit;
                 }
                 self.send(m.from, Body::HeartbeatResp { seq });
             }
@@ -694,8 +704,8 @@ impl Raft {
     /// The transport lost its connection to `to`: stop pipelining until it answers.
     pub fn report_unreachable(&mut self, to: NodeId) {
         if let Some(pr) = self.progress.get_mut(&to) {
-            if pr.state == ReplState::Replicate {
-                pr.become_probe();
+            if pr.state != ReplState::Probe {
+                pr.become_probe(); // a snapshot in flight is lost with the connection too
             }
         }
     }
@@ -735,6 +745,23 @@ impl Raft {
             ..Ready::default()
         };
         if hs != self.emitted_hs {
+            assert!(
+                hs.term > self.emitted_hs.term
+                    || (hs.term == self.emitted_hs.term
+                        && (self.emitted_hs.vote == 0 || hs.vote == self.emitted_hs.vote)),
+                "node {}: hard state {:?} after {:?}: term went back or second vote in a term",
+                self.id,
+                hs,
+                self.emitted_hs
+            );
+            // Commit may only go back through the MemFirst divergence reset.
+            assert!(
+                hs.commit >= self.emitted_hs.commit || self.pending_reset,
+                "node {}: commit went back from {} to {}",
+                self.id,
+                self.emitted_hs.commit,
+                hs.commit
+            );
             if (hs.term, hs.vote) != (self.emitted_hs.term, self.emitted_hs.vote) {
                 self.term_vote_ready = number;
             }
@@ -825,11 +852,10 @@ impl Raft {
         self.log.term(self.commit) == Some(self.term)
     }
 
-    /// A follower that heard from a live leader within the minimum election timeout (or a
-    /// leader, whose timer resets each timeout) refuses to help depose it.
+    /// A node that heard from a live leader within the minimum election timeout, or leads,
+    /// refuses to help depose it (CheckQuorum's vote refusal; the base of lease safety).
     fn in_lease(&self) -> bool {
-        (self.leader != 0 || self.boot_guard)
-            && self.election_elapsed < self.cfg.election_timeout_min_ticks
+        self.role == Role::Leader || self.leader_contact_ticks < self.cfg.election_timeout_min_ticks
     }
 
     fn send_timeout_now(&mut self, to: NodeId) {
@@ -852,6 +878,7 @@ impl Raft {
         if self.role == Role::Leader {
             self.progress.clear();
             self.transfer = None;
+            self.leader_contact_ticks = 0; // it led until now: as fresh as contact gets
         }
         self.reads.fail_unconfirmed(leader);
         self.role = Role::Follower;
@@ -873,6 +900,7 @@ impl Raft {
             self.become_follower(self.term, from);
         }
         self.election_elapsed = 0;
+        self.leader_contact_ticks = 0;
     }
 
     fn campaign(&mut self, pre: bool, force: bool) {
@@ -1068,10 +1096,16 @@ impl Raft {
                     .entry(id)
                     .or_insert_with(|| Progress::new(next));
             }
-            self.progress.retain(|id, _| m.is_member(*id));
+            // A node removed by a change that has not committed keeps receiving appends so
+            // that it learns of its removal (and stops campaigning); pruned on commit.
+            let uncommitted = self.conf_history.last().expect("base").0 > self.commit;
+            self.progress
+                .retain(|id, _| m.is_member(*id) || (uncommitted && m.removed.contains(id)));
             if self.transfer.is_some_and(|(t, _)| !m.is_voter(t)) {
                 self.transfer = None;
             }
+            // The lease was earned from a quorum of the previous configuration: start over.
+            self.reads.lease_start = None;
         } else if matches!(self.role, Role::Candidate | Role::PreCandidate) && !m.is_voter(self.id)
         {
             self.become_follower(self.term, 0);
@@ -1115,15 +1149,34 @@ impl Raft {
         let noop_was_committed = self.noop_committed();
         self.commit = q;
         if !noop_was_committed && self.noop_committed() {
+            // These reads waited for an unknown time: a lease checked now would be checked
+            // against a stale clock reading, so every one of them takes a ReadIndex round.
             let waiting = std::mem::take(&mut self.reads.awaiting_noop);
-            for (id, policy) in waiting {
-                self.record_read(id, policy);
+            for (id, _) in waiting {
+                self.record_read(id, ReadPolicy::Linearizable);
             }
         }
-        // A leader removed from the voters steps down once the removal commits (thesis 4.2.2).
         let conf_index = self.conf_history.last().expect("base").0;
-        if !self.membership().is_voter(self.id) && conf_index <= self.commit {
-            self.become_follower(self.term, 0);
+        if conf_index <= self.commit {
+            // Nodes removed by the now committed change no longer need its entry.
+            let m = self.membership().clone();
+            self.progress.retain(|id, _| m.is_member(*id));
+            // A leader removed from the voters steps down once the removal commits (thesis
+            // 4.2.2), handing leadership to a caught-up voter so the cluster does not wait
+            // out an election timeout.
+            if !m.is_voter(self.id) {
+                let last = self.log.last_index();
+                let heir = self
+                    .progress
+                    .iter()
+                    .filter(|(id, p)| m.is_voter(**id) && p.match_index == last)
+                    .map(|(id, _)| *id)
+                    .next();
+                if let Some(heir) = heir {
+                    self.send_timeout_now(heir);
+                }
+                self.become_follower(self.term, 0);
+            }
         }
     }
 
@@ -1244,6 +1297,7 @@ impl Raft {
             hint_index
         };
         let pr = self.progress.get_mut(&from).expect("progress");
+        let match_before = pr.match_index;
         if mem_first && probe < pr.match_index {
             // The follower lost acknowledged entries in a crash (MemFirst only): the one
             // case where a match index goes down. With DiskFirst it never does.
@@ -1251,6 +1305,10 @@ impl Raft {
         }
         pr.become_probe();
         pr.next_index = index.min(probe + 1).max(pr.match_index + 1);
+        assert!(
+            mem_first || pr.match_index == match_before,
+            "match index went down"
+        );
         self.send_append(from);
     }
 
@@ -1361,9 +1419,10 @@ impl Raft {
             "leader {from} conflicts with committed entry {at} (commit {})",
             self.commit
         );
-        let current = self.membership().clone();
+        // Every membership entry of this log is suspect, committed ones included.
         self.log = RaftLog::new(0, 0);
-        self.conf_history = vec![(0, current)];
+        self.conf_history = vec![(0, self.initial_membership.clone())];
+        self.on_membership_changed();
         self.commit = 0;
         self.applying = 0;
         self.applied = 0;
@@ -1488,7 +1547,17 @@ impl Raft {
             .collect();
         for (id, matched) in peers {
             let commit = self.commit.min(matched);
-            self.send(id, Body::Heartbeat { commit, seq });
+            // Below the snapshot the term is unknown: announce nothing there (term 0 never
+            // matches an entry).
+            let commit_term = self.log.term(commit).unwrap_or(0);
+            self.send(
+                id,
+                Body::Heartbeat {
+                    commit,
+                    commit_term,
+                    seq,
+                },
+            );
         }
         self.advance_rounds();
     }

@@ -47,7 +47,9 @@ impl Progress {
             state: ReplState::Probe,
             inflight: VecDeque::new(),
             probe_sent: false,
-            recent_active: true,
+            // Not heard from yet: a new leader cut off from everyone steps down after one
+            // election timeout, not two.
+            recent_active: false,
             acked_seq: 0,
             sent_commit: 0,
             stalled_match: None,

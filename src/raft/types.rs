@@ -129,9 +129,12 @@ pub enum Body {
         hint_term: Term,
     },
     /// Heartbeat carrying a round number `seq` for ReadIndex confirmation and leases.
-    /// `commit` is min(leader commit, follower match) so it never commits unmatched entries.
+    /// `commit` is min(leader commit, follower match) and `commit_term` the leader's term at
+    /// it: the follower commits it only if its own entry there has that term (Log Matching),
+    /// because a follower that restarted may hold other entries than it once acknowledged.
     Heartbeat {
         commit: Index,
+        commit_term: Term,
         seq: u64,
     },
     HeartbeatResp {
