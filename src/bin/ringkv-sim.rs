@@ -1,110 +1,169 @@
 //! `ringkv-sim`: runs the deterministic simulator over many seeds (`--seeds N`, from
-//! `--start`), or replays one seed with its trace (`--seed S`). Exit status 1 on any
-//! violation. Its last line is the summary `make sim` promises.
+//! `--start`) and then every negative control, or replays one seed with its trace
+//! (`--seed S [--control NAME]`). Exit status 1 on any violation or missed control. Its last
+//! line is the summary `make sim` promises.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use ringkv::sim::{Stats, run_seed};
+use ringkv::sim::{Control, Stats, Violation, run_seed};
 
-fn arg(args: &[String], name: &str) -> Option<u64> {
+/// Seeds a negative control may take before it counts as missed.
+const CONTROL_SEEDS_MAX: u64 = 400;
+
+fn value<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     let i = args.iter().position(|a| a == name)?;
-    let v = args
-        .get(i + 1)
-        .unwrap_or_else(|| die(&format!("{name} needs a value")));
     Some(
-        v.parse()
-            .unwrap_or_else(|_| die(&format!("{name}: not a number: {v}"))),
+        args.get(i + 1)
+            .unwrap_or_else(|| die(&format!("{name} needs a value"))),
     )
+}
+
+fn number(args: &[String], name: &str) -> Option<u64> {
+    value(args, name).map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| die(&format!("{name}: not a number: {v}")))
+    })
 }
 
 fn die(msg: &str) -> ! {
     eprintln!("ringkv-sim: {msg}");
-    eprintln!("usage: ringkv-sim --seeds N [--start S] [--threads T] | --seed S");
+    eprintln!("usage: ringkv-sim --seeds N [--start S] [--threads T] | --seed S [--control NAME]");
+    eprintln!(
+        "controls: {}",
+        Control::ALL.map(|c| format!("{c:?}")).join(", ")
+    );
     std::process::exit(2);
+}
+
+fn parse_control(name: &str) -> Control {
+    Control::ALL
+        .into_iter()
+        .find(|c| format!("{c:?}").eq_ignore_ascii_case(name))
+        .unwrap_or_else(|| die(&format!("unknown control {name}")))
+}
+
+/// Runs `jobs` on `threads` threads; `work(i)` handles job i.
+fn parallel(threads: u64, jobs: usize, work: impl Fn(usize) + Sync) {
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= jobs {
+                        return;
+                    }
+                    work(i);
+                }
+            });
+        }
+    });
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    for a in &args {
-        if a.starts_with("--")
-            && !["--seeds", "--start", "--threads", "--seed"].contains(&a.as_str())
-        {
+    let known = ["--seeds", "--start", "--threads", "--seed", "--control"];
+    for a in args.iter().filter(|a| a.starts_with("--")) {
+        if !known.contains(&a.as_str()) {
             die(&format!("unknown option {a}"));
         }
     }
-    if let Some(seed) = arg(&args, "--seed") {
-        let (stats, res, trace) = run_seed(seed, true);
+    if let Some(seed) = number(&args, "--seed") {
+        let control = value(&args, "--control").map(parse_control);
+        let (stats, res, trace) = run_seed(seed, control, true);
         for line in trace {
             println!("{line}");
         }
         println!("{stats:?}");
         match res {
-            Ok(()) => println!("sim: seed={seed} ok"),
+            Ok(()) => println!("sim: seed={seed} control={control:?} ok"),
             Err(v) => {
-                println!("sim: seed={seed} VIOLATION {v}");
+                println!("sim: seed={seed} control={control:?} VIOLATION {v}");
                 std::process::exit(1);
             }
         }
         return;
     }
-    let seeds = arg(&args, "--seeds").unwrap_or_else(|| die("--seeds or --seed is required"));
-    let start = arg(&args, "--start").unwrap_or(0);
-    let threads = arg(&args, "--threads")
+    let seeds = number(&args, "--seeds").unwrap_or_else(|| die("--seeds or --seed is required"));
+    let start = number(&args, "--start").unwrap_or(0);
+    let threads = number(&args, "--threads")
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u64))
         .max(1);
     let began = Instant::now();
-    let next = Arc::new(AtomicU64::new(start));
-    let total = Arc::new(Mutex::new((Stats::default(), Vec::new())));
-    let workers: Vec<_> = (0..threads)
-        .map(|_| {
-            let next = next.clone();
-            let total = total.clone();
-            std::thread::spawn(move || {
-                loop {
-                    let seed = next.fetch_add(1, Ordering::Relaxed);
-                    if seed >= start + seeds {
-                        return;
-                    }
-                    let (stats, res, _) = run_seed(seed, false);
-                    let mut t = total.lock().expect("no panics while locked");
-                    t.0.add(&stats);
-                    if let Err(v) = res {
-                        eprintln!("VIOLATION {v}");
-                        eprintln!("  replay: make sim SEED={seed}");
-                        t.1.push(v);
-                    }
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().expect("simulation thread panicked");
-    }
-    let (stats, violations) = std::mem::take(&mut *total.lock().expect("lock"));
+
+    // 1. The seeds, with the protocol as built.
+    let total: Mutex<(Stats, Vec<Violation>)> = Mutex::new((Stats::default(), Vec::new()));
+    parallel(threads, seeds as usize, |i| {
+        let seed = start + i as u64;
+        let (stats, res, _) = run_seed(seed, None, false);
+        let mut t = total.lock().expect("lock");
+        t.0.add(&stats);
+        if let Err(v) = res {
+            eprintln!("VIOLATION {v}");
+            eprintln!("  replay: make sim SEED={seed}");
+            t.1.push(v);
+        }
+    });
+    let (stats, violations) = total.into_inner().expect("lock");
     let secs = began.elapsed().as_secs_f64();
+
+    // 2. Each negative control must be caught by a checker within CONTROL_SEEDS_MAX seeds.
+    let caught: Vec<Mutex<Option<Violation>>> =
+        Control::ALL.iter().map(|_| Mutex::new(None)).collect();
+    let tried: Vec<AtomicU64> = Control::ALL.iter().map(|_| AtomicU64::new(0)).collect();
+    parallel(threads, Control::ALL.len(), |ci| {
+        let control = Control::ALL[ci];
+        for seed in start..start + CONTROL_SEEDS_MAX {
+            tried[ci].fetch_add(1, Ordering::Relaxed);
+            if let (_, Err(v), _) = run_seed(seed, Some(control), false) {
+                *caught[ci].lock().expect("lock") = Some(v);
+                return;
+            }
+        }
+    });
+    let mut caught_n = 0;
+    for (ci, control) in Control::ALL.iter().enumerate() {
+        match caught[ci].lock().expect("lock").take() {
+            Some(v) => {
+                caught_n += 1;
+                let first = v.what.lines().next().unwrap_or("").to_string();
+                println!(
+                    "control {control:?}: caught at seed {} ({}s): {first}",
+                    v.seed,
+                    v.at_us as f64 / 1e6
+                );
+            }
+            None => println!(
+                "control {control:?}: MISSED in {} seeds",
+                tried[ci].load(Ordering::Relaxed)
+            ),
+        }
+    }
     println!(
         "ran {seeds} seeds in {secs:.1}s ({:.1} seeds/s); elections won {}, transfers {}, \
-         snapshots installed {}, messages {}, ops completed {}",
+         snapshots installed {}, messages {}, ops completed {}; all in {:.1}s",
         seeds as f64 / secs,
         stats.elections_won,
         stats.transfers,
         stats.snapshots_installed,
         stats.messages,
-        stats.ops_ok
+        stats.ops_ok,
+        began.elapsed().as_secs_f64()
     );
     println!(
-        "sim: seeds={seeds} violations={} negative_controls_caught=0/0 sim_seconds={:.0} ops={} \
-         crashes={} partitions={} membership_changes={}",
+        "sim: seeds={seeds} violations={} negative_controls_caught={caught_n}/{} sim_seconds={:.0} \
+         ops={} crashes={} partitions={} membership_changes={}",
         violations.len(),
+        Control::ALL.len(),
         stats.sim_us as f64 / 1e6,
         stats.ops,
         stats.crashes,
         stats.partitions,
         stats.membership_changes
     );
-    if !violations.is_empty() {
+    if !violations.is_empty() || caught_n != Control::ALL.len() {
         std::process::exit(1);
     }
 }

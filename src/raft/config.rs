@@ -46,6 +46,28 @@ pub struct Config {
     pub persistence: Persistence,
     /// Seed of the election-timeout randomness.
     pub seed: u64,
+    /// Deliberate protocol bugs for the simulator's negative controls (all off). Honoured
+    /// only in builds with the `negative-controls` feature; `validate` refuses them otherwise.
+    pub controls: Controls,
+}
+
+/// Switches that break the protocol on purpose, so the simulator can show its checkers
+/// catch each break. Never set outside the simulator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Controls {
+    /// Commit an entry of an older term by counting replicas (paper Figure 8).
+    pub commit_older_term_by_counting: bool,
+    /// Answer ReadIndex reads without a quorum heartbeat round.
+    pub read_index_without_quorum: bool,
+    /// DiskFirst: acknowledge appends, and count the leader's own entries, before they are
+    /// persisted.
+    pub ack_before_persist: bool,
+    /// Lease reads use the full lease, ignoring the clock-drift bound.
+    pub lease_ignores_drift: bool,
+    /// Grant (pre-)votes without the log up-to-date check (paper 5.4.1).
+    pub vote_without_log_check: bool,
+    /// Allow a membership change before the leader's no-op committed.
+    pub membership_before_noop: bool,
 }
 
 /// A setting that cannot work, with the name of the setting.
@@ -82,6 +104,7 @@ impl Config {
             pending_reads_max: 100_000,
             persistence: Persistence::DiskFirst,
             seed: id,
+            controls: Controls::default(),
         }
     }
 
@@ -111,6 +134,12 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |key, reason: String| Err(ConfigError { key, reason });
+        if !cfg!(feature = "negative-controls") && self.controls != Controls::default() {
+            return err(
+                "controls",
+                "negative controls need the negative-controls build feature".into(),
+            );
+        }
         if self.id == 0 {
             return err("id", "node id 0 is reserved".into());
         }

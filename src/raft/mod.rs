@@ -49,7 +49,7 @@ mod read;
 mod rng;
 mod types;
 
-pub use config::{Config, ConfigError, Persistence};
+pub use config::{Config, ConfigError, Controls, Persistence};
 pub use log::RaftLog;
 pub use membership::{Membership, MembershipChange, MembershipError};
 pub use node::{ProposeError, Raft, Ready, Restore, Role, Status};

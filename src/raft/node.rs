@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
-use super::config::{Config, ConfigError, Persistence};
+use super::config::{Config, ConfigError, Controls, Persistence};
 use super::log::RaftLog;
 use super::membership::{Membership, MembershipChange, MembershipError};
 use super::progress::{Progress, ReplState};
@@ -332,7 +332,7 @@ impl Raft {
             && self
                 .reads
                 .lease_start
-                .is_some_and(|s| now < s + self.cfg.effective_lease_ns())
+                .is_some_and(|s| now < s + self.lease_ns())
     }
 
     pub fn status(&self) -> Status {
@@ -400,7 +400,7 @@ impl Raft {
     /// committed and while no other change is uncommitted.
     pub fn propose_membership(&mut self, change: MembershipChange) -> Result<Index, ProposeError> {
         self.check_can_propose(1)?;
-        if !self.noop_committed() {
+        if !self.noop_committed() && !self.control(|c| c.membership_before_noop) {
             return Err(ProposeError::LeaderNotReady);
         }
         if self.conf_history.last().expect("base").0 > self.commit {
@@ -524,17 +524,27 @@ impl Raft {
             } => {
                 let granted = m.term > self.term
                     && !self.in_lease()
-                    && self.log.is_up_to_date(last_index, last_term);
+                    && (self.log.is_up_to_date(last_index, last_term)
+                        || self.control(|c| c.vote_without_log_check));
                 let term = if granted { m.term } else { self.term };
                 self.send_with_term(m.from, term, Body::PreVoteResp { granted });
             }
             Body::Vote {
                 last_index,
                 last_term,
-                ..
+                force,
             } => {
-                let can_vote = self.vote == m.from || (self.vote == 0 && self.leader == 0);
-                let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
+                // Fix (election.txt, "not reset by a higher-term message"): the lease check
+                // above covers only a Vote of a higher term. A node in lease that adopted the
+                // candidate's term from a message carrying no vote (a late PreVoteResp
+                // refusal, an AppendResp) has vote 0 and leader 0 in that term, and granted:
+                // right after acknowledging a lease round of the older leader. A vote not yet
+                // given in this term is refused in lease too, unless forced (TimeoutNow).
+                let fresh = self.vote == 0 && self.leader == 0 && (force || !self.in_lease());
+                let can_vote = self.vote == m.from || fresh;
+                let granted = can_vote
+                    && (self.log.is_up_to_date(last_index, last_term)
+                        || self.control(|c| c.vote_without_log_check));
                 if granted {
                     assert!(
                         self.vote == 0 || self.vote == m.from,
@@ -832,6 +842,19 @@ impl Raft {
 
     // ----- internals: roles -----
 
+    /// Whether a negative control is on (always false without the feature).
+    fn control(&self, f: impl Fn(&Controls) -> bool) -> bool {
+        cfg!(feature = "negative-controls") && f(&self.cfg.controls)
+    }
+
+    /// The lease a quorum round buys: lease x (1 - drift bound).
+    fn lease_ns(&self) -> Nanos {
+        if self.control(|c| c.lease_ignores_drift) {
+            return self.cfg.lease_duration_ns;
+        }
+        self.cfg.effective_lease_ns()
+    }
+
     fn hard_state(&self) -> HardState {
         HardState {
             term: self.term,
@@ -1115,7 +1138,10 @@ impl Raft {
     /// This node's own replication point: in DiskFirst only what is on disk counts.
     fn self_match(&self) -> Index {
         match self.cfg.persistence {
-            Persistence::DiskFirst => self.persisted_index,
+            Persistence::DiskFirst if !self.control(|c| c.ack_before_persist) => {
+                self.persisted_index
+            }
+            Persistence::DiskFirst => self.log.last_index(),
             Persistence::MemFirst => self.log.last_index(),
         }
     }
@@ -1142,7 +1168,8 @@ impl Raft {
         }
         matches.sort_unstable_by(|a, b| b.cmp(a));
         let q = matches[m.quorum() - 1];
-        if q <= self.commit || self.log.term(q) != Some(self.term) {
+        let older_term = self.log.term(q) != Some(self.term);
+        if q <= self.commit || (older_term && !self.control(|c| c.commit_older_term_by_counting)) {
             return;
         }
         assert!(q <= self.log.last_index(), "commit beyond the log");
@@ -1520,6 +1547,11 @@ impl Raft {
             }
             return;
         }
+        if self.control(|c| c.read_index_without_quorum) {
+            self.reads.confirmed.push_back((id, index));
+            self.reads.on_applied(self.applied);
+            return;
+        }
         self.reads.awaiting_round.push((id, index));
         if self.membership().voters.len() == 1 && self.membership().is_voter(self.id) {
             self.start_round(); // a single voter is its own quorum
@@ -1570,13 +1602,12 @@ impl Raft {
         pr.recent_active = true;
         pr.acked_seq = pr.acked_seq.max(seq);
         let behind = pr.match_index < last;
-        // Fix (scenario election.txt, "node 3 is behind after the partition"): in Replicate
-        // state with every missing entry already in flight (or the pipeline full),
-        // `send_append` sends nothing, so appends lost on the way were never retried and an
-        // idle follower stayed behind forever (paper 5.3: the leader retries indefinitely).
-        // If two heartbeat replies in a row find it so with no progress of the match index,
-        // probe with an empty append at next-1 (as etcd does): the peer acks it if the
-        // appends did arrive, or rejects it and the leader backs up and resends.
+        // In Replicate state with every missing entry already in flight (or the pipeline
+        // full), `send_append` sends nothing, so appends lost on the way would never be
+        // retried and an idle follower would stay behind forever (paper 5.3: the leader
+        // retries indefinitely). If two heartbeat replies in a row find it so with no
+        // progress of the match index, fall back to probing from the match index: that
+        // resends what is missing, or a snapshot if it has been compacted away.
         let all_in_flight = behind
             && pr.state == ReplState::Replicate
             && (pr.next_index > last || !pr.can_send(self.cfg.inflight_appends_max));
@@ -1587,20 +1618,9 @@ impl Raft {
             None
         };
         if stalled {
-            let prev_index = pr.next_index - 1;
-            if let Some(prev_term) = self.log.term(prev_index) {
-                let commit = self.commit;
-                pr.sent_commit = commit;
-                let entries = Vec::new();
-                let body = Body::Append {
-                    prev_index,
-                    prev_term,
-                    entries,
-                    commit,
-                };
-                self.send(from, body);
-            }
-        } else if behind {
+            pr.become_probe();
+        }
+        if behind {
             if pr.state == ReplState::Probe {
                 pr.probe_sent = false; // the peer is alive: resend the probe
             }
@@ -1655,7 +1675,11 @@ impl Raft {
                 success: true,
                 index,
                 ..
-            } if self.cfg.persistence == Persistence::DiskFirst => index,
+            } if self.cfg.persistence == Persistence::DiskFirst
+                && !self.control(|c| c.ack_before_persist) =>
+            {
+                index
+            }
             _ => 0,
         };
         let msg = Message {

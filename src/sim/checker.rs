@@ -69,7 +69,8 @@ pub enum Verdict {
     },
 }
 
-/// Checks a whole history, key by key.
+/// Checks a whole history, key by key. Precondition: every write writes a value no other
+/// write writes (the simulator's clients guarantee it); the search relies on it.
 pub fn check(history: &[Op]) -> Verdict {
     let mut by_key: BTreeMap<u64, Vec<Op>> = BTreeMap::new();
     for op in history {
@@ -89,7 +90,32 @@ pub fn check(history: &[Op]) -> Verdict {
 }
 
 /// Register check for one key: `Some(linearizable)`, or `None` if the search was too big.
+///
+/// Unknown-outcome writes are what makes the search explode (each may be placed anywhere
+/// after its call, or nowhere), so two exact reductions come first; both rely on written
+/// values being unique, as the simulator's are:
+/// - an unknown write whose value no read returned is dropped: "never happened" is an
+///   allowed outcome, and no read constrains it;
+/// - an unknown write whose value some read returned did happen, before every such read
+///   returned: it becomes a completed write with that return time.
 fn check_register(ops: &[Op]) -> Option<bool> {
+    let mut first_seen: BTreeMap<u64, u64> = BTreeMap::new();
+    for op in ops {
+        if let (OpKind::Read(Some(v)), Some(ret)) = (op.kind, op.ret) {
+            let t = first_seen.entry(v).or_insert(ret);
+            *t = (*t).min(ret);
+        }
+    }
+    let ops: Vec<Op> = ops
+        .iter()
+        .filter_map(|op| match (op.kind, op.ret) {
+            (OpKind::Write(Some(v)), None) => first_seen.get(&v).map(|&ret| Op {
+                ret: Some(ret.max(op.call)),
+                ..*op
+            }),
+            _ => Some(*op),
+        })
+        .collect();
     let n = ops.len();
     // Ops sorted by call time let the candidate scan stop early.
     let mut order: Vec<usize> = (0..n).collect();
@@ -304,6 +330,7 @@ mod tests {
             let n = 1 + next(8) as usize;
             let keys = 1 + next(2);
             let mut h = Vec::new();
+            let mut value = 0;
             for _ in 0..n {
                 let call = next(20);
                 let ret = if next(6) == 0 {
@@ -312,13 +339,16 @@ mod tests {
                     Some(call + 1 + next(8))
                 };
                 let key = next(keys);
+                // Written values are unique (the checker's precondition); reads return one
+                // of them, nothing, or (rarely) a value never written.
                 let kind = if next(2) == 0 {
-                    OpKind::Write(Some(1 + next(3)))
+                    value += 1;
+                    OpKind::Write(Some(value))
                 } else {
                     OpKind::Read(if next(4) == 0 {
                         None
                     } else {
-                        Some(1 + next(3))
+                        Some(1 + next(value + 1))
                     })
                 };
                 h.push(Op {

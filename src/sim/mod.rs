@@ -7,14 +7,39 @@
 pub mod checker;
 mod world;
 
-pub use world::{Options, Stats, Violation, World};
+pub use world::{Control, Options, Stats, Violation, World};
 
-/// Runs one seed with the standard mix of options. Returns its totals, the first
-/// violation if any, and the trace (empty unless `trace`).
-pub fn run_seed(seed: u64, trace: bool) -> (Stats, Result<(), Violation>, Vec<String>) {
+/// Runs one seed with the standard mix of options, under a negative control if given
+/// (always DiskFirst then: the checkers hold DiskFirst to every promise). Returns its
+/// totals, the first violation if any, and the trace (empty unless `trace`).
+pub fn run_seed(
+    seed: u64,
+    control: Option<Control>,
+    trace: bool,
+) -> (Stats, Result<(), Violation>, Vec<String>) {
     let mut opts = Options::for_seed(seed);
     opts.trace = trace;
-    let mut w = World::new(seed, opts);
-    let res = w.run();
-    (w.stats, res, std::mem::take(&mut w.trace))
+    opts.control = control;
+    if control.is_some() {
+        opts.persistence = crate::raft::Persistence::DiskFirst;
+    }
+    // An assertion inside the core (an invariant asserted in code) is a violation too.
+    let run = std::panic::catch_unwind(move || {
+        let mut w = World::new(seed, opts);
+        let res = w.run();
+        (w.stats, res, std::mem::take(&mut w.trace))
+    });
+    run.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "non-string panic".into());
+        let v = Violation {
+            seed,
+            at_us: 0,
+            what: format!("assertion failed: {what}"),
+        };
+        (Stats::default(), Err(v), Vec::new())
+    })
 }

@@ -12,8 +12,8 @@ use bytes::Bytes;
 
 use super::checker::{self, Op, OpKind, Verdict};
 use crate::raft::{
-    Body, Config, Entry, EntryKind, HardState, Index, Membership, MembershipChange, Message,
-    NodeId, Persistence, Raft, ReadPolicy, Ready, Restore, Role, SnapshotMeta, Term,
+    Body, Config, Controls, Entry, EntryKind, HardState, Index, Membership, MembershipChange,
+    Message, NodeId, Persistence, Raft, ReadPolicy, Ready, Restore, Role, SnapshotMeta, Term,
 };
 
 /// Simulated microseconds.
@@ -29,7 +29,7 @@ const OP_TIMEOUT_US: Micros = 1_000_000;
 /// A node snapshots and compacts after applying this many entries since its last one.
 const SNAPSHOT_EVERY_ENTRIES: u64 = 150;
 const KEYS: u64 = 4;
-const CLIENTS: usize = 5;
+const CLIENTS: usize = 8;
 
 /// What a seed is run with.
 #[derive(Clone, Debug)]
@@ -40,6 +40,41 @@ pub struct Options {
     /// Simulated seconds of faults and load, before the final heal-and-settle phase.
     pub sim_secs: u64,
     pub trace: bool,
+    /// A deliberate protocol bug to run with (negative control), if any.
+    pub control: Option<Control>,
+}
+
+/// The negative controls: each breaks the protocol in one way the checkers must catch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    CommitOlderTermByCounting,
+    ReadIndexWithoutQuorum,
+    AckBeforePersist,
+    LeaseIgnoresDrift,
+    VoteWithoutLogCheck,
+    MembershipBeforeNoop,
+}
+
+impl Control {
+    pub const ALL: [Control; 6] = [
+        Control::CommitOlderTermByCounting,
+        Control::ReadIndexWithoutQuorum,
+        Control::AckBeforePersist,
+        Control::LeaseIgnoresDrift,
+        Control::VoteWithoutLogCheck,
+        Control::MembershipBeforeNoop,
+    ];
+
+    fn apply(self, c: &mut Controls) {
+        match self {
+            Control::CommitOlderTermByCounting => c.commit_older_term_by_counting = true,
+            Control::ReadIndexWithoutQuorum => c.read_index_without_quorum = true,
+            Control::AckBeforePersist => c.ack_before_persist = true,
+            Control::LeaseIgnoresDrift => c.lease_ignores_drift = true,
+            Control::VoteWithoutLogCheck => c.vote_without_log_check = true,
+            Control::MembershipBeforeNoop => c.membership_before_noop = true,
+        }
+    }
 }
 
 impl Options {
@@ -56,6 +91,7 @@ impl Options {
             persistence,
             sim_secs: 20,
             trace: false,
+            control: None,
         }
     }
 }
@@ -196,7 +232,12 @@ impl Disk {
             assert_eq!(
                 last + 1,
                 first.index,
-                "disk: entries do not continue the log"
+                "disk: entries do not continue the log (snapshot {base}, stored up to {last}, \
+                 job {:?} with entries {}..={}, reset {})",
+                job.number,
+                job.entries.first().map_or(0, |e| e.index),
+                job.entries.last().map_or(0, |e| e.index),
+                job.reset
             );
             self.entries.extend(fresh.into_iter().cloned());
         }
@@ -205,7 +246,8 @@ impl Disk {
 
 #[derive(Debug)]
 struct PersistJob {
-    number: u64,
+    /// The Ready this persists; `None` for a snapshot the node took itself.
+    number: Option<u64>,
     hard_state: Option<HardState>,
     reset: bool,
     snapshot: Option<(SnapshotMeta, Kv)>,
@@ -218,9 +260,12 @@ struct Node {
     /// Bumped on every restart; events of an older incarnation are ignored.
     incarnation: u64,
     disk: Disk,
-    /// Persist jobs handed to the disk, completed in order.
+    /// Writes handed to the disk, made durable in order.
     disk_queue: VecDeque<PersistJob>,
-    disk_busy_until: Micros,
+    /// How many jobs at the front of `disk_queue` the flush in progress covers (0: idle).
+    /// A flush takes everything queued when it starts: one write and one fdatasync for
+    /// many Readies, as the WAL will do.
+    flushing: usize,
     kv: Kv,
     applied_index: Index,
     applied_since_snapshot: u64,
@@ -414,6 +459,9 @@ impl World {
         c.inflight_appends_max = 4;
         c.persistence = self.opts.persistence;
         c.seed = self.seed ^ id.wrapping_mul(0x9E37_79B9);
+        if let Some(control) = self.opts.control {
+            control.apply(&mut c.controls);
+        }
         c
     }
 
@@ -432,7 +480,12 @@ impl World {
         };
         // Clock rates spread over the whole bound: any two nodes differ by at most it.
         let half = DRIFT_PPM_MAX as i64 / 2;
-        let drift_ppm = self.rng.range(0, 2 * half as u64) as i64 - half;
+        let drift_ppm = if self.opts.control == Some(Control::LeaseIgnoresDrift) {
+            // Clocks at the bound (each node at one extreme), so the drift control can fire.
+            if self.rng.chance(500) { half } else { -half }
+        } else {
+            self.rng.range(0, 2 * half as u64) as i64 - half
+        };
         let incarnation = self.nodes.get(&id).map_or(0, |n| n.incarnation + 1);
         let node = Node {
             raft,
@@ -440,7 +493,7 @@ impl World {
             incarnation,
             disk,
             disk_queue: VecDeque::new(),
-            disk_busy_until: self.now,
+            flushing: 0,
             kv,
             applied_index,
             applied_since_snapshot: 0,
@@ -701,23 +754,18 @@ impl World {
                 (m, kv)
             });
             let job = PersistJob {
-                number: rd.number,
+                number: Some(rd.number),
                 hard_state: rd.hard_state,
                 reset: rd.reset,
                 snapshot,
                 entries: std::mem::take(&mut rd.entries),
             };
-            // DiskFirst: one write + fdatasync per Ready; MemFirst: the flush interval.
-            let latency = match self.opts.persistence {
-                Persistence::DiskFirst => self.rng.range(50, 600),
-                Persistence::MemFirst => self.rng.range(2_000, 20_000),
-            };
-            let n = self.nodes.get_mut(&id).expect("node");
-            n.disk_busy_until = n.disk_busy_until.max(self.now) + latency;
-            let at = n.disk_busy_until;
-            let inc = n.incarnation;
-            n.disk_queue.push_back(job);
-            self.schedule(at, Event::DiskDone(id, inc));
+            self.nodes
+                .get_mut(&id)
+                .expect("node")
+                .disk_queue
+                .push_back(job);
+            self.start_flush(id);
         }
         for m in msgs {
             self.send(m);
@@ -728,6 +776,25 @@ impl World {
         Ok(())
     }
 
+    /// Starts a flush of everything queued, if the disk is idle.
+    fn start_flush(&mut self, id: NodeId) {
+        let n = &self.nodes[&id];
+        if n.flushing > 0 || n.disk_queue.is_empty() {
+            return;
+        }
+        // DiskFirst: a write + fdatasync; MemFirst: the flush interval.
+        let latency = match self.opts.persistence {
+            // Now and then an fsync stalls, as real disks do.
+            Persistence::DiskFirst if self.rng.chance(30) => self.rng.range(2_000, 30_000),
+            Persistence::DiskFirst => self.rng.range(50, 600),
+            Persistence::MemFirst => self.rng.range(2_000, 20_000),
+        };
+        let n = self.nodes.get_mut(&id).expect("node");
+        n.flushing = n.disk_queue.len();
+        let inc = n.incarnation;
+        self.schedule(self.now + latency, Event::DiskDone(id, inc));
+    }
+
     fn disk_done(&mut self, id: NodeId, inc: u64) {
         let Some(n) = self
             .nodes
@@ -736,9 +803,16 @@ impl World {
         else {
             return;
         };
-        let job = n.disk_queue.pop_front().expect("a queued persist job");
-        n.disk.write(&job);
-        n.raft.on_persisted(job.number);
+        let mut last = None;
+        for _ in 0..std::mem::take(&mut n.flushing) {
+            let job = n.disk_queue.pop_front().expect("a queued persist job");
+            n.disk.write(&job);
+            last = job.number.or(last);
+        }
+        if let Some(number) = last {
+            n.raft.on_persisted(number);
+        }
+        self.start_flush(id);
     }
 
     fn apply(&mut self, id: NodeId, rd: &Ready) -> Result<(), Violation> {
@@ -806,8 +880,17 @@ impl World {
             let meta = n.raft.compact(n.applied_index);
             n.applied_since_snapshot = 0;
             // Taken synchronously with the state it describes; written at once.
-            n.disk.snapshot = Some((meta.clone(), n.kv.clone()));
-            n.disk.entries.retain(|e| e.index > meta.index);
+            // Written in order with the Readies before it (a snapshot file, then the WAL
+            // is compacted behind it).
+            let job = PersistJob {
+                number: None,
+                hard_state: None,
+                reset: false,
+                snapshot: Some((meta, n.kv.clone())),
+                entries: Vec::new(),
+            };
+            n.disk_queue.push_back(job);
+            self.start_flush(id);
         }
         Ok(())
     }
@@ -907,7 +990,7 @@ impl World {
             self.stats.ops_ok += 1;
         }
         self.clients[c].state = ClientState::Idle;
-        let think = self.rng.range(0, 80_000);
+        let think = self.rng.range(0, 30_000);
         self.schedule(self.now + think, Event::Client(c));
     }
 
@@ -993,7 +1076,10 @@ impl World {
                     self.schedule(at, Event::Restart(victim));
                 }
             }
-            30..=54 => self.partition(members),
+            30..=54 => {
+                let leader = leader.filter(|_| self.rng.chance(400));
+                self.partition(members, leader)
+            }
             55..=69 => self.membership_fault(leader),
             70..=79 => {
                 if let Some(l) = leader {
@@ -1027,9 +1113,9 @@ impl World {
         self.schedule(at, Event::Fault);
     }
 
-    /// Cuts links: a symmetric split, a one-way cut, or a bridge (one node sees both sides
-    /// of a split). Healed after a while.
-    fn partition(&mut self, mut nodes: Vec<NodeId>) {
+    /// Cuts links: a symmetric split, a one-way cut, a bridge (one node sees both sides of a
+    /// split), or the leader isolated. Healed after a while.
+    fn partition(&mut self, mut nodes: Vec<NodeId>, isolate: Option<NodeId>) {
         if nodes.len() < 2 {
             return;
         }
@@ -1037,8 +1123,15 @@ impl World {
             let j = self.rng.below(i as u64 + 1) as usize;
             nodes.swap(i, j);
         }
-        let kind = self.rng.below(3);
-        let (a, b): (Vec<NodeId>, Vec<NodeId>) = if kind == 2 && nodes.len() >= 3 {
+        let kind = if isolate.is_some() {
+            3
+        } else {
+            self.rng.below(3)
+        };
+        let (a, b): (Vec<NodeId>, Vec<NodeId>) = if let Some(l) = isolate {
+            // The leader alone on one side (its clients may still reach it).
+            (vec![l], nodes.iter().copied().filter(|&n| n != l).collect())
+        } else if kind == 2 && nodes.len() >= 3 {
             // nodes[0] is the bridge: it keeps every link; the rest split in two.
             let rest = &nodes[1..];
             let half = rest.len() / 2;
@@ -1056,7 +1149,7 @@ impl World {
             }
         }
         self.stats.partitions += 1;
-        let kind_name = ["split", "one-way", "bridge"][kind as usize];
+        let kind_name = ["split", "one-way", "bridge", "isolated leader"][kind as usize];
         self.log(|| format!("partition ({kind_name}) {a:?} | {b:?}"));
         let at = self.now + self.rng.range(200_000, 3_000_000);
         self.schedule(at, Event::Heal);
@@ -1103,6 +1196,7 @@ impl World {
         let n = self.nodes.get_mut(&id).expect("node");
         n.up = false;
         n.disk_queue.clear(); // writes not yet durable are lost
+        n.flushing = 0;
         self.stats.crashes += 1;
         self.log(|| format!("crash {id}"));
         // Clients waiting on this node learn nothing: they time out (outcome unknown).
