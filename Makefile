@@ -2,13 +2,20 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help build test lint fmt bench-raft start-cluster clean
+.PHONY: help build test lint fmt bench-raft sim start-cluster clean
+
+# Seeds `make sim` runs by default; `make test` always runs TEST_SEEDS.
+SEEDS ?= 2000
+TEST_SEEDS := 2000
+SIM := $(CARGO) run --quiet --release --features negative-controls --bin ringkv-sim --
 
 help:
 	@echo "make start-cluster  build and run the three-node cluster (config/n1..n3.toml)"
-	@echo "make test           fmt check, clippy -D warnings, all tests"
+	@echo "make test           fmt check, clippy -D warnings, all tests, 2000 simulator seeds"
 	@echo "make lint           fmt check and clippy only"
 	@echo "make bench-raft     proposals/s through a 3-node in-memory cluster of the Raft core"
+	@echo "make sim SEEDS=N    N seeds of the deterministic simulator, then every negative control"
+	@echo "make sim SEED=S     replay one seed and print its trace"
 
 build:
 	$(CARGO) build --release
@@ -22,9 +29,17 @@ fmt:
 
 test: lint
 	$(CARGO) test
+	$(SIM) --seeds $(TEST_SEEDS)
 
 bench-raft:
 	$(CARGO) bench --bench raft
+
+sim:
+ifneq ($(SEED),)
+	$(SIM) --seed $(SEED)
+else
+	$(SIM) --seeds $(SEEDS)
+endif
 
 # The node (issue: "The node") does not exist yet; this target says so instead of pretending.
 start-cluster:

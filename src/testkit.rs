@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::raft::{
     Body, Config, Entry, EntryKind, HardState, Index, Membership, Message, NodeId, Raft,
-    ReadOutcome, Ready, Restore, SnapshotMeta,
+    ReadOutcome, Ready, Restore, SnapshotMeta, Term,
 };
 
 /// What a node has on "disk".
@@ -76,6 +76,8 @@ pub struct Node {
     pub storage: MemStorage,
     /// Payloads of applied `Normal` entries, in order, with their indexes.
     pub applied: Vec<(Index, Bytes)>,
+    /// (index, term) of every entry applied one by one (not those covered by a snapshot).
+    pub applied_terms: Vec<(Index, Term)>,
     pub applied_index: Index,
     /// Readies whose persistence is pending (manual mode).
     pub unpersisted: VecDeque<Ready>,
@@ -114,6 +116,7 @@ impl Node {
             if e.kind == EntryKind::Normal {
                 self.applied.push((e.index, e.data.clone()));
             }
+            self.applied_terms.push((e.index, e.term));
             self.applied_index = e.index;
         }
         if let Some(last) = rd.committed.last() {
@@ -209,6 +212,7 @@ impl Cluster {
             raft,
             storage,
             applied,
+            applied_terms: Vec::new(),
             applied_index,
             unpersisted: VecDeque::new(),
             auto_persist: true,

@@ -7,10 +7,30 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
+use ringkv::raft::Controls;
+use ringkv::sim::scripted::{self, Script};
 use ringkv::sim::{Control, Stats, Violation, run_seed};
 
 /// Seeds a negative control may take before it counts as missed.
 const CONTROL_SEEDS_MAX: u64 = 400;
+/// Seeds each scripted schedule runs with.
+const SCRIPT_SEEDS: u64 = 10;
+
+/// The scripted schedule aimed at a control, for interleavings random schedules rarely hit.
+fn script_for(control: Control) -> Option<Script> {
+    match control {
+        Control::CommitOlderTermByCounting => Some(Script::Figure8),
+        Control::MembershipBeforeNoop => Some(Script::MembershipBeforeNoop),
+        Control::LeaseIgnoresDrift => Some(Script::LeaseAtDriftBound),
+        _ => None,
+    }
+}
+
+/// How a control was caught.
+enum Caught {
+    Random(Violation),
+    Scripted(Script, u64, String),
+}
 
 fn value<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     let i = args.iter().position(|a| a == name)?;
@@ -63,6 +83,9 @@ fn parallel(threads: u64, jobs: usize, work: impl Fn(usize) + Sync) {
 }
 
 fn main() {
+    // A panic inside a seed (an invariant asserted in the core) is reported as a violation
+    // with its message; the default hook's backtrace would only bury the summary.
+    std::panic::set_hook(Box::new(|_| {}));
     let args: Vec<String> = std::env::args().skip(1).collect();
     let known = ["--seeds", "--start", "--threads", "--seed", "--control"];
     for a in args.iter().filter(|a| a.starts_with("--")) {
@@ -106,19 +129,51 @@ fn main() {
             t.1.push(v);
         }
     });
-    let (stats, violations) = total.into_inner().expect("lock");
+    let (stats, mut violations) = total.into_inner().expect("lock");
     let secs = began.elapsed().as_secs_f64();
 
-    // 2. Each negative control must be caught by a checker within CONTROL_SEEDS_MAX seeds.
-    let caught: Vec<Mutex<Option<Violation>>> =
+    // The scripted schedules must pass with the protocol as built.
+    for script in Script::ALL {
+        for seed in start..start + SCRIPT_SEEDS {
+            if let Err(what) = scripted::run(script, seed, Controls::default()) {
+                eprintln!("VIOLATION scripted {script:?} seed {seed}: {what}");
+                let what = format!("{script:?}: {what}");
+                violations.push(Violation {
+                    seed,
+                    at_us: 0,
+                    what,
+                });
+            }
+        }
+    }
+
+    // 2. Each negative control must be caught by a checker: by its scripted schedule if it
+    // has one, else by random seeds (up to CONTROL_SEEDS_MAX).
+    let caught: Vec<Mutex<Option<Caught>>> =
         Control::ALL.iter().map(|_| Mutex::new(None)).collect();
     let tried: Vec<AtomicU64> = Control::ALL.iter().map(|_| AtomicU64::new(0)).collect();
     parallel(threads, Control::ALL.len(), |ci| {
         let control = Control::ALL[ci];
+        if let Some(script) = script_for(control) {
+            for seed in start..start + SCRIPT_SEEDS {
+                tried[ci].fetch_add(1, Ordering::Relaxed);
+                match scripted::run(script, seed, control.controls()) {
+                    Err(what) if what.starts_with("script:") => {
+                        eprintln!("scripted {script:?} seed {seed} under {control:?}: {what}");
+                    }
+                    Err(what) => {
+                        *caught[ci].lock().expect("lock") =
+                            Some(Caught::Scripted(script, seed, what));
+                        return;
+                    }
+                    Ok(()) => {}
+                }
+            }
+        }
         for seed in start..start + CONTROL_SEEDS_MAX {
             tried[ci].fetch_add(1, Ordering::Relaxed);
             if let (_, Err(v), _) = run_seed(seed, Some(control), false) {
-                *caught[ci].lock().expect("lock") = Some(v);
+                *caught[ci].lock().expect("lock") = Some(Caught::Random(v));
                 return;
             }
         }
@@ -126,17 +181,24 @@ fn main() {
     let mut caught_n = 0;
     for (ci, control) in Control::ALL.iter().enumerate() {
         match caught[ci].lock().expect("lock").take() {
-            Some(v) => {
+            Some(Caught::Random(v)) => {
                 caught_n += 1;
                 let first = v.what.lines().next().unwrap_or("").to_string();
                 println!(
-                    "control {control:?}: caught at seed {} ({}s): {first}",
+                    "control {control:?}: caught at seed {} ({:.3}s): {first}",
                     v.seed,
                     v.at_us as f64 / 1e6
                 );
             }
+            Some(Caught::Scripted(script, seed, what)) => {
+                caught_n += 1;
+                let first = what.lines().next().unwrap_or("").to_string();
+                println!(
+                    "control {control:?}: caught by scripted {script:?} at seed {seed}: {first}"
+                );
+            }
             None => println!(
-                "control {control:?}: MISSED in {} seeds",
+                "control {control:?}: MISSED in {} runs",
                 tried[ci].load(Ordering::Relaxed)
             ),
         }

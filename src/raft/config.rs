@@ -173,19 +173,23 @@ impl Config {
                 "must be below 1,000,000 (100%)".into(),
             );
         }
-        // Lease safety (thesis 6.4.1): a voter that heard from the leader refuses votes for
-        // election_timeout_min ticks, counted from the next tick: at least (min - 1) whole
-        // ticks of its own clock. The leader's lease must end before that even if the clocks
-        // drift apart by the bound.
-        let et_min = (self.election_timeout_min_ticks as Nanos - 1) * self.tick_interval_ns;
+        // Lease safety (thesis 6.4.1). A voter that heard from the leader refuses votes for
+        // election_timeout_min ticks counted from its next tick: at least (min - 1) ticks of
+        // its own clock after the heartbeat arrived. The leader serves reads for
+        // lease x (1 - drift) of ITS clock after it sent the heartbeat. With clock rates
+        // within the drift bound of each other, the lease ends first whenever
+        // lease <= (min - 1) ticks. The rule stated to operators, lease shorter than
+        // election_timeout_min minus the drift bound, is enforced as well.
+        let et_min = self.election_timeout_min_ns();
         let keep = (1_000_000 - self.clock_drift_ppm_max) as u128;
-        let bound = (et_min as u128 * keep / 1_000_000) as Nanos;
+        let bound =
+            (et_min - self.tick_interval_ns).min((et_min as u128 * keep / 1_000_000) as Nanos);
         if self.lease_duration_ns >= bound {
             return err(
                 "lease_duration_ns",
                 format!(
-                    "{} ns must be shorter than election_timeout_min (less one tick) minus \
-                     the drift bound ({bound} ns)",
+                    "{} ns must be shorter than election_timeout_min minus the drift bound, and \
+                     than election_timeout_min less one tick ({bound} ns)",
                     self.lease_duration_ns
                 ),
             );
@@ -235,12 +239,23 @@ mod tests {
     #[test]
     fn lease_must_be_shorter_than_election_timeout_minus_drift() {
         let mut c = Config::new(1);
-        // 100 ticks x 10 ms, less one tick = 990 ms; 5% drift leaves 940.5 ms.
-        c.lease_duration_ns = 940_500_000;
+        // 100 ticks x 10 ms = 1 s: less one tick, 990 ms; less the 5% drift, 950 ms.
+        c.lease_duration_ns = 950_000_000;
         assert_eq!(c.validate().unwrap_err().key, "lease_duration_ns");
-        c.lease_duration_ns = 940_000_000;
+        c.lease_duration_ns = 949_000_000;
         c.validate().unwrap();
-        assert_eq!(c.effective_lease_ns(), 893_000_000);
+        assert_eq!(c.effective_lease_ns(), 901_550_000);
+        // With coarse ticks the tick rule binds: 10 ticks x 10 ms less one tick = 90 ms.
+        let mut c = Config {
+            election_timeout_min_ticks: 10,
+            election_timeout_max_ticks: 20,
+            heartbeat_interval_ticks: 2,
+            ..c
+        };
+        c.lease_duration_ns = 90_000_000;
+        assert_eq!(c.validate().unwrap_err().key, "lease_duration_ns");
+        c.lease_duration_ns = 89_000_000;
+        c.validate().unwrap();
     }
 
     #[test]

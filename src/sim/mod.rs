@@ -5,9 +5,10 @@
 //! `make sim SEEDS=N` runs many seeds; `make sim SEED=S` replays one with its trace.
 
 pub mod checker;
+pub mod scripted;
 mod world;
 
-pub use world::{Control, Options, Stats, Violation, World};
+pub use world::{Control, Options, Profile, Stats, Violation, World};
 
 /// Runs one seed with the standard mix of options, under a negative control if given
 /// (always DiskFirst then: the checkers hold DiskFirst to every promise). Returns its
@@ -20,8 +21,14 @@ pub fn run_seed(
     let mut opts = Options::for_seed(seed);
     opts.trace = trace;
     opts.control = control;
-    if control.is_some() {
+    if let Some(c) = control {
         opts.persistence = crate::raft::Persistence::DiskFirst;
+        opts.profile = match c {
+            Control::ReadIndexWithoutQuorum | Control::LeaseIgnoresDrift => Profile::StaleReads,
+            Control::AckBeforePersist => Profile::Durability,
+            Control::CommitOlderTermByCounting | Control::MembershipBeforeNoop => Profile::Churn,
+            Control::VoteWithoutLogCheck => Profile::Standard,
+        };
     }
     // An assertion inside the core (an invariant asserted in code) is a violation too.
     let run = std::panic::catch_unwind(move || {

@@ -28,7 +28,6 @@ const DRIFT_PPM_MAX: u32 = 50_000;
 const OP_TIMEOUT_US: Micros = 1_000_000;
 /// A node snapshots and compacts after applying this many entries since its last one.
 const SNAPSHOT_EVERY_ENTRIES: u64 = 150;
-const KEYS: u64 = 4;
 const CLIENTS: usize = 8;
 
 /// What a seed is run with.
@@ -42,6 +41,81 @@ pub struct Options {
     pub trace: bool,
     /// A deliberate protocol bug to run with (negative control), if any.
     pub control: Option<Control>,
+    pub profile: Profile,
+}
+
+/// Workload and fault mixes, each aimed at a class of bugs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// Everything a little: crashes, partitions, membership, transfers, 4 keys.
+    Standard,
+    /// One key, readers that stay on their node, the leader often isolated, fast links:
+    /// a leader that answers reads it should not shows up as a stale read.
+    StaleReads,
+    /// Whole-cluster crashes and stalling disks: anything acknowledged before it is
+    /// durable on a quorum shows up as a lost write.
+    Durability,
+    /// Leaders crash and change often, one entry per AppendEntries, membership churn: log
+    /// repair and commit rules are stressed (Figure 8 shapes).
+    Churn,
+}
+
+/// The knobs a profile sets.
+struct Params {
+    keys: u64,
+    /// Half the clients only read, each always from the same node.
+    sticky_readers: bool,
+    /// Relative weights: crash all, crash one, partition, membership, transfer, quiet.
+    fault_weights: [u64; 6],
+    /// Chance (per mille) that a partition isolates the leader.
+    isolate_leader_per_mille: u64,
+    /// Time between faults, microseconds.
+    fault_gap_us: (u64, u64),
+    slow_disk_per_mille: u64,
+    slow_link_per_mille: u64,
+    append_entries_max: usize,
+    inflight_appends_max: usize,
+}
+
+impl Profile {
+    fn params(self) -> Params {
+        let standard = Params {
+            keys: 4,
+            sticky_readers: false,
+            fault_weights: [3, 27, 25, 15, 10, 20],
+            isolate_leader_per_mille: 400,
+            fault_gap_us: (200_000, 1_500_000),
+            slow_disk_per_mille: 30,
+            slow_link_per_mille: 30,
+            append_entries_max: 64,
+            inflight_appends_max: 4,
+        };
+        match self {
+            Profile::Standard => standard,
+            Profile::StaleReads => Params {
+                keys: 1,
+                sticky_readers: true,
+                fault_weights: [0, 10, 70, 0, 10, 10],
+                isolate_leader_per_mille: 800,
+                slow_link_per_mille: 0,
+                ..standard
+            },
+            Profile::Durability => Params {
+                fault_weights: [30, 30, 20, 5, 5, 10],
+                slow_disk_per_mille: 150,
+                ..standard
+            },
+            Profile::Churn => Params {
+                keys: 2,
+                fault_weights: [5, 40, 30, 20, 5, 0],
+                isolate_leader_per_mille: 600,
+                fault_gap_us: (100_000, 600_000),
+                append_entries_max: 1,
+                inflight_appends_max: 2,
+                ..standard
+            },
+        }
+    }
 }
 
 /// The negative controls: each breaks the protocol in one way the checkers must catch.
@@ -65,6 +139,13 @@ impl Control {
         Control::MembershipBeforeNoop,
     ];
 
+    /// The switches this control turns on.
+    pub fn controls(self) -> Controls {
+        let mut c = Controls::default();
+        self.apply(&mut c);
+        c
+    }
+
     fn apply(self, c: &mut Controls) {
         match self {
             Control::CommitOlderTermByCounting => c.commit_older_term_by_counting = true,
@@ -81,17 +162,24 @@ impl Options {
     /// The mix `make sim` uses: 3 or 5 nodes, DiskFirst mostly, MemFirst sometimes.
     pub fn for_seed(seed: u64) -> Self {
         let nodes = if seed % 2 == 0 { 3 } else { 5 };
-        let persistence = if seed % 5 == 4 {
+        let persistence = if seed % 7 == 3 {
             Persistence::MemFirst
         } else {
             Persistence::DiskFirst
         };
+        let profile = [
+            Profile::Standard,
+            Profile::StaleReads,
+            Profile::Durability,
+            Profile::Churn,
+        ][(seed / 2 % 4) as usize];
         Options {
             nodes,
             persistence,
             sim_secs: 20,
             trace: false,
             control: None,
+            profile,
         }
     }
 }
@@ -371,6 +459,7 @@ impl Ord for MessageBox {
 pub struct World {
     seed: u64,
     opts: Options,
+    params: Params,
     rng: Rng,
     now: Micros,
     seq: u64,
@@ -405,6 +494,7 @@ impl World {
         let dup_per_mille = rng.range(0, 20);
         let mut w = World {
             seed,
+            params: opts.profile.params(),
             opts: opts.clone(),
             rng,
             now: 0,
@@ -440,7 +530,7 @@ impl World {
             let at = w.rng.range(0, 200_000);
             w.schedule(at, Event::Client(c));
         }
-        let first_fault = w.rng.range(300_000, 1_500_000);
+        let first_fault = w.rng.range(300_000, 1_000_000);
         w.schedule(first_fault, Event::Fault);
         w
     }
@@ -452,11 +542,14 @@ impl World {
         c.heartbeat_interval_ticks = HEARTBEAT_TICKS;
         c.tick_interval_ns = TICK_US * 1000;
         c.clock_drift_ppm_max = DRIFT_PPM_MAX;
-        // As long as the rules allow: (election_timeout_min - 1 tick) minus the drift bound.
+        // As long as the rules allow: election_timeout_min less one tick (90 ms), the binding
+        // rule here; the drift bound is applied at expiry (lease x (1 - drift)).
+        // With clocks drifting at the bound this is exactly safe, so ignoring the drift
+        // (a negative control) is not.
         let bound = (ELECTION_MIN_TICKS as u64 - 1) * TICK_US * 1000;
-        c.lease_duration_ns = bound * (1_000_000 - DRIFT_PPM_MAX as u64) / 1_000_000 - 1;
-        c.append_entries_max = 64;
-        c.inflight_appends_max = 4;
+        c.lease_duration_ns = bound - 1;
+        c.append_entries_max = self.params.append_entries_max;
+        c.inflight_appends_max = self.params.inflight_appends_max;
         c.persistence = self.opts.persistence;
         c.seed = self.seed ^ id.wrapping_mul(0x9E37_79B9);
         if let Some(control) = self.opts.control {
@@ -613,7 +706,7 @@ impl World {
         };
         for _ in 0..copies {
             // Mostly fast, sometimes slow: reorders messages on the same link.
-            let delay = if self.rng.chance(30) {
+            let delay = if self.rng.chance(self.params.slow_link_per_mille) {
                 self.rng.range(5_000, 60_000)
             } else {
                 self.rng.range(100, 2_000)
@@ -785,7 +878,9 @@ impl World {
         // DiskFirst: a write + fdatasync; MemFirst: the flush interval.
         let latency = match self.opts.persistence {
             // Now and then an fsync stalls, as real disks do.
-            Persistence::DiskFirst if self.rng.chance(30) => self.rng.range(2_000, 30_000),
+            Persistence::DiskFirst if self.rng.chance(self.params.slow_disk_per_mille) => {
+                self.rng.range(2_000, 30_000)
+            }
             Persistence::DiskFirst => self.rng.range(50, 600),
             Persistence::MemFirst => self.rng.range(2_000, 20_000),
         };
@@ -912,15 +1007,22 @@ impl World {
             self.schedule(at, Event::Client(c));
             return;
         }
+        let sticky = self.params.sticky_readers && c < CLIENTS / 2;
         let hint = self.clients[c].leader_hint;
-        let node = if up.contains(&hint) && !self.rng.chance(100) {
+        let node = if sticky {
+            up[c % up.len()] // a reader that stays on its node, wherever the leader is
+        } else if up.contains(&hint) && !self.rng.chance(100) {
             hint
         } else {
             up[self.rng.below(up.len() as u64) as usize]
         };
-        let key = self.rng.below(KEYS);
+        let key = self.rng.below(self.params.keys);
         let op_index = self.history.len();
-        let roll = self.rng.below(100);
+        let roll = if sticky {
+            self.rng.range(50, 89) // linearizable or lease reads only
+        } else {
+            self.rng.below(100)
+        };
         let now = self.now;
         let n = self.nodes.get_mut(&node).expect("node");
         let local = n.local_ns(now);
@@ -1049,13 +1151,22 @@ impl World {
             .collect();
         let leader = self.current_leader();
         // The first fault of a run is always a crash or a partition.
-        let roll = if self.stats.crashes + self.stats.partitions == 0 {
-            self.rng.below(55)
+        let w = self.params.fault_weights;
+        // The first fault of a run is always a crash or a partition.
+        let first = self.stats.crashes + self.stats.partitions == 0;
+        let span: u64 = if first {
+            w[..3].iter().sum()
         } else {
-            self.rng.below(100)
+            w.iter().sum()
         };
-        match roll {
-            0..=2 => {
+        let mut roll = self.rng.below(span);
+        let mut kind = 0;
+        while roll >= w[kind] {
+            roll -= w[kind];
+            kind += 1;
+        }
+        match kind {
+            0 => {
                 // Every live node at once: DiskFirst must still lose no acknowledged write.
                 for &victim in &live {
                     self.crash(victim);
@@ -1063,7 +1174,7 @@ impl World {
                     self.schedule(at, Event::Restart(victim));
                 }
             }
-            3..=29 => {
+            1 => {
                 // Crash one node (the leader half the time), keeping a majority up.
                 let down = members.len() - live.len();
                 if down < (members.len() - 1) / 2 && !live.is_empty() {
@@ -1076,12 +1187,13 @@ impl World {
                     self.schedule(at, Event::Restart(victim));
                 }
             }
-            30..=54 => {
-                let leader = leader.filter(|_| self.rng.chance(400));
+            2 => {
+                let isolate = self.params.isolate_leader_per_mille;
+                let leader = leader.filter(|_| self.rng.chance(isolate));
                 self.partition(members, leader)
             }
-            55..=69 => self.membership_fault(leader),
-            70..=79 => {
+            3 => self.membership_fault(leader),
+            4 => {
                 if let Some(l) = leader {
                     let voters: Vec<NodeId> = self.nodes[&l]
                         .raft
@@ -1109,7 +1221,8 @@ impl World {
             }
             _ => {} // a quiet period
         }
-        let at = self.now + self.rng.range(200_000, 1_500_000);
+        let (lo, hi) = self.params.fault_gap_us;
+        let at = self.now + self.rng.range(lo, hi);
         self.schedule(at, Event::Fault);
     }
 
@@ -1286,6 +1399,14 @@ impl World {
     }
 
     fn final_checks(&mut self) -> Result<(), Violation> {
+        // The run must have been what it claims: enough load, at least one crash or
+        // partition, enough simulated time.
+        if self.stats.ops < 500 || self.stats.crashes + self.stats.partitions == 0 {
+            return Err(self.fail(format!(
+                "run too weak: {} ops, {} crashes, {} partitions",
+                self.stats.ops, self.stats.crashes, self.stats.partitions
+            )));
+        }
         // Liveness after the faults stop: some node leads and every live member applied the
         // same entries.
         let Some(l) = self.current_leader() else {
