@@ -372,6 +372,60 @@ impl Cluster {
         }
     }
 
+    /// Processes readies and delivers queued messages one at a time until `done` holds.
+    /// Returns false if nothing moves any more (or after a generous step limit) first.
+    pub fn run_until(&mut self, mut done: impl FnMut(&mut Cluster) -> bool) -> bool {
+        for _ in 0..100_000 {
+            if done(self) {
+                return true;
+            }
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            let mut moved = false;
+            for id in ids {
+                moved |= self.process(id);
+            }
+            moved |= self.deliver_one().is_some();
+            if !moved {
+                return done(self);
+            }
+        }
+        false
+    }
+
+    /// Drops every message produced so far, including those still inside the cores, so that
+    /// campaigns a test did not script go nowhere.
+    pub fn drop_in_flight(&mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.process(id);
+        }
+        self.queue.clear();
+    }
+
+    /// Campaigns `id` until it leads; false if three campaigns fail. A restarted node's
+    /// first pre-vote (at its stale term + 1) may be refused by voters in a newer term; the
+    /// refusal teaches it that term.
+    pub fn campaign_until_leader(&mut self, id: NodeId) -> bool {
+        for _ in 0..3 {
+            self.raft(id).campaign_now();
+            if self.run_until(|c| c.raft(id).role() == crate::raft::Role::Leader) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Ticks `ids` past the election timeout (vote refusal windows end), then drops the
+    /// campaigns that started.
+    pub fn let_leases_lapse(&mut self, ids: &[NodeId]) {
+        for _ in 0..25 {
+            for &id in ids {
+                self.tick(id);
+            }
+        }
+        self.drop_in_flight();
+    }
+
     /// Ticks all nodes until some node leads, stabilizing between ticks. Panics after
     /// `ticks_max` ticks.
     pub fn elect(&mut self, ticks_max: u32) -> NodeId {

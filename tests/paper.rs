@@ -48,50 +48,11 @@ fn pass_boot_guard(c: &mut Cluster) {
     for _ in 0..10 {
         c.tick_all();
     }
-    drop_in_flight(c);
+    c.drop_in_flight();
 }
 
-/// Drops every message produced so far (including ones still inside the cores), so that
-/// campaigns the test did not script go nowhere.
-fn drop_in_flight(c: &mut Cluster) {
-    let ids: Vec<NodeId> = c.nodes.keys().copied().collect();
-    for id in ids {
-        c.process(id);
-    }
-    c.queue.clear();
-}
-
-/// Campaigns `id` until it leads. A restarted node's first pre-vote (at its stale term + 1)
-/// may be refused by voters in a newer term; the refusal teaches it that term.
 fn campaign_until_leader(c: &mut Cluster, id: NodeId) {
-    for _ in 0..3 {
-        c.raft(id).campaign_now();
-        if run_until(c, |c| c.raft(id).role() == Role::Leader) {
-            return;
-        }
-    }
-    panic!("node {id} did not win");
-}
-
-/// Delivers queued messages and processes readies until `done` holds (or nothing moves).
-fn run_until(c: &mut Cluster, mut done: impl FnMut(&mut Cluster) -> bool) -> bool {
-    for _ in 0..10_000 {
-        if done(c) {
-            return true;
-        }
-        let ids: Vec<NodeId> = c.nodes.keys().copied().collect();
-        let mut moved = false;
-        for id in ids {
-            moved |= c.process(id);
-        }
-        if let Some(_d) = c.deliver_one() {
-            moved = true;
-        }
-        if !moved {
-            return done(c);
-        }
-    }
-    panic!("run_until did not settle");
+    assert!(c.campaign_until_leader(id), "node {id} did not win");
 }
 
 fn small(c: &mut Config) {
@@ -168,9 +129,9 @@ fn figure8_older_term_entry_is_not_committed_by_counting() {
             c.tick(id); // let the followers' leader lease run out
         }
     }
-    drop_in_flight(&mut c);
+    c.drop_in_flight();
     c.raft(5).campaign_now();
-    assert!(run_until(&mut c, |c| c.raft(5).role() == Role::Leader));
+    assert!(c.run_until(|c| c.raft(5).role() == Role::Leader));
     let t5 = c.raft(5).term();
     assert!(t5 > t1);
     assert_eq!(c.raft(5).log().term(2), Some(t5));
@@ -185,14 +146,14 @@ fn figure8_older_term_entry_is_not_committed_by_counting() {
             c.tick(id);
         }
     }
-    drop_in_flight(&mut c);
+    c.drop_in_flight();
     c.partition(&[1], &[4]);
     campaign_until_leader(&mut c, 1);
     let t1b = c.raft(1).term();
     assert!(t1b > t5);
     // Deliver only what carries index 2 to S3 (and S3's answer); nothing carries index 3 yet.
     let mut delivered_index2 = false;
-    run_until(&mut c, |c| {
+    c.run_until(|c| {
         // While S3 lacks index 2 it rejects any append and the leader backs up to index 2.
         let s3_lacks = c.raft(3).last_index() < 2;
         c.queue.retain(|m| match &m.body {
@@ -227,7 +188,7 @@ fn figure8_older_term_entry_is_not_committed_by_counting() {
             c.tick(id);
         }
     }
-    drop_in_flight(&mut c);
+    c.drop_in_flight();
     campaign_until_leader(&mut c, 5);
     c.stabilize();
     for id in [2, 3, 4, 5] {
@@ -262,7 +223,7 @@ fn figure8_e_committing_current_term_commits_older_entries() {
     for _ in 0..25 {
         c.tick_all();
     }
-    drop_in_flight(&mut c);
+    c.drop_in_flight();
     c.raft(1).campaign_now();
     c.stabilize();
     assert_eq!(c.raft(1).role(), Role::Leader);

@@ -12,9 +12,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::checker::{self, Op, OpKind, Verdict};
-use crate::raft::{
-    Body, Config, Controls, Index, MembershipChange, NodeId, ReadPolicy, Role, Term,
-};
+use crate::raft::{Body, Config, Controls, Index, MembershipChange, NodeId, ReadPolicy, Term};
 use crate::testkit::Cluster;
 
 /// The scripts.
@@ -95,53 +93,12 @@ fn applied_agree(c: &Cluster) -> Result<(), String> {
     Ok(())
 }
 
-/// Processes readies and delivers queued messages until `done` holds or nothing moves.
-fn run_until(c: &mut Cluster, mut done: impl FnMut(&mut Cluster) -> bool) -> bool {
-    for _ in 0..100_000 {
-        if done(c) {
-            return true;
-        }
-        let ids: Vec<NodeId> = c.nodes.keys().copied().collect();
-        let mut moved = false;
-        for id in ids {
-            moved |= c.process(id);
-        }
-        moved |= c.deliver_one().is_some();
-        if !moved {
-            return done(c);
-        }
-    }
-    panic!("script: run_until did not settle");
-}
-
-/// Drops every message produced so far, including those still inside the cores.
-fn drop_in_flight(c: &mut Cluster) {
-    let ids: Vec<NodeId> = c.nodes.keys().copied().collect();
-    for id in ids {
-        c.process(id);
-    }
-    c.queue.clear();
-}
-
-/// Ticks `ids` past the minimum election timeout (vote refusal windows end), then drops the
-/// campaigns that started.
-fn let_leases_lapse(c: &mut Cluster, ids: &[NodeId]) {
-    for _ in 0..25 {
-        for &id in ids {
-            c.tick(id);
-        }
-    }
-    drop_in_flight(c);
-}
-
 fn campaign_until_leader(c: &mut Cluster, id: NodeId) -> Result<(), String> {
-    for _ in 0..3 {
-        c.raft(id).campaign_now();
-        if run_until(c, |c| c.raft(id).role() == Role::Leader) {
-            return Ok(());
-        }
+    if c.campaign_until_leader(id) {
+        Ok(())
+    } else {
+        Err(format!("script: node {id} did not win"))
     }
-    Err(format!("script: node {id} did not win"))
 }
 
 fn figure8(seed: u64, controls: Controls) -> Result<(), String> {
@@ -160,7 +117,7 @@ fn figure8(seed: u64, controls: Controls) -> Result<(), String> {
     c.crash(1);
     c.heal();
     c.partition(&[2], &[3, 4, 5]);
-    let_leases_lapse(&mut c, &[3, 4, 5]);
+    c.let_leases_lapse(&[3, 4, 5]);
     campaign_until_leader(&mut c, 5)?;
     c.process(5);
     c.crash(5);
@@ -169,10 +126,10 @@ fn figure8(seed: u64, controls: Controls) -> Result<(), String> {
     // entry (index 3). Index 2 is now on a majority (S1, S3, S4) but must not commit.
     c.heal();
     c.restart(1);
-    let_leases_lapse(&mut c, &[1, 2, 3, 4]);
+    c.let_leases_lapse(&[1, 2, 3, 4]);
     c.partition(&[1], &[2]);
     campaign_until_leader(&mut c, 1)?;
-    run_until(&mut c, |c| {
+    c.run_until(|c| {
         let lacks = |c: &mut Cluster, id| c.raft(id).last_index() < 2;
         let (s3_lacks, s4_lacks) = (lacks(c, 3), lacks(c, 4));
         c.queue.retain(|m| {
@@ -200,7 +157,7 @@ fn figure8(seed: u64, controls: Controls) -> Result<(), String> {
     c.raft(1).tick(0);
     c.raft(1).tick(0);
     c.process(1);
-    run_until(&mut c, |c| {
+    c.run_until(|c| {
         c.queue
             .retain(|m| matches!(m.body, Body::Heartbeat { .. } | Body::HeartbeatResp { .. }));
         c.queue.is_empty()
@@ -210,7 +167,7 @@ fn figure8(seed: u64, controls: Controls) -> Result<(), String> {
     c.crash(1);
     c.heal();
     c.restart(5);
-    let_leases_lapse(&mut c, &[2, 3, 4, 5]);
+    c.let_leases_lapse(&[2, 3, 4, 5]);
     campaign_until_leader(&mut c, 5)?;
     c.stabilize();
     applied_agree(&c)
@@ -236,7 +193,7 @@ fn membership_before_noop(seed: u64, controls: Controls) -> Result<(), String> {
     c.stabilize();
     c.crash(1);
     // S2 wins term 2 under C0 = {1,2,3,4} with S3 and S4, then loses S4 at once.
-    let_leases_lapse(&mut c, &[2, 3, 4]);
+    c.let_leases_lapse(&[2, 3, 4]);
     campaign_until_leader(&mut c, 2)?;
     c.partition(&[2], &[4]);
     // A change proposed before S2's no-op commits: C2 = {2,3,4} (remove 1). Its quorum,
@@ -250,7 +207,7 @@ fn membership_before_noop(seed: u64, controls: Controls) -> Result<(), String> {
     c.heal();
     c.restart(1);
     c.partition(&[1, 4, 5], &[2, 3]);
-    let_leases_lapse(&mut c, &[1, 4, 5]);
+    c.let_leases_lapse(&[1, 4, 5]);
     campaign_until_leader(&mut c, 1)?;
     c.heal();
     for _ in 0..30 {
@@ -299,7 +256,7 @@ fn lease_at_drift_bound(seed: u64, controls: Controls) -> Result<(), String> {
     }
     // Cut off now. Followers' clocks run 2.5% fast, the leader's 2.5% slow (5% apart).
     c.partition(&[1], &[2, 3]);
-    let_leases_lapse(&mut c, &[2, 3]);
+    c.let_leases_lapse(&[2, 3]);
     // Their windows closed after 9 to 10 of their ticks: 90 ms of their time, which is
     // 87.8 ms of real time at +2.5%. S2 wins and commits W(2).
     let winner = 2 + seed % 2;
