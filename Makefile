@@ -15,7 +15,7 @@ help:
 	@echo "make lint           fmt check and clippy only"
 	@echo "make bench-raft     proposals/s through a 3-node in-memory cluster of the Raft core"
 	@echo "make sim SEEDS=N    N seeds of the deterministic simulator, then every negative control"
-	@echo "make sim SEED=S     replay one seed and print its trace"
+	@echo "make sim SEED=S     replay one seed and print its trace (CONTROL=Name for a control run)"
 
 build:
 	$(CARGO) build --release
@@ -36,7 +36,7 @@ bench-raft:
 
 sim:
 ifneq ($(SEED),)
-	$(SIM) --seed $(SEED)
+	$(SIM) --seed $(SEED) $(if $(CONTROL),--control $(CONTROL))
 else
 	$(SIM) --seeds $(SEEDS)
 endif

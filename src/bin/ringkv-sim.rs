@@ -85,7 +85,7 @@ fn parallel(threads: u64, jobs: usize, work: impl Fn(usize) + Sync) {
 fn main() {
     // A panic inside a seed (an invariant asserted in the core) is reported as a violation
     // with its message; the default hook's backtrace would only bury the summary.
-    std::panic::set_hook(Box::new(|_| {}));
+    ringkv::sim::install_panic_hook();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let known = ["--seeds", "--start", "--threads", "--seed", "--control"];
     for a in args.iter().filter(|a| a.starts_with("--")) {
@@ -142,6 +142,7 @@ fn main() {
                     seed,
                     at_us: 0,
                     what,
+                    safety: true,
                 });
             }
         }
@@ -172,7 +173,10 @@ fn main() {
         }
         for seed in start..start + CONTROL_SEEDS_MAX {
             tried[ci].fetch_add(1, Ordering::Relaxed);
-            if let (_, Err(v), _) = run_seed(seed, Some(control), false) {
+            // Only a safety invariant, the checker or a core assertion counts as a catch.
+            if let (_, Err(v), _) = run_seed(seed, Some(control), false)
+                && v.safety
+            {
                 *caught[ci].lock().expect("lock") = Some(Caught::Random(v));
                 return;
             }

@@ -4,6 +4,8 @@
 //! and single-threaded per seed, driven by that seed. Must not touch real I/O or clocks.
 //! `make sim SEEDS=N` runs many seeds; `make sim SEED=S` replays one with its trace.
 
+use std::cell::Cell;
+
 pub mod checker;
 pub mod scripted;
 mod world;
@@ -46,7 +48,30 @@ pub fn run_seed(
             seed,
             at_us: 0,
             what: format!("assertion failed: {what}"),
+            safety: panic_in_core(),
         };
         (Stats::default(), Err(v), Vec::new())
     })
+}
+
+thread_local! {
+    /// Whether the last panic on this thread was raised inside the Raft core.
+    static PANIC_IN_CORE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Replaces the panic hook with a quiet one that remembers where each panic was raised:
+/// a seed's panic is reported as a violation with its message, and only an assertion in
+/// `src/raft` (an invariant asserted in the core) counts as a safety catch.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let core = info
+            .location()
+            .is_some_and(|l| l.file().contains("src/raft/"));
+        PANIC_IN_CORE.with(|c| c.set(core));
+    }));
+}
+
+/// Whether the last panic on this thread came from inside the Raft core.
+pub fn panic_in_core() -> bool {
+    PANIC_IN_CORE.with(|c| c.get())
 }

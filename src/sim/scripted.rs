@@ -55,7 +55,7 @@ pub fn run(script: Script, seed: u64, controls: Controls) -> Result<(), String> 
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "non-string panic".into());
             // A script that cannot set its stage says so; anything else is the core's.
-            if what.starts_with("script:") {
+            if what.starts_with("script:") || !super::panic_in_core() {
                 Err(what)
             } else {
                 Err(format!("assertion failed: {what}"))
@@ -111,7 +111,9 @@ fn figure8(seed: u64, controls: Controls) -> Result<(), String> {
     campaign_until_leader(&mut c, 1)?;
     c.stabilize();
     c.partition(&[1, 2], &[3, 4, 5]);
-    c.raft(1).propose(vec![value]).map_err(|e| e.to_string())?;
+    c.raft(1)
+        .propose(vec![value])
+        .map_err(|e| format!("script: {e}"))?;
     c.stabilize();
     // (b) S1 crashes; S5 wins with S3 and S4, appends index 2 of its term, crashes.
     c.crash(1);
@@ -180,16 +182,16 @@ fn membership_before_noop(seed: u64, controls: Controls) -> Result<(), String> {
     c.stabilize();
     c.raft(1)
         .propose(vec![Bytes::from(format!("v{seed}"))])
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("script: {e}"))?;
     c.raft(1)
         .propose_membership(MembershipChange::AddLearner(5))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("script: {e}"))?;
     c.stabilize();
     // C1 = {1..5}: promoted on S1 and S5 only, never committed.
     c.partition(&[1, 5], &[2, 3, 4]);
     c.raft(1)
         .propose_membership(MembershipChange::Promote(5))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("script: {e}"))?;
     c.stabilize();
     c.crash(1);
     // S2 wins term 2 under C0 = {1,2,3,4} with S3 and S4, then loses S4 at once.
@@ -237,7 +239,7 @@ fn lease_at_drift_bound(seed: u64, controls: Controls) -> Result<(), String> {
     let call = t();
     c.raft(1)
         .propose(vec![Bytes::from_static(b"1")])
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("script: {e}"))?;
     c.stabilize();
     history.push(Op {
         key: 0,
@@ -265,7 +267,7 @@ fn lease_at_drift_bound(seed: u64, controls: Controls) -> Result<(), String> {
     let call = t();
     c.raft(winner)
         .propose(vec![Bytes::from_static(b"2")])
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("script: {e}"))?;
     c.stabilize();
     if c.node(winner).applied.last().map(|(_, d)| d.as_ref()) != Some(&b"2"[..]) {
         return Err("script: W(2) did not commit".into());

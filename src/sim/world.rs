@@ -220,6 +220,10 @@ pub struct Violation {
     pub seed: u64,
     pub at_us: Micros,
     pub what: String,
+    /// A safety invariant, the checker, or an assertion inside the Raft core flagged it.
+    /// False for liveness failures, runs too weak to count, and the simulator's own
+    /// failures: those fail a run but never count as catching a negative control.
+    pub safety: bool,
 }
 
 impl std::fmt::Display for Violation {
@@ -620,8 +624,17 @@ impl World {
         }
     }
 
+    /// A liveness failure or a run too weak to count (see `Violation::safety`).
+    fn fail_liveness(&self, what: String) -> Violation {
+        Violation {
+            safety: false,
+            ..self.fail(what)
+        }
+    }
+
     fn fail(&self, what: String) -> Violation {
         Violation {
+            safety: true,
             seed: self.seed,
             at_us: self.now,
             what,
@@ -1402,7 +1415,7 @@ impl World {
         // The run must have been what it claims: enough load, at least one crash or
         // partition, enough simulated time.
         if self.stats.ops < 500 || self.stats.crashes + self.stats.partitions == 0 {
-            return Err(self.fail(format!(
+            return Err(self.fail_liveness(format!(
                 "run too weak: {} ops, {} crashes, {} partitions",
                 self.stats.ops, self.stats.crashes, self.stats.partitions
             )));
@@ -1410,14 +1423,14 @@ impl World {
         // Liveness after the faults stop: some node leads and every live member applied the
         // same entries.
         let Some(l) = self.current_leader() else {
-            return Err(self.fail("no leader 5 s after faults stopped".into()));
+            return Err(self.fail_liveness("no leader 5 s after faults stopped".into()));
         };
         let commit = self.nodes[&l].raft.commit();
         // Members as the leader sees them: a node removed while cut off never hears of it.
         let members = self.nodes[&l].raft.membership().clone();
         for (&id, n) in &self.nodes {
             if members.is_member(id) && (!n.up || n.applied_index < commit) {
-                return Err(self.fail(format!(
+                return Err(self.fail_liveness(format!(
                     "member {id} (up: {}) applied {} of {commit} 5 s after faults stopped\n  \
                      member: {:?}\n  leader: {:?}",
                     n.up,
@@ -1437,11 +1450,15 @@ impl World {
         if states.len() > 1 {
             return Err(self.fail(format!("{} different final states", states.len())));
         }
-        // Acknowledged writes are never lost (DiskFirst promises it; MemFirst does not).
+        // Acknowledged writes are never lost (DiskFirst promises it; MemFirst does not): the
+        // final leader holds each one (or a snapshot past it) and has applied it.
         if self.opts.persistence == Persistence::DiskFirst {
+            let log = self.nodes[&l].raft.log();
+            let applied = self.nodes[&l].applied_index;
             for (i, op) in self.history.iter().enumerate() {
                 if let Some((index, term)) = op.acked_at {
-                    if self.applied.get(&index).map(|x| x.0) != Some(term) {
+                    let held = index <= log.snapshot_index() || log.term(index) == Some(term);
+                    if !held || applied < index {
                         return Err(self.fail(format!(
                             "acknowledged write #{i} at {index}/{term} was lost"
                         )));
