@@ -54,6 +54,7 @@ pub use log::RaftLog;
 pub use membership::{Membership, MembershipChange, MembershipError};
 pub use node::{ProposeError, Raft, Ready, Restore, Role, Status};
 pub use read::{ReadError, ReadOutcome, ReadPolicy};
+pub use rng::SplitMix64;
 pub use types::{
     Body, Entry, EntryKind, HardState, Index, Message, Nanos, NodeId, SnapshotMeta, Term,
 };

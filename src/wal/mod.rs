@@ -1,5 +1,28 @@
-//! The io_uring write-ahead log (not built yet; see the WAL issue).
+//! The write-ahead log: segments on io_uring, flush workers, hard state, snapshots.
 //!
-//! Will own the segment files of one node and run on the raft core's executor and its
-//! flush workers. Must not touch protocol state: it persists what a `Ready` hands it and
-//! reports `Persisted(n)`.
+//! Owns one node's data directory (`<data_dir>/wal/`, `<data_dir>/hardstate`,
+//! `<data_dir>/snapshots/`). Runs on the raft core's executor: `Wal::persist` takes what a
+//! `Ready` must make durable, flush-worker tasks on the same executor write and fdatasync
+//! up to `flush_workers` batches at once, and `Wal::next_persisted` hands back Ready
+//! numbers strictly in order for `Raft::on_persisted`. Must not touch protocol state or
+//! the state machine; it stores bytes and says when they are durable.
+//!
+//! - `format`: byte layouts and checksums (pure).
+//! - `scan`: the recovery judgement, torn tail versus corruption (pure; shared with
+//!   `ringkv wal check`).
+//! - `disk`: the file layer: glommio `DmaFile` (O_DIRECT) in production, with the
+//!   `crash-sim` power-cut model as a feature; `SimDisk` for crash tests.
+//! - `log`: the writer and recovery (`Wal`).
+//! - `snapshot`: snapshot files.
+//! - `inspect`: `ringkv wal check` and `ringkv wal dump` (read-only, std I/O).
+
+pub mod disk;
+pub mod format;
+pub mod inspect;
+mod log;
+pub mod scan;
+pub mod snapshot;
+
+pub use disk::{DmaDisk, SimDisk};
+pub use log::{MemFirstPolicy, Recovered, Wal, WalError, WalOptions, WalStats};
+pub use snapshot::{Snapshot, SnapshotStore};

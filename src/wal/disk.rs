@@ -1,0 +1,633 @@
+//! The file layer under the WAL: real O_DIRECT files on io_uring, or a simulated disk.
+//!
+//! `DmaDisk` is what the server runs: glommio `DmaFile`s on the executor that owns the WAL
+//! (the raft core). With the `crash-sim` feature its writes are held in memory and reach
+//! the file only together with the next fdatasync, so kill -9 behaves like a power cut.
+//! `SimDisk` is a deterministic in-memory disk for crash tests: it keeps what is durable
+//! apart from what is merely written, and `crash` keeps a random, possibly torn, part of
+//! the latter. It can also fail fsyncs and run out of space on request.
+//!
+//! Single-threaded by design (thread-per-core), hence `async fn` in traits without `Send`.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io;
+use std::ops::{Deref, DerefMut};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use crate::raft::SplitMix64 as Rng;
+
+use super::format::BLOCK;
+
+/// A directory tree of files, as the WAL needs it.
+#[allow(async_fn_in_trait)]
+pub trait Disk: Clone + 'static {
+    type File: DiskFile + 'static;
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Names of the files directly in `dir` (empty if it does not exist).
+    async fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Opens for reading and writing; creates an empty file when `create` is set.
+    async fn open(&self, path: &Path, create: bool) -> io::Result<Self::File>;
+    async fn remove(&self, path: &Path) -> io::Result<()>;
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes creations, renames and removals in `dir` durable.
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// One open file. Writes take block-aligned buffers at block-aligned offsets.
+#[allow(async_fn_in_trait)]
+pub trait DiskFile {
+    type Buf: DerefMut<Target = [u8]> + 'static;
+    /// A buffer of `len` bytes (a multiple of 4096) suitable for `write_at`.
+    fn alloc(&self, len: usize) -> Self::Buf;
+    /// Writes the whole buffer at `pos` or fails.
+    async fn write_at(&self, buf: Self::Buf, pos: u64) -> io::Result<()>;
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>>;
+    async fn fdatasync(&self) -> io::Result<()>;
+    async fn len(&self) -> io::Result<u64>;
+    /// Reserves space for `len` bytes (fallocate); fails with ENOSPC when the disk is full.
+    async fn allocate(&self, len: u64) -> io::Result<()>;
+    async fn close(self) -> io::Result<()>;
+}
+
+/// Whether an I/O error means "disk full" (refuse writes, keep serving reads).
+pub fn is_no_space(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc_enospc()) || e.kind() == io::ErrorKind::StorageFull
+}
+
+fn libc_enospc() -> i32 {
+    28 // ENOSPC on Linux
+}
+
+// ---------------------------------------------------------------------------------------
+// Real files: glommio DmaFile (O_DIRECT on io_uring).
+
+/// The production disk. Create one per executor with `DmaDisk::new(probe_dir)` before
+/// opening any other `DmaFile` on that executor (see `new`).
+#[derive(Clone, Debug)]
+pub struct DmaDisk {
+    _priv: (),
+}
+
+impl DmaDisk {
+    /// Works around glommio's polled-I/O probe (../shared/notes/platform.md): the first
+    /// `DmaFile` an executor opens decides, for the whole run, whether it uses the polled
+    /// io_uring ring. An empty file opened read+write wrongly enables it on this kind of
+    /// disk, after which every 4 KiB append takes ~4 ms and reads fail with EOPNOTSUPP.
+    /// So the first file opened is a small NON-EMPTY one, read-only.
+    pub async fn new(probe_dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(probe_dir)?;
+        let probe = probe_dir.join(".io-probe");
+        if std::fs::metadata(&probe).map(|m| m.len()).unwrap_or(0) == 0 {
+            std::fs::write(&probe, [0u8; BLOCK])?;
+        }
+        let f = glommio::io::DmaFile::open(&probe).await.map_err(io::Error::from)?;
+        f.close().await.map_err(io::Error::from)?;
+        Ok(Self { _priv: () })
+    }
+}
+
+/// An aligned DMA buffer as a byte slice.
+pub struct DmaBuf(glommio::io::DmaBuffer);
+
+impl Deref for DmaBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl DerefMut for DmaBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.0.as_bytes_mut()
+    }
+}
+
+pub struct DmaDiskFile {
+    file: glommio::io::DmaFile,
+    /// `crash-sim`: writes not yet covered by an fdatasync, held back from the file.
+    #[cfg(feature = "crash-sim")]
+    held: RefCell<Vec<(DmaBuf, u64)>>,
+}
+
+impl Disk for DmaDisk {
+    type File = DmaDiskFile;
+
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    async fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for ent in rd {
+            out.push(ent?.file_name().to_string_lossy().into_owned());
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn open(&self, path: &Path, create: bool) -> io::Result<DmaDiskFile> {
+        let file = glommio::io::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .dma_open(path)
+            .await
+            .map_err(io::Error::from)?;
+        Ok(DmaDiskFile {
+            file,
+            #[cfg(feature = "crash-sim")]
+            held: RefCell::new(Vec::new()),
+        })
+    }
+
+    async fn remove(&self, path: &Path) -> io::Result<()> {
+        glommio::io::remove(path).await.map_err(io::Error::from)
+    }
+
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        glommio::io::rename(from, to).await.map_err(io::Error::from)
+    }
+
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let d = glommio::io::Directory::open(dir)
+            .await
+            .map_err(io::Error::from)?;
+        d.sync().await.map_err(io::Error::from)?;
+        d.close().await.map_err(io::Error::from)
+    }
+}
+
+impl DmaDiskFile {
+    async fn write_now(&self, buf: DmaBuf, pos: u64) -> io::Result<()> {
+        let len = buf.len();
+        let n = self
+            .file
+            .write_at(buf.0, pos)
+            .await
+            .map_err(io::Error::from)?;
+        if n != len {
+            return Err(io::Error::other(format!(
+                "short write: {n} of {len} bytes at offset {pos}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl DiskFile for DmaDiskFile {
+    type Buf = DmaBuf;
+
+    fn alloc(&self, len: usize) -> DmaBuf {
+        assert_eq!(len % BLOCK, 0, "unaligned buffer");
+        DmaBuf(self.file.alloc_dma_buffer(len))
+    }
+
+    #[cfg(not(feature = "crash-sim"))]
+    async fn write_at(&self, buf: DmaBuf, pos: u64) -> io::Result<()> {
+        self.write_now(buf, pos).await
+    }
+
+    #[cfg(feature = "crash-sim")]
+    async fn write_at(&self, buf: DmaBuf, pos: u64) -> io::Result<()> {
+        // Power-cut model: the bytes exist only in this process until a sync carries them.
+        self.held.borrow_mut().push((buf, pos));
+        Ok(())
+    }
+
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        let r = self
+            .file
+            .read_at(pos, len)
+            .await
+            .map_err(io::Error::from)?;
+        #[allow(unused_mut)]
+        let mut v = r.to_vec();
+        #[cfg(feature = "crash-sim")]
+        for (b, at) in self.held.borrow().iter() {
+            overlay(&mut v, pos, b, *at);
+        }
+        Ok(v)
+    }
+
+    async fn fdatasync(&self) -> io::Result<()> {
+        #[cfg(feature = "crash-sim")]
+        {
+            let held = std::mem::take(&mut *self.held.borrow_mut());
+            for (b, at) in held {
+                self.write_now(b, at).await?;
+            }
+        }
+        self.file.fdatasync().await.map_err(io::Error::from)
+    }
+
+    async fn len(&self) -> io::Result<u64> {
+        self.file.file_size().await.map_err(io::Error::from)
+    }
+
+    async fn allocate(&self, len: u64) -> io::Result<()> {
+        self.file
+            .pre_allocate(len, false)
+            .await
+            .map_err(io::Error::from)
+    }
+
+    async fn close(self) -> io::Result<()> {
+        self.file.close().await.map_err(io::Error::from)
+    }
+}
+
+#[cfg(feature = "crash-sim")]
+/// Copies the part of `src` (written at `src_at`) that overlaps `dst` (read at `dst_at`).
+fn overlay(dst: &mut [u8], dst_at: u64, src: &[u8], src_at: u64) {
+    let lo = dst_at.max(src_at);
+    let hi = (dst_at + dst.len() as u64).min(src_at + src.len() as u64);
+    if lo < hi {
+        let d = (lo - dst_at) as usize;
+        let s = (lo - src_at) as usize;
+        let n = (hi - lo) as usize;
+        dst[d..d + n].copy_from_slice(&src[s..s + n]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Simulated disk for crash tests.
+
+/// Sector size of the simulated disk: a crash tears a write at sector boundaries.
+const SECTOR: usize = 512;
+
+#[derive(Default)]
+struct Inode {
+    /// Contents as of the last completed fdatasync.
+    durable: Vec<u8>,
+    /// Contents as the process sees them.
+    current: Vec<u8>,
+    /// Writes since the last sync, in order (offset, bytes).
+    pending: Vec<(u64, Vec<u8>)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum DirOp {
+    Link(PathBuf, u64),
+    Unlink(PathBuf),
+}
+
+#[derive(Default)]
+struct SimState {
+    inodes: BTreeMap<u64, Inode>,
+    next_inode: u64,
+    /// Names as the process sees them.
+    names: BTreeMap<PathBuf, u64>,
+    /// Names as of the last directory sync.
+    durable_names: BTreeMap<PathBuf, u64>,
+    /// Name changes since the last directory sync, in order.
+    pending_dir: Vec<DirOp>,
+    dirs: std::collections::BTreeSet<PathBuf>,
+    /// Bytes allowed in all files together (`None`: unlimited).
+    capacity_bytes: Option<u64>,
+    fail_fsync: bool,
+    fsyncs: u64,
+    /// Bumped by a crash: handles from before it fail (their process is gone).
+    epoch: u64,
+}
+
+impl SimState {
+    fn used_bytes(&self) -> u64 {
+        self.inodes.values().map(|i| i.current.len() as u64).sum()
+    }
+}
+
+/// A deterministic in-memory disk with power-cut crashes and injected faults.
+#[derive(Default)]
+pub struct SimDisk {
+    st: Rc<RefCell<SimState>>,
+    epoch: u64,
+}
+
+impl Clone for SimDisk {
+    /// A clone is a handle of the process running now (the current epoch).
+    fn clone(&self) -> Self {
+        Self {
+            st: self.st.clone(),
+            epoch: self.st.borrow().epoch,
+        }
+    }
+}
+
+/// Returns `Pending` once: lets other tasks run between a write and its sync, as a real
+/// disk does, so crashes find writes in flight.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+fn crashed() -> io::Error {
+    io::Error::other("simulated disk: the process crashed (stale handle)")
+}
+
+impl SimDisk {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Power cut: names keep the last directory sync plus a random prefix of later changes;
+    /// each file keeps its durable bytes plus, for each later write in order, nothing, all
+    /// of it or a torn part of it (whole sectors). Earlier handles must not be used again.
+    pub fn crash(&self, rng: &mut Rng) {
+        let mut st = self.st.borrow_mut();
+        let st = &mut *st;
+        st.epoch += 1;
+        let keep = rng.below(st.pending_dir.len() as u64 + 1) as usize;
+        let mut names = st.durable_names.clone();
+        for op in &st.pending_dir[..keep] {
+            match op {
+                DirOp::Link(p, ino) => {
+                    names.insert(p.clone(), *ino);
+                }
+                DirOp::Unlink(p) => {
+                    names.remove(p);
+                }
+            }
+        }
+        for ino in st.inodes.values_mut() {
+            let mut data = std::mem::take(&mut ino.durable);
+            for (at, bytes) in std::mem::take(&mut ino.pending) {
+                let at = at as usize;
+                match rng.below(3) {
+                    0 => {}
+                    1 => write_into(&mut data, at, &bytes),
+                    _ => {
+                        for s in (0..bytes.len()).step_by(SECTOR) {
+                            if rng.below(2) == 0 {
+                                let end = (s + SECTOR).min(bytes.len());
+                                write_into(&mut data, at + s, &bytes[s..end]);
+                            }
+                        }
+                    }
+                }
+            }
+            ino.current = data.clone();
+            ino.durable = data;
+        }
+        st.names = names.clone();
+        st.durable_names = names;
+        st.pending_dir.clear();
+        let live: std::collections::BTreeSet<u64> = st.names.values().copied().collect();
+        st.inodes.retain(|k, _| live.contains(k));
+    }
+
+    /// Clean stop: everything written survives (what kill -9 without a power cut keeps).
+    pub fn crash_keep_all(&self) {
+        let mut st = self.st.borrow_mut();
+        st.durable_names = st.names.clone();
+        st.pending_dir.clear();
+        for ino in st.inodes.values_mut() {
+            ino.durable = ino.current.clone();
+            ino.pending.clear();
+        }
+    }
+
+    /// Every later fdatasync fails with EIO.
+    pub fn fail_fsync(&self, on: bool) {
+        self.st.borrow_mut().fail_fsync = on;
+    }
+
+    /// Limits the bytes all files may hold (ENOSPC beyond).
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        self.st.borrow_mut().capacity_bytes = bytes;
+    }
+
+    pub fn fsyncs(&self) -> u64 {
+        self.st.borrow().fsyncs
+    }
+
+    /// The bytes a file holds now (test inspection and damage).
+    pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
+        let st = self.st.borrow();
+        let ino = st.names.get(path)?;
+        Some(st.inodes[ino].current.clone())
+    }
+
+    /// Overwrites bytes of a file, durably (simulates damage at rest).
+    pub fn damage(&self, path: &Path, at: usize, bytes: &[u8]) {
+        let mut st = self.st.borrow_mut();
+        let ino = *st.names.get(path).expect("file exists");
+        let i = st.inodes.get_mut(&ino).expect("inode");
+        write_into(&mut i.current, at, bytes);
+        write_into(&mut i.durable, at, bytes);
+    }
+}
+
+fn write_into(data: &mut Vec<u8>, at: usize, bytes: &[u8]) {
+    if data.len() < at + bytes.len() {
+        data.resize(at + bytes.len(), 0);
+    }
+    data[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+fn not_found(p: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", p.display()))
+}
+
+fn no_space() -> io::Error {
+    io::Error::from_raw_os_error(libc_enospc())
+}
+
+pub struct SimFile {
+    st: Rc<RefCell<SimState>>,
+    ino: u64,
+    epoch: u64,
+}
+
+impl SimDisk {
+    fn live(&self) -> io::Result<std::cell::RefMut<'_, SimState>> {
+        let st = self.st.borrow_mut();
+        if st.epoch != self.epoch {
+            return Err(crashed());
+        }
+        Ok(st)
+    }
+}
+
+impl SimFile {
+    fn live(&self) -> io::Result<std::cell::RefMut<'_, SimState>> {
+        let st = self.st.borrow_mut();
+        if st.epoch != self.epoch {
+            return Err(crashed());
+        }
+        Ok(st)
+    }
+}
+
+impl Disk for SimDisk {
+    type File = SimFile;
+
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut st = self.live()?;
+        for a in dir.ancestors() {
+            st.dirs.insert(a.to_path_buf());
+        }
+        Ok(())
+    }
+
+    async fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let st = self.live()?;
+        Ok(st
+            .names
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+            .collect())
+    }
+
+    async fn open(&self, path: &Path, create: bool) -> io::Result<SimFile> {
+        let mut st = self.live()?;
+        let epoch = self.epoch;
+        if let Some(&ino) = st.names.get(path) {
+            return Ok(SimFile {
+                st: self.st.clone(),
+                ino,
+                epoch,
+            });
+        }
+        let parent = path.parent().expect("path has a parent");
+        if !create || !st.dirs.contains(parent) {
+            return Err(not_found(path));
+        }
+        st.next_inode += 1;
+        let ino = st.next_inode;
+        st.inodes.insert(ino, Inode::default());
+        st.names.insert(path.to_path_buf(), ino);
+        st.pending_dir.push(DirOp::Link(path.to_path_buf(), ino));
+        Ok(SimFile {
+            st: self.st.clone(),
+            ino,
+            epoch,
+        })
+    }
+
+    async fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.live()?;
+        st.names.remove(path).ok_or_else(|| not_found(path))?;
+        st.pending_dir.push(DirOp::Unlink(path.to_path_buf()));
+        Ok(())
+    }
+
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = self.live()?;
+        let ino = st.names.remove(from).ok_or_else(|| not_found(from))?;
+        st.names.insert(to.to_path_buf(), ino);
+        // One journal transaction: both changes land together or not at all.
+        st.pending_dir.push(DirOp::Unlink(from.to_path_buf()));
+        let n = st.pending_dir.len();
+        st.pending_dir.insert(n - 1, DirOp::Link(to.to_path_buf(), ino));
+        Ok(())
+    }
+
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        YieldOnce(false).await;
+        let mut st = self.live()?;
+        if st.fail_fsync {
+            return Err(io::Error::other("injected fsync failure (EIO)"));
+        }
+        st.fsyncs += 1;
+        // Simplification: a directory sync commits every pending name change (one journal).
+        let _ = dir;
+        st.durable_names = st.names.clone();
+        st.pending_dir.clear();
+        Ok(())
+    }
+}
+
+impl DiskFile for SimFile {
+    type Buf = Vec<u8>;
+
+    fn alloc(&self, len: usize) -> Vec<u8> {
+        assert_eq!(len % BLOCK, 0, "unaligned buffer");
+        vec![0; len]
+    }
+
+    async fn write_at(&self, buf: Vec<u8>, pos: u64) -> io::Result<()> {
+        assert_eq!(pos % BLOCK as u64, 0, "unaligned O_DIRECT write at {pos}");
+        let mut st = self.live()?;
+        let cur_len = st.inodes[&self.ino].current.len() as u64;
+        let grow = (pos + buf.len() as u64).saturating_sub(cur_len);
+        if let Some(cap) = st.capacity_bytes
+            && st.used_bytes() + grow > cap
+        {
+            return Err(no_space());
+        }
+        let ino = st.inodes.get_mut(&self.ino).expect("inode");
+        write_into(&mut ino.current, pos as usize, &buf);
+        ino.pending.push((pos, buf));
+        drop(st);
+        YieldOnce(false).await;
+        Ok(())
+    }
+
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        let st = self.live()?;
+        let data = &st.inodes[&self.ino].current;
+        let lo = (pos as usize).min(data.len());
+        let hi = (pos as usize + len).min(data.len());
+        Ok(data[lo..hi].to_vec())
+    }
+
+    async fn fdatasync(&self) -> io::Result<()> {
+        YieldOnce(false).await;
+        let mut st = self.live()?;
+        if st.fail_fsync {
+            return Err(io::Error::other("injected fsync failure (EIO)"));
+        }
+        st.fsyncs += 1;
+        let ino = st.inodes.get_mut(&self.ino).expect("inode");
+        ino.durable = ino.current.clone();
+        ino.pending.clear();
+        Ok(())
+    }
+
+    async fn len(&self) -> io::Result<u64> {
+        Ok(self.live()?.inodes[&self.ino].current.len() as u64)
+    }
+
+    async fn allocate(&self, len: u64) -> io::Result<()> {
+        let mut st = self.live()?;
+        let cur_len = st.inodes[&self.ino].current.len() as u64;
+        let grow = len.saturating_sub(cur_len);
+        if let Some(cap) = st.capacity_bytes
+            && st.used_bytes() + grow > cap
+        {
+            return Err(no_space());
+        }
+        let ino = st.inodes.get_mut(&self.ino).expect("inode");
+        if ino.current.len() < len as usize {
+            // Allocated blocks read as zero; the size change is metadata (durable at once
+            // here; a crash can only lose data writes).
+            ino.current.resize(len as usize, 0);
+            ino.durable.resize(len as usize, 0);
+        }
+        Ok(())
+    }
+
+    async fn close(self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,225 @@
+//! Snapshot files: a state-machine image at an index, checksummed, installed atomically.
+//!
+//! Owns the `snapshots/` directory of one node; runs on the raft core's executor. A
+//! snapshot is written to `<name>.tmp`, synced, renamed and the directory synced, so a
+//! crash leaves either the old set or the new one. The newest valid snapshot is loaded at
+//! start-up; a damaged newest one refuses start-up (it may be all that holds compacted
+//! entries). Knows nothing of the state machine's encoding: `data` is opaque bytes.
+//!
+//! File layout: `[header 4 KiB: magic, version, index, term, membership length, data
+//! length, CRC32C of membership and data, header CRC][membership][data][zero pad]`.
+
+use std::path::PathBuf;
+
+use crate::raft::{Index, Membership, SnapshotMeta, Term};
+
+use super::disk::{Disk, DiskFile, is_no_space};
+use super::format::{BLOCK, align_up};
+use super::log::WalError;
+
+const MAGIC: &[u8; 8] = b"RKVSNAP1";
+
+pub fn snapshot_name(index: Index, term: Term) -> String {
+    format!("{index:020}-{term:020}.snap")
+}
+
+fn parse_snapshot_name(n: &str) -> Option<(Index, Term)> {
+    let stem = n.strip_suffix(".snap")?;
+    let (i, t) = stem.split_once('-')?;
+    if i.len() != 20 || t.len() != 20 {
+        return None;
+    }
+    Some((i.parse().ok()?, t.parse().ok()?))
+}
+
+/// A loaded snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub meta: SnapshotMeta,
+    pub data: Vec<u8>,
+}
+
+/// Encodes a whole snapshot file (aligned length).
+pub fn encode_snapshot(meta: &SnapshotMeta, data: &[u8], out: &mut [u8]) {
+    let m = meta.membership.encode();
+    let len = BLOCK + m.len() + data.len();
+    assert_eq!(out.len(), align_up(len));
+    out.fill(0);
+    out[BLOCK..BLOCK + m.len()].copy_from_slice(&m);
+    out[BLOCK + m.len()..len].copy_from_slice(data);
+    let body_crc = crc32c::crc32c(&out[BLOCK..len]);
+    let h = &mut out[..BLOCK];
+    h[0..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&1u32.to_le_bytes());
+    h[16..24].copy_from_slice(&meta.index.to_le_bytes());
+    h[24..32].copy_from_slice(&meta.term.to_le_bytes());
+    h[32..40].copy_from_slice(&(m.len() as u64).to_le_bytes());
+    h[40..48].copy_from_slice(&(data.len() as u64).to_le_bytes());
+    h[48..52].copy_from_slice(&body_crc.to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..60]);
+    h[60..64].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Decodes and verifies a snapshot file.
+pub fn decode_snapshot(b: &[u8]) -> Result<Snapshot, String> {
+    if b.len() < BLOCK {
+        return Err("shorter than its header".into());
+    }
+    let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8"));
+    let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4"));
+    if &b[0..8] != MAGIC || u32_at(8) != 1 {
+        return Err("magic or version is wrong".into());
+    }
+    if crc32c::crc32c(&b[0..60]) != u32_at(60) {
+        return Err("header checksum mismatch".into());
+    }
+    let (mlen, dlen) = (u64_at(32) as usize, u64_at(40) as usize);
+    let end = BLOCK
+        .checked_add(mlen)
+        .and_then(|x| x.checked_add(dlen))
+        .filter(|&e| e <= b.len())
+        .ok_or("lengths run past the end of the file")?;
+    if crc32c::crc32c(&b[BLOCK..end]) != u32_at(48) {
+        return Err("body checksum mismatch".into());
+    }
+    let membership = Membership::decode(&b[BLOCK..BLOCK + mlen]).ok_or("membership does not decode")?;
+    Ok(Snapshot {
+        meta: SnapshotMeta {
+            index: u64_at(16),
+            term: u64_at(24),
+            membership,
+        },
+        data: b[BLOCK + mlen..end].to_vec(),
+    })
+}
+
+/// The `snapshots/` directory.
+pub struct SnapshotStore<D: Disk> {
+    disk: D,
+    dir: PathBuf,
+    keep: usize,
+}
+
+impl<D: Disk> SnapshotStore<D> {
+    /// `keep`: how many snapshots to retain (at least 1).
+    pub async fn open(disk: D, data_dir: PathBuf, keep: usize) -> Result<Self, WalError> {
+        let dir = data_dir.join("snapshots");
+        disk.create_dir_all(&dir)
+            .await
+            .map_err(|e| WalError::Fatal(format!("creating {}: {e}", dir.display())))?;
+        // Leftovers of an interrupted write never became a snapshot.
+        for n in disk.list(&dir).await.unwrap_or_default() {
+            if n.ends_with(".tmp") {
+                let _ = disk.remove(&dir.join(n)).await;
+            }
+        }
+        Ok(Self {
+            disk,
+            dir,
+            keep: keep.max(1),
+        })
+    }
+
+    async fn names(&self) -> Result<Vec<(Index, Term, String)>, WalError> {
+        let mut v: Vec<_> = self
+            .disk
+            .list(&self.dir)
+            .await
+            .map_err(|e| WalError::Fatal(format!("listing {}: {e}", self.dir.display())))?
+            .into_iter()
+            .filter_map(|n| parse_snapshot_name(&n).map(|(i, t)| (i, t, n)))
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// The newest snapshot, verified; `Corruption` if it is damaged.
+    pub async fn load_latest(&self) -> Result<Option<Snapshot>, WalError> {
+        let Some((_, _, name)) = self.names().await?.pop() else {
+            return Ok(None);
+        };
+        let p = self.dir.join(&name);
+        let io_err = |e: std::io::Error| WalError::Fatal(format!("reading {}: {e}", p.display()));
+        let f = self.disk.open(&p, false).await.map_err(io_err)?;
+        let len = f.len().await.map_err(io_err)?;
+        let b = f.read_at(0, len as usize).await.map_err(io_err)?;
+        let _ = f.close().await;
+        let snap = decode_snapshot(&b).map_err(|r| {
+            WalError::Corruption(super::scan::Corruption {
+                file: p.display().to_string(),
+                offset: 0,
+                index: 0,
+                reason: format!("snapshot {r}"),
+            })
+        })?;
+        if (snap.meta.index, snap.meta.term) != parse_snapshot_name(&name).expect("parsed") {
+            return Err(WalError::Corruption(super::scan::Corruption {
+                file: p.display().to_string(),
+                offset: 16,
+                index: snap.meta.index,
+                reason: "snapshot header disagrees with its file name".into(),
+            }));
+        }
+        Ok(Some(snap))
+    }
+
+    /// Writes a snapshot durably and atomically, then prunes beyond `keep`.
+    pub async fn save(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), WalError> {
+        let name = snapshot_name(meta.index, meta.term);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let path = self.dir.join(&name);
+        let err = |what: &str, e: std::io::Error| {
+            if is_no_space(&e) {
+                WalError::NoSpace(format!("{what} {}: {e}", tmp.display()))
+            } else {
+                WalError::Fatal(format!("{what} {}: {e}", tmp.display()))
+            }
+        };
+        let f = self.disk.open(&tmp, true).await.map_err(|e| err("creating", e))?;
+        let len = align_up(BLOCK + meta.membership.encode().len() + data.len());
+        f.allocate(len as u64).await.map_err(|e| err("allocating", e))?;
+        let mut b = f.alloc(len);
+        encode_snapshot(meta, data, &mut b);
+        f.write_at(b, 0).await.map_err(|e| err("writing", e))?;
+        f.fdatasync().await.map_err(|e| err("syncing", e))?;
+        let _ = f.close().await;
+        self.disk
+            .rename(&tmp, &path)
+            .await
+            .map_err(|e| err("renaming", e))?;
+        self.disk
+            .sync_dir(&self.dir)
+            .await
+            .map_err(|e| err("syncing the directory of", e))?;
+        let names = self.names().await?;
+        if names.len() > self.keep {
+            for (_, _, n) in &names[..names.len() - self.keep] {
+                let p = self.dir.join(n);
+                self.disk
+                    .remove(&p)
+                    .await
+                    .map_err(|e| WalError::Fatal(format!("removing {}: {e}", p.display())))?;
+            }
+            self.disk
+                .sync_dir(&self.dir)
+                .await
+                .map_err(|e| WalError::Fatal(format!("syncing {}: {e}", self.dir.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Removes every snapshot (MemFirst divergence reset).
+    pub async fn clear(&self) -> Result<(), WalError> {
+        for (_, _, n) in self.names().await? {
+            let p = self.dir.join(n);
+            self.disk
+                .remove(&p)
+                .await
+                .map_err(|e| WalError::Fatal(format!("removing {}: {e}", p.display())))?;
+        }
+        self.disk
+            .sync_dir(&self.dir)
+            .await
+            .map_err(|e| WalError::Fatal(format!("syncing {}: {e}", self.dir.display())))
+    }
+}
