@@ -15,9 +15,10 @@ use ringkv::wal::{
 };
 
 /// Runs `f` on a fresh glommio executor (the WAL's flush workers are local tasks).
-fn run<T: 'static, F: Future<Output = T> + 'static>(f: impl FnOnce() -> F + Send + 'static) -> T
+fn run<T, F>(f: impl FnOnce() -> F + Send + 'static) -> T
 where
-    T: Send,
+    T: Send + 'static,
+    F: Future<Output = T> + 'static,
 {
     LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(1 << 20)
@@ -91,9 +92,8 @@ impl Model {
     /// have deleted segments before its batch landed).
     fn accepts(&self, reported: u64, base: u64, got: &[Entry]) -> bool {
         let got: Vec<_> = got.iter().map(key).collect();
-        let above = |st: &[Entry]| -> Vec<_> {
-            st.iter().filter(|e| e.index > base).map(key).collect()
-        };
+        let above =
+            |st: &[Entry]| -> Vec<_> { st.iter().filter(|e| e.index > base).map(key).collect() };
         for (i, (n, st, _)) in self.states.iter().enumerate() {
             if *n < reported {
                 continue;
@@ -149,8 +149,8 @@ async fn random_ops_seed(seed: u64) -> (u32, u32) {
         ..small_opts(&dir)
     };
     let mut base = (0u64, 0u64);
-    let mut log: Vec<Entry> = Vec::new();
-    let mut hs = HardState::default();
+    let mut log: Vec<Entry>;
+    let mut hs: HardState;
     let mut term = 1;
     let mut salt = seed << 32;
     for _crash in 0..4 {
@@ -159,7 +159,10 @@ async fn random_ops_seed(seed: u64) -> (u32, u32) {
             .unwrap_or_else(|e| panic!("seed {seed}: reopen failed: {e}"));
         // The model continues from what was recovered.
         log = rec.entries;
-        assert!(log.first().is_none_or(|e| e.index == base.0 + 1), "seed {seed}");
+        assert!(
+            log.first().is_none_or(|e| e.index == base.0 + 1),
+            "seed {seed}"
+        );
         hs = rec.hard_state;
         term = term.max(hs.term).max(log.last().map_or(0, |e| e.term));
         let mut model = Model {
@@ -311,7 +314,705 @@ async fn random_ops_seed(seed: u64) -> (u32, u32) {
             torn += 1;
             torn_with_later += (t.batches_after > 0) as u32;
         }
-        hs.term = rec.hard_state.term;
     }
     (torn, torn_with_later)
+}
+
+// ---------------------------------------------------------------------------------------
+// Real O_DIRECT files on io_uring.
+
+/// Writes `readies` Readies of `per` entries (payload `len` bytes) through a WAL on the
+/// real disk and waits until all are durable. Returns the entries.
+async fn write_real_log(
+    disk: &DmaDisk,
+    opts: &WalOptions,
+    readies: u64,
+    per: u64,
+    len: usize,
+) -> Vec<Entry> {
+    let (mut wal, rec) = Wal::open(disk.clone(), opts.clone(), (0, 0)).await.unwrap();
+    assert!(rec.entries.is_empty());
+    let mut all = Vec::new();
+    for n in 1..=readies {
+        let es: Vec<Entry> = (0..per)
+            .map(|i| entry((n - 1) * per + i + 1, 1, len, 7))
+            .collect();
+        wal.persist(n, None, false, None, &es).await.unwrap();
+        all.extend(es);
+    }
+    let mut last = 0;
+    while let Some(n) = wal.next_persisted().await.unwrap() {
+        assert!(n > last, "Ready numbers come back in order");
+        last = n;
+    }
+    assert_eq!(last, readies);
+    all
+}
+
+fn segments(wal_dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(wal_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Offsets of the batches in a segment (block-aligned non-zero headers).
+fn batch_offsets(seg: &Path) -> Vec<usize> {
+    let b = std::fs::read(seg).unwrap();
+    let mut at = 4096;
+    let mut out = Vec::new();
+    while at + 40 <= b.len() {
+        match ringkv::wal::format::BatchHeader::decode(&b[at..]) {
+            Ok(Some(h)) => {
+                out.push(at);
+                at += h.total_bytes();
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+fn flip(path: &Path, at: usize) {
+    let mut b = std::fs::read(path).unwrap();
+    b[at] ^= 0x5a;
+    std::fs::write(path, b).unwrap();
+}
+
+fn zero(path: &Path, at: usize, len: usize) {
+    let mut b = std::fs::read(path).unwrap();
+    b[at..at + len].fill(0);
+    std::fs::write(path, b).unwrap();
+}
+
+async fn reopen(dir: &Path, opts: &WalOptions) -> Result<ringkv::wal::Recovered, WalError> {
+    let disk = DmaDisk::new(dir).await.unwrap();
+    Wal::open(disk, opts.clone(), (0, 0)).await.map(|(_, r)| r)
+}
+
+#[test]
+fn real_disk_log_survives_reopen_with_rotation_truncation_and_compaction() {
+    let t = TempDir::new("reopen");
+    let dir = t.0.clone();
+    run(move || async move {
+        let disk = DmaDisk::new(&dir).await.unwrap();
+        let opts = small_opts(&dir);
+        let mut rng = SplitMix64::new(42);
+        let mut log: Vec<Entry> = Vec::new();
+        let mut base = (0, 0);
+        let mut term = 1;
+        let mut number = 0;
+        for round in 0..6 {
+            let (mut wal, rec) = Wal::open(disk.clone(), opts.clone(), base).await.unwrap();
+            assert_eq!(
+                rec.entries.iter().map(key).collect::<Vec<_>>(),
+                log.iter().map(key).collect::<Vec<_>>(),
+                "round {round}: the log reads back exactly"
+            );
+            for _ in 0..40 {
+                number += 1;
+                let last = base.0 + log.len() as u64;
+                let from = if rng.below(8) == 0 && last > base.0 + 1 {
+                    term += 1;
+                    base.0 + 2 + rng.below(last - base.0 - 1)
+                } else {
+                    last + 1
+                };
+                let es: Vec<Entry> = (from..from + 1 + rng.below(15))
+                    .map(|i| entry(i, term, rng.below(700) as usize, number))
+                    .collect();
+                log.truncate((from - base.0 - 1) as usize);
+                log.extend(es.iter().cloned());
+                wal.persist(number, None, false, None, &es).await.unwrap();
+            }
+            wal.drain().await.unwrap();
+            // A range straddling segments reads back from disk.
+            let lo = base.0 + 1;
+            let hi = base.0 + log.len() as u64;
+            let got = wal.read_range(lo, hi).await.unwrap();
+            assert_eq!(
+                got.iter().map(key).collect::<Vec<_>>(),
+                log.iter().map(key).collect::<Vec<_>>()
+            );
+            // Compact half the log (as if a snapshot covered it).
+            let at = base.0 + log.len() as u64 / 2;
+            let t_at = log[(at - base.0 - 1) as usize].term;
+            wal.compact(at, t_at).await.unwrap();
+            log.drain(..(at - base.0) as usize);
+            base = (at, t_at);
+            assert!(wal.stats().segments_created > 0);
+        }
+        let segs = segments(&opts.wal_dir());
+        assert!(segs.len() >= 2, "rotation happened: {segs:?}");
+        for s in &segs {
+            let len = std::fs::metadata(s).unwrap().len();
+            assert!(
+                len <= opts.segment_bytes_max,
+                "{s:?} is larger than a segment"
+            );
+        }
+    });
+}
+
+#[test]
+fn torn_last_batch_is_cut_and_reported_by_wal_check() {
+    let t = TempDir::new("torn-last");
+    let dir = t.0.clone();
+    run(move || async move {
+        let disk = DmaDisk::new(&dir).await.unwrap();
+        let opts = small_opts(&dir);
+        let all = write_real_log(&disk, &opts, 6, 8, 300).await;
+        let segs = segments(&opts.wal_dir());
+        let last = segs.last().unwrap();
+        let offs = batch_offsets(last);
+        let torn_at = *offs.last().unwrap();
+        flip(last, torn_at + 200);
+        let report = inspect::check(&opts.wal_dir());
+        assert_eq!(report.exit_code, 0, "{}", report.text);
+        assert!(report.text.contains("status: torn tail"), "{}", report.text);
+        let rec = reopen(&dir, &opts).await.unwrap();
+        let torn = rec.torn.expect("a torn tail was cut");
+        assert_eq!(torn.from_offset, torn_at as u64);
+        assert_eq!(
+            rec.entries.len(),
+            all.len() - 8,
+            "exactly the torn batch is cut"
+        );
+        // The repair is durable: the next check is clean.
+        let report = inspect::check(&opts.wal_dir());
+        assert!(report.text.contains("status: clean"), "{}", report.text);
+    });
+}
+
+#[test]
+fn torn_batch_followed_by_an_intact_one_is_cut_and_never_resurrected() {
+    let t = TempDir::new("torn-mid");
+    let dir = t.0.clone();
+    run(move || async move {
+        let disk = DmaDisk::new(&dir).await.unwrap();
+        let opts = small_opts(&dir);
+        let all = write_real_log(&disk, &opts, 5, 8, 300).await;
+        let seg = segments(&opts.wal_dir()).pop().unwrap();
+        let offs = batch_offsets(&seg);
+        let n = offs.len();
+        flip(&seg, offs[n - 2] + 100); // batch N torn, N+1 intact
+        let disk = DmaDisk::new(&dir).await.unwrap();
+        let (mut wal, rec) = Wal::open(disk, opts.clone(), (0, 0)).await.unwrap();
+        assert_eq!(rec.torn.as_ref().unwrap().batches_after, 1);
+        assert_eq!(rec.entries.len(), all.len() - 16);
+        // Rewrite batch N with the same shape (same term, same sizes, new bytes): the
+        // old batch N+1 must not reappear behind it as a continuation.
+        let first = rec.entries.last().unwrap().index + 1;
+        let es: Vec<Entry> = (first..first + 8).map(|i| entry(i, 1, 300, 99)).collect();
+        wal.persist(100, None, false, None, &es).await.unwrap();
+        wal.drain().await.unwrap();
+        drop(wal);
+        let rec = reopen(&dir, &opts).await.unwrap();
+        assert!(rec.torn.is_none());
+        assert_eq!(rec.entries.last().unwrap().index, first + 7);
+        assert_eq!(rec.entries.last().unwrap().data, es[7].data);
+    });
+}
+
+#[test]
+fn zeroed_batch_before_an_intact_one_is_a_torn_tail() {
+    let t = TempDir::new("zeroed");
+    let dir = t.0.clone();
+    run(move || async move {
+        let disk = DmaDisk::new(&dir).await.unwrap();
+        let opts = small_opts(&dir);
+        let all = write_real_log(&disk, &opts, 5, 8, 300).await;
+        let seg = segments(&opts.wal_dir()).pop().unwrap();
+        let offs = batch_offsets(&seg);
+        zero(&seg, offs[offs.len() - 2], 4096);
+        let rec = reopen(&dir, &opts).await.unwrap();
+        assert!(rec.torn.is_some());
+        assert_eq!(rec.entries.len(), all.len() - 16);
+    });
+}
+
+#[test]
+fn damage_outside_the_torn_window_is_refused_with_file_and_offset() {
+    let t = TempDir::new("corrupt");
+    let dir = t.0.clone();
+    run(move || async move {
+        let disk = DmaDisk::new(&dir).await.unwrap();
+        let opts = WalOptions {
+            segment_bytes_max: 512 << 10,
+            batch_bytes_max: 8 << 10,
+            flush_workers: 2,
+            ..WalOptions::new(&dir)
+        };
+        write_real_log(&disk, &opts, 30, 8, 300).await;
+        let seg = segments(&opts.wal_dir()).pop().unwrap();
+        let name = seg.file_name().unwrap().to_string_lossy().into_owned();
+        let offs = batch_offsets(&seg);
+        // A bit flip in batch 3 of 30: far more than the window (2 × 8 KiB) before the end.
+        flip(&seg, offs[3] + 500);
+        let err = reopen(&dir, &opts).await.unwrap_err();
+        let WalError::Corruption(c) = &err else {
+            panic!("expected corruption, got {err}")
+        };
+        assert_eq!(c.file, name);
+        assert_eq!(c.offset as usize / 4096 * 4096, offs[3]);
+        assert_eq!(c.index, 3 * 8 + 1, "names the index it expected");
+        let report = inspect::check(&opts.wal_dir());
+        assert_eq!(report.exit_code, 1, "{}", report.text);
+        assert!(report.text.contains(&name) && report.text.contains("CORRUPTION"));
+        // Nothing was truncated: the damage is still there for an operator to look at.
+        assert!(matches!(
+            reopen(&dir, &opts).await,
+            Err(WalError::Corruption(_))
+        ));
+    });
+}
+
+#[test]
+fn more_intact_batches_after_damage_than_were_in_flight_is_corruption() {
+    let t = TempDir::new("after");
+    let dir = t.0.clone();
+    run(move || async move {
+        let disk = DmaDisk::new(&dir).await.unwrap();
+        let opts = small_opts(&dir); // 3 flush workers, window 24 KiB
+        write_real_log(&disk, &opts, 5, 8, 300).await;
+        let seg = segments(&opts.wal_dir()).pop().unwrap();
+        let offs = batch_offsets(&seg);
+        assert!(offs.len() >= 5);
+        // Damage 4 batches (16 KiB, inside the window) before the end: 3 intact follow.
+        flip(&seg, offs[offs.len() - 4] + 64);
+        let err = reopen(&dir, &opts).await.unwrap_err();
+        assert!(err.to_string().contains("intact batches follow"), "{err}");
+    });
+}
+
+#[test]
+fn damaged_segment_header_or_older_segment_is_refused() {
+    let t = TempDir::new("header");
+    let dir = t.0.clone();
+    run(move || async move {
+        let disk = DmaDisk::new(&dir).await.unwrap();
+        let opts = small_opts(&dir);
+        write_real_log(&disk, &opts, 20, 8, 300).await;
+        let segs = segments(&opts.wal_dir());
+        assert!(segs.len() >= 3, "{segs:?}");
+        // A record in an older (sealed) segment, even near its end.
+        let older = &segs[segs.len() - 2];
+        let offs = batch_offsets(older);
+        flip(older, offs.last().unwrap() + 300);
+        let err = reopen(&dir, &opts).await.unwrap_err();
+        assert!(err.to_string().contains("not in the last segment"), "{err}");
+        flip(older, offs.last().unwrap() + 300); // undo
+        assert!(reopen(&dir, &opts).await.is_ok());
+        // The header block of the first segment.
+        flip(&segs[0], 20);
+        let err = reopen(&dir, &opts).await.unwrap_err();
+        let WalError::Corruption(c) = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(c.offset, 0);
+        assert!(c.reason.contains("segment header"), "{err}");
+    });
+}
+
+#[test]
+fn wal_cli_check_and_dump() {
+    let t = TempDir::new("cli");
+    let dir = t.0.clone();
+    let opts = small_opts(&dir);
+    let o2 = opts.clone();
+    run(move || async move {
+        let disk = DmaDisk::new(&dir).await.unwrap();
+        write_real_log(&disk, &o2, 4, 5, 100).await;
+    });
+    let bin = env!("CARGO_BIN_EXE_ringkv");
+    let out = std::process::Command::new(bin)
+        .args(["wal", "check"])
+        .arg(opts.wal_dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("last index: 20") && text.contains("status: clean"),
+        "{text}"
+    );
+    let out = std::process::Command::new(bin)
+        .args(["wal", "dump"])
+        .arg(opts.wal_dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().filter(|l| !l.starts_with('#')).count(),
+        20,
+        "{text}"
+    );
+    let seg = segments(&opts.wal_dir()).pop().unwrap();
+    flip(&seg, 4096 + 60); // first record of the first batch; 3 intact batches follow
+    let out = std::process::Command::new(bin)
+        .args(["wal", "check"])
+        .arg(opts.wal_dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("00000000000000000001.wal at offset 41"),
+        "names the file and the offset of the bad record: {text}"
+    );
+}
+
+/// `crash-sim`: bytes not covered by a completed fdatasync never reach the file, so a kill
+/// loses them as a power cut would.
+#[cfg(feature = "crash-sim")]
+#[test]
+fn crash_sim_holds_writes_until_their_fdatasync() {
+    use ringkv::wal::disk::DiskFile;
+    let t = TempDir::new("crashsim");
+    let dir = t.0.clone();
+    run(move || async move {
+        let disk = DmaDisk::new(&dir).await.unwrap();
+        let p = dir.join("f");
+        let f = disk.open(&p, true).await.unwrap();
+        let mut b = f.alloc(4096);
+        b.fill(7);
+        f.write_at(b, 0).await.unwrap();
+        let mut b = f.alloc(4096);
+        b.fill(9);
+        f.write_at(b, 4096).await.unwrap();
+        assert_eq!(
+            f.read_at(4096, 4).await.unwrap(),
+            vec![9; 4],
+            "visible to the writer"
+        );
+        f.fdatasync().await.unwrap();
+        let mut b = f.alloc(4096);
+        b.fill(5);
+        f.write_at(b, 8192).await.unwrap();
+        drop(f); // the process dies before the sync
+        let on_disk = std::fs::read(&p).unwrap();
+        assert_eq!(&on_disk[..4096], &[7u8; 4096][..]);
+        assert_eq!(&on_disk[4096..8192], &[9u8; 4096][..]);
+        assert!(
+            on_disk.len() <= 8192,
+            "the unsynced block never reached the file"
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Faults, MemFirst, snapshots (simulated disk unless stated).
+
+fn es(from: u64, n: u64, term: u64) -> Vec<Entry> {
+    (from..from + n).map(|i| entry(i, term, 200, 1)).collect()
+}
+
+#[test]
+fn failed_fsync_stops_the_wal_and_is_never_retried() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let opts = small_opts(Path::new("/sim/n"));
+        let (mut wal, _) = Wal::open(disk.clone(), opts, (0, 0)).await.unwrap();
+        wal.persist(1, None, false, None, &es(1, 5, 1))
+            .await
+            .unwrap();
+        assert_eq!(wal.next_persisted().await.unwrap(), Some(1));
+        disk.fail_fsync(true);
+        wal.persist(2, None, false, None, &es(6, 5, 1))
+            .await
+            .unwrap();
+        let err = wal.next_persisted().await.unwrap_err();
+        assert!(matches!(err, WalError::Fatal(_)), "{err}");
+        assert!(err.to_string().contains("must stop"), "{err}");
+        // The disk "recovers", but the WAL does not pretend the lost write is durable.
+        disk.fail_fsync(false);
+        let again = wal.persist(3, None, false, None, &es(11, 1, 1)).await;
+        assert!(matches!(again, Err(WalError::Fatal(_))));
+        assert!(matches!(
+            wal.next_persisted().await,
+            Err(WalError::Fatal(_))
+        ));
+        assert_eq!(wal.persisted_index(), 5);
+    });
+}
+
+#[test]
+fn full_disk_refuses_writes_keeps_reads_and_resumes_when_space_returns() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let opts = small_opts(Path::new("/sim/n"));
+        let (mut wal, _) = Wal::open(disk.clone(), opts.clone(), (0, 0)).await.unwrap();
+        let mut next = 1;
+        let mut number = 0;
+        // Fill most of the first segment.
+        while wal.stats().segments_created < 1 || next < 60 {
+            number += 1;
+            wal.persist(number, None, false, None, &es(next, 6, 1))
+                .await
+                .unwrap();
+            next += 6;
+        }
+        wal.drain().await.unwrap();
+        // No room for another segment (the spare prepared in the background is dropped).
+        let _ = disk.remove(&opts.wal_dir().join("spare.tmp")).await;
+        disk.set_capacity(Some(disk.used_bytes() + (16 << 10)));
+        let mut refused = None;
+        for _ in 0..20 {
+            number += 1;
+            match wal
+                .persist(number, None, false, None, &es(next, 6, 1))
+                .await
+            {
+                Ok(()) => next += 6,
+                Err(e) => {
+                    refused = Some((number, e));
+                    next += 6;
+                    break;
+                }
+            }
+        }
+        let (stalled_ready, err) = refused.expect("the disk filled up");
+        assert!(matches!(err, WalError::NoSpace(_)), "{err}");
+        assert!(err.to_string().contains("disk full"), "{err}");
+        assert!(wal.is_stalled());
+        // Reads of what is on disk keep working.
+        let got = wal.read_range(1, 30).await.unwrap();
+        assert_eq!(got.len(), 30);
+        // Reported Readies stop before the stalled one.
+        let mut reported = 0;
+        for n in wal.take_completed() {
+            reported = n;
+        }
+        while let Some(n) = wal.next_persisted().await.unwrap() {
+            reported = n;
+        }
+        assert!(reported < stalled_ready);
+        disk.set_capacity(None);
+        wal.retry().await.unwrap();
+        assert!(!wal.is_stalled());
+        while let Some(n) = wal.next_persisted().await.unwrap() {
+            reported = n;
+        }
+        assert_eq!(reported, stalled_ready);
+        drop(wal);
+        let (_, rec) = Wal::open(disk.clone(), opts, (0, 0)).await.unwrap();
+        assert_eq!(rec.entries.last().unwrap().index, next - 1);
+    });
+}
+
+fn mem_first_opts(threshold: usize, interval_ms: u64, max: usize) -> WalOptions {
+    WalOptions {
+        mem_first: Some(MemFirstPolicy {
+            flush_threshold_entries: threshold,
+            flush_interval_ms: interval_ms,
+            buffered_entries_max: max,
+        }),
+        ..small_opts(Path::new("/sim/n"))
+    }
+}
+
+#[test]
+fn mem_first_flushes_at_the_threshold_and_never_buffers_beyond_the_bound() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let (mut wal, _) = Wal::open(disk.clone(), mem_first_opts(10, 60_000, 10), (0, 0))
+            .await
+            .unwrap();
+        let before = disk.fsyncs();
+        let mut next = 1;
+        for n in 1..=40 {
+            wal.persist(n, None, false, None, &es(next, 3, 1))
+                .await
+                .unwrap();
+            next += 3;
+            assert!(
+                wal.buffered_entries() < 10,
+                "buffer stays under the threshold"
+            );
+        }
+        // 120 entries at a threshold of 10: about a dozen flushes, not 40 syncs.
+        let syncs = disk.fsyncs() - before;
+        assert!((8..=20).contains(&syncs), "{syncs} fsyncs");
+        // Readies are reported without waiting for their own entries' flush.
+        let mut last = 0;
+        while let Some(n) = wal.next_persisted().await.unwrap() {
+            last = n;
+        }
+        for n in wal.take_completed() {
+            last = n;
+        }
+        assert_eq!(last, 40);
+    });
+}
+
+#[test]
+fn mem_first_flushes_after_the_interval_and_loses_only_unflushed_entries_in_a_crash() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let opts = mem_first_opts(1000, 20, 5000);
+        let (mut wal, _) = Wal::open(disk.clone(), opts.clone(), (0, 0)).await.unwrap();
+        wal.persist(1, None, false, None, &es(1, 4, 1))
+            .await
+            .unwrap();
+        wal.flush_if_due().await.unwrap();
+        assert_eq!(wal.buffered_entries(), 4, "not due yet");
+        glommio::timer::sleep(std::time::Duration::from_millis(30)).await;
+        wal.flush_if_due().await.unwrap();
+        assert_eq!(wal.buffered_entries(), 0, "flushed after interval_ms");
+        wal.drain().await.unwrap();
+        // A term change is durable before its Ready is reported, even in MemFirst.
+        let hs = HardState {
+            term: 7,
+            vote: 2,
+            commit: 3,
+        };
+        wal.persist(2, Some(hs), false, None, &es(5, 4, 7))
+            .await
+            .unwrap();
+        let mut last = 0;
+        while let Some(n) = wal.next_persisted().await.unwrap() {
+            last = n;
+        }
+        for n in wal.take_completed() {
+            last = n;
+        }
+        assert_eq!(last, 2);
+        assert_eq!(wal.buffered_entries(), 4, "entries 5..8 are only in memory");
+        drop(wal);
+        disk.crash(&mut SplitMix64::new(1));
+        let (_, rec) = Wal::open(disk.clone(), opts.clone(), (0, 0)).await.unwrap();
+        assert_eq!((rec.hard_state.term, rec.hard_state.vote), (7, 2));
+        assert_eq!(
+            rec.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4],
+            "flushed entries survive; the unflushed ones are lost (MemFirst's promise)"
+        );
+    });
+}
+
+#[test]
+fn sync_all_makes_buffered_entries_and_commit_durable() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let opts = mem_first_opts(1000, 60_000, 5000);
+        let (mut wal, _) = Wal::open(disk.clone(), opts.clone(), (0, 0)).await.unwrap();
+        let hs = HardState {
+            term: 2,
+            vote: 1,
+            commit: 0,
+        };
+        wal.persist(1, Some(hs), false, None, &es(1, 9, 2))
+            .await
+            .unwrap();
+        let hs = HardState { commit: 6, ..hs };
+        wal.persist(2, Some(hs), false, None, &[]).await.unwrap();
+        wal.sync_all().await.unwrap();
+        drop(wal);
+        disk.crash(&mut SplitMix64::new(3));
+        // A clone taken after the crash is a handle of the restarted process.
+        let (_, rec) = Wal::open(disk.clone(), opts, (0, 0)).await.unwrap();
+        assert_eq!(rec.entries.len(), 9);
+        assert_eq!(rec.hard_state.commit, 6);
+    });
+}
+
+#[test]
+fn reset_and_snapshot_install_restart_the_log() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let opts = small_opts(Path::new("/sim/n"));
+        let (mut wal, _) = Wal::open(disk.clone(), opts.clone(), (0, 0)).await.unwrap();
+        wal.persist(1, None, false, None, &es(1, 50, 1))
+            .await
+            .unwrap();
+        // A snapshot inside the log: compaction, the tail stays.
+        wal.persist(2, None, false, Some((20, 1)), &[])
+            .await
+            .unwrap();
+        wal.persist(3, None, false, None, &es(51, 5, 1))
+            .await
+            .unwrap();
+        wal.drain().await.unwrap();
+        drop(wal);
+        let (mut wal, rec) = Wal::open(disk.clone(), opts.clone(), (20, 1))
+            .await
+            .unwrap();
+        assert_eq!(rec.entries.first().unwrap().index, 21);
+        assert_eq!(rec.entries.last().unwrap().index, 55);
+        // A received snapshot that replaces a log not matching it.
+        wal.persist(4, None, true, Some((500, 9)), &es(501, 3, 9))
+            .await
+            .unwrap();
+        wal.drain().await.unwrap();
+        drop(wal);
+        let (_, rec) = Wal::open(disk.clone(), opts.clone(), (500, 9))
+            .await
+            .unwrap();
+        assert_eq!(
+            rec.entries
+                .iter()
+                .map(|e| (e.index, e.term))
+                .collect::<Vec<_>>(),
+            vec![(501, 9), (502, 9), (503, 9)]
+        );
+        assert_eq!(
+            disk.list(&opts.wal_dir())
+                .await
+                .unwrap()
+                .iter()
+                .filter(|n| n.ends_with(".wal"))
+                .count(),
+            1
+        );
+    });
+}
+
+#[test]
+fn snapshot_store_installs_atomically_keeps_m_and_refuses_a_damaged_latest() {
+    let t = TempDir::new("snap");
+    let dir = t.0.clone();
+    run(move || async move {
+        let disk = DmaDisk::new(&dir).await.unwrap();
+        let store = SnapshotStore::open(disk.clone(), dir.clone(), 2)
+            .await
+            .unwrap();
+        assert!(store.load_latest().await.unwrap().is_none());
+        let m = Membership::with_voters([1, 2, 3]);
+        for (i, t) in [(10u64, 1u64), (20, 2), (30, 2)] {
+            let meta = SnapshotMeta {
+                index: i,
+                term: t,
+                membership: m.clone(),
+            };
+            let data: Vec<u8> = (0..5000 + i as usize).map(|x| (x % 251) as u8).collect();
+            store.save(&meta, &data).await.unwrap();
+        }
+        let snaps: Vec<_> = std::fs::read_dir(dir.join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(snaps.len(), 2, "keeps 2: {snaps:?}");
+        let latest = store.load_latest().await.unwrap().unwrap();
+        assert_eq!((latest.meta.index, latest.meta.term), (30, 2));
+        assert_eq!(latest.meta.membership, m);
+        assert_eq!(latest.data.len(), 5030);
+        assert_eq!(latest.data[300], (300 % 251) as u8);
+        // A half-written snapshot (crash before rename) is ignored and cleaned up.
+        std::fs::write(dir.join("snapshots").join("junk.snap.tmp"), b"partial").unwrap();
+        let store = SnapshotStore::open(disk.clone(), dir.clone(), 2)
+            .await
+            .unwrap();
+        assert!(!dir.join("snapshots").join("junk.snap.tmp").exists());
+        // Damage in the newest one refuses start-up, naming it.
+        let p = dir
+            .join("snapshots")
+            .join(ringkv::wal::snapshot::snapshot_name(30, 2));
+        flip(&p, 4096 + 700);
+        let err = store.load_latest().await.unwrap_err();
+        assert!(matches!(err, WalError::Corruption(_)), "{err}");
+        assert!(err.to_string().contains("body checksum"), "{err}");
+    });
 }

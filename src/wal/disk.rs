@@ -45,7 +45,7 @@ pub trait DiskFile {
     async fn write_at(&self, buf: Self::Buf, pos: u64) -> io::Result<()>;
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>>;
     async fn fdatasync(&self) -> io::Result<()>;
-    async fn len(&self) -> io::Result<u64>;
+    async fn size(&self) -> io::Result<u64>;
     /// Reserves space for `len` bytes (fallocate); fails with ENOSPC when the disk is full.
     async fn allocate(&self, len: u64) -> io::Result<()>;
     async fn close(self) -> io::Result<()>;
@@ -82,7 +82,9 @@ impl DmaDisk {
         if std::fs::metadata(&probe).map(|m| m.len()).unwrap_or(0) == 0 {
             std::fs::write(&probe, [0u8; BLOCK])?;
         }
-        let f = glommio::io::DmaFile::open(&probe).await.map_err(io::Error::from)?;
+        let f = glommio::io::DmaFile::open(&probe)
+            .await
+            .map_err(io::Error::from)?;
         f.close().await.map_err(io::Error::from)?;
         Ok(Self { _priv: () })
     }
@@ -202,16 +204,25 @@ impl DiskFile for DmaDiskFile {
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
-        let r = self
-            .file
-            .read_at(pos, len)
-            .await
-            .map_err(io::Error::from)?;
+        let r = self.file.read_at(pos, len).await.map_err(io::Error::from)?;
         #[allow(unused_mut)]
         let mut v = r.to_vec();
         #[cfg(feature = "crash-sim")]
-        for (b, at) in self.held.borrow().iter() {
-            overlay(&mut v, pos, b, *at);
+        {
+            // Held writes are what this process sees, as a page cache would show them.
+            let held = self.held.borrow();
+            let end = held
+                .iter()
+                .map(|(b, at)| at + b.len() as u64)
+                .max()
+                .unwrap_or(0)
+                .min(pos + len as u64);
+            if end > pos + v.len() as u64 {
+                v.resize((end - pos) as usize, 0);
+            }
+            for (b, at) in held.iter() {
+                overlay(&mut v, pos, b, *at);
+            }
         }
         Ok(v)
     }
@@ -227,7 +238,7 @@ impl DiskFile for DmaDiskFile {
         self.file.fdatasync().await.map_err(io::Error::from)
     }
 
-    async fn len(&self) -> io::Result<u64> {
+    async fn size(&self) -> io::Result<u64> {
         self.file.file_size().await.map_err(io::Error::from)
     }
 
@@ -298,8 +309,12 @@ struct SimState {
 }
 
 impl SimState {
+    /// Bytes held by files that still have a name (removed files free their space).
     fn used_bytes(&self) -> u64 {
-        self.inodes.values().map(|i| i.current.len() as u64).sum()
+        let live: std::collections::BTreeSet<u64> = self.names.values().copied().collect();
+        live.iter()
+            .map(|i| self.inodes[i].current.len() as u64)
+            .sum()
     }
 }
 
@@ -415,6 +430,10 @@ impl SimDisk {
         self.st.borrow_mut().capacity_bytes = bytes;
     }
 
+    pub fn used_bytes(&self) -> u64 {
+        self.st.borrow().used_bytes()
+    }
+
     pub fn fsyncs(&self) -> u64 {
         self.st.borrow().fsyncs
     }
@@ -444,7 +463,10 @@ fn write_into(data: &mut Vec<u8>, at: usize, bytes: &[u8]) {
 }
 
 fn not_found(p: &Path) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", p.display()))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} not found", p.display()),
+    )
 }
 
 fn no_space() -> io::Error {
@@ -468,6 +490,21 @@ impl SimDisk {
 }
 
 impl SimFile {
+    fn apply_write(&self, buf: Vec<u8>, pos: u64) -> io::Result<()> {
+        let mut st = self.live()?;
+        let cur_len = st.inodes[&self.ino].current.len() as u64;
+        let grow = (pos + buf.len() as u64).saturating_sub(cur_len);
+        if let Some(cap) = st.capacity_bytes
+            && st.used_bytes() + grow > cap
+        {
+            return Err(no_space());
+        }
+        let ino = st.inodes.get_mut(&self.ino).expect("inode");
+        write_into(&mut ino.current, pos as usize, &buf);
+        ino.pending.push((pos, buf));
+        Ok(())
+    }
+
     fn live(&self) -> io::Result<std::cell::RefMut<'_, SimState>> {
         let st = self.st.borrow_mut();
         if st.epoch != self.epoch {
@@ -538,7 +575,8 @@ impl Disk for SimDisk {
         // One journal transaction: both changes land together or not at all.
         st.pending_dir.push(DirOp::Unlink(from.to_path_buf()));
         let n = st.pending_dir.len();
-        st.pending_dir.insert(n - 1, DirOp::Link(to.to_path_buf(), ino));
+        st.pending_dir
+            .insert(n - 1, DirOp::Link(to.to_path_buf(), ino));
         Ok(())
     }
 
@@ -567,18 +605,7 @@ impl DiskFile for SimFile {
 
     async fn write_at(&self, buf: Vec<u8>, pos: u64) -> io::Result<()> {
         assert_eq!(pos % BLOCK as u64, 0, "unaligned O_DIRECT write at {pos}");
-        let mut st = self.live()?;
-        let cur_len = st.inodes[&self.ino].current.len() as u64;
-        let grow = (pos + buf.len() as u64).saturating_sub(cur_len);
-        if let Some(cap) = st.capacity_bytes
-            && st.used_bytes() + grow > cap
-        {
-            return Err(no_space());
-        }
-        let ino = st.inodes.get_mut(&self.ino).expect("inode");
-        write_into(&mut ino.current, pos as usize, &buf);
-        ino.pending.push((pos, buf));
-        drop(st);
+        self.apply_write(buf, pos)?;
         YieldOnce(false).await;
         Ok(())
     }
@@ -604,7 +631,7 @@ impl DiskFile for SimFile {
         Ok(())
     }
 
-    async fn len(&self) -> io::Result<u64> {
+    async fn size(&self) -> io::Result<u64> {
         Ok(self.live()?.inodes[&self.ino].current.len() as u64)
     }
 

@@ -16,7 +16,12 @@ pub struct Report {
     pub exit_code: i32,
 }
 
-fn load(dir: &Path) -> Result<(Vec<(u64, Vec<u8>)>, Vec<String>), String> {
+/// Segment images by first index, and the names of other files.
+type Loaded = (Vec<(u64, Vec<u8>)>, Vec<String>);
+/// The scan verdict, the number of segments, other files.
+type Scanned = (Result<Scan, scan::Corruption>, usize, Vec<String>);
+
+fn load(dir: &Path) -> Result<Loaded, String> {
     let rd = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     let mut segs = Vec::new();
     let mut other = Vec::new();
@@ -37,7 +42,7 @@ fn load(dir: &Path) -> Result<(Vec<(u64, Vec<u8>)>, Vec<String>), String> {
     Ok((segs, other))
 }
 
-fn scan_dir(dir: &Path) -> Result<(Result<Scan, scan::Corruption>, usize, Vec<String>), String> {
+fn scan_dir(dir: &Path) -> Result<Scanned, String> {
     let (segs, other) = load(dir)?;
     let images: Vec<SegmentImage<'_>> = segs
         .iter()

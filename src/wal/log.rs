@@ -208,7 +208,8 @@ pub struct Wal<D: Disk> {
     flights: VecDeque<Flight>,
     completed: VecDeque<u64>,
     fatal: Option<WalError>,
-    spare: Option<JoinHandle<io::Result<()>>>,
+    /// Background preparation of the next segment; dropping the WAL cancels it.
+    spare: Option<glommio::Task<io::Result<()>>>,
     /// MemFirst: entries not yet handed to a flush worker, and whether the first of them
     /// replaces a suffix already written.
     buffer: Vec<Entry>,
@@ -275,7 +276,7 @@ impl<D: Disk> Wal<D> {
                 .open(&p, false)
                 .await
                 .map_err(|e| fatal("opening", &p, e))?;
-            let len = f.len().await.map_err(|e| fatal("sizing", &p, e))?;
+            let len = f.size().await.map_err(|e| fatal("sizing", &p, e))?;
             let bytes = f
                 .read_at(0, len as usize)
                 .await
@@ -302,7 +303,7 @@ impl<D: Disk> Wal<D> {
             .await
             .map_err(|e| fatal("opening", &hs_path, e))?;
         let hs_len = hs_file
-            .len()
+            .size()
             .await
             .map_err(|e| fatal("sizing", &hs_path, e))?;
         let (mut hs_seq, mut hard_state) = (0, HardState::default());
@@ -347,7 +348,12 @@ impl<D: Disk> Wal<D> {
             .map(|g| g.first_index)
             .filter(|n| !scanned.dead.contains(n))
             .collect();
-        let next_seq = scanned.segments.iter().map(|g| g.header.seq + 1).max().unwrap_or(1);
+        let next_seq = scanned
+            .segments
+            .iter()
+            .map(|g| g.header.seq + 1)
+            .max()
+            .unwrap_or(1);
         let last_info = scanned.segments.last().cloned();
         // Cut a torn tail durably, so a later shorter batch can never be followed by
         // stale intact ones.
@@ -364,9 +370,7 @@ impl<D: Disk> Wal<D> {
                     .map_err(|e| fatal("cutting the torn tail of", &p, e))?;
                 at += n as u64;
             }
-            f.fdatasync()
-                .await
-                .map_err(|e| fatal("syncing", &p, e))?;
+            f.fdatasync().await.map_err(|e| fatal("syncing", &p, e))?;
             tracing::warn!(
                 file = %p.display(),
                 from_offset = t.from_offset,
@@ -376,7 +380,12 @@ impl<D: Disk> Wal<D> {
                 "WAL: cut a torn tail (writes whose fdatasync never completed)"
             );
         }
-        let cur = match (last_info.as_ref().and_then(|i| files.remove(&i.first_index)), last_info) {
+        let cur = match (
+            last_info
+                .as_ref()
+                .and_then(|i| files.remove(&i.first_index)),
+            last_info,
+        ) {
             (Some(file), Some(info)) => Some(Segment {
                 first_index: info.first_index,
                 file: Rc::new(file),
@@ -517,7 +526,10 @@ impl<D: Disk> Wal<D> {
         entries: &[Entry],
     ) -> Result<(), WalError> {
         self.check_fatal()?;
-        if let Some(e) = entries.iter().find(|e| e.data.len() > self.opts.entry_bytes_max()) {
+        if let Some(e) = entries
+            .iter()
+            .find(|e| e.data.len() > self.opts.entry_bytes_max())
+        {
             return Err(WalError::Invalid(format!(
                 "entry {} holds {} bytes, more than a batch can (batch_bytes_max = {})",
                 e.index,
@@ -581,9 +593,7 @@ impl<D: Disk> Wal<D> {
     pub async fn flush_if_due(&mut self) -> Result<(), WalError> {
         self.check_fatal()?;
         let due = match (&self.opts.mem_first, self.buffer_since) {
-            (Some(p), Some(since)) => {
-                since.elapsed().as_millis() as u64 >= p.flush_interval_ms
-            }
+            (Some(p), Some(since)) => since.elapsed().as_millis() as u64 >= p.flush_interval_ms,
             _ => false,
         };
         if due {
@@ -615,10 +625,8 @@ impl<D: Disk> Wal<D> {
     pub async fn retry(&mut self) -> Result<(), WalError> {
         self.check_fatal()?;
         while let Some(s) = self.stalled.pop_front() {
-            if let Err(e) = self.write_batches(s.ready, &s.entries, s.truncate).await {
-                // `write_batches` re-queued what it could not place.
-                return Err(e);
-            }
+            // On failure `write_batches` re-queues what it could not place.
+            self.write_batches(s.ready, &s.entries, s.truncate).await?;
         }
         Ok(())
     }
@@ -939,7 +947,7 @@ impl<D: Disk> Wal<D> {
         let disk = self.disk.clone();
         let path = self.wal_dir.join(SPARE);
         let size = self.opts.segment_bytes_max;
-        self.spare = Some(glommio::spawn_local(prepare_spare(disk, path, size)).detach());
+        self.spare = Some(glommio::spawn_local(prepare_spare(disk, path, size)));
     }
 
     async fn create_segment(
@@ -949,14 +957,17 @@ impl<D: Disk> Wal<D> {
     ) -> Result<(), WalError> {
         let spare_path = self.wal_dir.join(SPARE);
         let ready = match self.spare.take() {
-            Some(t) => matches!(t.await, Some(Ok(()))),
+            Some(t) => t.await.is_ok(),
             None => false,
         };
         if !ready {
             // The background attempt failed (or never ran): once more, here, to report why.
-            if let Err(e) =
-                prepare_spare(self.disk.clone(), spare_path.clone(), self.opts.segment_bytes_max)
-                    .await
+            if let Err(e) = prepare_spare(
+                self.disk.clone(),
+                spare_path.clone(),
+                self.opts.segment_bytes_max,
+            )
+            .await
             {
                 let _ = self.disk.remove(&spare_path).await;
                 return Err(if is_no_space(&e) {
@@ -970,11 +981,33 @@ impl<D: Disk> Wal<D> {
                 });
             }
         }
-        let f = self
-            .disk
-            .open(&spare_path, false)
-            .await
-            .map_err(|e| fatal("opening", &spare_path, e))?;
+        let f = match self.disk.open(&spare_path, false).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Prepared but gone (removed by hand): prepare it again, here.
+                prepare_spare(
+                    self.disk.clone(),
+                    spare_path.clone(),
+                    self.opts.segment_bytes_max,
+                )
+                .await
+                .map_err(|e| {
+                    if is_no_space(&e) {
+                        WalError::NoSpace(format!(
+                            "cannot create a segment in {}: {e}",
+                            self.wal_dir.display()
+                        ))
+                    } else {
+                        fatal("creating a segment in", &self.wal_dir, e)
+                    }
+                })?;
+                self.disk
+                    .open(&spare_path, false)
+                    .await
+                    .map_err(|e| fatal("opening", &spare_path, e))?
+            }
+            Err(e) => return Err(fatal("opening", &spare_path, e)),
+        };
         let mut b = f.alloc(BLOCK);
         SegmentHeader {
             first_index,
@@ -1159,14 +1192,20 @@ impl<D: Disk> Wal<D> {
         }
         let mut out = Vec::with_capacity((hi - lo + 1) as usize);
         let from_buf = self.buffer.first().map_or(Index::MAX, |e| e.index);
-        let start = self.locs.partition_point(|l| l.first_index + l.count as u64 <= lo);
+        let start = self
+            .locs
+            .partition_point(|l| l.first_index + l.count as u64 <= lo);
         let mut opened: Option<(Index, D::File)> = None;
         for l in self.locs.iter().skip(start) {
             if l.first_index > hi || l.first_index >= from_buf {
                 break;
             }
             let seg_path = self.wal_dir.join(segment_name(l.segment));
-            let bytes = if self.cur.as_ref().is_some_and(|c| c.first_index == l.segment) {
+            let bytes = if self
+                .cur
+                .as_ref()
+                .is_some_and(|c| c.first_index == l.segment)
+            {
                 let c = self.cur.as_ref().expect("checked");
                 c.file.read_at(l.offset, l.total_bytes as usize).await
             } else {
@@ -1218,8 +1257,7 @@ impl<D: Disk> Wal<D> {
             }
         }
         assert!(
-            out.len() as u64 == hi - lo + 1
-                && out.windows(2).all(|w| w[1].index == w[0].index + 1),
+            out.len() as u64 == hi - lo + 1 && out.windows(2).all(|w| w[1].index == w[0].index + 1),
             "read_range({lo}, {hi}) assembled a broken range"
         );
         Ok(out)

@@ -137,7 +137,10 @@ fn headers_after(bytes: &[u8], from: usize, to: usize) -> u32 {
 /// Scans segments in order. `base`: the snapshot's (index, term), whose entries and
 /// earlier ones are dropped; `None` (inspection of a bare `wal/`) accepts whatever index
 /// the first segment starts at.
-pub fn scan(segments: &[SegmentImage<'_>], base: Option<(Index, Term)>) -> Result<Scan, Corruption> {
+pub fn scan(
+    segments: &[SegmentImage<'_>],
+    base: Option<(Index, Term)>,
+) -> Result<Scan, Corruption> {
     let mut out = Scan::default();
     // The log as read, from `start` on (entries below a base still count for continuity).
     let mut log: Vec<Entry> = Vec::new();
@@ -260,6 +263,17 @@ pub fn scan(segments: &[SegmentImage<'_>], base: Option<(Index, Term)>) -> Resul
                 Ok(e) => e,
                 Err((rel, r)) => break Some((at + rel, r)),
             };
+            // Terms never decrease along a log: a batch whose first term is lower than the
+            // entry before it is stale data, not a continuation.
+            let s0 = start.unwrap_or(hdr.first_index);
+            let prev_term = (hdr.first_index > s0)
+                .then(|| log.get((hdr.first_index - 1 - s0) as usize).map(|e| e.term))
+                .flatten();
+            let terms_ok = entries.windows(2).all(|w| w[0].term <= w[1].term)
+                && prev_term.is_none_or(|t| t <= entries[0].term);
+            if !terms_ok {
+                break Some((at, "entry terms decrease".to_string()));
+            }
             out.records += entries.len() as u64;
             let s = *start.get_or_insert(hdr.first_index);
             // Apply: keep entries below the batch's first index, then append.

@@ -82,7 +82,8 @@ pub fn decode_snapshot(b: &[u8]) -> Result<Snapshot, String> {
     if crc32c::crc32c(&b[BLOCK..end]) != u32_at(48) {
         return Err("body checksum mismatch".into());
     }
-    let membership = Membership::decode(&b[BLOCK..BLOCK + mlen]).ok_or("membership does not decode")?;
+    let membership =
+        Membership::decode(&b[BLOCK..BLOCK + mlen]).ok_or("membership does not decode")?;
     Ok(Snapshot {
         meta: SnapshotMeta {
             index: u64_at(16),
@@ -141,7 +142,7 @@ impl<D: Disk> SnapshotStore<D> {
         let p = self.dir.join(&name);
         let io_err = |e: std::io::Error| WalError::Fatal(format!("reading {}: {e}", p.display()));
         let f = self.disk.open(&p, false).await.map_err(io_err)?;
-        let len = f.len().await.map_err(io_err)?;
+        let len = f.size().await.map_err(io_err)?;
         let b = f.read_at(0, len as usize).await.map_err(io_err)?;
         let _ = f.close().await;
         let snap = decode_snapshot(&b).map_err(|r| {
@@ -175,9 +176,15 @@ impl<D: Disk> SnapshotStore<D> {
                 WalError::Fatal(format!("{what} {}: {e}", tmp.display()))
             }
         };
-        let f = self.disk.open(&tmp, true).await.map_err(|e| err("creating", e))?;
+        let f = self
+            .disk
+            .open(&tmp, true)
+            .await
+            .map_err(|e| err("creating", e))?;
         let len = align_up(BLOCK + meta.membership.encode().len() + data.len());
-        f.allocate(len as u64).await.map_err(|e| err("allocating", e))?;
+        f.allocate(len as u64)
+            .await
+            .map_err(|e| err("allocating", e))?;
         let mut b = f.alloc(len);
         encode_snapshot(meta, data, &mut b);
         f.write_at(b, 0).await.map_err(|e| err("writing", e))?;
