@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help build test lint fmt bench-raft sim start-cluster clean
+.PHONY: help build test lint fmt bench-raft bench-wal sim start-cluster clean
 
 # Seeds `make sim` runs by default; `make test` always runs TEST_SEEDS.
 SEEDS ?= 2000
@@ -14,6 +14,7 @@ help:
 	@echo "make test           fmt check, clippy -D warnings, all tests, 2000 simulator seeds"
 	@echo "make lint           fmt check and clippy only"
 	@echo "make bench-raft     proposals/s through a 3-node in-memory cluster of the Raft core"
+	@echo "make bench-wal      WAL appends/s and sync latency beside raw O_DIRECT+fdatasync"
 	@echo "make sim SEEDS=N    N seeds of the deterministic simulator, then every negative control"
 	@echo "make sim SEED=S     replay one seed and print its trace (CONTROL=Name for a control run)"
 
@@ -33,6 +34,9 @@ test: lint
 
 bench-raft:
 	$(CARGO) bench --bench raft
+
+bench-wal:
+	$(CARGO) bench --bench wal
 
 sim:
 ifneq ($(SEED),)
