@@ -4,6 +4,10 @@ CARGO ?= cargo
 
 .PHONY: help build test lint fmt bench-raft bench-wal sim start-cluster clean
 
+# Extra cargo features for built binaries, e.g. `CARGO_FEATURES=crash-sim` (power-cut WAL).
+CARGO_FEATURES ?=
+FEATURES_FLAG := $(if $(CARGO_FEATURES),--features $(CARGO_FEATURES))
+
 # Seeds `make sim` runs by default; `make test` always runs TEST_SEEDS.
 SEEDS ?= 2000
 TEST_SEEDS := 2000
@@ -11,7 +15,7 @@ SIM := $(CARGO) run --quiet --release --features negative-controls --bin ringkv-
 
 help:
 	@echo "make start-cluster  build and run the three-node cluster (config/n1..n3.toml)"
-	@echo "make test           fmt check, clippy -D warnings, all tests, 2000 simulator seeds"
+	@echo "make test           fmt check, clippy -D warnings, all tests (and the crash-sim WAL tests), 2000 simulator seeds"
 	@echo "make lint           fmt check and clippy only"
 	@echo "make bench-raft     proposals/s through a 3-node in-memory cluster of the Raft core"
 	@echo "make bench-wal      WAL appends/s and sync latency beside raw O_DIRECT+fdatasync"
@@ -19,7 +23,7 @@ help:
 	@echo "make sim SEED=S     replay one seed and print its trace (CONTROL=Name for a control run)"
 
 build:
-	$(CARGO) build --release
+	$(CARGO) build --release $(FEATURES_FLAG)
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -30,6 +34,7 @@ fmt:
 
 test: lint
 	$(CARGO) test
+	$(CARGO) test --features crash-sim --test wal
 	$(SIM) --seeds $(TEST_SEEDS)
 
 bench-raft:
