@@ -60,15 +60,17 @@ fn opts(dir: &Path) -> WalOptions {
 
 #[test]
 fn raft_core_persists_through_the_wal_and_restarts_from_disk() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("wal-raft-{}", std::process::id()));
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("wal-raft-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let guard = TempDir(dir.clone());
     LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(1 << 20)
         .spawn(move || async move {
             let disk = DmaDisk::new(&dir).await.unwrap();
-            let snaps = SnapshotStore::open(disk.clone(), dir.clone(), 2).await.unwrap();
+            let snaps = SnapshotStore::open(disk.clone(), dir.clone(), 2)
+                .await
+                .unwrap();
             let (mut wal, rec) = Wal::open(disk.clone(), opts(&dir), (0, 0)).await.unwrap();
             let restore = Restore {
                 hard_state: rec.hard_state,
@@ -113,7 +115,10 @@ fn raft_core_persists_through_the_wal_and_restarts_from_disk() {
                     .unwrap();
             assert!(rec.torn.is_none());
             assert_eq!(rec.hard_state.term, term);
-            assert_eq!(rec.hard_state.commit, last, "sync_all made the commit durable");
+            assert_eq!(
+                rec.hard_state.commit, last,
+                "sync_all made the commit durable"
+            );
             assert_eq!(rec.entries.first().unwrap().index, snap_at + 1);
             assert_eq!(rec.entries.last().unwrap().index, last);
             let restore = Restore {
@@ -132,7 +137,8 @@ fn raft_core_persists_through_the_wal_and_restarts_from_disk() {
             raft.campaign_now();
             assert_eq!(raft.role(), Role::Leader);
             assert!(raft.status().term > term);
-            raft.propose(vec![Bytes::from_static(b"after-restart")]).unwrap();
+            raft.propose(vec![Bytes::from_static(b"after-restart")])
+                .unwrap();
             drive(&mut raft, &mut wal, &mut replayed).await;
             assert_eq!(replayed.last().unwrap().as_ref(), b"after-restart");
         })
@@ -141,4 +147,3 @@ fn raft_core_persists_through_the_wal_and_restarts_from_disk() {
         .unwrap();
     drop(guard);
 }
-
