@@ -153,10 +153,19 @@ async fn random_ops_seed(seed: u64) -> (u32, u32) {
     let mut hs: HardState;
     let mut term = 1;
     let mut salt = seed << 32;
+    let trace = std::env::var("WAL_TRACE").is_ok();
     for _crash in 0..4 {
         let (mut wal, rec) = Wal::open(disk.clone(), opts.clone(), base)
             .await
             .unwrap_or_else(|e| panic!("seed {seed}: reopen failed: {e}"));
+        if trace {
+            eprintln!(
+                "seed {seed}: open: last {:?} torn {:?} hs {:?}",
+                rec.entries.last().map(|e| (e.index, e.term)),
+                rec.torn,
+                rec.hard_state
+            );
+        }
         // The model continues from what was recovered.
         log = rec.entries;
         assert!(
@@ -170,8 +179,13 @@ async fn random_ops_seed(seed: u64) -> (u32, u32) {
         };
         let mut reported = 0;
         let mut hs_reported: Vec<(u64, HardState)> = vec![(0, hs)];
+        // Half the rounds crash inside the WAL's own operations, at a random disk op.
+        disk.disarm();
+        if rng.below(2) == 0 {
+            disk.arm_crash(rng.below(600), rng.next_u64());
+        }
         let ops = 20 + rng.below(60);
-        for number in 1..=ops {
+        'ops: for number in 1..=ops {
             let last = base.0 + log.len() as u64;
             let mut new_hs = None;
             if rng.below(8) == 0 {
@@ -185,14 +199,15 @@ async fn random_ops_seed(seed: u64) -> (u32, u32) {
             }
             // Commit can move up to what is durable (as in Raft: acknowledged by a quorum).
             if rng.below(3) == 0 && wal.persisted_index() > hs.commit {
-                hs.commit = hs.commit + rng.below(wal.persisted_index() - hs.commit + 1);
+                hs.commit += rng.below(wal.persisted_index() - hs.commit + 1);
                 new_hs = Some(hs);
             }
             let mut cut = None;
             let entries: Vec<Entry> = match rng.below(10) {
                 0 if last > hs.commit.max(base.0) => {
                     // Truncate a conflicting suffix: a new leader's entries from `from`.
-                    let from = hs.commit.max(base.0) + 1 + rng.below(last - hs.commit.max(base.0));
+                    let floor = hs.commit.max(base.0);
+                    let from = floor + 1 + rng.below(last - floor);
                     term += 1;
                     cut = Some(from);
                     let n = 1 + rng.below(12);
@@ -204,12 +219,14 @@ async fn random_ops_seed(seed: u64) -> (u32, u32) {
                         .collect()
                 }
                 1 if hs.commit > base.0 => {
-                    // A snapshot at a committed index: compact.
+                    // A snapshot at a committed index (durable before compaction): compact.
                     let at = base.0 + 1 + rng.below(hs.commit - base.0);
                     let t = log[(at - base.0 - 1) as usize].term;
-                    wal.compact(at, t).await.unwrap();
                     log.drain(..(at - base.0) as usize);
                     base = (at, t);
+                    if wal.compact(at, t).await.is_err() {
+                        break 'ops;
+                    }
                     Vec::new()
                 }
                 _ => {
@@ -222,30 +239,34 @@ async fn random_ops_seed(seed: u64) -> (u32, u32) {
                         .collect()
                 }
             };
-            if std::env::var("WAL_TRACE").is_ok() {
+            if trace {
                 eprintln!(
-                    "seed {seed} op {number}: hs {new_hs:?} cut {cut:?} entries {:?} base {base:?} persisted {}",
+                    "seed {seed} op {number}: hs {new_hs:?} cut {cut:?} entries {:?} base {base:?}",
                     entries.first().map(|e| (e.index, entries.len())),
-                    wal.persisted_index()
                 );
             }
             if let Some(from) = cut {
                 log.truncate((from - base.0 - 1) as usize);
             }
             log.extend(entries.iter().cloned());
-            wal.persist(number, new_hs, false, None, &entries)
-                .await
-                .unwrap();
             model.states.push((number, log.clone(), cut));
             if new_hs.is_some() {
                 hs_reported.push((number, hs));
             }
+            if wal
+                .persist(number, new_hs, false, None, &entries)
+                .await
+                .is_err()
+            {
+                break 'ops;
+            }
+
             match rng.below(4) {
-                0 => {
-                    if let Some(n) = wal.next_persisted().await.unwrap() {
-                        reported = reported.max(n);
-                    }
-                }
+                0 => match wal.next_persisted().await {
+                    Ok(Some(n)) => reported = reported.max(n),
+                    Ok(None) => {}
+                    Err(_) => break 'ops,
+                },
                 1 => {
                     for n in wal.take_completed() {
                         reported = reported.max(n);
@@ -253,11 +274,13 @@ async fn random_ops_seed(seed: u64) -> (u32, u32) {
                 }
                 _ => {}
             }
-            // Read back a random range that is durable.
+            // Read back a random range.
             if rng.below(6) == 0 && !log.is_empty() {
                 let lo = base.0 + 1 + rng.below(log.len() as u64);
                 let hi = lo + rng.below(base.0 + log.len() as u64 - lo + 1);
-                let got = wal.read_range(lo, hi).await.unwrap();
+                let Ok(got) = wal.read_range(lo, hi).await else {
+                    break 'ops;
+                };
                 let want = &log[(lo - base.0 - 1) as usize..=(hi - base.0 - 1) as usize];
                 assert_eq!(
                     got.iter().map(key).collect::<Vec<_>>(),
@@ -271,19 +294,38 @@ async fn random_ops_seed(seed: u64) -> (u32, u32) {
         }
         // Sometimes let everything finish before the cut.
         if rng.below(3) == 0 {
-            while let Some(n) = wal.next_persisted().await.unwrap() {
+            while let Ok(Some(n)) = wal.next_persisted().await {
                 reported = reported.max(n);
             }
         }
-        drop(wal);
-        disk.crash(&mut rng);
-        if std::env::var("WAL_TRACE").is_ok() {
-            eprintln!("seed {seed}: crash (reported {reported})");
+        for n in wal.take_completed() {
+            reported = reported.max(n);
         }
-        // Verify by reopening read-only first (the next loop iteration reopens for real).
+        drop(wal);
+        if !disk.crashed_since_armed() {
+            disk.disarm();
+            disk.crash(&mut rng);
+        }
+        if trace {
+            eprintln!("seed {seed}: crash (reported {reported})");
+            for n in disk.clone().list(&opts.wal_dir()).await.unwrap() {
+                let c = disk.contents(&opts.wal_dir().join(&n)).unwrap();
+                let blocks: Vec<usize> = (0..c.len() / 4096)
+                    .filter(|b| c[b * 4096..b * 4096 + 8].iter().any(|&x| x != 0))
+                    .collect();
+                eprintln!("  file {n}: {} bytes, blocks with data {blocks:?}", c.len());
+            }
+        }
         let (_w, rec) = Wal::open(disk.clone(), opts.clone(), base)
             .await
             .unwrap_or_else(|e| panic!("seed {seed}: recovery refused: {e}"));
+        if trace {
+            eprintln!(
+                "seed {seed}: verify open: last {:?} torn {:?}",
+                rec.entries.last().map(|e| (e.index, e.term)),
+                rec.torn
+            );
+        }
         assert!(
             model.accepts(reported, base.0, &rec.entries),
             "seed {seed}: recovered {:?} (last reported Ready {reported}) is no state the \
@@ -514,6 +556,40 @@ fn torn_batch_followed_by_an_intact_one_is_cut_and_never_resurrected() {
         assert!(rec.torn.is_none());
         assert_eq!(rec.entries.last().unwrap().index, first + 7);
         assert_eq!(rec.entries.last().unwrap().data, es[7].data);
+    });
+}
+
+#[test]
+fn torn_second_block_of_a_batch_cuts_the_whole_batch() {
+    let t = TempDir::new("torn-block2");
+    let dir = t.0.clone();
+    run(move || async move {
+        let disk = DmaDisk::new(&dir).await.unwrap();
+        let opts = small_opts(&dir);
+        // 8 entries of 900 bytes: each batch spans two blocks.
+        let all = write_real_log(&disk, &opts, 3, 8, 900).await;
+        let seg = segments(&opts.wal_dir()).pop().unwrap();
+        let offs = batch_offsets(&seg);
+        let last = *offs.last().unwrap();
+        assert!(std::fs::read(&seg).unwrap()[last + 4096 + 1000] != 0);
+        flip(&seg, last + 4096 + 1000); // a record that starts in the second block
+        let disk = DmaDisk::new(&dir).await.unwrap();
+        let (mut wal, rec) = Wal::open(disk, opts.clone(), (0, 0)).await.unwrap();
+        assert_eq!(
+            rec.torn.as_ref().unwrap().from_offset,
+            last as u64,
+            "cut at the batch start"
+        );
+        assert_eq!(rec.entries.len(), all.len() - 8);
+        // What is written next is not swallowed by the damaged batch's old header.
+        let first = rec.entries.last().unwrap().index + 1;
+        let es: Vec<Entry> = (first..first + 3).map(|i| entry(i, 1, 100, 5)).collect();
+        wal.persist(1, None, false, None, &es).await.unwrap();
+        wal.drain().await.unwrap();
+        drop(wal);
+        let rec = reopen(&dir, &opts).await.unwrap();
+        assert!(rec.torn.is_none());
+        assert_eq!(rec.entries.last().unwrap().index, first + 2);
     });
 }
 
@@ -778,9 +854,21 @@ fn full_disk_refuses_writes_keeps_reads_and_resumes_when_space_returns() {
         assert!(matches!(err, WalError::NoSpace(_)), "{err}");
         assert!(err.to_string().contains("disk full"), "{err}");
         assert!(wal.is_stalled());
-        // Reads of what is on disk keep working.
-        let got = wal.read_range(1, 30).await.unwrap();
-        assert_eq!(got.len(), 30);
+        // Reads keep working, including entries that wait for space (held in memory).
+        let got = wal.read_range(1, next - 1).await.unwrap();
+        assert_eq!(got.len() as u64, next - 1);
+        assert_eq!(got.last().unwrap().index, next - 1);
+        // Nothing may overtake the stalled Ready: a commit-only Ready is refused whole.
+        let hs = HardState {
+            term: 0,
+            vote: 0,
+            commit: 3,
+        };
+        let refused = wal
+            .persist(stalled_ready + 1, Some(hs), false, None, &[])
+            .await;
+        assert!(matches!(refused, Err(WalError::Stalled(_))), "{refused:?}");
+        assert!(wal.take_completed().iter().all(|&n| n < stalled_ready));
         // Reported Readies stop before the stalled one.
         let mut reported = 0;
         for n in wal.take_completed() {
@@ -836,15 +924,15 @@ fn mem_first_flushes_at_the_threshold_and_never_buffers_beyond_the_bound() {
         // 120 entries at a threshold of 10: about a dozen flushes, not 40 syncs.
         let syncs = disk.fsyncs() - before;
         assert!((8..=20).contains(&syncs), "{syncs} fsyncs");
-        // Readies are reported without waiting for their own entries' flush.
-        let mut last = 0;
-        while let Some(n) = wal.next_persisted().await.unwrap() {
-            last = n;
-        }
-        for n in wal.take_completed() {
-            last = n;
-        }
-        assert_eq!(last, 40);
+        // With no flush in flight, a Ready is reported at once: its entries are only in
+        // memory (MemFirst's promise).
+        wal.drain().await.unwrap();
+        wal.take_completed();
+        wal.persist(41, None, false, None, &es(next, 2, 1))
+            .await
+            .unwrap();
+        assert_eq!(wal.take_completed(), vec![41]);
+        assert_eq!(wal.buffered_entries(), 2);
     });
 }
 
@@ -889,6 +977,70 @@ fn mem_first_flushes_after_the_interval_and_loses_only_unflushed_entries_in_a_cr
             rec.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
             vec![1, 2, 3, 4],
             "flushed entries survive; the unflushed ones are lost (MemFirst's promise)"
+        );
+    });
+}
+
+#[test]
+fn mem_first_truncations_and_a_snapshot_keep_the_buffered_suffix() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let opts = mem_first_opts(1000, 60_000, 5000);
+        let (mut wal, _) = Wal::open(disk.clone(), opts.clone(), (0, 0)).await.unwrap();
+        wal.persist(1, None, false, None, &es(1, 30, 1))
+            .await
+            .unwrap();
+        wal.sync_all().await.unwrap(); // 1..30 on disk
+        wal.persist(2, None, false, None, &es(31, 10, 1))
+            .await
+            .unwrap(); // buffered
+        // Replace part of the buffer, then part of the disk log and all of the buffer.
+        wal.persist(3, None, false, None, &es(36, 3, 2))
+            .await
+            .unwrap();
+        assert_eq!(
+            wal.read_range(34, 38)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.term)
+                .collect::<Vec<_>>(),
+            vec![1, 1, 2, 2, 2]
+        );
+        wal.persist(4, None, false, None, &es(28, 5, 3))
+            .await
+            .unwrap();
+        assert_eq!(wal.last_index(), 32);
+        // A snapshot at 25 that keeps the suffix: the buffered entries stay.
+        wal.persist(5, None, false, Some((25, 1)), &[])
+            .await
+            .unwrap();
+        wal.persist(6, None, false, None, &es(33, 4, 3))
+            .await
+            .unwrap();
+        wal.sync_all().await.unwrap();
+        drop(wal);
+        disk.crash(&mut SplitMix64::new(9));
+        let (_, rec) = Wal::open(disk.clone(), opts, (25, 1)).await.unwrap();
+        assert!(rec.torn.is_none());
+        assert_eq!(
+            rec.entries
+                .iter()
+                .map(|e| (e.index, e.term))
+                .collect::<Vec<_>>(),
+            vec![
+                (26, 1),
+                (27, 1),
+                (28, 3),
+                (29, 3),
+                (30, 3),
+                (31, 3),
+                (32, 3),
+                (33, 3),
+                (34, 3),
+                (35, 3),
+                (36, 3)
+            ]
         );
     });
 }

@@ -306,9 +306,68 @@ struct SimState {
     fsyncs: u64,
     /// Bumped by a crash: handles from before it fail (their process is gone).
     epoch: u64,
+    /// An armed crash: after this many more operations, with this generator.
+    armed: Option<(u64, Rng)>,
+    fired: bool,
 }
 
 impl SimState {
+    fn crash(&mut self, rng: &mut Rng) {
+        let st = self;
+        st.epoch += 1;
+        let keep = rng.below(st.pending_dir.len() as u64 + 1) as usize;
+        let mut names = st.durable_names.clone();
+        for op in &st.pending_dir[..keep] {
+            match op {
+                DirOp::Link(p, ino) => {
+                    names.insert(p.clone(), *ino);
+                }
+                DirOp::Unlink(p) => {
+                    names.remove(p);
+                }
+            }
+        }
+        for ino in st.inodes.values_mut() {
+            let mut data = std::mem::take(&mut ino.durable);
+            for (at, bytes) in std::mem::take(&mut ino.pending) {
+                let at = at as usize;
+                match rng.below(3) {
+                    0 => {}
+                    1 => write_into(&mut data, at, &bytes),
+                    _ => {
+                        for s in (0..bytes.len()).step_by(SECTOR) {
+                            if rng.below(2) == 0 {
+                                let end = (s + SECTOR).min(bytes.len());
+                                write_into(&mut data, at + s, &bytes[s..end]);
+                            }
+                        }
+                    }
+                }
+            }
+            ino.current = data.clone();
+            ino.durable = data;
+        }
+        st.names = names.clone();
+        st.durable_names = names;
+        st.pending_dir.clear();
+        let live: std::collections::BTreeSet<u64> = st.names.values().copied().collect();
+        st.inodes.retain(|k, _| live.contains(k));
+    }
+
+    /// Counts one operation toward an armed crash; fires it when due.
+    fn tick(&mut self) {
+        if let Some((n, rng)) = &mut self.armed {
+            if *n == 0 {
+                let mut rng = rng.clone();
+                self.armed = None;
+                self.fired = true;
+                self.crash(&mut rng);
+            } else {
+                *n -= 1;
+            }
+        }
+    }
+
     /// Bytes held by files that still have a name (removed files free their space).
     fn used_bytes(&self) -> u64 {
         let live: std::collections::BTreeSet<u64> = self.names.values().copied().collect();
@@ -367,46 +426,27 @@ impl SimDisk {
     /// each file keeps its durable bytes plus, for each later write in order, nothing, all
     /// of it or a torn part of it (whole sectors). Earlier handles must not be used again.
     pub fn crash(&self, rng: &mut Rng) {
+        self.st.borrow_mut().crash(rng);
+    }
+
+    /// Crashes by itself at the `ops`-th disk operation from now (a write, sync, open,
+    /// rename, removal or allocation): crash points inside the WAL's own sequences.
+    pub fn arm_crash(&self, ops: u64, seed: u64) {
         let mut st = self.st.borrow_mut();
-        let st = &mut *st;
-        st.epoch += 1;
-        let keep = rng.below(st.pending_dir.len() as u64 + 1) as usize;
-        let mut names = st.durable_names.clone();
-        for op in &st.pending_dir[..keep] {
-            match op {
-                DirOp::Link(p, ino) => {
-                    names.insert(p.clone(), *ino);
-                }
-                DirOp::Unlink(p) => {
-                    names.remove(p);
-                }
-            }
-        }
-        for ino in st.inodes.values_mut() {
-            let mut data = std::mem::take(&mut ino.durable);
-            for (at, bytes) in std::mem::take(&mut ino.pending) {
-                let at = at as usize;
-                match rng.below(3) {
-                    0 => {}
-                    1 => write_into(&mut data, at, &bytes),
-                    _ => {
-                        for s in (0..bytes.len()).step_by(SECTOR) {
-                            if rng.below(2) == 0 {
-                                let end = (s + SECTOR).min(bytes.len());
-                                write_into(&mut data, at + s, &bytes[s..end]);
-                            }
-                        }
-                    }
-                }
-            }
-            ino.current = data.clone();
-            ino.durable = data;
-        }
-        st.names = names.clone();
-        st.durable_names = names;
-        st.pending_dir.clear();
-        let live: std::collections::BTreeSet<u64> = st.names.values().copied().collect();
-        st.inodes.retain(|k, _| live.contains(k));
+        st.armed = Some((ops, Rng::new(seed)));
+        st.fired = false;
+    }
+
+    /// Cancels an armed crash that has not happened.
+    pub fn disarm(&self) {
+        let mut st = self.st.borrow_mut();
+        st.armed = None;
+        st.fired = false;
+    }
+
+    /// Whether an armed crash has happened.
+    pub fn crashed_since_armed(&self) -> bool {
+        self.st.borrow().fired
     }
 
     /// Clean stop: everything written survives (what kill -9 without a power cut keeps).
@@ -481,7 +521,8 @@ pub struct SimFile {
 
 impl SimDisk {
     fn live(&self) -> io::Result<std::cell::RefMut<'_, SimState>> {
-        let st = self.st.borrow_mut();
+        let mut st = self.st.borrow_mut();
+        st.tick();
         if st.epoch != self.epoch {
             return Err(crashed());
         }
@@ -506,7 +547,8 @@ impl SimFile {
     }
 
     fn live(&self) -> io::Result<std::cell::RefMut<'_, SimState>> {
-        let st = self.st.borrow_mut();
+        let mut st = self.st.borrow_mut();
+        st.tick();
         if st.epoch != self.epoch {
             return Err(crashed());
         }

@@ -116,8 +116,12 @@ impl WalOptions {
 pub enum WalError {
     /// Damage recovery must not repair: the node must not start.
     Corruption(scan::Corruption),
-    /// The disk is full: writes are refused (reads keep working); `retry` resumes.
+    /// The disk is full. The Ready passed to `persist` was taken, but part of it waits for
+    /// space (reads keep working); call `retry` until it succeeds before the next `persist`.
     NoSpace(String),
+    /// `persist` refused a Ready and took nothing of it: earlier writes still wait for
+    /// space. Call `retry`, then pass the same Ready again.
+    Stalled(String),
     /// A write or fsync failed. The node must stop: after a failed fsync the kernel may have
     /// dropped the dirty pages, so a retry could report data durable that is not.
     Fatal(String),
@@ -130,6 +134,7 @@ impl fmt::Display for WalError {
         match self {
             WalError::Corruption(c) => write!(f, "{c}"),
             WalError::NoSpace(m) => write!(f, "WAL disk full, writes refused: {m}"),
+            WalError::Stalled(m) => write!(f, "WAL writes stalled for lack of space: {m}"),
             WalError::Fatal(m) => write!(f, "WAL I/O failure, node must stop: {m}"),
             WalError::Invalid(m) => write!(f, "WAL: {m}"),
         }
@@ -210,10 +215,8 @@ pub struct Wal<D: Disk> {
     fatal: Option<WalError>,
     /// Background preparation of the next segment; dropping the WAL cancels it.
     spare: Option<Spare>,
-    /// MemFirst: entries not yet handed to a flush worker, and whether the first of them
-    /// replaces a suffix already written.
+    /// MemFirst: entries not yet handed to a flush worker.
     buffer: Vec<Entry>,
-    buffer_truncates: bool,
     buffer_since: Option<Instant>,
     /// Batches waiting for disk space (NoSpace): written in order by `retry`.
     stalled: VecDeque<Stalled>,
@@ -230,7 +233,6 @@ struct Spare {
 struct Stalled {
     ready: Option<u64>,
     entries: Vec<Entry>,
-    truncate: bool,
 }
 
 fn bump(stats: &std::cell::Cell<WalStats>, f: impl FnOnce(&mut WalStats)) {
@@ -314,8 +316,9 @@ impl<D: Disk> Wal<D> {
             .await
             .map_err(|e| fatal("sizing", &hs_path, e))?;
         let (mut hs_seq, mut hard_state) = (0, HardState::default());
-        if hs_len == 0 {
-            // New: both slots zero, durable before anything refers to the file.
+        if hs_len < HARD_STATE_FILE_BYTES as u64 {
+            // New, or its creation was cut short by a crash (slots are written only after
+            // the file is whole): both slots zero, durable before anything refers to it.
             let mut b = hs_file.alloc(HARD_STATE_FILE_BYTES);
             b.fill(0);
             hs_file
@@ -463,7 +466,6 @@ impl<D: Disk> Wal<D> {
             fatal: None,
             spare: None,
             buffer: Vec::new(),
-            buffer_truncates: false,
             buffer_since: None,
             stalled: VecDeque::new(),
             stats: Rc::default(),
@@ -533,6 +535,14 @@ impl<D: Disk> Wal<D> {
         entries: &[Entry],
     ) -> Result<(), WalError> {
         self.check_fatal()?;
+        if !self.stalled.is_empty() {
+            // Nothing may overtake the stalled writes: a later Ready reported first would
+            // report them too (numbers are cumulative).
+            self.retry().await.map_err(|e| match e {
+                WalError::NoSpace(m) => WalError::Stalled(m),
+                e => e,
+            })?;
+        }
         if let Some(e) = entries
             .iter()
             .find(|e| e.data.len() > self.opts.entry_bytes_max())
@@ -547,38 +557,20 @@ impl<D: Disk> Wal<D> {
         if reset || snapshot.is_some() {
             self.install_base(reset, snapshot).await?;
         }
-        let mut hs_task = None;
         if let Some(hs) = hard_state {
             self.commit = self.commit.max(hs.commit);
             if hs.term != self.hs_written.term || hs.vote != self.hs_written.vote {
-                hs_task = Some(self.spawn_hard_state(hs));
+                self.start_hard_state(hs).await;
             }
         }
-        let mem_first = self.opts.mem_first.is_some();
-        if mem_first && !entries.is_empty() {
+        if self.opts.mem_first.is_some() && !entries.is_empty() {
             self.accept_entries(entries);
-        }
-        if let Some(task) = hs_task {
-            self.push_flight(Flight {
-                ready: None,
-                last_index: self.persisted_index,
-                task,
-            })
-            .await;
         }
         match &self.opts.mem_first {
             // DiskFirst writes straight from the Ready's entries (no buffer, no copy).
             None if !entries.is_empty() => {
-                let truncate = self.take_tail(entries);
-                if !self.stalled.is_empty() {
-                    self.stalled.push_back(Stalled {
-                        ready: Some(number),
-                        entries: entries.to_vec(),
-                        truncate,
-                    });
-                    return self.retry().await;
-                }
-                self.write_batches(Some(number), entries, truncate).await
+                self.take_tail(entries);
+                self.write_batches(Some(number), entries).await
             }
             None => {
                 self.report_when_previous_done(number);
@@ -631,13 +623,7 @@ impl<D: Disk> Wal<D> {
             commit: self.commit,
             ..self.hs_written
         };
-        let task = self.spawn_hard_state(hs);
-        self.push_flight(Flight {
-            ready: None,
-            last_index: self.persisted_index,
-            task,
-        })
-        .await;
+        self.start_hard_state(hs).await;
         self.drain().await
     }
 
@@ -646,7 +632,7 @@ impl<D: Disk> Wal<D> {
         self.check_fatal()?;
         while let Some(s) = self.stalled.pop_front() {
             // On failure `write_batches` re-queues what it could not place.
-            self.write_batches(s.ready, &s.entries, s.truncate).await?;
+            self.write_batches(s.ready, &s.entries).await?;
         }
         Ok(())
     }
@@ -706,13 +692,24 @@ impl<D: Disk> Wal<D> {
         Ok(())
     }
 
-    async fn push_flight(&mut self, f: Flight) {
-        self.flights.push_back(f);
-        while self.flights.len() > self.opts.flush_workers {
+    /// Waits until a flush worker is free: at most `flush_workers` writes are ever in
+    /// flight (recovery's torn-tail rule counts on it).
+    async fn wait_for_worker(&mut self) {
+        while self.flights.len() >= self.opts.flush_workers {
             let f = self.flights.pop_front().expect("non-empty");
-            // An error here is recorded in `fatal` and returned by the next call.
+            // An error here is recorded in `fatal` and returned by the caller's check.
             let _ = self.finish(f).await;
         }
+    }
+
+    async fn start_hard_state(&mut self, hs: HardState) {
+        self.wait_for_worker().await;
+        let task = self.spawn_hard_state(hs);
+        self.flights.push_back(Flight {
+            ready: None,
+            last_index: self.persisted_index,
+            task,
+        });
     }
 
     fn spawn_hard_state(&mut self, hs: HardState) -> JoinHandle<io::Result<()>> {
@@ -738,8 +735,8 @@ impl<D: Disk> Wal<D> {
         .detach()
     }
 
-    /// DiskFirst: the entries become the log tail; whether they replace a written suffix.
-    fn take_tail(&mut self, entries: &[Entry]) -> bool {
+    /// DiskFirst: the entries become the log tail.
+    fn take_tail(&mut self, entries: &[Entry]) {
         let first = entries[0].index;
         assert!(
             first <= self.last_index + 1 && first > self.base.0,
@@ -750,7 +747,6 @@ impl<D: Disk> Wal<D> {
         let l = entries.last().expect("non-empty");
         self.last_index = l.index;
         self.last_term = l.term;
-        first <= self.disk_last
     }
 
     /// MemFirst: takes entries into the buffer (replacing part of it, or of the disk log).
@@ -769,10 +765,9 @@ impl<D: Disk> Wal<D> {
         match self.buffer.first().map(|e| e.index) {
             // Replaces part of the buffer only.
             Some(s) if first >= s => self.buffer.truncate((first - s) as usize),
-            _ => {
-                self.buffer.clear();
-                self.buffer_truncates = first <= self.disk_last;
-            }
+            // Replaces the whole buffer and possibly part of what is written (the batch
+            // then truncates: `write_batch` sees `first <= disk_last`).
+            _ => self.buffer.clear(),
         }
         if self.buffer.is_empty() {
             self.buffer_since = Some(Instant::now());
@@ -791,18 +786,14 @@ impl<D: Disk> Wal<D> {
             }
             return Ok(());
         }
-        let entries = std::mem::take(&mut self.buffer);
-        let truncate = std::mem::replace(&mut self.buffer_truncates, false);
-        self.buffer_since = None;
         if !self.stalled.is_empty() {
-            self.stalled.push_back(Stalled {
-                ready,
-                entries,
-                truncate,
-            });
-            return self.retry().await;
+            return Err(WalError::Stalled(
+                "earlier writes wait for space; the buffer stays in memory".into(),
+            ));
         }
-        self.write_batches(ready, &entries, truncate).await
+        let entries = std::mem::take(&mut self.buffer);
+        self.buffer_since = None;
+        self.write_batches(ready, &entries).await
     }
 
     /// Splits entries into batches of at most `batch_bytes_max` and starts their writes.
@@ -810,7 +801,6 @@ impl<D: Disk> Wal<D> {
         &mut self,
         ready: Option<u64>,
         entries: &[Entry],
-        mut truncate: bool,
     ) -> Result<(), WalError> {
         let mut rest = entries;
         while !rest.is_empty() {
@@ -827,32 +817,27 @@ impl<D: Disk> Wal<D> {
             let (batch, tail) = rest.split_at(n);
             let last = tail.is_empty();
             if let Err(e) = self
-                .write_batch(if last { ready } else { None }, batch, truncate)
+                .write_batch(if last { ready } else { None }, batch)
                 .await
             {
                 if matches!(e, WalError::NoSpace(_)) {
                     self.stalled.push_front(Stalled {
                         ready,
                         entries: rest.to_vec(),
-                        truncate,
                     });
                 }
                 return Err(e);
             }
-            truncate = false;
             rest = tail;
         }
         Ok(())
     }
 
-    async fn write_batch(
-        &mut self,
-        ready: Option<u64>,
-        batch: &[Entry],
-        truncate: bool,
-    ) -> Result<(), WalError> {
+    async fn write_batch(&mut self, ready: Option<u64>, batch: &[Entry]) -> Result<(), WalError> {
         let first = batch[0].index;
         let len = batch_bytes(batch);
+        // Whether the batch replaces a suffix is decided here, against what is written.
+        let truncate = first <= self.disk_last;
         // A truncation reaching below the current segment's start: the batch goes into a
         // new segment named `first`, written and synced BEFORE it is named (a rename may
         // replace a segment of the same name), and the superseded segments are deleted
@@ -873,6 +858,8 @@ impl<D: Disk> Wal<D> {
             self.drain().await?;
             self.create_segment(first, None).await?;
         }
+        self.wait_for_worker().await;
+        self.check_fatal()?;
         if truncate {
             for f in self.flights.iter_mut() {
                 f.last_index = f.last_index.min(first - 1);
@@ -917,13 +904,12 @@ impl<D: Disk> Wal<D> {
             Ok(())
         })
         .detach();
-        self.push_flight(Flight {
+        self.flights.push_back(Flight {
             ready,
             last_index,
             task,
-        })
-        .await;
-        self.check_fatal()
+        });
+        Ok(())
     }
 
     /// See `write_batch`: a truncation below the current segment's first index.
@@ -933,6 +919,15 @@ impl<D: Disk> Wal<D> {
         batch: &[Entry],
     ) -> Result<(), WalError> {
         let first = batch[0].index;
+        let superseded: Vec<Index> = self
+            .segment_names
+            .iter()
+            .copied()
+            .filter(|&n| n >= first)
+            .collect();
+        // Bookkeeping first (create_segment records the batch's location); restored if the
+        // segment cannot be created, so a NoSpace retry starts from the same state.
+        let saved = (self.locs.clone(), self.persisted_index);
         self.persisted_index = self.persisted_index.min(first - 1);
         while self.locs.back().is_some_and(|l| l.first_index >= first) {
             self.locs.pop_back();
@@ -943,14 +938,10 @@ impl<D: Disk> Wal<D> {
                 l.count = (first - l.first_index) as u32;
             }
         }
-        let superseded: Vec<Index> = self
-            .segment_names
-            .iter()
-            .copied()
-            .filter(|&n| n >= first)
-            .collect();
-        self.cur = None;
-        self.create_segment(first, Some(batch)).await?;
+        if let Err(e) = self.create_segment(first, Some(batch)).await {
+            (self.locs, self.persisted_index) = saved;
+            return Err(e);
+        }
         self.segment_names.retain(|&n| n < first);
         self.segment_names.push(first);
         for n in superseded.into_iter().filter(|&n| n != first) {
@@ -1150,10 +1141,14 @@ impl<D: Disk> Wal<D> {
         reset: bool,
         snapshot: Option<(Index, Term)>,
     ) -> Result<(), WalError> {
-        self.buffer.clear();
-        self.buffer_truncates = false;
-        self.buffer_since = None;
-        self.stalled.clear();
+        if reset {
+            self.buffer.clear();
+            self.buffer_since = None;
+            self.stalled.clear();
+        } else {
+            // The log suffix after the snapshot is kept, buffered entries included.
+            self.flush_buffer(None).await?;
+        }
         self.drain().await?;
         let base = snapshot.unwrap_or((0, 0));
         if reset {
@@ -1233,12 +1228,21 @@ impl<D: Disk> Wal<D> {
                 self.last_index
             )));
         }
-        if hi > self.persisted_index && self.buffer.first().is_none_or(|e| e.index > lo) {
+        // Entries not written yet (stalled for space, or MemFirst's buffer) are read from
+        // memory; they may replace a written suffix, so they win from their first index.
+        let mem: Vec<Entry> = self
+            .stalled
+            .iter()
+            .flat_map(|s| s.entries.iter())
+            .chain(self.buffer.iter())
+            .cloned()
+            .collect();
+        let from_buf = mem.first().map_or(Index::MAX, |e| e.index);
+        if hi > self.persisted_index && from_buf > lo {
             // Not all of it is on disk yet: wait for the writes in flight.
             self.drain().await?;
         }
         let mut out = Vec::with_capacity((hi - lo + 1) as usize);
-        let from_buf = self.buffer.first().map_or(Index::MAX, |e| e.index);
         let start = self
             .locs
             .partition_point(|l| l.first_index + l.count as u64 <= lo);
@@ -1298,11 +1302,17 @@ impl<D: Disk> Wal<D> {
         if let Some((_, f)) = opened {
             let _ = f.close().await;
         }
-        for e in &self.buffer {
-            if e.index >= lo && e.index <= hi {
-                out.push(e.clone());
+        // Later entries in `mem` replace earlier ones from their index on.
+        let mut tail: Vec<Entry> = Vec::new();
+        for e in mem {
+            if let Some(first) = tail.first().map(|t| t.index)
+                && e.index < first + tail.len() as u64
+            {
+                tail.truncate(e.index.saturating_sub(first) as usize);
             }
+            tail.push(e);
         }
+        out.extend(tail.into_iter().filter(|e| e.index >= lo && e.index <= hi));
         assert!(
             out.len() as u64 == hi - lo + 1 && out.windows(2).all(|w| w[1].index == w[0].index + 1),
             "read_range({lo}, {hi}) assembled a broken range"

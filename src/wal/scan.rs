@@ -181,6 +181,18 @@ pub fn scan(
         }
     }
     for (si, (_, seg, header)) in order.into_iter().enumerate() {
+        if out.dead.contains(&seg.first_index) {
+            // Superseded: a later segment's first batch truncates at or below everything this
+            // one holds (batches in a segment never start below its name). A crash while
+            // deleting it may also have removed the segments it followed, so it is not read.
+            out.segments.push(SegmentInfo {
+                first_index: seg.first_index,
+                header,
+                end_offset: 0,
+                batches: 0,
+            });
+            continue;
+        }
         let file = segment_name(seg.first_index);
         let corrupt = |offset: usize, index: Index, reason: String| Corruption {
             file: file.clone(),
@@ -202,17 +214,18 @@ pub fn scan(
         let bytes = seg.bytes;
         let mut at = BLOCK;
         let mut batches = 0u64;
-        let damage: Option<(usize, String)> = loop {
+        // Damage: (start of the batch holding it, offset of the bad byte, why).
+        let damage: Option<(usize, usize, String)> = loop {
             if at + BATCH_HEADER_BYTES > bytes.len() {
                 break None;
             }
             let hdr = match BatchHeader::decode(&bytes[at..]) {
                 Ok(None) => break None,
                 Ok(Some(h)) => h,
-                Err(r) => break Some((at, r)),
+                Err(r) => break Some((at, at, r)),
             };
             if at + hdr.total_bytes() > bytes.len() {
-                break Some((at, "batch runs past the end of the segment".into()));
+                break Some((at, at, "batch runs past the end of the segment".into()));
             }
             let ok_start = if start.is_none() {
                 // The oldest surviving batch: compaction may have removed what preceded it.
@@ -257,11 +270,11 @@ pub fn scan(
                 }
             });
             if let Err(r) = ok_start {
-                break Some((at, r));
+                break Some((at, at, r));
             }
             let entries = match decode_batch(&bytes[at..], &hdr) {
                 Ok(e) => e,
-                Err((rel, r)) => break Some((at + rel, r)),
+                Err((rel, r)) => break Some((at, at + rel, r)),
             };
             // Terms never decrease along a log: a batch whose first term is lower than the
             // entry before it is stale data, not a continuation.
@@ -272,7 +285,7 @@ pub fn scan(
             let terms_ok = entries.windows(2).all(|w| w[0].term <= w[1].term)
                 && prev_term.is_none_or(|t| t <= entries[0].term);
             if !terms_ok {
-                break Some((at, "entry terms decrease".to_string()));
+                break Some((at, at, "entry terms decrease".to_string()));
             }
             out.records += entries.len() as u64;
             let s = *start.get_or_insert(hdr.first_index);
@@ -312,14 +325,13 @@ pub fn scan(
         let end = data_end(bytes);
         let damage = match damage {
             Some(d) => Some(d),
-            None if end > at => Some((at, "data after the end of the log".to_string())),
+            None if end > at => Some((at, at, "data after the end of the log".to_string())),
             None => None,
         };
         let mut end_offset = at as u64;
-        if let Some((bad, reason)) = damage {
-            // The cut starts at the batch holding the bad byte (batches are block-aligned).
-            let from = bad / BLOCK * BLOCK;
-            let from = from.max(BLOCK);
+        if let Some((from, bad, reason)) = damage {
+            // The cut starts at the batch holding the bad byte, never inside it: its header
+            // would otherwise stay and swallow whatever is written next.
             let after = headers_after(bytes, from + BLOCK, end);
             let window = header.torn_window_bytes as usize;
             if is_last && end - from <= window && after < header.flush_workers.max(1) {
