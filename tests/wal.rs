@@ -486,6 +486,22 @@ fn real_disk_log_survives_reopen_with_rotation_truncation_and_compaction() {
             log.drain(..(at - base.0) as usize);
             base = (at, t_at);
             assert!(wal.stats().segments_created > 0);
+            // Segments wholly at or below the snapshot are gone: each segment's live
+            // entries run from its name to the next one's, and only the first may start
+            // at or below the snapshot.
+            let names: Vec<u64> = segments(&opts.wal_dir())
+                .iter()
+                .map(|p| {
+                    ringkv::wal::scan::parse_segment_name(
+                        &p.file_name().unwrap().to_string_lossy(),
+                    )
+                    .unwrap()
+                })
+                .collect();
+            assert!(
+                names.iter().skip(1).all(|&n| n > at + 1) || names.len() == 1,
+                "round {round}: a segment covered by the snapshot at {at} survived: {names:?}"
+            );
         }
         let segs = segments(&opts.wal_dir());
         assert!(segs.len() >= 2, "rotation happened: {segs:?}");
