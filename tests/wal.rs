@@ -144,8 +144,17 @@ async fn random_ops_seed(seed: u64) -> (u32, u32) {
     let mut rng = SplitMix64::new(seed);
     let disk = SimDisk::new();
     let dir = PathBuf::from("/sim/node");
+    let mem_first = rng.below(3) == 0;
     let opts = WalOptions {
         flush_workers: 1 + rng.below(4) as usize,
+        mem_first: mem_first.then(|| {
+            let threshold = 1 + rng.below(40) as usize;
+            MemFirstPolicy {
+                flush_threshold_entries: threshold,
+                flush_interval_ms: rng.below(3),
+                buffered_entries_max: threshold + rng.below(60) as usize,
+            }
+        }),
         ..small_opts(&dir)
     };
     let mut base = (0u64, 0u64);
@@ -178,6 +187,9 @@ async fn random_ops_seed(seed: u64) -> (u32, u32) {
             states: vec![(0, log.clone(), None)],
         };
         let mut reported = 0;
+        // Readies whose entries are durable: reported ones (DiskFirst), or those before
+        // the last completed sync_all (MemFirst promises no more).
+        let mut durable = 0;
         let mut hs_reported: Vec<(u64, HardState)> = vec![(0, hs)];
         // Half the rounds crash inside the WAL's own operations, at a random disk op.
         disk.disarm();
@@ -261,6 +273,20 @@ async fn random_ops_seed(seed: u64) -> (u32, u32) {
                 break 'ops;
             }
 
+            if mem_first {
+                match rng.below(10) {
+                    0 => match wal.sync_all().await {
+                        Ok(()) => durable = number,
+                        Err(_) => break 'ops,
+                    },
+                    1 | 2 => {
+                        if wal.flush_if_due().await.is_err() {
+                            break 'ops;
+                        }
+                    }
+                    _ => {}
+                }
+            }
             match rng.below(4) {
                 0 => match wal.next_persisted().await {
                     Ok(Some(n)) => reported = reported.max(n),
@@ -326,10 +352,13 @@ async fn random_ops_seed(seed: u64) -> (u32, u32) {
                 rec.torn
             );
         }
+        if !mem_first {
+            durable = reported;
+        }
         assert!(
-            model.accepts(reported, base.0, &rec.entries),
-            "seed {seed}: recovered {:?} (last reported Ready {reported}) is no state the \
-             model allows",
+            model.accepts(durable, base.0, &rec.entries),
+            "seed {seed}: recovered {:?} (durable up to Ready {durable}, mem_first \
+             {mem_first}) is no state the model allows",
             rec.entries
                 .iter()
                 .map(|e| (e.index, e.term))
@@ -492,10 +521,8 @@ fn real_disk_log_survives_reopen_with_rotation_truncation_and_compaction() {
             let names: Vec<u64> = segments(&opts.wal_dir())
                 .iter()
                 .map(|p| {
-                    ringkv::wal::scan::parse_segment_name(
-                        &p.file_name().unwrap().to_string_lossy(),
-                    )
-                    .unwrap()
+                    ringkv::wal::scan::parse_segment_name(&p.file_name().unwrap().to_string_lossy())
+                        .unwrap()
                 })
                 .collect();
             assert!(

@@ -769,6 +769,13 @@ impl<D: Disk> Wal<D> {
             // then truncates: `write_batch` sees `first <= disk_last`).
             _ => self.buffer.clear(),
         }
+        if first <= self.disk_last {
+            // What is written from `first` on no longer counts as this log's.
+            for f in self.flights.iter_mut() {
+                f.last_index = f.last_index.min(first - 1);
+            }
+            self.persisted_index = self.persisted_index.min(first - 1);
+        }
         if self.buffer.is_empty() {
             self.buffer_since = Some(Instant::now());
         }
