@@ -279,11 +279,7 @@ async fn random_ops_seed(seed: u64) -> (u32, u32) {
                         Ok(()) => durable = number,
                         Err(_) => break 'ops,
                     },
-                    1 | 2 => {
-                        if wal.flush_if_due().await.is_err() {
-                            break 'ops;
-                        }
-                    }
+                    1 | 2 if wal.flush_if_due().await.is_err() => break 'ops,
                     _ => {}
                 }
             }
