@@ -930,6 +930,94 @@ fn full_disk_refuses_writes_keeps_reads_and_resumes_when_space_returns() {
     });
 }
 
+#[test]
+fn a_stall_refuses_snapshot_readies_and_sync_all_until_space_returns() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let opts = mem_first_opts(1000, 60_000, 5000);
+        let (mut wal, _) = Wal::open(disk.clone(), opts.clone(), (0, 0)).await.unwrap();
+        // Fill the first segment through sync_all, then leave no room for a second.
+        let mut next = 1;
+        while wal.stats().segments_created < 1 || next < 80 {
+            wal.persist(next, None, false, None, &es(next, 10, 1))
+                .await
+                .unwrap();
+            wal.sync_all().await.unwrap();
+            next += 10;
+        }
+        let _ = disk.remove(&opts.wal_dir().join("spare.tmp")).await;
+        disk.set_capacity(Some(disk.used_bytes()));
+        // Buffered entries that cannot be written.
+        let mut number = next;
+        loop {
+            wal.persist(number, None, false, None, &es(next, 10, 1))
+                .await
+                .unwrap();
+            next += 10;
+            number += 1;
+            match wal.sync_all().await {
+                Ok(()) => continue,
+                Err(e) => {
+                    assert!(matches!(e, WalError::NoSpace(_)), "{e}");
+                    break;
+                }
+            }
+        }
+        assert!(wal.is_stalled());
+        assert!(
+            wal.sync_all().await.is_err(),
+            "sync_all never claims stalled data durable"
+        );
+        // A vote and a snapshot: refused whole, nothing taken.
+        let hs = HardState {
+            term: 5,
+            vote: 2,
+            commit: 50,
+        };
+        let last = wal.last_index();
+        let r = wal
+            .persist(number, Some(hs), false, Some((50, 1)), &es(next, 3, 5))
+            .await;
+        assert!(matches!(r, Err(WalError::Stalled(_))), "{r:?}");
+        assert_eq!(
+            wal.last_index(),
+            last,
+            "nothing of the refused Ready was taken"
+        );
+        // Space returns: the same Ready goes through.
+        disk.set_capacity(None);
+        wal.persist(number, Some(hs), false, Some((50, 1)), &es(next, 3, 5))
+            .await
+            .unwrap();
+        wal.sync_all().await.unwrap();
+        drop(wal);
+        disk.crash(&mut SplitMix64::new(4));
+        let (_, rec) = Wal::open(disk.clone(), opts, (50, 1)).await.unwrap();
+        assert_eq!((rec.hard_state.term, rec.hard_state.vote), (5, 2));
+        assert_eq!(rec.entries.last().unwrap().index, next + 2);
+    });
+}
+
+#[test]
+fn a_short_hard_state_file_beside_a_log_is_refused() {
+    let t = TempDir::new("short-hs");
+    let dir = t.0.clone();
+    run(move || async move {
+        let disk = DmaDisk::new(&dir).await.unwrap();
+        let opts = small_opts(&dir);
+        write_real_log(&disk, &opts, 2, 5, 100).await;
+        let hs = dir.join("hardstate");
+        let b = std::fs::read(&hs).unwrap();
+        std::fs::write(&hs, &b[..4096]).unwrap();
+        let err = reopen(&dir, &opts).await.unwrap_err();
+        assert!(matches!(err, WalError::Corruption(_)), "{err}");
+        assert!(
+            err.to_string().contains("hard-state file is 4096 bytes"),
+            "{err}"
+        );
+    });
+}
+
 fn mem_first_opts(threshold: usize, interval_ms: u64, max: usize) -> WalOptions {
     WalOptions {
         mem_first: Some(MemFirstPolicy {

@@ -316,6 +316,19 @@ impl<D: Disk> Wal<D> {
             .await
             .map_err(|e| fatal("sizing", &hs_path, e))?;
         let (mut hs_seq, mut hard_state) = (0, HardState::default());
+        if hs_len < HARD_STATE_FILE_BYTES as u64 && !names.is_empty() {
+            // Segments are written only after an open that synced the whole file: a short
+            // one beside a log is damage, and resetting it could forget a vote.
+            return Err(WalError::Corruption(scan::Corruption {
+                file: hs_path.display().to_string(),
+                offset: hs_len,
+                index: 0,
+                reason: format!(
+                    "hard-state file is {hs_len} bytes, expected {HARD_STATE_FILE_BYTES}, \
+                     beside an existing log"
+                ),
+            }));
+        }
         if hs_len < HARD_STATE_FILE_BYTES as u64 {
             // New, or its creation was cut short by a crash (slots are written only after
             // the file is whole): both slots zero, durable before anything refers to it.
@@ -535,9 +548,9 @@ impl<D: Disk> Wal<D> {
         entries: &[Entry],
     ) -> Result<(), WalError> {
         self.check_fatal()?;
-        if !self.stalled.is_empty() {
+        if !self.stalled.is_empty() && !reset {
             // Nothing may overtake the stalled writes: a later Ready reported first would
-            // report them too (numbers are cumulative).
+            // report them too (numbers are cumulative). A reset discards them anyway.
             self.retry().await.map_err(|e| match e {
                 WalError::NoSpace(m) => WalError::Stalled(m),
                 e => e,
@@ -609,6 +622,7 @@ impl<D: Disk> Wal<D> {
             _ => false,
         };
         if due {
+            self.retry().await?;
             self.flush_buffer(None).await?;
         }
         Ok(())
@@ -618,6 +632,7 @@ impl<D: Disk> Wal<D> {
     /// state with the latest commit index too (clean shutdown).
     pub async fn sync_all(&mut self) -> Result<(), WalError> {
         self.check_fatal()?;
+        self.retry().await?;
         self.flush_buffer(None).await?;
         let hs = HardState {
             commit: self.commit,
@@ -744,6 +759,14 @@ impl<D: Disk> Wal<D> {
             self.base.0,
             self.last_index
         );
+        if first <= self.disk_last {
+            // What is written from `first` on no longer counts as this log's, even if the
+            // truncating batch has to wait for space.
+            for f in self.flights.iter_mut() {
+                f.last_index = f.last_index.min(first - 1);
+            }
+            self.persisted_index = self.persisted_index.min(first - 1);
+        }
         let l = entries.last().expect("non-empty");
         self.last_index = l.index;
         self.last_term = l.term;
@@ -787,16 +810,16 @@ impl<D: Disk> Wal<D> {
 
     /// Hands the buffer to flush workers; `ready` is reported after its last batch.
     async fn flush_buffer(&mut self, ready: Option<u64>) -> Result<(), WalError> {
+        if !self.stalled.is_empty() {
+            return Err(WalError::Stalled(
+                "earlier writes wait for space; call retry first".into(),
+            ));
+        }
         if self.buffer.is_empty() {
             if let Some(n) = ready {
                 self.report_when_previous_done(n);
             }
             return Ok(());
-        }
-        if !self.stalled.is_empty() {
-            return Err(WalError::Stalled(
-                "earlier writes wait for space; the buffer stays in memory".into(),
-            ));
         }
         let entries = std::mem::take(&mut self.buffer);
         self.buffer_since = None;
@@ -934,7 +957,7 @@ impl<D: Disk> Wal<D> {
             .collect();
         // Bookkeeping first (create_segment records the batch's location); restored if the
         // segment cannot be created, so a NoSpace retry starts from the same state.
-        let saved = (self.locs.clone(), self.persisted_index);
+        let saved = self.locs.clone();
         self.persisted_index = self.persisted_index.min(first - 1);
         while self.locs.back().is_some_and(|l| l.first_index >= first) {
             self.locs.pop_back();
@@ -946,7 +969,7 @@ impl<D: Disk> Wal<D> {
             }
         }
         if let Err(e) = self.create_segment(first, Some(batch)).await {
-            (self.locs, self.persisted_index) = saved;
+            self.locs = saved;
             return Err(e);
         }
         self.segment_names.retain(|&n| n < first);
@@ -1153,8 +1176,12 @@ impl<D: Disk> Wal<D> {
             self.buffer_since = None;
             self.stalled.clear();
         } else {
-            // The log suffix after the snapshot is kept, buffered entries included.
-            self.flush_buffer(None).await?;
+            // The log suffix after the snapshot is kept, buffered entries included. If they
+            // cannot be written, nothing of this Ready has been taken yet: say so.
+            self.flush_buffer(None).await.map_err(|e| match e {
+                WalError::NoSpace(m) => WalError::Stalled(m),
+                e => e,
+            })?;
         }
         self.drain().await?;
         let base = snapshot.unwrap_or((0, 0));
