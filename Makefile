@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help build test lint fmt bench-raft bench-wal sim start-cluster clean
+.PHONY: help build test lint fmt bench-raft bench-wal soak-wal sim start-cluster clean
 
 # Extra cargo features for built binaries, e.g. `CARGO_FEATURES=crash-sim` (power-cut WAL).
 CARGO_FEATURES ?=
@@ -19,6 +19,7 @@ help:
 	@echo "make lint           fmt check and clippy only"
 	@echo "make bench-raft     proposals/s through a 3-node in-memory cluster of the Raft core"
 	@echo "make bench-wal      WAL appends/s and sync latency beside raw O_DIRECT+fdatasync"
+	@echo "make soak-wal       the WAL power-cut property test with WAL_SEEDS seeds (default 4000)"
 	@echo "make sim SEEDS=N    N seeds of the deterministic simulator, then every negative control"
 	@echo "make sim SEED=S     replay one seed and print its trace (CONTROL=Name for a control run)"
 
@@ -42,6 +43,11 @@ bench-raft:
 
 bench-wal:
 	$(CARGO) bench --bench wal
+
+# The WAL power-cut property test with more seeds than `make test` runs (300).
+WAL_SEEDS ?= 4000
+soak-wal:
+	WAL_SEEDS=$(WAL_SEEDS) $(CARGO) test --release --test wal random_operations -- --nocapture
 
 sim:
 ifneq ($(SEED),)
