@@ -131,12 +131,16 @@ fn random_operations_with_power_cuts_recover_exactly_what_was_persisted() {
         // `WAL_SEEDS=N` for a longer soak; `make test` runs 300.
         Err(_) => (0..std::env::var("WAL_SEEDS").map_or(300, |n| n.parse().unwrap())).collect(),
     };
-    let (mut torn, mut torn_with_later) = (0, 0);
-    for seed in seeds {
-        let (t, l) = run(move || async move { random_ops_seed(seed).await });
-        torn += t;
-        torn_with_later += l;
-    }
+    // One executor for all seeds (each executor holds rings and file descriptors).
+    let (torn, torn_with_later) = run(move || async move {
+        let (mut torn, mut torn_with_later) = (0, 0);
+        for seed in seeds {
+            let (t, l) = random_ops_seed(seed).await;
+            torn += t;
+            torn_with_later += l;
+        }
+        (torn, torn_with_later)
+    });
     eprintln!("torn tails cut: {torn}, with intact batches after the damage: {torn_with_later}");
 }
 
