@@ -3,6 +3,7 @@
 //! Layout (see ARCHITECTURE.md): `raft` is the pure consensus core; `wal`, `net` and
 //! `shard` are the I/O-owning parts that drive it.
 
+pub mod config;
 pub mod net;
 pub mod raft;
 pub mod shard;

@@ -1,5 +1,6 @@
-//! The `ringkv` binary: `ringkv wal check|dump DIR` today; the server (`ringkv serve`) and
-//! the client commands arrive with the node issue, and until then `serve` says so.
+//! The `ringkv` binary: `ringkv wal check|dump DIR` and `ringkv config check [FILE]` today;
+//! the server (`ringkv serve`) and the client commands arrive with the node issue, and until
+//! then `serve` says so.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,8 +21,22 @@ enum Cmd {
         #[command(subcommand)]
         cmd: WalCmd,
     },
+    /// Validate a node configuration file.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
     /// Run a node (not built yet: see the node issue).
     Serve,
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Parse and validate; exit 0 when valid, 1 naming the key and the reason otherwise.
+    Check {
+        /// The file (default: $CONFIG_PATH, with or without `.toml`).
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -48,6 +63,32 @@ fn main() -> ExitCode {
             };
             print!("{}", r.text);
             ExitCode::from(r.exit_code as u8)
+        }
+        Cmd::Config {
+            cmd: ConfigCmd::Check { file },
+        } => {
+            let Some(path) = file.or_else(ringkv::config::path_from_env) else {
+                eprintln!("ringkv config check: give a file or set CONFIG_PATH");
+                return ExitCode::from(2);
+            };
+            match ringkv::config::NodeConfig::load(&path) {
+                Ok(c) => {
+                    println!(
+                        "{}: valid: node {} on {}, {} members, {:?}, data in {}",
+                        path.display(),
+                        c.cluster.node_id,
+                        c.cluster.listen_address,
+                        c.cluster.initial_cluster.len(),
+                        c.raft.persistence.strategy,
+                        c.data_dir().display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Cmd::Serve => {
             eprintln!(

@@ -1,0 +1,720 @@
+//! Node configuration: the TOML file (`config/n1.toml` ...) parsed into typed, validated
+//! settings, and turned into the Raft core's `Config` and the WAL's `WalOptions`.
+//!
+//! Owns parsing and validation only; read once at start-up on the main thread, before any
+//! executor starts. Must not touch the network, the data directory or the executors.
+//!
+//! Every key is known: an unknown key is an error naming its path, never ignored. Every
+//! invalid value is an error naming its key path (`raft.read_consistency.lease_duration_ms`)
+//! and the reason. Defaults are documented in `config/README.md`.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::raft::{self, NodeId, Persistence, ReadPolicy};
+use crate::wal::{MemFirstPolicy, WalOptions};
+
+/// A configuration problem: the file, the key path and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// Dotted key path (`cluster.initial_cluster[1].id`); empty for a syntax error.
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub cluster: Cluster,
+    #[serde(default)]
+    pub raft: RaftSection,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub runtime: Runtime,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub node_id: NodeId,
+    /// Peers, HTTP and native clients, on one port.
+    pub listen_address: String,
+    pub initial_cluster: Vec<Member>,
+    /// Shared secret peers present in their handshake, and part of the cluster id.
+    #[serde(default)]
+    pub cluster_token: String,
+    /// Default `db/<node_id>`.
+    pub data_dir: Option<PathBuf>,
+    /// Default `logs/<node_id>`.
+    pub log_dir: Option<PathBuf>,
+    /// Prometheus `/metrics` and the console's data; none when absent.
+    pub metrics_address: Option<String>,
+}
+
+/// A role or status given as the seed's numeric code or as a readable name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Code {
+    Number(i64),
+    Name(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub id: NodeId,
+    pub address: String,
+    /// 1 / "follower" (a voter) or 3 / "learner".
+    pub role: Code,
+    /// 2 / "active"; learners may also start 0 / "joining" or 1 / "syncing".
+    pub status: Code,
+}
+
+/// What an `initial_cluster` entry means once decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberRole {
+    Voter,
+    Learner,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSection {
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    /// Granularity of the core's clock (it counts ticks).
+    pub tick_interval_ms: u64,
+    /// Bound on clock-rate error between nodes, parts per million.
+    pub clock_drift_ppm_max: u32,
+    /// How long a client request may wait (for a leader, a quorum, its commit).
+    pub request_timeout_ms: u64,
+    pub read_consistency: ReadConsistency,
+    pub persistence: PersistenceSection,
+    pub replication: Replication,
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        Self {
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
+            heartbeat_interval_ms: 100,
+            tick_interval_ms: 10,
+            clock_drift_ppm_max: 50_000,
+            request_timeout_ms: 3000,
+            read_consistency: ReadConsistency::default(),
+            persistence: PersistenceSection::default(),
+            replication: Replication::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum DefaultPolicy {
+    LeaseRead,
+    LinearizableRead,
+    EventualConsistency,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadConsistency {
+    pub default_policy: DefaultPolicy,
+    pub lease_duration_ms: u64,
+}
+
+impl Default for ReadConsistency {
+    fn default() -> Self {
+        Self {
+            default_policy: DefaultPolicy::LeaseRead,
+            lease_duration_ms: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Strategy {
+    DiskFirst,
+    MemFirst,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum FlushPolicy {
+    /// Flush when `threshold` entries are buffered or `interval_ms` has passed.
+    Batch { threshold: usize, interval_ms: u64 },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersistenceSection {
+    pub strategy: Strategy,
+    /// MemFirst only (refused with DiskFirst, where it would mean nothing).
+    pub flush_policy: Option<FlushPolicy>,
+    /// MemFirst only: beyond this many buffered entries, new writes wait.
+    pub max_buffered_entries: Option<usize>,
+    pub flush_workers: usize,
+    pub segment_bytes_max: u64,
+    pub batch_bytes_max: usize,
+    /// Snapshots kept on disk.
+    pub snapshots_kept: usize,
+}
+
+impl Default for PersistenceSection {
+    fn default() -> Self {
+        let w = WalOptions::new("");
+        Self {
+            strategy: Strategy::DiskFirst,
+            flush_policy: None,
+            max_buffered_entries: None,
+            flush_workers: w.flush_workers,
+            segment_bytes_max: w.segment_bytes_max,
+            batch_bytes_max: w.batch_bytes_max,
+            snapshots_kept: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Replication {
+    /// Entries per AppendEntries message.
+    pub append_entries_max: usize,
+    /// Payload bytes per AppendEntries message.
+    pub append_bytes_max: usize,
+    /// AppendEntries in flight per follower.
+    pub inflight_appends_max: usize,
+    /// How long the leader may wait to fill a batch (0: send at once).
+    pub batch_delay_ms: u64,
+    /// Proposals are refused beyond this many uncommitted entries.
+    pub uncommitted_entries_max: usize,
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        let c = raft::Config::new(1);
+        Self {
+            append_entries_max: c.append_entries_max,
+            append_bytes_max: c.append_bytes_max,
+            inflight_appends_max: c.inflight_appends_max,
+            batch_delay_ms: 0,
+            uncommitted_entries_max: c.uncommitted_entries_max,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub key_bytes_max: usize,
+    pub value_bytes_max: usize,
+    /// The key-value state of one node (all shards together).
+    pub state_bytes_max: u64,
+    /// A peer or client frame; larger ones are refused before allocating.
+    pub frame_bytes_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            key_bytes_max: 4096,
+            value_bytes_max: 1536 << 10,
+            state_bytes_max: 4 << 30,
+            frame_bytes_max: 8 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// CPUs to pin executors to (one executor per CPU).
+    pub cores: Vec<usize>,
+    /// The CPU (one of `cores`) of the raft core's executor.
+    pub raft_core: usize,
+    /// Spin this long before parking an idle executor (0: never spin; burns a core).
+    pub spin_before_park_us: u64,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self {
+            cores: vec![0, 1],
+            raft_core: 0,
+            spin_before_park_us: 0,
+        }
+    }
+}
+
+/// The file named by `CONFIG_PATH` (with or without `.toml`), as the seed uses it.
+pub fn path_from_env() -> Option<PathBuf> {
+    let p = std::env::var_os("CONFIG_PATH")?;
+    let p = PathBuf::from(p);
+    if p.extension().is_some_and(|e| e == "toml") || p.exists() {
+        Some(p)
+    } else {
+        Some(p.with_extension("toml"))
+    }
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: String::new(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parses and validates `text` (`file` names it in errors).
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let cfg: NodeConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner
+                .span()
+                .map(|r| text[..r.start.min(text.len())].matches('\n').count() + 1);
+            let reason = inner.message().trim().replace('\n', " ");
+            ConfigError {
+                file: file.to_string(),
+                key: if key == "." { String::new() } else { key },
+                reason: match line {
+                    Some(l) => format!("{reason} (line {l})"),
+                    None => reason,
+                },
+            }
+        })?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.cluster
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("db/{}", self.cluster.node_id)))
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.cluster
+            .log_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("logs/{}", self.cluster.node_id)))
+    }
+
+    /// Decoded `initial_cluster`: (id, address, role).
+    pub fn members(&self) -> Vec<(NodeId, SocketAddr, MemberRole)> {
+        self.cluster
+            .initial_cluster
+            .iter()
+            .map(|m| {
+                (
+                    m.id,
+                    m.address.parse().expect("validated"),
+                    member_role(&m.role, &m.status, "").expect("validated"),
+                )
+            })
+            .collect()
+    }
+
+    pub fn default_read_policy(&self) -> ReadPolicy {
+        match self.raft.read_consistency.default_policy {
+            DefaultPolicy::LeaseRead => ReadPolicy::Lease,
+            DefaultPolicy::LinearizableRead => ReadPolicy::Linearizable,
+            DefaultPolicy::EventualConsistency => ReadPolicy::Eventual,
+        }
+    }
+
+    /// The Raft core's settings (milliseconds become ticks).
+    pub fn raft_config(&self) -> raft::Config {
+        let r = &self.raft;
+        let ticks = |ms: u64| (ms / r.tick_interval_ms) as u32;
+        let mut c = raft::Config::new(self.cluster.node_id);
+        c.election_timeout_min_ticks = ticks(r.election_timeout_min_ms);
+        c.election_timeout_max_ticks = ticks(r.election_timeout_max_ms);
+        c.heartbeat_interval_ticks = ticks(r.heartbeat_interval_ms);
+        c.tick_interval_ns = r.tick_interval_ms * 1_000_000;
+        c.lease_duration_ns = r.read_consistency.lease_duration_ms * 1_000_000;
+        c.clock_drift_ppm_max = r.clock_drift_ppm_max;
+        c.append_entries_max = r.replication.append_entries_max;
+        c.append_bytes_max = r.replication.append_bytes_max;
+        c.inflight_appends_max = r.replication.inflight_appends_max;
+        c.uncommitted_entries_max = r.replication.uncommitted_entries_max;
+        c.persistence = match r.persistence.strategy {
+            Strategy::DiskFirst => Persistence::DiskFirst,
+            Strategy::MemFirst => Persistence::MemFirst,
+        };
+        c
+    }
+
+    /// The WAL's settings.
+    pub fn wal_options(&self) -> WalOptions {
+        let p = &self.raft.persistence;
+        WalOptions {
+            segment_bytes_max: p.segment_bytes_max,
+            batch_bytes_max: p.batch_bytes_max,
+            flush_workers: p.flush_workers,
+            mem_first: match (&p.strategy, &p.flush_policy) {
+                (
+                    Strategy::MemFirst,
+                    Some(FlushPolicy::Batch {
+                        threshold,
+                        interval_ms,
+                    }),
+                ) => Some(MemFirstPolicy {
+                    flush_threshold_entries: *threshold,
+                    flush_interval_ms: *interval_ms,
+                    buffered_entries_max: p.max_buffered_entries.unwrap_or(10_000),
+                }),
+                _ => None,
+            },
+            ..WalOptions::new(self.data_dir())
+        }
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, reason: String| {
+            Err(ConfigError {
+                file: file.to_string(),
+                key: key.to_string(),
+                reason,
+            })
+        };
+        let c = &self.cluster;
+        if c.node_id == 0 {
+            return err("cluster.node_id", "0 is reserved; ids start at 1".into());
+        }
+        let listen: SocketAddr = match c.listen_address.parse() {
+            Ok(a) => a,
+            Err(e) => {
+                return err(
+                    "cluster.listen_address",
+                    format!(
+                        "{:?} is not an address like 127.0.0.1:9081 ({e})",
+                        c.listen_address
+                    ),
+                );
+            }
+        };
+        if let Some(m) = &c.metrics_address
+            && let Err(e) = m.parse::<SocketAddr>()
+        {
+            return err(
+                "cluster.metrics_address",
+                format!("{m:?} is not an address like 127.0.0.1:8081 ({e})"),
+            );
+        }
+        if c.initial_cluster.is_empty() {
+            return err("cluster.initial_cluster", "lists no member".into());
+        }
+        let mut ids = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
+        let mut voters = 0;
+        for (i, m) in c.initial_cluster.iter().enumerate() {
+            let key = |k: &str| format!("cluster.initial_cluster[{i}].{k}");
+            if m.id == 0 {
+                return err(&key("id"), "0 is reserved; ids start at 1".into());
+            }
+            if !ids.insert(m.id) {
+                return err(&key("id"), format!("id {} appears twice", m.id));
+            }
+            let a: SocketAddr = match m.address.parse() {
+                Ok(a) => a,
+                Err(e) => {
+                    return err(
+                        &key("address"),
+                        format!(
+                            "{:?} is not an address like 127.0.0.1:9081 ({e})",
+                            m.address
+                        ),
+                    );
+                }
+            };
+            if !addrs.insert(a) {
+                return err(&key("address"), format!("{a} appears twice"));
+            }
+            let role = member_role(&m.role, &m.status, &format!("cluster.initial_cluster[{i}]"))
+                .map_err(|(k, reason)| ConfigError {
+                    file: file.to_string(),
+                    key: k,
+                    reason,
+                })?;
+            voters += (role == MemberRole::Voter) as usize;
+            if m.id == c.node_id && a.port() != listen.port() {
+                return err(
+                    &key("address"),
+                    format!(
+                        "this node's own entry has port {}, but cluster.listen_address has port {}",
+                        a.port(),
+                        listen.port()
+                    ),
+                );
+            }
+        }
+        if !ids.contains(&c.node_id) {
+            return err(
+                "cluster.node_id",
+                format!(
+                    "{} is not in cluster.initial_cluster (ids {:?}); a node joining later \
+                     still lists itself, as a learner",
+                    c.node_id, ids
+                ),
+            );
+        }
+        if voters == 0 {
+            return err(
+                "cluster.initial_cluster",
+                "has no voter (role = 1 / \"follower\")".into(),
+            );
+        }
+
+        let r = &self.raft;
+        if r.tick_interval_ms == 0 {
+            return err("raft.tick_interval_ms", "must be at least 1".into());
+        }
+        for (k, v) in [
+            ("raft.election_timeout_min_ms", r.election_timeout_min_ms),
+            ("raft.election_timeout_max_ms", r.election_timeout_max_ms),
+            ("raft.heartbeat_interval_ms", r.heartbeat_interval_ms),
+        ] {
+            if v == 0 || v % r.tick_interval_ms != 0 {
+                return err(
+                    k,
+                    format!(
+                        "{v} must be a positive multiple of raft.tick_interval_ms ({})",
+                        r.tick_interval_ms
+                    ),
+                );
+            }
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            return err(
+                "raft.election_timeout_max_ms",
+                format!(
+                    "{} must exceed raft.election_timeout_min_ms ({})",
+                    r.election_timeout_max_ms, r.election_timeout_min_ms
+                ),
+            );
+        }
+        if r.clock_drift_ppm_max >= 1_000_000 {
+            return err(
+                "raft.clock_drift_ppm_max",
+                format!("{} must be below 1000000 (100%)", r.clock_drift_ppm_max),
+            );
+        }
+        let lease = r.read_consistency.lease_duration_ms;
+        let keep = 1_000_000 - r.clock_drift_ppm_max as u64;
+        let bound_ns = (r.election_timeout_min_ms * 1_000_000 * keep / 1_000_000)
+            .min((r.election_timeout_min_ms - r.tick_interval_ms) * 1_000_000);
+        if lease * 1_000_000 >= bound_ns {
+            return err(
+                "raft.read_consistency.lease_duration_ms",
+                format!(
+                    "{lease} ms must be shorter than raft.election_timeout_min_ms ({}) minus the \
+                     clock drift bound ({} ppm) and minus one tick: below {:.1} ms",
+                    r.election_timeout_min_ms,
+                    r.clock_drift_ppm_max,
+                    bound_ns as f64 / 1e6
+                ),
+            );
+        }
+        if r.heartbeat_interval_ms * 2 > lease {
+            return err(
+                "raft.heartbeat_interval_ms",
+                format!(
+                    "{} ms must be at most half of raft.read_consistency.lease_duration_ms ({lease})",
+                    r.heartbeat_interval_ms
+                ),
+            );
+        }
+        if r.request_timeout_ms == 0 {
+            return err("raft.request_timeout_ms", "must be at least 1".into());
+        }
+        let p = &r.persistence;
+        match (p.strategy, &p.flush_policy) {
+            (Strategy::MemFirst, None) => {
+                return err(
+                    "raft.persistence.flush_policy",
+                    "MemFirst needs a flush policy, e.g. { Batch = { threshold = 100, \
+                     interval_ms = 20 } }"
+                        .into(),
+                );
+            }
+            (Strategy::DiskFirst, Some(_)) => {
+                return err(
+                    "raft.persistence.flush_policy",
+                    "applies only to strategy = \"MemFirst\"; DiskFirst writes every batch \
+                     before acknowledging it"
+                        .into(),
+                );
+            }
+            (Strategy::DiskFirst, None) if p.max_buffered_entries.is_some() => {
+                return err(
+                    "raft.persistence.max_buffered_entries",
+                    "applies only to strategy = \"MemFirst\"".into(),
+                );
+            }
+            (
+                Strategy::MemFirst,
+                Some(FlushPolicy::Batch {
+                    threshold,
+                    interval_ms,
+                }),
+            ) => {
+                if *threshold == 0 {
+                    return err(
+                        "raft.persistence.flush_policy.Batch.threshold",
+                        "must be at least 1".into(),
+                    );
+                }
+                if *interval_ms == 0 {
+                    return err(
+                        "raft.persistence.flush_policy.Batch.interval_ms",
+                        "must be at least 1".into(),
+                    );
+                }
+                let max = p.max_buffered_entries.unwrap_or(10_000);
+                if max < *threshold {
+                    return err(
+                        "raft.persistence.max_buffered_entries",
+                        format!(
+                            "{max} must be at least flush_policy.Batch.threshold ({threshold})"
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+        if let Err(reason) = self.wal_options().validate() {
+            return err("raft.persistence", reason);
+        }
+        let l = &self.limits;
+        for (k, v) in [
+            ("limits.key_bytes_max", l.key_bytes_max),
+            ("limits.value_bytes_max", l.value_bytes_max),
+            ("limits.frame_bytes_max", l.frame_bytes_max),
+        ] {
+            if v == 0 {
+                return err(k, "must be at least 1".into());
+            }
+        }
+        if l.state_bytes_max == 0 {
+            return err("limits.state_bytes_max", "must be at least 1".into());
+        }
+        // One write must fit in one WAL batch and one frame (with room for the envelope).
+        let entry_max = self.wal_options().entry_bytes_max();
+        let write_max = l.key_bytes_max + l.value_bytes_max + 64;
+        if write_max > entry_max {
+            return err(
+                "limits.value_bytes_max",
+                format!(
+                    "a write of key_bytes_max + value_bytes_max ({write_max} bytes with its \
+                     envelope) must fit one WAL batch: raise raft.persistence.batch_bytes_max \
+                     (room for {entry_max})"
+                ),
+            );
+        }
+        if write_max + 1024 > l.frame_bytes_max {
+            return err(
+                "limits.frame_bytes_max",
+                format!(
+                    "{} must hold the largest write ({write_max} bytes) plus its frame",
+                    l.frame_bytes_max
+                ),
+            );
+        }
+        let rt = &self.runtime;
+        if rt.cores.is_empty() {
+            return err("runtime.cores", "lists no CPU".into());
+        }
+        if rt.cores.iter().collect::<BTreeSet<_>>().len() != rt.cores.len() {
+            return err("runtime.cores", format!("{:?} lists a CPU twice", rt.cores));
+        }
+        if !rt.cores.contains(&rt.raft_core) {
+            return err(
+                "runtime.raft_core",
+                format!(
+                    "{} is not one of runtime.cores {:?}",
+                    rt.raft_core, rt.cores
+                ),
+            );
+        }
+        // The core's own rules, as a backstop, named in this file's terms.
+        if let Err(e) = self.raft_config().validate() {
+            let key = match e.key {
+                "append_entries_max" => "raft.replication.append_entries_max",
+                "append_bytes_max" => "raft.replication.append_bytes_max",
+                "inflight_appends_max" => "raft.replication.inflight_appends_max",
+                "uncommitted_entries_max" => "raft.replication.uncommitted_entries_max",
+                "lease_duration_ns" => "raft.read_consistency.lease_duration_ms",
+                _ => "raft",
+            };
+            return err(key, e.to_string());
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a member's role and status (seed codes or names). Errors carry the key path.
+fn member_role(role: &Code, status: &Code, at: &str) -> Result<MemberRole, (String, String)> {
+    let name = |c: &Code| match c {
+        Code::Number(n) => n.to_string(),
+        Code::Name(s) => s.to_ascii_lowercase(),
+    };
+    let r = match name(role).as_str() {
+        "1" | "follower" | "voter" => MemberRole::Voter,
+        "3" | "learner" => MemberRole::Learner,
+        "0" | "leader" | "2" | "candidate" => {
+            return Err((
+                format!("{at}.role"),
+                "a node cannot start as leader (0) or candidate (2): use 1 / \"follower\" or \
+                 3 / \"learner\""
+                    .into(),
+            ));
+        }
+        other => {
+            return Err((
+                format!("{at}.role"),
+                format!("{other:?} is not a role: use 1 / \"follower\" or 3 / \"learner\""),
+            ));
+        }
+    };
+    match (name(status).as_str(), r) {
+        ("2" | "active", _) => Ok(r),
+        ("0" | "joining" | "1" | "syncing", MemberRole::Learner) => Ok(r),
+        ("0" | "joining" | "1" | "syncing", MemberRole::Voter) => Err((
+            format!("{at}.status"),
+            "a voter starts active (2 / \"active\"); joining and syncing are for learners".into(),
+        )),
+        (other, _) => Err((
+            format!("{at}.status"),
+            format!(
+                "{other:?} is not a status: use 2 / \"active\", or for a learner 0 / \
+                 \"joining\" or 1 / \"syncing\""
+            ),
+        )),
+    }
+}
