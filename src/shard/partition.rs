@@ -1,0 +1,215 @@
+//! One shard's partition of the key space, its applied watermark, and snapshot encoding.
+//!
+//! Owned by one shard executor; single-threaded. Must not touch the log or the network.
+//! Keys route to shards by CRC32C of the key, so the mapping is stable across restarts and
+//! versions; snapshots hold keys regardless of shard count, so a node restarted with a
+//! different number of cores re-splits them on load.
+
+use std::collections::HashMap;
+
+use bytes::{Buf, BufMut, Bytes};
+
+use crate::raft::{Entry, EntryKind, Index};
+
+use super::command::{Command, CommandError};
+
+/// The shard owning `key` among `shards`.
+pub fn route(key: &[u8], shards: usize) -> usize {
+    assert!(shards > 0, "no shard");
+    crc32c::crc32c(key) as usize % shards
+}
+
+/// Bytes a key-value pair counts for against `state_bytes_max`.
+pub fn pair_bytes(key: &[u8], value: &[u8]) -> u64 {
+    (key.len() + value.len() + 48) as u64
+}
+
+/// A stored value and the index of the write that last changed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Value {
+    pub value: Bytes,
+    pub revision: Index,
+}
+
+/// What applying one entry did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The key now holds the value, at this revision (the entry's index).
+    Put { revision: Index },
+    /// The key is gone (`existed`: it was there).
+    Deleted { existed: bool },
+    /// Not a client write (no-op or membership entry).
+    Internal,
+}
+
+#[derive(Debug)]
+pub struct Partition {
+    shard: usize,
+    shards: usize,
+    map: HashMap<Bytes, Value>,
+    /// Every entry up to here has been applied (or belonged to another shard).
+    applied: Index,
+    bytes: u64,
+}
+
+impl Partition {
+    pub fn new(shard: usize, shards: usize) -> Self {
+        assert!(shard < shards);
+        Self {
+            shard,
+            shards,
+            map: HashMap::new(),
+            applied: 0,
+            bytes: 0,
+        }
+    }
+
+    pub fn applied(&self) -> Index {
+        self.applied
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Bytes of state held (keys, values, per-pair overhead).
+    pub fn state_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&Value> {
+        self.map.get(key)
+    }
+
+    /// Entries of other shards (or none) up to `index` are done: moves the watermark.
+    pub fn advance(&mut self, index: Index) {
+        self.applied = self.applied.max(index);
+    }
+
+    /// Applies a committed entry that routes here. Entries arrive in index order; a
+    /// payload that is not a command is a bug upstream (the leader encodes every one).
+    pub fn apply(&mut self, e: &Entry) -> Result<Applied, CommandError> {
+        assert!(
+            e.index > self.applied,
+            "entry {} applied twice (watermark {})",
+            e.index,
+            self.applied
+        );
+        self.applied = e.index;
+        if e.kind != EntryKind::Normal {
+            return Ok(Applied::Internal);
+        }
+        let cmd = Command::decode(&e.data)?;
+        debug_assert_eq!(route(cmd.key(), self.shards), self.shard, "misrouted entry");
+        Ok(match cmd {
+            Command::Put { key, value } => {
+                let add = pair_bytes(&key, &value);
+                if let Some(old) = self.map.insert(
+                    key.clone(),
+                    Value {
+                        value,
+                        revision: e.index,
+                    },
+                ) {
+                    self.bytes -= pair_bytes(&key, &old.value);
+                }
+                self.bytes += add;
+                Applied::Put { revision: e.index }
+            }
+            Command::Delete { key } => match self.map.remove(&key) {
+                Some(old) => {
+                    self.bytes -= pair_bytes(&key, &old.value);
+                    Applied::Deleted { existed: true }
+                }
+                None => Applied::Deleted { existed: false },
+            },
+        })
+    }
+
+    /// Appends this partition's pairs to a snapshot body (see `Snapshot`).
+    pub fn encode_pairs(&self, out: &mut Vec<u8>) -> u64 {
+        for (k, v) in &self.map {
+            out.put_u32_le(k.len() as u32);
+            out.put_slice(k);
+            out.put_u32_le(v.value.len() as u32);
+            out.put_slice(&v.value);
+            out.put_u64_le(v.revision);
+        }
+        self.map.len() as u64
+    }
+}
+
+/// The whole key-value state at one index, independent of the shard count:
+/// `[version u8 = 1][applied u64][pairs u64]{[klen u32][key][vlen u32][value][revision u64]}`.
+#[derive(Debug)]
+pub struct Snapshot;
+
+impl Snapshot {
+    /// Encodes every partition (all taken at the same applied index).
+    pub fn encode(parts: &[&Partition]) -> Vec<u8> {
+        let applied = parts.first().map_or(0, |p| p.applied);
+        assert!(
+            parts.iter().all(|p| p.applied == applied),
+            "partitions at different indexes"
+        );
+        let mut out = Vec::new();
+        out.put_u8(1);
+        out.put_u64_le(applied);
+        out.put_u64_le(0);
+        let mut n = 0;
+        for p in parts {
+            n += p.encode_pairs(&mut out);
+        }
+        out[9..17].copy_from_slice(&n.to_le_bytes());
+        out
+    }
+
+    /// The partition of shard `shard` of `shards` from a snapshot body.
+    pub fn decode(data: &[u8], shard: usize, shards: usize) -> Result<Partition, String> {
+        let mut b = data;
+        if b.remaining() < 17 || b.get_u8() != 1 {
+            return Err("snapshot body has no version-1 header".into());
+        }
+        let applied = b.get_u64_le();
+        let n = b.get_u64_le();
+        let mut p = Partition::new(shard, shards);
+        p.applied = applied;
+        for i in 0..n {
+            let mut take = |what: &str| -> Result<Bytes, String> {
+                if b.remaining() < 4 {
+                    return Err(format!("pair {i}: {what} length cut off"));
+                }
+                let len = b.get_u32_le() as usize;
+                if b.remaining() < len {
+                    return Err(format!("pair {i}: {what} of {len} bytes runs past the end"));
+                }
+                let v = Bytes::copy_from_slice(&b[..len]);
+                b.advance(len);
+                Ok(v)
+            };
+            let key = take("key")?;
+            let value = take("value")?;
+            if b.remaining() < 8 {
+                return Err(format!("pair {i}: revision cut off"));
+            }
+            let revision = b.get_u64_le();
+            if revision > applied {
+                return Err(format!(
+                    "pair {i}: revision {revision} after the snapshot index {applied}"
+                ));
+            }
+            if route(&key, shards) == shard {
+                p.bytes += pair_bytes(&key, &value);
+                p.map.insert(key, Value { value, revision });
+            }
+        }
+        if b.has_remaining() {
+            return Err("trailing bytes after the last pair".into());
+        }
+        Ok(p)
+    }
+}
