@@ -1,4 +1,13 @@
-//! Client and peer networking (not built yet; see the node issue).
+//! Client and peer networking.
 //!
-//! Will own connections and framing on each pinned executor. Must not touch the Raft core
-//! or a shard's state directly: it hands requests on through bounded channels.
+//! Owns connections and framing on each pinned executor (the connection tasks arrive with
+//! the node). Must not touch the Raft core or a shard's state directly: it hands requests
+//! on through bounded channels.
+//!
+//! - `frame`: the 16-byte frame header (magic, version, kind, length, CRC32C), checked
+//!   before a body is read.
+//! - `wire`: Raft messages as rkyv archives, validated in place, payloads sliced from the
+//!   receive buffer.
+
+pub mod frame;
+pub mod wire;
