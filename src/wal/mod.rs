@@ -15,11 +15,13 @@
 //! - `log`: the writer and recovery (`Wal`).
 //! - `snapshot`: snapshot files.
 //! - `inspect`: `ringkv wal check` and `ringkv wal dump` (read-only, std I/O).
+//! - `meta`: the node and cluster ids of the data directory (start-up only, std I/O).
 
 pub mod disk;
 pub mod format;
 pub mod inspect;
 mod log;
+pub mod meta;
 pub mod scan;
 pub mod snapshot;
 
