@@ -445,3 +445,34 @@ fn cli_config_check_reports_and_honours_config_path() {
         "{err}"
     );
 }
+
+/// Random edits of a valid file never panic the parser or validator: each is accepted or
+/// refused with a reason.
+#[test]
+fn mangled_files_are_refused_not_panicked_on() {
+    let mut rng = ringkv::raft::SplitMix64::new(3);
+    let alphabet = b" =[]{}\"#.,\n0123456789abcdefxyz_-:";
+    let (mut ok, mut refused) = (0, 0);
+    for _ in 0..5000 {
+        let mut b = BASE.as_bytes().to_vec();
+        for _ in 0..1 + rng.below(3) {
+            let at = rng.below(b.len() as u64) as usize;
+            match rng.below(3) {
+                0 => b[at] = alphabet[rng.below(alphabet.len() as u64) as usize],
+                1 => {
+                    b.remove(at);
+                }
+                _ => b.insert(at, alphabet[rng.below(alphabet.len() as u64) as usize]),
+            }
+        }
+        let text = String::from_utf8_lossy(&b);
+        match NodeConfig::parse(&text, "n.toml") {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert!(!e.reason.is_empty());
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 2500, "ok {ok} refused {refused}");
+}
