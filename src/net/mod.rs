@@ -7,9 +7,11 @@
 //! - `frame`: the 16-byte frame header (magic, version, kind, length, CRC32C), checked
 //!   before a body is read.
 //! - `http`: the curl API: request parsing with limits, routes, JSON replies.
+//! - `peer`: the peer transport (handshake, per-peer queues, reconnects) on glommio sockets.
 //! - `wire`: Raft messages as rkyv archives, validated in place, payloads sliced from the
 //!   receive buffer.
 
 pub mod frame;
 pub mod http;
+pub mod peer;
 pub mod wire;
