@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod net;
+pub mod node;
 pub mod raft;
 pub mod shard;
 pub mod sim;

@@ -1,6 +1,5 @@
-//! The `ringkv` binary: `ringkv wal check|dump DIR` and `ringkv config check [FILE]` today;
-//! the server (`ringkv serve`) and the client commands arrive with the node issue, and until
-//! then `serve` says so.
+//! The `ringkv` binary: `ringkv serve` (the node, first single-executor version),
+//! `ringkv config check [FILE]` and `ringkv wal check|dump DIR`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,8 +25,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
-    /// Run a node (not built yet: see the node issue).
-    Serve,
+    /// Run a node: `ringkv serve --config config/n1.toml` (or CONFIG_PATH=config/n1).
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -90,13 +92,26 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Serve => {
-            eprintln!(
-                "ringkv {}: the server is not built yet (node issue); only the Raft core and \
-                 the WAL exist",
-                env!("CARGO_PKG_VERSION")
-            );
-            ExitCode::from(2)
+        Cmd::Serve { config } => {
+            ringkv::node::init_logs();
+            let Some(path) = config.or_else(ringkv::config::path_from_env) else {
+                eprintln!("ringkv serve: give --config FILE or set CONFIG_PATH");
+                return ExitCode::from(2);
+            };
+            let cfg = match ringkv::config::NodeConfig::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match ringkv::node::serve(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ringkv serve ({}): {e}", path.display());
+                    ExitCode::from(1)
+                }
+            }
         }
     }
 }

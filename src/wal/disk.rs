@@ -90,6 +90,12 @@ impl DmaDisk {
     }
 }
 
+/// glommio resolves some paths against a directory descriptor, not the working
+/// directory: hand it absolute paths.
+fn abs(p: &Path) -> io::Result<PathBuf> {
+    std::path::absolute(p)
+}
+
 /// An aligned DMA buffer as a byte slice.
 pub struct DmaBuf(glommio::io::DmaBuffer);
 
@@ -135,6 +141,7 @@ impl Disk for DmaDisk {
     }
 
     async fn open(&self, path: &Path, create: bool) -> io::Result<DmaDiskFile> {
+        let path = &abs(path)?;
         let file = glommio::io::OpenOptions::new()
             .read(true)
             .write(true)
@@ -150,15 +157,19 @@ impl Disk for DmaDisk {
     }
 
     async fn remove(&self, path: &Path) -> io::Result<()> {
-        glommio::io::remove(path).await.map_err(io::Error::from)
+        glommio::io::remove(abs(path)?)
+            .await
+            .map_err(io::Error::from)
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        glommio::io::rename(from, to).await.map_err(io::Error::from)
+        glommio::io::rename(abs(from)?, abs(to)?)
+            .await
+            .map_err(io::Error::from)
     }
 
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let d = glommio::io::Directory::open(dir)
+        let d = glommio::io::Directory::open(abs(dir)?)
             .await
             .map_err(io::Error::from)?;
         d.sync().await.map_err(io::Error::from)?;
