@@ -760,12 +760,8 @@ impl<D: Disk> Wal<D> {
             self.last_index
         );
         if first <= self.disk_last {
-            // What is written from `first` on no longer counts as this log's, even if the
-            // truncating batch has to wait for space.
-            for f in self.flights.iter_mut() {
-                f.last_index = f.last_index.min(first - 1);
-            }
-            self.persisted_index = self.persisted_index.min(first - 1);
+            // Even if the truncating batch has to wait for space.
+            self.forget_durable_from(first);
         }
         let l = entries.last().expect("non-empty");
         self.last_index = l.index;
@@ -793,11 +789,7 @@ impl<D: Disk> Wal<D> {
             _ => self.buffer.clear(),
         }
         if first <= self.disk_last {
-            // What is written from `first` on no longer counts as this log's.
-            for f in self.flights.iter_mut() {
-                f.last_index = f.last_index.min(first - 1);
-            }
-            self.persisted_index = self.persisted_index.min(first - 1);
+            self.forget_durable_from(first);
         }
         if self.buffer.is_empty() {
             self.buffer_since = Some(Instant::now());
@@ -891,19 +883,8 @@ impl<D: Disk> Wal<D> {
         self.wait_for_worker().await;
         self.check_fatal()?;
         if truncate {
-            for f in self.flights.iter_mut() {
-                f.last_index = f.last_index.min(first - 1);
-            }
-            self.persisted_index = self.persisted_index.min(first - 1);
-            while self.locs.back().is_some_and(|l| l.first_index >= first) {
-                self.locs.pop_back();
-            }
-            if let Some(l) = self.locs.back_mut() {
-                let end = l.first_index + l.count as u64;
-                if end > first {
-                    l.count = (first - l.first_index) as u32;
-                }
-            }
+            self.forget_durable_from(first);
+            self.forget_locs_from(first);
         }
         let cur = self.cur.as_mut().expect("segment open");
         let mut buf = cur.file.alloc(len);
@@ -942,6 +923,27 @@ impl<D: Disk> Wal<D> {
         Ok(())
     }
 
+    /// What is written from `first` on no longer counts as this log's durable entries.
+    fn forget_durable_from(&mut self, first: Index) {
+        for f in self.flights.iter_mut() {
+            f.last_index = f.last_index.min(first - 1);
+        }
+        self.persisted_index = self.persisted_index.min(first - 1);
+    }
+
+    /// Batch locations from `first` on no longer hold live entries.
+    fn forget_locs_from(&mut self, first: Index) {
+        while self.locs.back().is_some_and(|l| l.first_index >= first) {
+            self.locs.pop_back();
+        }
+        if let Some(l) = self.locs.back_mut() {
+            let end = l.first_index + l.count as u64;
+            if end > first {
+                l.count = (first - l.first_index) as u32;
+            }
+        }
+    }
+
     /// See `write_batch`: a truncation below the current segment's first index.
     async fn write_truncating_segment(
         &mut self,
@@ -958,16 +960,8 @@ impl<D: Disk> Wal<D> {
         // Bookkeeping first (create_segment records the batch's location); restored if the
         // segment cannot be created, so a NoSpace retry starts from the same state.
         let saved = self.locs.clone();
-        self.persisted_index = self.persisted_index.min(first - 1);
-        while self.locs.back().is_some_and(|l| l.first_index >= first) {
-            self.locs.pop_back();
-        }
-        if let Some(l) = self.locs.back_mut() {
-            let end = l.first_index + l.count as u64;
-            if end > first {
-                l.count = (first - l.first_index) as u32;
-            }
-        }
+        self.forget_durable_from(first);
+        self.forget_locs_from(first);
         if let Err(e) = self.create_segment(first, Some(batch)).await {
             self.locs = saved;
             return Err(e);
