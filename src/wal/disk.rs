@@ -365,6 +365,15 @@ impl SimState {
         st.inodes.retain(|k, _| live.contains(k));
     }
 
+    /// ENOSPC if growing inode `ino` to `end` bytes would exceed the capacity.
+    fn ensure_room(&self, ino: u64, end: u64) -> io::Result<()> {
+        let grow = end.saturating_sub(self.inodes[&ino].current.len() as u64);
+        match self.capacity_bytes {
+            Some(cap) if self.used_bytes() + grow > cap => Err(no_space()),
+            _ => Ok(()),
+        }
+    }
+
     /// Counts one operation toward an armed crash; fires it when due.
     fn tick(&mut self) {
         if let Some((n, rng)) = &mut self.armed {
@@ -530,27 +539,27 @@ pub struct SimFile {
     epoch: u64,
 }
 
+/// The state, for a handle of process `epoch`: counts the operation toward an armed
+/// crash and fails if that process has crashed.
+fn live_state(st: &RefCell<SimState>, epoch: u64) -> io::Result<std::cell::RefMut<'_, SimState>> {
+    let mut st = st.borrow_mut();
+    st.tick();
+    if st.epoch != epoch {
+        return Err(crashed());
+    }
+    Ok(st)
+}
+
 impl SimDisk {
     fn live(&self) -> io::Result<std::cell::RefMut<'_, SimState>> {
-        let mut st = self.st.borrow_mut();
-        st.tick();
-        if st.epoch != self.epoch {
-            return Err(crashed());
-        }
-        Ok(st)
+        live_state(&self.st, self.epoch)
     }
 }
 
 impl SimFile {
     fn apply_write(&self, buf: Vec<u8>, pos: u64) -> io::Result<()> {
         let mut st = self.live()?;
-        let cur_len = st.inodes[&self.ino].current.len() as u64;
-        let grow = (pos + buf.len() as u64).saturating_sub(cur_len);
-        if let Some(cap) = st.capacity_bytes
-            && st.used_bytes() + grow > cap
-        {
-            return Err(no_space());
-        }
+        st.ensure_room(self.ino, pos + buf.len() as u64)?;
         let ino = st.inodes.get_mut(&self.ino).expect("inode");
         write_into(&mut ino.current, pos as usize, &buf);
         ino.pending.push((pos, buf));
@@ -558,12 +567,7 @@ impl SimFile {
     }
 
     fn live(&self) -> io::Result<std::cell::RefMut<'_, SimState>> {
-        let mut st = self.st.borrow_mut();
-        st.tick();
-        if st.epoch != self.epoch {
-            return Err(crashed());
-        }
-        Ok(st)
+        live_state(&self.st, self.epoch)
     }
 }
 
@@ -690,13 +694,7 @@ impl DiskFile for SimFile {
 
     async fn allocate(&self, len: u64) -> io::Result<()> {
         let mut st = self.live()?;
-        let cur_len = st.inodes[&self.ino].current.len() as u64;
-        let grow = len.saturating_sub(cur_len);
-        if let Some(cap) = st.capacity_bytes
-            && st.used_bytes() + grow > cap
-        {
-            return Err(no_space());
-        }
+        st.ensure_room(self.ino, len)?;
         let ino = st.inodes.get_mut(&self.ino).expect("inode");
         if ino.current.len() < len as usize {
             // Allocated blocks read as zero; the size change is metadata (durable at once

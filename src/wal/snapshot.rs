@@ -199,25 +199,21 @@ impl<D: Disk> SnapshotStore<D> {
             .await
             .map_err(|e| err("syncing the directory of", e))?;
         let names = self.names().await?;
-        if names.len() > self.keep {
-            for (_, _, n) in &names[..names.len() - self.keep] {
-                let p = self.dir.join(n);
-                self.disk
-                    .remove(&p)
-                    .await
-                    .map_err(|e| WalError::Fatal(format!("removing {}: {e}", p.display())))?;
-            }
-            self.disk
-                .sync_dir(&self.dir)
-                .await
-                .map_err(|e| WalError::Fatal(format!("syncing {}: {e}", self.dir.display())))?;
-        }
-        Ok(())
+        let extra = names.len().saturating_sub(self.keep);
+        self.remove(&names[..extra]).await
     }
 
     /// Removes every snapshot (MemFirst divergence reset).
     pub async fn clear(&self) -> Result<(), WalError> {
-        for (_, _, n) in self.names().await? {
+        self.remove(&self.names().await?).await
+    }
+
+    /// Removes these snapshots, then syncs the directory (nothing to do for none).
+    async fn remove(&self, names: &[(Index, Term, String)]) -> Result<(), WalError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        for (_, _, n) in names {
             let p = self.dir.join(n);
             self.disk
                 .remove(&p)
