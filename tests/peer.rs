@@ -13,7 +13,7 @@ use glommio::channels::local_channel;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
 use ringkv::net::frame::{FrameHeader, FrameKind};
-use ringkv::net::peer::{HttpHandler, PeerConfig, Transport};
+use ringkv::net::peer::{HttpHandler, Inbound, PeerConfig, Transport};
 use ringkv::raft::{Body, Entry, EntryKind, Message};
 
 fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
@@ -62,6 +62,26 @@ fn append(from: u64, to: u64, n: u64) -> Message {
     }
 }
 
+/// A transport that accepts on its own listener (in the node, shards accept and hand
+/// frame connections over).
+fn start_on(
+    c: PeerConfig,
+    l: TcpListener,
+    tx: local_channel::LocalSender<Inbound>,
+    http: HttpHandler,
+) -> Transport {
+    let mut t = Transport::start(c, tx);
+    t.serve_listener(l, http);
+    t
+}
+
+fn raft(i: Inbound) -> Message {
+    match i {
+        Inbound::Raft(m) => m,
+        other => panic!("expected a Raft message, got {other:?}"),
+    }
+}
+
 async fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
     for _ in 0..500 {
         if let Some(v) = f() {
@@ -87,12 +107,7 @@ fn three_nodes_exchange_messages_over_loopback() {
         let mut inboxes = Vec::new();
         for (i, l) in listeners.into_iter().enumerate() {
             let (tx, rx) = local_channel::new_bounded(1024);
-            nodes.push(Transport::start(
-                cfg(i as u64 + 1, &peers, "t"),
-                l,
-                tx,
-                no_http(),
-            ));
+            nodes.push(start_on(cfg(i as u64 + 1, &peers, "t"), l, tx, no_http()));
             inboxes.push(rx);
         }
         for (from, to) in [(1u64, 2u64), (2, 3), (3, 1), (1, 3)] {
@@ -104,7 +119,7 @@ fn three_nodes_exchange_messages_over_loopback() {
         for (node, want) in [(0usize, 20usize), (1, 20), (2, 40)] {
             let mut got = Vec::new();
             while got.len() < want {
-                got.push(inboxes[node].recv().await.unwrap());
+                got.push(raft(inboxes[node].recv().await.unwrap()));
             }
             // Messages from one peer arrive in the order sent.
             for from in 1..=3u64 {
@@ -146,10 +161,10 @@ fn wrong_cluster_token_and_unknown_nodes_are_refused() {
         peers.insert(1, l1.local_addr().unwrap());
         peers.insert(2, l_bad.local_addr().unwrap());
         let (tx1, rx1) = local_channel::new_bounded(16);
-        let n1 = Transport::start(cfg(1, &peers, "right"), l1, tx1, no_http());
+        let n1 = start_on(cfg(1, &peers, "right"), l1, tx1, no_http());
         // Node 2 with the wrong token.
         let (tx2, _rx2) = local_channel::new_bounded(16);
-        let n2 = Transport::start(cfg(2, &peers, "wrong"), l_bad, tx2, no_http());
+        let n2 = start_on(cfg(2, &peers, "wrong"), l_bad, tx2, no_http());
         n2.send(append(2, 1, 1));
         wait_for(|| n1.stats.borrow().refused.get("wrong_token").copied()).await;
         // Another cluster, and a node id that is no member.
@@ -158,7 +173,7 @@ fn wrong_cluster_token_and_unknown_nodes_are_refused() {
         for (c, why) in [(other, "wrong_cluster")] {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
             let (tx, _rx) = local_channel::new_bounded(16);
-            let t = Transport::start(c, l, tx, no_http());
+            let t = start_on(c, l, tx, no_http());
             t.send(append(2, 1, 1));
             wait_for(|| n1.stats.borrow().refused.get(why).copied()).await;
         }
@@ -166,7 +181,7 @@ fn wrong_cluster_token_and_unknown_nodes_are_refused() {
         stranger_peers.insert(9, "127.0.0.1:1".parse().unwrap());
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let (tx, _rx) = local_channel::new_bounded(16);
-        let s = Transport::start(cfg(9, &stranger_peers, "right"), l, tx, no_http());
+        let s = start_on(cfg(9, &stranger_peers, "right"), l, tx, no_http());
         s.send(append(9, 1, 1));
         wait_for(|| n1.stats.borrow().refused.get("unknown_node").copied()).await;
         assert_eq!(
@@ -191,7 +206,7 @@ fn oversized_corrupt_and_foreign_input_is_refused_and_the_node_keeps_serving() {
         let seen_http: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
         let h = seen_http.clone();
         let http: HttpHandler = Rc::new(move |_s, first| h.borrow_mut().push(first));
-        let n1 = Transport::start(cfg(1, &peers, "t"), l1, tx1, http);
+        let n1 = start_on(cfg(1, &peers, "t"), l1, tx1, http);
         // A frame header announcing 1 GiB: refused from the header, nothing allocated.
         let mut s = TcpStream::connect(addr).await.unwrap();
         let mut hdr = FrameHeader::for_body(FrameKind::Raft, b"").encode();
@@ -215,9 +230,9 @@ fn oversized_corrupt_and_foreign_input_is_refused_and_the_node_keeps_serving() {
         assert_eq!(seen_http.borrow()[0], b"GET ".to_vec());
         // And a real peer still gets through.
         let (tx2, _rx2) = local_channel::new_bounded(16);
-        let n2 = Transport::start(cfg(2, &peers, "t"), l2, tx2, no_http());
+        let n2 = start_on(cfg(2, &peers, "t"), l2, tx2, no_http());
         n2.send(append(2, 1, 2));
-        let m = rx1.recv().await.unwrap();
+        let m = raft(rx1.recv().await.unwrap());
         assert_eq!(m.from, 2);
     });
 }

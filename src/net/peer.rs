@@ -1,15 +1,16 @@
-//! Peer transport: framed Raft messages between nodes over TCP on the node's one port.
+//! Peer transport: framed Raft messages and forwarded client calls between nodes over TCP
+//! on the node's one port.
 //!
-//! Runs on the raft core's executor (glommio sockets). Owns the listener's accept loop,
-//! one outbound connection per peer (with reconnect and backoff) and the inbound
-//! connections peers open to us. Must not touch the Raft core: received messages go to a
-//! bounded inbox the driver reads; outgoing ones come through bounded per-peer queues and
-//! are dropped when a queue is full or its peer is down (Raft retransmits).
+//! Runs on the raft core's executor (glommio sockets). Owns one outbound connection per
+//! peer (with reconnect and backoff) and the inbound connections peers open to us, which a
+//! shard executor accepts and hands over (`adopt`) after seeing the frame magic. Must not
+//! touch the Raft core: received frames go to a bounded inbox the driver reads; outgoing
+//! ones come through bounded per-peer queues and are dropped when a queue is full or its
+//! peer is down (Raft retransmits; a forwarded call times out at its sender).
 //!
-//! A connection is told apart by its first bytes: the frame magic means a peer (or, later,
-//! a native client); anything else is handed to the HTTP handler. A peer opens with a
-//! handshake frame (cluster id, node id, token); a wrong cluster id or token, or an
-//! unknown node id, is refused and counted.
+//! A peer opens with a handshake frame (cluster id, node id, token); a wrong cluster id or
+//! token, an unknown node id, an oversized, corrupt or unexpected frame is refused, counted
+//! and logged, and the connection closed.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -24,7 +25,7 @@ use glommio::net::{TcpListener, TcpStream};
 use rkyv::rancor;
 
 use super::frame::{FrameHeader, FrameKind, HEADER_BYTES, MAGIC};
-use super::wire::{decode_message, encode_message};
+use super::wire::{ClientFrame, decode_message, encode_message};
 use crate::raft::{Message, NodeId};
 
 /// Settings of the transport.
@@ -62,14 +63,33 @@ pub struct PeerStats {
 /// Hands a non-frame connection (HTTP) to its handler, with the bytes already read.
 pub type HttpHandler = Rc<dyn Fn(TcpStream, Vec<u8>)>;
 
+/// What a peer connection delivers to the driver.
+#[derive(Debug)]
+pub enum Inbound {
+    Raft(Message),
+    /// A forwarded client call or its answer, from peer `from`.
+    Client {
+        from: NodeId,
+        frame: ClientFrame,
+    },
+}
+
+/// What the driver sends to a peer.
+enum Outgoing {
+    Raft(Message),
+    Client(ClientFrame),
+}
+
 pub struct Transport {
-    outboxes: BTreeMap<NodeId, LocalSender<Message>>,
+    cfg: Rc<PeerConfig>,
+    outboxes: BTreeMap<NodeId, LocalSender<Outgoing>>,
+    inbox: Rc<LocalSender<Inbound>>,
     pub stats: Rc<RefCell<PeerStats>>,
-    local_addr: SocketAddr,
     _tasks: Vec<glommio::task::JoinHandle<()>>,
 }
 
 fn refuse(stats: &RefCell<PeerStats>, why: &'static str) {
+    tracing::warn!("refused peer input ({why}); connection closed");
     *stats.borrow_mut().refused.entry(why).or_default() += 1;
 }
 
@@ -90,103 +110,89 @@ async fn read_body(s: &mut TcpStream, h: &FrameHeader) -> std::io::Result<Bytes>
 }
 
 impl Transport {
-    /// Starts the accept loop on `listener` and a sender per peer. Received messages go to
-    /// `inbox`; non-frame connections to `http`.
-    pub fn start(
-        cfg: PeerConfig,
-        listener: TcpListener,
-        inbox: LocalSender<Message>,
-        http: HttpHandler,
-    ) -> Self {
+    /// Starts a sender per peer. Frames received on adopted or accepted connections go to
+    /// `inbox`.
+    pub fn start(cfg: PeerConfig, inbox: LocalSender<Inbound>) -> Self {
         let stats = Rc::new(RefCell::new(PeerStats::default()));
         let cfg = Rc::new(cfg);
-        let local_addr = listener.local_addr().expect("bound listener");
-        let inbox = Rc::new(inbox);
         let mut tasks = Vec::new();
-        {
-            let (cfg, stats) = (cfg.clone(), stats.clone());
-            tasks.push(
-                glommio::spawn_local(async move {
-                    loop {
-                        let s = match listener.accept().await {
-                            Ok(s) => s,
-                            Err(_) => {
-                                refuse(&stats, "accept_error");
-                                glommio::timer::sleep(Duration::from_millis(10)).await;
-                                continue;
-                            }
-                        };
-                        let (cfg, stats, inbox, http) =
-                            (cfg.clone(), stats.clone(), inbox.clone(), http.clone());
-                        glommio::spawn_local(async move {
-                            serve_inbound(s, &cfg, &stats, &inbox, http).await;
-                        })
-                        .detach();
-                    }
-                })
-                .detach(),
-            );
-        }
         let mut outboxes = BTreeMap::new();
         for (&id, &addr) in cfg.peers.iter().filter(|(id, _)| **id != cfg.node_id) {
-            let (tx, rx) = local_channel::new_bounded::<Message>(cfg.outbox_max);
+            let (tx, rx) = local_channel::new_bounded::<Outgoing>(cfg.outbox_max);
             outboxes.insert(id, tx);
             let (cfg, stats) = (cfg.clone(), stats.clone());
             tasks.push(
-                glommio::spawn_local(async move {
-                    let mut backoff_ms = 10;
-                    loop {
-                        let Ok(mut s) = TcpStream::connect(addr).await else {
-                            glommio::timer::sleep(Duration::from_millis(backoff_ms)).await;
-                            backoff_ms = (backoff_ms * 2).min(cfg.reconnect_backoff_max_ms);
-                            continue;
-                        };
-                        let _ = s.set_nodelay(true);
-                        stats.borrow_mut().connects += 1;
-                        let hello = Hello {
-                            cluster_id: cfg.cluster_id,
-                            node_id: cfg.node_id,
-                            token: cfg.token.clone(),
-                        };
-                        let hb = rkyv::to_bytes::<rancor::Error>(&hello).expect("in memory");
-                        if write_frame(&mut s, FrameKind::Handshake, &hb)
-                            .await
-                            .is_err()
-                        {
-                            continue;
-                        }
-                        backoff_ms = 10;
-                        // Send until the connection breaks; the message in hand is lost
-                        // with it (Raft retransmits).
-                        while let Some(m) = rx.recv().await {
-                            let body = encode_message(&m);
-                            if write_frame(&mut s, FrameKind::Raft, &body).await.is_err() {
-                                break;
-                            }
-                            stats.borrow_mut().sent += 1;
-                        }
-                    }
-                })
-                .detach(),
+                glommio::spawn_local(async move { send_loop(id, addr, &cfg, &stats, rx).await })
+                    .detach(),
             );
         }
         Self {
+            cfg,
             outboxes,
+            inbox: Rc::new(inbox),
             stats,
-            local_addr,
             _tasks: tasks,
         }
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    /// Accepts on `listener` (used when this executor owns the port alone, as in tests):
+    /// frame connections are adopted, anything else goes to `http`.
+    pub fn serve_listener(&mut self, listener: TcpListener, http: HttpHandler) {
+        let (cfg, stats, inbox) = (self.cfg.clone(), self.stats.clone(), self.inbox.clone());
+        self._tasks.push(
+            glommio::spawn_local(async move {
+                loop {
+                    let mut s = match listener.accept().await {
+                        Ok(s) => s,
+                        Err(_) => {
+                            refuse(&stats, "accept_error");
+                            glommio::timer::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    };
+                    let mut first = [0u8; 4];
+                    let (cfg, stats, inbox, http) =
+                        (cfg.clone(), stats.clone(), inbox.clone(), http.clone());
+                    glommio::spawn_local(async move {
+                        if s.read_exact(&mut first).await.is_err() {
+                            return;
+                        }
+                        if first != MAGIC {
+                            http(s, first.to_vec());
+                            return;
+                        }
+                        serve_inbound(s, first, &cfg, &stats, &inbox).await;
+                    })
+                    .detach();
+                }
+            })
+            .detach(),
+        );
+    }
+
+    /// Serves an inbound connection whose first four bytes (the frame magic) were already
+    /// read, e.g. by a shard executor that accepted it.
+    pub fn adopt(&self, s: TcpStream, first: [u8; 4]) {
+        let (cfg, stats, inbox) = (self.cfg.clone(), self.stats.clone(), self.inbox.clone());
+        glommio::spawn_local(async move { serve_inbound(s, first, &cfg, &stats, &inbox).await })
+            .detach();
     }
 
     /// Queues a message for its peer; drops it (and says so) when the queue is full or
     /// the peer is unknown.
     pub fn send(&self, m: Message) -> bool {
-        match self.outboxes.get(&m.to) {
-            Some(tx) if tx.try_send(m).is_ok() => true,
+        let to = m.to;
+        self.push(to, Outgoing::Raft(m))
+    }
+
+    /// Queues a forwarded client call or answer for peer `to`; false when it was dropped.
+    pub fn send_client(&self, to: NodeId, f: ClientFrame) -> bool {
+        self.push(to, Outgoing::Client(f))
+    }
+
+    fn push(&self, to: NodeId, o: Outgoing) -> bool {
+        match self.outboxes.get(&to) {
+            Some(tx) if tx.try_send(o).is_ok() => true,
             _ => {
                 self.stats.borrow_mut().dropped_outbox_full += 1;
                 false
@@ -195,21 +201,84 @@ impl Transport {
     }
 }
 
-async fn serve_inbound(
-    mut s: TcpStream,
+/// Keeps one outbound connection to peer `id` and writes its queue into it.
+async fn send_loop(
+    id: NodeId,
+    addr: SocketAddr,
     cfg: &PeerConfig,
     stats: &RefCell<PeerStats>,
-    inbox: &LocalSender<Message>,
-    http: HttpHandler,
+    rx: local_channel::LocalReceiver<Outgoing>,
 ) {
-    let mut first = [0u8; 4];
-    if s.read_exact(&mut first).await.is_err() {
-        return;
+    let mut backoff_ms = 10;
+    let mut failures = 0u64;
+    loop {
+        let mut s = match TcpStream::connect(addr).await {
+            Ok(s) => s,
+            Err(e) => {
+                if failures == 0 {
+                    tracing::warn!(
+                        node = cfg.node_id,
+                        peer = id,
+                        %addr,
+                        "connection to peer failed: {e}; retrying with backoff up to {} ms",
+                        cfg.reconnect_backoff_max_ms
+                    );
+                }
+                failures += 1;
+                glommio::timer::sleep(Duration::from_millis(backoff_ms)).await;
+                backoff_ms = (backoff_ms * 2).min(cfg.reconnect_backoff_max_ms);
+                continue;
+            }
+        };
+        let _ = s.set_nodelay(true);
+        stats.borrow_mut().connects += 1;
+        let hello = Hello {
+            cluster_id: cfg.cluster_id,
+            node_id: cfg.node_id,
+            token: cfg.token.clone(),
+        };
+        let hb = rkyv::to_bytes::<rancor::Error>(&hello).expect("in memory");
+        if write_frame(&mut s, FrameKind::Handshake, &hb)
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        if failures > 0 {
+            tracing::warn!(
+                node = cfg.node_id,
+                peer = id,
+                %addr,
+                "connection to peer established after {failures} failed attempts"
+            );
+        } else {
+            tracing::info!(node = cfg.node_id, peer = id, %addr, "connection to peer established");
+        }
+        failures = 0;
+        backoff_ms = 10;
+        // Send until the connection breaks; the message in hand is lost with it (Raft
+        // retransmits; a lost forwarded call times out at its sender).
+        while let Some(o) = rx.recv().await {
+            let r = match &o {
+                Outgoing::Raft(m) => write_frame(&mut s, FrameKind::Raft, &encode_message(m)).await,
+                Outgoing::Client(f) => write_frame(&mut s, FrameKind::Client, &f.encode()).await,
+            };
+            if let Err(e) = r {
+                tracing::warn!(node = cfg.node_id, peer = id, %addr, "connection to peer lost: {e}");
+                break;
+            }
+            stats.borrow_mut().sent += 1;
+        }
     }
-    if first != MAGIC {
-        http(s, first.to_vec());
-        return;
-    }
+}
+
+async fn serve_inbound(
+    mut s: TcpStream,
+    first: [u8; 4],
+    cfg: &PeerConfig,
+    stats: &RefCell<PeerStats>,
+    inbox: &LocalSender<Inbound>,
+) {
     let mut h = [0u8; HEADER_BYTES];
     h[..4].copy_from_slice(&first);
     let mut peer: Option<NodeId> = None;
@@ -277,7 +346,21 @@ async fn serve_inbound(
                     return;
                 }
                 // Backpressure: a full inbox slows this peer's stream down.
-                if inbox.send(m).await.is_err() {
+                if inbox.send(Inbound::Raft(m)).await.is_err() {
+                    return;
+                }
+                stats.borrow_mut().delivered += 1;
+            }
+            (Some(id), FrameKind::Client) => {
+                let Ok(frame) = ClientFrame::decode(&body) else {
+                    refuse(stats, "bad_message");
+                    return;
+                };
+                if inbox
+                    .send(Inbound::Client { from: id, frame })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 stats.borrow_mut().delivered += 1;

@@ -249,3 +249,30 @@ pub fn decode_message(buf: &Bytes) -> Result<Message, String> {
         body,
     })
 }
+
+/// A client call forwarded by a follower to the leader, or the leader's answer
+/// (`FrameKind::Client` frames on the peer connections). Not on the Raft hot path: the
+/// archive is validated and copied into owned strings.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// An encoded `shard::Command` (put or delete) to propose.
+    Write { id: u64, command: Vec<u8> },
+    /// `policy`: 0 linearizable, 1 lease (eventual reads are never forwarded).
+    Read { id: u64, key: String, policy: u8 },
+    /// The leader's HTTP status and JSON body for request `id`.
+    Reply { id: u64, status: u16, body: String },
+}
+
+impl ClientFrame {
+    pub fn encode(&self) -> rkyv::util::AlignedVec {
+        rkyv::to_bytes::<rancor::Error>(self).expect("archiving to memory cannot fail")
+    }
+
+    /// Validates the archive in place (`buf` must be 16-byte aligned, as the transport's
+    /// receive buffers are) and copies it out.
+    pub fn decode(buf: &[u8]) -> Result<Self, String> {
+        let a = rkyv::access::<ArchivedClientFrame, rancor::BoxedError>(buf)
+            .map_err(|e| e.to_string())?;
+        rkyv::deserialize::<ClientFrame, rancor::BoxedError>(a).map_err(|e| e.to_string())
+    }
+}

@@ -325,14 +325,21 @@ impl Raft {
 
     /// Whether a lease read would be served locally at `now`.
     pub fn lease_valid(&self, now: Nanos) -> bool {
-        self.role == Role::Leader
-            && self.transfer.is_none()
-            && !self.timeout_now_sent
-            && self.noop_committed()
-            && self
-                .reads
-                .lease_start
-                .is_some_and(|s| now < s + self.lease_ns())
+        self.lease_expiry().is_some_and(|end| now < end)
+    }
+
+    /// Until when (exclusive) this leader may serve lease reads at its commit index without
+    /// a round trip; `None` when it may not at all (not leader, no-op of its term not yet
+    /// committed, or handing leadership over). The driver publishes it to the shards.
+    pub fn lease_expiry(&self) -> Option<Nanos> {
+        if self.role != Role::Leader
+            || self.transfer.is_some()
+            || self.timeout_now_sent
+            || !self.noop_committed()
+        {
+            return None;
+        }
+        self.reads.lease_start.map(|s| s + self.lease_ns())
     }
 
     pub fn status(&self) -> Status {

@@ -1,0 +1,880 @@
+//! The raft core: the Raft driver loop of a node.
+//!
+//! Runs on the executor pinned to `runtime.raft_core`. Owns the pure Raft core, the WAL,
+//! the snapshot store, the peer transport, the requests it is carrying out (proposed
+//! writes by index, read indexes by id, calls forwarded to the leader, calls parked while
+//! no leader is known) and the publication of the `LeaseView`. Must not touch a shard's
+//! partition: committed entries and answers go out through the shards' queues.
+//!
+//! One loop turn: take every queued event (client calls from shards, peer frames), tick
+//! when due, then drive: each Raft `Ready` is persisted (the WAL batches it), the lease
+//! view published, messages queued to peers, committed entries handed to the shards, and
+//! answers queued; finally the shard queues are flushed (waiting when one is full).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use glommio::channels::local_channel::{self, LocalReceiver};
+use glommio::channels::shared_channel::ConnectedSender;
+use glommio::net::TcpStream;
+
+use super::{Answer, CoreQueues, Lease, Reply, ReqId, Shared, ToRaft, ToShard};
+use crate::config::{MemberRole, NodeConfig};
+use crate::net::peer::{Inbound, PeerConfig, Transport};
+use crate::net::wire::ClientFrame;
+use crate::raft::{
+    EntryKind, Index, Membership, NodeId, ProposeError, Raft, ReadError, ReadPolicy, Restore, Role,
+    Term,
+};
+use crate::shard::{Command, route};
+use crate::wal::meta::{NodeMeta, cluster_id};
+use crate::wal::{DmaDisk, SnapshotStore, Wal};
+
+/// Calls held while no leader is known (beyond it: 503 at once).
+const PARKED_MAX: usize = 4096;
+/// How long a stopping leader waits for its transfer and pending writes.
+const SHUTDOWN_WAIT: Duration = Duration::from_millis(3000);
+
+enum Event {
+    Shard(ToRaft),
+    Peer(Inbound),
+}
+
+/// Who waits for a call's answer.
+#[derive(Clone, Copy, Debug)]
+enum Origin {
+    Shard(usize, ReqId),
+    /// A follower's forwarded call, by the follower's id for it.
+    Peer(NodeId, u64),
+}
+
+enum Op {
+    Write(Bytes),
+    Read { key: String, policy: ReadPolicy },
+}
+
+struct Waiting {
+    term: Term,
+    origin: Origin,
+    deadline: Instant,
+}
+
+struct ReadWait {
+    origin: Origin,
+    key: String,
+    policy: ReadPolicy,
+    deadline: Instant,
+}
+
+struct Forwarded {
+    shard: usize,
+    req: ReqId,
+    write: bool,
+    deadline: Instant,
+}
+
+struct Parked {
+    origin: Origin,
+    op: Op,
+    deadline: Instant,
+}
+
+pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> Result<(), String> {
+    let id = cfg.cluster.node_id;
+    let data_dir = cfg.data_dir();
+    let members = cfg.members();
+    let cid = cluster_id(
+        &members
+            .iter()
+            .map(|(i, a, _)| (*i, a.to_string()))
+            .collect::<Vec<_>>(),
+        &cfg.cluster.cluster_token,
+    );
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    let has_state = data_dir.join("wal").exists() || data_dir.join("hardstate").exists();
+    NodeMeta::check_or_create(
+        &data_dir,
+        NodeMeta {
+            cluster_id: cid,
+            node_id: id,
+        },
+        has_state,
+    )
+    .map_err(|e| e.to_string())?;
+    let disk = DmaDisk::new(&data_dir)
+        .await
+        .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
+    let snaps = SnapshotStore::open(
+        disk.clone(),
+        data_dir.clone(),
+        cfg.raft.persistence.snapshots_kept,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let snap = snaps.load_latest().await.map_err(|e| e.to_string())?;
+    let base = snap
+        .as_ref()
+        .map_or((0, 0), |s| (s.meta.index, s.meta.term));
+    let (mut wal, rec) = Wal::open(disk.clone(), cfg.wal_options(), base)
+        .await
+        .map_err(|e| e.to_string())?;
+    let voters: Vec<_> = members
+        .iter()
+        .filter(|m| m.2 == MemberRole::Voter)
+        .map(|m| m.0)
+        .collect();
+    let raft_cfg = cfg.raft_config();
+    for w in raft_cfg.startup_warnings() {
+        tracing::warn!(node = id, "{w}");
+    }
+    let raft = Raft::new(
+        raft_cfg,
+        Restore {
+            hard_state: rec.hard_state,
+            snapshot: snap.as_ref().map(|s| s.meta.clone()),
+            entries: rec.entries,
+            initial_membership: Membership::with_voters(voters),
+        },
+    )
+    .map_err(|e| format!("raft: {e}"))?;
+
+    // A channel end's `connect` waits for the other end's: connect all at once.
+    let to_shards: Vec<_> = q
+        .to_shards
+        .into_iter()
+        .map(|s| glommio::spawn_local(s.connect()))
+        .collect();
+    let from_shards: Vec<_> = q
+        .from_shards
+        .into_iter()
+        .map(|r| glommio::spawn_local(r.connect()))
+        .collect();
+    let mut connected = Vec::new();
+    for t in to_shards {
+        connected.push(t.await);
+    }
+    let to_shards = connected;
+    if let Some(s) = snap {
+        let data = Arc::new(s.data);
+        for tx in &to_shards {
+            tx.send(ToShard::Install { data: data.clone() })
+                .await
+                .map_err(|_| "a shard stopped during start-up".to_string())?;
+        }
+    }
+    let (ev_tx, ev_rx) = local_channel::new_bounded::<Event>(4096);
+    let ev_tx = std::rc::Rc::new(ev_tx);
+    for rx in from_shards {
+        let ev_tx = ev_tx.clone();
+        let rx = rx.await;
+        glommio::spawn_local(async move {
+            while let Some(m) = rx.recv().await {
+                if ev_tx.send(Event::Shard(m)).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .detach();
+    }
+    let (peer_tx, peer_rx) = local_channel::new_bounded::<Inbound>(4096);
+    let transport = Transport::start(
+        PeerConfig {
+            node_id: id,
+            cluster_id: cid,
+            token: cfg.cluster.cluster_token.clone(),
+            peers: members.iter().map(|m| (m.0, m.1)).collect(),
+            frame_bytes_max: cfg.limits.frame_bytes_max,
+            outbox_max: 4096,
+            reconnect_backoff_max_ms: 1000,
+        },
+        peer_tx,
+    );
+    {
+        let ev_tx = ev_tx.clone();
+        glommio::spawn_local(async move {
+            while let Some(m) = peer_rx.recv().await {
+                if ev_tx.send(Event::Peer(m)).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .detach();
+    }
+    tracing::warn!(
+        node = id,
+        listen = %cfg.cluster.listen_address,
+        metrics = cfg.cluster.metrics_address.as_deref().unwrap_or("none"),
+        data_dir = %data_dir.display(),
+        shards = to_shards.len(),
+        cores = ?cfg.runtime.cores,
+        raft_core = cfg.runtime.raft_core,
+        strategy = ?cfg.raft.persistence.strategy,
+        "ringkv node started: peers and HTTP on {}", cfg.cluster.listen_address
+    );
+    let addresses: BTreeMap<_, _> = members.iter().map(|m| (m.0, m.1)).collect();
+    let mut core = Core {
+        id,
+        raft,
+        transport,
+        addresses,
+        to_shards,
+        out: Vec::new(),
+        shared,
+        writes: HashMap::new(),
+        reads: HashMap::new(),
+        next_read: 1,
+        forwards: HashMap::new(),
+        next_fwd: 1,
+        serving: HashMap::new(),
+        parked: VecDeque::new(),
+        request_timeout: Duration::from_millis(cfg.raft.request_timeout_ms),
+        tick: Duration::from_millis(cfg.raft.tick_interval_ms),
+        last_role: Role::Follower,
+        last_leader: (0, 0),
+        stop_at: None,
+    };
+    core.run(&mut wal, ev_rx).await
+}
+
+struct Core {
+    id: NodeId,
+    raft: Raft,
+    transport: Transport,
+    addresses: BTreeMap<NodeId, SocketAddr>,
+    to_shards: Vec<ConnectedSender<ToShard>>,
+    /// Shard messages of this turn, sent (waiting when a queue is full) at its end.
+    out: Vec<(usize, ToShard)>,
+    shared: Arc<Shared>,
+    writes: HashMap<Index, Waiting>,
+    reads: HashMap<u64, ReadWait>,
+    next_read: u64,
+    forwards: HashMap<u64, Forwarded>,
+    next_fwd: u64,
+    /// Reads forwarded to us, handed to their owner shard: token -> (peer, its id).
+    serving: HashMap<u64, (NodeId, u64)>,
+    parked: VecDeque<Parked>,
+    request_timeout: Duration,
+    tick: Duration,
+    last_role: Role,
+    /// (term, leader) last seen: parked calls go out when it changes.
+    last_leader: (Term, NodeId),
+    /// Set when shutdown began: the latest moment to finish it.
+    stop_at: Option<Instant>,
+}
+
+impl Core {
+    async fn run(
+        &mut self,
+        wal: &mut Wal<DmaDisk>,
+        events: LocalReceiver<Event>,
+    ) -> Result<(), String> {
+        let mut next_tick = Instant::now() + self.tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let ev = futures_lite::future::or(async { events.recv().await.map(Some) }, async {
+                glommio::timer::sleep(wait).await;
+                Some(None)
+            })
+            .await;
+            match ev {
+                None => return Ok(()),
+                Some(Some(e)) => self.handle(e),
+                Some(None) => {}
+            }
+            // Take whatever else is queued: one Ready for many requests.
+            for _ in 0..1024 {
+                match futures_lite::future::poll_once(events.recv()).await {
+                    Some(Some(e)) => self.handle(e),
+                    _ => break,
+                }
+            }
+            if Instant::now() >= next_tick {
+                self.raft.tick(self.shared.now_ns());
+                next_tick += self.tick;
+                if next_tick < Instant::now() {
+                    next_tick = Instant::now() + self.tick;
+                }
+                self.expire();
+                if self.stop_at.is_none() && self.shared.stop_requested.load(Ordering::Relaxed) {
+                    self.begin_shutdown();
+                }
+            }
+            self.drive(wal).await?;
+            if let Some(at) = self.stop_at
+                && (self.shutdown_done() || Instant::now() >= at)
+            {
+                return self.finish_shutdown(wal).await;
+            }
+        }
+    }
+
+    fn handle(&mut self, e: Event) {
+        let now = Instant::now();
+        match e {
+            Event::Peer(Inbound::Raft(m)) => self.raft.step(m),
+            Event::Peer(Inbound::Client { from, frame }) => match frame {
+                ClientFrame::Write { id, command } => {
+                    let origin = Origin::Peer(from, id);
+                    let command = Bytes::from(command);
+                    match Command::decode(&command) {
+                        Ok(_) => {
+                            self.submit(origin, Op::Write(command), now + self.request_timeout)
+                        }
+                        Err(e) => self.answer(
+                            origin,
+                            Reply::err(400, "bad_request", format!("forwarded write: {}", e.0)),
+                        ),
+                    }
+                }
+                ClientFrame::Read { id, key, policy } => {
+                    let policy = match policy {
+                        0 => ReadPolicy::Linearizable,
+                        _ => ReadPolicy::Lease,
+                    };
+                    let deadline = now + self.request_timeout;
+                    self.submit(Origin::Peer(from, id), Op::Read { key, policy }, deadline);
+                }
+                ClientFrame::Reply { id, status, body } => {
+                    if let Some(f) = self.forwards.remove(&id) {
+                        self.out.push((
+                            f.shard,
+                            ToShard::Answer {
+                                req: f.req,
+                                answer: Answer::Reply(Reply { status, body }),
+                            },
+                        ));
+                    }
+                }
+            },
+            Event::Shard(ToRaft::Write {
+                shard,
+                req,
+                command,
+                deadline,
+            }) => self.submit(Origin::Shard(shard, req), Op::Write(command), deadline),
+            Event::Shard(ToRaft::Read {
+                shard,
+                req,
+                key,
+                policy,
+                deadline,
+            }) => self.submit(
+                Origin::Shard(shard, req),
+                Op::Read { key, policy },
+                deadline,
+            ),
+            Event::Shard(ToRaft::Status { shard, req }) => {
+                let r = self.status();
+                self.answer(Origin::Shard(shard, req), r);
+            }
+            Event::Shard(ToRaft::Served { token, reply }) => {
+                if let Some((from, id)) = self.serving.remove(&token) {
+                    self.answer(Origin::Peer(from, id), reply);
+                }
+            }
+            Event::Shard(ToRaft::PeerConn { fd, first }) => {
+                // SAFETY: the shard handed over sole ownership of this socket descriptor.
+                let s = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
+                self.transport.adopt(s, first);
+            }
+        }
+    }
+
+    fn answer(&mut self, origin: Origin, reply: Reply) {
+        match origin {
+            Origin::Shard(s, req) => self.out.push((
+                s,
+                ToShard::Answer {
+                    req,
+                    answer: Answer::Reply(reply),
+                },
+            )),
+            Origin::Peer(to, id) => {
+                self.transport.send_client(
+                    to,
+                    ClientFrame::Reply {
+                        id,
+                        status: reply.status,
+                        body: reply.body,
+                    },
+                );
+            }
+        }
+    }
+
+    fn leader_hint(&self) -> (Option<NodeId>, Option<String>) {
+        let l = self.raft.leader();
+        match self.addresses.get(&l) {
+            Some(a) if l != 0 => (Some(l), Some(a.to_string())),
+            _ => (None, None),
+        }
+    }
+
+    fn not_leader(&self) -> Reply {
+        let (id, addr) = self.leader_hint();
+        Reply {
+            status: 503,
+            body: serde_json::json!({
+                "error": "this node is not the leader; send the request to the leader (retry is safe: nothing was written)",
+                "code": "not_leader",
+                "leader_id": id,
+                "leader_address": addr,
+            })
+            .to_string(),
+        }
+    }
+
+    /// Carries out a client call: on the leader, propose or read; on a follower, forward a
+    /// shard's call to the leader (never a peer's: one hop only) or park it until a
+    /// leader is known.
+    fn submit(&mut self, origin: Origin, op: Op, deadline: Instant) {
+        if self.raft.role() == Role::Leader {
+            match op {
+                Op::Write(cmd) => match self.raft.propose(vec![cmd.clone()]) {
+                    Ok((index, term)) => {
+                        self.writes.insert(
+                            index,
+                            Waiting {
+                                term,
+                                origin,
+                                deadline,
+                            },
+                        );
+                    }
+                    Err(ProposeError::TransferInProgress) => {
+                        self.park(origin, Op::Write(cmd), deadline)
+                    }
+                    Err(e) => self.answer(
+                        origin,
+                        Reply::err(
+                            503,
+                            "unavailable",
+                            format!("write refused, nothing was written ({e:?}); retry"),
+                        ),
+                    ),
+                },
+                Op::Read { key, policy } => {
+                    let rid = self.next_read;
+                    self.next_read += 1;
+                    self.reads.insert(
+                        rid,
+                        ReadWait {
+                            origin,
+                            key,
+                            policy,
+                            deadline,
+                        },
+                    );
+                    self.raft.read(rid, policy, self.shared.now_ns());
+                }
+            }
+            return;
+        }
+        let leader = self.raft.leader();
+        match origin {
+            Origin::Peer(..) => {
+                let r = self.not_leader();
+                self.answer(origin, r);
+            }
+            Origin::Shard(shard, req) if leader != 0 && leader != self.id => {
+                let fid = self.next_fwd;
+                self.next_fwd += 1;
+                let write = matches!(op, Op::Write(_));
+                let frame = match op {
+                    Op::Write(cmd) => ClientFrame::Write {
+                        id: fid,
+                        command: cmd.to_vec(),
+                    },
+                    Op::Read { key, policy } => ClientFrame::Read {
+                        id: fid,
+                        key,
+                        policy: u8::from(policy != ReadPolicy::Linearizable),
+                    },
+                };
+                if self.transport.send_client(leader, frame) {
+                    self.forwards.insert(
+                        fid,
+                        Forwarded {
+                            shard,
+                            req,
+                            write,
+                            deadline,
+                        },
+                    );
+                } else {
+                    let r = Reply::err(
+                        503,
+                        "unavailable",
+                        format!(
+                            "the leader (node {leader}) cannot be reached from this node now; nothing was sent, retry"
+                        ),
+                    );
+                    self.answer(origin, r);
+                }
+            }
+            Origin::Shard(..) => self.park(origin, op, deadline),
+        }
+    }
+
+    fn park(&mut self, origin: Origin, op: Op, deadline: Instant) {
+        if self.parked.len() >= PARKED_MAX {
+            self.answer(
+                origin,
+                Reply::err(503, "no_leader", "no leader is known and too many calls wait for one; nothing was written, retry"),
+            );
+            return;
+        }
+        self.parked.push_back(Parked {
+            origin,
+            op,
+            deadline,
+        });
+    }
+
+    fn status(&self) -> Reply {
+        let st = self.raft.status();
+        let role = match st.role {
+            Role::Leader => "leader",
+            Role::Candidate | Role::PreCandidate => "candidate",
+            Role::Follower if st.membership.is_learner(self.id) => "learner",
+            Role::Follower => "follower",
+        };
+        let members: Vec<_> = st
+            .membership
+            .members()
+            .map(|m| {
+                serde_json::json!({
+                    "id": m,
+                    "address": self.addresses.get(&m).map(|a| a.to_string()),
+                    "role": if st.membership.is_voter(m) { "voter" } else { "learner" },
+                })
+            })
+            .collect();
+        let (lid, laddr) = self.leader_hint();
+        Reply::ok(serde_json::json!({
+            "node_id": self.id,
+            "role": role,
+            "term": st.term,
+            "leader_id": lid,
+            "leader_address": laddr,
+            "commit_index": st.commit,
+            "applied_index": self.shared.applied_min(),
+            "members": members,
+        }))
+    }
+
+    /// Answers calls past their deadline.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let mut late: Vec<(Origin, Reply)> = Vec::new();
+        self.writes.retain(|_, w| {
+            let keep = w.deadline > now;
+            if !keep {
+                late.push((w.origin, write_unknown()));
+            }
+            keep
+        });
+        self.reads.retain(|_, r| {
+            let keep = r.deadline > now;
+            if !keep {
+                late.push((r.origin, read_late()));
+            }
+            keep
+        });
+        self.forwards.retain(|_, f| {
+            let keep = f.deadline > now;
+            if !keep {
+                let r = if f.write {
+                    write_unknown()
+                } else {
+                    read_late()
+                };
+                late.push((Origin::Shard(f.shard, f.req), r));
+            }
+            keep
+        });
+        while self.parked.front().is_some_and(|p| p.deadline <= now) {
+            let p = self.parked.pop_front().expect("checked");
+            late.push((
+                p.origin,
+                Reply::err(
+                    503,
+                    "no_leader",
+                    "no leader was elected within request_timeout_ms; nothing was written, retry",
+                ),
+            ));
+        }
+        for (o, r) in late {
+            self.answer(o, r);
+        }
+    }
+
+    fn publish(&self) {
+        self.shared.lease.publish(Lease {
+            term: self.raft.term(),
+            expiry_ns: self.raft.lease_expiry().unwrap_or(0),
+            commit: self.raft.commit(),
+        });
+    }
+
+    async fn drive(&mut self, wal: &mut Wal<DmaDisk>) -> Result<(), String> {
+        loop {
+            while self.raft.has_ready() {
+                let rd = self.raft.ready();
+                if rd.must_persist() {
+                    wal.persist(
+                        rd.number,
+                        rd.hard_state,
+                        rd.reset,
+                        rd.snapshot.as_ref().map(|s| (s.index, s.term)),
+                        &rd.entries,
+                    )
+                    .await
+                    .map_err(|e| format!("stopping: {e}"))?;
+                }
+                // Before any message goes out: a TimeoutNow in this Ready ends the lease.
+                self.publish();
+                for m in rd.messages {
+                    self.transport.send(m);
+                }
+                if let Some(last) = rd.committed.last().map(|e| e.index) {
+                    self.dispatch(&rd.committed, last);
+                    self.raft.on_applied(last);
+                }
+                for r in rd.reads {
+                    let Some(w) = self.reads.remove(&r.id) else {
+                        continue;
+                    };
+                    match (r.result, w.origin) {
+                        (Ok(index), Origin::Shard(s, req)) => self.out.push((
+                            s,
+                            ToShard::Answer {
+                                req,
+                                answer: Answer::ReadAt(index),
+                            },
+                        )),
+                        (Ok(index), Origin::Peer(from, id)) => {
+                            let owner = route(w.key.as_bytes(), self.to_shards.len());
+                            self.serving.insert(r.id, (from, id));
+                            self.out.push((
+                                owner,
+                                ToShard::ServeRead {
+                                    token: r.id,
+                                    key: w.key,
+                                    index,
+                                    deadline: w.deadline,
+                                },
+                            ));
+                        }
+                        // Lost leadership while the read waited: reads are safe to redo.
+                        (Err(ReadError::NotLeader { .. }), o) => self.submit(
+                            o,
+                            Op::Read {
+                                key: w.key,
+                                policy: w.policy,
+                            },
+                            w.deadline,
+                        ),
+                        (Err(ReadError::Backpressure), o) => self.answer(
+                            o,
+                            Reply::err(503, "unavailable", "too many reads pending; retry"),
+                        ),
+                    }
+                }
+                self.log_role();
+            }
+            for n in wal.take_completed() {
+                self.raft.on_persisted(n);
+            }
+            if self.raft.has_ready() {
+                continue;
+            }
+            if wal.inflight() == 0 {
+                break;
+            }
+            match wal
+                .next_persisted()
+                .await
+                .map_err(|e| format!("stopping: {e}"))?
+            {
+                Some(n) => self.raft.on_persisted(n),
+                None => break,
+            }
+        }
+        self.publish();
+        let seen = (self.raft.term(), self.raft.leader());
+        if seen != self.last_leader {
+            self.last_leader = seen;
+            if seen.1 != 0 && !self.parked.is_empty() {
+                for p in std::mem::take(&mut self.parked) {
+                    self.submit(p.origin, p.op, p.deadline);
+                }
+                // Calls parked again (e.g. a transfer in progress) wait for the next change.
+            }
+        }
+        self.flush_out().await
+    }
+
+    /// Hands committed entries to their owner shards, moves every shard's watermark to
+    /// `through`, then answers the writes they complete.
+    fn dispatch(&mut self, committed: &[crate::raft::Entry], through: Index) {
+        let n = self.to_shards.len();
+        let mut per: Vec<Vec<crate::raft::Entry>> = vec![Vec::new(); n];
+        let mut done = Vec::new();
+        for e in committed {
+            if e.kind == EntryKind::Normal {
+                match Command::decode(&e.data) {
+                    Ok(c) => per[route(c.key(), n)].push(e.clone()),
+                    // The leader encodes every entry; a bad one is a bug, not input.
+                    Err(err) => tracing::error!(
+                        node = self.id,
+                        index = e.index,
+                        "committed entry does not decode: {}",
+                        err.0
+                    ),
+                }
+            }
+            if let Some(w) = self.writes.remove(&e.index) {
+                let r = if w.term == e.term {
+                    Reply::ok(serde_json::json!({ "index": e.index }))
+                } else {
+                    Reply::err(
+                        503,
+                        "lost_leadership",
+                        "leadership changed before the write committed; it was not applied, retry is safe",
+                    )
+                };
+                done.push((w.origin, r));
+            }
+        }
+        for (s, entries) in per.into_iter().enumerate() {
+            self.out.push((s, ToShard::Apply { entries, through }));
+        }
+        for (o, r) in done {
+            self.answer(o, r);
+        }
+    }
+
+    async fn flush_out(&mut self) -> Result<(), String> {
+        for (s, m) in std::mem::take(&mut self.out) {
+            self.to_shards[s]
+                .send(m)
+                .await
+                .map_err(|_| format!("shard {s} stopped"))?;
+        }
+        Ok(())
+    }
+
+    fn log_role(&mut self) {
+        let role = self.raft.role();
+        if role == self.last_role {
+            return;
+        }
+        let term = self.raft.term();
+        match role {
+            Role::Leader => tracing::warn!(node = self.id, term, "Became leader"),
+            Role::Follower => tracing::warn!(
+                node = self.id,
+                term,
+                leader = self.raft.leader(),
+                "Became follower"
+            ),
+            Role::Candidate => tracing::warn!(node = self.id, term, "Became candidate"),
+            Role::PreCandidate => tracing::info!(node = self.id, term, "Became pre-candidate"),
+        }
+        self.last_role = role;
+    }
+
+    /// SIGTERM/SIGINT: shards refuse new calls; a leader hands leadership to the most
+    /// up-to-date voter; pending calls complete or time out (at most `SHUTDOWN_WAIT`).
+    fn begin_shutdown(&mut self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        self.stop_at = Some(Instant::now() + SHUTDOWN_WAIT);
+        let mut target = None;
+        if self.raft.role() == Role::Leader {
+            let st = self.raft.status();
+            target = st
+                .membership
+                .members()
+                .filter(|&m| m != self.id && st.membership.is_voter(m))
+                .max_by_key(|&m| st.progress.iter().find(|p| p.0 == m).map_or(0, |p| p.1));
+            if let Some(t) = target
+                && let Err(e) = self.raft.transfer_leader(t)
+            {
+                tracing::warn!(node = self.id, "cannot hand leadership to node {t}: {e:?}");
+                target = None;
+            }
+        }
+        tracing::warn!(
+            node = self.id,
+            transfer_to = ?target,
+            pending_writes = self.writes.len(),
+            "stopping on signal"
+        );
+    }
+
+    fn shutdown_done(&self) -> bool {
+        let handed_over = self.raft.role() != Role::Leader || self.raft.transfer_target().is_none();
+        handed_over && self.writes.is_empty() && self.forwards.is_empty()
+    }
+
+    async fn finish_shutdown(&mut self, wal: &mut Wal<DmaDisk>) -> Result<(), String> {
+        let mut left: Vec<(Origin, Reply)> = Vec::new();
+        left.extend(
+            self.writes
+                .drain()
+                .map(|(_, w)| (w.origin, write_unknown())),
+        );
+        left.extend(self.forwards.drain().map(|(_, f)| {
+            let r = if f.write {
+                write_unknown()
+            } else {
+                read_late()
+            };
+            (Origin::Shard(f.shard, f.req), r)
+        }));
+        left.extend(self.reads.drain().map(|(_, r)| (r.origin, stopping())));
+        left.extend(self.parked.drain(..).map(|p| (p.origin, stopping())));
+        for (o, r) in left {
+            self.answer(o, r);
+        }
+        self.flush_out().await?;
+        wal.sync_all()
+            .await
+            .map_err(|e| format!("final flush failed: {e}"))?;
+        // Let shards write the last answers before the process ends.
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+        tracing::warn!(node = self.id, role = ?self.raft.role(), "stopped: log flushed");
+        Ok(())
+    }
+}
+
+fn write_unknown() -> Reply {
+    Reply::err(
+        504,
+        "timeout",
+        "request_timeout_ms passed; the write may or may not be applied (outcome unknown)",
+    )
+}
+
+fn read_late() -> Reply {
+    Reply::err(
+        504,
+        "timeout",
+        "request_timeout_ms passed before the read could be served; retry",
+    )
+}
+
+fn stopping() -> Reply {
+    Reply::err(
+        503,
+        "stopping",
+        "this node is shutting down; nothing was written, retry at another node",
+    )
+}

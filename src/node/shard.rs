@@ -1,0 +1,489 @@
+//! A shard executor: client connections and one partition of the key-value state.
+//!
+//! Runs on its own glommio executor pinned to one CPU of `runtime.cores`. Owns its
+//! SO_REUSEPORT listener and the connections the kernel gives it, its `Partition` (keys
+//! whose hash routes here), the partition's applied watermark and the readers waiting for
+//! it. Must not touch Raft state except through its queues and the published `LeaseView`;
+//! connections that turn out to be peers are handed to the raft core unread past the
+//! magic.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
+use glommio::net::{TcpListener, TcpStream};
+
+use super::{Answer, MeshMsg, Reply, ReqId, ShardQueues, Shared, ToRaft, ToShard};
+use crate::config::NodeConfig;
+use crate::net::frame::MAGIC;
+use crate::net::http::{self, ApiCall, HttpLimits, Parsed};
+use crate::raft::{Index, ReadPolicy};
+use crate::shard::{Command, Partition, Snapshot, route};
+
+/// Extra time a shard waits past a request's deadline for the raft core's own, more
+/// precise, timeout answer.
+const ANSWER_GRACE: Duration = Duration::from_millis(200);
+
+struct Shard {
+    idx: usize,
+    n: usize,
+    shared: Arc<Shared>,
+    part: RefCell<Partition>,
+    /// Readers waiting for the watermark to reach an index.
+    waiters: RefCell<Vec<(Index, LocalSender<()>)>>,
+    pending: RefCell<HashMap<ReqId, LocalSender<Answer>>>,
+    next_req: Cell<ReqId>,
+    to_raft: ConnectedSender<ToRaft>,
+    mesh_out: Vec<Option<ConnectedSender<MeshMsg>>>,
+    default_policy: ReadPolicy,
+    request_timeout: Duration,
+    limits: HttpLimits,
+}
+
+pub(super) async fn run(
+    idx: usize,
+    n: usize,
+    cfg: NodeConfig,
+    shared: Arc<Shared>,
+    q: ShardQueues,
+) {
+    let listen: SocketAddr = cfg.cluster.listen_address.parse().expect("validated");
+    let listener = match reuseport_listener(listen) {
+        Ok(l) => l,
+        Err(e) => {
+            let msg =
+                format!("shard {idx}: cannot listen on {listen} (cluster.listen_address): {e}");
+            tracing::error!("{msg}");
+            eprintln!("ringkv serve: {msg}");
+            std::process::exit(1);
+        }
+    };
+    // A channel end's `connect` waits for the other end's: connect all at once.
+    let to_raft = glommio::spawn_local(q.to_raft.connect());
+    let from_raft = glommio::spawn_local(q.from_raft.connect());
+    let mesh_out: Vec<_> = q
+        .mesh_out
+        .into_iter()
+        .map(|s| s.map(|s| glommio::spawn_local(s.connect())))
+        .collect();
+    let mesh_in: Vec<_> = q
+        .mesh_in
+        .into_iter()
+        .map(|r| glommio::spawn_local(r.connect()))
+        .collect();
+    let mut out = Vec::new();
+    for s in mesh_out {
+        out.push(match s {
+            Some(t) => Some(t.await),
+            None => None,
+        });
+    }
+    let mesh_out = out;
+    let shard = Rc::new(Shard {
+        idx,
+        n,
+        shared,
+        part: RefCell::new(Partition::new(idx, n)),
+        waiters: RefCell::default(),
+        pending: RefCell::default(),
+        next_req: Cell::new(1),
+        to_raft: to_raft.await,
+        mesh_out,
+        default_policy: cfg.default_read_policy(),
+        request_timeout: Duration::from_millis(cfg.raft.request_timeout_ms),
+        limits: HttpLimits {
+            head_bytes_max: 16 << 10,
+            body_bytes_max: cfg.limits.key_bytes_max * 2 + cfg.limits.value_bytes_max * 2 + 1024,
+            key_bytes_max: cfg.limits.key_bytes_max,
+            value_bytes_max: cfg.limits.value_bytes_max,
+        },
+    });
+    {
+        let shard = shard.clone();
+        let rx = from_raft.await;
+        glommio::spawn_local(async move { shard.from_raft(rx).await }).detach();
+    }
+    for rx in mesh_in {
+        let shard = shard.clone();
+        let rx = rx.await;
+        glommio::spawn_local(async move { shard.from_mesh(rx).await }).detach();
+    }
+    loop {
+        let s = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of descriptors, usually: back off instead of spinning.
+                tracing::warn!(shard = idx, "accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let shard = shard.clone();
+        glommio::spawn_local(async move { shard.connection(s).await }).detach();
+    }
+}
+
+/// A listener sharing `addr` with the other shards (SO_REUSEPORT: the kernel spreads
+/// connections over them) that a restarted node can bind despite its old connections in
+/// TIME_WAIT (SO_REUSEADDR, inherited by accepted sockets).
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    // SAFETY: a listening socket we own, handed over once.
+    Ok(unsafe { TcpListener::from_raw_fd(s.into_raw_fd()) })
+}
+
+impl Shard {
+    fn register(&self) -> (ReqId, LocalReceiver<Answer>) {
+        let req = self.next_req.get();
+        self.next_req.set(req + 1);
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.pending.borrow_mut().insert(req, tx);
+        (req, rx)
+    }
+
+    /// Waits for the answer to `req` until `deadline` (plus grace).
+    async fn answer(
+        &self,
+        req: ReqId,
+        rx: LocalReceiver<Answer>,
+        deadline: Instant,
+    ) -> Option<Answer> {
+        let wait = (deadline + ANSWER_GRACE).saturating_duration_since(Instant::now());
+        let a = futures_lite::future::or(rx.recv(), async {
+            glommio::timer::sleep(wait).await;
+            None
+        })
+        .await;
+        self.pending.borrow_mut().remove(&req);
+        a
+    }
+
+    async fn connection(self: Rc<Self>, mut s: TcpStream) {
+        let mut first = [0u8; 4];
+        if s.read_exact(&mut first).await.is_err() {
+            return;
+        }
+        if first == MAGIC {
+            // A peer: the raft core owns peer connections. Hand over a duplicate of the
+            // descriptor (this executor's stream object closes its own copy).
+            // SAFETY: the descriptor is open for as long as `s` lives.
+            let fd = unsafe { BorrowedFd::borrow_raw(s.as_raw_fd()) }.try_clone_to_owned();
+            drop(s);
+            match fd {
+                Ok(fd) => {
+                    let _ = self.to_raft.send(ToRaft::PeerConn { fd, first }).await;
+                }
+                Err(e) => {
+                    tracing::warn!(shard = self.idx, "cannot hand a peer connection over: {e}")
+                }
+            }
+            return;
+        }
+        self.serve_http(s, first.to_vec()).await;
+    }
+
+    async fn serve_http(self: Rc<Self>, mut s: TcpStream, first: Vec<u8>) {
+        let mut buf = first;
+        let mut chunk = vec![0u8; 16 << 10];
+        loop {
+            match http::parse(&buf, &self.limits) {
+                Parsed::Incomplete => match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                },
+                Parsed::Fatal(e) => {
+                    let _ = s.write_all(&e.reply(true)).await;
+                    return;
+                }
+                Parsed::Request {
+                    consumed,
+                    call,
+                    keep_alive,
+                } => {
+                    buf.drain(..consumed);
+                    let out = match call {
+                        Err(e) => e.reply(!keep_alive),
+                        Ok(call) => {
+                            let r = self.handle(call).await;
+                            http::response(r.status, &r.body, !keep_alive)
+                        }
+                    };
+                    if s.write_all(&out).await.is_err() || !keep_alive {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(self: &Rc<Self>, call: ApiCall) -> Reply {
+        if self.shared.stopping.load(Ordering::Acquire) {
+            return Reply::err(
+                503,
+                "stopping",
+                "this node is shutting down; nothing was done, retry at another node",
+            );
+        }
+        let deadline = Instant::now() + self.request_timeout;
+        match call {
+            ApiCall::Put { key, value } => {
+                let cmd = Command::Put {
+                    key: Bytes::from(key),
+                    value: Bytes::from(value),
+                };
+                self.write(cmd.encode(), deadline).await
+            }
+            ApiCall::Delete { key } => {
+                let cmd = Command::Delete {
+                    key: Bytes::from(key),
+                };
+                self.write(cmd.encode(), deadline).await
+            }
+            ApiCall::Get { key, consistency } => {
+                let policy = consistency.unwrap_or(self.default_policy);
+                let owner = route(key.as_bytes(), self.n);
+                if owner == self.idx {
+                    return self.read(key, policy, deadline).await;
+                }
+                let (req, rx) = self.register();
+                let to = self.mesh_out[owner].as_ref().expect("another shard");
+                let msg = MeshMsg::Get {
+                    from: self.idx,
+                    req,
+                    key,
+                    policy,
+                    deadline,
+                };
+                if to.send(msg).await.is_err() {
+                    self.pending.borrow_mut().remove(&req);
+                    return Reply::err(503, "stopping", "shard stopped");
+                }
+                match self.answer(req, rx, deadline).await {
+                    Some(Answer::Reply(r)) => r,
+                    _ => read_timeout(),
+                }
+            }
+            ApiCall::Status => {
+                let (req, rx) = self.register();
+                let msg = ToRaft::Status {
+                    shard: self.idx,
+                    req,
+                };
+                if self.to_raft.send(msg).await.is_err() {
+                    return Reply::err(503, "stopping", "raft core stopped");
+                }
+                match self.answer(req, rx, deadline).await {
+                    Some(Answer::Reply(r)) => r,
+                    _ => Reply::err(504, "timeout", "the raft core did not answer in time"),
+                }
+            }
+        }
+    }
+
+    async fn write(&self, command: Bytes, deadline: Instant) -> Reply {
+        let (req, rx) = self.register();
+        let msg = ToRaft::Write {
+            shard: self.idx,
+            req,
+            command,
+            deadline,
+        };
+        if self.to_raft.send(msg).await.is_err() {
+            self.pending.borrow_mut().remove(&req);
+            return Reply::err(503, "stopping", "raft core stopped; nothing was written");
+        }
+        match self.answer(req, rx, deadline).await {
+            Some(Answer::Reply(r)) => r,
+            _ => Reply::err(
+                504,
+                "timeout",
+                "request_timeout_ms passed; the write may or may not be applied (outcome unknown)",
+            ),
+        }
+    }
+
+    /// A read of a key this shard owns.
+    async fn read(&self, key: String, policy: ReadPolicy, deadline: Instant) -> Reply {
+        let at = match policy {
+            ReadPolicy::Eventual => None,
+            ReadPolicy::Lease
+                if let Some(c) = self.shared.lease.valid_commit(self.shared.now_ns()) =>
+            {
+                Some(c)
+            }
+            ReadPolicy::Lease | ReadPolicy::Linearizable => {
+                let (req, rx) = self.register();
+                let msg = ToRaft::Read {
+                    shard: self.idx,
+                    req,
+                    key: key.clone(),
+                    policy,
+                    deadline,
+                };
+                if self.to_raft.send(msg).await.is_err() {
+                    self.pending.borrow_mut().remove(&req);
+                    return Reply::err(503, "stopping", "raft core stopped");
+                }
+                match self.answer(req, rx, deadline).await {
+                    Some(Answer::ReadAt(i)) => Some(i),
+                    Some(Answer::Reply(r)) => return r,
+                    None => return read_timeout(),
+                }
+            }
+        };
+        if let Some(i) = at
+            && !self.wait_applied(i, deadline).await
+        {
+            return read_timeout();
+        }
+        self.serve_local(&key)
+    }
+
+    fn serve_local(&self, key: &str) -> Reply {
+        match self.part.borrow().get(key.as_bytes()) {
+            Some(v) => Reply::ok(serde_json::json!({
+                "key": key,
+                "value": String::from_utf8_lossy(&v.value),
+                "revision": v.revision,
+            })),
+            None => Reply::err(404, "not_found", format!("no key {key:?}")),
+        }
+    }
+
+    /// Waits until this shard has applied through `index`; false at the deadline.
+    async fn wait_applied(&self, index: Index, deadline: Instant) -> bool {
+        if self.part.borrow().applied() >= index {
+            return true;
+        }
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.waiters.borrow_mut().push((index, tx));
+        let wait = deadline.saturating_duration_since(Instant::now());
+        futures_lite::future::or(async { rx.recv().await.is_some() }, async {
+            glommio::timer::sleep(wait).await;
+            false
+        })
+        .await
+    }
+
+    fn advanced(&self) {
+        let applied = self.part.borrow().applied();
+        self.shared.watermarks[self.idx].store(applied, Ordering::Release);
+        self.waiters.borrow_mut().retain(|(i, tx)| {
+            if *i <= applied {
+                let _ = tx.try_send(());
+                false
+            } else {
+                // Kept even when its reader timed out: dropped once the watermark passes.
+                true
+            }
+        });
+    }
+
+    /// Drains the raft core's queue. Never waits on a queue back to the raft core.
+    async fn from_raft(self: Rc<Self>, rx: ConnectedReceiver<ToShard>) {
+        while let Some(m) = rx.recv().await {
+            match m {
+                ToShard::Install { data } => match Snapshot::decode(&data, self.idx, self.n) {
+                    Ok(p) => {
+                        *self.part.borrow_mut() = p;
+                        self.advanced();
+                    }
+                    Err(e) => {
+                        // The raft core checked the snapshot's checksum: this is a bug.
+                        tracing::error!(shard = self.idx, "snapshot does not decode: {e}");
+                        std::process::exit(1);
+                    }
+                },
+                ToShard::Apply { entries, through } => {
+                    {
+                        let mut part = self.part.borrow_mut();
+                        for e in &entries {
+                            if let Err(err) = part.apply(e) {
+                                tracing::error!(
+                                    shard = self.idx,
+                                    index = e.index,
+                                    "committed entry not applied: {err}"
+                                );
+                            }
+                        }
+                        part.advance(through);
+                    }
+                    self.advanced();
+                }
+                ToShard::Answer { req, answer } => {
+                    if let Some(tx) = self.pending.borrow_mut().remove(&req) {
+                        let _ = tx.try_send(answer);
+                    }
+                }
+                ToShard::ServeRead {
+                    token,
+                    key,
+                    index,
+                    deadline,
+                } => {
+                    let shard = self.clone();
+                    glommio::spawn_local(async move {
+                        let reply = if shard.wait_applied(index, deadline).await {
+                            shard.serve_local(&key)
+                        } else {
+                            read_timeout()
+                        };
+                        let _ = shard.to_raft.send(ToRaft::Served { token, reply }).await;
+                    })
+                    .detach();
+                }
+            }
+        }
+    }
+
+    /// Drains one other shard's queue. Never waits on a queue back to it.
+    async fn from_mesh(self: Rc<Self>, rx: ConnectedReceiver<MeshMsg>) {
+        while let Some(m) = rx.recv().await {
+            match m {
+                MeshMsg::Get {
+                    from,
+                    req,
+                    key,
+                    policy,
+                    deadline,
+                } => {
+                    let shard = self.clone();
+                    glommio::spawn_local(async move {
+                        let reply = shard.read(key, policy, deadline).await;
+                        let to = shard.mesh_out[from].as_ref().expect("another shard");
+                        let _ = to.send(MeshMsg::GetReply { req, reply }).await;
+                    })
+                    .detach();
+                }
+                MeshMsg::GetReply { req, reply } => {
+                    if let Some(tx) = self.pending.borrow_mut().remove(&req) {
+                        let _ = tx.try_send(Answer::Reply(reply));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn read_timeout() -> Reply {
+    Reply::err(
+        504,
+        "timeout",
+        "request_timeout_ms passed before the read could be served; retry",
+    )
+}
