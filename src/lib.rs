@@ -4,6 +4,7 @@
 //! `shard` are the I/O-owning parts that drive it.
 
 pub mod config;
+pub mod logging;
 pub mod net;
 pub mod node;
 pub mod raft;

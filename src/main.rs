@@ -93,7 +93,6 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Serve { config } => {
-            ringkv::node::init_logs();
             let Some(path) = config.or_else(ringkv::config::path_from_env) else {
                 eprintln!("ringkv serve: give --config FILE or set CONFIG_PATH");
                 return ExitCode::from(2);
@@ -105,6 +104,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
+            // $LOG_DIR (what `make start-cluster` sets) overrides cluster.log_dir.
+            let log_dir = std::env::var_os("LOG_DIR")
+                .filter(|d| !d.is_empty())
+                .map_or_else(|| cfg.log_dir(), PathBuf::from);
+            if let Err(e) = ringkv::logging::init(&cfg.log_options(log_dir)) {
+                eprintln!("ringkv serve ({}): {e}", path.display());
+                return ExitCode::from(1);
+            }
             match ringkv::node::serve(cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
