@@ -48,16 +48,6 @@ pub struct LogOptions {
     pub files_kept: usize,
 }
 
-impl LogOptions {
-    pub fn new(dir: Option<PathBuf>) -> Self {
-        Self {
-            dir,
-            file_bytes_max: FILE_BYTES_MAX_DEFAULT,
-            files_kept: FILES_KEPT_DEFAULT,
-        }
-    }
-}
-
 /// Installs the process-wide subscriber: the `LOG_LEVEL` filter, the `log` bridge, stderr
 /// and, with a directory, `d.log`. Errors (a bad `LOG_LEVEL`, an unwritable directory, a
 /// second call) are messages for the operator; nothing is installed then.
