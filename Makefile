@@ -3,6 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: help build test lint fmt bench-raft bench-wal soak-wal sim start-cluster stop-cluster clean clean-log-db start-node1 start-node2 start-node3 stop-node1 stop-node2 stop-node3
+.PHONY: kill-leader need-curl
 
 # Extra cargo features for built binaries, e.g. `CARGO_FEATURES=crash-sim` (power-cut WAL).
 CARGO_FEATURES ?=
@@ -16,6 +17,7 @@ SIM := $(CARGO) run --quiet --release --features negative-controls --bin ringkv-
 help:
 	@echo "make start-cluster  build and run the three-node cluster (config/n1..n3.toml); Ctrl-C stops it"
 	@echo "make start-nodeN    run node N alone (it rejoins a running cluster); make stop-nodeN stops it"
+	@echo "make kill-leader    SIGKILL the node whose /status says leader (a failover drill)"
 	@echo "make test           fmt check, clippy -D warnings, all tests (and the crash-sim WAL tests), 2000 simulator seeds"
 	@echo "make lint           fmt check and clippy only"
 	@echo "make bench-raft     proposals/s through a 3-node in-memory cluster of the Raft core"
@@ -60,25 +62,60 @@ endif
 BIN := ./target/release/ringkv
 
 # The three-node example (config/n1..n3.toml): builds, then runs all three with prefixed
-# output, each also logged to logs/N/d.log. Data in db/N is kept between runs.
+# output. Each node writes its own logs/N/d.log (LOG_DIR; rotated, see config/README.md)
+# and the same lines on stderr. Data in db/N is kept between runs.
 # Ctrl-C or SIGTERM stops all three; one node dying leaves the others running.
-start-cluster: build
-	@mkdir -p logs/1 logs/2 logs/3
-	@trap 'kill 0' INT TERM; \
+start-cluster: build need-curl
+	@trap 'trap - INT TERM; kill 0' INT TERM; \
 	for i in 1 2 3; do \
-	  ( $(BIN) serve --config config/n$$i.toml 2>&1 | tee -a logs/$$i/d.log | sed -u "s/^/[n$$i] /" ) & \
+	  ( LOG_DIR=logs/$$i $(BIN) serve --config config/n$$i.toml 2>&1 | sed -u "s/^/[n$$i] /" ) & \
 	done; \
 	wait
 
-start-node1 start-node2 start-node3: start-node%: build
-	@mkdir -p logs/$*
-	$(BIN) serve --config config/n$*.toml 2>&1 | tee -a logs/$*/d.log
+start-node1 start-node2 start-node3: start-node%: build need-curl
+	LOG_DIR=logs/$* $(BIN) serve --config config/n$*.toml
 
 stop-node1 stop-node2 stop-node3: stop-node%:
 	-pkill -f "serve --config config/n$*.toml"
 
 stop-cluster:
 	-pkill -f "serve --config config/n[123].toml"
+
+# Asks 127.0.0.1:9081..9083 for /status; the node reporting role "leader" (the highest term
+# if a stale one still does too) is killed with SIGKILL. Only a `ringkv serve --config
+# config/nN.toml` started from this directory is killed, never one of another checkout.
+kill-leader: need-curl
+	@leader=; port=; best_term=-1; \
+	for i in 1 2 3; do \
+	  s=$$(curl -s --connect-timeout 1 --max-time 2 http://127.0.0.1:908$$i/status) || continue; \
+	  echo "$$s" | grep -q '"role" *: *"leader"' || continue; \
+	  term=$$(echo "$$s" | grep -o '"term" *: *[0-9]*' | grep -o '[0-9]*$$'); \
+	  id=$$(echo "$$s" | grep -o '"node_id" *: *[0-9]*' | grep -o '[0-9]*$$'); \
+	  if [ -n "$$id" ] && [ "$${term:-0}" -gt "$$best_term" ]; then \
+	    leader=$$id; port=908$$i; best_term=$${term:-0}; \
+	  fi; \
+	done; \
+	if [ -z "$$leader" ]; then \
+	  echo "kill-leader: no node on 127.0.0.1:9081..9083 reports role leader" >&2; exit 1; \
+	fi; \
+	pid=; \
+	for p in $$(pgrep -f "^[^ ]*ringkv serve --config config/n$$leader.toml"); do \
+	  [ "$$(readlink /proc/$$p/cwd)" = "$(CURDIR)" ] && pid=$$p; \
+	done; \
+	if [ -z "$$pid" ]; then \
+	  echo "kill-leader: the leader is node $$leader (127.0.0.1:$$port), but no" \
+	    "'ringkv serve --config config/n$$leader.toml' runs from $(CURDIR)" >&2; exit 1; \
+	fi; \
+	kill -9 $$pid && echo "killed leader node $$leader (pid $$pid, 127.0.0.1:$$port)"
+
+# Any tool a target needs is installed when missing (apt-get, non-interactive).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+need-curl:
+	@command -v curl >/dev/null || { \
+	  echo "installing curl"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null; \
+	}
 
 clean-log-db:
 	rm -rf logs db

@@ -66,8 +66,22 @@ pub struct Cluster {
     pub data_dir: Option<PathBuf>,
     /// Default `logs/<node_id>`.
     pub log_dir: Option<PathBuf>,
+    /// `d.log` is rotated to `d.log.1` before it would grow past this.
+    #[serde(default = "log_file_bytes_max_default")]
+    pub log_file_bytes_max: u64,
+    /// Rotated log files kept besides `d.log` (`d.log.1` .. `d.log.N`).
+    #[serde(default = "log_files_kept_default")]
+    pub log_files_kept: usize,
     /// Prometheus `/metrics` and the console's data; none when absent.
     pub metrics_address: Option<String>,
+}
+
+fn log_file_bytes_max_default() -> u64 {
+    crate::logging::FILE_BYTES_MAX_DEFAULT
+}
+
+fn log_files_kept_default() -> usize {
+    crate::logging::FILES_KEPT_DEFAULT
 }
 
 /// A role or status given as the seed's numeric code or as a readable name.
@@ -325,6 +339,15 @@ impl NodeConfig {
             .unwrap_or_else(|| PathBuf::from(format!("logs/{}", self.cluster.node_id)))
     }
 
+    /// Logging settings: `dir` is the log directory to use (`log_dir()` or an override).
+    pub fn log_options(&self, dir: PathBuf) -> crate::logging::LogOptions {
+        crate::logging::LogOptions {
+            dir: Some(dir),
+            file_bytes_max: self.cluster.log_file_bytes_max,
+            files_kept: self.cluster.log_files_kept,
+        }
+    }
+
     /// Decoded `initial_cluster`: (id, address, role).
     pub fn members(&self) -> Vec<(NodeId, SocketAddr, MemberRole)> {
         self.cluster
@@ -426,6 +449,12 @@ impl NodeConfig {
                 "cluster.metrics_address",
                 format!("{m:?} is not an address like 127.0.0.1:8081 ({e})"),
             );
+        }
+        if c.log_file_bytes_max == 0 {
+            return err("cluster.log_file_bytes_max", "must be at least 1".into());
+        }
+        if c.log_files_kept == 0 {
+            return err("cluster.log_files_kept", "must be at least 1".into());
         }
         if c.initial_cluster.is_empty() {
             return err("cluster.initial_cluster", "lists no member".into());

@@ -3,7 +3,9 @@
 //! Layout (see ARCHITECTURE.md): `raft` is the pure consensus core; `wal`, `net` and
 //! `shard` are the I/O-owning parts that drive it.
 
+pub mod client;
 pub mod config;
+pub mod logging;
 pub mod net;
 pub mod node;
 pub mod raft;

@@ -1,10 +1,13 @@
 //! The `ringkv` binary: `ringkv serve` (the node, first single-executor version),
-//! `ringkv config check [FILE]` and `ringkv wal check|dump DIR`.
+//! `ringkv config check [FILE]`, `ringkv wal check|dump DIR` and the client commands
+//! `ringkv put|get|delete|status` (`ringkv::client`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use ringkv::client::{self, Consistency, Request};
 
 #[derive(Parser)]
 #[command(name = "ringkv", version, about = "A Raft-replicated key-value server")]
@@ -30,6 +33,61 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Write a key (redirected to the leader; never resent once it may have arrived).
+    #[command(after_help = CLIENT_EXIT_CODES)]
+    Put {
+        #[arg(allow_hyphen_values = true)]
+        key: String,
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Read a key.
+    #[command(after_help = CLIENT_EXIT_CODES)]
+    Get {
+        #[arg(allow_hyphen_values = true)]
+        key: String,
+        /// Default: the node's raft.read_consistency.default_policy.
+        #[arg(long, value_enum)]
+        consistency: Option<Consistency>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete a key (redirected to the leader; never resent once it may have arrived).
+    #[command(after_help = CLIENT_EXIT_CODES)]
+    Delete {
+        #[arg(allow_hyphen_values = true)]
+        key: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print the status of the first endpoint that answers.
+    #[command(after_help = CLIENT_EXIT_CODES)]
+    Status {
+        /// Every endpoint's status, one JSON per line (an error line for one that fails);
+        /// exit 0 when all answered, 1 when some did, 3 when none did.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+const CLIENT_EXIT_CODES: &str = "Exit codes: 0 done (the reply's JSON on stdout); 1 the \
+cluster answered with an error (its JSON on stderr); 2 usage error; 3 no answer: no endpoint \
+reachable, or a put/delete whose outcome is unknown (sent, then the connection was lost or it \
+timed out; it is never resent).";
+
+/// Where and how long the client commands try.
+#[derive(Args)]
+struct Conn {
+    /// Nodes to try, in order: host:port,host:port,...
+    #[arg(long, default_value = client::ENDPOINTS_DEFAULT, value_parser = parse_endpoints)]
+    endpoints: Endpoints,
+    /// Limit for each attempt at one endpoint: connect, send and the whole reply.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    timeout_ms: u64,
 }
 
 #[derive(Subcommand)]
@@ -58,6 +116,18 @@ enum WalCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Put { key, value, conn } => finish(conn.run(&Request::Put { key, value })),
+        Cmd::Delete { key, conn } => finish(conn.run(&Request::Delete { key })),
+        Cmd::Get {
+            key,
+            consistency,
+            conn,
+        } => finish(conn.run(&Request::Get { key, consistency })),
+        Cmd::Status { all: false, conn } => finish(conn.run(&Request::Status)),
+        Cmd::Status { all: true, conn } => finish(client::status_all(
+            &conn.endpoints.0,
+            Duration::from_millis(conn.timeout_ms),
+        )),
         Cmd::Wal { cmd } => {
             let r = match cmd {
                 WalCmd::Check { dir } => ringkv::wal::inspect::check(&dir),
@@ -93,7 +163,6 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Serve { config } => {
-            ringkv::node::init_logs();
             let Some(path) = config.or_else(ringkv::config::path_from_env) else {
                 eprintln!("ringkv serve: give --config FILE or set CONFIG_PATH");
                 return ExitCode::from(2);
@@ -105,6 +174,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
+            // $LOG_DIR (what `make start-cluster` sets) overrides cluster.log_dir.
+            let log_dir = std::env::var_os("LOG_DIR")
+                .filter(|d| !d.is_empty())
+                .map_or_else(|| cfg.log_dir(), PathBuf::from);
+            if let Err(e) = ringkv::logging::init(&cfg.log_options(log_dir)) {
+                eprintln!("ringkv serve ({}): {e}", path.display());
+                return ExitCode::from(1);
+            }
             match ringkv::node::serve(cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -114,4 +191,28 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The parsed `--endpoints` list (a newtype: clap reads a `Vec` field as repeated flags).
+#[derive(Clone)]
+struct Endpoints(Vec<String>);
+
+fn parse_endpoints(s: &str) -> Result<Endpoints, String> {
+    client::parse_endpoints(s).map(Endpoints)
+}
+
+impl Conn {
+    fn run(&self, req: &Request) -> client::Outcome {
+        client::run(
+            req,
+            &self.endpoints.0,
+            Duration::from_millis(self.timeout_ms),
+        )
+    }
+}
+
+fn finish(o: client::Outcome) -> ExitCode {
+    print!("{}", o.stdout);
+    eprint!("{}", o.stderr);
+    ExitCode::from(o.exit_code)
 }

@@ -419,6 +419,41 @@ fn runtime_rules() {
 }
 
 #[test]
+fn log_rotation_keys_default_and_must_be_positive() {
+    let c = NodeConfig::parse(BASE, "n.toml").unwrap();
+    let o = c.log_options("elsewhere".into());
+    assert_eq!(o.dir, Some(std::path::PathBuf::from("elsewhere")));
+    assert_eq!((o.file_bytes_max, o.files_kept), (64 << 20, 4));
+    let at = "listen_address = \"127.0.0.1:9081\"\n";
+    let set = |extra: &str| with(at, &format!("{at}{extra}\n"));
+    let c = NodeConfig::parse(
+        &set("log_file_bytes_max = 1000\nlog_files_kept = 2"),
+        "n.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        (c.cluster.log_file_bytes_max, c.cluster.log_files_kept),
+        (1000, 2)
+    );
+    assert_refused(
+        &set("log_file_bytes_max = 0"),
+        "cluster.log_file_bytes_max",
+        "must be at least 1",
+    );
+    assert_refused(
+        &set("log_files_kept = 0"),
+        "cluster.log_files_kept",
+        "must be at least 1",
+    );
+    assert_refused(&set("log_files_kept = -1"), "cluster.log_files_kept", "");
+    assert_refused(
+        &set("log_file_max = 5"),
+        "cluster.log_file_max",
+        "unknown field",
+    );
+}
+
+#[test]
 fn cli_config_check_reports_and_honours_config_path() {
     let bin = env!("CARGO_BIN_EXE_ringkv");
     let dir = env!("CARGO_MANIFEST_DIR");

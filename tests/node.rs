@@ -75,6 +75,8 @@ impl Cluster {
         let child = Command::new(env!("CARGO_BIN_EXE_ringkv"))
             .args(["serve", "--config"])
             .arg(self.dir.join(format!("n{}.toml", i + 1)))
+            // d.log in the test's directory, not the repository's logs/.
+            .env("LOG_DIR", self.dir.join(format!("logs/{}", i + 1)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
