@@ -301,15 +301,3 @@ pub fn serve(cfg: NodeConfig) -> Result<(), String> {
     core.join()
         .map_err(|e| format!("raft core executor failed: {e}"))?
 }
-
-/// Installs the text logger: `$LOG_LEVEL` (default warn), to stderr, each line with the
-/// node id field.
-pub fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
-}
