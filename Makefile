@@ -18,7 +18,7 @@ help:
 	@echo "make start-cluster  build and run the three-node cluster (config/n1..n3.toml); Ctrl-C stops it"
 	@echo "make start-nodeN    run node N alone (it rejoins a running cluster); make stop-nodeN stops it"
 	@echo "make kill-leader    SIGKILL the node whose /status says leader (a failover drill)"
-	@echo "make test           fmt check, clippy -D warnings, all tests (and the crash-sim WAL tests), 2000 simulator seeds"
+	@echo "make test           fmt check, clippy -D warnings, all tests (and the crash-sim WAL and whole-cluster crash tests), 2000 simulator seeds"
 	@echo "make lint           fmt check and clippy only"
 	@echo "make bench-raft     proposals/s through a 3-node in-memory cluster of the Raft core"
 	@echo "make bench-wal      WAL appends/s and sync latency beside raw O_DIRECT+fdatasync"
@@ -38,7 +38,7 @@ fmt:
 
 test: lint
 	$(CARGO) test
-	$(CARGO) test --features crash-sim --test wal
+	$(CARGO) test --features crash-sim --test wal --test node_crash
 	$(SIM) --seeds $(TEST_SEEDS)
 
 bench-raft:

@@ -27,6 +27,7 @@ use rkyv::rancor;
 use super::frame::{FrameHeader, FrameKind, HEADER_BYTES, MAGIC};
 use super::wire::{ClientFrame, decode_message, encode_message};
 use crate::raft::{Message, NodeId};
+use crate::wal::meta::{KnownPeers, PeerCheck};
 
 /// Settings of the transport.
 #[derive(Clone, Debug)]
@@ -40,6 +41,10 @@ pub struct PeerConfig {
     /// Messages queued per peer while its connection is busy or down.
     pub outbox_max: usize,
     pub reconnect_backoff_max_ms: u64,
+    /// This node's incarnation (see `wal::meta`), sent in every handshake.
+    pub incarnation: u64,
+    /// The incarnations of peers met; `None` skips the check (tests of framing only).
+    pub known: Option<Rc<RefCell<KnownPeers>>>,
 }
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq, Eq)]
@@ -47,6 +52,31 @@ pub struct Hello {
     pub cluster_id: u64,
     pub node_id: u64,
     pub token: String,
+    pub incarnation: u64,
+}
+
+/// The acceptor's answer to a `Hello`, on the same connection.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq, Eq)]
+pub struct HelloAck {
+    /// `ACK_OK`, `ACK_WIPED` (the connecting node's incarnation changed) or `ACK_REFUSED`.
+    pub code: u8,
+    pub incarnation: u64,
+    pub reason: String,
+}
+
+pub const ACK_OK: u8 = 0;
+pub const ACK_WIPED: u8 = 1;
+pub const ACK_REFUSED: u8 = 2;
+
+/// How the last handshake with a peer went (outbound side).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Handshake {
+    Accepted,
+    /// The peer refused us (wrong cluster, token, unknown id) or we refused its answer.
+    Refused(String),
+    /// The peer knows this node under another incarnation: our data directory was wiped
+    /// or replaced. The node must stop.
+    WipedSelf(String),
 }
 
 /// Counters (for tests and metrics).
@@ -82,6 +112,8 @@ enum Outgoing {
 
 pub struct Transport {
     cfg: Rc<PeerConfig>,
+    /// The outcome of the latest outbound handshake with each peer.
+    pub handshakes: Rc<RefCell<BTreeMap<NodeId, Handshake>>>,
     outboxes: BTreeMap<NodeId, LocalSender<Outgoing>>,
     inbox: Rc<LocalSender<Inbound>>,
     pub stats: Rc<RefCell<PeerStats>>,
@@ -114,20 +146,24 @@ impl Transport {
     /// `inbox`.
     pub fn start(cfg: PeerConfig, inbox: LocalSender<Inbound>) -> Self {
         let stats = Rc::new(RefCell::new(PeerStats::default()));
+        let handshakes: Rc<RefCell<BTreeMap<NodeId, Handshake>>> = Rc::default();
         let cfg = Rc::new(cfg);
         let mut tasks = Vec::new();
         let mut outboxes = BTreeMap::new();
         for (&id, &addr) in cfg.peers.iter().filter(|(id, _)| **id != cfg.node_id) {
             let (tx, rx) = local_channel::new_bounded::<Outgoing>(cfg.outbox_max);
             outboxes.insert(id, tx);
-            let (cfg, stats) = (cfg.clone(), stats.clone());
+            let (cfg, stats, hs) = (cfg.clone(), stats.clone(), handshakes.clone());
             tasks.push(
-                glommio::spawn_local(async move { send_loop(id, addr, &cfg, &stats, rx).await })
-                    .detach(),
+                glommio::spawn_local(
+                    async move { send_loop(id, addr, &cfg, &stats, &hs, rx).await },
+                )
+                .detach(),
             );
         }
         Self {
             cfg,
+            handshakes,
             outboxes,
             inbox: Rc::new(inbox),
             stats,
@@ -207,6 +243,7 @@ async fn send_loop(
     addr: SocketAddr,
     cfg: &PeerConfig,
     stats: &RefCell<PeerStats>,
+    handshakes: &RefCell<BTreeMap<NodeId, Handshake>>,
     rx: local_channel::LocalReceiver<Outgoing>,
 ) {
     let mut backoff_ms = 10;
@@ -236,6 +273,7 @@ async fn send_loop(
             cluster_id: cfg.cluster_id,
             node_id: cfg.node_id,
             token: cfg.token.clone(),
+            incarnation: cfg.incarnation,
         };
         let hb = rkyv::to_bytes::<rancor::Error>(&hello).expect("in memory");
         if write_frame(&mut s, FrameKind::Handshake, &hb)
@@ -243,6 +281,27 @@ async fn send_loop(
             .is_err()
         {
             continue;
+        }
+        let outcome = match read_ack(&mut s, cfg).await {
+            Ok(ack) => judge_ack(id, &ack, cfg),
+            // No answer: the connection broke (retry as for a failed connect).
+            Err(_) => {
+                failures += 1;
+                glommio::timer::sleep(Duration::from_millis(backoff_ms)).await;
+                backoff_ms = (backoff_ms * 2).min(cfg.reconnect_backoff_max_ms);
+                continue;
+            }
+        };
+        let previous = handshakes.borrow_mut().insert(id, outcome.clone());
+        match outcome {
+            Handshake::Accepted => {}
+            Handshake::Refused(why) | Handshake::WipedSelf(why) => {
+                if previous.as_ref() != handshakes.borrow().get(&id) {
+                    tracing::error!(node = cfg.node_id, peer = id, %addr, "handshake refused: {why}");
+                }
+                glommio::timer::sleep(Duration::from_millis(cfg.reconnect_backoff_max_ms)).await;
+                continue;
+            }
         }
         if failures > 0 {
             tracing::warn!(
@@ -270,6 +329,79 @@ async fn send_loop(
             stats.borrow_mut().sent += 1;
         }
     }
+}
+
+/// Reads the acceptor's `HelloAck` (bounded wait: a silent acceptor counts as a broken
+/// connection).
+async fn read_ack(s: &mut TcpStream, cfg: &PeerConfig) -> std::io::Result<HelloAck> {
+    let read = async {
+        let mut h = [0u8; HEADER_BYTES];
+        s.read_exact(&mut h).await?;
+        let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let hdr =
+            FrameHeader::decode(&h, cfg.frame_bytes_max).map_err(|e| bad(format!("{e:?}")))?;
+        let body = read_body(s, &hdr).await?;
+        hdr.check_body(&body).map_err(|e| bad(format!("{e:?}")))?;
+        if hdr.kind != FrameKind::Handshake {
+            return Err(bad("expected a handshake answer".into()));
+        }
+        let a = rkyv::access::<ArchivedHelloAck, rancor::BoxedError>(&body)
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(HelloAck {
+            code: a.code,
+            incarnation: a.incarnation.to_native(),
+            reason: a.reason.to_string(),
+        })
+    };
+    futures_lite::future::or(read, async {
+        glommio::timer::sleep(Duration::from_secs(2)).await;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no handshake answer",
+        ))
+    })
+    .await
+}
+
+/// What an acceptor's answer means for this node.
+fn judge_ack(peer: NodeId, ack: &HelloAck, cfg: &PeerConfig) -> Handshake {
+    match ack.code {
+        ACK_OK => match check_incarnation(cfg, peer, ack.incarnation) {
+            Ok(()) => Handshake::Accepted,
+            Err(why) => Handshake::Refused(why),
+        },
+        ACK_WIPED => Handshake::WipedSelf(ack.reason.clone()),
+        _ => Handshake::Refused(ack.reason.clone()),
+    }
+}
+
+/// Checks (and on first meeting records) a peer's incarnation.
+fn check_incarnation(cfg: &PeerConfig, peer: NodeId, incarnation: u64) -> Result<(), String> {
+    let Some(known) = &cfg.known else {
+        return Ok(());
+    };
+    match known.borrow_mut().check(peer, incarnation) {
+        Ok(PeerCheck::Known | PeerCheck::Recorded) => Ok(()),
+        Ok(PeerCheck::Changed(was)) => Err(format!(
+            "node {peer} presents incarnation {incarnation:016x}, but node {} met it as \
+             {was:016x}: node {peer}'s data directory was wiped or replaced. A node that \
+             lost its data must not rejoin under its old id (it may have voted or \
+             acknowledged entries it no longer has): remove node {peer} from the cluster, \
+             then add it back under a new node id with an empty data directory",
+            cfg.node_id
+        )),
+        Err(e) => Err(format!("cannot record node {peer}'s incarnation: {e}")),
+    }
+}
+
+async fn write_ack(s: &mut TcpStream, code: u8, incarnation: u64, reason: &str) {
+    let ack = HelloAck {
+        code,
+        incarnation,
+        reason: reason.to_string(),
+    };
+    let b = rkyv::to_bytes::<rancor::Error>(&ack).expect("in memory");
+    let _ = write_frame(s, FrameKind::Handshake, &b).await;
 }
 
 async fn serve_inbound(
@@ -316,21 +448,43 @@ async fn serve_inbound(
                     return;
                 };
                 let id = hello.node_id.to_native();
-                if hello.cluster_id.to_native() != cfg.cluster_id {
-                    refuse(stats, "wrong_cluster");
-                    tracing::warn!(peer = id, "refused a peer from another cluster");
+                let refusal = if hello.cluster_id.to_native() != cfg.cluster_id {
+                    Some((
+                        "wrong_cluster",
+                        format!(
+                            "node {} serves cluster {:016x}, not {:016x}: check initial_cluster \
+                             and cluster_token on both nodes",
+                            cfg.node_id,
+                            cfg.cluster_id,
+                            hello.cluster_id.to_native()
+                        ),
+                    ))
+                } else if hello.token.as_str() != cfg.token {
+                    Some((
+                        "wrong_token",
+                        format!("node {} refuses a wrong cluster_token", cfg.node_id),
+                    ))
+                } else if id == cfg.node_id || !cfg.peers.contains_key(&id) {
+                    Some((
+                        "unknown_node",
+                        format!("node {id} is not a member known to node {}", cfg.node_id),
+                    ))
+                } else {
+                    None
+                };
+                if let Some((why, text)) = refusal {
+                    refuse(stats, why);
+                    tracing::warn!(node = cfg.node_id, peer = id, "refused a peer: {text}");
+                    write_ack(&mut s, ACK_REFUSED, cfg.incarnation, &text).await;
                     return;
                 }
-                if hello.token.as_str() != cfg.token {
-                    refuse(stats, "wrong_token");
-                    tracing::warn!(peer = id, "refused a peer with a wrong cluster_token");
+                if let Err(text) = check_incarnation(cfg, id, hello.incarnation.to_native()) {
+                    refuse(stats, "changed_incarnation");
+                    tracing::error!(node = cfg.node_id, peer = id, "refused a peer: {text}");
+                    write_ack(&mut s, ACK_WIPED, cfg.incarnation, &text).await;
                     return;
                 }
-                if id == cfg.node_id || !cfg.peers.contains_key(&id) {
-                    refuse(stats, "unknown_node");
-                    tracing::warn!(peer = id, "refused a peer that is not a member");
-                    return;
-                }
+                write_ack(&mut s, ACK_OK, cfg.incarnation, "").await;
                 peer = Some(id);
             }
             (Some(id), FrameKind::Raft) => {

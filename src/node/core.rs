@@ -25,6 +25,7 @@ use glommio::net::TcpStream;
 
 use super::{Answer, CoreQueues, Lease, Reply, ReqId, Shared, ToRaft, ToShard};
 use crate::config::{MemberRole, NodeConfig};
+use crate::net::peer::Handshake;
 use crate::net::peer::{Inbound, PeerConfig, Transport};
 use crate::net::wire::ClientFrame;
 use crate::raft::{
@@ -32,7 +33,7 @@ use crate::raft::{
     Term,
 };
 use crate::shard::{Command, route};
-use crate::wal::meta::{NodeMeta, cluster_id};
+use crate::wal::meta::{KnownPeers, NodeMeta, cluster_id, new_incarnation};
 use crate::wal::{DmaDisk, SnapshotStore, Wal};
 
 /// Calls held while no leader is known (beyond it: 503 at once).
@@ -98,15 +99,17 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let has_state = data_dir.join("wal").exists() || data_dir.join("hardstate").exists();
-    NodeMeta::check_or_create(
+    let (meta, fresh) = NodeMeta::check_or_create(
         &data_dir,
         NodeMeta {
             cluster_id: cid,
             node_id: id,
+            incarnation: new_incarnation(),
         },
         has_state,
     )
     .map_err(|e| e.to_string())?;
+    let known = KnownPeers::load(&data_dir).map_err(|e| e.to_string())?;
     let disk = DmaDisk::new(&data_dir)
         .await
         .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
@@ -192,9 +195,25 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
             frame_bytes_max: cfg.limits.frame_bytes_max,
             outbox_max: 4096,
             reconnect_backoff_max_ms: 1000,
+            incarnation: meta.incarnation,
+            known: Some(std::rc::Rc::new(std::cell::RefCell::new(known))),
         },
         peer_tx,
     );
+    if fresh {
+        // initial_cluster counts only if no peer already knows this node under another
+        // incarnation: wait for every peer's handshake (or one election timeout).
+        let until = Instant::now() + Duration::from_millis(cfg.raft.election_timeout_min_ms);
+        while Instant::now() < until && transport.handshakes.borrow().len() + 1 < members.len() {
+            if wiped(&transport).is_some() {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    if let Some(why) = wiped(&transport) {
+        return Err(refused_start(&data_dir, &why));
+    }
     {
         let ev_tx = ev_tx.clone();
         glommio::spawn_local(async move {
@@ -220,6 +239,7 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
     let addresses: BTreeMap<_, _> = members.iter().map(|m| (m.0, m.1)).collect();
     let mut core = Core {
         id,
+        data_dir: data_dir.clone(),
         raft,
         transport,
         addresses,
@@ -244,6 +264,7 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
 
 struct Core {
     id: NodeId,
+    data_dir: std::path::PathBuf,
     raft: Raft,
     transport: Transport,
     addresses: BTreeMap<NodeId, SocketAddr>,
@@ -301,6 +322,14 @@ impl Core {
                     next_tick = Instant::now() + self.tick;
                 }
                 self.expire();
+                // MemFirst: the interval half of the flush policy.
+                wal.flush_if_due()
+                    .await
+                    .map_err(|e| format!("stopping: {e}"))?;
+                if let Some(why) = wiped(&self.transport) {
+                    let _ = wal.sync_all().await;
+                    return Err(refused_start(&self.data_dir, &why));
+                }
                 if self.stop_at.is_none() && self.shared.stop_requested.load(Ordering::Relaxed) {
                     self.begin_shutdown();
                 }
@@ -853,6 +882,22 @@ impl Core {
         tracing::warn!(node = self.id, role = ?self.raft.role(), "stopped: log flushed");
         Ok(())
     }
+}
+
+/// A peer's report that this node's data directory was wiped, if any came.
+fn wiped(t: &Transport) -> Option<String> {
+    t.handshakes.borrow().values().find_map(|h| match h {
+        Handshake::WipedSelf(why) => Some(why.clone()),
+        _ => None,
+    })
+}
+
+fn refused_start(data_dir: &std::path::Path, why: &str) -> String {
+    format!(
+        "refusing to run: a peer already knows this node with other data ({why}). \
+         {} is not the data this node had in the cluster",
+        data_dir.display()
+    )
 }
 
 fn write_unknown() -> Reply {

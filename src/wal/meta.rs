@@ -1,13 +1,22 @@
-//! Node identity in the data directory: which cluster and which node it belongs to.
+//! Node identity in the data directory: which cluster and which node it belongs to, which
+//! incarnation of that node it is, and the incarnations of the peers it has met.
 //!
-//! Owns `<data_dir>/meta`. Read and written once at start-up, before any executor runs,
-//! with plain std I/O (a 64-byte file, synced, renamed into place, directory synced).
-//! Must not touch the log, the hard state or snapshots; the node decides what a mismatch
-//! means for bootstrap.
+//! Owns `<data_dir>/meta` and `<data_dir>/peers`. `meta` is read and written once at
+//! start-up; `peers` gains a line the first time a peer is met (a handshake, rare). Both
+//! with plain std I/O (small files written to a temporary, synced, renamed into place,
+//! directory synced). Must not touch the log, the hard state or snapshots; the node decides
+//! what a mismatch means for bootstrap.
 //!
-//! Layout: `[magic "RKVMETA1"][version u32][reserved u32][cluster id u64][node id u64]
-//! [CRC32C of the preceding bytes u32]`, zero-padded to 64 bytes.
+//! The incarnation is a random number drawn when the directory is first claimed. A node
+//! whose directory was wiped comes back with a new one, and peers that met the old one
+//! refuse it: it may have voted or acknowledged entries it no longer remembers.
+//!
+//! `meta` layout: `[magic "RKVMETA1"][version u32 = 2][reserved u32][cluster id u64]
+//! [node id u64][incarnation u64][CRC32C of the preceding bytes u32]`, zero-padded to 64
+//! bytes. `peers`: one line `<node id> <incarnation hex>` per peer met, then a line
+//! `crc <CRC32C hex of the lines before>`.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -39,6 +48,8 @@ pub fn cluster_id(members: &[(NodeId, String)], token: &str) -> u64 {
 pub struct NodeMeta {
     pub cluster_id: u64,
     pub node_id: NodeId,
+    /// Drawn when the directory was claimed; never 0.
+    pub incarnation: u64,
 }
 
 /// A start-up refusal, with what to do about it.
@@ -61,11 +72,12 @@ impl NodeMeta {
     fn encode(&self) -> [u8; FILE_BYTES] {
         let mut b = [0u8; FILE_BYTES];
         b[0..8].copy_from_slice(MAGIC);
-        b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        b[8..12].copy_from_slice(&2u32.to_le_bytes());
         b[16..24].copy_from_slice(&self.cluster_id.to_le_bytes());
         b[24..32].copy_from_slice(&self.node_id.to_le_bytes());
-        let crc = crc32c::crc32c(&b[0..32]);
-        b[32..36].copy_from_slice(&crc.to_le_bytes());
+        b[32..40].copy_from_slice(&self.incarnation.to_le_bytes());
+        let crc = crc32c::crc32c(&b[0..40]);
+        b[40..44].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
@@ -73,12 +85,17 @@ impl NodeMeta {
         if b.len() != FILE_BYTES || &b[0..8] != MAGIC {
             return Err("not a ringkv meta file".into());
         }
-        if crc32c::crc32c(&b[0..32]) != u32::from_le_bytes(b[32..36].try_into().expect("4")) {
+        if crc32c::crc32c(&b[0..40]) != u32::from_le_bytes(b[40..44].try_into().expect("4")) {
             return Err("checksum mismatch".into());
+        }
+        let version = u32::from_le_bytes(b[8..12].try_into().expect("4"));
+        if version != 2 {
+            return Err(format!("meta version {version} is not supported (2 is)"));
         }
         Ok(Self {
             cluster_id: u64::from_le_bytes(b[16..24].try_into().expect("8")),
             node_id: u64::from_le_bytes(b[24..32].try_into().expect("8")),
+            incarnation: u64::from_le_bytes(b[32..40].try_into().expect("8")),
         })
     }
 
@@ -113,13 +130,16 @@ impl NodeMeta {
             .map_err(io)
     }
 
-    /// Start-up check. `has_state`: the directory already holds a log, hard state or
-    /// snapshots. Returns the identity to run with; writes it for a fresh directory.
+    /// Start-up check. `expected.incarnation` is the one to claim a fresh directory with;
+    /// `has_state`: the directory already holds a log, hard state or snapshots. Returns
+    /// the identity to run with (writing it for a fresh directory) and whether it was
+    /// just created.
     pub fn check_or_create(
         data_dir: &Path,
         expected: NodeMeta,
         has_state: bool,
-    ) -> Result<NodeMeta, IdentityError> {
+    ) -> Result<(NodeMeta, bool), IdentityError> {
+        assert_ne!(expected.incarnation, 0, "incarnation 0 means unknown");
         match Self::load(data_dir)? {
             None if has_state => Err(IdentityError(format!(
                 "{} holds Raft state but no identity (meta) file: refusing to guess which \
@@ -128,7 +148,7 @@ impl NodeMeta {
             ))),
             None => {
                 expected.store(data_dir)?;
-                Ok(expected)
+                Ok((expected, true))
             }
             Some(m) if m.node_id != expected.node_id => Err(IdentityError(format!(
                 "{} belongs to node {}, but this config is for node {}: point data_dir at \
@@ -146,8 +166,125 @@ impl NodeMeta {
                 m.cluster_id,
                 expected.cluster_id
             ))),
-            Some(m) => Ok(m),
+            Some(m) => Ok((m, false)),
         }
+    }
+}
+
+/// A fresh incarnation number: wall-clock nanoseconds, process id and a counter mixed
+/// (unique enough: it only has to differ from this node's earlier incarnations).
+pub fn new_incarnation() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut x = t ^ ((std::process::id() as u64) << 32) ^ COUNTER.fetch_add(1, Ordering::Relaxed);
+    // SplitMix64 finaliser: spreads nearby inputs.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d049bb133111eb);
+    (x ^ (x >> 31)).max(1)
+}
+
+/// The incarnations of the peers this node has met, persisted in `<data_dir>/peers`.
+#[derive(Debug)]
+pub struct KnownPeers {
+    path: PathBuf,
+    known: BTreeMap<NodeId, u64>,
+}
+
+/// What a peer's handshake incarnation means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerCheck {
+    /// Met before with this incarnation.
+    Known,
+    /// First meeting: recorded durably.
+    Recorded,
+    /// Met before with another incarnation (returned): its data was wiped or replaced.
+    Changed(u64),
+}
+
+impl KnownPeers {
+    pub fn load(data_dir: &Path) -> Result<Self, IdentityError> {
+        let path = data_dir.join("peers");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self {
+                    path,
+                    known: BTreeMap::new(),
+                });
+            }
+            Err(e) => {
+                return Err(IdentityError(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        let bad = |why: String| {
+            IdentityError(format!(
+                "{}: {why}; the record of peers met is damaged: remove the file to forget them                  (a wiped peer then goes unnoticed once)",
+                path.display()
+            ))
+        };
+        let (body, last) = match text.trim_end_matches('\n').rsplit_once('\n') {
+            Some((b, l)) => (format!("{b}\n"), l),
+            None => (String::new(), text.trim_end_matches('\n')),
+        };
+        let crc = last
+            .strip_prefix("crc ")
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .ok_or_else(|| bad("no checksum line".into()))?;
+        if crc32c::crc32c(body.as_bytes()) != crc {
+            return Err(bad("checksum mismatch".into()));
+        }
+        let mut known = BTreeMap::new();
+        for (n, line) in body.lines().enumerate() {
+            let parsed = line.split_once(' ').and_then(|(id, inc)| {
+                Some((
+                    id.parse::<NodeId>().ok()?,
+                    u64::from_str_radix(inc, 16).ok()?,
+                ))
+            });
+            let (id, inc) = parsed.ok_or_else(|| bad(format!("line {}: {line:?}", n + 1)))?;
+            known.insert(id, inc);
+        }
+        Ok(Self { path, known })
+    }
+
+    /// Checks a peer's incarnation, recording it durably on first meeting.
+    pub fn check(&mut self, id: NodeId, incarnation: u64) -> Result<PeerCheck, IdentityError> {
+        match self.known.get(&id) {
+            Some(&k) if k == incarnation => Ok(PeerCheck::Known),
+            Some(&k) => Ok(PeerCheck::Changed(k)),
+            None => {
+                self.known.insert(id, incarnation);
+                if let Err(e) = self.store() {
+                    self.known.remove(&id);
+                    return Err(e);
+                }
+                Ok(PeerCheck::Recorded)
+            }
+        }
+    }
+
+    fn store(&self) -> Result<(), IdentityError> {
+        let io = |e: std::io::Error| IdentityError(format!("writing {}: {e}", self.path.display()));
+        let mut body = String::new();
+        for (id, inc) in &self.known {
+            body.push_str(&format!("{id} {inc:016x}\n"));
+        }
+        let text = format!("{body}crc {:08x}\n", crc32c::crc32c(body.as_bytes()));
+        let tmp = self.path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(text.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)
     }
 }
 
@@ -184,10 +321,22 @@ mod tests {
         let me = NodeMeta {
             cluster_id: 42,
             node_id: 1,
+            incarnation: 7,
         };
-        assert_eq!(NodeMeta::check_or_create(&d, me, false).unwrap(), me);
+        assert_eq!(
+            NodeMeta::check_or_create(&d, me, false).unwrap(),
+            (me, true)
+        );
         assert_eq!(NodeMeta::load(&d).unwrap(), Some(me));
-        assert_eq!(NodeMeta::check_or_create(&d, me, true).unwrap(), me);
+        // A later start keeps the stored incarnation, whatever it was offered.
+        let again = NodeMeta {
+            incarnation: 8,
+            ..me
+        };
+        assert_eq!(
+            NodeMeta::check_or_create(&d, again, true).unwrap(),
+            (me, false)
+        );
         let other_node = NodeMeta { node_id: 2, ..me };
         let e = NodeMeta::check_or_create(&d, other_node, true).unwrap_err();
         assert!(
@@ -213,5 +362,27 @@ mod tests {
         let e = NodeMeta::check_or_create(&d, me, true).unwrap_err();
         assert!(e.0.contains("no identity"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn peers_are_recorded_once_and_a_changed_incarnation_is_reported() {
+        let d = dir("peers");
+        std::fs::create_dir_all(&d).unwrap();
+        let mut k = KnownPeers::load(&d).unwrap();
+        assert_eq!(k.check(2, 0xabc).unwrap(), PeerCheck::Recorded);
+        assert_eq!(k.check(3, 0xdef).unwrap(), PeerCheck::Recorded);
+        assert_eq!(k.check(2, 0xabc).unwrap(), PeerCheck::Known);
+        // Survives a restart.
+        let mut k = KnownPeers::load(&d).unwrap();
+        assert_eq!(k.check(3, 0xdef).unwrap(), PeerCheck::Known);
+        assert_eq!(k.check(2, 0x123).unwrap(), PeerCheck::Changed(0xabc));
+        // Damage is named, not ignored.
+        let mut b = std::fs::read(d.join("peers")).unwrap();
+        b[0] = b'9';
+        std::fs::write(d.join("peers"), b).unwrap();
+        let e = KnownPeers::load(&d).unwrap_err();
+        assert!(e.0.contains("checksum mismatch"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+        assert_ne!(new_incarnation(), new_incarnation());
     }
 }

@@ -1,0 +1,269 @@
+//! A three-node cluster of real `ringkv serve` processes on loopback for tests: per-test
+//! ports and directory (removed with every process on drop), HTTP helpers, SIGKILL,
+//! SIGTERM and wiping of single nodes.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Opts {
+    /// The `[raft.persistence]` body.
+    pub persistence: &'static str,
+    pub election_ms: (u64, u64),
+    pub heartbeat_ms: u64,
+    pub lease_ms: u64,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            persistence: "strategy = \"DiskFirst\"",
+            election_ms: (300, 600),
+            heartbeat_ms: 50,
+            lease_ms: 200,
+        }
+    }
+}
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub ports: Vec<u16>,
+    procs: Vec<Option<Child>>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in self.procs.iter_mut().flatten() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn json(b: &str) -> serde_json::Value {
+    serde_json::from_str(b).unwrap_or_else(|e| panic!("{e}: {b}"))
+}
+
+/// Polls `f` every 20 ms until it returns Some, for at most `secs` seconds.
+pub fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "timed out after {secs} s waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Cluster {
+    /// Writes the three configs and starts the nodes.
+    pub fn new(tag: &str, o: Opts) -> Self {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("node-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let members: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                format!(
+                    "{{ id = {}, address = \"127.0.0.1:{p}\", role = 1, status = 2 }}",
+                    i + 1
+                )
+            })
+            .collect();
+        for (i, p) in ports.iter().enumerate() {
+            let toml = format!(
+                "[cluster]\nnode_id = {id}\nlisten_address = \"127.0.0.1:{p}\"\ninitial_cluster = [{m}]\n\
+                 data_dir = \"{d}/db/{id}\"\n\n[raft]\nelection_timeout_min_ms = {emin}\n\
+                 election_timeout_max_ms = {emax}\nheartbeat_interval_ms = {hb}\n\n\
+                 [raft.read_consistency]\nlease_duration_ms = {lease}\n\n[raft.persistence]\n{pers}\n",
+                id = i + 1,
+                m = members.join(", "),
+                d = dir.display(),
+                emin = o.election_ms.0,
+                emax = o.election_ms.1,
+                hb = o.heartbeat_ms,
+                lease = o.lease_ms,
+                pers = o.persistence,
+            );
+            std::fs::write(dir.join(format!("n{}.toml", i + 1)), toml).unwrap();
+        }
+        let mut c = Self {
+            dir,
+            ports,
+            procs: vec![None, None, None],
+        };
+        for i in 0..3 {
+            c.start(i);
+        }
+        c
+    }
+
+    pub fn config(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("n{}.toml", i + 1))
+    }
+
+    pub fn log_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("logs/{}", i + 1))
+    }
+
+    fn command(&self, i: usize) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ringkv"));
+        c.args(["serve", "--config"])
+            .arg(self.config(i))
+            // d.log in the test's directory, not the repository's logs/.
+            .env("LOG_DIR", self.log_dir(i))
+            .env("LOG_LEVEL", "info");
+        c
+    }
+
+    pub fn start(&mut self, i: usize) {
+        assert!(self.procs[i].is_none(), "node {} runs already", i + 1);
+        let child = self
+            .command(i)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.procs[i] = Some(child);
+    }
+
+    /// Starts node `i` expecting it to exit on its own; returns its status and stderr.
+    pub fn start_expecting_exit(&mut self, i: usize, secs: u64) -> (ExitStatus, String) {
+        let mut child = self
+            .command(i)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = wait_until(secs, "the node to exit", || child.try_wait().unwrap());
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (status, err)
+    }
+
+    pub fn running(&self, i: usize) -> bool {
+        self.procs[i].is_some()
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut p) = self.procs[i].take() {
+            p.kill().unwrap();
+            p.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM; waits for the exit and returns its status and how long it took.
+    pub fn terminate(&mut self, i: usize) -> (ExitStatus, Duration) {
+        let mut p = self.procs[i].take().expect("running");
+        let t = Instant::now();
+        let ok = Command::new("kill")
+            .args(["-TERM", &p.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let st = wait_until(10, "the node to exit after SIGTERM", || {
+            p.try_wait().unwrap()
+        });
+        (st, t.elapsed())
+    }
+
+    pub fn wipe(&self, i: usize) {
+        std::fs::remove_dir_all(self.dir.join(format!("db/{}", i + 1))).unwrap();
+    }
+
+    /// (status, body) of one request, or None if the node does not answer.
+    pub fn http(&self, i: usize, method: &str, target: &str, body: &str) -> Option<(u16, String)> {
+        self.raw(i, method, target, body.as_bytes())
+    }
+
+    pub fn raw(&self, i: usize, method: &str, target: &str, body: &[u8]) -> Option<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.ports[i])).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        let head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).ok()?;
+        // A refused request may close the connection before the whole body is sent.
+        let _ = s.write_all(body);
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).ok()?;
+        let out = String::from_utf8_lossy(&out).to_string();
+        let status = out.get(9..12)?.parse().ok()?;
+        let body = out.split("\r\n\r\n").nth(1)?.to_string();
+        Some((status, body))
+    }
+
+    pub fn put(&self, i: usize, key: &str, value: &str) -> (u16, serde_json::Value) {
+        let body = serde_json::json!({ "key": key, "value": value }).to_string();
+        let (st, b) = self
+            .http(i, "POST", "/put", &body)
+            .unwrap_or_else(|| panic!("node {} did not answer a put", i + 1));
+        (st, json(&b))
+    }
+
+    pub fn get(&self, i: usize, key: &str, consistency: &str) -> (u16, serde_json::Value) {
+        let (st, b) = self
+            .http(
+                i,
+                "GET",
+                &format!("/get?key={key}&consistency={consistency}"),
+                "",
+            )
+            .unwrap_or_else(|| panic!("node {} did not answer a get", i + 1));
+        (st, json(&b))
+    }
+
+    pub fn status(&self, i: usize) -> Option<serde_json::Value> {
+        let (_, b) = self.http(i, "GET", "/status", "")?;
+        serde_json::from_str(&b).ok()
+    }
+
+    /// Waits until the running nodes agree on one leader; returns its index.
+    pub fn leader(&self) -> usize {
+        wait_until(30, "one leader all running nodes agree on", || {
+            let st: Vec<_> = (0..3)
+                .filter(|&i| self.running(i))
+                .map(|i| self.status(i))
+                .collect::<Option<Vec<_>>>()?;
+            let leaders: Vec<_> = st.iter().filter(|s| s["role"] == "leader").collect();
+            if leaders.len() != 1 {
+                return None;
+            }
+            let id = leaders[0]["node_id"].as_u64()?;
+            st.iter()
+                .all(|s| s["leader_id"] == id)
+                .then_some(id as usize - 1)
+        })
+    }
+
+    /// The node's `d.log` so far.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.log_dir(i).join("d.log")).unwrap_or_default()
+    }
+}
