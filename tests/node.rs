@@ -387,3 +387,37 @@ fn cluster_id(c: &Cluster) -> u64 {
         .collect();
     ringkv::wal::meta::cluster_id(&members, "")
 }
+
+#[test]
+fn a_full_state_refuses_puts_until_keys_are_deleted() {
+    let c = Cluster::new(
+        "full",
+        Opts {
+            limits: "state_bytes_max = 2000",
+            ..Opts::default()
+        },
+    );
+    let l = c.leader();
+    let value = "v".repeat(300);
+    let mut stored = 0;
+    let refused = loop {
+        let (st, b) = c.put(l, &format!("k{stored}"), &value);
+        match st {
+            200 => stored += 1,
+            _ => break (st, b),
+        }
+        assert!(stored < 100, "the limit never applied");
+    };
+    assert_eq!(refused.0, 507, "{}", refused.1);
+    assert_eq!(refused.1["code"], "state_full");
+    assert!(
+        stored >= 4,
+        "room for several pairs before the limit: {stored}"
+    );
+    // Deletes always pass, and free room for puts again.
+    let (st, b) = c.http(l, "POST", "/delete", r#"{"key":"k0"}"#).unwrap();
+    assert_eq!(st, 200, "{b}");
+    wait_until(5, "the freed room to be usable", || {
+        (c.put(l, "again", &value).0 == 200).then_some(())
+    });
+}

@@ -326,6 +326,7 @@ fn percent_decode(s: &str) -> Option<String> {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        500 => "Internal Server Error",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -334,6 +335,7 @@ fn reason(status: u16) -> &'static str {
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
+        507 => "Insufficient Storage",
         _ => "Error",
     }
 }

@@ -32,7 +32,7 @@ use crate::raft::{
     EntryKind, Index, Membership, NodeId, ProposeError, Raft, ReadError, ReadPolicy, Restore, Role,
     Term,
 };
-use crate::shard::{Command, route};
+use crate::shard::{Command, pair_bytes, route};
 use crate::wal::meta::{KnownPeers, NodeMeta, cluster_id, new_incarnation};
 use crate::wal::{DmaDisk, SnapshotStore, Wal};
 
@@ -258,6 +258,9 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
         last_role: Role::Follower,
         last_leader: (0, 0),
         stop_at: None,
+        state_bytes_max: cfg.limits.state_bytes_max,
+        append_entries_max: cfg.raft.replication.append_entries_max,
+        last_lag_log: Instant::now(),
     };
     core.run(&mut wal, ev_rx).await
 }
@@ -287,6 +290,9 @@ struct Core {
     last_leader: (Term, NodeId),
     /// Set when shutdown began: the latest moment to finish it.
     stop_at: Option<Instant>,
+    state_bytes_max: u64,
+    append_entries_max: usize,
+    last_lag_log: Instant,
 }
 
 impl Core {
@@ -322,6 +328,7 @@ impl Core {
                     next_tick = Instant::now() + self.tick;
                 }
                 self.expire();
+                self.log_replication();
                 // MemFirst: the interval half of the flush policy.
                 wal.flush_if_due()
                     .await
@@ -465,6 +472,18 @@ impl Core {
     fn submit(&mut self, origin: Origin, op: Op, deadline: Instant) {
         if self.raft.role() == Role::Leader {
             match op {
+                Op::Write(cmd) if self.state_full(&cmd) => {
+                    let r = Reply::err(
+                        507,
+                        "state_full",
+                        format!(
+                            "the key-value state would exceed limits.state_bytes_max ({} bytes); \
+                             nothing was written: delete keys or raise the limit",
+                            self.state_bytes_max
+                        ),
+                    );
+                    self.answer(origin, r);
+                }
                 Op::Write(cmd) => match self.raft.propose(vec![cmd.clone()]) {
                     Ok((index, term)) => {
                         self.writes.insert(
@@ -548,6 +567,60 @@ impl Core {
                 }
             }
             Origin::Shard(..) => self.park(origin, op, deadline),
+        }
+    }
+
+    /// Whether a put would take the state past `state_bytes_max` (checked by the leader
+    /// before proposing, against what the shards hold; deletes always pass).
+    fn state_full(&self, cmd: &Bytes) -> bool {
+        let Ok(Command::Put { key, value }) = Command::decode(cmd) else {
+            return false;
+        };
+        let held: u64 = self
+            .shared
+            .state_bytes
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .sum();
+        held + pair_bytes(&key, &value) > self.state_bytes_max
+    }
+
+    /// Leader, about once a second at info level: how far each follower is behind
+    /// (`grep append_entries logs/*/d.log`); a warning when one is more than a full
+    /// AppendEntries batch behind.
+    fn log_replication(&mut self) {
+        if self.raft.role() != Role::Leader || self.last_lag_log.elapsed() < Duration::from_secs(1)
+        {
+            return;
+        }
+        self.last_lag_log = Instant::now();
+        let st = self.raft.status();
+        for (peer, matched, next) in st.progress {
+            if peer == self.id {
+                continue;
+            }
+            let lag = st.last_index.saturating_sub(matched);
+            if lag > self.append_entries_max as u64 {
+                tracing::warn!(
+                    node = self.id,
+                    peer,
+                    matched,
+                    next,
+                    last = st.last_index,
+                    lag,
+                    "append_entries: follower lags"
+                );
+            } else {
+                tracing::info!(
+                    node = self.id,
+                    peer,
+                    matched,
+                    next,
+                    last = st.last_index,
+                    lag,
+                    "append_entries progress"
+                );
+            }
         }
     }
 

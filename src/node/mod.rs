@@ -161,6 +161,8 @@ pub(crate) struct Shared {
     lease: LeaseView,
     /// Each shard's applied watermark (for `/status`).
     watermarks: Vec<AtomicU64>,
+    /// Bytes each shard's partition holds (for `state_bytes_max`).
+    state_bytes: Vec<AtomicU64>,
     /// Set by SIGTERM/SIGINT; the raft core starts its shutdown on its next tick.
     stop_requested: Arc<AtomicBool>,
     /// Set by the raft core once it shuts down: shards refuse new requests.
@@ -268,6 +270,7 @@ pub fn serve(cfg: NodeConfig) -> Result<(), String> {
         epoch: Instant::now(),
         lease: LeaseView::default(),
         watermarks: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        state_bytes: (0..n).map(|_| AtomicU64::new(0)).collect(),
         stop_requested,
         stopping: AtomicBool::new(false),
     });

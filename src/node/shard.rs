@@ -381,7 +381,11 @@ impl Shard {
     }
 
     fn advanced(&self) {
-        let applied = self.part.borrow().applied();
+        let (applied, bytes) = {
+            let p = self.part.borrow();
+            (p.applied(), p.state_bytes())
+        };
+        self.shared.state_bytes[self.idx].store(bytes, Ordering::Relaxed);
         self.shared.watermarks[self.idx].store(applied, Ordering::Release);
         self.waiters.borrow_mut().retain(|(i, tx)| {
             if *i <= applied {

@@ -13,4 +13,4 @@ pub mod command;
 pub mod partition;
 
 pub use command::{Command, CommandError};
-pub use partition::{Applied, Partition, Snapshot, Value, route};
+pub use partition::{Applied, Partition, Snapshot, Value, pair_bytes, route};

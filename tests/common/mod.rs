@@ -15,6 +15,8 @@ pub struct Opts {
     pub election_ms: (u64, u64),
     pub heartbeat_ms: u64,
     pub lease_ms: u64,
+    /// The `[limits]` body.
+    pub limits: &'static str,
 }
 
 impl Default for Opts {
@@ -24,6 +26,7 @@ impl Default for Opts {
             election_ms: (300, 600),
             heartbeat_ms: 50,
             lease_ms: 200,
+            limits: "",
         }
     }
 }
@@ -44,12 +47,24 @@ impl Drop for Cluster {
     }
 }
 
+/// A free port below the kernel's ephemeral range (32768 and up): a port from that range
+/// can be taken as the local end of some other test's outbound connection while its node
+/// is down, and the node could not restart.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = std::process::id() as u64 * 7919
+        + std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + ((seed + n * 104_729) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub fn json(b: &str) -> serde_json::Value {
@@ -94,7 +109,8 @@ impl Cluster {
                 "[cluster]\nnode_id = {id}\nlisten_address = \"127.0.0.1:{p}\"\ninitial_cluster = [{m}]\n\
                  data_dir = \"{d}/db/{id}\"\n\n[raft]\nelection_timeout_min_ms = {emin}\n\
                  election_timeout_max_ms = {emax}\nheartbeat_interval_ms = {hb}\n\n\
-                 [raft.read_consistency]\nlease_duration_ms = {lease}\n\n[raft.persistence]\n{pers}\n",
+                 [raft.read_consistency]\nlease_duration_ms = {lease}\n\n[raft.persistence]\n{pers}\n\n\
+                 [limits]\n{limits}\n",
                 id = i + 1,
                 m = members.join(", "),
                 d = dir.display(),
@@ -103,6 +119,7 @@ impl Cluster {
                 hb = o.heartbeat_ms,
                 lease = o.lease_ms,
                 pers = o.persistence,
+                limits = o.limits,
             );
             std::fs::write(dir.join(format!("n{}.toml", i + 1)), toml).unwrap();
         }
