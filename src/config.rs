@@ -246,6 +246,9 @@ pub struct Limits {
     pub state_bytes_max: u64,
     /// A peer or client frame; larger ones are refused before allocating.
     pub frame_bytes_max: usize,
+    /// Open client and peer connections per node (split evenly over the shards); beyond
+    /// it new connections are closed at once.
+    pub connections_max: usize,
 }
 
 impl Default for Limits {
@@ -255,6 +258,7 @@ impl Default for Limits {
             value_bytes_max: 1536 << 10,
             state_bytes_max: 4 << 30,
             frame_bytes_max: 8 << 20,
+            connections_max: 10_000,
         }
     }
 }
@@ -645,6 +649,7 @@ impl NodeConfig {
             ("limits.key_bytes_max", l.key_bytes_max),
             ("limits.value_bytes_max", l.value_bytes_max),
             ("limits.frame_bytes_max", l.frame_bytes_max),
+            ("limits.connections_max", l.connections_max),
         ] {
             if v == 0 {
                 return err(k, "must be at least 1".into());

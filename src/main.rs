@@ -182,9 +182,17 @@ fn main() -> ExitCode {
                 eprintln!("ringkv serve ({}): {e}", path.display());
                 return ExitCode::from(1);
             }
+            tracing::warn!(
+                node = cfg.cluster.node_id,
+                config = %path.display(),
+                version = env!("CARGO_PKG_VERSION"),
+                "ringkv serve starting"
+            );
             match ringkv::node::serve(cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
+                    // In d.log as well as on stderr: the node is gone, say why.
+                    tracing::error!(config = %path.display(), "ringkv serve: {e}");
                     eprintln!("ringkv serve ({}): {e}", path.display());
                     ExitCode::from(1)
                 }

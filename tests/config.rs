@@ -397,6 +397,11 @@ fn size_limits_must_fit_the_wal_and_frames() {
         "limits.key_bytes_max",
         "at least 1",
     );
+    assert_refused(
+        &format!("{BASE}\n[limits]\nconnections_max = 0\n"),
+        "limits.connections_max",
+        "at least 1",
+    );
 }
 
 #[test]

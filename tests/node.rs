@@ -202,7 +202,7 @@ fn put_raw(port: u16, key: &str, value: &str) -> Option<u16> {
 }
 
 #[test]
-fn a_node_with_a_wiped_data_directory_refuses_to_rejoin() {
+fn a_wiped_data_directory_or_a_taken_port_refuses_start_up() {
     let mut c = Cluster::new("wipe", Opts::default());
     let l = c.leader();
     assert_eq!(c.put(l, "k", "v").0, 200);
@@ -217,6 +217,17 @@ fn a_node_with_a_wiped_data_directory_refuses_to_rejoin() {
     let peer = (victim + 1) % 3;
     assert!(c.log(peer).contains("wiped or replaced"));
     assert_eq!(c.put(c.leader(), "k2", "v2").0, 200);
+    // A port something else holds is named, and nothing starts.
+    let port = c.ports[victim];
+    let _holder = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let (status, err) = c.start_expecting_exit(victim, 20);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot listen on 127.0.0.1:{port} (cluster.listen_address)"
+        )),
+        "{err}"
+    );
 }
 
 /// Sends raw bytes on a new connection; returns what came back before the node closed it.
@@ -389,11 +400,11 @@ fn cluster_id(c: &Cluster) -> u64 {
 }
 
 #[test]
-fn a_full_state_refuses_puts_until_keys_are_deleted() {
+fn a_full_state_or_too_many_connections_are_refused_and_recovered_from() {
     let c = Cluster::new(
         "full",
         Opts {
-            limits: "state_bytes_max = 2000",
+            limits: "state_bytes_max = 2000\nconnections_max = 4",
             ..Opts::default()
         },
     );
@@ -419,5 +430,24 @@ fn a_full_state_refuses_puts_until_keys_are_deleted() {
     assert_eq!(st, 200, "{b}");
     wait_until(5, "the freed room to be usable", || {
         (c.put(l, "again", &value).0 == 200).then_some(())
+    });
+    // Two connections per shard: idle ones beyond that are closed at once.
+    let idle: Vec<TcpStream> = (0..10)
+        .map(|_| TcpStream::connect(("127.0.0.1", c.ports[l])).unwrap())
+        .collect();
+    let mut closed = 0;
+    for mut s in &idle {
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        if let Ok(0) = s.read(&mut b) {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 6, "only {closed} of 10 idle connections closed");
+    assert!(c.log(l).contains("limits.connections_max reached"));
+    drop(idle);
+    wait_until(5, "connections to be accepted again", || {
+        c.status(l).map(|_| ())
     });
 }

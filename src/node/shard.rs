@@ -47,6 +47,9 @@ struct Shard {
     default_policy: ReadPolicy,
     request_timeout: Duration,
     limits: HttpLimits,
+    /// Open connections on this shard, and its share of `limits.connections_max`.
+    connections: Cell<usize>,
+    connections_max: usize,
 }
 
 pub(super) async fn run(
@@ -106,6 +109,8 @@ pub(super) async fn run(
             key_bytes_max: cfg.limits.key_bytes_max,
             value_bytes_max: cfg.limits.value_bytes_max,
         },
+        connections: Cell::new(0),
+        connections_max: cfg.limits.connections_max.div_ceil(n),
     });
     {
         let shard = shard.clone();
@@ -117,6 +122,7 @@ pub(super) async fn run(
         let rx = rx.await;
         glommio::spawn_local(async move { shard.from_mesh(rx).await }).detach();
     }
+    let (mut refused, mut last_warn) = (0u64, None);
     loop {
         let s = match listener.accept().await {
             Ok(s) => s,
@@ -127,8 +133,29 @@ pub(super) async fn run(
                 continue;
             }
         };
+        if shard.connections.get() >= shard.connections_max {
+            // Closing at once is the cheapest refusal; say so at most every 10 s.
+            refused += 1;
+            if last_warn.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(10)) {
+                tracing::warn!(
+                    shard = idx,
+                    refused,
+                    "limits.connections_max reached ({} per shard): closing new connections",
+                    shard.connections_max
+                );
+                last_warn = Some(Instant::now());
+                refused = 0;
+            }
+            drop(s);
+            continue;
+        }
+        shard.connections.set(shard.connections.get() + 1);
         let shard = shard.clone();
-        glommio::spawn_local(async move { shard.connection(s).await }).detach();
+        glommio::spawn_local(async move {
+            shard.clone().connection(s).await;
+            shard.connections.set(shard.connections.get() - 1);
+        })
+        .detach();
     }
 }
 
