@@ -228,6 +228,20 @@ fn a_wiped_data_directory_or_a_taken_port_refuses_start_up() {
         )),
         "{err}"
     );
+    drop(_holder);
+    // A fresh node configured for another cluster (here: another token) is refused by the
+    // running peers and does not start a cluster of its own.
+    c.wipe(victim);
+    let cfg = std::fs::read_to_string(c.config(victim)).unwrap();
+    std::fs::write(
+        c.config(victim),
+        cfg.replace("[cluster]\n", "[cluster]\ncluster_token = \"other\"\n"),
+    )
+    .unwrap();
+    let (status, err) = c.start_expecting_exit(victim, 20);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("refused this node"), "{err}");
+    assert!(err.contains("serves cluster"), "{err}");
 }
 
 /// Sends raw bytes on a new connection; returns what came back before the node closed it.

@@ -202,13 +202,29 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
     );
     if fresh {
         // initial_cluster counts only if no peer already knows this node under another
-        // incarnation: wait for every peer's handshake (or one election timeout).
+        // incarnation, or refuses it: wait for every peer's handshake (or one election
+        // timeout: peers that are down cannot object, as in a first start of all nodes).
         let until = Instant::now() + Duration::from_millis(cfg.raft.election_timeout_min_ms);
         while Instant::now() < until && transport.handshakes.borrow().len() + 1 < members.len() {
             if wiped(&transport).is_some() {
                 break;
             }
             glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        let refusal = transport
+            .handshakes
+            .borrow()
+            .iter()
+            .find_map(|(p, h)| match h {
+                Handshake::Refused(why) => Some((*p, why.clone())),
+                _ => None,
+            });
+        if let Some((peer, why)) = refusal {
+            return Err(format!(
+                "refusing to start with an empty data directory: peer {peer} refused this \
+                 node ({why}); fix the configuration (initial_cluster, cluster_token, node_id) \
+                 so it matches the running cluster"
+            ));
         }
     }
     if let Some(why) = wiped(&transport) {
