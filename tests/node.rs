@@ -229,6 +229,15 @@ fn a_wiped_data_directory_or_a_taken_port_refuses_start_up() {
         "{err}"
     );
     drop(_holder);
+    // Raft state removed but the identity kept (a "repair" gone wrong): refused too.
+    let other = (victim + 1) % 3;
+    c.kill(other);
+    let db = c.dir.join(format!("db/{}", other + 1));
+    std::fs::remove_dir_all(db.join("wal")).unwrap();
+    std::fs::remove_file(db.join("hardstate")).unwrap();
+    let (status, err) = c.start_expecting_exit(other, 20);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("partly wiped"), "{err}");
     // A fresh node configured for another cluster (here: another token) is refused by the
     // running peers and does not start a cluster of its own.
     c.wipe(victim);
@@ -445,20 +454,27 @@ fn a_full_state_or_too_many_connections_are_refused_and_recovered_from() {
     wait_until(5, "the freed room to be usable", || {
         (c.put(l, "again", &value).0 == 200).then_some(())
     });
-    // Two connections per shard: idle ones beyond that are closed at once.
+    // Two client connections per shard: beyond that, a request on a new connection is
+    // answered 503 too_many_connections and the connection closed.
     let idle: Vec<TcpStream> = (0..10)
         .map(|_| TcpStream::connect(("127.0.0.1", c.ports[l])).unwrap())
         .collect();
-    let mut closed = 0;
+    let mut refused = 0;
     for mut s in &idle {
-        s.set_read_timeout(Some(Duration::from_millis(300)))
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
-        let mut b = [0u8; 1];
-        if let Ok(0) = s.read(&mut b) {
-            closed += 1;
+        let mut b = [0u8; 512];
+        let n = s.read(&mut b).unwrap();
+        let head = String::from_utf8_lossy(&b[..n]).to_string();
+        if head.starts_with("HTTP/1.1 503") {
+            assert!(head.contains("too_many_connections"), "{head}");
+            refused += 1;
+        } else {
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         }
     }
-    assert!(closed >= 6, "only {closed} of 10 idle connections closed");
+    assert!(refused >= 6, "only {refused} of 10 connections refused");
     assert!(c.log(l).contains("limits.connections_max reached"));
     drop(idle);
     wait_until(5, "connections to be accepted again", || {

@@ -238,3 +238,54 @@ fn oversized_corrupt_and_foreign_input_is_refused_and_the_node_keeps_serving() {
         assert_eq!(m.from, 2);
     });
 }
+
+#[test]
+fn forwarded_calls_arrive_in_order_and_expired_ones_are_never_sent() {
+    use ringkv::net::wire::ClientFrame;
+    use std::time::Instant;
+    run(|| async {
+        let listeners: Vec<TcpListener> = (0..2)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let peers: BTreeMap<u64, _> = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i as u64 + 1, l.local_addr().unwrap()))
+            .collect();
+        let mut nodes = Vec::new();
+        let mut inboxes = Vec::new();
+        for (i, l) in listeners.into_iter().enumerate() {
+            let (tx, rx) = local_channel::new_bounded(64);
+            nodes.push(start_on(cfg(i as u64 + 1, &peers, "t"), l, tx, no_http()));
+            inboxes.push(rx);
+        }
+        let later = Instant::now() + Duration::from_secs(30);
+        let past = Instant::now() - Duration::from_millis(1);
+        let write = |id| ClientFrame::Write {
+            id,
+            command: vec![id as u8; 3],
+        };
+        assert!(nodes[0].send_client(2, write(1), later));
+        assert!(
+            nodes[0].send_client(2, write(2), past),
+            "queued, then dropped unsent"
+        );
+        assert!(nodes[0].send_client(2, write(3), later));
+        let reply = ClientFrame::Reply {
+            id: 3,
+            status: 200,
+            body: "{}".into(),
+        };
+        assert!(nodes[1].send_client(1, reply.clone(), later));
+        for want in [write(1), write(3)] {
+            match inboxes[1].recv().await.unwrap() {
+                Inbound::Client { from, frame } => assert_eq!((from, frame), (1, want)),
+                other => panic!("{other:?}"),
+            }
+        }
+        match inboxes[0].recv().await.unwrap() {
+            Inbound::Client { from, frame } => assert_eq!((from, frame), (2, reply)),
+            other => panic!("{other:?}"),
+        }
+    });
+}

@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -64,6 +64,9 @@ pub struct HelloAck {
     pub reason: String,
 }
 
+/// How long an inbound connection may take to complete its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub const ACK_OK: u8 = 0;
 pub const ACK_WIPED: u8 = 1;
 pub const ACK_REFUSED: u8 = 2;
@@ -88,6 +91,8 @@ pub struct PeerStats {
     pub sent: u64,
     pub dropped_outbox_full: u64,
     pub connects: u64,
+    /// Peers whose outbound connection is up (handshake accepted, no write failed since).
+    pub connected: std::collections::BTreeSet<NodeId>,
 }
 
 /// Hands a non-frame connection (HTTP) to its handler, with the bytes already read.
@@ -107,7 +112,9 @@ pub enum Inbound {
 /// What the driver sends to a peer.
 enum Outgoing {
     Raft(Message),
-    Client(ClientFrame),
+    /// A forwarded call or answer, dropped unsent once `Instant` passed (its sender has
+    /// answered 504 by then).
+    Client(ClientFrame, Instant),
 }
 
 pub struct Transport {
@@ -221,9 +228,10 @@ impl Transport {
         self.push(to, Outgoing::Raft(m))
     }
 
-    /// Queues a forwarded client call or answer for peer `to`; false when it was dropped.
-    pub fn send_client(&self, to: NodeId, f: ClientFrame) -> bool {
-        self.push(to, Outgoing::Client(f))
+    /// Queues a forwarded client call or answer for peer `to`, to be sent before
+    /// `deadline`; false when it was dropped.
+    pub fn send_client(&self, to: NodeId, f: ClientFrame, deadline: Instant) -> bool {
+        self.push(to, Outgoing::Client(f, deadline))
     }
 
     fn push(&self, to: NodeId, o: Outgoing) -> bool {
@@ -249,7 +257,16 @@ async fn send_loop(
     let mut backoff_ms = 10;
     let mut failures = 0u64;
     loop {
-        let mut s = match TcpStream::connect(addr).await {
+        // Bounded: SYNs into a black hole would otherwise wait out the kernel's retries.
+        let connect_limit = Duration::from_millis(cfg.reconnect_backoff_max_ms.max(1000));
+        let attempt = futures_lite::future::or(
+            async { TcpStream::connect(addr).await.map_err(|e| e.to_string()) },
+            async {
+                glommio::timer::sleep(connect_limit).await;
+                Err(format!("no answer within {connect_limit:?}"))
+            },
+        );
+        let mut s = match attempt.await {
             Ok(s) => s,
             Err(e) => {
                 if failures == 0 {
@@ -293,6 +310,9 @@ async fn send_loop(
             }
         };
         let previous = handshakes.borrow_mut().insert(id, outcome.clone());
+        if outcome == Handshake::Accepted {
+            stats.borrow_mut().connected.insert(id);
+        }
         match outcome {
             Handshake::Accepted => {}
             Handshake::Refused(why) | Handshake::WipedSelf(why) => {
@@ -320,9 +340,11 @@ async fn send_loop(
         while let Some(o) = rx.recv().await {
             let r = match &o {
                 Outgoing::Raft(m) => write_frame(&mut s, FrameKind::Raft, &encode_message(m)).await,
-                Outgoing::Client(f) => write_frame(&mut s, FrameKind::Client, &f.encode()).await,
+                Outgoing::Client(_, deadline) if *deadline <= Instant::now() => continue,
+                Outgoing::Client(f, _) => write_frame(&mut s, FrameKind::Client, &f.encode()).await,
             };
             if let Err(e) = r {
+                stats.borrow_mut().connected.remove(&id);
                 tracing::warn!(node = cfg.node_id, peer = id, %addr, "connection to peer lost: {e}");
                 break;
             }
@@ -368,7 +390,7 @@ fn judge_ack(peer: NodeId, ack: &HelloAck, cfg: &PeerConfig) -> Handshake {
     match ack.code {
         ACK_OK => match check_incarnation(cfg, peer, ack.incarnation) {
             Ok(()) => Handshake::Accepted,
-            Err(why) => Handshake::Refused(why),
+            Err((_, why)) => Handshake::Refused(why),
         },
         ACK_WIPED => Handshake::WipedSelf(ack.reason.clone()),
         _ => Handshake::Refused(ack.reason.clone()),
@@ -376,21 +398,32 @@ fn judge_ack(peer: NodeId, ack: &HelloAck, cfg: &PeerConfig) -> Handshake {
 }
 
 /// Checks (and on first meeting records) a peer's incarnation.
-fn check_incarnation(cfg: &PeerConfig, peer: NodeId, incarnation: u64) -> Result<(), String> {
+/// Errors carry the answer code: `ACK_WIPED` for a changed incarnation, `ACK_REFUSED`
+/// when this node cannot record it (its own disk trouble, not the peer's).
+fn check_incarnation(cfg: &PeerConfig, peer: NodeId, incarnation: u64) -> Result<(), (u8, String)> {
     let Some(known) = &cfg.known else {
         return Ok(());
     };
     match known.borrow_mut().check(peer, incarnation) {
         Ok(PeerCheck::Known | PeerCheck::Recorded) => Ok(()),
-        Ok(PeerCheck::Changed(was)) => Err(format!(
-            "node {peer} presents incarnation {incarnation:016x}, but node {} met it as \
+        Ok(PeerCheck::Changed(was)) => Err((
+            ACK_WIPED,
+            format!(
+                "node {peer} presents incarnation {incarnation:016x}, but node {} met it as \
              {was:016x}: node {peer}'s data directory was wiped or replaced. A node that \
              lost its data must not rejoin under its old id (it may have voted or \
              acknowledged entries it no longer has): remove node {peer} from the cluster, \
              then add it back under a new node id with an empty data directory",
-            cfg.node_id
+                cfg.node_id
+            ),
         )),
-        Err(e) => Err(format!("cannot record node {peer}'s incarnation: {e}")),
+        Err(e) => Err((
+            ACK_REFUSED,
+            format!(
+                "node {} cannot record node {peer}'s incarnation: {e}",
+                cfg.node_id
+            ),
+        )),
     }
 }
 
@@ -418,8 +451,18 @@ async fn serve_inbound(
         if peer.is_some() && s.read_exact(&mut h).await.is_err() {
             return;
         }
-        if peer.is_none() && s.read_exact(&mut h[4..]).await.is_err() {
-            return;
+        if peer.is_none() {
+            // The handshake must arrive promptly: a silent connection is closed.
+            let read = futures_lite::future::or(
+                async { s.read_exact(&mut h[4..]).await.is_ok() },
+                async {
+                    glommio::timer::sleep(HANDSHAKE_TIMEOUT).await;
+                    false
+                },
+            );
+            if !read.await {
+                return;
+            }
         }
         let hdr = match FrameHeader::decode(&h, cfg.frame_bytes_max) {
             Ok(hdr) => hdr,
@@ -434,7 +477,15 @@ async fn serve_inbound(
                 return; // the stream cannot be re-synchronised
             }
         };
-        let Ok(body) = read_body(&mut s, &hdr).await else {
+        let body = futures_lite::future::or(async { read_body(&mut s, &hdr).await.ok() }, async {
+            // Before the handshake, a body must follow its header promptly too.
+            if peer.is_some() {
+                std::future::pending::<()>().await;
+            }
+            glommio::timer::sleep(HANDSHAKE_TIMEOUT).await;
+            None
+        });
+        let Some(body) = body.await else {
             return;
         };
         if hdr.check_body(&body).is_err() {
@@ -478,10 +529,11 @@ async fn serve_inbound(
                     write_ack(&mut s, ACK_REFUSED, cfg.incarnation, &text).await;
                     return;
                 }
-                if let Err(text) = check_incarnation(cfg, id, hello.incarnation.to_native()) {
+                if let Err((code, text)) = check_incarnation(cfg, id, hello.incarnation.to_native())
+                {
                     refuse(stats, "changed_incarnation");
                     tracing::error!(node = cfg.node_id, peer = id, "refused a peer: {text}");
-                    write_ack(&mut s, ACK_WIPED, cfg.incarnation, &text).await;
+                    write_ack(&mut s, code, cfg.incarnation, &text).await;
                     return;
                 }
                 write_ack(&mut s, ACK_OK, cfg.incarnation, "").await;

@@ -34,7 +34,7 @@ use crate::raft::{
 };
 use crate::shard::{Command, pair_bytes, route};
 use crate::wal::meta::{KnownPeers, NodeMeta, cluster_id, new_incarnation};
-use crate::wal::{DmaDisk, SnapshotStore, Wal};
+use crate::wal::{DmaDisk, SnapshotStore, Wal, WalError};
 
 /// Calls held while no leader is known (beyond it: 503 at once).
 const PARKED_MAX: usize = 4096;
@@ -73,6 +73,8 @@ struct ReadWait {
 }
 
 struct Forwarded {
+    /// The leader it went to: only its reply counts.
+    to: NodeId,
     shard: usize,
     req: ReqId,
     write: bool,
@@ -110,6 +112,16 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
     )
     .map_err(|e| e.to_string())?;
     let known = KnownPeers::load(&data_dir).map_err(|e| e.to_string())?;
+    if !fresh && !has_state && !known.is_empty() {
+        // This node met its peers, so it took part: its term, vote and log are gone.
+        return Err(format!(
+            "{} has this node's identity but no Raft state (no hardstate, no wal/): it was \
+             partly wiped, and the votes and entries it acknowledged are lost. It must not \
+             rejoin under node id {id}: remove the whole directory and add the node back \
+             under a new node id",
+            data_dir.display()
+        ));
+    }
     let disk = DmaDisk::new(&data_dir)
         .await
         .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
@@ -200,6 +212,7 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
         },
         peer_tx,
     );
+    let mut early = Vec::new();
     if fresh {
         // initial_cluster counts only if no peer already knows this node under another
         // incarnation, or refuses it: wait for every peer's handshake (or one election
@@ -210,6 +223,18 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
                 break;
             }
             glommio::timer::sleep(Duration::from_millis(10)).await;
+            // Answer peers' handshakes meanwhile (other fresh nodes wait for ours); keep
+            // everything else for the loop.
+            while let Some(Some(e)) = futures_lite::future::poll_once(ev_rx.recv()).await {
+                match e {
+                    Event::Shard(ToRaft::PeerConn { fd, first }) => {
+                        // SAFETY: the shard handed over sole ownership of this descriptor.
+                        let s = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
+                        transport.adopt(s, first);
+                    }
+                    other => early.push(other),
+                }
+            }
         }
         let refusal = transport
             .handshakes
@@ -255,6 +280,8 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
     let addresses: BTreeMap<_, _> = members.iter().map(|m| (m.0, m.1)).collect();
     let mut core = Core {
         id,
+        wal_stalled: false,
+        snaps,
         data_dir: data_dir.clone(),
         raft,
         transport,
@@ -266,23 +293,31 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
         reads: HashMap::new(),
         next_read: 1,
         forwards: HashMap::new(),
-        next_fwd: 1,
+        // Ids from a random start: replies to a previous process of this node (still queued
+        // at the leader when it restarted) must not match this process's calls.
+        next_fwd: new_incarnation(),
         serving: HashMap::new(),
         parked: VecDeque::new(),
         request_timeout: Duration::from_millis(cfg.raft.request_timeout_ms),
         tick: Duration::from_millis(cfg.raft.tick_interval_ms),
         last_role: Role::Follower,
-        last_leader: (0, 0),
+        last_leader: (0, 0, false),
         stop_at: None,
         state_bytes_max: cfg.limits.state_bytes_max,
         append_entries_max: cfg.raft.replication.append_entries_max,
         last_lag_log: Instant::now(),
     };
+    for e in early {
+        core.handle(e);
+    }
     core.run(&mut wal, ev_rx).await
 }
 
 struct Core {
     id: NodeId,
+    /// The disk is full: the WAL holds writes it could not place; no Ready is taken.
+    wal_stalled: bool,
+    snaps: SnapshotStore<DmaDisk>,
     data_dir: std::path::PathBuf,
     raft: Raft,
     transport: Transport,
@@ -302,8 +337,8 @@ struct Core {
     request_timeout: Duration,
     tick: Duration,
     last_role: Role,
-    /// (term, leader) last seen: parked calls go out when it changes.
-    last_leader: (Term, NodeId),
+    /// (term, leader, transfer in progress) last seen: parked calls go out when it changes.
+    last_leader: (Term, NodeId, bool),
     /// Set when shutdown began: the latest moment to finish it.
     stop_at: Option<Instant>,
     state_bytes_max: u64,
@@ -345,10 +380,17 @@ impl Core {
                 }
                 self.expire();
                 self.log_replication();
-                // MemFirst: the interval half of the flush policy.
-                wal.flush_if_due()
-                    .await
-                    .map_err(|e| format!("stopping: {e}"))?;
+                if self.wal_stalled {
+                    let r = wal.retry().await;
+                    if self.wal_ok(r)?.is_some() {
+                        self.wal_stalled = false;
+                        tracing::warn!(node = self.id, "disk space is back: WAL writes resumed");
+                    }
+                } else {
+                    // MemFirst: the interval half of the flush policy.
+                    let r = wal.flush_if_due().await;
+                    self.wal_ok(r)?;
+                }
                 if let Some(why) = wiped(&self.transport) {
                     let _ = wal.sync_all().await;
                     return Err(refused_start(&self.data_dir, &why));
@@ -393,7 +435,9 @@ impl Core {
                     self.submit(Origin::Peer(from, id), Op::Read { key, policy }, deadline);
                 }
                 ClientFrame::Reply { id, status, body } => {
-                    if let Some(f) = self.forwards.remove(&id) {
+                    if self.forwards.get(&id).is_some_and(|f| f.to == from)
+                        && let Some(f) = self.forwards.remove(&id)
+                    {
                         self.out.push((
                             f.shard,
                             ToShard::Answer {
@@ -448,6 +492,8 @@ impl Core {
                 },
             )),
             Origin::Peer(to, id) => {
+                // The follower waits at most request_timeout_ms for it.
+                let deadline = Instant::now() + self.request_timeout;
                 self.transport.send_client(
                     to,
                     ClientFrame::Reply {
@@ -455,6 +501,7 @@ impl Core {
                         status: reply.status,
                         body: reply.body,
                     },
+                    deadline,
                 );
             }
         }
@@ -548,7 +595,7 @@ impl Core {
             }
             Origin::Shard(shard, req) if leader != 0 && leader != self.id => {
                 let fid = self.next_fwd;
-                self.next_fwd += 1;
+                self.next_fwd = self.next_fwd.wrapping_add(1);
                 let write = matches!(op, Op::Write(_));
                 let frame = match op {
                     Op::Write(cmd) => ClientFrame::Write {
@@ -561,10 +608,11 @@ impl Core {
                         policy: u8::from(policy != ReadPolicy::Linearizable),
                     },
                 };
-                if self.transport.send_client(leader, frame) {
+                if self.transport.send_client(leader, frame, deadline) {
                     self.forwards.insert(
                         fid,
                         Forwarded {
+                            to: leader,
                             shard,
                             req,
                             write,
@@ -733,6 +781,25 @@ impl Core {
         }
     }
 
+    /// A WAL result: a full disk stalls writes (retried each tick) instead of stopping the
+    /// node; any other failure stops it.
+    fn wal_ok<T>(&mut self, r: Result<T, WalError>) -> Result<Option<T>, String> {
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(e @ (WalError::NoSpace(_) | WalError::Stalled(_))) => {
+                if !self.wal_stalled {
+                    tracing::error!(
+                        node = self.id,
+                        "{e}: writes wait (clients get 503/504) while reads go on; retrying each tick"
+                    );
+                }
+                self.wal_stalled = true;
+                Ok(None)
+            }
+            Err(e) => Err(format!("stopping: {e}")),
+        }
+    }
+
     fn publish(&self) {
         self.shared.lease.publish(Lease {
             term: self.raft.term(),
@@ -743,18 +810,38 @@ impl Core {
 
     async fn drive(&mut self, wal: &mut Wal<DmaDisk>) -> Result<(), String> {
         loop {
-            while self.raft.has_ready() {
+            // While the disk is full no further Ready is taken (the WAL would refuse it);
+            // reads and lease reads go on.
+            while !self.wal_stalled && self.raft.has_ready() {
                 let rd = self.raft.ready();
+                if rd.reset {
+                    // MemFirst divergence: the state machine and snapshots go too; shards
+                    // start empty and re-apply from the leader.
+                    self.snaps
+                        .clear()
+                        .await
+                        .map_err(|e| format!("stopping: clearing snapshots: {e}"))?;
+                    for s in 0..self.to_shards.len() {
+                        self.out.push((s, ToShard::Reset));
+                    }
+                    tracing::warn!(
+                        node = self.id,
+                        "log diverged from the leader's at a committed index (MemFirst lost \
+                         acknowledged entries in a crash): state reset, catching up from the leader"
+                    );
+                }
                 if rd.must_persist() {
-                    wal.persist(
-                        rd.number,
-                        rd.hard_state,
-                        rd.reset,
-                        rd.snapshot.as_ref().map(|s| (s.index, s.term)),
-                        &rd.entries,
-                    )
-                    .await
-                    .map_err(|e| format!("stopping: {e}"))?;
+                    let r = wal
+                        .persist(
+                            rd.number,
+                            rd.hard_state,
+                            rd.reset,
+                            rd.snapshot.as_ref().map(|s| (s.index, s.term)),
+                            &rd.entries,
+                        )
+                        .await;
+                    // NoSpace: the WAL took the Ready and holds what it could not write.
+                    self.wal_ok(r)?;
                 }
                 // Before any message goes out: a TimeoutNow in this Ready ends the lease.
                 self.publish();
@@ -810,23 +897,24 @@ impl Core {
             for n in wal.take_completed() {
                 self.raft.on_persisted(n);
             }
-            if self.raft.has_ready() {
+            if !self.wal_stalled && self.raft.has_ready() {
                 continue;
             }
             if wal.inflight() == 0 {
                 break;
             }
-            match wal
-                .next_persisted()
-                .await
-                .map_err(|e| format!("stopping: {e}"))?
-            {
-                Some(n) => self.raft.on_persisted(n),
-                None => break,
+            let r = wal.next_persisted().await;
+            match self.wal_ok(r)? {
+                Some(Some(n)) => self.raft.on_persisted(n),
+                _ => break,
             }
         }
         self.publish();
-        let seen = (self.raft.term(), self.raft.leader());
+        let seen = (
+            self.raft.term(),
+            self.raft.leader(),
+            self.raft.transfer_target().is_some(),
+        );
         if seen != self.last_leader {
             self.last_leader = seen;
             if seen.1 != 0 && !self.parked.is_empty() {
@@ -917,10 +1005,11 @@ impl Core {
         let mut target = None;
         if self.raft.role() == Role::Leader {
             let st = self.raft.status();
+            let connected = self.transport.stats.borrow().connected.clone();
             target = st
                 .membership
                 .members()
-                .filter(|&m| m != self.id && st.membership.is_voter(m))
+                .filter(|&m| m != self.id && st.membership.is_voter(m) && connected.contains(&m))
                 .max_by_key(|&m| st.progress.iter().find(|p| p.0 == m).map_or(0, |p| p.1));
             if let Some(t) = target
                 && let Err(e) = self.raft.transfer_leader(t)
@@ -959,6 +1048,11 @@ impl Core {
         }));
         left.extend(self.reads.drain().map(|(_, r)| (r.origin, stopping())));
         left.extend(self.parked.drain(..).map(|p| (p.origin, stopping())));
+        left.extend(
+            self.serving
+                .drain()
+                .map(|(_, (from, id))| (Origin::Peer(from, id), stopping())),
+        );
         for (o, r) in left {
             self.answer(o, r);
         }

@@ -120,6 +120,8 @@ pub(crate) enum ToShard {
     Install {
         data: Arc<Vec<u8>>,
     },
+    /// Empty the partition (watermark 0): the log was reset (MemFirst divergence).
+    Reset,
     /// Committed entries this shard owns; every committed entry up to `through` has been
     /// handed out (the shard's watermark moves there even when `entries` is empty).
     Apply {

@@ -29,6 +29,11 @@ use crate::net::http::{self, ApiCall, HttpLimits, Parsed};
 use crate::raft::{Index, ReadPolicy};
 use crate::shard::{Command, Partition, Snapshot, route};
 
+/// A keep-alive connection may idle this long between requests.
+const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Within a request (and for a new connection's first bytes), the longest silence.
+const HTTP_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Extra time a shard waits past a request's deadline for the raft core's own, more
 /// precise, timeout answer.
 const ANSWER_GRACE: Duration = Duration::from_millis(200);
@@ -47,9 +52,12 @@ struct Shard {
     default_policy: ReadPolicy,
     request_timeout: Duration,
     limits: HttpLimits,
-    /// Open connections on this shard, and its share of `limits.connections_max`.
+    /// Open client connections on this shard, and its share of `limits.connections_max`.
     connections: Cell<usize>,
     connections_max: usize,
+    /// Refusals since the last warning about them, and when that was.
+    refused: Cell<u64>,
+    last_refusal_log: Cell<Option<Instant>>,
 }
 
 pub(super) async fn run(
@@ -111,6 +119,8 @@ pub(super) async fn run(
         },
         connections: Cell::new(0),
         connections_max: cfg.limits.connections_max.div_ceil(n),
+        refused: Cell::new(0),
+        last_refusal_log: Cell::new(None),
     });
     {
         let shard = shard.clone();
@@ -122,7 +132,6 @@ pub(super) async fn run(
         let rx = rx.await;
         glommio::spawn_local(async move { shard.from_mesh(rx).await }).detach();
     }
-    let (mut refused, mut last_warn) = (0u64, None);
     loop {
         let s = match listener.accept().await {
             Ok(s) => s,
@@ -133,30 +142,18 @@ pub(super) async fn run(
                 continue;
             }
         };
-        if shard.connections.get() >= shard.connections_max {
-            // Closing at once is the cheapest refusal; say so at most every 10 s.
-            refused += 1;
-            if last_warn.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(10)) {
-                tracing::warn!(
-                    shard = idx,
-                    refused,
-                    "limits.connections_max reached ({} per shard): closing new connections",
-                    shard.connections_max
-                );
-                last_warn = Some(Instant::now());
-                refused = 0;
-            }
-            drop(s);
-            continue;
-        }
-        shard.connections.set(shard.connections.get() + 1);
         let shard = shard.clone();
-        glommio::spawn_local(async move {
-            shard.clone().connection(s).await;
-            shard.connections.set(shard.connections.get() - 1);
-        })
-        .detach();
+        glommio::spawn_local(async move { shard.connection(s).await }).detach();
     }
+}
+
+/// Reads into `buf` unless `limit` passes first (then `None`).
+async fn read_within(s: &mut TcpStream, buf: &mut [u8], limit: Duration) -> Option<usize> {
+    futures_lite::future::or(async { s.read(buf).await.ok() }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
 }
 
 /// A listener sharing `addr` with the other shards (SO_REUSEPORT: the kernel spreads
@@ -202,12 +199,17 @@ impl Shard {
 
     async fn connection(self: Rc<Self>, mut s: TcpStream) {
         let mut first = [0u8; 4];
-        if s.read_exact(&mut first).await.is_err() {
-            return;
+        let mut got = 0;
+        while got < 4 {
+            match read_within(&mut s, &mut first[got..], HTTP_READ_TIMEOUT).await {
+                Some(n) if n > 0 => got += n,
+                _ => return, // closed, failed or silent
+            }
         }
         if first == MAGIC {
-            // A peer: the raft core owns peer connections. Hand over a duplicate of the
-            // descriptor (this executor's stream object closes its own copy).
+            // A peer: the raft core owns peer connections (they do not count against
+            // connections_max). Hand over a duplicate of the descriptor; this executor's
+            // stream object closes its own copy.
             // SAFETY: the descriptor is open for as long as `s` lives.
             let fd = unsafe { BorrowedFd::borrow_raw(s.as_raw_fd()) }.try_clone_to_owned();
             drop(s);
@@ -221,7 +223,34 @@ impl Shard {
             }
             return;
         }
-        self.serve_http(s, first.to_vec()).await;
+        if self.connections.get() >= self.connections_max {
+            self.refused.set(self.refused.get() + 1);
+            if self
+                .last_refusal_log
+                .get()
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+            {
+                tracing::warn!(
+                    shard = self.idx,
+                    refused = self.refused.get(),
+                    "limits.connections_max reached ({} per shard): refusing new client connections",
+                    self.connections_max
+                );
+                self.last_refusal_log.set(Some(Instant::now()));
+                self.refused.set(0);
+            }
+            let e = http::HttpError {
+                status: 503,
+                code: "too_many_connections",
+                message: "limits.connections_max reached on this node; retry later or elsewhere"
+                    .into(),
+            };
+            let _ = s.write_all(&e.reply(true)).await;
+            return;
+        }
+        self.connections.set(self.connections.get() + 1);
+        self.clone().serve_http(s, first.to_vec()).await;
+        self.connections.set(self.connections.get() - 1);
     }
 
     async fn serve_http(self: Rc<Self>, mut s: TcpStream, first: Vec<u8>) {
@@ -229,10 +258,19 @@ impl Shard {
         let mut chunk = vec![0u8; 16 << 10];
         loop {
             match http::parse(&buf, &self.limits) {
-                Parsed::Incomplete => match s.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                },
+                Parsed::Incomplete => {
+                    // Between requests a keep-alive connection may idle; inside one the
+                    // client must keep sending.
+                    let limit = if buf.is_empty() {
+                        HTTP_IDLE_TIMEOUT
+                    } else {
+                        HTTP_READ_TIMEOUT
+                    };
+                    match read_within(&mut s, &mut chunk, limit).await {
+                        Some(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                }
                 Parsed::Fatal(e) => {
                     let _ = s.write_all(&e.reply(true)).await;
                     return;
@@ -259,7 +297,11 @@ impl Shard {
     }
 
     async fn handle(self: &Rc<Self>, call: ApiCall) -> Reply {
-        if self.shared.stopping.load(Ordering::Acquire) {
+        // The signal itself counts: the raft core may be busy (e.g. in WAL I/O) when it
+        // comes.
+        if self.shared.stopping.load(Ordering::Acquire)
+            || self.shared.stop_requested.load(Ordering::Relaxed)
+        {
             return Reply::err(
                 503,
                 "stopping",
@@ -440,6 +482,10 @@ impl Shard {
                         std::process::exit(1);
                     }
                 },
+                ToShard::Reset => {
+                    *self.part.borrow_mut() = Partition::new(self.idx, self.n);
+                    self.advanced();
+                }
                 ToShard::Apply { entries, through } => {
                     {
                         let mut part = self.part.borrow_mut();

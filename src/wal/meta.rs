@@ -253,6 +253,11 @@ impl KnownPeers {
         Ok(Self { path, known })
     }
 
+    /// Whether no peer was ever met.
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+
     /// Checks a peer's incarnation, recording it durably on first meeting.
     pub fn check(&mut self, id: NodeId, incarnation: u64) -> Result<PeerCheck, IdentityError> {
         match self.known.get(&id) {
