@@ -40,6 +40,9 @@ pub use lease::{Lease, LeaseView};
 use crate::config::NodeConfig;
 use crate::raft::{Entry, Index, ReadPolicy};
 
+/// How long a busy port is retried at start-up before giving up.
+const PORT_WAIT: Duration = Duration::from_secs(2);
+
 /// From SIGTERM to process exit, at most (the shutdown itself aims at 3 s).
 const STOP_DEADLINE: Duration = Duration::from_millis(4500);
 
@@ -237,11 +240,26 @@ pub fn serve(cfg: NodeConfig) -> Result<(), String> {
     let listen: SocketAddr = cfg.cluster.listen_address.parse().expect("validated");
     // Shards bind with SO_REUSEPORT, which would silently share a port with another
     // process of the same user; a plain bind first refuses a port anything holds.
-    drop(std::net::TcpListener::bind(listen).map_err(|e| {
-        format!(
-            "cannot listen on {listen} (cluster.listen_address): {e}; another process holds the port"
-        )
-    })?);
+    // Right after this node's previous process was killed, the kernel may still hold its
+    // listener for a moment (io_uring tears a ring down asynchronously): retry briefly.
+    let t = Instant::now();
+    loop {
+        match std::net::TcpListener::bind(listen) {
+            Ok(l) => {
+                drop(l);
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && t.elapsed() < PORT_WAIT => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot listen on {listen} (cluster.listen_address): {e}; another process \
+                     holds the port"
+                ));
+            }
+        }
+    }
     let stop_requested = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         // A second signal ends the process at once (exit 1), even if start-up is stuck.

@@ -43,7 +43,12 @@ impl Drop for Cluster {
             let _ = p.kill();
             let _ = p.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // RINGKV_KEEP_TEST_DIR=1 keeps data and logs for a post-mortem.
+        if std::env::var_os("RINGKV_KEEP_TEST_DIR").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("kept {}", self.dir.display());
+        }
     }
 }
 
