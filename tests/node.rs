@@ -481,3 +481,29 @@ fn a_full_state_or_too_many_connections_are_refused_and_recovered_from() {
         c.status(l).map(|_| ())
     });
 }
+
+#[test]
+fn without_a_quorum_writes_answer_503_or_504_and_reads_say_so() {
+    let mut c = Cluster::new("noquorum", Opts::default());
+    let l = c.leader();
+    for n in (0..3).filter(|&n| n != l) {
+        c.kill(n);
+    }
+    // The leader steps down once it misses its quorum (CheckQuorum); from then on a write
+    // waits request_timeout_ms for a leader and is refused: nothing was written.
+    wait_until(10, "the lone leader to step down", || {
+        (c.status(l)?["role"] != "leader").then_some(())
+    });
+    let t = Instant::now();
+    let (st, b) = c.put(l, "k", "v");
+    assert_eq!((st, b["code"].as_str()), (503, Some("no_leader")), "{b}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(2500),
+        "it waited for a leader first"
+    );
+    let (st, b) = c.get(l, "k", "linearizable");
+    assert_eq!(st, 503, "{b}");
+    // Eventual reads are local and still answer.
+    let (st, _) = c.get(l, "k", "eventual");
+    assert_eq!(st, 404);
+}
