@@ -5,8 +5,22 @@
 //! `ApiCall`s and `Reply`s into bytes.
 //!
 //! Routes (the node issue): `POST /put {"key","value"}`, `POST /delete {"key"}`,
-//! `GET /get?key=K[&consistency=linearizable|lease|eventual]`, `GET /status`. Errors are
-//! JSON `{"error": "...", "code": "..."}` with 400, 404, 405, 413; the node adds 503 and 504.
+//! `GET /get?key=K[&consistency=linearizable|lease|eventual]`, `GET /status`.
+//!
+//! Admin routes (the membership issue), all `POST` with a JSON body:
+//! `/join {"node_id":4,"address":"127.0.0.1:9084"}` (the address an `ip:port`),
+//! `/promote {"node_id":4}`, `/remove {"node_id":N}`, `/transfer-leader {"node_id":N}`,
+//! `/snapshot` (empty body or `{}`). Node ids start at 1. The caller's token, if any, comes
+//! from the `X-Ringkv-Token: T` or the `Authorization: Bearer T` header (two different
+//! tokens, an empty one or another `Authorization` scheme are refused with 400); checking
+//! it is the node's business.
+//!
+//! The `Content-Type` of a request is not looked at (curl's `-d` sends
+//! `application/x-www-form-urlencoded`): a body is always read as JSON.
+//!
+//! Errors are JSON `{"error": "...", "code": "..."}` with 400, 404, 405, 411, 413, 431; a
+//! JSON error names the field (`bad JSON body: node_id: invalid type ...`). The node adds
+//! 503 and 504 (and for admin calls e.g. 409 `learner_lagging`).
 
 use serde::Deserialize;
 
@@ -37,6 +51,29 @@ pub enum ApiCall {
         consistency: Option<ReadPolicy>,
     },
     Status,
+    /// A membership or maintenance call. `token`: from `X-Ringkv-Token` or
+    /// `Authorization: Bearer`, `None` when the request carries neither. (Beware: `Debug`
+    /// prints it.)
+    Admin {
+        op: AdminOp,
+        token: Option<String>,
+    },
+}
+
+/// What an admin call asks for. Node ids are at least 1; `Join`'s address parses as a
+/// `SocketAddr` (checked here, kept as the string the caller sent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminOp {
+    /// Add `node_id` at `address` as a learner.
+    Join { node_id: u64, address: String },
+    /// Make the learner `node_id` a voter.
+    Promote { node_id: u64 },
+    /// Take `node_id` (voter or learner) out of the cluster.
+    Remove { node_id: u64 },
+    /// Hand leadership to the voter `node_id`.
+    TransferLeader { node_id: u64 },
+    /// Take a snapshot now.
+    Snapshot,
 }
 
 /// An error reply: status, machine-readable code, message.
@@ -93,6 +130,30 @@ struct KeyBody {
     key: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinBody {
+    node_id: u64,
+    address: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeIdBody {
+    node_id: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyBody {}
+
+/// The token headers of a request, as sent (checked only by admin routes).
+#[derive(Default)]
+struct TokenHeaders<'a> {
+    x_token: Vec<&'a [u8]>,
+    authorization: Vec<&'a [u8]>,
+}
+
 /// Parses one request from the start of `buf`.
 pub fn parse(buf: &[u8], limits: &HttpLimits) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -126,8 +187,13 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Parsed {
     }
     let mut body_len = 0usize;
     let mut keep_alive = req.version == Some(1);
+    let mut tokens = TokenHeaders::default();
     for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
+        if h.name.eq_ignore_ascii_case("x-ringkv-token") {
+            tokens.x_token.push(h.value);
+        } else if h.name.eq_ignore_ascii_case("authorization") {
+            tokens.authorization.push(h.value);
+        } else if h.name.eq_ignore_ascii_case("content-length") {
             match std::str::from_utf8(h.value)
                 .ok()
                 .and_then(|v| v.trim().parse().ok())
@@ -176,7 +242,7 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Parsed {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     Parsed::Request {
         consumed: head + body_len,
-        call: route(method, path, query, body, limits),
+        call: route(method, path, query, body, &tokens, limits),
         keep_alive,
     }
 }
@@ -186,6 +252,7 @@ fn route(
     path: &str,
     query: &str,
     body: &[u8],
+    tokens: &TokenHeaders<'_>,
     limits: &HttpLimits,
 ) -> Result<ApiCall, HttpError> {
     let want = |m: &str| {
@@ -286,17 +353,140 @@ fn route(
             want("GET")?;
             Ok(ApiCall::Status)
         }
+        "/join" | "/promote" | "/remove" | "/transfer-leader" | "/snapshot" => {
+            want("POST")?;
+            let op = match path {
+                "/join" => {
+                    let b: JoinBody = json(body)?;
+                    let node_id = node_id(b.node_id)?;
+                    if let Err(e) = b.address.parse::<std::net::SocketAddr>() {
+                        return Err(HttpError::new(
+                            400,
+                            "bad_request",
+                            format!(
+                                "address: {:?} is not an address like 127.0.0.1:9084 ({e})",
+                                b.address
+                            ),
+                        ));
+                    }
+                    AdminOp::Join {
+                        node_id,
+                        address: b.address,
+                    }
+                }
+                "/snapshot" => {
+                    if !body.iter().all(u8::is_ascii_whitespace) {
+                        let _: EmptyBody = json(body)?;
+                    }
+                    AdminOp::Snapshot
+                }
+                _ => {
+                    let b: NodeIdBody = json(body)?;
+                    let node_id = node_id(b.node_id)?;
+                    match path {
+                        "/promote" => AdminOp::Promote { node_id },
+                        "/remove" => AdminOp::Remove { node_id },
+                        _ => AdminOp::TransferLeader { node_id },
+                    }
+                }
+            };
+            Ok(ApiCall::Admin {
+                op,
+                token: token(tokens)?,
+            })
+        }
         other => Err(HttpError::new(
             404,
             "not_found",
-            format!("no such path {other:?}: use /put, /get, /delete or /status"),
+            format!(
+                "no such path {other:?}: use /put, /get, /delete, /status, /join, /promote, \
+                 /remove, /transfer-leader or /snapshot"
+            ),
         )),
     }
 }
 
+fn node_id(id: u64) -> Result<u64, HttpError> {
+    if id == 0 {
+        Err(HttpError::new(
+            400,
+            "bad_request",
+            "node_id: 0 is reserved; ids start at 1",
+        ))
+    } else {
+        Ok(id)
+    }
+}
+
+/// The caller's token: `X-Ringkv-Token: T` or `Authorization: Bearer T` (scheme
+/// case-insensitive); `None` when neither is sent. Refused: an empty token, an
+/// `Authorization` of another scheme, and two different tokens.
+fn token(h: &TokenHeaders<'_>) -> Result<Option<String>, HttpError> {
+    let bad = |m: String| HttpError::new(400, "bad_request", m);
+    let mut found: Option<String> = None;
+    let mut take = |t: &[u8], header: &str| -> Result<(), HttpError> {
+        let t = std::str::from_utf8(t)
+            .map_err(|_| bad(format!("{header}: the token is not UTF-8")))?
+            .trim();
+        if t.is_empty() {
+            return Err(bad(format!("{header}: the token is empty")));
+        }
+        match &found {
+            Some(f) if f != t => Err(bad(format!(
+                "{header}: the request carries two different tokens"
+            ))),
+            _ => {
+                found = Some(t.to_string());
+                Ok(())
+            }
+        }
+    };
+    for v in &h.x_token {
+        take(v, "X-Ringkv-Token")?;
+    }
+    for v in &h.authorization {
+        let scheme_len = v.iter().position(|&b| b == b' ').unwrap_or(v.len());
+        if !v[..scheme_len].eq_ignore_ascii_case(b"bearer") {
+            return Err(bad(format!(
+                "Authorization: {:?} is not `Bearer <token>`",
+                String::from_utf8_lossy(&v[..scheme_len])
+            )));
+        }
+        take(&v[scheme_len..], "Authorization")?;
+    }
+    Ok(found)
+}
+
+/// The JSON object in `body` as `T`; an error names the field it is about
+/// (`node_id: invalid type`). Only an object is accepted (serde would also take an array of
+/// the fields in order).
 fn json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, HttpError> {
-    serde_json::from_slice(body)
-        .map_err(|e| HttpError::new(400, "bad_request", format!("bad JSON body: {e}")))
+    if let Some(&b) = body.iter().find(|b| !b.is_ascii_whitespace())
+        && b != b'{'
+    {
+        return Err(HttpError::new(
+            400,
+            "bad_request",
+            "bad JSON body: expected an object {...}",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let v: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            HttpError::new(400, "bad_request", format!("bad JSON body: {inner}"))
+        } else {
+            HttpError::new(
+                400,
+                "bad_request",
+                format!("bad JSON body: {path}: {inner}"),
+            )
+        }
+    })?;
+    de.end()
+        .map_err(|e| HttpError::new(400, "bad_request", format!("bad JSON body: {e}")))?;
+    Ok(v)
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -328,13 +518,17 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         500 => "Internal Server Error",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
         411 => "Length Required",
         413 => "Payload Too Large",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
+        501 => "Not Implemented",
         507 => "Insufficient Storage",
         _ => "Error",
     }

@@ -361,6 +361,9 @@ impl Shard {
                     _ => Reply::err(504, "timeout", "the raft core did not answer in time"),
                 }
             }
+            ApiCall::Admin { .. } => {
+                Reply::err(501, "not_implemented", "admin calls are not wired yet")
+            }
         }
     }
 
