@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use crate::raft::{self, NodeId, Persistence, ReadPolicy};
 use crate::wal::{MemFirstPolicy, WalOptions};
@@ -125,6 +126,8 @@ pub struct RaftSection {
     pub read_consistency: ReadConsistency,
     pub persistence: PersistenceSection,
     pub replication: Replication,
+    pub snapshot: SnapshotSection,
+    pub membership: MembershipSection,
 }
 
 impl Default for RaftSection {
@@ -139,6 +142,8 @@ impl Default for RaftSection {
             read_consistency: ReadConsistency::default(),
             persistence: PersistenceSection::default(),
             replication: Replication::default(),
+            snapshot: SnapshotSection::default(),
+            membership: MembershipSection::default(),
         }
     }
 }
@@ -190,8 +195,10 @@ pub struct PersistenceSection {
     pub flush_workers: usize,
     pub segment_bytes_max: u64,
     pub batch_bytes_max: usize,
-    /// Snapshots kept on disk.
-    pub snapshots_kept: usize,
+    /// The old `snapshots_kept`, now `raft.snapshot.keep`: present only to refuse it with a
+    /// pointer to its new place (an unknown-key error would not say where it went).
+    #[serde(rename = "snapshots_kept")]
+    snapshots_kept_moved: Option<IgnoredAny>,
 }
 
 impl Default for PersistenceSection {
@@ -204,7 +211,7 @@ impl Default for PersistenceSection {
             flush_workers: w.flush_workers,
             segment_bytes_max: w.segment_bytes_max,
             batch_bytes_max: w.batch_bytes_max,
-            snapshots_kept: 2,
+            snapshots_kept_moved: None,
         }
     }
 }
@@ -233,6 +240,54 @@ impl Default for Replication {
             inflight_appends_max: c.inflight_appends_max,
             batch_delay_ms: 0,
             uncommitted_entries_max: c.uncommitted_entries_max,
+        }
+    }
+}
+
+/// Smallest `raft.snapshot.chunk_bytes_max`.
+pub const SNAPSHOT_CHUNK_BYTES_MIN: usize = 4096;
+/// Room a snapshot chunk's frame keeps besides the chunk (header, metadata):
+/// `chunk_bytes_max` is at most `limits.frame_bytes_max - SNAPSHOT_CHUNK_FRAME_ROOM`.
+pub const SNAPSHOT_CHUNK_FRAME_ROOM: usize = 4096;
+
+/// `[raft.snapshot]`: when snapshots are taken, how many are kept, how they are sent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotSection {
+    /// Take a snapshot every this many applied entries; 0: never automatically (only
+    /// `POST /snapshot`).
+    pub interval_entries: u64,
+    /// Snapshots retained on disk (at least 1). Was `raft.persistence.snapshots_kept`.
+    pub keep: usize,
+    /// One snapshot chunk on the wire: `SNAPSHOT_CHUNK_BYTES_MIN` ..=
+    /// `limits.frame_bytes_max - SNAPSHOT_CHUNK_FRAME_ROOM`.
+    pub chunk_bytes_max: usize,
+}
+
+impl Default for SnapshotSection {
+    fn default() -> Self {
+        Self {
+            interval_entries: 10_000,
+            keep: 2,
+            chunk_bytes_max: 1 << 20,
+        }
+    }
+}
+
+/// `[raft.membership]`: rules of membership changes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MembershipSection {
+    /// A learner's promotion waits (up to `raft.request_timeout_ms`, then 409
+    /// `learner_lagging`) while its match index is more than this many entries behind the
+    /// leader's last index.
+    pub promote_lag_entries_max: u64,
+}
+
+impl Default for MembershipSection {
+    fn default() -> Self {
+        Self {
+            promote_lag_entries_max: 1000,
         }
     }
 }
@@ -367,6 +422,26 @@ impl NodeConfig {
             .collect()
     }
 
+    /// This node starts as a joiner: its own `initial_cluster` entry is a learner (role 3 /
+    /// "learner"), meaning "join the running cluster through the voters listed", not
+    /// "found a cluster".
+    pub fn is_joiner(&self) -> bool {
+        let me = self.cluster.node_id;
+        self.members()
+            .iter()
+            .any(|m| m.0 == me && m.2 == MemberRole::Learner)
+    }
+
+    /// The voters of `initial_cluster` (in file order): the members that found the cluster
+    /// and define its id; learners listed (joiners) are not among them.
+    pub fn founders(&self) -> Vec<(NodeId, SocketAddr)> {
+        self.members()
+            .into_iter()
+            .filter(|m| m.2 == MemberRole::Voter)
+            .map(|m| (m.0, m.1))
+            .collect()
+    }
+
     pub fn default_read_policy(&self) -> ReadPolicy {
         match self.raft.read_consistency.default_policy {
             DefaultPolicy::LeaseRead => ReadPolicy::Lease,
@@ -430,6 +505,12 @@ impl NodeConfig {
                 reason,
             })
         };
+        if self.raft.persistence.snapshots_kept_moved.is_some() {
+            return err(
+                "raft.persistence.snapshots_kept",
+                "moved to raft.snapshot.keep: write `keep = N` under [raft.snapshot]".into(),
+            );
+        }
         let c = &self.cluster;
         if c.node_id == 0 {
             return err("cluster.node_id", "0 is reserved; ids start at 1".into());
@@ -677,6 +758,21 @@ impl NodeConfig {
                 format!(
                     "{} must hold the largest write ({write_max} bytes) plus its frame",
                     l.frame_bytes_max
+                ),
+            );
+        }
+        let snap = &r.snapshot;
+        if snap.keep == 0 {
+            return err("raft.snapshot.keep", "must be at least 1".into());
+        }
+        let chunk_max = l.frame_bytes_max.saturating_sub(SNAPSHOT_CHUNK_FRAME_ROOM);
+        if snap.chunk_bytes_max < SNAPSHOT_CHUNK_BYTES_MIN || snap.chunk_bytes_max > chunk_max {
+            return err(
+                "raft.snapshot.chunk_bytes_max",
+                format!(
+                    "{} must be between {SNAPSHOT_CHUNK_BYTES_MIN} (4 KiB) and \
+                     limits.frame_bytes_max ({}) minus {SNAPSHOT_CHUNK_FRAME_ROOM}: {chunk_max}",
+                    snap.chunk_bytes_max, l.frame_bytes_max
                 ),
             );
         }

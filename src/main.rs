@@ -146,11 +146,16 @@ fn main() -> ExitCode {
             match ringkv::config::NodeConfig::load(&path) {
                 Ok(c) => {
                     println!(
-                        "{}: valid: node {} on {}, {} members, {:?}, data in {}",
+                        "{}: valid: node {} on {}, {} members{}, {:?}, data in {}",
                         path.display(),
                         c.cluster.node_id,
                         c.cluster.listen_address,
                         c.cluster.initial_cluster.len(),
+                        if c.is_joiner() {
+                            " (joins as a learner through the founders)"
+                        } else {
+                            ""
+                        },
                         c.raft.persistence.strategy,
                         c.data_dir().display()
                     );

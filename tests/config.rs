@@ -405,6 +405,141 @@ fn size_limits_must_fit_the_wal_and_frames() {
 }
 
 #[test]
+fn snapshot_section_defaults_and_rules() {
+    let c = NodeConfig::parse(BASE, "n.toml").unwrap();
+    let s = &c.raft.snapshot;
+    assert_eq!(
+        (s.interval_entries, s.keep, s.chunk_bytes_max),
+        (10_000, 2, 1 << 20)
+    );
+    let c = NodeConfig::parse(
+        &format!(
+            "{BASE}\n[raft.snapshot]\ninterval_entries = 0\nkeep = 5\nchunk_bytes_max = 4096\n"
+        ),
+        "n.toml",
+    )
+    .unwrap();
+    let s = &c.raft.snapshot;
+    assert_eq!(
+        (s.interval_entries, s.keep, s.chunk_bytes_max),
+        (0, 5, 4096)
+    );
+    assert_refused(
+        &format!("{BASE}\n[raft.snapshot]\nkeep = 0\n"),
+        "raft.snapshot.keep",
+        "must be at least 1",
+    );
+    assert_refused(
+        &format!("{BASE}\n[raft.snapshot]\nchunk_bytes_max = 4095\n"),
+        "raft.snapshot.chunk_bytes_max",
+        "4095 must be between 4096 (4 KiB) and limits.frame_bytes_max (8388608) minus 4096: 8384512",
+    );
+    // The upper bound follows limits.frame_bytes_max.
+    let frame = "\n[limits]\nframe_bytes_max = 8388608\n";
+    NodeConfig::parse(
+        &format!("{BASE}{frame}\n[raft.snapshot]\nchunk_bytes_max = 8384512\n"),
+        "n.toml",
+    )
+    .unwrap();
+    assert_refused(
+        &format!("{BASE}{frame}\n[raft.snapshot]\nchunk_bytes_max = 8384513\n"),
+        "raft.snapshot.chunk_bytes_max",
+        "8384513 must be between",
+    );
+    assert_refused(
+        &format!("{BASE}\n[raft.snapshot]\nkept = 3\n"),
+        "raft.snapshot.kept",
+        "unknown field `kept`",
+    );
+    assert_refused(
+        &format!("{BASE}\n[raft.snapshot]\ninterval_entries = -1\n"),
+        "raft.snapshot.interval_entries",
+        "",
+    );
+}
+
+#[test]
+fn snapshots_kept_moved_to_raft_snapshot_keep() {
+    for value in ["3", "\"three\""] {
+        assert_refused(
+            &with(
+                "flush_workers = 4",
+                &format!("flush_workers = 4\nsnapshots_kept = {value}"),
+            ),
+            "raft.persistence.snapshots_kept",
+            "moved to raft.snapshot.keep",
+        );
+    }
+}
+
+#[test]
+fn membership_section_defaults_and_parses() {
+    let c = NodeConfig::parse(BASE, "n.toml").unwrap();
+    assert_eq!(c.raft.membership.promote_lag_entries_max, 1000);
+    let c = NodeConfig::parse(
+        &format!("{BASE}\n[raft.membership]\npromote_lag_entries_max = 0\n"),
+        "n.toml",
+    )
+    .unwrap();
+    assert_eq!(c.raft.membership.promote_lag_entries_max, 0);
+    assert_refused(
+        &format!("{BASE}\n[raft.membership]\npromote_lag_max = 5\n"),
+        "raft.membership.promote_lag_max",
+        "unknown field",
+    );
+}
+
+#[test]
+fn joiners_and_founders() {
+    let founders = |c: &NodeConfig| -> Vec<(u64, String)> {
+        c.founders()
+            .into_iter()
+            .map(|(i, a)| (i, a.to_string()))
+            .collect()
+    };
+    let three: Vec<(u64, String)> = (1..=3).map(|i| (i, format!("127.0.0.1:908{i}"))).collect();
+    let c = NodeConfig::parse(BASE, "n.toml").unwrap();
+    assert!(!c.is_joiner());
+    assert_eq!(founders(&c), three);
+    // Node 4 lists the founders and itself as a learner: it joins, and is no founder.
+    let joiner = |role_status: &str| {
+        with("node_id = 1", "node_id = 4")
+            .replace("127.0.0.1:9081\"\n", "127.0.0.1:9084\"\n")
+            .replace(
+                "role = 1, status = 2 },\n]",
+                &format!(
+                    "role = 1, status = 2 }},\n    {{ id = 4, address = \"127.0.0.1:9084\", {role_status} }},\n]"
+                ),
+            )
+    };
+    for rs in [
+        "role = 3, status = 0",
+        "role = \"learner\", status = \"joining\"",
+        "role = 3, status = 2",
+    ] {
+        let c = NodeConfig::parse(&joiner(rs), "n.toml").unwrap();
+        assert_eq!(c.cluster.node_id, 4);
+        assert!(c.is_joiner(), "{rs}");
+        assert_eq!(founders(&c), three, "{rs}");
+    }
+    // A voter entry for itself: node 4 founds (with the others), it does not join.
+    let c = NodeConfig::parse(&joiner("role = 1, status = 2"), "n.toml").unwrap();
+    assert!(!c.is_joiner());
+    assert_eq!(founders(&c).len(), 4);
+    // Another node listed as a learner does not make this one a joiner.
+    let c = NodeConfig::parse(
+        &with(
+            "{ id = 3, address = \"127.0.0.1:9083\", role = 1, status = 2 }",
+            "{ id = 3, address = \"127.0.0.1:9083\", role = 3, status = 0 }",
+        ),
+        "n.toml",
+    )
+    .unwrap();
+    assert!(!c.is_joiner());
+    assert_eq!(founders(&c), three[..2]);
+}
+
+#[test]
 fn runtime_rules() {
     assert_refused(
         &format!("{BASE}\n[runtime]\ncores = [0, 1]\nraft_core = 2\n"),

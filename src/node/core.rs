@@ -125,13 +125,9 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
     let disk = DmaDisk::new(&data_dir)
         .await
         .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
-    let snaps = SnapshotStore::open(
-        disk.clone(),
-        data_dir.clone(),
-        cfg.raft.persistence.snapshots_kept,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let snaps = SnapshotStore::open(disk.clone(), data_dir.clone(), cfg.raft.snapshot.keep)
+        .await
+        .map_err(|e| e.to_string())?;
     let snap = snaps.load_latest().await.map_err(|e| e.to_string())?;
     let base = snap
         .as_ref()
