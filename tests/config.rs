@@ -83,6 +83,70 @@ fn shipped_example_files_are_valid_and_match_the_seed() {
 }
 
 #[test]
+fn shipped_joiner_files_list_the_founders_and_themselves_as_learners() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let load = |i: u64| NodeConfig::load(std::path::Path::new(&format!("{dir}/config/n{i}.toml")));
+    let n1 = load(1).unwrap();
+    let text = |i: u64| std::fs::read_to_string(format!("{dir}/config/n{i}.toml")).unwrap();
+    // From [raft] to [runtime]: the same settings as the founders.
+    let settings = |t: &str| {
+        let from = t.find("[raft]").unwrap();
+        let to = t.find("[runtime]").unwrap();
+        t[from..to].to_string()
+    };
+    for i in 4..=5u64 {
+        let c = load(i).unwrap();
+        assert_eq!(c.cluster.node_id, i);
+        assert_eq!(c.cluster.listen_address, format!("127.0.0.1:908{i}"));
+        assert_eq!(
+            c.cluster.metrics_address.as_deref(),
+            Some(&*format!("127.0.0.1:808{i}"))
+        );
+        assert_eq!(c.data_dir(), std::path::PathBuf::from(format!("db/{i}")));
+        assert_eq!(c.log_dir(), std::path::PathBuf::from(format!("logs/{i}")));
+        assert!(c.is_joiner());
+        assert_eq!(c.founders(), n1.founders());
+        let m = c.members();
+        assert_eq!(m.len(), 4);
+        assert_eq!(m[..3], n1.members()[..]);
+        assert_eq!(
+            m[3],
+            (
+                i,
+                format!("127.0.0.1:908{i}").parse().unwrap(),
+                MemberRole::Learner
+            )
+        );
+        let e = &c.cluster.initial_cluster[3];
+        assert_eq!(
+            (format!("{:?}", e.role), format!("{:?}", e.status)),
+            ("Number(3)".into(), "Number(0)".into()),
+            "learner, joining, as the seed's codes"
+        );
+        assert_eq!(
+            settings(&text(i)),
+            settings(&text(1)),
+            "n{i} differs from n1"
+        );
+        assert_eq!(c.runtime.cores, n1.runtime.cores);
+        assert_eq!(c.runtime.raft_core, n1.runtime.raft_core);
+    }
+    assert!(!n1.is_joiner());
+    // `ringkv config check` passes and says how the node starts.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["config", "check", "config/n4.toml"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("valid: node 4 on 127.0.0.1:9084, 4 members (joins as a learner"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn milliseconds_become_ticks_and_defaults_fill_the_rest() {
     let c = NodeConfig::parse(BASE, "n.toml").unwrap();
     let r = c.raft_config();
