@@ -121,7 +121,10 @@ pub struct Transport {
     cfg: Rc<PeerConfig>,
     /// The outcome of the latest outbound handshake with each peer.
     pub handshakes: Rc<RefCell<BTreeMap<NodeId, Handshake>>>,
-    outboxes: BTreeMap<NodeId, LocalSender<Outgoing>>,
+    /// The peers now (membership changes add and remove them): handshakes from others
+    /// are refused, and a sender stops when its peer leaves.
+    book: Rc<RefCell<BTreeMap<NodeId, SocketAddr>>>,
+    outboxes: RefCell<BTreeMap<NodeId, LocalSender<Outgoing>>>,
     inbox: Rc<LocalSender<Inbound>>,
     pub stats: Rc<RefCell<PeerStats>>,
     _tasks: Vec<glommio::task::JoinHandle<()>>,
@@ -154,34 +157,69 @@ impl Transport {
     pub fn start(cfg: PeerConfig, inbox: LocalSender<Inbound>) -> Self {
         let stats = Rc::new(RefCell::new(PeerStats::default()));
         let handshakes: Rc<RefCell<BTreeMap<NodeId, Handshake>>> = Rc::default();
-        let cfg = Rc::new(cfg);
-        let mut tasks = Vec::new();
-        let mut outboxes = BTreeMap::new();
-        for (&id, &addr) in cfg.peers.iter().filter(|(id, _)| **id != cfg.node_id) {
-            let (tx, rx) = local_channel::new_bounded::<Outgoing>(cfg.outbox_max);
-            outboxes.insert(id, tx);
-            let (cfg, stats, hs) = (cfg.clone(), stats.clone(), handshakes.clone());
-            tasks.push(
-                glommio::spawn_local(
-                    async move { send_loop(id, addr, &cfg, &stats, &hs, rx).await },
-                )
-                .detach(),
-            );
-        }
-        Self {
-            cfg,
+        let book = Rc::new(RefCell::new(cfg.peers.clone()));
+        book.borrow_mut().remove(&cfg.node_id);
+        let t = Self {
+            cfg: Rc::new(cfg),
             handshakes,
-            outboxes,
+            book,
+            outboxes: RefCell::default(),
             inbox: Rc::new(inbox),
             stats,
-            _tasks: tasks,
+            _tasks: Vec::new(),
+        };
+        let peers: Vec<_> = t.book.borrow().keys().copied().collect();
+        for id in peers {
+            t.start_sender(id);
         }
+        t
+    }
+
+    fn start_sender(&self, id: NodeId) {
+        let (tx, rx) = local_channel::new_bounded::<Outgoing>(self.cfg.outbox_max);
+        self.outboxes.borrow_mut().insert(id, tx);
+        let (cfg, stats, hs, book) = (
+            self.cfg.clone(),
+            self.stats.clone(),
+            self.handshakes.clone(),
+            self.book.clone(),
+        );
+        glommio::spawn_local(async move { send_loop(id, &book, &cfg, &stats, &hs, rx).await })
+            .detach();
+    }
+
+    /// A new member (or a member's new address): connect to it from now on.
+    pub fn add_peer(&self, id: NodeId, addr: SocketAddr) {
+        if id == self.cfg.node_id {
+            return;
+        }
+        self.book.borrow_mut().insert(id, addr);
+        if !self.outboxes.borrow().contains_key(&id) {
+            self.start_sender(id);
+        }
+    }
+
+    /// A removed member: its sender stops and its handshakes are refused.
+    pub fn remove_peer(&self, id: NodeId) {
+        self.book.borrow_mut().remove(&id);
+        self.outboxes.borrow_mut().remove(&id);
+        self.stats.borrow_mut().connected.remove(&id);
+    }
+
+    /// The peers' addresses now.
+    pub fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
+        self.book.borrow().clone()
     }
 
     /// Accepts on `listener` (used when this executor owns the port alone, as in tests):
     /// frame connections are adopted, anything else goes to `http`.
     pub fn serve_listener(&mut self, listener: TcpListener, http: HttpHandler) {
-        let (cfg, stats, inbox) = (self.cfg.clone(), self.stats.clone(), self.inbox.clone());
+        let (cfg, stats, inbox, book) = (
+            self.cfg.clone(),
+            self.stats.clone(),
+            self.inbox.clone(),
+            self.book.clone(),
+        );
         self._tasks.push(
             glommio::spawn_local(async move {
                 loop {
@@ -194,8 +232,13 @@ impl Transport {
                         }
                     };
                     let mut first = [0u8; 4];
-                    let (cfg, stats, inbox, http) =
-                        (cfg.clone(), stats.clone(), inbox.clone(), http.clone());
+                    let (cfg, stats, inbox, http, book) = (
+                        cfg.clone(),
+                        stats.clone(),
+                        inbox.clone(),
+                        http.clone(),
+                        book.clone(),
+                    );
                     glommio::spawn_local(async move {
                         if s.read_exact(&mut first).await.is_err() {
                             return;
@@ -204,7 +247,7 @@ impl Transport {
                             http(s, first.to_vec());
                             return;
                         }
-                        serve_inbound(s, first, &cfg, &stats, &inbox).await;
+                        serve_inbound(s, first, &cfg, &stats, &inbox, &book).await;
                     })
                     .detach();
                 }
@@ -216,9 +259,16 @@ impl Transport {
     /// Serves an inbound connection whose first four bytes (the frame magic) were already
     /// read, e.g. by a shard executor that accepted it.
     pub fn adopt(&self, s: TcpStream, first: [u8; 4]) {
-        let (cfg, stats, inbox) = (self.cfg.clone(), self.stats.clone(), self.inbox.clone());
-        glommio::spawn_local(async move { serve_inbound(s, first, &cfg, &stats, &inbox).await })
-            .detach();
+        let (cfg, stats, inbox, book) = (
+            self.cfg.clone(),
+            self.stats.clone(),
+            self.inbox.clone(),
+            self.book.clone(),
+        );
+        glommio::spawn_local(
+            async move { serve_inbound(s, first, &cfg, &stats, &inbox, &book).await },
+        )
+        .detach();
     }
 
     /// Queues a message for its peer; drops it (and says so) when the queue is full or
@@ -235,7 +285,7 @@ impl Transport {
     }
 
     fn push(&self, to: NodeId, o: Outgoing) -> bool {
-        match self.outboxes.get(&to) {
+        match self.outboxes.borrow().get(&to) {
             Some(tx) if tx.try_send(o).is_ok() => true,
             _ => {
                 self.stats.borrow_mut().dropped_outbox_full += 1;
@@ -248,7 +298,7 @@ impl Transport {
 /// Keeps one outbound connection to peer `id` and writes its queue into it.
 async fn send_loop(
     id: NodeId,
-    addr: SocketAddr,
+    book: &RefCell<BTreeMap<NodeId, SocketAddr>>,
     cfg: &PeerConfig,
     stats: &RefCell<PeerStats>,
     handshakes: &RefCell<BTreeMap<NodeId, Handshake>>,
@@ -257,6 +307,10 @@ async fn send_loop(
     let mut backoff_ms = 10;
     let mut failures = 0u64;
     loop {
+        // The peer left the membership: stop (its queue is gone too).
+        let Some(addr) = book.borrow().get(&id).copied() else {
+            return;
+        };
         // Bounded: SYNs into a black hole would otherwise wait out the kernel's retries.
         let connect_limit = Duration::from_millis(cfg.reconnect_backoff_max_ms.max(1000));
         let attempt = futures_lite::future::or(
@@ -337,7 +391,10 @@ async fn send_loop(
         backoff_ms = 10;
         // Send until the connection breaks; the message in hand is lost with it (Raft
         // retransmits; a lost forwarded call times out at its sender).
-        while let Some(o) = rx.recv().await {
+        loop {
+            let Some(o) = rx.recv().await else {
+                return; // removed
+            };
             let r = match &o {
                 Outgoing::Raft(m) => write_frame(&mut s, FrameKind::Raft, &encode_message(m)).await,
                 Outgoing::Client(_, deadline) if *deadline <= Instant::now() => continue,
@@ -443,6 +500,7 @@ async fn serve_inbound(
     cfg: &PeerConfig,
     stats: &RefCell<PeerStats>,
     inbox: &LocalSender<Inbound>,
+    book: &RefCell<BTreeMap<NodeId, SocketAddr>>,
 ) {
     let mut h = [0u8; HEADER_BYTES];
     h[..4].copy_from_slice(&first);
@@ -515,7 +573,7 @@ async fn serve_inbound(
                         "wrong_token",
                         format!("node {} refuses a wrong cluster_token", cfg.node_id),
                     ))
-                } else if id == cfg.node_id || !cfg.peers.contains_key(&id) {
+                } else if id == cfg.node_id || !book.borrow().contains_key(&id) {
                     Some((
                         "unknown_node",
                         format!("node {id} is not a member known to node {}", cfg.node_id),

@@ -261,6 +261,27 @@ pub enum ClientFrame {
     Read { id: u64, key: String, policy: u8 },
     /// The leader's HTTP status and JSON body for request `id`.
     Reply { id: u64, status: u16, body: String },
+    /// An operator call (op: 1 join, 2 promote, 3 remove, 4 transfer leadership).
+    Admin {
+        id: u64,
+        op: u8,
+        node_id: u64,
+        address: String,
+    },
+    /// Part of the snapshot at (`index`, `term`): bytes `offset..offset + data.len()` of
+    /// `total`, whose CRC32C is `crc`. `membership` is the snapshot's configuration.
+    SnapChunk {
+        index: u64,
+        term: u64,
+        membership: Vec<u8>,
+        offset: u64,
+        total: u64,
+        crc: u32,
+        data: Vec<u8>,
+    },
+    /// The receiver has bytes `..next` of snapshot `index` (`ok: false`: start again). At
+    /// `next == total` the snapshot is verified and stored.
+    SnapAck { index: u64, next: u64, ok: bool },
 }
 
 impl ClientFrame {

@@ -24,6 +24,7 @@
 
 mod core;
 mod lease;
+pub mod members;
 mod shard;
 
 use std::net::SocketAddr;
@@ -110,6 +111,22 @@ pub(crate) enum ToRaft {
         token: u64,
         reply: Reply,
     },
+    /// An operator call (membership, leadership, snapshot).
+    Admin {
+        shard: usize,
+        req: ReqId,
+        call: AdminCall,
+        deadline: Instant,
+    },
+    /// This shard's pairs for the snapshot at `index` (`ToShard::Snapshot`), and how long
+    /// taking them held the shard up.
+    SnapshotPart {
+        shard: usize,
+        index: Index,
+        pairs: Vec<u8>,
+        count: u64,
+        took: Duration,
+    },
     /// An accepted connection that opened with the frame magic: a peer.
     PeerConn {
         fd: OwnedFd,
@@ -119,9 +136,13 @@ pub(crate) enum ToRaft {
 
 /// Raft core -> shard.
 pub(crate) enum ToShard {
-    /// Replace the partition with this shard's part of a snapshot body.
+    /// Replace the partition with this shard's part of a key-value snapshot body.
     Install {
-        data: Arc<Vec<u8>>,
+        data: Bytes,
+    },
+    /// Send this shard's pairs as of `index` (every entry through it was handed out).
+    Snapshot {
+        index: Index,
     },
     /// Empty the partition (watermark 0): the log was reset (MemFirst divergence).
     Reset,
@@ -142,6 +163,26 @@ pub(crate) enum ToShard {
         index: Index,
         deadline: Instant,
     },
+}
+
+/// An operator call as the raft core carries it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum AdminCall {
+    Join {
+        node_id: u64,
+        address: SocketAddr,
+    },
+    Promote {
+        node_id: u64,
+    },
+    Remove {
+        node_id: u64,
+    },
+    TransferLeader {
+        node_id: u64,
+    },
+    /// Take a snapshot on this node now.
+    Snapshot,
 }
 
 /// Shard -> shard: reads go to the key's owner.

@@ -22,10 +22,10 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::net::{TcpListener, TcpStream};
 
-use super::{Answer, MeshMsg, Reply, ReqId, ShardQueues, Shared, ToRaft, ToShard};
+use super::{AdminCall, Answer, MeshMsg, Reply, ReqId, ShardQueues, Shared, ToRaft, ToShard};
 use crate::config::NodeConfig;
 use crate::net::frame::MAGIC;
-use crate::net::http::{self, ApiCall, HttpLimits, Parsed};
+use crate::net::http::{self, AdminOp, ApiCall, HttpLimits, Parsed};
 use crate::raft::{Index, ReadPolicy};
 use crate::shard::{Command, Partition, Snapshot, route};
 
@@ -52,6 +52,8 @@ struct Shard {
     default_policy: ReadPolicy,
     request_timeout: Duration,
     limits: HttpLimits,
+    /// Operator calls must carry it when it is set.
+    cluster_token: String,
     /// Open client connections on this shard, and its share of `limits.connections_max`.
     connections: Cell<usize>,
     connections_max: usize,
@@ -110,6 +112,7 @@ pub(super) async fn run(
         to_raft: to_raft.await,
         mesh_out,
         default_policy: cfg.default_read_policy(),
+        cluster_token: cfg.cluster.cluster_token.clone(),
         request_timeout: Duration::from_millis(cfg.raft.request_timeout_ms),
         limits: HttpLimits {
             head_bytes_max: 16 << 10,
@@ -347,6 +350,49 @@ impl Shard {
                     _ => read_timeout(),
                 }
             }
+            ApiCall::Admin { op, token } => {
+                if !self.cluster_token.is_empty()
+                    && token.as_deref() != Some(self.cluster_token.as_str())
+                {
+                    return Reply::err(
+                        401,
+                        "unauthorized",
+                        "operator calls need the cluster_token in an X-Ringkv-Token header",
+                    );
+                }
+                let call = match op {
+                    AdminOp::Join { node_id, address } => match address.parse() {
+                        Ok(address) => AdminCall::Join { node_id, address },
+                        Err(e) => {
+                            return Reply::err(400, "bad_request", format!("address: {e}"));
+                        }
+                    },
+                    AdminOp::Promote { node_id } => AdminCall::Promote { node_id },
+                    AdminOp::Remove { node_id } => AdminCall::Remove { node_id },
+                    AdminOp::TransferLeader { node_id } => AdminCall::TransferLeader { node_id },
+                    AdminOp::Snapshot => AdminCall::Snapshot,
+                };
+                let (req, rx) = self.register();
+                let msg = ToRaft::Admin {
+                    shard: self.idx,
+                    req,
+                    call,
+                    deadline,
+                };
+                if self.to_raft.send(msg).await.is_err() {
+                    self.pending.borrow_mut().remove(&req);
+                    return Reply::err(503, "stopping", "raft core stopped; nothing was done");
+                }
+                match self.answer(req, rx, deadline).await {
+                    Some(Answer::Reply(r)) => r,
+                    _ => Reply::err(
+                        504,
+                        "timeout",
+                        "request_timeout_ms passed; the call may or may not have taken effect \
+                         (outcome unknown): check /status",
+                    ),
+                }
+            }
             ApiCall::Status => {
                 let (req, rx) = self.register();
                 let msg = ToRaft::Status {
@@ -360,9 +406,6 @@ impl Shard {
                     Some(Answer::Reply(r)) => r,
                     _ => Reply::err(504, "timeout", "the raft core did not answer in time"),
                 }
-            }
-            ApiCall::Admin { .. } => {
-                Reply::err(501, "not_implemented", "admin calls are not wired yet")
             }
         }
     }
@@ -485,6 +528,31 @@ impl Shard {
                         std::process::exit(1);
                     }
                 },
+                ToShard::Snapshot { index } => {
+                    // Taken between two Apply messages: exactly the state at `index`. The
+                    // shard applies nothing meanwhile (that is the snapshot's write pause
+                    // on this shard; reads of its keys wait too).
+                    let t = Instant::now();
+                    let (pairs, count) = {
+                        let p = self.part.borrow();
+                        assert_eq!(p.applied(), index, "snapshot between applies");
+                        let mut v = Vec::with_capacity(p.state_bytes() as usize);
+                        let n = p.encode_pairs(&mut v);
+                        (v, n)
+                    };
+                    let msg = ToRaft::SnapshotPart {
+                        shard: self.idx,
+                        index,
+                        pairs,
+                        count,
+                        took: t.elapsed(),
+                    };
+                    let shard = self.clone();
+                    glommio::spawn_local(async move {
+                        let _ = shard.to_raft.send(msg).await;
+                    })
+                    .detach();
+                }
                 ToShard::Reset => {
                     *self.part.borrow_mut() = Partition::new(self.idx, self.n);
                     self.advanced();

@@ -323,6 +323,11 @@ impl Raft {
         self.transfer.map(|t| t.0)
     }
 
+    /// Whether a membership change is appended but not yet committed.
+    pub fn membership_change_pending(&self) -> bool {
+        self.conf_history.last().expect("base").0 > self.commit
+    }
+
     /// Whether a lease read would be served locally at `now`.
     pub fn lease_valid(&self, now: Nanos) -> bool {
         self.lease_expiry().is_some_and(|end| now < end)
@@ -664,6 +669,27 @@ impl Raft {
         }
         self.applied = index;
         self.reads.on_applied(index);
+    }
+
+    /// The metadata a snapshot at `index` (<= applied, in the log) will carry: what
+    /// `compact(index)` returns, without forgetting anything yet (the driver saves the
+    /// snapshot first, then compacts).
+    pub fn snapshot_meta(&self, index: Index) -> SnapshotMeta {
+        assert!(index <= self.applied, "snapshot at {index} beyond applied");
+        let term = self
+            .log
+            .term(index)
+            .expect("entry to snapshot is in the log");
+        let conf_pos = self
+            .conf_history
+            .iter()
+            .rposition(|(i, _)| *i <= index)
+            .expect("base");
+        SnapshotMeta {
+            index,
+            term,
+            membership: self.conf_history[conf_pos].1.clone(),
+        }
     }
 
     /// The driver took a state-machine snapshot at `index` (<= applied): forget the log up

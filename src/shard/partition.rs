@@ -168,6 +168,19 @@ impl Snapshot {
         out
     }
 
+    /// A snapshot body from every shard's `encode_pairs` output (all taken at `applied`).
+    pub fn assemble(applied: Index, parts: &[(Vec<u8>, u64)]) -> Vec<u8> {
+        let len: usize = parts.iter().map(|p| p.0.len()).sum();
+        let mut out = Vec::with_capacity(17 + len);
+        out.put_u8(1);
+        out.put_u64_le(applied);
+        out.put_u64_le(parts.iter().map(|p| p.1).sum());
+        for (pairs, _) in parts {
+            out.extend_from_slice(pairs);
+        }
+        out
+    }
+
     /// The partition of shard `shard` of `shards` from a snapshot body.
     pub fn decode(data: &[u8], shard: usize, shards: usize) -> Result<Partition, String> {
         let mut b = data;

@@ -19,18 +19,21 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use glommio::channels::local_channel::{self, LocalReceiver};
+use std::rc::Rc;
+
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::ConnectedSender;
 use glommio::net::TcpStream;
 
-use super::{Answer, CoreQueues, Lease, Reply, ReqId, Shared, ToRaft, ToShard};
+use super::members;
+use super::{AdminCall, Answer, CoreQueues, Lease, Reply, ReqId, Shared, ToRaft, ToShard};
 use crate::config::{MemberRole, NodeConfig};
 use crate::net::peer::Handshake;
 use crate::net::peer::{Inbound, PeerConfig, Transport};
 use crate::net::wire::ClientFrame;
 use crate::raft::{
-    EntryKind, Index, Membership, NodeId, ProposeError, Raft, ReadError, ReadPolicy, Restore, Role,
-    Term,
+    Body, EntryKind, Index, Membership, NodeId, ProposeError, Raft, ReadError, ReadPolicy, Restore,
+    Role, SnapshotMeta, Term,
 };
 use crate::shard::{Command, pair_bytes, route};
 use crate::wal::meta::{KnownPeers, NodeMeta, cluster_id, new_incarnation};
@@ -41,9 +44,22 @@ const PARKED_MAX: usize = 4096;
 /// How long a stopping leader waits for its transfer and pending writes.
 const SHUTDOWN_WAIT: Duration = Duration::from_millis(3000);
 
+mod admin;
+mod snap;
+
 enum Event {
     Shard(ToRaft),
     Peer(Inbound),
+    /// A snapshot save finished (`own`: taken here, with when it started, the longest
+    /// shard pause, its keys and the operators waiting; `from`: received from that leader).
+    SnapshotSaved {
+        meta: SnapshotMeta,
+        data: Bytes,
+        #[allow(clippy::type_complexity)]
+        own: Option<(Instant, Duration, u64, Vec<Origin>)>,
+        from: Option<NodeId>,
+        result: Result<(), String>,
+    },
 }
 
 /// Who waits for a call's answer.
@@ -57,6 +73,7 @@ enum Origin {
 enum Op {
     Write(Bytes),
     Read { key: String, policy: ReadPolicy },
+    Admin(AdminCall),
 }
 
 struct Waiting {
@@ -92,8 +109,11 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
     let data_dir = cfg.data_dir();
     let members = cfg.members();
     let cid = cluster_id(
+        // The founders (voters of initial_cluster) name the cluster: a joiner lists them
+        // and itself as a learner, and gets the same id.
         &members
             .iter()
+            .filter(|m| m.2 == MemberRole::Voter)
             .map(|(i, a, _)| (*i, a.to_string()))
             .collect::<Vec<_>>(),
         &cfg.cluster.cluster_token,
@@ -128,6 +148,7 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
     let snaps = SnapshotStore::open(disk.clone(), data_dir.clone(), cfg.raft.snapshot.keep)
         .await
         .map_err(|e| e.to_string())?;
+    let snaps = std::rc::Rc::new(snaps);
     let snap = snaps.load_latest().await.map_err(|e| e.to_string())?;
     let base = snap
         .as_ref()
@@ -135,6 +156,26 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
     let (mut wal, rec) = Wal::open(disk.clone(), cfg.wal_options(), base)
         .await
         .map_err(|e| e.to_string())?;
+    // Addresses: the config's, then the snapshot's, then address entries in the log.
+    let mut addresses: BTreeMap<NodeId, SocketAddr> = members.iter().map(|m| (m.0, m.1)).collect();
+    let snap = match snap {
+        Some(s) => {
+            let data = Bytes::from(s.data);
+            let kv_at = {
+                let (book, kv) = members::decode_snapshot(&data)
+                    .map_err(|e| format!("snapshot {}: {e}", s.meta.index))?;
+                addresses.extend(book);
+                data.len() - kv.len()
+            };
+            Some((s.meta, data, kv_at))
+        }
+        None => None,
+    };
+    for e in &rec.entries {
+        if let Some(Ok((nid, addr))) = members::decode_address(&e.data) {
+            addresses.insert(nid, addr);
+        }
+    }
     let voters: Vec<_> = members
         .iter()
         .filter(|m| m.2 == MemberRole::Voter)
@@ -148,7 +189,7 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
         raft_cfg,
         Restore {
             hard_state: rec.hard_state,
-            snapshot: snap.as_ref().map(|s| s.meta.clone()),
+            snapshot: snap.as_ref().map(|s| s.0.clone()),
             entries: rec.entries,
             initial_membership: Membership::with_voters(voters),
         },
@@ -171,13 +212,16 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
         connected.push(t.await);
     }
     let to_shards = connected;
-    if let Some(s) = snap {
-        let data = Arc::new(s.data);
+    let mut latest = None;
+    if let Some((meta, data, kv_at)) = snap {
         for tx in &to_shards {
-            tx.send(ToShard::Install { data: data.clone() })
-                .await
-                .map_err(|_| "a shard stopped during start-up".to_string())?;
+            tx.send(ToShard::Install {
+                data: data.slice(kv_at..),
+            })
+            .await
+            .map_err(|_| "a shard stopped during start-up".to_string())?;
         }
+        latest = Some((meta, data));
     }
     let (ev_tx, ev_rx) = local_channel::new_bounded::<Event>(4096);
     let ev_tx = std::rc::Rc::new(ev_tx);
@@ -199,7 +243,11 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
             node_id: id,
             cluster_id: cid,
             token: cfg.cluster.cluster_token.clone(),
-            peers: members.iter().map(|m| (m.0, m.1)).collect(),
+            peers: addresses
+                .iter()
+                .filter(|(nid, _)| raft.membership().is_member(**nid))
+                .map(|(a, b)| (*a, *b))
+                .collect(),
             frame_bytes_max: cfg.limits.frame_bytes_max,
             outbox_max: 4096,
             reconnect_backoff_max_ms: 1000,
@@ -209,12 +257,41 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
         peer_tx,
     );
     let mut early = Vec::new();
+    let joiner = cfg.is_joiner();
+    // A joiner with an empty directory asks the cluster to add it as a learner first
+    // (in a task: peers' connections must be answered meanwhile).
+    let joined: Rc<std::cell::RefCell<Option<Result<String, String>>>> = Rc::default();
+    if fresh && joiner {
+        let (founders, token, me) = (
+            cfg.founders(),
+            cfg.cluster.cluster_token.clone(),
+            cfg.cluster.listen_address.clone(),
+        );
+        let done = joined.clone();
+        glommio::spawn_local(async move {
+            let r = join_cluster(id, &me, &founders, &token).await;
+            *done.borrow_mut() = Some(r);
+        })
+        .detach();
+    }
     if fresh {
         // initial_cluster counts only if no peer already knows this node under another
         // incarnation, or refuses it: wait for every peer's handshake (or one election
         // timeout: peers that are down cannot object, as in a first start of all nodes).
-        let until = Instant::now() + Duration::from_millis(cfg.raft.election_timeout_min_ms);
-        while Instant::now() < until && transport.handshakes.borrow().len() + 1 < members.len() {
+        // A joiner waits for its join instead (peers refuse it until they know it).
+        let until = Instant::now()
+            + if joiner {
+                JOIN_WAIT
+            } else {
+                Duration::from_millis(cfg.raft.election_timeout_min_ms)
+            };
+        while Instant::now() < until
+            && if joiner {
+                joined.borrow().is_none()
+            } else {
+                transport.handshakes.borrow().len() + 1 < members.len()
+            }
+        {
             if wiped(&transport).is_some() {
                 break;
             }
@@ -232,6 +309,18 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
                 }
             }
         }
+        if joiner {
+            match joined.borrow_mut().take() {
+                Some(Ok(how)) => tracing::warn!(node = id, "joined the cluster as a learner: {how}"),
+                Some(Err(e)) => return Err(format!("cannot join the cluster: {e}")),
+                None => {
+                    return Err(format!(
+                        "cannot join the cluster: no founder in initial_cluster answered within \
+                         {JOIN_WAIT:?}; is the cluster running?"
+                    ));
+                }
+            }
+        }
         let refusal = transport
             .handshakes
             .borrow()
@@ -239,7 +328,8 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
             .find_map(|(p, h)| match h {
                 Handshake::Refused(why) => Some((*p, why.clone())),
                 _ => None,
-            });
+            })
+            .filter(|_| !joiner);
         if let Some((peer, why)) = refusal {
             return Err(format!(
                 "refusing to start with an empty data directory: peer {peer} refused this \
@@ -273,11 +363,30 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
         strategy = ?cfg.raft.persistence.strategy,
         "ringkv node started: peers and HTTP on {}", cfg.cluster.listen_address
     );
-    let addresses: BTreeMap<_, _> = members.iter().map(|m| (m.0, m.1)).collect();
     let mut core = Core {
         id,
         wal_stalled: false,
         snaps,
+        ev_tx: ev_tx.clone(),
+        fatal: None,
+        latest,
+        snap_interval: cfg.raft.snapshot.interval_entries,
+        chunk_bytes_max: cfg.raft.snapshot.chunk_bytes_max,
+        snapshot_bytes_max: cfg
+            .limits
+            .state_bytes_max
+            .saturating_mul(2)
+            .saturating_add(1 << 20),
+        building: None,
+        saving: false,
+        sends: HashMap::new(),
+        recv: None,
+        received: None,
+        compact_wal: None,
+        admin_waits: Vec::new(),
+        promote_lag_max: cfg.raft.membership.promote_lag_entries_max,
+        membership_seen: Membership::default(),
+        removed_self: false,
         data_dir: data_dir.clone(),
         raft,
         transport,
@@ -313,7 +422,30 @@ struct Core {
     id: NodeId,
     /// The disk is full: the WAL holds writes it could not place; no Ready is taken.
     wal_stalled: bool,
-    snaps: SnapshotStore<DmaDisk>,
+    snaps: Rc<SnapshotStore<DmaDisk>>,
+    ev_tx: Rc<LocalSender<Event>>,
+    /// A failure found while handling an event: the node stops with it.
+    fatal: Option<String>,
+    /// The newest snapshot here (taken, received or loaded): what followers are sent.
+    latest: Option<(SnapshotMeta, Bytes)>,
+    snap_interval: u64,
+    chunk_bytes_max: usize,
+    /// A received snapshot larger than this is refused.
+    snapshot_bytes_max: u64,
+    building: Option<snap::Building>,
+    saving: bool,
+    sends: HashMap<NodeId, snap::Sending>,
+    recv: Option<snap::Receiving>,
+    /// A received snapshot stored here, waiting for the leader's message to install it.
+    received: Option<(Index, Term, Bytes)>,
+    /// The WAL compacts to this (index, term) at the next turn.
+    compact_wal: Option<(Index, Term)>,
+    admin_waits: Vec<admin::AdminWait>,
+    promote_lag_max: u64,
+    /// The membership the transport was last synced with.
+    membership_seen: Membership,
+    /// This node's removal committed: it stops.
+    removed_self: bool,
     data_dir: std::path::PathBuf,
     raft: Raft,
     transport: Transport,
@@ -376,6 +508,7 @@ impl Core {
                 }
                 self.expire();
                 self.log_replication();
+                self.snapshot_ticks();
                 if self.wal_stalled {
                     let r = wal.retry().await;
                     if self.wal_ok(r)?.is_some() {
@@ -391,11 +524,14 @@ impl Core {
                     let _ = wal.sync_all().await;
                     return Err(refused_start(&self.data_dir, &why));
                 }
-                if self.stop_at.is_none() && self.shared.stop_requested.load(Ordering::Relaxed) {
+                if self.stop_at.is_none()
+                    && (self.shared.stop_requested.load(Ordering::Relaxed) || self.removed_self)
+                {
                     self.begin_shutdown();
                 }
             }
             self.drive(wal).await?;
+            self.check_admin();
             if let Some(at) = self.stop_at
                 && (self.shutdown_done() || Instant::now() >= at)
             {
@@ -407,7 +543,27 @@ impl Core {
     fn handle(&mut self, e: Event) {
         let now = Instant::now();
         match e {
-            Event::Peer(Inbound::Raft(m)) => self.raft.step(m),
+            Event::Peer(Inbound::Raft(m)) => {
+                // A snapshot is stepped only once its data is stored here (the leader
+                // streams it first); otherwise the leader tries again.
+                if let Body::Snapshot { meta } = &m.body
+                    && !self.have_snapshot(meta)
+                {
+                    return;
+                }
+                self.raft.step(m)
+            }
+            Event::SnapshotSaved {
+                meta,
+                data,
+                own,
+                from,
+                result,
+            } => {
+                if let Err(e) = self.snapshot_saved(meta, data, own, from, result) {
+                    self.fatal = Some(e);
+                }
+            }
             Event::Peer(Inbound::Client { from, frame }) => match frame {
                 ClientFrame::Write { id, command } => {
                     let origin = Origin::Peer(from, id);
@@ -430,6 +586,30 @@ impl Core {
                     let deadline = now + self.request_timeout;
                     self.submit(Origin::Peer(from, id), Op::Read { key, policy }, deadline);
                 }
+                ClientFrame::Admin {
+                    id,
+                    op,
+                    node_id,
+                    address,
+                } => {
+                    let origin = Origin::Peer(from, id);
+                    match admin::from_wire(op, node_id, &address) {
+                        Ok(call) => {
+                            self.submit(origin, Op::Admin(call), now + self.request_timeout)
+                        }
+                        Err(e) => self.answer(origin, Reply::err(400, "bad_request", e)),
+                    }
+                }
+                ClientFrame::SnapChunk {
+                    index,
+                    term,
+                    membership,
+                    offset,
+                    total,
+                    crc,
+                    data,
+                } => self.snap_chunk(from, index, term, membership, offset, total, crc, data),
+                ClientFrame::SnapAck { index, next, ok } => self.snap_ack(from, index, next, ok),
                 ClientFrame::Reply { id, status, body } => {
                     if self.forwards.get(&id).is_some_and(|f| f.to == from)
                         && let Some(f) = self.forwards.remove(&id)
@@ -470,6 +650,26 @@ impl Core {
                     self.answer(Origin::Peer(from, id), reply);
                 }
             }
+            Event::Shard(ToRaft::Admin {
+                shard,
+                req,
+                call,
+                deadline,
+            }) => {
+                let origin = Origin::Shard(shard, req);
+                if call == AdminCall::Snapshot {
+                    self.start_snapshot(Some(origin));
+                } else {
+                    self.submit(origin, Op::Admin(call), deadline);
+                }
+            }
+            Event::Shard(ToRaft::SnapshotPart {
+                shard,
+                index,
+                pairs,
+                count,
+                took,
+            }) => self.snapshot_part(shard, index, pairs, count, took),
             Event::Shard(ToRaft::PeerConn { fd, first }) => {
                 // SAFETY: the shard handed over sole ownership of this socket descriptor.
                 let s = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
@@ -580,6 +780,7 @@ impl Core {
                     );
                     self.raft.read(rid, policy, self.shared.now_ns());
                 }
+                Op::Admin(call) => self.admin(origin, call, deadline),
             }
             return;
         }
@@ -592,12 +793,22 @@ impl Core {
             Origin::Shard(shard, req) if leader != 0 && leader != self.id => {
                 let fid = self.next_fwd;
                 self.next_fwd = self.next_fwd.wrapping_add(1);
-                let write = matches!(op, Op::Write(_));
+                // A forwarded operator call, like a write, may have happened on a timeout.
+                let write = matches!(op, Op::Write(_) | Op::Admin(_));
                 let frame = match op {
                     Op::Write(cmd) => ClientFrame::Write {
                         id: fid,
                         command: cmd.to_vec(),
                     },
+                    Op::Admin(call) => {
+                        let (op, node_id, address) = admin::to_wire(&call);
+                        ClientFrame::Admin {
+                            id: fid,
+                            op,
+                            node_id,
+                            address,
+                        }
+                    }
                     Op::Read { key, policy } => ClientFrame::Read {
                         id: fid,
                         key,
@@ -711,10 +922,18 @@ impl Core {
             .membership
             .members()
             .map(|m| {
+                // Replication progress is known on the leader only (itself: its last index).
+                let matched = if m == self.id && st.role == Role::Leader {
+                    Some(st.last_index)
+                } else {
+                    st.progress.iter().find(|p| p.0 == m).map(|p| p.1)
+                };
                 serde_json::json!({
                     "id": m,
                     "address": self.addresses.get(&m).map(|a| a.to_string()),
                     "role": if st.membership.is_voter(m) { "voter" } else { "learner" },
+                    "match_index": matched,
+                    "lag": matched.map(|i| st.last_index.saturating_sub(i)),
                 })
             })
             .collect();
@@ -727,6 +946,11 @@ impl Core {
             "leader_address": laddr,
             "commit_index": st.commit,
             "applied_index": self.shared.applied_min(),
+            "last_index": st.last_index,
+            "snapshot_index": self.latest.as_ref().map_or(0, |s| s.0.index),
+            "membership_change_in_progress": self.raft.membership_change_pending(),
+            "transfer_in_progress": self.raft.transfer_target().is_some(),
+            "removed": st.membership.removed,
             "members": members,
         }))
     }
@@ -796,6 +1020,24 @@ impl Core {
         }
     }
 
+    /// Keeps the transport's peers equal to the membership: new members get a sender,
+    /// removed ones lose theirs and are refused.
+    fn sync_members(&mut self) {
+        if *self.raft.membership() == self.membership_seen {
+            return;
+        }
+        let m = self.raft.membership().clone();
+        for id in m.members().filter(|id| *id != self.id) {
+            if let Some(addr) = self.addresses.get(&id) {
+                self.transport.add_peer(id, *addr);
+            }
+        }
+        for id in &m.removed {
+            self.transport.remove_peer(*id);
+        }
+        self.membership_seen = m;
+    }
+
     fn publish(&self) {
         self.shared.lease.publish(Lease {
             term: self.raft.term(),
@@ -805,18 +1047,27 @@ impl Core {
     }
 
     async fn drive(&mut self, wal: &mut Wal<DmaDisk>) -> Result<(), String> {
+        if let Some(f) = self.fatal.take() {
+            return Err(f);
+        }
+        if let Some((index, term)) = self.compact_wal.take() {
+            let r = wal.compact(index, term).await;
+            self.wal_ok(r)?;
+        }
         loop {
             // While the disk is full no further Ready is taken (the WAL would refuse it);
             // reads and lease reads go on.
             while !self.wal_stalled && self.raft.has_ready() {
                 let rd = self.raft.ready();
-                if rd.reset {
+                if rd.reset && rd.snapshot.is_none() {
                     // MemFirst divergence: the state machine and snapshots go too; shards
-                    // start empty and re-apply from the leader.
+                    // start empty and re-apply from the leader. (A reset that comes with a
+                    // received snapshot keeps it: the shards load it below.)
                     self.snaps
                         .clear()
                         .await
                         .map_err(|e| format!("stopping: clearing snapshots: {e}"))?;
+                    self.latest = None;
                     for s in 0..self.to_shards.len() {
                         self.out.push((s, ToShard::Reset));
                     }
@@ -839,14 +1090,30 @@ impl Core {
                     // NoSpace: the WAL took the Ready and holds what it could not write.
                     self.wal_ok(r)?;
                 }
+                if let Some(meta) = &rd.snapshot {
+                    self.install_snapshot(meta)?;
+                }
+                // Addresses of members being added, before messages to them go out.
+                for e in &rd.entries {
+                    if let Some(Ok((nid, addr))) = members::decode_address(&e.data) {
+                        self.addresses.insert(nid, addr);
+                        self.transport.add_peer(nid, addr);
+                    }
+                }
+                self.sync_members();
                 // Before any message goes out: a TimeoutNow in this Ready ends the lease.
                 self.publish();
                 for m in rd.messages {
-                    self.transport.send(m);
+                    if matches!(m.body, Body::Snapshot { .. }) {
+                        self.send_snapshot(m);
+                    } else {
+                        self.transport.send(m);
+                    }
                 }
                 if let Some(last) = rd.committed.last().map(|e| e.index) {
                     self.dispatch(&rd.committed, last);
                     self.raft.on_applied(last);
+                    self.maybe_snapshot();
                 }
                 for r in rd.reads {
                     let Some(w) = self.reads.remove(&r.id) else {
@@ -930,7 +1197,20 @@ impl Core {
         let mut per: Vec<Vec<crate::raft::Entry>> = vec![Vec::new(); n];
         let mut done = Vec::new();
         for e in committed {
-            if e.kind == EntryKind::Normal {
+            if e.kind == EntryKind::Membership
+                && Membership::decode(&e.data).is_some_and(|m| m.removed.contains(&self.id))
+                && !self.removed_self
+            {
+                self.removed_self = true;
+                tracing::warn!(
+                    node = self.id,
+                    index = e.index,
+                    "this node was removed from the cluster: stopping"
+                );
+            }
+            if e.kind == EntryKind::Normal && members::decode_address(&e.data).is_some() {
+                // An address entry: read when appended, nothing to apply.
+            } else if e.kind == EntryKind::Normal {
                 match Command::decode(&e.data) {
                     Ok(c) => per[route(c.key(), n)].push(e.clone()),
                     // The leader encodes every entry; a bad one is a bug, not input.
@@ -1044,6 +1324,14 @@ impl Core {
         }));
         left.extend(self.reads.drain().map(|(_, r)| (r.origin, stopping())));
         left.extend(self.parked.drain(..).map(|p| (p.origin, stopping())));
+        left.extend(self.admin_waits.drain(..).map(|w| {
+            let r = Reply::err(
+                504,
+                "timeout",
+                "the node stopped before the call completed (outcome unknown): check /status",
+            );
+            (w.origin, r)
+        }));
         left.extend(
             self.serving
                 .drain()
@@ -1061,6 +1349,76 @@ impl Core {
         tracing::warn!(node = self.id, role = ?self.raft.role(), "stopped: log flushed");
         Ok(())
     }
+}
+
+/// How long a joiner keeps asking the founders to add it.
+const JOIN_WAIT: Duration = Duration::from_secs(30);
+
+/// Asks the founders, one after the other, to add this node as a learner (`POST /join`,
+/// forwarded to the leader); retries while none can. Returns the answer's body, or the
+/// refusal of a founder that said no for good (4xx).
+async fn join_cluster(
+    id: NodeId,
+    me: &str,
+    founders: &[(NodeId, SocketAddr)],
+    token: &str,
+) -> Result<String, String> {
+    let body = serde_json::json!({ "node_id": id, "address": me }).to_string();
+    let auth = if token.is_empty() {
+        String::new()
+    } else {
+        format!("X-Ringkv-Token: {token}\r\n")
+    };
+    let req = format!(
+        "POST /join HTTP/1.1\r\nHost: ringkv\r\nContent-Type: application/json\r\n{auth}\
+         Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut last = String::from("no founder tried");
+    loop {
+        for (fid, addr) in founders {
+            match http_once(*addr, req.as_bytes()).await {
+                Ok((200, b)) => return Ok(b),
+                Ok((st, b)) if st != 409 && (400..500).contains(&st) => {
+                    return Err(format!("node {fid} ({addr}) refused: {st} {b}"));
+                }
+                Ok((st, b)) => last = format!("node {fid} ({addr}): {st} {b}"),
+                Err(e) => last = format!("node {fid} ({addr}): {e}"),
+            }
+        }
+        tracing::warn!(node = id, "join not done yet ({last}); retrying");
+        glommio::timer::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// One HTTP exchange (the request asks the server to close): status and body.
+async fn http_once(addr: SocketAddr, req: &[u8]) -> Result<(u16, String), String> {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        s.write_all(req).await.map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 || out.len() > 1 << 20 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&out).to_string();
+        let status = text
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("not an HTTP answer: {text:?}"))?;
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        Ok((status, body))
+    };
+    futures_lite::future::or(exchange, async {
+        glommio::timer::sleep(Duration::from_secs(10)).await;
+        Err("no answer within 10 s".to_string())
+    })
+    .await
 }
 
 /// A peer's report that this node's data directory was wiped, if any came.

@@ -1,0 +1,524 @@
+//! Snapshots on the raft core: taking them (every `interval_entries` applied entries and on
+//! demand), compacting the log and the WAL behind them, sending them to followers that need
+//! compacted entries, receiving and installing them. Part of the raft core's driver (same
+//! executor, same state); shard state is reached only through `ToShard` messages.
+//!
+//! Taking one: right after handing out the entries through index i, every shard is asked
+//! for its pairs (`ToShard::Snapshot`); it encodes them between two applies, so all parts
+//! are at i. The raft core assembles the node snapshot (address book + key-value body),
+//! saves it in a task of its own (the driver keeps running), then compacts the Raft log and
+//! the WAL to i. Writes are acknowledged at commit by the raft core, so a shard's encoding
+//! delays its applies (and the reads waiting for them), not acknowledgements.
+//!
+//! Sending: chunks of `chunk_bytes_max` over the peer connection, at most `WINDOW` unacked;
+//! the receiver acks each, verifies the CRC32C of the whole at the end, stores it (temporary
+//! file, fsync, rename, directory fsync) and acks the last byte; only then does the leader
+//! send the Raft snapshot message, which the receiver's core installs. A transfer without
+//! progress for `STALL` is abandoned (the core retries); a gap restarts it from zero.
+//! Memory: the sender holds the snapshot it sends (its latest, shared, not copied per
+//! follower); the receiver holds the one it receives.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{Core, Event, Origin};
+use crate::net::wire::ClientFrame;
+use crate::node::members;
+use crate::node::{Reply, ToShard};
+use crate::raft::{Body, Index, Membership, Message, NodeId, SnapshotMeta, Term};
+use crate::shard::Snapshot as KvSnapshot;
+
+/// Chunks in flight per transfer.
+const WINDOW: u64 = 4;
+/// A transfer with no acknowledged progress for this long is abandoned.
+const STALL: Duration = Duration::from_secs(10);
+
+pub(super) struct Building {
+    pub index: Index,
+    pub parts: Vec<Option<(Vec<u8>, u64)>>,
+    pub started: Instant,
+    /// The longest time one shard spent encoding its part (its apply pause).
+    pub pause: Duration,
+    /// Operators waiting for it (`POST /snapshot`).
+    pub waiting: Vec<Origin>,
+}
+
+pub(super) struct Sending {
+    msg: Message,
+    meta: SnapshotMeta,
+    data: Bytes,
+    crc: u32,
+    next: u64,
+    acked: u64,
+    progress_at: Instant,
+}
+
+pub(super) struct Receiving {
+    from: NodeId,
+    index: Index,
+    term: Term,
+    membership: Vec<u8>,
+    total: u64,
+    crc: u32,
+    buf: Vec<u8>,
+}
+
+impl Core {
+    /// Takes a snapshot when `interval_entries` entries were applied since the last one.
+    pub(super) fn maybe_snapshot(&mut self) {
+        let applied = self.raft.applied();
+        if self.snap_interval > 0
+            && applied >= self.last_snapshot_index() + self.snap_interval
+            && self.building.is_none()
+            && !self.saving
+        {
+            self.start_snapshot(None);
+        }
+    }
+
+    fn last_snapshot_index(&self) -> Index {
+        self.latest.as_ref().map_or(0, |s| s.0.index)
+    }
+
+    /// Asks every shard for its part at the current applied index (`origin`: an operator
+    /// waiting for it).
+    pub(super) fn start_snapshot(&mut self, origin: Option<Origin>) {
+        let index = self.raft.applied();
+        if let Some(b) = &mut self.building {
+            b.waiting.extend(origin);
+            return;
+        }
+        if index == 0 || index <= self.last_snapshot_index() || self.saving {
+            if let Some(o) = origin {
+                let r = if self.saving {
+                    Reply::err(
+                        409,
+                        "snapshot_in_progress",
+                        "a snapshot is being saved; retry",
+                    )
+                } else {
+                    Reply::ok(serde_json::json!({
+                        "index": self.last_snapshot_index(),
+                        "new": false,
+                    }))
+                };
+                self.answer(o, r);
+            }
+            return;
+        }
+        let n = self.to_shards.len();
+        for s in 0..n {
+            self.out.push((s, ToShard::Snapshot { index }));
+        }
+        self.building = Some(Building {
+            index,
+            parts: vec![None; n],
+            started: Instant::now(),
+            pause: Duration::ZERO,
+            waiting: origin.into_iter().collect(),
+        });
+    }
+
+    /// A shard's part arrived; with all of them, the snapshot is assembled and saved.
+    pub(super) fn snapshot_part(
+        &mut self,
+        shard: usize,
+        index: Index,
+        pairs: Vec<u8>,
+        count: u64,
+        took: Duration,
+    ) {
+        let Some(b) = self.building.as_mut().filter(|b| b.index == index) else {
+            return;
+        };
+        b.parts[shard] = Some((pairs, count));
+        b.pause = b.pause.max(took);
+        if b.parts.iter().any(|p| p.is_none()) {
+            return;
+        }
+        let b = self.building.take().expect("checked");
+        let parts: Vec<(Vec<u8>, u64)> = b.parts.into_iter().map(|p| p.expect("all")).collect();
+        let keys: u64 = parts.iter().map(|p| p.1).sum();
+        let kv = KvSnapshot::assemble(index, &parts);
+        drop(parts);
+        let book = self.member_addresses();
+        let data = Bytes::from(members::encode_snapshot(&book, &kv));
+        drop(kv);
+        let meta = self.raft.snapshot_meta(index);
+        self.saving = true;
+        let (store, ev) = (self.snaps.clone(), self.ev_tx.clone());
+        let (started, pause, waiting) = (b.started, b.pause, b.waiting);
+        glommio::spawn_local(async move {
+            let result = store.save(&meta, &data).await.map_err(|e| e.to_string());
+            let _ = ev
+                .send(Event::SnapshotSaved {
+                    meta,
+                    data,
+                    own: Some((started, pause, keys, waiting)),
+                    from: None,
+                    result,
+                })
+                .await;
+        })
+        .detach();
+    }
+
+    /// Addresses of the current members (and this node).
+    fn member_addresses(&self) -> std::collections::BTreeMap<NodeId, std::net::SocketAddr> {
+        let m = self.raft.membership();
+        self.addresses
+            .iter()
+            .filter(|(id, _)| m.is_member(**id) || **id == self.id)
+            .map(|(a, b)| (*a, *b))
+            .collect()
+    }
+
+    /// A snapshot reached disk (`own`: taken here; `from`: received from that leader).
+    pub(super) fn snapshot_saved(
+        &mut self,
+        meta: SnapshotMeta,
+        data: Bytes,
+        own: Option<(Instant, Duration, u64, Vec<Origin>)>,
+        from: Option<NodeId>,
+        result: Result<(), String>,
+    ) -> Result<(), String> {
+        if let Some(leader) = from {
+            let ok = result.is_ok();
+            if let Err(e) = &result {
+                tracing::error!(
+                    node = self.id,
+                    index = meta.index,
+                    "cannot store a received snapshot: {e}"
+                );
+            } else {
+                self.received = Some((meta.index, meta.term, data.clone()));
+            }
+            let total = data.len() as u64;
+            self.send_frame(
+                leader,
+                ClientFrame::SnapAck {
+                    index: meta.index,
+                    next: if ok { total } else { 0 },
+                    ok,
+                },
+            );
+            return Ok(());
+        }
+        self.saving = false;
+        let (started, pause, keys, waiting) = own.expect("own snapshot");
+        match result {
+            Ok(()) => {
+                let index = meta.index;
+                if self.raft.latest_snapshot().is_none_or(|s| s.index < index) {
+                    self.raft.compact(index);
+                    self.compact_wal = Some((index, meta.term));
+                }
+                tracing::info!(
+                    node = self.id,
+                    index,
+                    bytes = data.len(),
+                    keys,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    shard_pause_ms = pause.as_secs_f64() * 1000.0,
+                    "snapshot taken; log compacted"
+                );
+                let bytes = data.len();
+                self.latest = Some((meta, data));
+                for o in waiting {
+                    self.answer(
+                        o,
+                        Reply::ok(serde_json::json!({
+                            "index": index,
+                            "bytes": bytes,
+                            "keys": keys,
+                            "took_ms": started.elapsed().as_millis() as u64,
+                            "shard_pause_ms": pause.as_secs_f64() * 1000.0,
+                            "new": true,
+                        })),
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => {
+                for o in waiting {
+                    self.answer(o, Reply::err(500, "snapshot_failed", e.clone()));
+                }
+                // A full disk is survivable (the log stays); anything else is not.
+                if e.contains("disk full") || e.contains("No space") {
+                    tracing::error!(node = self.id, "snapshot not saved: {e}");
+                    Ok(())
+                } else {
+                    Err(format!("stopping: snapshot not saved: {e}"))
+                }
+            }
+        }
+    }
+
+    fn send_frame(&self, to: NodeId, f: ClientFrame) -> bool {
+        self.transport.send_client(to, f, Instant::now() + STALL)
+    }
+
+    /// The core wants `m` (a `Body::Snapshot`) delivered: stream the data first.
+    pub(super) fn send_snapshot(&mut self, m: Message) {
+        let Body::Snapshot { meta } = &m.body else {
+            unreachable!("not a snapshot message");
+        };
+        let to = m.to;
+        let data = match &self.latest {
+            Some((lm, d)) if lm.index == meta.index && lm.term == meta.term => d.clone(),
+            _ => {
+                tracing::warn!(
+                    node = self.id,
+                    peer = to,
+                    index = meta.index,
+                    "the snapshot to send is not at hand"
+                );
+                self.raft.report_snapshot(to, false);
+                return;
+            }
+        };
+        if self
+            .sends
+            .get(&to)
+            .is_some_and(|s| s.meta.index == meta.index)
+        {
+            return; // already on its way
+        }
+        tracing::info!(
+            node = self.id,
+            peer = to,
+            index = meta.index,
+            bytes = data.len(),
+            "sending a snapshot"
+        );
+        let crc = crc32c::crc32c(&data);
+        self.sends.insert(
+            to,
+            Sending {
+                meta: meta.clone(),
+                msg: m,
+                data,
+                crc,
+                next: 0,
+                acked: 0,
+                progress_at: Instant::now(),
+            },
+        );
+        self.pump(to);
+    }
+
+    fn pump(&mut self, to: NodeId) {
+        let chunk = self.chunk_bytes_max as u64;
+        let Some(s) = self.sends.get_mut(&to) else {
+            return;
+        };
+        let total = s.data.len() as u64;
+        let membership = s.meta.membership.encode();
+        while s.next < total && s.next < s.acked + WINDOW * chunk {
+            let end = (s.next + chunk).min(total);
+            let f = ClientFrame::SnapChunk {
+                index: s.meta.index,
+                term: s.meta.term,
+                membership: membership.clone(),
+                offset: s.next,
+                total,
+                crc: s.crc,
+                data: s.data[s.next as usize..end as usize].to_vec(),
+            };
+            if !self.transport.send_client(to, f, Instant::now() + STALL) {
+                break; // queue full: the next ack or tick goes on
+            }
+            s.next = end;
+        }
+    }
+
+    /// The receiver's progress on a transfer.
+    pub(super) fn snap_ack(&mut self, from: NodeId, index: Index, next: u64, ok: bool) {
+        let Some(s) = self.sends.get_mut(&from).filter(|s| s.meta.index == index) else {
+            return;
+        };
+        if !ok {
+            // The receiver lost a chunk (or could not store it): start over.
+            s.next = 0;
+            s.acked = 0;
+            s.progress_at = Instant::now();
+            return self.pump(from);
+        }
+        s.acked = s.acked.max(next);
+        s.progress_at = Instant::now();
+        if s.acked >= s.data.len() as u64 {
+            let s = self.sends.remove(&from).expect("checked");
+            tracing::info!(node = self.id, peer = from, index, "snapshot delivered");
+            self.transport.send(s.msg);
+            self.raft.report_snapshot(from, true);
+        } else {
+            self.pump(from);
+        }
+    }
+
+    /// Abandons stalled transfers (the core will send again) and re-pumps the others.
+    pub(super) fn snapshot_ticks(&mut self) {
+        let stalled: Vec<NodeId> = self
+            .sends
+            .iter()
+            .filter(|(_, s)| s.progress_at.elapsed() > STALL)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stalled {
+            tracing::warn!(
+                node = self.id,
+                peer = id,
+                "snapshot transfer stalled; abandoned"
+            );
+            self.sends.remove(&id);
+            self.raft.report_snapshot(id, false);
+        }
+        let ids: Vec<NodeId> = self.sends.keys().copied().collect();
+        for id in ids {
+            self.pump(id);
+        }
+    }
+
+    /// A chunk of a snapshot the leader sends us.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn snap_chunk(
+        &mut self,
+        from: NodeId,
+        index: Index,
+        term: Term,
+        membership: Vec<u8>,
+        offset: u64,
+        total: u64,
+        crc: u32,
+        data: Vec<u8>,
+    ) {
+        let nack = |c: &Core| {
+            c.send_frame(
+                from,
+                ClientFrame::SnapAck {
+                    index,
+                    next: 0,
+                    ok: false,
+                },
+            );
+        };
+        if total > self.snapshot_bytes_max {
+            tracing::warn!(
+                node = self.id,
+                peer = from,
+                total,
+                "refused a snapshot over the size limit"
+            );
+            return nack(self);
+        }
+        if offset == 0 {
+            self.recv = Some(Receiving {
+                from,
+                index,
+                term,
+                membership,
+                total,
+                crc,
+                buf: Vec::with_capacity(total as usize),
+            });
+        }
+        let Some(r) = self
+            .recv
+            .as_mut()
+            .filter(|r| r.from == from && r.index == index && r.buf.len() as u64 == offset)
+        else {
+            self.recv = None;
+            return nack(self);
+        };
+        r.buf.extend_from_slice(&data);
+        if (r.buf.len() as u64) < r.total {
+            let next = r.buf.len() as u64;
+            self.send_frame(
+                from,
+                ClientFrame::SnapAck {
+                    index,
+                    next,
+                    ok: true,
+                },
+            );
+            return;
+        }
+        let r = self.recv.take().expect("checked");
+        let ok = r.buf.len() as u64 == r.total
+            && crc32c::crc32c(&r.buf) == r.crc
+            && members::decode_snapshot(&r.buf).is_ok();
+        let Some(membership) = Membership::decode(&r.membership).filter(|_| ok) else {
+            tracing::warn!(
+                node = self.id,
+                peer = from,
+                index,
+                "received snapshot fails its checksum; asking again"
+            );
+            return nack(self);
+        };
+        let meta = SnapshotMeta {
+            index: r.index,
+            term: r.term,
+            membership,
+        };
+        let data = Bytes::from(r.buf);
+        let (store, ev) = (self.snaps.clone(), self.ev_tx.clone());
+        glommio::spawn_local(async move {
+            let result = store.save(&meta, &data).await.map_err(|e| e.to_string());
+            let _ = ev
+                .send(Event::SnapshotSaved {
+                    meta,
+                    data,
+                    own: None,
+                    from: Some(from),
+                    result,
+                })
+                .await;
+        })
+        .detach();
+    }
+
+    /// Whether a leader's snapshot message may be stepped: its data is stored here.
+    pub(super) fn have_snapshot(&self, meta: &SnapshotMeta) -> bool {
+        self.received
+            .as_ref()
+            .is_some_and(|(i, t, _)| *i == meta.index && *t == meta.term)
+    }
+
+    /// The core installs a received snapshot (a Ready carried it): the shards load it.
+    pub(super) fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), String> {
+        let data = match self.received.take() {
+            Some((i, t, d)) if i == meta.index && t == meta.term => d,
+            _ => {
+                return Err(format!(
+                    "installing snapshot {} without its data",
+                    meta.index
+                ));
+            }
+        };
+        let (book, kv) =
+            members::decode_snapshot(&data).map_err(|e| format!("snapshot {}: {e}", meta.index))?;
+        let kv_at = data.len() - kv.len();
+        for (id, addr) in book {
+            self.addresses.insert(id, addr);
+        }
+        for s in 0..self.to_shards.len() {
+            self.out.push((
+                s,
+                ToShard::Install {
+                    data: data.slice(kv_at..),
+                },
+            ));
+        }
+        self.raft.on_applied(meta.index);
+        tracing::info!(
+            node = self.id,
+            index = meta.index,
+            bytes = data.len(),
+            "snapshot installed"
+        );
+        self.latest = Some((meta.clone(), data));
+        Ok(())
+    }
+}
