@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: help build test lint fmt bench-raft bench-wal soak-wal sim start-cluster stop-cluster clean clean-log-db start-node1 start-node2 start-node3 stop-node1 stop-node2 stop-node3
-.PHONY: kill-leader need-curl bench-http
+.PHONY: kill-leader need-curl bench-http join-node4 join-node5 stop-node4 stop-node5 test-long
 
 # Extra cargo features for built binaries, e.g. `CARGO_FEATURES=crash-sim` (power-cut WAL).
 CARGO_FEATURES ?=
@@ -16,9 +16,12 @@ SIM := $(CARGO) run --quiet --release --features negative-controls --bin ringkv-
 
 help:
 	@echo "make start-cluster  build and run the three-node cluster (config/n1..n3.toml); Ctrl-C stops it"
-	@echo "make start-nodeN    run node N alone (it rejoins a running cluster); make stop-nodeN stops it"
-	@echo "make kill-leader    SIGKILL the node whose /status says leader (a failover drill)"
+	@echo "make start-nodeN    run node N (1..3) alone (it rejoins a running cluster); make stop-nodeN stops node N (1..5)"
+	@echo "make join-node4     run node 4 (config/n4.toml), a learner joining the running cluster; likewise join-node5"
+	@echo "make stop-cluster   SIGTERM nodes 1..5 started from this directory"
+	@echo "make kill-leader    SIGKILL the node whose /status says leader (a failover drill; ports 9081..9085)"
 	@echo "make test           fmt check, clippy -D warnings, all tests (and the crash-sim WAL and whole-cluster crash tests), 2000 simulator seeds"
+	@echo "make test-long      the long membership test (RINGKV_LONG=1, release build)"
 	@echo "make lint           fmt check and clippy only"
 	@echo "make bench-raft     proposals/s through a 3-node in-memory cluster of the Raft core"
 	@echo "make bench-wal      WAL appends/s and sync latency beside raw O_DIRECT+fdatasync"
@@ -58,6 +61,11 @@ WAL_SEEDS ?= 4000
 soak-wal:
 	WAL_SEEDS=$(WAL_SEEDS) $(CARGO) test --release --test wal random_operations -- --nocapture
 
+# Learners joining, promotion, removal, leadership transfer and snapshots on a real
+# cluster, at length (too long for `make test`).
+test-long:
+	RINGKV_LONG=1 $(CARGO) test --release --test membership -- --nocapture
+
 sim:
 ifneq ($(SEED),)
 	$(SIM) --seed $(SEED) $(if $(CONTROL),--control $(CONTROL))
@@ -81,18 +89,35 @@ start-cluster: build need-curl
 start-node1 start-node2 start-node3: start-node%: build need-curl
 	LOG_DIR=logs/$* $(BIN) serve --config config/n$*.toml
 
-stop-node1 stop-node2 stop-node3: stop-node%:
-	-pkill -f "serve --config config/n$*.toml"
+# Nodes 4 and 5 (config/n4.toml, n5.toml) list themselves as learners: started while the
+# three-node cluster runs, they join it through the founders and replicate without voting
+# until promoted (`curl -X POST http://localhost:9081/promote -d '{"node_id": 4}'` or
+# `ringkv promote 4`).
+join-node4 join-node5: join-node%: build need-curl
+	LOG_DIR=logs/$* $(BIN) serve --config config/n$*.toml
+
+# SIGTERM (a leader hands leadership over first) to `ringkv serve --config config/nN.toml`
+# for N matching $(1), started from this directory: another checkout's nodes are left alone.
+define stop-nodes
+	@for p in $$(pgrep -f "^[^ ]*ringkv serve --config config/n$(1)\.toml"); do \
+	  [ "$$(readlink /proc/$$p/cwd)" = "$(CURDIR)" ] || continue; \
+	  cfg=$$(tr '\0' ' ' < /proc/$$p/cmdline 2>/dev/null | grep -o 'config/n[0-9]*\.toml'); \
+	  kill $$p && echo "stopped the node of $$cfg (pid $$p)"; \
+	done; true
+endef
+
+stop-node1 stop-node2 stop-node3 stop-node4 stop-node5: stop-node%:
+	$(call stop-nodes,$*)
 
 stop-cluster:
-	-pkill -f "serve --config config/n[123].toml"
+	$(call stop-nodes,[1-5])
 
-# Asks 127.0.0.1:9081..9083 for /status; the node reporting role "leader" (the highest term
+# Asks 127.0.0.1:9081..9085 for /status; the node reporting role "leader" (the highest term
 # if a stale one still does too) is killed with SIGKILL. Only a `ringkv serve --config
 # config/nN.toml` started from this directory is killed, never one of another checkout.
 kill-leader: need-curl
 	@leader=; port=; best_term=-1; \
-	for i in 1 2 3; do \
+	for i in 1 2 3 4 5; do \
 	  s=$$(curl -s --connect-timeout 1 --max-time 2 http://127.0.0.1:908$$i/status) || continue; \
 	  echo "$$s" | grep -q '"role" *: *"leader"' || continue; \
 	  term=$$(echo "$$s" | grep -o '"term" *: *[0-9]*' | grep -o '[0-9]*$$'); \
@@ -102,7 +127,7 @@ kill-leader: need-curl
 	  fi; \
 	done; \
 	if [ -z "$$leader" ]; then \
-	  echo "kill-leader: no node on 127.0.0.1:9081..9083 reports role leader" >&2; exit 1; \
+	  echo "kill-leader: no node on 127.0.0.1:9081..9085 reports role leader" >&2; exit 1; \
 	fi; \
 	pid=; \
 	for p in $$(pgrep -f "^[^ ]*ringkv serve --config config/n$$leader.toml"); do \

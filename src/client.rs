@@ -1,4 +1,5 @@
-//! The command-line client: `ringkv put|get|delete|status` against the nodes' HTTP API.
+//! The command-line client: `ringkv put|get|delete|status` and the admin commands
+//! `ringkv join|promote|remove|transfer-leader|snapshot` against the nodes' HTTP API.
 //!
 //! Owns one blocking `std::net::TcpStream` at a time (HTTP/1.1, one request per connection,
 //! `Connection: close`), on the main thread of a short-lived `ringkv` process. Not used by
@@ -11,7 +12,8 @@
 //! its bytes may have reached a node: a connection lost after sending, no reply in time,
 //! or a 504 `timeout` reply end the command with "outcome unknown" (exit 3), because a
 //! resend could apply it twice or after a later write. Reads and status are retried on the
-//! next endpoint instead.
+//! next endpoint instead. Admin commands change the cluster and are treated as writes;
+//! their token, if given, goes in an `X-Ringkv-Token` header.
 //!
 //! Exit codes: 0 success (the reply's JSON on stdout); 1 the cluster answered with an error
 //! (its JSON on stderr); 2 usage error (clap); 3 no answer: no endpoint reachable (each one
@@ -22,6 +24,8 @@ use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
+
+pub use crate::net::http::AdminOp;
 
 /// What `--endpoints` defaults to: the three-node example.
 pub const ENDPOINTS_DEFAULT: &str = "127.0.0.1:9081,127.0.0.1:9082,127.0.0.1:9083";
@@ -67,12 +71,21 @@ pub enum Request {
         consistency: Option<Consistency>,
     },
     Status,
+    /// A membership or maintenance call; `token` (one that passes `check_token`) is sent as
+    /// `X-Ringkv-Token`.
+    Admin {
+        op: AdminOp,
+        token: Option<String>,
+    },
 }
 
 impl Request {
-    /// Writes change state: never resent once they may have arrived.
+    /// Writes and admin calls change state: never resent once they may have arrived.
     fn is_write(&self) -> bool {
-        matches!(self, Request::Put { .. } | Request::Delete { .. })
+        matches!(
+            self,
+            Request::Put { .. } | Request::Delete { .. } | Request::Admin { .. }
+        )
     }
 
     fn name(&self) -> &'static str {
@@ -81,6 +94,29 @@ impl Request {
             Request::Delete { .. } => "delete",
             Request::Get { .. } => "get",
             Request::Status => "status",
+            Request::Admin { op, .. } => match op {
+                AdminOp::Join { .. } => "join",
+                AdminOp::Promote { .. } => "promote",
+                AdminOp::Remove { .. } => "remove",
+                AdminOp::TransferLeader { .. } => "transfer-leader",
+                AdminOp::Snapshot => "snapshot",
+            },
+        }
+    }
+
+    /// Where to look after an unknown outcome.
+    fn check_hint(&self) -> &'static str {
+        match self {
+            Request::Admin { .. } => "check with ringkv status --all",
+            _ => "check with ringkv get",
+        }
+    }
+
+    /// Extra request headers: the admin token.
+    fn headers(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Request::Admin { token: Some(t), .. } => vec![("X-Ringkv-Token", t.as_str())],
+            _ => Vec::new(),
         }
     }
 
@@ -106,8 +142,39 @@ impl Request {
                 ("GET", t, String::new())
             }
             Request::Status => ("GET", "/status".into(), String::new()),
+            Request::Admin { op, .. } => {
+                let (path, body) = match op {
+                    AdminOp::Join { node_id, address } => (
+                        "/join",
+                        serde_json::json!({ "node_id": node_id, "address": address }),
+                    ),
+                    AdminOp::Promote { node_id } => {
+                        ("/promote", serde_json::json!({ "node_id": node_id }))
+                    }
+                    AdminOp::Remove { node_id } => {
+                        ("/remove", serde_json::json!({ "node_id": node_id }))
+                    }
+                    AdminOp::TransferLeader { node_id } => (
+                        "/transfer-leader",
+                        serde_json::json!({ "node_id": node_id }),
+                    ),
+                    AdminOp::Snapshot => ("/snapshot", serde_json::json!({})),
+                };
+                ("POST", path.into(), body.to_string())
+            }
         }
     }
+}
+
+/// An admin token as it may go into a header: printable ASCII without blanks, not empty.
+pub fn check_token(t: &str) -> Result<String, String> {
+    if t.is_empty() {
+        return Err("the token is empty".into());
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("a token is printable ASCII without blanks or control characters".into());
+    }
+    Ok(t.to_string())
 }
 
 /// What the process prints and its exit code.
@@ -121,6 +188,7 @@ pub struct Outcome {
 /// Runs `req` against `endpoints` (see the module doc for the order and the retry rules).
 pub fn run(req: &Request, endpoints: &[String], timeout: Duration) -> Outcome {
     let (method, target, body) = req.http();
+    let headers = req.headers();
     let name = req.name();
     let mut queue: VecDeque<String> = endpoints.iter().cloned().collect();
     // (endpoint, what happened there), in order.
@@ -130,14 +198,14 @@ pub fn run(req: &Request, endpoints: &[String], timeout: Duration) -> Outcome {
         if tried.iter().any(|(e, _)| *e == ep) {
             continue;
         }
-        let r = match exchange(&ep, method, &target, body.as_bytes(), timeout) {
+        let r = match exchange(&ep, method, &target, &headers, body.as_bytes(), timeout) {
             Ok(r) => r,
             Err(ExchangeError::NotSent(e)) => {
                 tried.push((ep, e));
                 continue;
             }
             Err(ExchangeError::AfterSend(e)) if req.is_write() => {
-                return unknown(name, &ep, &e, String::new());
+                return unknown(req, &ep, &e, String::new());
             }
             Err(ExchangeError::AfterSend(e)) => {
                 tried.push((ep, e));
@@ -166,7 +234,7 @@ pub fn run(req: &Request, endpoints: &[String], timeout: Duration) -> Outcome {
             (503, _) => tried.push((ep, format!("503 {code}"))),
             (504, _) if req.is_write() => {
                 let why = format!("it answered 504 {code}");
-                return unknown(name, &ep, &why, line(&r.body));
+                return unknown(req, &ep, &why, line(&r.body));
             }
             (504, _) => tried.push((ep, format!("504 {code}"))),
             _ => {
@@ -208,7 +276,7 @@ pub fn status_all(endpoints: &[String], timeout: Duration) -> Outcome {
     let mut out = String::new();
     let mut ok = 0;
     for ep in endpoints {
-        match exchange(ep, "GET", "/status", b"", timeout) {
+        match exchange(ep, "GET", "/status", &[], b"", timeout) {
             Ok(r) if r.status == 200 => {
                 ok += 1;
                 out.push_str(&line(&r.body));
@@ -237,12 +305,14 @@ pub fn status_all(endpoints: &[String], timeout: Duration) -> Outcome {
     }
 }
 
-fn unknown(name: &str, ep: &str, why: &str, reply: String) -> Outcome {
+fn unknown(req: &Request, ep: &str, why: &str, reply: String) -> Outcome {
     Outcome {
         stdout: String::new(),
         stderr: format!(
-            "{reply}ringkv {name}: outcome unknown: the request was sent to {ep}, then {why}; \
-             it was not resent (it may or may not have been applied): check with ringkv get\n"
+            "{reply}ringkv {}: outcome unknown: the request was sent to {ep}, then {why}; \
+             it was not resent (it may or may not have been applied): {}\n",
+            req.name(),
+            req.check_hint()
         ),
         exit_code: EXIT_NO_ANSWER,
     }
@@ -301,19 +371,31 @@ pub enum ExchangeError {
 }
 
 /// One HTTP/1.1 request on a new connection to `addr`, all within `timeout` (connect, send
-/// and the whole reply).
+/// and the whole reply). `headers`: extra (name, value) pairs; values must not hold CR or
+/// LF (the caller checks them).
 pub fn exchange(
     addr: &str,
     method: &str,
     target: &str,
+    headers: &[(&str, &str)],
     body: &[u8],
     timeout: Duration,
 ) -> Result<Response, ExchangeError> {
+    assert!(
+        headers
+            .iter()
+            .all(|(n, v)| !format!("{n}{v}").contains(['\r', '\n'])),
+        "a header holds CR or LF"
+    );
     let deadline = Instant::now() + timeout;
     let mut stream = connect(addr, deadline).map_err(ExchangeError::NotSent)?;
     let after = ExchangeError::AfterSend;
+    let extra: String = headers
+        .iter()
+        .map(|(n, v)| format!("{n}: {v}\r\n"))
+        .collect();
     let mut req = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )

@@ -1,13 +1,14 @@
 //! The `ringkv` binary: `ringkv serve` (the node, first single-executor version),
 //! `ringkv config check [FILE]`, `ringkv wal check|dump DIR` and the client commands
-//! `ringkv put|get|delete|status` (`ringkv::client`).
+//! `ringkv put|get|delete|status` and `ringkv join|promote|remove|transfer-leader|snapshot`
+//! (`ringkv::client`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use ringkv::client::{self, Consistency, Request};
+use ringkv::client::{self, AdminOp, Consistency, Request};
 
 #[derive(Parser)]
 #[command(name = "ringkv", version, about = "A Raft-replicated key-value server")]
@@ -72,12 +73,66 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Add a node to the cluster as a learner (it replicates, does not vote). Start it with
+    /// its own learner entry (config/n4.toml) to have it join.
+    #[command(after_help = CLIENT_EXIT_CODES)]
+    Join {
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        node_id: u64,
+        /// Its listen address, ip:port (like 127.0.0.1:9084).
+        #[arg(value_parser = parse_address)]
+        address: String,
+        #[command(flatten)]
+        admin: AdminConn,
+    },
+    /// Make a learner a voter. A lagging learner is waited for, up to the node's
+    /// raft.request_timeout_ms (then 409 learner_lagging): keep --timeout-ms above it.
+    #[command(after_help = CLIENT_EXIT_CODES)]
+    Promote {
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        node_id: u64,
+        #[command(flatten)]
+        admin: AdminConn,
+    },
+    /// Take a node (voter or learner) out of the cluster.
+    #[command(after_help = CLIENT_EXIT_CODES)]
+    Remove {
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        node_id: u64,
+        #[command(flatten)]
+        admin: AdminConn,
+    },
+    /// Hand leadership to the voter NODE_ID.
+    #[command(after_help = CLIENT_EXIT_CODES)]
+    TransferLeader {
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        node_id: u64,
+        #[command(flatten)]
+        admin: AdminConn,
+    },
+    /// Take a snapshot now, at the first endpoint that takes the request.
+    #[command(after_help = CLIENT_EXIT_CODES)]
+    Snapshot {
+        #[command(flatten)]
+        admin: AdminConn,
+    },
 }
 
 const CLIENT_EXIT_CODES: &str = "Exit codes: 0 done (the reply's JSON on stdout); 1 the \
 cluster answered with an error (its JSON on stderr); 2 usage error; 3 no answer: no endpoint \
-reachable, or a put/delete whose outcome is unknown (sent, then the connection was lost or it \
-timed out; it is never resent).";
+reachable, or a put/delete/join/promote/remove/transfer-leader/snapshot whose outcome is \
+unknown (sent, then the connection was lost or it timed out; it is never resent).";
+
+/// Where and how long an admin command tries, and its token.
+#[derive(Args)]
+struct AdminConn {
+    #[command(flatten)]
+    conn: Conn,
+    /// Sent as the X-Ringkv-Token header. Default: $RINGKV_TOKEN (which, unlike the flag,
+    /// does not show in the process list); none when both are absent or empty.
+    #[arg(long, value_parser = client::check_token)]
+    token: Option<String>,
+}
 
 /// Where and how long the client commands try.
 #[derive(Args)]
@@ -128,6 +183,15 @@ fn main() -> ExitCode {
             &conn.endpoints.0,
             Duration::from_millis(conn.timeout_ms),
         )),
+        Cmd::Join {
+            node_id,
+            address,
+            admin,
+        } => admin.run(AdminOp::Join { node_id, address }),
+        Cmd::Promote { node_id, admin } => admin.run(AdminOp::Promote { node_id }),
+        Cmd::Remove { node_id, admin } => admin.run(AdminOp::Remove { node_id }),
+        Cmd::TransferLeader { node_id, admin } => admin.run(AdminOp::TransferLeader { node_id }),
+        Cmd::Snapshot { admin } => admin.run(AdminOp::Snapshot),
         Cmd::Wal { cmd } => {
             let r = match cmd {
                 WalCmd::Check { dir } => ringkv::wal::inspect::check(&dir),
@@ -221,6 +285,36 @@ impl Conn {
             &self.endpoints.0,
             Duration::from_millis(self.timeout_ms),
         )
+    }
+}
+
+fn parse_address(s: &str) -> Result<String, String> {
+    s.parse::<std::net::SocketAddr>()
+        .map(|_| s.to_string())
+        .map_err(|e| format!("{s:?} is not an address like 127.0.0.1:9084 ({e})"))
+}
+
+impl AdminConn {
+    fn run(&self, op: AdminOp) -> ExitCode {
+        let token = match &self.token {
+            Some(t) => Some(t.clone()),
+            None => match std::env::var("RINGKV_TOKEN") {
+                Ok(t) if t.is_empty() => None,
+                Ok(t) => match client::check_token(&t) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        eprintln!("ringkv: RINGKV_TOKEN: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                Err(std::env::VarError::NotPresent) => None,
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    eprintln!("ringkv: RINGKV_TOKEN: not UTF-8");
+                    return ExitCode::from(2);
+                }
+            },
+        };
+        finish(self.conn.run(&Request::Admin { op, token }))
     }
 }
 

@@ -1,11 +1,14 @@
-//! The client commands (`ringkv put|get|delete|status`) as operators run them: the real
-//! binary against small fake nodes on 127.0.0.1 ephemeral ports that answer with canned
-//! replies and record every request they receive.
+//! The client commands (`ringkv put|get|delete|status` and the admin commands
+//! `join|promote|remove|transfer-leader|snapshot`) as operators run them: the real binary
+//! against small fake nodes on 127.0.0.1 ephemeral ports that answer with canned replies and
+//! record every request they receive.
 //!
 //! Asserted: fallback past a refused port and a 503 `unavailable`, the `not_leader`
 //! redirect (and no redirect loop), a write never resent once it was sent (connection
 //! dropped, no reply in time, 504), reads retried elsewhere, awkward keys and values
-//! escaped correctly, `status --all`, and the exit codes.
+//! escaped correctly, `status --all`, and the exit codes; for admin commands the path, body
+//! and token header sent (`--token` or `RINGKV_TOKEN`), no resend once sent, and usage
+//! errors caught before any connection.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -184,10 +187,18 @@ fn refused_addr() -> String {
 
 /// Runs `ringkv ARGS`: (exit code, stdout, stderr).
 fn ringkv(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ringkv"))
-        .args(args)
-        .output()
-        .unwrap();
+    ringkv_env(args, None)
+}
+
+/// Runs `ringkv ARGS` with `RINGKV_TOKEN` set to `token`, or unset when `None`.
+fn ringkv_env(args: &[&str], token: Option<&str>) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringkv"));
+    cmd.args(args);
+    match token {
+        Some(t) => cmd.env("RINGKV_TOKEN", t),
+        None => cmd.env_remove("RINGKV_TOKEN"),
+    };
+    let out = cmd.output().unwrap();
     (
         out.status.code().expect("exited, not killed"),
         String::from_utf8(out.stdout).unwrap(),
@@ -450,4 +461,195 @@ fn status_prints_the_first_answer_or_every_endpoint_with_all() {
     assert_eq!(ringkv(&["status", "--all", "--endpoints", &all_up]).0, 0);
     let all_down = endpoints(&[&dead]);
     assert_eq!(ringkv(&["status", "--all", "--endpoints", &all_down]).0, 3);
+}
+
+/// Each admin command, its arguments, and the (path, JSON body) it must send.
+fn admin_commands() -> Vec<(Vec<&'static str>, &'static str, serde_json::Value)> {
+    vec![
+        (
+            vec!["join", "4", "127.0.0.1:9084"],
+            "/join",
+            serde_json::json!({ "node_id": 4, "address": "127.0.0.1:9084" }),
+        ),
+        (
+            vec!["promote", "4"],
+            "/promote",
+            serde_json::json!({ "node_id": 4 }),
+        ),
+        (
+            vec!["remove", "2"],
+            "/remove",
+            serde_json::json!({ "node_id": 2 }),
+        ),
+        (
+            vec!["transfer-leader", "3"],
+            "/transfer-leader",
+            serde_json::json!({ "node_id": 3 }),
+        ),
+        (vec!["snapshot"], "/snapshot", serde_json::json!({})),
+    ]
+}
+
+#[test]
+fn admin_commands_send_their_request_and_token() {
+    let node = FakeNode::ok(r#"{"ok":true}"#);
+    for (args, path, body) in admin_commands() {
+        let (code, out, err) = ringkv(
+            &[
+                &args[..],
+                &["--endpoints", &node.addr, "--token", "s3cret-T0ken"],
+            ]
+            .concat(),
+        );
+        assert_eq!(
+            (code, out.as_str()),
+            (0, "{\"ok\":true}\n"),
+            "{args:?}: {err}"
+        );
+        let seen = node.seen();
+        let r = seen.last().unwrap();
+        assert_eq!((r.method.as_str(), r.target.as_str()), ("POST", path));
+        assert_eq!(r.json(), body, "{args:?}");
+        assert_eq!(r.header("x-ringkv-token"), Some("s3cret-T0ken"));
+        assert_eq!(r.header("authorization"), None);
+        assert_eq!(r.header("connection"), Some("close"));
+        assert_eq!(r.header("content-length"), Some(&*r.body.len().to_string()));
+    }
+    assert_eq!(node.seen().len(), 5);
+
+    // The token from RINGKV_TOKEN; --token wins over it; none (no header) when both are
+    // absent or the variable is empty.
+    let promote = ["promote", "4", "--endpoints", &node.addr];
+    let token_sent = |args: &[&str], env: Option<&str>| {
+        let (code, _, err) = ringkv_env(args, env);
+        assert_eq!(code, 0, "{args:?} {env:?}: {err}");
+        node.seen()
+            .last()
+            .unwrap()
+            .header("x-ringkv-token")
+            .map(String::from)
+    };
+    assert_eq!(
+        token_sent(&promote, Some("from-env")),
+        Some("from-env".into())
+    );
+    assert_eq!(
+        token_sent(
+            &[&promote[..], &["--token", "flag"]].concat(),
+            Some("from-env")
+        ),
+        Some("flag".into())
+    );
+    assert_eq!(token_sent(&promote, None), None);
+    assert_eq!(token_sent(&promote, Some("")), None);
+    // Plain writes never send it.
+    assert_eq!(
+        token_sent(&["put", "k", "v", "--endpoints", &node.addr], Some("t")),
+        None
+    );
+}
+
+#[test]
+fn admin_commands_are_never_resent_once_sent() {
+    let good = FakeNode::ok("{}");
+    let dropper = FakeNode::start(Act::Close);
+    let eps = endpoints(&[&dropper.addr, &good.addr]);
+    for (args, _, _) in admin_commands() {
+        let (code, out, err) = ringkv(&[&args[..], &["--endpoints", &eps]].concat());
+        assert_eq!((code, out.as_str()), (3, ""), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("ringkv {}: outcome unknown", args[0])),
+            "{err}"
+        );
+        assert!(
+            err.contains(&dropper.addr) && err.contains("not resent"),
+            "{err}"
+        );
+        assert!(err.contains("check with ringkv status"), "{err}");
+    }
+    assert_eq!(dropper.seen().len(), 5, "one request per command");
+
+    // No reply in time, or the node's own 504: outcome unknown too.
+    let hanger = FakeNode::start(Act::Hang);
+    let eps = endpoints(&[&hanger.addr, &good.addr]);
+    let (code, _, err) = ringkv(&["promote", "4", "--endpoints", &eps, "--timeout-ms", "300"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("outcome unknown") && err.contains("timed out"),
+        "{err}"
+    );
+    let slow = FakeNode::error(504, "timeout", serde_json::json!({}));
+    let eps = endpoints(&[&slow.addr, &good.addr]);
+    let (code, _, err) = ringkv(&["transfer-leader", "2", "--endpoints", &eps]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("\"code\":\"timeout\"") && err.contains("outcome unknown"));
+    assert_eq!(good.seen().len(), 0, "an admin call was resent");
+
+    // Before anything was done they move on as writes do: a refused port, 503 unavailable,
+    // and not_leader (redirected to the leader it names).
+    let dead = refused_addr();
+    let busy = FakeNode::error(503, "unavailable", serde_json::json!({}));
+    let follower = FakeNode::error(
+        503,
+        "not_leader",
+        serde_json::json!({ "leader_id": 1, "leader_address": good.addr }),
+    );
+    let eps = endpoints(&[&dead, &busy.addr, &follower.addr]);
+    let (code, _, err) = ringkv(&["promote", "5", "--endpoints", &eps, "--token", "t"]);
+    assert_eq!(code, 0, "{err}");
+    let seen = good.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].json(), serde_json::json!({ "node_id": 5 }));
+    assert_eq!(seen[0].header("x-ringkv-token"), Some("t"));
+    assert_eq!(follower.seen()[0].header("x-ringkv-token"), Some("t"));
+
+    // The node refuses (a lagging learner): its JSON on stderr, exit 1, nothing resent.
+    let lagging = FakeNode::error(409, "learner_lagging", serde_json::json!({}));
+    let eps = endpoints(&[&lagging.addr, &good.addr]);
+    let (code, out, err) = ringkv(&["promote", "4", "--endpoints", &eps]);
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&err).unwrap()["code"],
+        "learner_lagging"
+    );
+    assert_eq!((lagging.seen().len(), good.seen().len()), (1, 1));
+}
+
+#[test]
+fn admin_usage_errors_send_nothing() {
+    let node = FakeNode::ok("{}");
+    let ep = node.addr.as_str();
+    for (args, token) in [
+        (&["promote", "0", "--endpoints", ep][..], None),
+        (&["promote", "four", "--endpoints", ep], None),
+        (&["promote", "--endpoints", ep], None),
+        (&["remove", "-1", "--endpoints", ep], None),
+        (&["transfer-leader", "--endpoints", ep], None),
+        (&["join", "4", "--endpoints", ep], None),
+        (&["join", "4", "localhost:9084", "--endpoints", ep], None),
+        (&["join", "4", "127.0.0.1", "--endpoints", ep], None),
+        (&["join", "0", "127.0.0.1:9084", "--endpoints", ep], None),
+        (&["snapshot", "now", "--endpoints", ep], None),
+        (&["snapshot", "--token", "", "--endpoints", ep], None),
+        (&["snapshot", "--token", "a b", "--endpoints", ep], None),
+        (&["snapshot", "--endpoints", ep], Some("bad\r\nX-Evil: 1")),
+        (
+            &["promote", "4", "--timeout-ms", "0", "--endpoints", ep],
+            None,
+        ),
+    ] {
+        let (code, _, err) = ringkv_env(args, token);
+        assert_eq!(code, 2, "{args:?} {token:?}: {err}");
+    }
+    assert_eq!(node.seen().len(), 0);
+    let (_, _, err) = ringkv_env(&["snapshot", "--endpoints", ep], Some("a b"));
+    assert!(
+        err.contains("RINGKV_TOKEN: a token is printable ASCII"),
+        "{err}"
+    );
+    let (_, _, err) = ringkv(&["join", "4", "localhost:9084", "--endpoints", ep]);
+    assert!(
+        err.contains("is not an address like 127.0.0.1:9084"),
+        "{err}"
+    );
 }
