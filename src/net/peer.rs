@@ -70,6 +70,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const ACK_OK: u8 = 0;
 pub const ACK_WIPED: u8 = 1;
 pub const ACK_REFUSED: u8 = 2;
+/// The connecting node was removed from the cluster.
+pub const ACK_REMOVED: u8 = 3;
 
 /// How the last handshake with a peer went (outbound side).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +82,8 @@ pub enum Handshake {
     /// The peer knows this node under another incarnation: our data directory was wiped
     /// or replaced. The node must stop.
     WipedSelf(String),
+    /// This node was removed from the cluster. It must stop.
+    RemovedSelf(String),
 }
 
 /// Counters (for tests and metrics).
@@ -124,6 +128,8 @@ pub struct Transport {
     /// The peers now (membership changes add and remove them): handshakes from others
     /// are refused, and a sender stops when its peer leaves.
     book: Rc<RefCell<BTreeMap<NodeId, SocketAddr>>>,
+    /// Removed members: their handshakes are answered "removed".
+    retired: Rc<RefCell<std::collections::BTreeSet<NodeId>>>,
     outboxes: RefCell<BTreeMap<NodeId, LocalSender<Outgoing>>>,
     inbox: Rc<LocalSender<Inbound>>,
     pub stats: Rc<RefCell<PeerStats>>,
@@ -163,6 +169,7 @@ impl Transport {
             cfg: Rc::new(cfg),
             handshakes,
             book,
+            retired: Rc::default(),
             outboxes: RefCell::default(),
             inbox: Rc::new(inbox),
             stats,
@@ -201,6 +208,7 @@ impl Transport {
 
     /// A removed member: its sender stops and its handshakes are refused.
     pub fn remove_peer(&self, id: NodeId) {
+        self.retired.borrow_mut().insert(id);
         self.book.borrow_mut().remove(&id);
         self.outboxes.borrow_mut().remove(&id);
         self.stats.borrow_mut().connected.remove(&id);
@@ -214,11 +222,12 @@ impl Transport {
     /// Accepts on `listener` (used when this executor owns the port alone, as in tests):
     /// frame connections are adopted, anything else goes to `http`.
     pub fn serve_listener(&mut self, listener: TcpListener, http: HttpHandler) {
-        let (cfg, stats, inbox, book) = (
+        let (cfg, stats, inbox, book, retired) = (
             self.cfg.clone(),
             self.stats.clone(),
             self.inbox.clone(),
             self.book.clone(),
+            self.retired.clone(),
         );
         self._tasks.push(
             glommio::spawn_local(async move {
@@ -232,12 +241,13 @@ impl Transport {
                         }
                     };
                     let mut first = [0u8; 4];
-                    let (cfg, stats, inbox, http, book) = (
+                    let (cfg, stats, inbox, http, book, retired) = (
                         cfg.clone(),
                         stats.clone(),
                         inbox.clone(),
                         http.clone(),
                         book.clone(),
+                        retired.clone(),
                     );
                     glommio::spawn_local(async move {
                         if s.read_exact(&mut first).await.is_err() {
@@ -247,7 +257,7 @@ impl Transport {
                             http(s, first.to_vec());
                             return;
                         }
-                        serve_inbound(s, first, &cfg, &stats, &inbox, &book).await;
+                        serve_inbound(s, first, &cfg, &stats, &inbox, &book, &retired).await;
                     })
                     .detach();
                 }
@@ -259,15 +269,16 @@ impl Transport {
     /// Serves an inbound connection whose first four bytes (the frame magic) were already
     /// read, e.g. by a shard executor that accepted it.
     pub fn adopt(&self, s: TcpStream, first: [u8; 4]) {
-        let (cfg, stats, inbox, book) = (
+        let (cfg, stats, inbox, book, retired) = (
             self.cfg.clone(),
             self.stats.clone(),
             self.inbox.clone(),
             self.book.clone(),
+            self.retired.clone(),
         );
-        glommio::spawn_local(
-            async move { serve_inbound(s, first, &cfg, &stats, &inbox, &book).await },
-        )
+        glommio::spawn_local(async move {
+            serve_inbound(s, first, &cfg, &stats, &inbox, &book, &retired).await
+        })
         .detach();
     }
 
@@ -369,7 +380,7 @@ async fn send_loop(
         }
         match outcome {
             Handshake::Accepted => {}
-            Handshake::Refused(why) | Handshake::WipedSelf(why) => {
+            Handshake::Refused(why) | Handshake::WipedSelf(why) | Handshake::RemovedSelf(why) => {
                 if previous.as_ref() != handshakes.borrow().get(&id) {
                     tracing::error!(node = cfg.node_id, peer = id, %addr, "handshake refused: {why}");
                 }
@@ -450,6 +461,7 @@ fn judge_ack(peer: NodeId, ack: &HelloAck, cfg: &PeerConfig) -> Handshake {
             Err((_, why)) => Handshake::Refused(why),
         },
         ACK_WIPED => Handshake::WipedSelf(ack.reason.clone()),
+        ACK_REMOVED => Handshake::RemovedSelf(ack.reason.clone()),
         _ => Handshake::Refused(ack.reason.clone()),
     }
 }
@@ -501,6 +513,7 @@ async fn serve_inbound(
     stats: &RefCell<PeerStats>,
     inbox: &LocalSender<Inbound>,
     book: &RefCell<BTreeMap<NodeId, SocketAddr>>,
+    retired: &RefCell<std::collections::BTreeSet<NodeId>>,
 ) {
     let mut h = [0u8; HEADER_BYTES];
     h[..4].copy_from_slice(&first);
@@ -550,6 +563,11 @@ async fn serve_inbound(
             refuse(stats, "checksum");
             return;
         }
+        // A peer removed since its handshake: close its connection (it learns why when it
+        // connects again).
+        if peer.is_some_and(|id| retired.borrow().contains(&id)) {
+            return;
+        }
         match (peer, hdr.kind) {
             (None, FrameKind::Handshake) => {
                 let Ok(hello) = rkyv::access::<ArchivedHello, rancor::BoxedError>(&body) else {
@@ -573,6 +591,15 @@ async fn serve_inbound(
                         "wrong_token",
                         format!("node {} refuses a wrong cluster_token", cfg.node_id),
                     ))
+                } else if retired.borrow().contains(&id) {
+                    Some((
+                        "removed_node",
+                        format!(
+                            "node {id} was removed from the cluster (node {} knows); a removed \
+                             id never comes back: add the machine under a new node id",
+                            cfg.node_id
+                        ),
+                    ))
                 } else if id == cfg.node_id || !book.borrow().contains_key(&id) {
                     Some((
                         "unknown_node",
@@ -584,7 +611,12 @@ async fn serve_inbound(
                 if let Some((why, text)) = refusal {
                     refuse(stats, why);
                     tracing::warn!(node = cfg.node_id, peer = id, "refused a peer: {text}");
-                    write_ack(&mut s, ACK_REFUSED, cfg.incarnation, &text).await;
+                    let code = if why == "removed_node" {
+                        ACK_REMOVED
+                    } else {
+                        ACK_REFUSED
+                    };
+                    write_ack(&mut s, code, cfg.incarnation, &text).await;
                     return;
                 }
                 if let Err((code, text)) = check_incarnation(cfg, id, hello.incarnation.to_native())

@@ -17,6 +17,8 @@ pub struct Opts {
     pub lease_ms: u64,
     /// The `[limits]` body.
     pub limits: &'static str,
+    /// More TOML appended to every config (e.g. `[raft.snapshot]`).
+    pub extra: &'static str,
 }
 
 impl Default for Opts {
@@ -27,6 +29,7 @@ impl Default for Opts {
             heartbeat_ms: 50,
             lease_ms: 200,
             limits: "",
+            extra: "",
         }
     }
 }
@@ -94,28 +97,42 @@ pub fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) ->
 impl Cluster {
     /// Writes the three configs and starts the nodes.
     pub fn new(tag: &str, o: Opts) -> Self {
+        let mut c = Self::with_joiners(tag, o, 0);
+        for i in 0..3 {
+            c.start(i);
+        }
+        c
+    }
+
+    /// Writes configs for three founders and `joiners` learners (nodes 4, 5, ...: the
+    /// founders plus themselves as role 3, status 0) and starts nothing.
+    pub fn with_joiners(tag: &str, o: Opts, joiners: usize) -> Self {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("node-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let members: Vec<String> = ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                format!(
-                    "{{ id = {}, address = \"127.0.0.1:{p}\", role = 1, status = 2 }}",
-                    i + 1
-                )
-            })
-            .collect();
+        let n = 3 + joiners;
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let member = |i: usize, role: u8, status: u8| {
+            format!(
+                "{{ id = {}, address = \"127.0.0.1:{}\", role = {role}, status = {status} }}",
+                i + 1,
+                ports[i]
+            )
+        };
+        let founders: Vec<String> = (0..3).map(|i| member(i, 1, 2)).collect();
         for (i, p) in ports.iter().enumerate() {
+            let mut m = founders.clone();
+            if i >= 3 {
+                m.push(member(i, 3, 0));
+            }
+            let members = m;
             let toml = format!(
                 "[cluster]\nnode_id = {id}\nlisten_address = \"127.0.0.1:{p}\"\ninitial_cluster = [{m}]\n\
                  data_dir = \"{d}/db/{id}\"\n\n[raft]\nelection_timeout_min_ms = {emin}\n\
                  election_timeout_max_ms = {emax}\nheartbeat_interval_ms = {hb}\n\n\
                  [raft.read_consistency]\nlease_duration_ms = {lease}\n\n[raft.persistence]\n{pers}\n\n\
-                 [limits]\n{limits}\n",
+                 [limits]\n{limits}\n\n{extra}\n",
                 id = i + 1,
                 m = members.join(", "),
                 d = dir.display(),
@@ -125,18 +142,15 @@ impl Cluster {
                 lease = o.lease_ms,
                 pers = o.persistence,
                 limits = o.limits,
+                extra = o.extra,
             );
             std::fs::write(dir.join(format!("n{}.toml", i + 1)), toml).unwrap();
         }
-        let mut c = Self {
+        Self {
             dir,
+            procs: (0..n).map(|_| None).collect(),
             ports,
-            procs: vec![None, None, None],
-        };
-        for i in 0..3 {
-            c.start(i);
         }
-        c
     }
 
     pub fn config(&self, i: usize) -> PathBuf {
@@ -269,7 +283,7 @@ impl Cluster {
     /// Waits until the running nodes agree on one leader; returns its index.
     pub fn leader(&self) -> usize {
         wait_until(30, "one leader all running nodes agree on", || {
-            let st: Vec<_> = (0..3)
+            let st: Vec<_> = (0..self.ports.len())
                 .filter(|&i| self.running(i))
                 .map(|i| self.status(i))
                 .collect::<Option<Vec<_>>>()?;

@@ -311,7 +311,9 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
         }
         if joiner {
             match joined.borrow_mut().take() {
-                Some(Ok(how)) => tracing::warn!(node = id, "joined the cluster as a learner: {how}"),
+                Some(Ok(how)) => {
+                    tracing::warn!(node = id, "joined the cluster as a learner: {how}")
+                }
                 Some(Err(e)) => return Err(format!("cannot join the cluster: {e}")),
                 None => {
                     return Err(format!(
@@ -379,6 +381,7 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
             .saturating_add(1 << 20),
         building: None,
         saving: false,
+        snapshot_after_save: Vec::new(),
         sends: HashMap::new(),
         recv: None,
         received: None,
@@ -434,6 +437,8 @@ struct Core {
     snapshot_bytes_max: u64,
     building: Option<snap::Building>,
     saving: bool,
+    /// Operators who asked while a snapshot was being saved: the next one is theirs.
+    snapshot_after_save: Vec<Origin>,
     sends: HashMap<NodeId, snap::Sending>,
     recv: Option<snap::Receiving>,
     /// A received snapshot stored here, waiting for the leader's message to install it.
@@ -524,6 +529,15 @@ impl Core {
                     let _ = wal.sync_all().await;
                     return Err(refused_start(&self.data_dir, &why));
                 }
+                if !self.removed_self
+                    && let Some(why) = removed(&self.transport)
+                {
+                    tracing::warn!(
+                        node = self.id,
+                        "this node was removed from the cluster: stopping ({why})"
+                    );
+                    self.removed_self = true;
+                }
                 if self.stop_at.is_none()
                     && (self.shared.stop_requested.load(Ordering::Relaxed) || self.removed_self)
                 {
@@ -543,6 +557,8 @@ impl Core {
     fn handle(&mut self, e: Event) {
         let now = Instant::now();
         match e {
+            // A removed node's old connection may still deliver: it has no say any more.
+            Event::Peer(Inbound::Raft(m)) if self.raft.membership().removed.contains(&m.from) => {}
             Event::Peer(Inbound::Raft(m)) => {
                 // A snapshot is stepped only once its data is stored here (the leader
                 // streams it first); otherwise the leader tries again.
@@ -1419,6 +1435,14 @@ async fn http_once(addr: SocketAddr, req: &[u8]) -> Result<(u16, String), String
         Err("no answer within 10 s".to_string())
     })
     .await
+}
+
+/// A peer's report that this node was removed from the cluster, if any came.
+fn removed(t: &Transport) -> Option<String> {
+    t.handshakes.borrow().values().find_map(|h| match h {
+        Handshake::RemovedSelf(why) => Some(why.clone()),
+        _ => None,
+    })
 }
 
 /// A peer's report that this node's data directory was wiped, if any came.

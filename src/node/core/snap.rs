@@ -89,20 +89,17 @@ impl Core {
             b.waiting.extend(origin);
             return;
         }
-        if index == 0 || index <= self.last_snapshot_index() || self.saving {
+        if self.saving {
+            // One at a time: this one starts when the one being saved is done.
+            self.snapshot_after_save.extend(origin);
+            return;
+        }
+        if index == 0 || index <= self.last_snapshot_index() {
             if let Some(o) = origin {
-                let r = if self.saving {
-                    Reply::err(
-                        409,
-                        "snapshot_in_progress",
-                        "a snapshot is being saved; retry",
-                    )
-                } else {
-                    Reply::ok(serde_json::json!({
-                        "index": self.last_snapshot_index(),
-                        "new": false,
-                    }))
-                };
+                let r = Reply::ok(serde_json::json!({
+                    "index": self.last_snapshot_index(),
+                    "new": false,
+                }));
                 self.answer(o, r);
             }
             return;
@@ -207,6 +204,7 @@ impl Core {
         }
         self.saving = false;
         let (started, pause, keys, waiting) = own.expect("own snapshot");
+        let queued = std::mem::take(&mut self.snapshot_after_save);
         match result {
             Ok(()) => {
                 let index = meta.index;
@@ -238,10 +236,13 @@ impl Core {
                         })),
                     );
                 }
+                for o in queued {
+                    self.start_snapshot(Some(o));
+                }
                 Ok(())
             }
             Err(e) => {
-                for o in waiting {
+                for o in waiting.into_iter().chain(queued) {
                     self.answer(o, Reply::err(500, "snapshot_failed", e.clone()));
                 }
                 // A full disk is survivable (the log stays); anything else is not.
