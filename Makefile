@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: help build test lint fmt bench-raft bench-wal soak-wal sim start-cluster stop-cluster clean clean-log-db start-node1 start-node2 start-node3 stop-node1 stop-node2 stop-node3
-.PHONY: kill-leader need-curl bench-http join-node4 join-node5 stop-node4 stop-node5 test-long
+.PHONY: kill-leader need-curl bench-http bench-snapshot join-node4 join-node5 stop-node4 stop-node5 test-long
 
 # Extra cargo features for built binaries, e.g. `CARGO_FEATURES=crash-sim` (power-cut WAL).
 CARGO_FEATURES ?=
@@ -26,6 +26,7 @@ help:
 	@echo "make bench-raft     proposals/s through a 3-node in-memory cluster of the Raft core"
 	@echo "make bench-wal      WAL appends/s and sync latency beside raw O_DIRECT+fdatasync"
 	@echo "make bench-http     puts/s and latency over HTTP against a real 3-node cluster, 1 and 64 clients"
+	@echo "make bench-snapshot snapshot of 100,000 keys: size, creation time, write pause, install time"
 	@echo "make soak-wal       the WAL power-cut property test with WAL_SEEDS seeds (default 4000)"
 	@echo "make sim SEEDS=N    N seeds of the deterministic simulator, then every negative control"
 	@echo "make sim SEED=S     replay one seed and print its trace (CONTROL=Name for a control run)"
@@ -55,6 +56,11 @@ bench-wal:
 # (HTTP_BENCH_SECS per row, default 5).
 bench-http:
 	$(CARGO) bench --bench http
+
+# Snapshot of 100,000 keys x 256 B on a real 3-node cluster: size, creation time, the write
+# pause it causes, transfer and install on a follower (SNAPSHOT_KEYS to change the count).
+bench-snapshot:
+	$(CARGO) bench --bench snapshot
 
 # The WAL power-cut property test with more seeds than `make test` runs (300).
 WAL_SEEDS ?= 4000

@@ -39,15 +39,25 @@ pub struct Snapshot {
     pub data: Vec<u8>,
 }
 
-/// Encodes a whole snapshot file (aligned length).
-pub fn encode_snapshot(meta: &SnapshotMeta, data: &[u8], out: &mut [u8]) {
+/// Encodes a whole snapshot file (aligned length), in 1 MiB steps with a yield between
+/// them: a large snapshot must not hold the executor (the raft core's) for the whole copy
+/// and checksum.
+async fn encode_snapshot_cooperatively(meta: &SnapshotMeta, data: &[u8], out: &mut [u8]) {
+    const STEP: usize = 1 << 20;
     let m = meta.membership.encode();
     let len = BLOCK + m.len() + data.len();
     assert_eq!(out.len(), align_up(len));
-    out.fill(0);
+    out[..BLOCK].fill(0);
+    out[len..].fill(0);
     out[BLOCK..BLOCK + m.len()].copy_from_slice(&m);
-    out[BLOCK + m.len()..len].copy_from_slice(data);
-    let body_crc = crc32c::crc32c(&out[BLOCK..len]);
+    let mut crc = crc32c::crc32c(&m);
+    let base = BLOCK + m.len();
+    for (i, chunk) in data.chunks(STEP).enumerate() {
+        let at = base + i * STEP;
+        out[at..at + chunk.len()].copy_from_slice(chunk);
+        crc = crc32c::crc32c_append(crc, chunk);
+        futures_lite::future::yield_now().await;
+    }
     let h = &mut out[..BLOCK];
     h[0..8].copy_from_slice(MAGIC);
     h[8..12].copy_from_slice(&1u32.to_le_bytes());
@@ -55,9 +65,9 @@ pub fn encode_snapshot(meta: &SnapshotMeta, data: &[u8], out: &mut [u8]) {
     h[24..32].copy_from_slice(&meta.term.to_le_bytes());
     h[32..40].copy_from_slice(&(m.len() as u64).to_le_bytes());
     h[40..48].copy_from_slice(&(data.len() as u64).to_le_bytes());
-    h[48..52].copy_from_slice(&body_crc.to_le_bytes());
-    let crc = crc32c::crc32c(&h[0..60]);
-    h[60..64].copy_from_slice(&crc.to_le_bytes());
+    h[48..52].copy_from_slice(&crc.to_le_bytes());
+    let hcrc = crc32c::crc32c(&h[0..60]);
+    h[60..64].copy_from_slice(&hcrc.to_le_bytes());
 }
 
 /// Decodes and verifies a snapshot file.
@@ -186,7 +196,7 @@ impl<D: Disk> SnapshotStore<D> {
             .await
             .map_err(|e| err("allocating", e))?;
         let mut b = f.alloc(len);
-        encode_snapshot(meta, data, &mut b);
+        encode_snapshot_cooperatively(meta, data, &mut b).await;
         f.write_at(b, 0).await.map_err(|e| err("writing", e))?;
         f.fdatasync().await.map_err(|e| err("syncing", e))?;
         let _ = f.close().await;

@@ -64,6 +64,32 @@ pub(super) struct Receiving {
     buf: Vec<u8>,
 }
 
+/// The node snapshot body (address book, then the key-value body of all parts), copied in
+/// 1 MiB steps with a yield between them.
+async fn build_body(
+    book: &std::collections::BTreeMap<NodeId, std::net::SocketAddr>,
+    index: Index,
+    parts: Vec<(Vec<u8>, u64)>,
+) -> Bytes {
+    const STEP: usize = 1 << 20;
+    let head = members::encode_snapshot(book, &[]);
+    let kv_len: usize = 17 + parts.iter().map(|p| p.0.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(head.len() + kv_len);
+    out.extend_from_slice(&head);
+    // The key-value header, then each shard's pairs (as `shard::Snapshot::assemble`).
+    out.extend_from_slice(&KvSnapshot::assemble(
+        index,
+        &[(Vec::new(), parts.iter().map(|p| p.1).sum())],
+    ));
+    for (pairs, _) in parts {
+        for chunk in pairs.chunks(STEP) {
+            out.extend_from_slice(chunk);
+            futures_lite::future::yield_now().await;
+        }
+    }
+    Bytes::from(out)
+}
+
 impl Core {
     /// Takes a snapshot when `interval_entries` entries were applied since the last one.
     pub(super) fn maybe_snapshot(&mut self) {
@@ -137,16 +163,15 @@ impl Core {
         let b = self.building.take().expect("checked");
         let parts: Vec<(Vec<u8>, u64)> = b.parts.into_iter().map(|p| p.expect("all")).collect();
         let keys: u64 = parts.iter().map(|p| p.1).sum();
-        let kv = KvSnapshot::assemble(index, &parts);
-        drop(parts);
         let book = self.member_addresses();
-        let data = Bytes::from(members::encode_snapshot(&book, &kv));
-        drop(kv);
         let meta = self.raft.snapshot_meta(index);
         self.saving = true;
         let (store, ev) = (self.snaps.clone(), self.ev_tx.clone());
         let (started, pause, waiting) = (b.started, b.pause, b.waiting);
+        // Assembling and saving run in a task that yields every MiB: the driver loop goes
+        // on between the steps.
         glommio::spawn_local(async move {
+            let data = build_body(&book, index, parts).await;
             let result = store.save(&meta, &data).await.map_err(|e| e.to_string());
             let _ = ev
                 .send(Event::SnapshotSaved {
