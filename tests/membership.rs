@@ -327,3 +327,34 @@ fn bad_operator_calls_are_refused_with_their_codes() {
     let (st, b) = admin(&c, l, "/remove", l as u64 + 1);
     assert_eq!((st, b["code"].as_str()), (400, Some("last_voter")), "{b}");
 }
+
+#[test]
+fn operator_calls_need_the_cluster_token_when_one_is_set() {
+    let c = Cluster::new(
+        "token",
+        Opts {
+            token: "s3cret",
+            ..Opts::default()
+        },
+    );
+    let l = c.leader();
+    let (st, b) = admin(&c, l, "/promote", 42);
+    assert_eq!((st, b["code"].as_str()), (401, Some("unauthorized")), "{b}");
+    // With the token the call goes through (and is judged on its merits).
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", c.ports[l])).unwrap();
+    let body = r#"{"node_id": 42}"#;
+    write!(
+        s,
+        "POST /promote HTTP/1.1\r\nHost: x\r\nX-Ringkv-Token: s3cret\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("not_learner"), "{out}");
+    // Client writes need no token.
+    assert_eq!(c.put(l, "k", "v").0, 200);
+}

@@ -219,7 +219,10 @@ fn a_wiped_data_directory_or_a_taken_port_refuses_start_up() {
     assert_eq!(c.put(c.leader(), "k2", "v2").0, 200);
     // A port something else holds is named, and nothing starts.
     let port = c.ports[victim];
-    let _holder = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    // (The exited node's listener can linger a moment: io_uring tears down asynchronously.)
+    let _holder = wait_until(5, "the port to be free", || {
+        std::net::TcpListener::bind(("127.0.0.1", port)).ok()
+    });
     let (status, err) = c.start_expecting_exit(victim, 20);
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
@@ -244,7 +247,7 @@ fn a_wiped_data_directory_or_a_taken_port_refuses_start_up() {
     let cfg = std::fs::read_to_string(c.config(victim)).unwrap();
     std::fs::write(
         c.config(victim),
-        cfg.replace("[cluster]\n", "[cluster]\ncluster_token = \"other\"\n"),
+        cfg.replace("cluster_token = \"\"", "cluster_token = \"other\""),
     )
     .unwrap();
     let (status, err) = c.start_expecting_exit(victim, 20);

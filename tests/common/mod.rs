@@ -19,6 +19,8 @@ pub struct Opts {
     pub limits: &'static str,
     /// More TOML appended to every config (e.g. `[raft.snapshot]`).
     pub extra: &'static str,
+    /// `cluster.cluster_token`.
+    pub token: &'static str,
 }
 
 impl Default for Opts {
@@ -30,6 +32,7 @@ impl Default for Opts {
             lease_ms: 200,
             limits: "",
             extra: "",
+            token: "",
         }
     }
 }
@@ -128,7 +131,7 @@ impl Cluster {
             }
             let members = m;
             let toml = format!(
-                "[cluster]\nnode_id = {id}\nlisten_address = \"127.0.0.1:{p}\"\ninitial_cluster = [{m}]\n\
+                "[cluster]\nnode_id = {id}\ncluster_token = \"{token}\"\nlisten_address = \"127.0.0.1:{p}\"\ninitial_cluster = [{m}]\n\
                  data_dir = \"{d}/db/{id}\"\n\n[raft]\nelection_timeout_min_ms = {emin}\n\
                  election_timeout_max_ms = {emax}\nheartbeat_interval_ms = {hb}\n\n\
                  [raft.read_consistency]\nlease_duration_ms = {lease}\n\n[raft.persistence]\n{pers}\n\n\
@@ -143,6 +146,7 @@ impl Cluster {
                 pers = o.persistence,
                 limits = o.limits,
                 extra = o.extra,
+                token = o.token,
             );
             std::fs::write(dir.join(format!("n{}.toml", i + 1)), toml).unwrap();
         }
