@@ -358,3 +358,38 @@ fn operator_calls_need_the_cluster_token_when_one_is_set() {
     // Client writes need no token.
     assert_eq!(c.put(l, "k", "v").0, 200);
 }
+
+#[test]
+fn a_removed_learner_stops_and_a_joiner_finds_a_leader_that_is_not_a_founder() {
+    let mut c = Cluster::with_joiners("learners", Opts::default(), 2);
+    for i in 0..3 {
+        c.start(i);
+    }
+    let l = c.leader();
+    assert_eq!(c.put(l, "k", "v").0, 200);
+    c.start(3);
+    wait_until(20, "node 4 to join", || {
+        (c.status(3)?["role"] == "learner").then_some(())
+    });
+    // Node 4 leads: a joiner that lists only the founders must still be reached by it.
+    let (st, b) = admin(&c, 0, "/promote", 4);
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = admin(&c, 0, "/transfer-leader", 4);
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(c.leader(), 3);
+    c.start(4);
+    wait_until(20, "node 5 to join and catch up", || {
+        let (st, b) = c.http(4, "GET", "/get?key=k&consistency=eventual", "")?;
+        (st == 200 && json(&b)["value"] == "v").then_some(())
+    });
+    // A learner never receives its own removal; it is told, and stops.
+    let (st, b) = admin(&c, 0, "/remove", 5);
+    assert_eq!(st, 200, "{b}");
+    wait_until(15, "the removed learner to stop", || {
+        c.http(4, "GET", "/status", "")
+            .is_none_or(|r| r.0 != 200)
+            .then_some(())
+    });
+    assert!(c.log(4).contains("removed from the cluster"));
+    assert_eq!(c.put(3, "after", "removal").0, 200);
+}

@@ -197,13 +197,20 @@ impl Transport {
 
     /// A new member (or a member's new address): connect to it from now on.
     pub fn add_peer(&self, id: NodeId, addr: SocketAddr) {
-        if id == self.cfg.node_id {
+        if id == self.cfg.node_id || self.retired.borrow().contains(&id) {
             return;
         }
         self.book.borrow_mut().insert(id, addr);
         if !self.outboxes.borrow().contains_key(&id) {
             self.start_sender(id);
         }
+    }
+
+    /// A member whose removal committed: its handshakes are answered "removed" and its
+    /// connections to us closed from now on (its sender stays until `remove_peer`, so a
+    /// last notice can reach it). True if it was not retired yet.
+    pub fn retire(&self, id: NodeId) -> bool {
+        self.retired.borrow_mut().insert(id)
     }
 
     /// A removed member: its sender stops and its handshakes are refused.

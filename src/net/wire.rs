@@ -282,6 +282,8 @@ pub enum ClientFrame {
     /// The receiver has bytes `..next` of snapshot `index` (`ok: false`: start again). At
     /// `next == total` the snapshot is verified and stored.
     SnapAck { index: u64, next: u64, ok: bool },
+    /// The removal of `node_id` (the receiver) committed: it must stop.
+    Removed { node_id: u64 },
 }
 
 impl ClientFrame {

@@ -219,6 +219,18 @@ impl<D: Disk> SnapshotStore<D> {
     }
 
     /// Removes these snapshots, then syncs the directory (nothing to do for none).
+    /// Deletes the snapshot at (`index`, `term`) if it is there (one taken before a reset
+    /// that made it wrong).
+    pub async fn discard(&self, index: Index, term: Term) -> Result<(), WalError> {
+        let names: Vec<_> = self
+            .names()
+            .await?
+            .into_iter()
+            .filter(|(i, t, _)| *i == index && *t == term)
+            .collect();
+        self.remove(&names).await
+    }
+
     async fn remove(&self, names: &[(Index, Term, String)]) -> Result<(), WalError> {
         if names.is_empty() {
             return Ok(());

@@ -76,12 +76,17 @@ impl Core {
         let m = self.raft.membership().clone();
         match call {
             AdminCall::Join { node_id, address } => {
+                if m.is_member(node_id) && self.raft.membership_change_pending() {
+                    // Possibly our own AddLearner, not committed yet: the joiner retries.
+                    return self.answer(origin, in_progress());
+                }
                 if m.is_member(node_id) {
                     let r = if self.addresses.get(&node_id) == Some(&address) {
                         // A joiner restarted before it heard back: already done.
                         Reply::ok(serde_json::json!({
                             "node_id": node_id,
                             "role": if m.is_voter(node_id) { "voter" } else { "learner" },
+                            "members": self.member_book(),
                         }))
                     } else {
                         Reply::err(
@@ -113,11 +118,18 @@ impl Core {
                 }
                 self.addresses.insert(node_id, address);
                 self.transport.add_peer(node_id, address);
+                // The joiner learns every member's address from the answer: any of them may
+                // lead (and contact it) before the joiner has the log.
+                let reply = serde_json::json!({
+                    "node_id": node_id,
+                    "role": "learner",
+                    "members": self.member_book(),
+                });
                 self.propose_change(
                     origin,
                     MembershipChange::AddLearner(node_id),
                     deadline,
-                    serde_json::json!({ "node_id": node_id, "role": "learner" }),
+                    reply,
                 );
             }
             AdminCall::Promote { node_id } => {
@@ -197,6 +209,18 @@ impl Core {
         }
     }
 
+    /// Every member's address (this node's too), for a joiner.
+    fn member_book(&self) -> serde_json::Value {
+        let m = self.raft.membership();
+        let book: serde_json::Map<String, serde_json::Value> = self
+            .addresses
+            .iter()
+            .filter(|(id, _)| m.is_member(**id) || **id == self.id)
+            .map(|(id, a)| (id.to_string(), serde_json::Value::String(a.to_string())))
+            .collect();
+        serde_json::Value::Object(book)
+    }
+
     /// Entries the learner is behind the leader's log (unknown: as far as it can be).
     fn learner_lag(&self, id: NodeId) -> u64 {
         let st = self.raft.status();
@@ -222,13 +246,20 @@ impl Core {
                 } => {
                     if self.raft.commit() >= index {
                         let r = match self.raft.log().term(index) {
-                            Some(t) if t != term => Reply::err(
+                            Some(t) if t == term => Reply::ok(reply.clone()),
+                            Some(_) => Reply::err(
                                 503,
                                 "lost_leadership",
                                 "leadership changed before the change committed; it was not \
                                  applied, retry",
                             ),
-                            _ => Reply::ok(reply.clone()),
+                            // Compacted behind a snapshot: which entry committed there is
+                            // no longer known here.
+                            None => Reply::err(
+                                504,
+                                "timeout",
+                                "the outcome of the change is unknown here: check /status",
+                            ),
                         };
                         self.answer(w.origin, r);
                     } else if late {

@@ -58,6 +58,8 @@ enum Event {
         #[allow(clippy::type_complexity)]
         own: Option<(Instant, Duration, u64, Vec<Origin>)>,
         from: Option<NodeId>,
+        /// `Core::snap_epoch` when it was started (own snapshots).
+        epoch: u64,
         result: Result<(), String>,
     },
 }
@@ -257,24 +259,28 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
         peer_tx,
     );
     let mut early = Vec::new();
-    let joiner = cfg.is_joiner();
-    // A joiner with an empty directory asks the cluster to add it as a learner first
-    // (in a task: peers' connections must be answered meanwhile).
+    // A joiner that is not a member yet (a first start, or one whose join failed before)
+    // asks the cluster to add it as a learner first (in a task: peers' connections must be
+    // answered meanwhile). It advertises its own initial_cluster address (listen_address
+    // may be a wildcard).
+    let joiner = cfg.is_joiner() && !raft.membership().is_member(id);
     let joined: Rc<std::cell::RefCell<Option<Result<String, String>>>> = Rc::default();
-    if fresh && joiner {
-        let (founders, token, me) = (
-            cfg.founders(),
-            cfg.cluster.cluster_token.clone(),
-            cfg.cluster.listen_address.clone(),
-        );
-        let done = joined.clone();
+    let join_last: Rc<std::cell::RefCell<String>> = Rc::default();
+    if joiner {
+        let me = members
+            .iter()
+            .find(|m| m.0 == id)
+            .map(|m| m.1.to_string())
+            .expect("a joiner lists itself");
+        let (founders, token) = (cfg.founders(), cfg.cluster.cluster_token.clone());
+        let (done, last) = (joined.clone(), join_last.clone());
         glommio::spawn_local(async move {
-            let r = join_cluster(id, &me, &founders, &token).await;
+            let r = join_cluster(id, &me, &founders, &token, &last).await;
             *done.borrow_mut() = Some(r);
         })
         .detach();
     }
-    if fresh {
+    if fresh || joiner {
         // initial_cluster counts only if no peer already knows this node under another
         // incarnation, or refuses it: wait for every peer's handshake (or one election
         // timeout: peers that are down cannot object, as in a first start of all nodes).
@@ -312,13 +318,28 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
         if joiner {
             match joined.borrow_mut().take() {
                 Some(Ok(how)) => {
-                    tracing::warn!(node = id, "joined the cluster as a learner: {how}")
+                    tracing::warn!(node = id, "joined the cluster as a learner: {how}");
+                    // Every member's address: whoever leads may contact us first.
+                    let book = serde_json::from_str::<serde_json::Value>(&how)
+                        .ok()
+                        .and_then(|v| v.get("members").cloned());
+                    if let Some(serde_json::Value::Object(book)) = book {
+                        for (nid, a) in book {
+                            if let (Ok(nid), Some(Ok(addr))) =
+                                (nid.parse::<NodeId>(), a.as_str().map(str::parse))
+                            {
+                                addresses.insert(nid, addr);
+                                transport.add_peer(nid, addr);
+                            }
+                        }
+                    }
                 }
                 Some(Err(e)) => return Err(format!("cannot join the cluster: {e}")),
                 None => {
                     return Err(format!(
-                        "cannot join the cluster: no founder in initial_cluster answered within \
-                         {JOIN_WAIT:?}; is the cluster running?"
+                        "cannot join the cluster: not added within {JOIN_WAIT:?} (last answer: \
+                         {}); is the cluster running?",
+                        join_last.borrow()
                     ));
                 }
             }
@@ -371,7 +392,12 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
         snaps,
         ev_tx: ev_tx.clone(),
         fatal: None,
+        latest_crc: latest
+            .as_ref()
+            .map_or(0, |l: &(SnapshotMeta, Bytes)| crc32c::crc32c(&l.1)),
         latest,
+        snap_epoch: 0,
+        retiring: Vec::new(),
         snap_interval: cfg.raft.snapshot.interval_entries,
         chunk_bytes_max: cfg.raft.snapshot.chunk_bytes_max,
         snapshot_bytes_max: cfg
@@ -431,6 +457,14 @@ struct Core {
     fatal: Option<String>,
     /// The newest snapshot here (taken, received or loaded): what followers are sent.
     latest: Option<(SnapshotMeta, Bytes)>,
+    /// CRC32C of `latest`'s data.
+    latest_crc: u32,
+    /// Bumped by a reset or an installed snapshot: a snapshot of our own started before
+    /// describes a replaced state and is void.
+    snap_epoch: u64,
+    /// Removed members: their outboxes go a moment after the removal committed (so the
+    /// notice that they were removed can still reach them).
+    retiring: Vec<(NodeId, Instant)>,
     snap_interval: u64,
     chunk_bytes_max: usize,
     /// A received snapshot larger than this is refused.
@@ -514,6 +548,11 @@ impl Core {
                 self.expire();
                 self.log_replication();
                 self.snapshot_ticks();
+                let now = Instant::now();
+                for (id, _) in self.retiring.iter().filter(|r| r.1 <= now) {
+                    self.transport.remove_peer(*id);
+                }
+                self.retiring.retain(|r| r.1 > now);
                 if self.wal_stalled {
                     let r = wal.retry().await;
                     if self.wal_ok(r)?.is_some() {
@@ -574,9 +613,10 @@ impl Core {
                 data,
                 own,
                 from,
+                epoch,
                 result,
             } => {
-                if let Err(e) = self.snapshot_saved(meta, data, own, from, result) {
+                if let Err(e) = self.snapshot_saved(meta, data, own, from, epoch, result) {
                     self.fatal = Some(e);
                 }
             }
@@ -609,10 +649,14 @@ impl Core {
                     address,
                 } => {
                     let origin = Origin::Peer(from, id);
+                    // A little less than the follower waits, so our own answer (e.g. 409
+                    // learner_lagging) reaches it before its timeout does.
+                    let deadline = now
+                        + self
+                            .request_timeout
+                            .saturating_sub(Duration::from_millis(500));
                     match admin::from_wire(op, node_id, &address) {
-                        Ok(call) => {
-                            self.submit(origin, Op::Admin(call), now + self.request_timeout)
-                        }
+                        Ok(call) => self.submit(origin, Op::Admin(call), deadline),
                         Err(e) => self.answer(origin, Reply::err(400, "bad_request", e)),
                     }
                 }
@@ -626,6 +670,16 @@ impl Core {
                     data,
                 } => self.snap_chunk(from, index, term, membership, offset, total, crc, data),
                 ClientFrame::SnapAck { index, next, ok } => self.snap_ack(from, index, next, ok),
+                ClientFrame::Removed { node_id } => {
+                    if node_id == self.id && !self.removed_self {
+                        tracing::warn!(
+                            node = self.id,
+                            by = from,
+                            "this node was removed from the cluster: stopping"
+                        );
+                        self.removed_self = true;
+                    }
+                }
                 ClientFrame::Reply { id, status, body } => {
                     if self.forwards.get(&id).is_some_and(|f| f.to == from)
                         && let Some(f) = self.forwards.remove(&id)
@@ -1048,9 +1102,8 @@ impl Core {
                 self.transport.add_peer(id, *addr);
             }
         }
-        for id in &m.removed {
-            self.transport.remove_peer(*id);
-        }
+        // Removals retire peers when they commit (`dispatch`), not when appended: an
+        // appended removal can still be truncated.
         self.membership_seen = m;
     }
 
@@ -1084,6 +1137,7 @@ impl Core {
                         .await
                         .map_err(|e| format!("stopping: clearing snapshots: {e}"))?;
                     self.latest = None;
+                    self.void_building();
                     for s in 0..self.to_shards.len() {
                         self.out.push((s, ToShard::Reset));
                     }
@@ -1214,15 +1268,27 @@ impl Core {
         let mut done = Vec::new();
         for e in committed {
             if e.kind == EntryKind::Membership
-                && Membership::decode(&e.data).is_some_and(|m| m.removed.contains(&self.id))
-                && !self.removed_self
+                && let Some(m) = Membership::decode(&e.data)
             {
-                self.removed_self = true;
-                tracing::warn!(
-                    node = self.id,
-                    index = e.index,
-                    "this node was removed from the cluster: stopping"
-                );
+                if m.removed.contains(&self.id) && !self.removed_self {
+                    self.removed_self = true;
+                    tracing::warn!(
+                        node = self.id,
+                        index = e.index,
+                        "this node was removed from the cluster: stopping"
+                    );
+                }
+                for id in m.removed.iter().filter(|id| **id != self.id) {
+                    if !self.retiring.iter().any(|r| r.0 == *id) && self.transport.retire(*id) {
+                        // Tell it (it never receives the entry removing it), then let go.
+                        self.transport.send_client(
+                            *id,
+                            ClientFrame::Removed { node_id: *id },
+                            Instant::now() + RETIRE_GRACE,
+                        );
+                        self.retiring.push((*id, Instant::now() + RETIRE_GRACE));
+                    }
+                }
             }
             if e.kind == EntryKind::Normal && members::decode_address(&e.data).is_some() {
                 // An address entry: read when appended, nothing to apply.
@@ -1367,6 +1433,9 @@ impl Core {
     }
 }
 
+/// How long a removed member's outbox lives after its removal committed.
+const RETIRE_GRACE: Duration = Duration::from_secs(2);
+
 /// How long a joiner keeps asking the founders to add it.
 const JOIN_WAIT: Duration = Duration::from_secs(30);
 
@@ -1378,6 +1447,7 @@ async fn join_cluster(
     me: &str,
     founders: &[(NodeId, SocketAddr)],
     token: &str,
+    last_answer: &std::cell::RefCell<String>,
 ) -> Result<String, String> {
     let body = serde_json::json!({ "node_id": id, "address": me }).to_string();
     let auth = if token.is_empty() {
@@ -1395,7 +1465,14 @@ async fn join_cluster(
         for (fid, addr) in founders {
             match http_once(*addr, req.as_bytes()).await {
                 Ok((200, b)) => return Ok(b),
-                Ok((st, b)) if st != 409 && (400..500).contains(&st) => {
+                // 409 while another change or a transfer is under way: try again; any
+                // other refusal is final.
+                Ok((st, b))
+                    if (400..500).contains(&st)
+                        && !(st == 409
+                            && (b.contains("change_in_progress")
+                                || b.contains("transfer_in_progress"))) =>
+                {
                     return Err(format!("node {fid} ({addr}) refused: {st} {b}"));
                 }
                 Ok((st, b)) => last = format!("node {fid} ({addr}): {st} {b}"),
@@ -1403,6 +1480,7 @@ async fn join_cluster(
             }
         }
         tracing::warn!(node = id, "join not done yet ({last}); retrying");
+        *last_answer.borrow_mut() = last.clone();
         glommio::timer::sleep(Duration::from_millis(500)).await;
     }
 }

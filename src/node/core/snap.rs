@@ -31,11 +31,17 @@ use crate::shard::Snapshot as KvSnapshot;
 
 /// Chunks in flight per transfer.
 const WINDOW: u64 = 4;
-/// A transfer with no acknowledged progress for this long is abandoned.
-const STALL: Duration = Duration::from_secs(10);
+/// A transfer with no acknowledged progress for this long is abandoned (the receiver's
+/// final ack comes after it stored the whole snapshot, hence the margin).
+const STALL: Duration = Duration::from_secs(30);
+/// `SnapAck::next` meaning "refused for good" (too large here): the sender gives up.
+const REFUSED: u64 = u64::MAX;
 
 pub(super) struct Building {
     pub index: Index,
+    /// `Core::snap_epoch` when it started: a reset or an installed snapshot since makes
+    /// it void.
+    pub epoch: u64,
     pub parts: Vec<Option<(Vec<u8>, u64)>>,
     pub started: Instant,
     /// The longest time one shard spent encoding its part (its apply pause).
@@ -136,6 +142,7 @@ impl Core {
         }
         self.building = Some(Building {
             index,
+            epoch: self.snap_epoch,
             parts: vec![None; n],
             started: Instant::now(),
             pause: Duration::ZERO,
@@ -167,7 +174,7 @@ impl Core {
         let meta = self.raft.snapshot_meta(index);
         self.saving = true;
         let (store, ev) = (self.snaps.clone(), self.ev_tx.clone());
-        let (started, pause, waiting) = (b.started, b.pause, b.waiting);
+        let (started, pause, waiting, epoch) = (b.started, b.pause, b.waiting, b.epoch);
         // Assembling and saving run in a task that yields every MiB: the driver loop goes
         // on between the steps.
         glommio::spawn_local(async move {
@@ -179,6 +186,7 @@ impl Core {
                     data,
                     own: Some((started, pause, keys, waiting)),
                     from: None,
+                    epoch,
                     result,
                 })
                 .await;
@@ -186,12 +194,31 @@ impl Core {
         .detach();
     }
 
+    /// Makes a snapshot being taken or saved void (reset or install): waiters get 503.
+    pub(super) fn void_building(&mut self) {
+        self.snap_epoch += 1;
+        if let Some(b) = self.building.take() {
+            for o in b.waiting {
+                self.answer(
+                    o,
+                    Reply::err(
+                        503,
+                        "snapshot_void",
+                        "the state was replaced meanwhile; retry",
+                    ),
+                );
+            }
+        }
+    }
+
     /// Addresses of the current members (and this node).
     fn member_addresses(&self) -> std::collections::BTreeMap<NodeId, std::net::SocketAddr> {
+        // Not filtered by the current membership: a member being added (its address entry
+        // appended, its AddLearner not yet) must keep its address across the snapshot.
         let m = self.raft.membership();
         self.addresses
             .iter()
-            .filter(|(id, _)| m.is_member(**id) || **id == self.id)
+            .filter(|(id, _)| !m.removed.contains(id))
             .map(|(a, b)| (*a, *b))
             .collect()
     }
@@ -203,6 +230,7 @@ impl Core {
         data: Bytes,
         own: Option<(Instant, Duration, u64, Vec<Origin>)>,
         from: Option<NodeId>,
+        epoch: u64,
         result: Result<(), String>,
     ) -> Result<(), String> {
         if let Some(leader) = from {
@@ -230,6 +258,31 @@ impl Core {
         self.saving = false;
         let (started, pause, keys, waiting) = own.expect("own snapshot");
         let queued = std::mem::take(&mut self.snapshot_after_save);
+        if epoch != self.snap_epoch {
+            // Taken before a reset or an installed snapshot: it describes a state this node
+            // no longer has. After a reset it must not survive a restart either.
+            if result.is_ok() && self.latest.as_ref().is_none_or(|l| l.0.index < meta.index) {
+                let store = self.snaps.clone();
+                let (i, t) = (meta.index, meta.term);
+                glommio::spawn_local(async move {
+                    if let Err(e) = store.discard(i, t).await {
+                        tracing::error!("cannot delete a void snapshot at {i}: {e}");
+                    }
+                })
+                .detach();
+            }
+            for o in waiting.into_iter().chain(queued) {
+                self.answer(
+                    o,
+                    Reply::err(
+                        503,
+                        "snapshot_void",
+                        "the state was replaced meanwhile; retry",
+                    ),
+                );
+            }
+            return Ok(());
+        }
         match result {
             Ok(()) => {
                 let index = meta.index;
@@ -247,7 +300,7 @@ impl Core {
                     "snapshot taken; log compacted"
                 );
                 let bytes = data.len();
-                self.latest = Some((meta, data));
+                self.set_latest(meta, data);
                 for o in waiting {
                     self.answer(
                         o,
@@ -318,7 +371,7 @@ impl Core {
             bytes = data.len(),
             "sending a snapshot"
         );
-        let crc = crc32c::crc32c(&data);
+        let crc = self.latest_crc;
         self.sends.insert(
             to,
             Sending {
@@ -364,12 +417,24 @@ impl Core {
         let Some(s) = self.sends.get_mut(&from).filter(|s| s.meta.index == index) else {
             return;
         };
+        if !ok && next == REFUSED {
+            let s = self.sends.remove(&from).expect("checked");
+            tracing::warn!(
+                node = self.id,
+                peer = from,
+                index,
+                bytes = s.data.len(),
+                "the peer refused the snapshot for good (over its size limit)"
+            );
+            self.raft.report_snapshot(from, false);
+            return;
+        }
         if !ok {
-            // The receiver lost a chunk (or could not store it): start over.
+            // The receiver lost a chunk or could not store it: start over, from the tick
+            // (no burst per refusal, and a receiver that never accepts runs into STALL).
             s.next = 0;
             s.acked = 0;
-            s.progress_at = Instant::now();
-            return self.pump(from);
+            return;
         }
         s.acked = s.acked.max(next);
         s.progress_at = Instant::now();
@@ -436,7 +501,32 @@ impl Core {
                 total,
                 "refused a snapshot over the size limit"
             );
-            return nack(self);
+            self.send_frame(
+                from,
+                ClientFrame::SnapAck {
+                    index,
+                    next: REFUSED,
+                    ok: false,
+                },
+            );
+            return;
+        }
+        // Already stored here (its final ack was lost or late): say so at once.
+        if offset == 0
+            && self
+                .received
+                .as_ref()
+                .is_some_and(|r| r.0 == index && r.1 == term)
+        {
+            self.send_frame(
+                from,
+                ClientFrame::SnapAck {
+                    index,
+                    next: total,
+                    ok: true,
+                },
+            );
+            return;
         }
         if offset == 0 {
             self.recv = Some(Receiving {
@@ -498,6 +588,7 @@ impl Core {
                     data,
                     own: None,
                     from: Some(from),
+                    epoch: 0,
                     result,
                 })
                 .await;
@@ -526,8 +617,13 @@ impl Core {
         let (book, kv) =
             members::decode_snapshot(&data).map_err(|e| format!("snapshot {}: {e}", meta.index))?;
         let kv_at = data.len() - kv.len();
+        // Any snapshot of our own being taken now describes the state this one replaces.
+        self.void_building();
         for (id, addr) in book {
             self.addresses.insert(id, addr);
+            if self.raft.membership().is_member(id) {
+                self.transport.add_peer(id, addr);
+            }
         }
         for s in 0..self.to_shards.len() {
             self.out.push((
@@ -544,7 +640,21 @@ impl Core {
             bytes = data.len(),
             "snapshot installed"
         );
-        self.latest = Some((meta.clone(), data));
+        self.set_latest(meta.clone(), data);
         Ok(())
+    }
+
+    /// The newest snapshot here (an older one never replaces a newer), with its CRC32C
+    /// computed once for every transfer of it.
+    fn set_latest(&mut self, meta: SnapshotMeta, data: Bytes) {
+        if self
+            .latest
+            .as_ref()
+            .is_some_and(|l| l.0.index >= meta.index)
+        {
+            return;
+        }
+        self.latest_crc = crc32c::crc32c(&data);
+        self.latest = Some((meta, data));
     }
 }
