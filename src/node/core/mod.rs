@@ -52,16 +52,7 @@ enum Event {
     Peer(Inbound),
     /// A snapshot save finished (`own`: taken here, with when it started, the longest
     /// shard pause, its keys and the operators waiting; `from`: received from that leader).
-    SnapshotSaved {
-        meta: SnapshotMeta,
-        data: Bytes,
-        #[allow(clippy::type_complexity)]
-        own: Option<(Instant, Duration, u64, Vec<Origin>)>,
-        from: Option<NodeId>,
-        /// `Core::snap_epoch` when it was started (own snapshots).
-        epoch: u64,
-        result: Result<(), String>,
-    },
+    SnapshotSaved(snap::Saved),
 }
 
 /// Who waits for a call's answer.
@@ -476,7 +467,7 @@ struct Core {
     sends: HashMap<NodeId, snap::Sending>,
     recv: Option<snap::Receiving>,
     /// A received snapshot stored here, waiting for the leader's message to install it.
-    received: Option<(Index, Term, Bytes)>,
+    received: Option<(Index, Term, Bytes, u32)>,
     /// The WAL compacts to this (index, term) at the next turn.
     compact_wal: Option<(Index, Term)>,
     admin_waits: Vec<admin::AdminWait>,
@@ -608,15 +599,8 @@ impl Core {
                 }
                 self.raft.step(m)
             }
-            Event::SnapshotSaved {
-                meta,
-                data,
-                own,
-                from,
-                epoch,
-                result,
-            } => {
-                if let Err(e) = self.snapshot_saved(meta, data, own, from, epoch, result) {
+            Event::SnapshotSaved(saved) => {
+                if let Err(e) = self.snapshot_saved(saved) {
                     self.fatal = Some(e);
                 }
             }

@@ -50,6 +50,23 @@ pub(super) struct Building {
     pub waiting: Vec<Origin>,
 }
 
+/// A snapshot save that finished (an event for the driver loop).
+pub(super) struct Saved {
+    pub meta: SnapshotMeta,
+    pub data: Bytes,
+    /// Taken here: when it started, the longest shard pause, its keys, the operators
+    /// waiting for it.
+    #[allow(clippy::type_complexity)]
+    pub own: Option<(Instant, Duration, u64, Vec<Origin>)>,
+    /// Received from this leader.
+    pub from: Option<NodeId>,
+    /// `Core::snap_epoch` when it was started (own snapshots).
+    pub epoch: u64,
+    /// CRC32C of `data`.
+    pub crc: u32,
+    pub result: Result<(), String>,
+}
+
 pub(super) struct Sending {
     msg: Message,
     meta: SnapshotMeta,
@@ -67,33 +84,39 @@ pub(super) struct Receiving {
     membership: Vec<u8>,
     total: u64,
     crc: u32,
+    /// CRC32C of `buf` so far.
+    sum: u32,
     buf: Vec<u8>,
 }
 
-/// The node snapshot body (address book, then the key-value body of all parts), copied in
-/// 1 MiB steps with a yield between them.
+/// The node snapshot body (address book, then the key-value body of all parts) and its
+/// CRC32C, copied and summed in 1 MiB steps with a yield between them.
 async fn build_body(
     book: &std::collections::BTreeMap<NodeId, std::net::SocketAddr>,
     index: Index,
     parts: Vec<(Vec<u8>, u64)>,
-) -> Bytes {
+) -> (Bytes, u32) {
     const STEP: usize = 1 << 20;
     let head = members::encode_snapshot(book, &[]);
     let kv_len: usize = 17 + parts.iter().map(|p| p.0.len()).sum::<usize>();
     let mut out = Vec::with_capacity(head.len() + kv_len);
     out.extend_from_slice(&head);
+    let start = out.len();
     // The key-value header, then each shard's pairs (as `shard::Snapshot::assemble`).
     out.extend_from_slice(&KvSnapshot::assemble(
         index,
         &[(Vec::new(), parts.iter().map(|p| p.1).sum())],
     ));
+    let mut crc = crc32c::crc32c(&out[..start]);
+    crc = crc32c::crc32c_append(crc, &out[start..]);
     for (pairs, _) in parts {
         for chunk in pairs.chunks(STEP) {
             out.extend_from_slice(chunk);
+            crc = crc32c::crc32c_append(crc, chunk);
             futures_lite::future::yield_now().await;
         }
     }
-    Bytes::from(out)
+    (Bytes::from(out), crc)
 }
 
 impl Core {
@@ -178,17 +201,18 @@ impl Core {
         // Assembling and saving run in a task that yields every MiB: the driver loop goes
         // on between the steps.
         glommio::spawn_local(async move {
-            let data = build_body(&book, index, parts).await;
+            let (data, crc) = build_body(&book, index, parts).await;
             let result = store.save(&meta, &data).await.map_err(|e| e.to_string());
             let _ = ev
-                .send(Event::SnapshotSaved {
+                .send(Event::SnapshotSaved(Saved {
                     meta,
                     data,
                     own: Some((started, pause, keys, waiting)),
                     from: None,
                     epoch,
+                    crc,
                     result,
-                })
+                }))
                 .await;
         })
         .detach();
@@ -224,15 +248,16 @@ impl Core {
     }
 
     /// A snapshot reached disk (`own`: taken here; `from`: received from that leader).
-    pub(super) fn snapshot_saved(
-        &mut self,
-        meta: SnapshotMeta,
-        data: Bytes,
-        own: Option<(Instant, Duration, u64, Vec<Origin>)>,
-        from: Option<NodeId>,
-        epoch: u64,
-        result: Result<(), String>,
-    ) -> Result<(), String> {
+    pub(super) fn snapshot_saved(&mut self, saved: Saved) -> Result<(), String> {
+        let Saved {
+            meta,
+            data,
+            own,
+            from,
+            epoch,
+            crc,
+            result,
+        } = saved;
         if let Some(leader) = from {
             let ok = result.is_ok();
             if let Err(e) = &result {
@@ -242,7 +267,7 @@ impl Core {
                     "cannot store a received snapshot: {e}"
                 );
             } else {
-                self.received = Some((meta.index, meta.term, data.clone()));
+                self.received = Some((meta.index, meta.term, data.clone(), crc));
             }
             let total = data.len() as u64;
             self.send_frame(
@@ -300,7 +325,7 @@ impl Core {
                     "snapshot taken; log compacted"
                 );
                 let bytes = data.len();
-                self.set_latest(meta, data);
+                self.set_latest(meta, data, crc);
                 for o in waiting {
                     self.answer(
                         o,
@@ -536,6 +561,7 @@ impl Core {
                 membership,
                 total,
                 crc,
+                sum: 0,
                 buf: Vec::with_capacity(total as usize),
             });
         }
@@ -547,6 +573,7 @@ impl Core {
             self.recv = None;
             return nack(self);
         };
+        r.sum = crc32c::crc32c_append(r.sum, &data);
         r.buf.extend_from_slice(&data);
         if (r.buf.len() as u64) < r.total {
             let next = r.buf.len() as u64;
@@ -561,8 +588,10 @@ impl Core {
             return;
         }
         let r = self.recv.take().expect("checked");
+        let r_crc = r.crc;
+        // Summed chunk by chunk as they came: no pass over the whole here.
         let ok = r.buf.len() as u64 == r.total
-            && crc32c::crc32c(&r.buf) == r.crc
+            && r.sum == r.crc
             && members::decode_snapshot(&r.buf).is_ok();
         let Some(membership) = Membership::decode(&r.membership).filter(|_| ok) else {
             tracing::warn!(
@@ -583,14 +612,15 @@ impl Core {
         glommio::spawn_local(async move {
             let result = store.save(&meta, &data).await.map_err(|e| e.to_string());
             let _ = ev
-                .send(Event::SnapshotSaved {
+                .send(Event::SnapshotSaved(Saved {
                     meta,
                     data,
                     own: None,
                     from: Some(from),
                     epoch: 0,
+                    crc: r_crc,
                     result,
-                })
+                }))
                 .await;
         })
         .detach();
@@ -600,13 +630,13 @@ impl Core {
     pub(super) fn have_snapshot(&self, meta: &SnapshotMeta) -> bool {
         self.received
             .as_ref()
-            .is_some_and(|(i, t, _)| *i == meta.index && *t == meta.term)
+            .is_some_and(|(i, t, _, _)| *i == meta.index && *t == meta.term)
     }
 
     /// The core installs a received snapshot (a Ready carried it): the shards load it.
     pub(super) fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), String> {
-        let data = match self.received.take() {
-            Some((i, t, d)) if i == meta.index && t == meta.term => d,
+        let (data, crc) = match self.received.take() {
+            Some((i, t, d, c)) if i == meta.index && t == meta.term => (d, c),
             _ => {
                 return Err(format!(
                     "installing snapshot {} without its data",
@@ -640,13 +670,13 @@ impl Core {
             bytes = data.len(),
             "snapshot installed"
         );
-        self.set_latest(meta.clone(), data);
+        self.set_latest(meta.clone(), data, crc);
         Ok(())
     }
 
     /// The newest snapshot here (an older one never replaces a newer), with its CRC32C
     /// computed once for every transfer of it.
-    fn set_latest(&mut self, meta: SnapshotMeta, data: Bytes) {
+    fn set_latest(&mut self, meta: SnapshotMeta, data: Bytes, crc: u32) {
         if self
             .latest
             .as_ref()
@@ -654,7 +684,7 @@ impl Core {
         {
             return;
         }
-        self.latest_crc = crc32c::crc32c(&data);
+        self.latest_crc = crc;
         self.latest = Some((meta, data));
     }
 }
