@@ -3,9 +3,11 @@
 //! Layout (see ARCHITECTURE.md): `raft` is the pure consensus core; `wal`, `net` and
 //! `shard` are the I/O-owning parts that drive it.
 
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod logging;
+pub mod native_client;
 pub mod net;
 pub mod node;
 pub mod raft;

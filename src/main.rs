@@ -19,6 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Closed-loop load generator (etcd benchmark style) against running nodes.
+    Bench(BenchArgs),
     /// Inspect a write-ahead log directory (read-only).
     Wal {
         #[command(subcommand)]
@@ -145,6 +147,52 @@ struct Conn {
     timeout_ms: u64,
 }
 
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// put, range (gets) or mixed (gets and puts).
+    #[arg(value_parser = ["put", "range", "mixed"])]
+    workload: String,
+    /// Nodes: host:port,host:port,... (puts go to the leader, reads to all).
+    #[arg(long, default_value = client::ENDPOINTS_DEFAULT, value_parser = parse_endpoints)]
+    endpoints: Endpoints,
+    /// native (pipelined binary frames) or http (one keep-alive connection per client).
+    #[arg(long, default_value = "native", value_parser = ["native", "http"])]
+    target: String,
+    /// Native connections shared by the clients.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    conns: u64,
+    /// Concurrent clients, each with one request outstanding.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    clients: u64,
+    /// Requests in all (default 10000 unless --duration is given).
+    #[arg(long)]
+    total: Option<u64>,
+    /// Run for this many seconds instead of --total.
+    #[arg(long)]
+    duration: Option<f64>,
+    #[arg(long, default_value_t = 8)]
+    key_size: usize,
+    #[arg(long, default_value_t = 256)]
+    val_size: usize,
+    /// Distinct keys (10 for a hot-key run).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    key_space: u64,
+    #[arg(long)]
+    sequential_keys: bool,
+    /// Reads: l (linearizable), lease, s (serializable: eventual, local).
+    #[arg(long, default_value = "l", value_parser = ["l", "lease", "s"])]
+    consistency: String,
+    /// mixed: the share of reads, 0..=1.
+    #[arg(long, default_value_t = 0.9)]
+    read_ratio: f64,
+    /// Per-request limit in milliseconds (over it: a timeout error, never retried).
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum ConfigCmd {
     /// Parse and validate; exit 0 when valid, 1 naming the key and the reason otherwise.
@@ -171,6 +219,7 @@ enum WalCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Bench(a) => bench(a),
         Cmd::Put { key, value, conn } => finish(conn.run(&Request::Put { key, value })),
         Cmd::Delete { key, conn } => finish(conn.run(&Request::Delete { key })),
         Cmd::Get {
@@ -266,6 +315,72 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+fn bench(a: BenchArgs) -> ExitCode {
+    use ringkv::bench::{Options, Target, Workload};
+    use ringkv::net::native;
+    let consistency = match a.consistency.as_str() {
+        "l" => native::CONSISTENCY_LINEARIZABLE,
+        "lease" => native::CONSISTENCY_LEASE,
+        _ => native::CONSISTENCY_EVENTUAL,
+    };
+    if !(0.0..=1.0).contains(&a.read_ratio) {
+        eprintln!("ringkv bench: --read-ratio must be within 0..=1");
+        return ExitCode::from(2);
+    }
+    let mut endpoints = Vec::new();
+    for e in &a.endpoints.0 {
+        match e.parse() {
+            Ok(x) => endpoints.push(x),
+            Err(err) => {
+                eprintln!("ringkv bench: endpoint {e:?}: {err} (give ip:port)");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let o = Options {
+        endpoints,
+        target: if a.target == "http" {
+            Target::Http
+        } else {
+            Target::Native
+        },
+        workload: match a.workload.as_str() {
+            "put" => Workload::Put,
+            "range" => Workload::Range { consistency },
+            _ => Workload::Mixed {
+                read_ratio: a.read_ratio,
+                consistency,
+            },
+        },
+        conns: a.conns as usize,
+        clients: a.clients as usize,
+        total: match (a.total, a.duration) {
+            (None, None) => Some(10_000),
+            (t, _) => t,
+        },
+        duration: a.duration.map(Duration::from_secs_f64),
+        key_size: a.key_size,
+        val_size: a.val_size,
+        key_space: a.key_space,
+        sequential_keys: a.sequential_keys,
+        timeout: Duration::from_millis(a.timeout_ms),
+    };
+    match ringkv::bench::run(o) {
+        Ok(r) if a.json => {
+            println!("{}", serde_json::to_string(&r).expect("serializable"));
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            println!("{}", r.line());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringkv bench: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -7,11 +7,13 @@
 //! - `frame`: the 16-byte frame header (magic, version, kind, length, CRC32C), checked
 //!   before a body is read.
 //! - `http`: the curl API: request parsing with limits, routes, JSON replies.
+//! - `native`: the native client protocol (pipelined rkyv frames with request ids).
 //! - `peer`: the peer transport (handshake, per-peer queues, reconnects) on glommio sockets.
 //! - `wire`: Raft messages as rkyv archives, validated in place, payloads sliced from the
 //!   receive buffer.
 
 pub mod frame;
 pub mod http;
+pub mod native;
 pub mod peer;
 pub mod wire;

@@ -264,7 +264,18 @@ impl Transport {
                             http(s, first.to_vec());
                             return;
                         }
-                        serve_inbound(s, first, &cfg, &stats, &inbox, &book, &retired).await;
+                        let mut h = [0u8; HEADER_BYTES];
+                        h[..4].copy_from_slice(&first);
+                        let read = futures_lite::future::or(
+                            async { s.read_exact(&mut h[4..]).await.is_ok() },
+                            async {
+                                glommio::timer::sleep(HANDSHAKE_TIMEOUT).await;
+                                false
+                            },
+                        );
+                        if read.await {
+                            serve_inbound(s, h, &cfg, &stats, &inbox, &book, &retired).await;
+                        }
                     })
                     .detach();
                 }
@@ -273,9 +284,9 @@ impl Transport {
         );
     }
 
-    /// Serves an inbound connection whose first four bytes (the frame magic) were already
+    /// Serves an inbound connection whose first frame header (a handshake's) was already
     /// read, e.g. by a shard executor that accepted it.
-    pub fn adopt(&self, s: TcpStream, first: [u8; 4]) {
+    pub fn adopt(&self, s: TcpStream, first: [u8; HEADER_BYTES]) {
         let (cfg, stats, inbox, book, retired) = (
             self.cfg.clone(),
             self.stats.clone(),
@@ -515,32 +526,19 @@ async fn write_ack(s: &mut TcpStream, code: u8, incarnation: u64, reason: &str) 
 
 async fn serve_inbound(
     mut s: TcpStream,
-    first: [u8; 4],
+    first: [u8; HEADER_BYTES],
     cfg: &PeerConfig,
     stats: &RefCell<PeerStats>,
     inbox: &LocalSender<Inbound>,
     book: &RefCell<BTreeMap<NodeId, SocketAddr>>,
     retired: &RefCell<std::collections::BTreeSet<NodeId>>,
 ) {
-    let mut h = [0u8; HEADER_BYTES];
-    h[..4].copy_from_slice(&first);
+    // The first header was read by whoever accepted the connection.
+    let mut h = first;
     let mut peer: Option<NodeId> = None;
     loop {
         if peer.is_some() && s.read_exact(&mut h).await.is_err() {
             return;
-        }
-        if peer.is_none() {
-            // The handshake must arrive promptly: a silent connection is closed.
-            let read = futures_lite::future::or(
-                async { s.read_exact(&mut h[4..]).await.is_ok() },
-                async {
-                    glommio::timer::sleep(HANDSHAKE_TIMEOUT).await;
-                    false
-                },
-            );
-            if !read.await {
-                return;
-            }
         }
         let hdr = match FrameHeader::decode(&h, cfg.frame_bytes_max) {
             Ok(hdr) => hdr,

@@ -130,7 +130,7 @@ pub(crate) enum ToRaft {
     /// An accepted connection that opened with the frame magic: a peer.
     PeerConn {
         fd: OwnedFd,
-        first: [u8; 4],
+        first: [u8; crate::net::frame::HEADER_BYTES],
     },
 }
 

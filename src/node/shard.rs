@@ -24,10 +24,14 @@ use glommio::net::{TcpListener, TcpStream};
 
 use super::{AdminCall, Answer, MeshMsg, Reply, ReqId, ShardQueues, Shared, ToRaft, ToShard};
 use crate::config::NodeConfig;
-use crate::net::frame::MAGIC;
+use crate::net::frame::{FrameHeader, FrameKind, HEADER_BYTES, MAGIC};
 use crate::net::http::{self, AdminOp, ApiCall, HttpLimits, Parsed};
+use crate::net::native;
 use crate::raft::{Index, ReadPolicy};
 use crate::shard::{Command, Partition, Snapshot, route};
+
+/// Requests of one native connection carried out at once; more wait to be read.
+const NATIVE_INFLIGHT_MAX: usize = 1024;
 
 /// A keep-alive connection may idle this long between requests.
 const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -54,6 +58,7 @@ struct Shard {
     limits: HttpLimits,
     /// Operator calls must carry it when it is set.
     cluster_token: String,
+    frame_bytes_max: usize,
     /// Open client connections on this shard, and its share of `limits.connections_max`.
     connections: Cell<usize>,
     connections_max: usize,
@@ -120,6 +125,7 @@ pub(super) async fn run(
             key_bytes_max: cfg.limits.key_bytes_max,
             value_bytes_max: cfg.limits.value_bytes_max,
         },
+        frame_bytes_max: cfg.limits.frame_bytes_max,
         connections: Cell::new(0),
         connections_max: cfg.limits.connections_max.div_ceil(n),
         refused: Cell::new(0),
@@ -209,23 +215,54 @@ impl Shard {
                 _ => return, // closed, failed or silent
             }
         }
-        if first == MAGIC {
-            // A peer: the raft core owns peer connections (they do not count against
-            // connections_max). Hand over a duplicate of the descriptor; this executor's
-            // stream object closes its own copy.
-            // SAFETY: the descriptor is open for as long as `s` lives.
-            let fd = unsafe { BorrowedFd::borrow_raw(s.as_raw_fd()) }.try_clone_to_owned();
-            drop(s);
-            match fd {
-                Ok(fd) => {
-                    let _ = self.to_raft.send(ToRaft::PeerConn { fd, first }).await;
-                }
-                Err(e) => {
-                    tracing::warn!(shard = self.idx, "cannot hand a peer connection over: {e}")
+        let native = if first == MAGIC {
+            // A frame: its first header says peer (handshake) or native client.
+            let mut h = [0u8; HEADER_BYTES];
+            h[..4].copy_from_slice(&first);
+            let mut got = 4;
+            while got < HEADER_BYTES {
+                match read_within(&mut s, &mut h[got..], HTTP_READ_TIMEOUT).await {
+                    Some(n) if n > 0 => got += n,
+                    _ => return,
                 }
             }
-            return;
-        }
+            match FrameHeader::decode(&h, self.frame_bytes_max) {
+                Ok(hdr) if hdr.kind == FrameKind::Handshake => {
+                    // A peer: the raft core owns peer connections (they do not count
+                    // against connections_max). Hand over a duplicate of the descriptor;
+                    // this executor's stream object closes its own copy.
+                    // SAFETY: the descriptor is open for as long as `s` lives.
+                    let fd = unsafe { BorrowedFd::borrow_raw(s.as_raw_fd()) }.try_clone_to_owned();
+                    drop(s);
+                    match fd {
+                        Ok(fd) => {
+                            let _ = self.to_raft.send(ToRaft::PeerConn { fd, first: h }).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(
+                                shard = self.idx,
+                                "cannot hand a peer connection over: {e}"
+                            )
+                        }
+                    }
+                    return;
+                }
+                Ok(hdr) if hdr.kind == FrameKind::Client => Some(hdr),
+                Ok(hdr) => {
+                    tracing::warn!(shard = self.idx, kind = ?hdr.kind, "refused a connection opening with an unexpected frame");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        shard = self.idx,
+                        "refused a connection with a bad frame header: {e:?}"
+                    );
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         if self.connections.get() >= self.connections_max {
             self.refused.set(self.refused.get() + 1);
             if self
@@ -248,12 +285,176 @@ impl Shard {
                 message: "limits.connections_max reached on this node; retry later or elsewhere"
                     .into(),
             };
-            let _ = s.write_all(&e.reply(true)).await;
+            if native.is_none() {
+                let _ = s.write_all(&e.reply(true)).await;
+            }
             return;
         }
         self.connections.set(self.connections.get() + 1);
-        self.clone().serve_http(s, first.to_vec()).await;
+        match native {
+            Some(hdr) => self.clone().serve_native(s, hdr).await,
+            None => self.clone().serve_http(s, first.to_vec()).await,
+        }
         self.connections.set(self.connections.get() - 1);
+    }
+
+    /// A native client connection: requests are read continuously and carried out
+    /// concurrently (at most `NATIVE_INFLIGHT_MAX` per connection); replies go back as they
+    /// complete, tagged with their request id.
+    async fn serve_native(self: Rc<Self>, s: TcpStream, first: FrameHeader) {
+        let (mut rd, mut wr) = futures_lite::io::split(s);
+        let (tx, rx) = local_channel::new_bounded::<(u64, Reply)>(NATIVE_INFLIGHT_MAX);
+        let writer = glommio::spawn_local(async move {
+            // Replies ready together go out in one write.
+            let mut out = Vec::new();
+            while let Some(first) = rx.recv().await {
+                let mut next = Some(first);
+                while let Some((id, r)) = next.take() {
+                    let body = native::encode(&native::Response {
+                        id,
+                        status: r.status,
+                        body: r.body,
+                    });
+                    out.extend_from_slice(
+                        &FrameHeader::for_body(FrameKind::Client, &body).encode(),
+                    );
+                    out.extend_from_slice(&body);
+                    if out.len() < 1 << 20
+                        && let Some(Some(more)) = futures_lite::future::poll_once(rx.recv()).await
+                    {
+                        next = Some(more);
+                    }
+                }
+                if wr.write_all(&out).await.is_err() {
+                    return;
+                }
+                out.clear();
+            }
+            let _ = wr.flush().await;
+        });
+        let tx = Rc::new(tx);
+        let permits = Rc::new(glommio::sync::Semaphore::new(NATIVE_INFLIGHT_MAX as u64));
+        let mut hdr = Some(first);
+        loop {
+            let h = match hdr.take() {
+                Some(h) => h,
+                None => {
+                    let mut b = [0u8; HEADER_BYTES];
+                    let idle = futures_lite::future::or(
+                        async { rd.read_exact(&mut b).await.is_ok() },
+                        async {
+                            glommio::timer::sleep(HTTP_IDLE_TIMEOUT).await;
+                            false
+                        },
+                    );
+                    if !idle.await {
+                        break;
+                    }
+                    match FrameHeader::decode(&b, self.frame_bytes_max) {
+                        Ok(h) if h.kind == FrameKind::Client => h,
+                        _ => break, // cannot re-synchronise: close
+                    }
+                }
+            };
+            let mut body = rkyv::util::AlignedVec::<16>::with_capacity(h.body_bytes as usize);
+            body.resize(h.body_bytes as usize, 0);
+            if rd.read_exact(&mut body).await.is_err() || h.check_body(&body).is_err() {
+                break;
+            }
+            let req = match native::decode_request(&body) {
+                Ok(r) => r,
+                Err(_) => break,
+            };
+            let Ok(permit) = permits.acquire_static_permit(1).await else {
+                break;
+            };
+            let (shard, tx) = (self.clone(), tx.clone());
+            glommio::spawn_local(async move {
+                let id = req.id();
+                let r = shard.handle_native(req).await;
+                let _ = tx.send((id, r)).await;
+                drop(permit);
+            })
+            .detach();
+        }
+        drop(tx);
+        writer.await;
+    }
+
+    async fn handle_native(self: &Rc<Self>, req: native::Request) -> Reply {
+        let text = |b: Vec<u8>, what: &str| {
+            String::from_utf8(b)
+                .map_err(|_| Reply::err(400, "bad_request", format!("{what} is not UTF-8")))
+        };
+        let key_ok = |k: &[u8]| {
+            if k.is_empty() {
+                Err(Reply::err(400, "bad_request", "empty key"))
+            } else if k.len() > self.limits.key_bytes_max {
+                Err(Reply::err(
+                    413,
+                    "too_large",
+                    format!("key over key_bytes_max ({})", self.limits.key_bytes_max),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let call = match req {
+            native::Request::Put { key, value, .. } => {
+                if let Err(r) = key_ok(&key) {
+                    return r;
+                }
+                if value.len() > self.limits.value_bytes_max {
+                    return Reply::err(
+                        413,
+                        "too_large",
+                        format!(
+                            "value over value_bytes_max ({})",
+                            self.limits.value_bytes_max
+                        ),
+                    );
+                }
+                match (text(key, "key"), text(value, "value")) {
+                    (Ok(key), Ok(value)) => ApiCall::Put { key, value },
+                    (Err(r), _) | (_, Err(r)) => return r,
+                }
+            }
+            native::Request::Get {
+                key, consistency, ..
+            } => {
+                if let Err(r) = key_ok(&key) {
+                    return r;
+                }
+                let consistency = match consistency {
+                    native::CONSISTENCY_DEFAULT => None,
+                    native::CONSISTENCY_LINEARIZABLE => Some(ReadPolicy::Linearizable),
+                    native::CONSISTENCY_LEASE => Some(ReadPolicy::Lease),
+                    native::CONSISTENCY_EVENTUAL => Some(ReadPolicy::Eventual),
+                    other => {
+                        return Reply::err(
+                            400,
+                            "bad_request",
+                            format!("consistency {other} is unknown"),
+                        );
+                    }
+                };
+                match text(key, "key") {
+                    Ok(key) => ApiCall::Get { key, consistency },
+                    Err(r) => return r,
+                }
+            }
+            native::Request::Delete { key, .. } => {
+                if let Err(r) = key_ok(&key) {
+                    return r;
+                }
+                match text(key, "key") {
+                    Ok(key) => ApiCall::Delete { key },
+                    Err(r) => return r,
+                }
+            }
+            native::Request::Status { .. } => ApiCall::Status,
+        };
+        self.handle(call).await
     }
 
     async fn serve_http(self: Rc<Self>, mut s: TcpStream, first: Vec<u8>) {
