@@ -374,6 +374,10 @@ fn a_removed_learner_stops_and_a_joiner_finds_a_leader_that_is_not_a_founder() {
     // Node 4 leads: a joiner that lists only the founders must still be reached by it.
     let (st, b) = admin(&c, 0, "/promote", 4);
     assert_eq!(st, 200, "{b}");
+    // Once node 4 knows it votes (its status says follower, not learner).
+    wait_until(10, "node 4 to see its promotion", || {
+        (c.status(3)?["role"] == "follower").then_some(())
+    });
     let (st, b) = admin(&c, 0, "/transfer-leader", 4);
     assert_eq!(st, 200, "{b}");
     assert_eq!(c.leader(), 3);

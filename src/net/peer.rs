@@ -402,7 +402,10 @@ async fn send_loop(
                 if previous.as_ref() != handshakes.borrow().get(&id) {
                     tracing::error!(node = cfg.node_id, peer = id, %addr, "handshake refused: {why}");
                 }
-                glommio::timer::sleep(Duration::from_millis(cfg.reconnect_backoff_max_ms)).await;
+                // The same backoff as a failed connect: a refusal can end soon (a joiner
+                // is refused until the cluster has added it).
+                glommio::timer::sleep(Duration::from_millis(backoff_ms)).await;
+                backoff_ms = (backoff_ms * 2).min(cfg.reconnect_backoff_max_ms);
                 continue;
             }
         }

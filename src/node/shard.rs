@@ -253,9 +253,13 @@ impl Shard {
                     return;
                 }
                 Err(e) => {
+                    let why = match e {
+                        crate::net::frame::FrameError::TooLarge { .. } => "too_large",
+                        _ => "bad_header",
+                    };
                     tracing::warn!(
                         shard = self.idx,
-                        "refused a connection with a bad frame header: {e:?}"
+                        "refused frame input ({why}: {e:?}); connection closed"
                     );
                     return;
                 }

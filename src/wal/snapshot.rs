@@ -9,7 +9,7 @@
 //! File layout: `[header 4 KiB: magic, version, index, term, membership length, data
 //! length, CRC32C of membership and data, header CRC][membership][data][zero pad]`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::raft::{Index, Membership, SnapshotMeta, Term};
 
@@ -58,16 +58,152 @@ async fn encode_snapshot_cooperatively(meta: &SnapshotMeta, data: &[u8], out: &m
         crc = crc32c::crc32c_append(crc, chunk);
         futures_lite::future::yield_now().await;
     }
-    let h = &mut out[..BLOCK];
+    encode_header(
+        &mut out[..BLOCK],
+        meta.index,
+        meta.term,
+        m.len() as u64,
+        data.len() as u64,
+        crc,
+    );
+}
+
+/// The checksummed header block of a snapshot file.
+fn encode_header(h: &mut [u8], index: Index, term: Term, mlen: u64, dlen: u64, body_crc: u32) {
+    h.fill(0);
     h[0..8].copy_from_slice(MAGIC);
     h[8..12].copy_from_slice(&1u32.to_le_bytes());
-    h[16..24].copy_from_slice(&meta.index.to_le_bytes());
-    h[24..32].copy_from_slice(&meta.term.to_le_bytes());
-    h[32..40].copy_from_slice(&(m.len() as u64).to_le_bytes());
-    h[40..48].copy_from_slice(&(data.len() as u64).to_le_bytes());
-    h[48..52].copy_from_slice(&crc.to_le_bytes());
+    h[16..24].copy_from_slice(&index.to_le_bytes());
+    h[24..32].copy_from_slice(&term.to_le_bytes());
+    h[32..40].copy_from_slice(&mlen.to_le_bytes());
+    h[40..48].copy_from_slice(&dlen.to_le_bytes());
+    h[48..52].copy_from_slice(&body_crc.to_le_bytes());
     let hcrc = crc32c::crc32c(&h[0..60]);
     h[60..64].copy_from_slice(&hcrc.to_le_bytes());
+}
+
+/// A stored snapshot's body (membership bytes, then data) read by ranges, for sending it
+/// to a follower without holding it in memory.
+pub struct BodyReader<F> {
+    file: F,
+    pub body_len: u64,
+    /// CRC32C of the whole body, from the verified header.
+    pub body_crc: u32,
+}
+
+impl<F: DiskFile> BodyReader<F> {
+    pub async fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, WalError> {
+        self.file
+            .read_at(BLOCK as u64 + offset, len)
+            .await
+            .map_err(|e| WalError::Fatal(format!("reading a snapshot body: {e}")))
+    }
+}
+
+/// A snapshot body received in order, chunk by chunk, written to a temporary file in
+/// whole blocks (memory: at most one chunk plus a block), then checked and stored.
+pub struct BodyWriter<D: Disk> {
+    file: D::File,
+    tmp: PathBuf,
+    path: PathBuf,
+    index: Index,
+    term: Term,
+    membership_len: u64,
+    body_len: u64,
+    /// Body bytes written to the file (whole blocks).
+    written: u64,
+    pending: Vec<u8>,
+    crc: u32,
+}
+
+impl<D: Disk> BodyWriter<D> {
+    /// Body bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.written + self.pending.len() as u64
+    }
+
+    /// Appends the next bytes of the body.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), WalError> {
+        if self.written + (self.pending.len() + chunk.len()) as u64 > self.body_len {
+            return Err(WalError::Invalid(
+                "snapshot body longer than announced".into(),
+            ));
+        }
+        self.crc = crc32c::crc32c_append(self.crc, chunk);
+        self.pending.extend_from_slice(chunk);
+        let whole = self.pending.len() / BLOCK * BLOCK;
+        if whole > 0 {
+            self.flush(whole).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self, n: usize) -> Result<(), WalError> {
+        let mut b = self.file.alloc(align_up(n));
+        b[..n].copy_from_slice(&self.pending[..n]);
+        b[n..].fill(0);
+        self.file
+            .write_at(b, BLOCK as u64 + self.written)
+            .await
+            .map_err(|e| io_error("writing", &self.tmp, e))?;
+        self.written += n as u64;
+        self.pending.drain(..n);
+        Ok(())
+    }
+
+    /// Checks length and CRC32C, writes the header, syncs, renames into place, syncs the
+    /// directory, prunes beyond `keep`.
+    pub async fn finish(mut self, store: &SnapshotStore<D>, crc: u32) -> Result<(), WalError> {
+        let done = self.written + self.pending.len() as u64;
+        if done != self.body_len || self.crc != crc {
+            let _ = store.disk.remove(&self.tmp).await;
+            return Err(WalError::Invalid(format!(
+                "snapshot body of {done} bytes (announced {}) fails its checksum",
+                self.body_len
+            )));
+        }
+        if !self.pending.is_empty() {
+            let n = self.pending.len();
+            self.flush(n).await?;
+        }
+        let mut h = self.file.alloc(BLOCK);
+        encode_header(
+            &mut h,
+            self.index,
+            self.term,
+            self.membership_len,
+            self.body_len - self.membership_len,
+            self.crc,
+        );
+        self.file
+            .write_at(h, 0)
+            .await
+            .map_err(|e| io_error("writing", &self.tmp, e))?;
+        self.file
+            .fdatasync()
+            .await
+            .map_err(|e| io_error("syncing", &self.tmp, e))?;
+        let _ = self.file.close().await;
+        store
+            .disk
+            .rename(&self.tmp, &self.path)
+            .await
+            .map_err(|e| io_error("renaming", &self.tmp, e))?;
+        store
+            .disk
+            .sync_dir(&store.dir)
+            .await
+            .map_err(|e| io_error("syncing the directory of", &self.tmp, e))?;
+        store.prune().await
+    }
+}
+
+fn io_error(what: &str, p: &Path, e: std::io::Error) -> WalError {
+    if is_no_space(&e) {
+        WalError::NoSpace(format!("{what} {}: {e}", p.display()))
+    } else {
+        WalError::Fatal(format!("{what} {}: {e}", p.display()))
+    }
 }
 
 /// Decodes and verifies a snapshot file.
@@ -208,9 +344,82 @@ impl<D: Disk> SnapshotStore<D> {
             .sync_dir(&self.dir)
             .await
             .map_err(|e| err("syncing the directory of", e))?;
+        self.prune().await
+    }
+
+    async fn prune(&self) -> Result<(), WalError> {
         let names = self.names().await?;
         let extra = names.len().saturating_sub(self.keep);
         self.remove(&names[..extra]).await
+    }
+
+    /// The snapshot at (`index`, `term`), verified.
+    pub async fn load(&self, index: Index, term: Term) -> Result<Snapshot, WalError> {
+        let p = self.dir.join(snapshot_name(index, term));
+        let io_err = |e: std::io::Error| WalError::Fatal(format!("reading {}: {e}", p.display()));
+        let f = self.disk.open(&p, false).await.map_err(io_err)?;
+        let len = f.size().await.map_err(io_err)?;
+        let b = f.read_at(0, len as usize).await.map_err(io_err)?;
+        let _ = f.close().await;
+        decode_snapshot(&b).map_err(|r| WalError::Fatal(format!("{}: snapshot {r}", p.display())))
+    }
+
+    /// Opens the stored snapshot (`index`, `term`) for reading its body by ranges.
+    pub async fn open_body(
+        &self,
+        index: Index,
+        term: Term,
+    ) -> Result<BodyReader<D::File>, WalError> {
+        let p = self.dir.join(snapshot_name(index, term));
+        let io_err = |e: std::io::Error| WalError::Fatal(format!("reading {}: {e}", p.display()));
+        let f = self.disk.open(&p, false).await.map_err(io_err)?;
+        let h = f.read_at(0, BLOCK).await.map_err(io_err)?;
+        let u64_at = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().expect("8"));
+        let u32_at = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().expect("4"));
+        if h.len() < BLOCK || &h[0..8] != MAGIC || crc32c::crc32c(&h[0..60]) != u32_at(60) {
+            return Err(WalError::Fatal(format!(
+                "{}: snapshot header is damaged",
+                p.display()
+            )));
+        }
+        Ok(BodyReader {
+            file: f,
+            body_len: u64_at(32) + u64_at(40),
+            body_crc: u32_at(48),
+        })
+    }
+
+    /// Starts receiving the snapshot (`index`, `term`) whose body (membership bytes, then
+    /// data) is `body_len` bytes.
+    pub async fn begin_body(
+        &self,
+        index: Index,
+        term: Term,
+        membership_len: u64,
+        body_len: u64,
+    ) -> Result<BodyWriter<D>, WalError> {
+        let name = snapshot_name(index, term);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let file = self
+            .disk
+            .open(&tmp, true)
+            .await
+            .map_err(|e| io_error("creating", &tmp, e))?;
+        file.allocate(align_up(BLOCK + body_len as usize) as u64)
+            .await
+            .map_err(|e| io_error("allocating", &tmp, e))?;
+        Ok(BodyWriter {
+            file,
+            path: self.dir.join(&name),
+            tmp,
+            index,
+            term,
+            membership_len,
+            body_len,
+            written: 0,
+            pending: Vec::new(),
+            crc: 0,
+        })
     }
 
     /// Removes every snapshot (MemFirst divergence reset).
@@ -218,7 +427,6 @@ impl<D: Disk> SnapshotStore<D> {
         self.remove(&self.names().await?).await
     }
 
-    /// Removes these snapshots, then syncs the directory (nothing to do for none).
     /// Deletes the snapshot at (`index`, `term`) if it is there (one taken before a reset
     /// that made it wrong).
     pub async fn discard(&self, index: Index, term: Term) -> Result<(), WalError> {
@@ -231,6 +439,7 @@ impl<D: Disk> SnapshotStore<D> {
         self.remove(&names).await
     }
 
+    /// Removes these snapshots, then syncs the directory (nothing to do for none).
     async fn remove(&self, names: &[(Index, Term, String)]) -> Result<(), WalError> {
         if names.is_empty() {
             return Ok(());

@@ -53,6 +53,19 @@ enum Event {
     /// A snapshot save finished (`own`: taken here, with when it started, the longest
     /// shard pause, its keys and the operators waiting; `from`: received from that leader).
     SnapshotSaved(snap::Saved),
+    /// The file of a snapshot to send to `to` was opened (or not).
+    SnapshotOpened {
+        to: NodeId,
+        index: Index,
+        result: Result<Rc<crate::wal::snapshot::BodyReader<crate::wal::disk::DmaDiskFile>>, String>,
+    },
+    /// A chunk of a snapshot to send was read.
+    ChunkRead {
+        to: NodeId,
+        index: Index,
+        offset: u64,
+        result: Result<Vec<u8>, String>,
+    },
 }
 
 /// Who waits for a call's answer.
@@ -214,7 +227,7 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
             .await
             .map_err(|_| "a shard stopped during start-up".to_string())?;
         }
-        latest = Some((meta, data));
+        latest = Some(meta);
     }
     let (ev_tx, ev_rx) = local_channel::new_bounded::<Event>(4096);
     let ev_tx = std::rc::Rc::new(ev_tx);
@@ -383,9 +396,6 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
         snaps,
         ev_tx: ev_tx.clone(),
         fatal: None,
-        latest_crc: latest
-            .as_ref()
-            .map_or(0, |l: &(SnapshotMeta, Bytes)| crc32c::crc32c(&l.1)),
         latest,
         snap_epoch: 0,
         retiring: Vec::new(),
@@ -402,6 +412,7 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
         sends: HashMap::new(),
         recv: None,
         received: None,
+        chunk_inbox: VecDeque::new(),
         compact_wal: None,
         admin_waits: Vec::new(),
         promote_lag_max: cfg.raft.membership.promote_lag_entries_max,
@@ -446,10 +457,9 @@ struct Core {
     ev_tx: Rc<LocalSender<Event>>,
     /// A failure found while handling an event: the node stops with it.
     fatal: Option<String>,
-    /// The newest snapshot here (taken, received or loaded): what followers are sent.
-    latest: Option<(SnapshotMeta, Bytes)>,
-    /// CRC32C of `latest`'s data.
-    latest_crc: u32,
+    /// The newest snapshot here (taken, received or loaded): what followers are sent
+    /// (read from its file as it goes).
+    latest: Option<SnapshotMeta>,
     /// Bumped by a reset or an installed snapshot: a snapshot of our own started before
     /// describes a replaced state and is void.
     snap_epoch: u64,
@@ -467,7 +477,9 @@ struct Core {
     sends: HashMap<NodeId, snap::Sending>,
     recv: Option<snap::Receiving>,
     /// A received snapshot stored here, waiting for the leader's message to install it.
-    received: Option<(Index, Term, Bytes, u32)>,
+    received: Option<(Index, Term)>,
+    /// Snapshot chunks received, written to their file at the next drive.
+    chunk_inbox: VecDeque<snap::Chunk>,
     /// The WAL compacts to this (index, term) at the next turn.
     compact_wal: Option<(Index, Term)>,
     admin_waits: Vec<admin::AdminWait>,
@@ -599,6 +611,13 @@ impl Core {
                 }
                 self.raft.step(m)
             }
+            Event::SnapshotOpened { to, index, result } => self.snapshot_opened(to, index, result),
+            Event::ChunkRead {
+                to,
+                index,
+                offset,
+                result,
+            } => self.chunk_read(to, index, offset, result),
             Event::SnapshotSaved(saved) => {
                 if let Err(e) = self.snapshot_saved(saved) {
                     self.fatal = Some(e);
@@ -652,7 +671,16 @@ impl Core {
                     total,
                     crc,
                     data,
-                } => self.snap_chunk(from, index, term, membership, offset, total, crc, data),
+                } => self.chunk_inbox.push_back(snap::Chunk {
+                    from,
+                    index,
+                    term,
+                    membership,
+                    offset,
+                    total,
+                    crc,
+                    data,
+                }),
                 ClientFrame::SnapAck { index, next, ok } => self.snap_ack(from, index, next, ok),
                 ClientFrame::Removed { node_id } => {
                     if node_id == self.id && !self.removed_self {
@@ -1001,7 +1029,7 @@ impl Core {
             "commit_index": st.commit,
             "applied_index": self.shared.applied_min(),
             "last_index": st.last_index,
-            "snapshot_index": self.latest.as_ref().map_or(0, |s| s.0.index),
+            "snapshot_index": self.latest.as_ref().map_or(0, |s| s.index),
             "membership_change_in_progress": self.raft.membership_change_pending(),
             "transfer_in_progress": self.raft.transfer_target().is_some(),
             "removed": st.membership.removed,
@@ -1103,6 +1131,7 @@ impl Core {
         if let Some(f) = self.fatal.take() {
             return Err(f);
         }
+        self.receive_chunks().await;
         if let Some((index, term)) = self.compact_wal.take() {
             let r = wal.compact(index, term).await;
             self.wal_ok(r)?;
@@ -1145,7 +1174,7 @@ impl Core {
                     self.wal_ok(r)?;
                 }
                 if let Some(meta) = &rd.snapshot {
-                    self.install_snapshot(meta)?;
+                    self.install_snapshot(meta).await?;
                 }
                 // Addresses of members being added, before messages to them go out.
                 for e in &rd.entries {

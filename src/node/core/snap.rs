@@ -6,28 +6,35 @@
 //! Taking one: right after handing out the entries through index i, every shard is asked
 //! for its pairs (`ToShard::Snapshot`); it encodes them between two applies, so all parts
 //! are at i. The raft core assembles the node snapshot (address book + key-value body),
-//! saves it in a task of its own (the driver keeps running), then compacts the Raft log and
-//! the WAL to i. Writes are acknowledged at commit by the raft core, so a shard's encoding
-//! delays its applies (and the reads waiting for them), not acknowledgements.
+//! saves it in a task of its own that yields every MiB (the driver keeps running), then
+//! compacts the Raft log and the WAL to i. Writes are acknowledged at commit by the raft
+//! core, so a shard's encoding delays its applies (and the reads waiting for them), not
+//! acknowledgements.
 //!
-//! Sending: chunks of `chunk_bytes_max` over the peer connection, at most `WINDOW` unacked;
-//! the receiver acks each, verifies the CRC32C of the whole at the end, stores it (temporary
-//! file, fsync, rename, directory fsync) and acks the last byte; only then does the leader
-//! send the Raft snapshot message, which the receiver's core installs. A transfer without
-//! progress for `STALL` is abandoned (the core retries); a gap restarts it from zero.
-//! Memory: the sender holds the snapshot it sends (its latest, shared, not copied per
-//! follower); the receiver holds the one it receives.
+//! Sending: the stored file's body is read chunk by chunk (`chunk_bytes_max`, one read at
+//! a time, at most `WINDOW` chunks unacknowledged) and sent over the peer connection; the
+//! receiver writes each chunk to a temporary file as it comes, checks the CRC32C of the
+//! whole at the end, stores it (header, fsync, rename, directory fsync) and acknowledges the
+//! last byte; only then does the leader send the Raft snapshot message, whose Ready makes
+//! the receiver load the file into its shards. Memory on either side: a few chunks. A
+//! transfer without progress for `STALL` is abandoned (the core retries); a gap restarts
+//! it from zero; a receiver over its size limit refuses it for good.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::{Core, Event, Origin};
+use std::rc::Rc;
+
 use crate::net::wire::ClientFrame;
 use crate::node::members;
 use crate::node::{Reply, ToShard};
 use crate::raft::{Body, Index, Membership, Message, NodeId, SnapshotMeta, Term};
 use crate::shard::Snapshot as KvSnapshot;
+use crate::wal::DmaDisk;
+use crate::wal::disk::DmaDiskFile;
+use crate::wal::snapshot::{BodyReader, BodyWriter};
 
 /// Chunks in flight per transfer.
 const WINDOW: u64 = 4;
@@ -54,29 +61,27 @@ pub(super) struct Building {
 pub(super) struct Saved {
     pub meta: SnapshotMeta,
     pub data: Bytes,
-    /// Taken here: when it started, the longest shard pause, its keys, the operators
-    /// waiting for it.
+    /// When it started, the longest shard pause, its keys, the operators waiting for it.
     #[allow(clippy::type_complexity)]
-    pub own: Option<(Instant, Duration, u64, Vec<Origin>)>,
-    /// Received from this leader.
-    pub from: Option<NodeId>,
-    /// `Core::snap_epoch` when it was started (own snapshots).
+    pub own: (Instant, Duration, u64, Vec<Origin>),
+    /// `Core::snap_epoch` when it was started.
     pub epoch: u64,
-    /// CRC32C of `data`.
-    pub crc: u32,
     pub result: Result<(), String>,
 }
 
+/// A snapshot on its way to a follower: read from its file chunk by chunk (one read at a
+/// time, at most `WINDOW` chunks unacknowledged).
 pub(super) struct Sending {
     msg: Message,
     meta: SnapshotMeta,
-    data: Bytes,
-    crc: u32,
+    reader: Option<Rc<BodyReader<DmaDiskFile>>>,
     next: u64,
     acked: u64,
+    reading: bool,
     progress_at: Instant,
 }
 
+/// A snapshot arriving from the leader, written to a temporary file as it comes.
 pub(super) struct Receiving {
     from: NodeId,
     index: Index,
@@ -84,39 +89,45 @@ pub(super) struct Receiving {
     membership: Vec<u8>,
     total: u64,
     crc: u32,
-    /// CRC32C of `buf` so far.
-    sum: u32,
-    buf: Vec<u8>,
+    writer: BodyWriter<DmaDisk>,
 }
 
-/// The node snapshot body (address book, then the key-value body of all parts) and its
-/// CRC32C, copied and summed in 1 MiB steps with a yield between them.
+/// A chunk waiting for the driver (its file write is awaited there).
+pub(super) struct Chunk {
+    pub from: NodeId,
+    pub index: Index,
+    pub term: Term,
+    pub membership: Vec<u8>,
+    pub offset: u64,
+    pub total: u64,
+    pub crc: u32,
+    pub data: Vec<u8>,
+}
+
+/// The node snapshot body (address book, then the key-value body of all parts), copied in
+/// 1 MiB steps with a yield between them.
 async fn build_body(
     book: &std::collections::BTreeMap<NodeId, std::net::SocketAddr>,
     index: Index,
     parts: Vec<(Vec<u8>, u64)>,
-) -> (Bytes, u32) {
+) -> Bytes {
     const STEP: usize = 1 << 20;
     let head = members::encode_snapshot(book, &[]);
     let kv_len: usize = 17 + parts.iter().map(|p| p.0.len()).sum::<usize>();
     let mut out = Vec::with_capacity(head.len() + kv_len);
     out.extend_from_slice(&head);
-    let start = out.len();
     // The key-value header, then each shard's pairs (as `shard::Snapshot::assemble`).
     out.extend_from_slice(&KvSnapshot::assemble(
         index,
         &[(Vec::new(), parts.iter().map(|p| p.1).sum())],
     ));
-    let mut crc = crc32c::crc32c(&out[..start]);
-    crc = crc32c::crc32c_append(crc, &out[start..]);
     for (pairs, _) in parts {
         for chunk in pairs.chunks(STEP) {
             out.extend_from_slice(chunk);
-            crc = crc32c::crc32c_append(crc, chunk);
             futures_lite::future::yield_now().await;
         }
     }
-    (Bytes::from(out), crc)
+    Bytes::from(out)
 }
 
 impl Core {
@@ -133,7 +144,7 @@ impl Core {
     }
 
     fn last_snapshot_index(&self) -> Index {
-        self.latest.as_ref().map_or(0, |s| s.0.index)
+        self.latest.as_ref().map_or(0, |s| s.index)
     }
 
     /// Asks every shard for its part at the current applied index (`origin`: an operator
@@ -201,16 +212,14 @@ impl Core {
         // Assembling and saving run in a task that yields every MiB: the driver loop goes
         // on between the steps.
         glommio::spawn_local(async move {
-            let (data, crc) = build_body(&book, index, parts).await;
+            let data = build_body(&book, index, parts).await;
             let result = store.save(&meta, &data).await.map_err(|e| e.to_string());
             let _ = ev
                 .send(Event::SnapshotSaved(Saved {
                     meta,
                     data,
-                    own: Some((started, pause, keys, waiting)),
-                    from: None,
+                    own: (started, pause, keys, waiting),
                     epoch,
-                    crc,
                     result,
                 }))
                 .await;
@@ -253,40 +262,16 @@ impl Core {
             meta,
             data,
             own,
-            from,
             epoch,
-            crc,
             result,
         } = saved;
-        if let Some(leader) = from {
-            let ok = result.is_ok();
-            if let Err(e) = &result {
-                tracing::error!(
-                    node = self.id,
-                    index = meta.index,
-                    "cannot store a received snapshot: {e}"
-                );
-            } else {
-                self.received = Some((meta.index, meta.term, data.clone(), crc));
-            }
-            let total = data.len() as u64;
-            self.send_frame(
-                leader,
-                ClientFrame::SnapAck {
-                    index: meta.index,
-                    next: if ok { total } else { 0 },
-                    ok,
-                },
-            );
-            return Ok(());
-        }
         self.saving = false;
-        let (started, pause, keys, waiting) = own.expect("own snapshot");
+        let (started, pause, keys, waiting) = own;
         let queued = std::mem::take(&mut self.snapshot_after_save);
         if epoch != self.snap_epoch {
             // Taken before a reset or an installed snapshot: it describes a state this node
             // no longer has. After a reset it must not survive a restart either.
-            if result.is_ok() && self.latest.as_ref().is_none_or(|l| l.0.index < meta.index) {
+            if result.is_ok() && self.latest.as_ref().is_none_or(|l| l.index < meta.index) {
                 let store = self.snaps.clone();
                 let (i, t) = (meta.index, meta.term);
                 glommio::spawn_local(async move {
@@ -325,7 +310,7 @@ impl Core {
                     "snapshot taken; log compacted"
                 );
                 let bytes = data.len();
-                self.set_latest(meta, data, crc);
+                self.set_latest(meta);
                 for o in waiting {
                     self.answer(
                         o,
@@ -369,19 +354,6 @@ impl Core {
             unreachable!("not a snapshot message");
         };
         let to = m.to;
-        let data = match &self.latest {
-            Some((lm, d)) if lm.index == meta.index && lm.term == meta.term => d.clone(),
-            _ => {
-                tracing::warn!(
-                    node = self.id,
-                    peer = to,
-                    index = meta.index,
-                    "the snapshot to send is not at hand"
-                );
-                self.raft.report_snapshot(to, false);
-                return;
-            }
-        };
         if self
             .sends
             .get(&to)
@@ -389,52 +361,158 @@ impl Core {
         {
             return; // already on its way
         }
+        if self
+            .latest
+            .as_ref()
+            .is_none_or(|l| l.index != meta.index || l.term != meta.term)
+        {
+            tracing::warn!(
+                node = self.id,
+                peer = to,
+                index = meta.index,
+                "the snapshot to send is not at hand"
+            );
+            self.raft.report_snapshot(to, false);
+            return;
+        }
         tracing::info!(
             node = self.id,
             peer = to,
             index = meta.index,
-            bytes = data.len(),
             "sending a snapshot"
         );
-        let crc = self.latest_crc;
+        let (store, ev) = (self.snaps.clone(), self.ev_tx.clone());
+        let (index, term) = (meta.index, meta.term);
+        glommio::spawn_local(async move {
+            let result = store
+                .open_body(index, term)
+                .await
+                .map_err(|e| e.to_string());
+            let _ = ev
+                .send(Event::SnapshotOpened {
+                    to,
+                    index,
+                    result: result.map(Rc::new),
+                })
+                .await;
+        })
+        .detach();
         self.sends.insert(
             to,
             Sending {
                 meta: meta.clone(),
                 msg: m,
-                data,
-                crc,
+                reader: None,
                 next: 0,
                 acked: 0,
+                reading: true,
                 progress_at: Instant::now(),
             },
         );
-        self.pump(to);
     }
 
+    /// The file of a snapshot to send is open (or not).
+    pub(super) fn snapshot_opened(
+        &mut self,
+        to: NodeId,
+        index: Index,
+        result: Result<Rc<BodyReader<DmaDiskFile>>, String>,
+    ) {
+        let Some(s) = self.sends.get_mut(&to).filter(|s| s.meta.index == index) else {
+            return;
+        };
+        match result {
+            Ok(r) => {
+                s.reader = Some(r);
+                s.reading = false;
+                self.pump(to);
+            }
+            Err(e) => {
+                tracing::error!(
+                    node = self.id,
+                    peer = to,
+                    index,
+                    "cannot read the snapshot to send: {e}"
+                );
+                self.sends.remove(&to);
+                self.raft.report_snapshot(to, false);
+            }
+        }
+    }
+
+    /// Reads the next chunk if the window allows (one read at a time, in order).
     fn pump(&mut self, to: NodeId) {
         let chunk = self.chunk_bytes_max as u64;
         let Some(s) = self.sends.get_mut(&to) else {
             return;
         };
-        let total = s.data.len() as u64;
-        let membership = s.meta.membership.encode();
-        while s.next < total && s.next < s.acked + WINDOW * chunk {
-            let end = (s.next + chunk).min(total);
-            let f = ClientFrame::SnapChunk {
-                index: s.meta.index,
-                term: s.meta.term,
-                membership: membership.clone(),
-                offset: s.next,
-                total,
-                crc: s.crc,
-                data: s.data[s.next as usize..end as usize].to_vec(),
-            };
-            if !self.transport.send_client(to, f, Instant::now() + STALL) {
-                break; // queue full: the next ack or tick goes on
-            }
-            s.next = end;
+        let Some(reader) = s.reader.clone() else {
+            return;
+        };
+        if s.reading || s.next >= reader.body_len || s.next >= s.acked + WINDOW * chunk {
+            return;
         }
+        s.reading = true;
+        let (offset, index) = (s.next, s.meta.index);
+        let len = chunk.min(reader.body_len - offset) as usize;
+        let ev = self.ev_tx.clone();
+        glommio::spawn_local(async move {
+            let result = reader.read(offset, len).await.map_err(|e| e.to_string());
+            let _ = ev
+                .send(Event::ChunkRead {
+                    to,
+                    index,
+                    offset,
+                    result,
+                })
+                .await;
+        })
+        .detach();
+    }
+
+    /// A chunk of a snapshot being sent was read: send it, read the next.
+    pub(super) fn chunk_read(
+        &mut self,
+        to: NodeId,
+        index: Index,
+        offset: u64,
+        result: Result<Vec<u8>, String>,
+    ) {
+        let Some(s) = self.sends.get_mut(&to).filter(|s| s.meta.index == index) else {
+            return;
+        };
+        s.reading = false;
+        let data = match result {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(
+                    node = self.id,
+                    peer = to,
+                    index,
+                    "cannot read the snapshot to send: {e}"
+                );
+                self.sends.remove(&to);
+                self.raft.report_snapshot(to, false);
+                return;
+            }
+        };
+        if offset != s.next {
+            return self.pump(to); // a restart happened meanwhile
+        }
+        let reader = s.reader.clone().expect("open");
+        let f = ClientFrame::SnapChunk {
+            index,
+            term: s.meta.term,
+            membership: s.meta.membership.encode(),
+            offset,
+            total: reader.body_len,
+            crc: reader.body_crc,
+            data: data.clone(),
+        };
+        if self.transport.send_client(to, f, Instant::now() + STALL) {
+            s.next = offset + data.len() as u64;
+        }
+        self.pump(to);
     }
 
     /// The receiver's progress on a transfer.
@@ -443,12 +521,11 @@ impl Core {
             return;
         };
         if !ok && next == REFUSED {
-            let s = self.sends.remove(&from).expect("checked");
+            self.sends.remove(&from);
             tracing::warn!(
                 node = self.id,
                 peer = from,
                 index,
-                bytes = s.data.len(),
                 "the peer refused the snapshot for good (over its size limit)"
             );
             self.raft.report_snapshot(from, false);
@@ -463,7 +540,8 @@ impl Core {
         }
         s.acked = s.acked.max(next);
         s.progress_at = Instant::now();
-        if s.acked >= s.data.len() as u64 {
+        let total = s.reader.as_ref().map_or(u64::MAX, |r| r.body_len);
+        if s.acked >= total {
             let s = self.sends.remove(&from).expect("checked");
             tracing::info!(node = self.id, peer = from, index, "snapshot delivered");
             self.transport.send(s.msg);
@@ -496,154 +574,129 @@ impl Core {
         }
     }
 
-    /// A chunk of a snapshot the leader sends us.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn snap_chunk(
-        &mut self,
-        from: NodeId,
-        index: Index,
-        term: Term,
-        membership: Vec<u8>,
-        offset: u64,
-        total: u64,
-        crc: u32,
-        data: Vec<u8>,
-    ) {
-        let nack = |c: &Core| {
-            c.send_frame(
-                from,
-                ClientFrame::SnapAck {
-                    index,
-                    next: 0,
-                    ok: false,
-                },
-            );
+    /// Writes the chunks received since the last turn (the driver awaits the file writes).
+    pub(super) async fn receive_chunks(&mut self) {
+        while let Some(c) = self.chunk_inbox.pop_front() {
+            self.receive_chunk(c).await;
+        }
+    }
+
+    async fn receive_chunk(&mut self, c: Chunk) {
+        let (from, index) = (c.from, c.index);
+        let ack = |core: &Core, next: u64, ok: bool| {
+            core.send_frame(from, ClientFrame::SnapAck { index, next, ok });
         };
-        if total > self.snapshot_bytes_max {
+        if c.total > self.snapshot_bytes_max {
             tracing::warn!(
                 node = self.id,
                 peer = from,
-                total,
+                total = c.total,
                 "refused a snapshot over the size limit"
             );
-            self.send_frame(
-                from,
-                ClientFrame::SnapAck {
-                    index,
-                    next: REFUSED,
-                    ok: false,
-                },
-            );
-            return;
+            return ack(self, REFUSED, false);
         }
         // Already stored here (its final ack was lost or late): say so at once.
-        if offset == 0
-            && self
-                .received
-                .as_ref()
-                .is_some_and(|r| r.0 == index && r.1 == term)
-        {
-            self.send_frame(
-                from,
-                ClientFrame::SnapAck {
-                    index,
-                    next: total,
-                    ok: true,
-                },
-            );
-            return;
+        if c.offset == 0 && self.received == Some((c.index, c.term)) {
+            return ack(self, c.total, true);
         }
-        if offset == 0 {
-            self.recv = Some(Receiving {
-                from,
-                index,
-                term,
-                membership,
-                total,
-                crc,
-                sum: 0,
-                buf: Vec::with_capacity(total as usize),
-            });
+        if c.offset == 0 {
+            match self
+                .snaps
+                .begin_body(c.index, c.term, c.membership.len() as u64, c.total)
+                .await
+            {
+                Ok(writer) => {
+                    self.recv = Some(Receiving {
+                        from,
+                        index: c.index,
+                        term: c.term,
+                        membership: c.membership.clone(),
+                        total: c.total,
+                        crc: c.crc,
+                        writer,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(
+                        node = self.id,
+                        index,
+                        "cannot store a received snapshot: {e}"
+                    );
+                    return ack(self, 0, false);
+                }
+            }
         }
-        let Some(r) = self
+        let in_order = self
             .recv
-            .as_mut()
-            .filter(|r| r.from == from && r.index == index && r.buf.len() as u64 == offset)
-        else {
+            .as_ref()
+            .is_some_and(|r| r.from == from && r.index == index && r.writer_offset() == c.offset);
+        if !in_order {
             self.recv = None;
-            return nack(self);
-        };
-        r.sum = crc32c::crc32c_append(r.sum, &data);
-        r.buf.extend_from_slice(&data);
-        if (r.buf.len() as u64) < r.total {
-            let next = r.buf.len() as u64;
-            self.send_frame(
-                from,
-                ClientFrame::SnapAck {
-                    index,
-                    next,
-                    ok: true,
-                },
+            return ack(self, 0, false);
+        }
+        let r = self.recv.as_mut().expect("checked");
+        if let Err(e) = r.writer.write(&c.data).await {
+            tracing::error!(
+                node = self.id,
+                index,
+                "cannot store a received snapshot: {e}"
             );
-            return;
+            self.recv = None;
+            return ack(self, 0, false);
+        }
+        let next = c.offset + c.data.len() as u64;
+        if next < r.total {
+            return ack(self, next, true);
         }
         let r = self.recv.take().expect("checked");
-        let r_crc = r.crc;
-        // Summed chunk by chunk as they came: no pass over the whole here.
-        let ok = r.buf.len() as u64 == r.total
-            && r.sum == r.crc
-            && members::decode_snapshot(&r.buf).is_ok();
-        let Some(membership) = Membership::decode(&r.membership).filter(|_| ok) else {
-            tracing::warn!(
-                node = self.id,
-                peer = from,
-                index,
-                "received snapshot fails its checksum; asking again"
-            );
-            return nack(self);
+        let Some(membership) = Membership::decode(&r.membership) else {
+            return ack(self, 0, false);
         };
-        let meta = SnapshotMeta {
-            index: r.index,
-            term: r.term,
-            membership,
-        };
-        let data = Bytes::from(r.buf);
-        let (store, ev) = (self.snaps.clone(), self.ev_tx.clone());
-        glommio::spawn_local(async move {
-            let result = store.save(&meta, &data).await.map_err(|e| e.to_string());
-            let _ = ev
-                .send(Event::SnapshotSaved(Saved {
-                    meta,
-                    data,
-                    own: None,
-                    from: Some(from),
-                    epoch: 0,
-                    crc: r_crc,
-                    result,
-                }))
-                .await;
-        })
-        .detach();
+        let (total, term) = (r.total, r.term);
+        match r.writer.finish(&self.snaps, r.crc).await {
+            Ok(()) => {
+                tracing::info!(
+                    node = self.id,
+                    index,
+                    bytes = total,
+                    "snapshot received and stored"
+                );
+                let _ = membership;
+                self.received = Some((index, term));
+                ack(self, total, true);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    node = self.id,
+                    peer = from,
+                    index,
+                    "received snapshot not stored ({e}); asking again"
+                );
+                ack(self, 0, false);
+            }
+        }
     }
 
     /// Whether a leader's snapshot message may be stepped: its data is stored here.
     pub(super) fn have_snapshot(&self, meta: &SnapshotMeta) -> bool {
-        self.received
-            .as_ref()
-            .is_some_and(|(i, t, _, _)| *i == meta.index && *t == meta.term)
+        self.received == Some((meta.index, meta.term))
     }
 
-    /// The core installs a received snapshot (a Ready carried it): the shards load it.
-    pub(super) fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), String> {
-        let (data, crc) = match self.received.take() {
-            Some((i, t, d, c)) if i == meta.index && t == meta.term => (d, c),
-            _ => {
-                return Err(format!(
-                    "installing snapshot {} without its data",
-                    meta.index
-                ));
-            }
-        };
+    /// The core installs a received snapshot (a Ready carried it): the shards load it from
+    /// the stored file.
+    pub(super) async fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), String> {
+        if self.received.take() != Some((meta.index, meta.term)) {
+            return Err(format!(
+                "installing snapshot {} without its data",
+                meta.index
+            ));
+        }
+        let snap = self
+            .snaps
+            .load(meta.index, meta.term)
+            .await
+            .map_err(|e| format!("snapshot {}: {e}", meta.index))?;
+        let data = Bytes::from(snap.data);
         let (book, kv) =
             members::decode_snapshot(&data).map_err(|e| format!("snapshot {}: {e}", meta.index))?;
         let kv_at = data.len() - kv.len();
@@ -670,21 +723,22 @@ impl Core {
             bytes = data.len(),
             "snapshot installed"
         );
-        self.set_latest(meta.clone(), data, crc);
+        self.set_latest(meta.clone());
         Ok(())
     }
 
-    /// The newest snapshot here (an older one never replaces a newer), with its CRC32C
-    /// computed once for every transfer of it.
-    fn set_latest(&mut self, meta: SnapshotMeta, data: Bytes, crc: u32) {
-        if self
-            .latest
-            .as_ref()
-            .is_some_and(|l| l.0.index >= meta.index)
-        {
+    /// The newest snapshot here (an older one never replaces a newer).
+    fn set_latest(&mut self, meta: SnapshotMeta) {
+        if self.latest.as_ref().is_some_and(|l| l.index >= meta.index) {
             return;
         }
-        self.latest_crc = crc;
-        self.latest = Some((meta, data));
+        self.latest = Some(meta);
+    }
+}
+
+impl Receiving {
+    /// Body bytes received so far.
+    fn writer_offset(&self) -> u64 {
+        self.writer.received()
     }
 }
