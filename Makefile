@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: help build test lint fmt bench-raft bench-wal soak-wal sim start-cluster stop-cluster clean clean-log-db start-node1 start-node2 start-node3 stop-node1 stop-node2 stop-node3
-.PHONY: kill-leader need-curl bench-http bench-snapshot join-node4 join-node5 stop-node4 stop-node5 test-long
+.PHONY: kill-leader need-curl bench-http bench-snapshot bench-etcd bench need-etcd join-node4 join-node5 stop-node4 stop-node5 test-long
 
 # Extra cargo features for built binaries, e.g. `CARGO_FEATURES=crash-sim` (power-cut WAL).
 CARGO_FEATURES ?=
@@ -26,6 +26,7 @@ help:
 	@echo "make bench-raft     proposals/s through a 3-node in-memory cluster of the Raft core"
 	@echo "make bench-wal      WAL appends/s and sync latency beside raw O_DIRECT+fdatasync"
 	@echo "make bench-http     puts/s and latency over HTTP against a real 3-node cluster, 1 and 64 clients"
+	@echo "make bench-etcd     ringkv and etcd side by side (QUICK=1 for the short suite); make bench: ringkv only"
 	@echo "make bench-snapshot snapshot of 100,000 keys: size, creation time, write pause, install time"
 	@echo "make soak-wal       the WAL power-cut property test with WAL_SEEDS seeds (default 4000)"
 	@echo "make sim SEEDS=N    N seeds of the deterministic simulator, then every negative control"
@@ -56,6 +57,28 @@ bench-wal:
 # (HTTP_BENCH_SECS per row, default 5).
 bench-http:
 	$(CARGO) bench --bench http
+
+# ringkv (DiskFirst) and etcd side by side on this machine, median of 3 alternating runs
+# (QUICK=1: put 1/1, put 100/1000, range-l and range-s 100/1000). Installs etcd-server when
+# missing. Writes benches/reports/latest/summary.json and summary.md.
+bench-etcd: need-etcd
+	$(CARGO) build --release --features etcd
+	python3 benches/suite.py $(if $(QUICK),--quick)
+
+# The ringkv half of the suite alone.
+bench:
+	$(CARGO) build --release
+	python3 benches/suite.py --systems ringkv $(if $(QUICK),--quick) --name ringkv-only
+
+need-etcd:
+	@command -v etcd >/dev/null || { \
+	  echo "installing etcd-server"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; \
+	}
+	@command -v python3 >/dev/null || { \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null; \
+	}
 
 # Snapshot of 100,000 keys x 256 B on a real 3-node cluster: size, creation time, the write
 # pause it causes, transfer and install on a follower (SNAPSHOT_KEYS to change the count).

@@ -25,6 +25,8 @@ use crate::raft::SplitMix64;
 pub enum Target {
     Native,
     Http,
+    /// etcd's v3 gRPC KV API (feature `etcd`).
+    Etcd,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -105,6 +107,12 @@ pub fn run(o: Options) -> Result<Report, String> {
     }
     if o.total.is_none() == o.duration.is_none() {
         return Err("give exactly one of --total and --duration".into());
+    }
+    if o.target == Target::Etcd {
+        #[cfg(feature = "etcd")]
+        return crate::bench_etcd::run(o);
+        #[cfg(not(feature = "etcd"))]
+        return Err("this build has no etcd client: build with --features etcd".into());
     }
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("ringkv-bench")
@@ -210,10 +218,14 @@ async fn run_on_executor(o: Options) -> Result<Report, String> {
         hist.add(&h)
             .map_err(|e| format!("merging histograms: {e}"))?;
     }
-    let seconds = t0.elapsed().as_secs_f64();
     let errors = errors.borrow().clone();
+    Ok(report(&hist, t0.elapsed().as_secs_f64(), errors))
+}
+
+/// A report from the merged latency histogram (µs) of a run of `seconds`.
+pub fn report(hist: &Histogram<u64>, seconds: f64, errors: BTreeMap<String, u64>) -> Report {
     let ms = |us: u64| us as f64 / 1000.0;
-    Ok(Report {
+    Report {
         requests: hist.len(),
         seconds,
         ops_per_sec: hist.len() as f64 / seconds,
@@ -225,7 +237,7 @@ async fn run_on_executor(o: Options) -> Result<Report, String> {
         max_ms: ms(hist.max()),
         errors: errors.values().sum(),
         errors_by_kind: errors,
-    })
+    }
 }
 
 /// One closed-loop client; returns its latency histogram (µs).

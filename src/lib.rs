@@ -4,6 +4,8 @@
 //! `shard` are the I/O-owning parts that drive it.
 
 pub mod bench;
+#[cfg(feature = "etcd")]
+pub mod bench_etcd;
 pub mod client;
 pub mod config;
 pub mod logging;

@@ -155,8 +155,9 @@ struct BenchArgs {
     /// Nodes: host:port,host:port,... (puts go to the leader, reads to all).
     #[arg(long, default_value = client::ENDPOINTS_DEFAULT, value_parser = parse_endpoints)]
     endpoints: Endpoints,
-    /// native (pipelined binary frames) or http (one keep-alive connection per client).
-    #[arg(long, default_value = "native", value_parser = ["native", "http"])]
+    /// native (pipelined binary frames), http (one keep-alive connection per client) or
+    /// etcd (its v3 gRPC API; builds with --features etcd).
+    #[arg(long, default_value = "native", value_parser = ["native", "http", "etcd"])]
     target: String,
     /// Native connections shared by the clients.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
@@ -343,10 +344,10 @@ fn bench(a: BenchArgs) -> ExitCode {
     }
     let o = Options {
         endpoints,
-        target: if a.target == "http" {
-            Target::Http
-        } else {
-            Target::Native
+        target: match a.target.as_str() {
+            "http" => Target::Http,
+            "etcd" => Target::Etcd,
+            _ => Target::Native,
         },
         workload: match a.workload.as_str() {
             "put" => Workload::Put,

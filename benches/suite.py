@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""ringkv against etcd, side by side on this machine (`make bench-etcd`, `make bench`).
+
+Starts a fresh 3-member etcd (default flags) and a fresh 3-node ringkv (DiskFirst: a
+majority fsyncs before the acknowledgement, as etcd) on 127.0.0.1, data directories of
+both under target/bench-data (same filesystem, tmpfs refused), runs the suite with the
+same client (`ringkv bench`, closed loop) on each system, alternating systems, three
+times; every reported figure is the median of the three. Writes
+benches/reports/<name>/summary.json and summary.md (and extras.json for non-default rows).
+"""
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "ringkv")
+DATA = os.path.join(ROOT, "target", "bench-data")
+RINGKV = ["127.0.0.1:19081", "127.0.0.1:19082", "127.0.0.1:19083"]
+ETCD = ["127.0.0.1:12379", "127.0.0.1:22379", "127.0.0.1:32379"]
+
+# (workload label, bench args, conns, clients, total)
+FULL = [
+    ("put", ["put"], 1, 1, 10_000),
+    ("put", ["put"], 8, 64, 100_000),
+    ("put", ["put"], 100, 1000, 100_000),
+    ("range-l", ["range", "--consistency", "l"], 1, 1, 10_000),
+    ("range-l", ["range", "--consistency", "l"], 100, 1000, 100_000),
+    ("range-s", ["range", "--consistency", "s"], 1, 1, 10_000),
+    ("range-s", ["range", "--consistency", "s"], 100, 1000, 100_000),
+    ("mixed-90", ["mixed", "--read-ratio", "0.9"], 100, 1000, 100_000),
+    ("mixed-50", ["mixed", "--read-ratio", "0.5"], 100, 1000, 100_000),
+    ("hot-key", ["mixed", "--read-ratio", "0.5", "--key-space", "10"], 100, 1000, 100_000),
+]
+QUICK = [
+    ("put", ["put"], 1, 1, 10_000),
+    ("put", ["put"], 100, 1000, 100_000),
+    ("range-l", ["range", "--consistency", "l"], 100, 1000, 100_000),
+    ("range-s", ["range", "--consistency", "s"], 100, 1000, 100_000),
+]
+KEY_SPACE = 10_000
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def ringkv_configs():
+    d = os.path.join(DATA, "ringkv")
+    subprocess.run(["rm", "-rf", d])
+    os.makedirs(d)
+    members = ", ".join(
+        f'{{ id = {i}, address = "{a}", role = 1, status = 2 }}' for i, a in enumerate(RINGKV, 1)
+    )
+    for i, a in enumerate(RINGKV, 1):
+        with open(os.path.join(d, f"n{i}.toml"), "w") as f:
+            f.write(
+                f"""[cluster]
+node_id = {i}
+listen_address = "{a}"
+initial_cluster = [{members}]
+data_dir = "{d}/db/{i}"
+log_dir = "{d}/logs/{i}"
+
+[raft]
+election_timeout_min_ms = 1000
+election_timeout_max_ms = 2000
+heartbeat_interval_ms = 100
+
+[raft.read_consistency]
+default_policy = "LinearizableRead"
+lease_duration_ms = 500
+
+[raft.persistence]
+strategy = "DiskFirst"
+flush_workers = 4
+
+[raft.replication]
+append_entries_max = 5000
+batch_delay_ms = 0
+"""
+            )
+    return d
+
+
+def start_ringkv():
+    d = ringkv_configs()
+    procs = []
+    for i in range(1, 4):
+        env = dict(os.environ, LOG_DIR=f"{d}/logs/{i}")
+        procs.append(
+            subprocess.Popen(
+                [BIN, "serve", "--config", f"{d}/n{i}.toml"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    for _ in range(100):
+        r = subprocess.run(
+            [BIN, "status", "--endpoints", ",".join(RINGKV)], capture_output=True, text=True
+        )
+        if r.returncode == 0 and '"leader_id":null' not in r.stdout.replace(" ", ""):
+            return procs
+        time.sleep(0.2)
+    sys.exit("ringkv did not elect a leader")
+
+
+def start_etcd():
+    sh([os.path.join(ROOT, "benches", "etcd-cluster.sh"), "start", os.path.join(DATA, "etcd")])
+    pids = []
+    for i in range(1, 4):
+        with open(os.path.join(DATA, "etcd", f"e{i}.pid")) as f:
+            pids.append(int(f.read()))
+    return pids
+
+
+def proc_usage(pid):
+    """CPU seconds and peak RSS (MiB) of a server process so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        tck = os.sysconf("SC_CLK_TCK")
+        cpu = (int(fields[11]) + int(fields[12])) / tck
+        with open(f"/proc/{pid}/status") as f:
+            hwm = [l for l in f if l.startswith("VmHWM")]
+        rss = int(hwm[0].split()[1]) / 1024 if hwm else 0.0
+        return cpu, rss
+    except OSError:
+        return 0.0, 0.0
+
+
+def bench(system, args, conns, clients, total, extra=()):
+    target = ["--target", "etcd", "--endpoints", ",".join(ETCD)] if system == "etcd" else [
+        "--target", "native", "--endpoints", ",".join(RINGKV)]
+    cmd = [BIN, "bench", *args, *target, "--conns", str(conns), "--clients", str(clients),
+           "--total", str(total), "--key-space", str(KEY_SPACE), "--json", *extra]
+    if "--key-space" in args:
+        cmd = [BIN, "bench", *args, *target, "--conns", str(conns), "--clients", str(clients),
+               "--total", str(total), "--json", *extra]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"{system} {args}: {r.stderr}")
+    return json.loads(r.stdout)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--systems", default="ringkv,etcd")
+    ap.add_argument("--name", default="latest")
+    ap.add_argument("--runs", type=int, default=3)
+    o = ap.parse_args()
+    systems = o.systems.split(",")
+    suite = QUICK if o.quick else FULL
+    os.makedirs(DATA, exist_ok=True)
+    if subprocess.run(["stat", "-f", "-c", "%T", DATA], capture_output=True, text=True).stdout.strip() == "tmpfs":
+        sys.exit(f"{DATA} is on tmpfs: refusing (no fsync cost)")
+    servers = {}
+    if "ringkv" in systems:
+        servers["ringkv"] = [p.pid for p in start_ringkv()]
+    if "etcd" in systems:
+        servers["etcd"] = start_etcd()
+    try:
+        # Keys the reads find: the same key space filled on both systems.
+        for s in systems:
+            bench(s, ["put", "--sequential-keys"], 8, 64, KEY_SPACE)
+        results = {}
+        for run in range(o.runs):
+            for row in suite:
+                label, args, conns, clients, total = row
+                order = systems if run % 2 == 0 else list(reversed(systems))
+                for s in order:
+                    r = bench(s, args, conns, clients, total)
+                    results.setdefault((s, label, conns, clients), []).append(r)
+                    print(f"run {run + 1} {s:6} {label:8} {conns:>3}/{clients:<4} "
+                          f"{r['ops_per_sec']:>9.0f} ops/s p50 {r['p50_ms']:.2f} ms "
+                          f"p99 {r['p99_ms']:.2f} ms errors {r['errors']}", flush=True)
+        usage = {s: [proc_usage(p) for p in pids] for s, pids in servers.items()}
+    finally:
+        if "etcd" in systems:
+            subprocess.run([os.path.join(ROOT, "benches", "etcd-cluster.sh"), "stop",
+                            os.path.join(DATA, "etcd")])
+        for pid in servers.get("ringkv", []):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+    rows = []
+    for (s, label, conns, clients), rs in sorted(results.items()):
+        rows.append({
+            "system": s, "workload": label, "conns": conns, "clients": clients,
+            "ops_per_sec": round(statistics.median(r["ops_per_sec"] for r in rs), 1),
+            "p50_ms": round(statistics.median(r["p50_ms"] for r in rs), 3),
+            "p99_ms": round(statistics.median(r["p99_ms"] for r in rs), 3),
+            "errors": sum(r["errors"] for r in rs),
+        })
+    out = os.path.join(ROOT, "benches", "reports", o.name)
+    os.makedirs(out, exist_ok=True)
+    etcd_version = subprocess.run(["etcd", "--version"], capture_output=True, text=True).stdout.splitlines()[:1] if "etcd" in systems else []
+    meta = {
+        "machine": {"kernel": platform.release(), "cpus": os.cpu_count(),
+                    "cpu": platform.processor() or platform.machine()},
+        "versions": {"ringkv": subprocess.run([BIN, "--version"], capture_output=True, text=True).stdout.strip(),
+                     "etcd": etcd_version[0] if etcd_version else None},
+        "runs": o.runs, "figure": "median of the runs", "quick": o.quick,
+        "ringkv_config": "DiskFirst, 3 nodes, cores [0,1], see benches/suite.py",
+        "etcd_config": "etcd defaults, 3 members, benches/etcd-cluster.sh",
+        "server_cpu_seconds_and_peak_rss_mib": {
+            s: [{"cpu_s": round(c, 1), "peak_rss_mib": round(m, 1)} for c, m in u]
+            for s, u in usage.items()},
+    }
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=2)
+    lines = ["| workload | conns/clients | ringkv ops/s | etcd ops/s | ratio | ringkv p50 / p99 ms | etcd p50 / p99 ms |",
+             "|---|---|---|---|---|---|---|"]
+    by = {(r["system"], r["workload"], r["conns"], r["clients"]): r for r in rows}
+    for label, _, conns, clients, _ in suite:
+        a, b = by.get(("ringkv", label, conns, clients)), by.get(("etcd", label, conns, clients))
+        if not a or not b:
+            continue
+        lines.append(f"| {label} | {conns}/{clients} | {a['ops_per_sec']:.0f} | {b['ops_per_sec']:.0f} | "
+                     f"{a['ops_per_sec'] / b['ops_per_sec']:.2f}x | {a['p50_ms']:.2f} / {a['p99_ms']:.2f} | "
+                     f"{b['p50_ms']:.2f} / {b['p99_ms']:.2f} |")
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(f"# ringkv vs etcd ({'quick' if o.quick else 'full'} suite, median of {o.runs} alternating runs)\n\n")
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {out}/summary.json and summary.md")
+
+
+if __name__ == "__main__":
+    main()
