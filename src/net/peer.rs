@@ -64,6 +64,9 @@ pub struct HelloAck {
     pub reason: String,
 }
 
+/// Bytes of queued frames a peer sender writes at once.
+const BATCH_BYTES: usize = 1 << 20;
+
 /// How long an inbound connection may take to complete its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -423,23 +426,49 @@ async fn send_loop(
         backoff_ms = 10;
         // Send until the connection breaks; the message in hand is lost with it (Raft
         // retransmits; a lost forwarded call times out at its sender).
+        // Frames queued together go out in one write (up to BATCH_BYTES).
+        let mut buf: Vec<u8> = Vec::new();
         loop {
-            let Some(o) = rx.recv().await else {
+            let Some(first) = rx.recv().await else {
                 return; // removed
             };
-            let r = match &o {
-                Outgoing::Raft(m) => write_frame(&mut s, FrameKind::Raft, &encode_message(m)).await,
-                Outgoing::Client(_, deadline) if *deadline <= Instant::now() => continue,
-                Outgoing::Client(f, _) => write_frame(&mut s, FrameKind::Client, &f.encode()).await,
-            };
-            if let Err(e) = r {
+            let mut next = Some(first);
+            let mut frames = 0u64;
+            while let Some(o) = next.take() {
+                match &o {
+                    Outgoing::Raft(m) => {
+                        append_frame(&mut buf, FrameKind::Raft, &encode_message(m))
+                    }
+                    Outgoing::Client(_, deadline) if *deadline <= Instant::now() => {}
+                    Outgoing::Client(f, _) => {
+                        append_frame(&mut buf, FrameKind::Client, &f.encode())
+                    }
+                }
+                frames += 1;
+                if buf.len() < BATCH_BYTES
+                    && let Some(Some(more)) = futures_lite::future::poll_once(rx.recv()).await
+                {
+                    next = Some(more);
+                }
+            }
+            if buf.is_empty() {
+                continue;
+            }
+            if let Err(e) = s.write_all(&buf).await {
                 stats.borrow_mut().connected.remove(&id);
                 tracing::warn!(node = cfg.node_id, peer = id, %addr, "connection to peer lost: {e}");
                 break;
             }
-            stats.borrow_mut().sent += 1;
+            buf.clear();
+            stats.borrow_mut().sent += frames;
         }
     }
+}
+
+/// Appends one frame (header and body) to an output buffer.
+fn append_frame(out: &mut Vec<u8>, kind: FrameKind, body: &[u8]) {
+    out.extend_from_slice(&FrameHeader::for_body(kind, body).encode());
+    out.extend_from_slice(body);
 }
 
 /// Reads the acceptor's `HelloAck` (bounded wait: a silent acceptor counts as a broken
