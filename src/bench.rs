@@ -123,16 +123,46 @@ pub fn run(o: Options) -> Result<Report, String> {
         .map_err(|e| format!("bench executor failed: {e}"))?
 }
 
-struct Shared {
-    o: Options,
+/// What every client of a run shares: when to stop, which keys, which operations.
+pub(crate) struct Plan {
+    pub o: Options,
     issued: Cell<u64>,
     deadline: Option<Instant>,
-    value: String,
+    pub value: String,
 }
 
-impl Shared {
+impl Plan {
+    pub fn new(o: Options) -> Self {
+        Self {
+            deadline: o.duration.map(|d| Instant::now() + d),
+            value: "v".repeat(o.val_size),
+            issued: Cell::new(0),
+            o,
+        }
+    }
+
+    /// Client `c`'s own random stream and sequence start.
+    pub fn client_rng(c: usize) -> (SplitMix64, u64) {
+        (
+            SplitMix64::new(0x5eed ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            c as u64 * 1_000_003,
+        )
+    }
+
+    /// The next operation: `Some(consistency)` for a read, `None` for a put.
+    pub fn pick_read(&self, rng: &mut SplitMix64) -> Option<u8> {
+        match self.o.workload {
+            Workload::Put => None,
+            Workload::Range { consistency } => Some(consistency),
+            Workload::Mixed {
+                read_ratio,
+                consistency,
+            } => ((rng.below(1_000_000) as f64) < read_ratio * 1e6).then_some(consistency),
+        }
+    }
+
     /// Whether a client may issue one more request.
-    fn take_one(&self) -> bool {
+    pub fn take_one(&self) -> bool {
         if let Some(d) = self.deadline {
             return Instant::now() < d;
         }
@@ -144,7 +174,7 @@ impl Shared {
         true
     }
 
-    fn key(&self, rng: &mut SplitMix64, seq: &mut u64) -> String {
+    pub fn key(&self, rng: &mut SplitMix64, seq: &mut u64) -> String {
         let k = if self.o.sequential_keys {
             *seq += 1;
             *seq % self.o.key_space
@@ -195,12 +225,7 @@ async fn run_on_executor(o: Options) -> Result<Report, String> {
             );
         }
     }
-    let shared = Rc::new(Shared {
-        deadline: o.duration.map(|d| Instant::now() + d),
-        value: "v".repeat(o.val_size),
-        issued: Cell::new(0),
-        o,
-    });
+    let shared = Rc::new(Plan::new(o));
     let errors: Rc<RefCell<BTreeMap<String, u64>>> = Rc::default();
     let t0 = Instant::now();
     let mut tasks = Vec::new();
@@ -243,26 +268,18 @@ pub fn report(hist: &Histogram<u64>, seconds: f64, errors: BTreeMap<String, u64>
 /// One closed-loop client; returns its latency histogram (µs).
 async fn client(
     c: usize,
-    shared: Rc<Shared>,
+    shared: Rc<Plan>,
     conn: Option<Rc<Conn>>,
     addr: SocketAddr,
     errors: Rc<RefCell<BTreeMap<String, u64>>>,
 ) -> Histogram<u64> {
     let mut hist = Histogram::<u64>::new(3).expect("valid precision");
-    let mut rng = SplitMix64::new(0x5eed ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let mut seq = c as u64 * 1_000_003;
+    let (mut rng, mut seq) = Plan::client_rng(c);
     let mut http: Option<TcpStream> = None;
     let o = &shared.o;
     while shared.take_one() {
         let key = shared.key(&mut rng, &mut seq);
-        let read = match o.workload {
-            Workload::Put => None,
-            Workload::Range { consistency } => Some(consistency),
-            Workload::Mixed {
-                read_ratio,
-                consistency,
-            } => ((rng.below(1_000_000) as f64) < read_ratio * 1e6).then_some(consistency),
-        };
+        let read = shared.pick_read(&mut rng);
         let t = Instant::now();
         let call = async {
             match (&conn, read) {

@@ -17,9 +17,8 @@ use hdrhistogram::Histogram;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::bench::{Options, Report, Workload, report};
+use crate::bench::{Options, Plan, Report, Workload, report};
 use crate::net::native;
-use crate::raft::SplitMix64;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PutRequest {
@@ -135,47 +134,19 @@ async fn run_local(o: Options) -> Result<Report, String> {
     for i in 0..o.conns {
         chans.push(connect(targets[i % targets.len()]).await?);
     }
-    let o = Rc::new(o);
-    let issued = Rc::new(std::cell::Cell::new(0u64));
-    let deadline = o.duration.map(|d| Instant::now() + d);
+    let plan = Rc::new(Plan::new(o));
     let errors: Rc<RefCell<BTreeMap<String, u64>>> = Rc::default();
-    let value = Rc::new(vec![b'v'; o.val_size]);
     let t0 = Instant::now();
     let mut tasks = Vec::new();
-    for c in 0..o.clients {
+    for c in 0..plan.o.clients {
         let ch = chans[c % chans.len()].clone();
-        let (o, issued, errors, value) = (o.clone(), issued.clone(), errors.clone(), value.clone());
+        let (plan, errors) = (plan.clone(), errors.clone());
         tasks.push(tokio::task::spawn_local(async move {
             let mut hist = Histogram::<u64>::new(3).expect("valid precision");
-            let mut rng = SplitMix64::new(0x5eed ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            let mut seq = c as u64 * 1_000_003;
-            loop {
-                if let Some(d) = deadline {
-                    if Instant::now() >= d {
-                        break;
-                    }
-                } else {
-                    let n = issued.get();
-                    if n >= o.total.expect("total or duration") {
-                        break;
-                    }
-                    issued.set(n + 1);
-                }
-                let k = if o.sequential_keys {
-                    seq += 1;
-                    seq % o.key_space
-                } else {
-                    rng.below(o.key_space)
-                };
-                let key = format!("{k:0width$}", width = o.key_size).into_bytes();
-                let read = match o.workload {
-                    Workload::Put => None,
-                    Workload::Range { consistency } => Some(consistency),
-                    Workload::Mixed {
-                        read_ratio,
-                        consistency,
-                    } => ((rng.below(1_000_000) as f64) < read_ratio * 1e6).then_some(consistency),
-                };
+            let (mut rng, mut seq) = Plan::client_rng(c);
+            while plan.take_one() {
+                let key = plan.key(&mut rng, &mut seq).into_bytes();
+                let read = plan.pick_read(&mut rng);
                 let t = Instant::now();
                 let call = async {
                     match read {
@@ -184,7 +155,7 @@ async fn run_local(o: Options) -> Result<Report, String> {
                             "/etcdserverpb.KV/Put",
                             PutRequest {
                                 key,
-                                value: value.to_vec(),
+                                value: plan.value.clone().into_bytes(),
                             },
                         )
                         .await
@@ -201,7 +172,7 @@ async fn run_local(o: Options) -> Result<Report, String> {
                         .map(|_| ()),
                     }
                 };
-                match tokio::time::timeout(o.timeout, call).await {
+                match tokio::time::timeout(plan.o.timeout, call).await {
                     Ok(Ok(())) => {
                         let _ = hist.record((t.elapsed().as_micros() as u64).max(1));
                     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Opts, json, wait_until};
+use common::{Cluster, Opts, json, put_port, wait_until};
 
 const SNAPSHOT_EVERY_500: &str = "[raft.snapshot]\ninterval_entries = 500\n";
 
@@ -44,22 +44,6 @@ fn write_keys(c: &Cluster, leader: usize, prefix: &str, keys: usize) {
     for t in threads {
         t.join().unwrap();
     }
-}
-
-fn put_port(port: u16, key: &str, value: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let body = serde_json::json!({ "key": key, "value": value }).to_string();
-    write!(
-        s,
-        "POST /put HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.get(9..12)?.parse().ok()
 }
 
 /// Every key reads back with its value at `consistency` on `node`.

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Opts, json, wait_until};
+use common::{Cluster, Opts, json, put_port, wait_until};
 use ringkv::net::frame::{FrameHeader, FrameKind, HEADER_BYTES};
 use ringkv::net::peer::{ACK_REFUSED, ArchivedHelloAck, Hello};
 
@@ -150,7 +150,7 @@ fn sigterm_of_the_leader_hands_over_without_losing_acknowledged_writes() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let n = others[i as usize % 2];
                 let key = format!("w{i}");
-                if let Some(200) = put_raw(ports[n], &key, &i.to_string()) {
+                if let Some(200) = put_port(ports[n], &key, &i.to_string()) {
                     acked.insert(key, i);
                 }
                 i += 1;
@@ -184,21 +184,6 @@ fn sigterm_of_the_leader_hands_over_without_losing_acknowledged_writes() {
     let log = c.log(l);
     assert!(log.contains("stopping on signal"), "{log}");
     assert!(log.contains("stopped: log flushed"), "{log}");
-}
-
-fn put_raw(port: u16, key: &str, value: &str) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let body = serde_json::json!({ "key": key, "value": value }).to_string();
-    write!(
-        s,
-        "POST /put HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.get(9..12)?.parse().ok()
 }
 
 #[test]

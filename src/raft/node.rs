@@ -704,24 +704,15 @@ impl Raft {
             index > self.log.snapshot_index(),
             "snapshot at {index} is not newer"
         );
-        let term = self
-            .log
-            .term(index)
-            .expect("entry to snapshot is in the log");
+        let meta = self.snapshot_meta(index);
         let conf_pos = self
             .conf_history
             .iter()
             .rposition(|(i, _)| *i <= index)
             .expect("base");
-        let membership = self.conf_history[conf_pos].1.clone();
         self.conf_history.drain(..conf_pos);
         self.conf_history[0].0 = index;
-        self.log.compact_to(index, term);
-        let meta = SnapshotMeta {
-            index,
-            term,
-            membership,
-        };
+        self.log.compact_to(index, meta.term);
         self.snapshot = Some(meta.clone());
         meta
     }

@@ -307,3 +307,19 @@ impl Cluster {
         std::fs::read_to_string(self.log_dir(i).join("d.log")).unwrap_or_default()
     }
 }
+
+/// A put over a fresh connection from any thread: its status, or None without an answer.
+pub fn put_port(port: u16, key: &str, value: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let body = serde_json::json!({ "key": key, "value": value }).to_string();
+    write!(
+        s,
+        "POST /put HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.get(9..12)?.parse().ok()
+}

@@ -434,10 +434,15 @@ impl Core {
                     index,
                     "cannot read the snapshot to send: {e}"
                 );
-                self.sends.remove(&to);
-                self.raft.report_snapshot(to, false);
+                self.abandon_send(to);
             }
         }
+    }
+
+    /// Gives up sending to `to` (the core sends a snapshot again later).
+    fn abandon_send(&mut self, to: NodeId) {
+        self.sends.remove(&to);
+        self.raft.report_snapshot(to, false);
     }
 
     /// Reads the next chunk if the window allows (one read at a time, in order).
@@ -491,8 +496,7 @@ impl Core {
                     index,
                     "cannot read the snapshot to send: {e}"
                 );
-                self.sends.remove(&to);
-                self.raft.report_snapshot(to, false);
+                self.abandon_send(to);
                 return;
             }
         };
@@ -521,14 +525,13 @@ impl Core {
             return;
         };
         if !ok && next == REFUSED {
-            self.sends.remove(&from);
+            self.abandon_send(from);
             tracing::warn!(
                 node = self.id,
                 peer = from,
                 index,
                 "the peer refused the snapshot for good (over its size limit)"
             );
-            self.raft.report_snapshot(from, false);
             return;
         }
         if !ok {
@@ -565,8 +568,7 @@ impl Core {
                 peer = id,
                 "snapshot transfer stalled; abandoned"
             );
-            self.sends.remove(&id);
-            self.raft.report_snapshot(id, false);
+            self.abandon_send(id);
         }
         let ids: Vec<NodeId> = self.sends.keys().copied().collect();
         for id in ids {
