@@ -479,7 +479,7 @@ struct Core {
     /// A received snapshot stored here, waiting for the leader's message to install it.
     received: Option<(Index, Term)>,
     /// Snapshot chunks received, written to their file at the next drive.
-    chunk_inbox: VecDeque<snap::Chunk>,
+    chunk_inbox: VecDeque<(NodeId, ClientFrame)>,
     /// The WAL compacts to this (index, term) at the next turn.
     compact_wal: Option<(Index, Term)>,
     admin_waits: Vec<admin::AdminWait>,
@@ -663,24 +663,7 @@ impl Core {
                         Err(e) => self.answer(origin, Reply::err(400, "bad_request", e)),
                     }
                 }
-                ClientFrame::SnapChunk {
-                    index,
-                    term,
-                    membership,
-                    offset,
-                    total,
-                    crc,
-                    data,
-                } => self.chunk_inbox.push_back(snap::Chunk {
-                    from,
-                    index,
-                    term,
-                    membership,
-                    offset,
-                    total,
-                    crc,
-                    data,
-                }),
+                f @ ClientFrame::SnapChunk { .. } => self.chunk_inbox.push_back((from, f)),
                 ClientFrame::SnapAck { index, next, ok } => self.snap_ack(from, index, next, ok),
                 ClientFrame::Removed { node_id } => {
                     if node_id == self.id && !self.removed_self {

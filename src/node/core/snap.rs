@@ -92,18 +92,6 @@ pub(super) struct Receiving {
     writer: BodyWriter<DmaDisk>,
 }
 
-/// A chunk waiting for the driver (its file write is awaited there).
-pub(super) struct Chunk {
-    pub from: NodeId,
-    pub index: Index,
-    pub term: Term,
-    pub membership: Vec<u8>,
-    pub offset: u64,
-    pub total: u64,
-    pub crc: u32,
-    pub data: Vec<u8>,
-}
-
 /// The node snapshot body (address book, then the key-value body of all parts), copied in
 /// 1 MiB steps with a yield between them.
 async fn build_body(
@@ -427,16 +415,18 @@ impl Core {
                 s.reading = false;
                 self.pump(to);
             }
-            Err(e) => {
-                tracing::error!(
-                    node = self.id,
-                    peer = to,
-                    index,
-                    "cannot read the snapshot to send: {e}"
-                );
-                self.abandon_send(to);
-            }
+            Err(e) => self.read_failed(to, index, &e),
         }
+    }
+
+    fn read_failed(&mut self, to: NodeId, index: Index, e: &str) {
+        tracing::error!(
+            node = self.id,
+            peer = to,
+            index,
+            "cannot read the snapshot to send: {e}"
+        );
+        self.abandon_send(to);
     }
 
     /// Gives up sending to `to` (the core sends a snapshot again later).
@@ -489,16 +479,7 @@ impl Core {
         s.reading = false;
         let data = match result {
             Ok(d) => d,
-            Err(e) => {
-                tracing::error!(
-                    node = self.id,
-                    peer = to,
-                    index,
-                    "cannot read the snapshot to send: {e}"
-                );
-                self.abandon_send(to);
-                return;
-            }
+            Err(e) => return self.read_failed(to, index, &e),
         };
         if offset != s.next {
             return self.pump(to); // a restart happened meanwhile
@@ -578,43 +559,54 @@ impl Core {
 
     /// Writes the chunks received since the last turn (the driver awaits the file writes).
     pub(super) async fn receive_chunks(&mut self) {
-        while let Some(c) = self.chunk_inbox.pop_front() {
-            self.receive_chunk(c).await;
+        while let Some((from, f)) = self.chunk_inbox.pop_front() {
+            self.receive_chunk(from, f).await;
         }
     }
 
-    async fn receive_chunk(&mut self, c: Chunk) {
-        let (from, index) = (c.from, c.index);
+    async fn receive_chunk(&mut self, from: NodeId, f: ClientFrame) {
+        let ClientFrame::SnapChunk {
+            index,
+            term,
+            membership,
+            offset,
+            total,
+            crc,
+            data,
+        } = f
+        else {
+            return;
+        };
         let ack = |core: &Core, next: u64, ok: bool| {
             core.send_frame(from, ClientFrame::SnapAck { index, next, ok });
         };
-        if c.total > self.snapshot_bytes_max {
+        if total > self.snapshot_bytes_max {
             tracing::warn!(
                 node = self.id,
                 peer = from,
-                total = c.total,
+                total = total,
                 "refused a snapshot over the size limit"
             );
             return ack(self, REFUSED, false);
         }
         // Already stored here (its final ack was lost or late): say so at once.
-        if c.offset == 0 && self.received == Some((c.index, c.term)) {
-            return ack(self, c.total, true);
+        if offset == 0 && self.received == Some((index, term)) {
+            return ack(self, total, true);
         }
-        if c.offset == 0 {
+        if offset == 0 {
             match self
                 .snaps
-                .begin_body(c.index, c.term, c.membership.len() as u64, c.total)
+                .begin_body(index, term, membership.len() as u64, total)
                 .await
             {
                 Ok(writer) => {
                     self.recv = Some(Receiving {
                         from,
-                        index: c.index,
-                        term: c.term,
-                        membership: c.membership.clone(),
-                        total: c.total,
-                        crc: c.crc,
+                        index,
+                        term,
+                        membership: membership.clone(),
+                        total,
+                        crc,
                         writer,
                     });
                 }
@@ -631,13 +623,13 @@ impl Core {
         let in_order = self
             .recv
             .as_ref()
-            .is_some_and(|r| r.from == from && r.index == index && r.writer_offset() == c.offset);
+            .is_some_and(|r| r.from == from && r.index == index && r.writer_offset() == offset);
         if !in_order {
             self.recv = None;
             return ack(self, 0, false);
         }
         let r = self.recv.as_mut().expect("checked");
-        if let Err(e) = r.writer.write(&c.data).await {
+        if let Err(e) = r.writer.write(&data).await {
             tracing::error!(
                 node = self.id,
                 index,
@@ -646,7 +638,7 @@ impl Core {
             self.recv = None;
             return ack(self, 0, false);
         }
-        let next = c.offset + c.data.len() as u64;
+        let next = offset + data.len() as u64;
         if next < r.total {
             return ack(self, next, true);
         }
