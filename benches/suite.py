@@ -83,6 +83,11 @@ flush_workers = 4
 [raft.replication]
 append_entries_max = 5000
 batch_delay_ms = 0
+
+[runtime]
+# One CPU per node, nodes spread over the two (as config/n*.toml): see benches/README.md.
+cores = [{(i - 1) % 2}]
+raft_core = {(i - 1) % 2}
 """
             )
     return d

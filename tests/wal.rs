@@ -870,6 +870,46 @@ fn failed_fsync_stops_the_wal_and_is_never_retried() {
     });
 }
 
+/// The node's driver waits on `wait_flight` beside its queue and drops the wait whenever
+/// a request arrives first: a dropped wait must lose no completion, and a failed write
+/// must still stop the WAL.
+#[test]
+fn wait_flight_is_cancel_safe_and_reports_in_order() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let opts = small_opts(Path::new("/sim/n"));
+        let (mut wal, _) = Wal::open(disk.clone(), opts, (0, 0)).await.unwrap();
+        // Nothing in flight: the wait never completes.
+        assert!(futures_lite::future::poll_once(wal.wait_flight()).await.is_none());
+        wal.persist(1, None, false, None, &es(1, 5, 1))
+            .await
+            .unwrap();
+        wal.persist(2, None, false, None, &es(6, 5, 1))
+            .await
+            .unwrap();
+        assert_eq!(wal.inflight(), 2);
+        // Polled before the flush workers ran, then dropped: nothing is lost.
+        assert!(futures_lite::future::poll_once(wal.wait_flight()).await.is_none());
+        assert_eq!(wal.inflight(), 2);
+        assert!(wal.take_completed().is_empty());
+        wal.wait_flight().await.unwrap();
+        assert_eq!(wal.take_completed(), vec![1]);
+        assert_eq!(wal.persisted_index(), 5);
+        wal.wait_flight().await.unwrap();
+        assert_eq!(wal.take_completed(), vec![2]);
+        assert_eq!(wal.persisted_index(), 10);
+        assert_eq!(wal.inflight(), 0);
+        disk.fail_fsync(true);
+        wal.persist(3, None, false, None, &es(11, 1, 1))
+            .await
+            .unwrap();
+        let err = wal.wait_flight().await.unwrap_err();
+        assert!(matches!(err, WalError::Fatal(_)), "{err}");
+        assert!(wal.take_completed().is_empty());
+        assert_eq!(wal.persisted_index(), 10);
+    });
+}
+
 #[test]
 fn full_disk_refuses_writes_keeps_reads_and_resumes_when_space_returns() {
     run(|| async {

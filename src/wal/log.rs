@@ -674,15 +674,38 @@ impl<D: Disk> Wal<D> {
         self.completed.drain(..).collect()
     }
 
+    /// Waits for the oldest write in flight and records it: its Ready number, if it
+    /// completes one, then comes from `take_completed`. Cancel-safe (dropped before the
+    /// write completes, it changes nothing), so the driver can wait on it beside its
+    /// queue instead of stalling there. Never completes while nothing is in flight.
+    pub async fn wait_flight(&mut self) -> Result<(), WalError> {
+        self.check_fatal()?;
+        let r = std::future::poll_fn(|cx| match self.flights.front_mut() {
+            Some(f) => std::pin::Pin::new(&mut f.task).poll(cx),
+            None => std::task::Poll::Pending,
+        })
+        .await;
+        // No await from here on: the flight is popped in the same poll that saw it done.
+        let f = self.flights.pop_front().expect("the polled flight");
+        self.record(f.ready, f.last_index, r)
+    }
+
     async fn finish(&mut self, f: Flight) -> Result<(), WalError> {
-        let r = match f.task.await {
-            Some(r) => r,
-            None => Err(io::Error::other("flush worker was cancelled")),
-        };
+        let r = f.task.await;
+        self.record(f.ready, f.last_index, r)
+    }
+
+    fn record(
+        &mut self,
+        ready: Option<u64>,
+        last_index: Index,
+        r: Option<io::Result<()>>,
+    ) -> Result<(), WalError> {
+        let r = r.unwrap_or_else(|| Err(io::Error::other("flush worker was cancelled")));
         match r {
             Ok(()) => {
-                self.persisted_index = self.persisted_index.max(f.last_index);
-                if let Some(n) = f.ready {
+                self.persisted_index = self.persisted_index.max(last_index);
+                if let Some(n) = ready {
                     self.completed.push_back(n);
                 }
                 Ok(())

@@ -3,8 +3,9 @@
 //! Owns one node's data directory (`<data_dir>/wal/`, `<data_dir>/hardstate`,
 //! `<data_dir>/snapshots/`). Runs on the raft core's executor: `Wal::persist` takes what a
 //! `Ready` must make durable, flush-worker tasks on the same executor write and fdatasync
-//! up to `flush_workers` batches at once, and `Wal::next_persisted` hands back Ready
-//! numbers strictly in order for `Raft::on_persisted`. Must not touch protocol state or
+//! up to `flush_workers` batches at once, and `Wal::wait_flight` (the driver, beside its
+//! queue) or `Wal::next_persisted` hand back Ready numbers strictly in order for
+//! `Raft::on_persisted`. Must not touch protocol state or
 //! the state machine; it stores bytes and says when they are durable.
 //!
 //! - `format`: byte layouts and checksums (pure).

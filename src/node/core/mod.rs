@@ -516,6 +516,14 @@ struct Core {
     last_lag_log: Instant,
 }
 
+/// What woke the raft core's loop.
+enum Wake {
+    Event(Event),
+    Closed,
+    Tick,
+    Flight(Result<(), WalError>),
+}
+
 impl Core {
     async fn run(
         &mut self,
@@ -525,15 +533,35 @@ impl Core {
         let mut next_tick = Instant::now() + self.tick;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
-            let ev = futures_lite::future::or(async { events.recv().await.map(Some) }, async {
-                glommio::timer::sleep(wait).await;
-                Some(None)
-            })
-            .await;
+            // Whichever comes first: a request or message, the tick, or a WAL write
+            // completing. The core never stalls on the disk: while a batch syncs it goes
+            // on taking requests, and followers' acks can commit before its own sync.
+            let ev = {
+                let queue = async {
+                    match events.recv().await {
+                        Some(e) => Wake::Event(e),
+                        None => Wake::Closed,
+                    }
+                };
+                let timer = async {
+                    glommio::timer::sleep(wait).await;
+                    Wake::Tick
+                };
+                let disk = async {
+                    if wal.inflight() == 0 {
+                        std::future::pending::<()>().await;
+                    }
+                    Wake::Flight(wal.wait_flight().await)
+                };
+                futures_lite::future::or(queue, futures_lite::future::or(disk, timer)).await
+            };
             match ev {
-                None => return Ok(()),
-                Some(Some(e)) => self.handle(e),
-                Some(None) => {}
+                Wake::Closed => return Ok(()),
+                Wake::Event(e) => self.handle(e),
+                Wake::Flight(r) => {
+                    self.wal_ok(r)?;
+                }
+                Wake::Tick => {}
             }
             // Take whatever else is queued: one Ready for many requests.
             for _ in 0..1024 {
@@ -1226,16 +1254,9 @@ impl Core {
             for n in wal.take_completed() {
                 self.raft.on_persisted(n);
             }
-            if !self.wal_stalled && self.raft.has_ready() {
-                continue;
-            }
-            if wal.inflight() == 0 {
+            if self.wal_stalled || !self.raft.has_ready() {
+                // Writes still in flight report through `run`'s wait.
                 break;
-            }
-            let r = wal.next_persisted().await;
-            match self.wal_ok(r)? {
-                Some(Some(n)) => self.raft.on_persisted(n),
-                _ => break,
             }
         }
         self.publish();
