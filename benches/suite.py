@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+import charts
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "ringkv")
 DATA = os.path.join(ROOT, "target", "bench-data")
@@ -43,6 +45,11 @@ QUICK = [
     ("range-l", ["range", "--consistency", "l"], 100, 1000, 100_000),
     ("range-s", ["range", "--consistency", "s"], 100, 1000, 100_000),
 ]
+# ringkv only: reads etcd has no equivalent of (extras.json).
+EXTRAS_LEASE = [
+    ("range-lease", ["range", "--consistency", "lease"], 1, 1, 10_000),
+    ("range-lease", ["range", "--consistency", "lease"], 100, 1000, 100_000),
+]
 KEY_SPACE = 10_000
 
 
@@ -50,13 +57,15 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
 
-def ringkv_configs():
+def ringkv_configs(mem_first=False):
     d = os.path.join(DATA, "ringkv")
     subprocess.run(["rm", "-rf", d])
     os.makedirs(d)
     members = ", ".join(
         f'{{ id = {i}, address = "{a}", role = 1, status = 2 }}' for i, a in enumerate(RINGKV, 1)
     )
+    persistence = ('strategy = "MemFirst"\nflush_policy = { Batch = { threshold = 100, interval_ms = 20 } }'
+                   if mem_first else 'strategy = "DiskFirst"')
     for i, a in enumerate(RINGKV, 1):
         with open(os.path.join(d, f"n{i}.toml"), "w") as f:
             f.write(
@@ -77,7 +86,7 @@ default_policy = "LinearizableRead"
 lease_duration_ms = 500
 
 [raft.persistence]
-strategy = "DiskFirst"
+{persistence}
 flush_workers = 4
 
 [raft.replication]
@@ -93,8 +102,8 @@ raft_core = {(i - 1) % 2}
     return d
 
 
-def start_ringkv():
-    d = ringkv_configs()
+def start_ringkv(mem_first=False):
+    d = ringkv_configs(mem_first)
     procs = []
     for i in range(1, 4):
         env = dict(os.environ, LOG_DIR=f"{d}/logs/{i}")
@@ -140,6 +149,36 @@ def proc_usage(pid):
         return 0.0, 0.0
 
 
+def http_get(url):
+    import urllib.request
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read().decode()
+
+
+def disk_counters(system):
+    """(WAL fsyncs, WAL entries) summed over the members: ringkv from /status, etcd from
+    /metrics (its WAL fsync count, and committed proposals as the entries each member
+    appends)."""
+    fsyncs = entries = 0.0
+    if system == "ringkv":
+        for a in RINGKV:
+            w = json.loads(http_get(f"http://{a}/status"))["wal"]
+            fsyncs += w["fsyncs"]
+            entries += w["entries"]
+    else:
+        for a in ETCD:
+            for line in http_get(f"http://{a}/metrics").splitlines():
+                if line.startswith("etcd_disk_wal_fsync_duration_seconds_count"):
+                    fsyncs += float(line.split()[-1])
+                elif line.startswith("etcd_server_proposals_committed_total"):
+                    entries += float(line.split()[-1])
+    return fsyncs, entries
+
+
+def cpu_seconds(pids):
+    return sum(proc_usage(p)[0] for p in pids)
+
+
 def bench(system, args, conns, clients, total, extra=()):
     target = ["--target", "etcd", "--endpoints", ",".join(ETCD)] if system == "etcd" else [
         "--target", "native", "--endpoints", ",".join(RINGKV)]
@@ -152,6 +191,43 @@ def bench(system, args, conns, clients, total, extra=()):
     if r.returncode != 0:
         sys.exit(f"{system} {args}: {r.stderr}")
     return json.loads(r.stdout)
+
+
+def medians(results):
+    """One row per (system, workload, conns, clients): the median of each figure."""
+    def med(rs, k, nd):
+        v = [r[k] for r in rs if r.get(k) is not None]
+        return round(statistics.median(v), nd) if v else None
+    rows = []
+    for (s, label, conns, clients), rs in sorted(results.items()):
+        rows.append({
+            "system": s, "workload": label, "conns": conns, "clients": clients,
+            "ops_per_sec": med(rs, "ops_per_sec", 1),
+            "p50_ms": med(rs, "p50_ms", 3),
+            "p99_ms": med(rs, "p99_ms", 3),
+            "errors": sum(r["errors"] for r in rs),
+            "p90_ms": med(rs, "p90_ms", 3),
+            "p999_ms": med(rs, "p999_ms", 3),
+            "avg_ms": med(rs, "avg_ms", 3),
+            "server_cpu_s": med(rs, "server_cpu_s", 2),
+            "fsyncs": med(rs, "fsyncs", 0),
+            "entries_per_fsync": med(rs, "entries_per_fsync", 2),
+        })
+    return rows
+
+
+def per_fsync(r):
+    return "-" if r.get("entries_per_fsync") is None else f"{r['entries_per_fsync']:.1f}"
+
+
+def wait_exit(pid, secs=10):
+    for _ in range(secs * 10):
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
 
 
 def main():
@@ -171,22 +247,56 @@ def main():
         servers["ringkv"] = [p.pid for p in start_ringkv()]
     if "etcd" in systems:
         servers["etcd"] = start_etcd()
+    results = {}
+    extras = {}
+
+    def measured(s, args, conns, clients, total):
+        """One bench run with the servers' CPU seconds and WAL work during it."""
+        cpu0, (f0, e0) = cpu_seconds(servers[s]), disk_counters(s)
+        r = bench(s, args, conns, clients, total)
+        cpu1, (f1, e1) = cpu_seconds(servers[s]), disk_counters(s)
+        r["server_cpu_s"] = cpu1 - cpu0
+        r["fsyncs"] = f1 - f0
+        r["entries_per_fsync"] = (e1 - e0) / (f1 - f0) if f1 > f0 else None
+        return r
+
     try:
         # Keys the reads find: the same key space filled on both systems.
         for s in systems:
             bench(s, ["put", "--sequential-keys"], 8, 64, KEY_SPACE)
-        results = {}
         for run in range(o.runs):
             for row in suite:
                 label, args, conns, clients, total = row
                 order = systems if run % 2 == 0 else list(reversed(systems))
                 for s in order:
-                    r = bench(s, args, conns, clients, total)
+                    r = measured(s, args, conns, clients, total)
                     results.setdefault((s, label, conns, clients), []).append(r)
                     print(f"run {run + 1} {s:6} {label:8} {conns:>3}/{clients:<4} "
                           f"{r['ops_per_sec']:>9.0f} ops/s p50 {r['p50_ms']:.2f} ms "
-                          f"p99 {r['p99_ms']:.2f} ms errors {r['errors']}", flush=True)
+                          f"p99 {r['p99_ms']:.2f} ms errors {r['errors']} "
+                          f"fsyncs {r['fsyncs']:.0f}", flush=True)
+            if "ringkv" in systems:
+                # Extras (not compared): lease reads, which etcd does not have.
+                for label, args, conns, clients, total in EXTRAS_LEASE:
+                    r = measured("ringkv", args, conns, clients, total)
+                    extras.setdefault(("ringkv", label, conns, clients), []).append(r)
+                    print(f"run {run + 1} extra  {label:11} {conns:>3}/{clients:<4} "
+                          f"{r['ops_per_sec']:>9.0f} ops/s p99 {r['p99_ms']:.2f} ms", flush=True)
         usage = {s: [proc_usage(p) for p in pids] for s, pids in servers.items()}
+        if "ringkv" in systems and not o.quick:
+            # MemFirst (acknowledged on a majority's memory, flushed in batches): a fresh
+            # cluster, the put rows only.
+            for pid in servers["ringkv"]:
+                os.kill(pid, signal.SIGTERM)
+            for pid in servers["ringkv"]:
+                wait_exit(pid)
+            servers["ringkv"] = [p.pid for p in start_ringkv(mem_first=True)]
+            for run in range(o.runs):
+                for label, args, conns, clients, total in [r for r in suite if r[0] == "put"]:
+                    r = measured("ringkv", args, conns, clients, total)
+                    extras.setdefault(("ringkv", "put-memfirst", conns, clients), []).append(r)
+                    print(f"run {run + 1} extra  put-memfirst {conns:>3}/{clients:<4} "
+                          f"{r['ops_per_sec']:>9.0f} ops/s p99 {r['p99_ms']:.2f} ms", flush=True)
     finally:
         if "etcd" in systems:
             subprocess.run([os.path.join(ROOT, "benches", "etcd-cluster.sh"), "stop",
@@ -196,15 +306,8 @@ def main():
                 os.kill(pid, signal.SIGTERM)
             except OSError:
                 pass
-    rows = []
-    for (s, label, conns, clients), rs in sorted(results.items()):
-        rows.append({
-            "system": s, "workload": label, "conns": conns, "clients": clients,
-            "ops_per_sec": round(statistics.median(r["ops_per_sec"] for r in rs), 1),
-            "p50_ms": round(statistics.median(r["p50_ms"] for r in rs), 3),
-            "p99_ms": round(statistics.median(r["p99_ms"] for r in rs), 3),
-            "errors": sum(r["errors"] for r in rs),
-        })
+    rows = medians(results)
+    extra_rows = medians(extras)
     out = os.path.join(ROOT, "benches", "reports", o.name)
     os.makedirs(out, exist_ok=True)
     etcd_version = subprocess.run(["etcd", "--version"], capture_output=True, text=True).stdout.splitlines()[:1] if "etcd" in systems else []
@@ -222,8 +325,11 @@ def main():
     }
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=2)
-    lines = ["| workload | conns/clients | ringkv ops/s | etcd ops/s | ratio | ringkv p50 / p99 ms | etcd p50 / p99 ms |",
-             "|---|---|---|---|---|---|---|"]
+    with open(os.path.join(out, "extras.json"), "w") as f:
+        json.dump({"meta": meta, "rows": extra_rows}, f, indent=2)
+    charts.write(out, rows, systems)
+    lines = ["| workload | conns/clients | ringkv ops/s | etcd ops/s | ratio | ringkv p50 / p99 ms | etcd p50 / p99 ms | entries per fsync ringkv / etcd | server CPU s ringkv / etcd |",
+             "|---|---|---|---|---|---|---|---|---|"]
     by = {(r["system"], r["workload"], r["conns"], r["clients"]): r for r in rows}
     for label, _, conns, clients, _ in suite:
         a, b = by.get(("ringkv", label, conns, clients)), by.get(("etcd", label, conns, clients))
@@ -231,10 +337,18 @@ def main():
             continue
         lines.append(f"| {label} | {conns}/{clients} | {a['ops_per_sec']:.0f} | {b['ops_per_sec']:.0f} | "
                      f"{a['ops_per_sec'] / b['ops_per_sec']:.2f}x | {a['p50_ms']:.2f} / {a['p99_ms']:.2f} | "
-                     f"{b['p50_ms']:.2f} / {b['p99_ms']:.2f} |")
+                     f"{b['p50_ms']:.2f} / {b['p99_ms']:.2f} | {per_fsync(a)} / {per_fsync(b)} | "
+                     f"{a['server_cpu_s']:.1f} / {b['server_cpu_s']:.1f} |")
+    if extra_rows:
+        lines += ["", "Extras (ringkv only, not compared):", "",
+                  "| workload | conns/clients | ops/s | p50 / p99 ms | entries per fsync |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['workload']} | {r['conns']}/{r['clients']} | {r['ops_per_sec']:.0f} | "
+                  f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} | {per_fsync(r)} |" for r in extra_rows]
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(f"# ringkv vs etcd ({'quick' if o.quick else 'full'} suite, median of {o.runs} alternating runs)\n\n")
         f.write("\n".join(lines) + "\n")
+        f.write("\nCharts: throughput.svg (ops/s against clients), latency.svg (p50/p90/p99/p99.9).\n")
     print("\n".join(lines))
     print(f"wrote {out}/summary.json and summary.md")
 

@@ -9,6 +9,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -127,6 +128,9 @@ pub fn run(o: Options) -> Result<Report, String> {
 pub(crate) struct Plan {
     pub o: Options,
     issued: Cell<u64>,
+    /// Requests answered (or failed) so far: the progress display reads it.
+    done: Cell<u64>,
+    started: Instant,
     deadline: Option<Instant>,
     pub value: String,
 }
@@ -137,7 +141,53 @@ impl Plan {
             deadline: o.duration.map(|d| Instant::now() + d),
             value: "v".repeat(o.val_size),
             issued: Cell::new(0),
+            done: Cell::new(0),
+            started: Instant::now(),
             o,
+        }
+    }
+
+    /// A client finished a request (whatever its outcome).
+    pub fn finished_one(&self) {
+        self.done.set(self.done.get() + 1);
+    }
+
+    /// How often progress is shown: often on a terminal (one line redrawn), seldom
+    /// otherwise (plain lines, e.g. into a log).
+    pub fn progress_every(tty: bool) -> Duration {
+        if tty {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(5)
+        }
+    }
+
+    /// The progress so far: a bar redrawn in place on a terminal, a plain line otherwise.
+    pub fn progress(&self, tty: bool) -> String {
+        const WIDTH: usize = 30;
+        let done = self.done.get();
+        let secs = self.started.elapsed().as_secs_f64();
+        let fraction = match (self.o.total, self.o.duration) {
+            (Some(t), _) => done as f64 / t.max(1) as f64,
+            (None, Some(d)) => secs / d.as_secs_f64().max(1e-9),
+            _ => 0.0,
+        }
+        .clamp(0.0, 1.0);
+        let rate = done as f64 / secs.max(1e-9);
+        let of = self.o.total.map_or(String::new(), |t| format!("/{t}"));
+        if tty {
+            let fill = (fraction * WIDTH as f64) as usize;
+            format!(
+                "\r[{}{}] {:>3.0}% {done}{of} {rate:.0} ops/s ",
+                "#".repeat(fill),
+                ".".repeat(WIDTH - fill),
+                fraction * 100.0
+            )
+        } else {
+            format!(
+                "ringkv bench: {:.0}% {done}{of} requests after {secs:.1} s, {rate:.0} ops/s\n",
+                fraction * 100.0
+            )
         }
     }
 
@@ -228,6 +278,18 @@ async fn run_on_executor(o: Options) -> Result<Report, String> {
     let shared = Rc::new(Plan::new(o));
     let errors: Rc<RefCell<BTreeMap<String, u64>>> = Rc::default();
     let t0 = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    {
+        // Dropped (and silent) once the run's future completes.
+        let shared = shared.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(Plan::progress_every(tty)).await;
+                eprint!("{}", shared.progress(tty));
+            }
+        })
+        .detach();
+    }
     let mut tasks = Vec::new();
     for c in 0..shared.o.clients {
         let (shared, errors) = (shared.clone(), errors.clone());
@@ -242,6 +304,9 @@ async fn run_on_executor(o: Options) -> Result<Report, String> {
         let h = t.await;
         hist.add(&h)
             .map_err(|e| format!("merging histograms: {e}"))?;
+    }
+    if tty {
+        eprintln!("{}", shared.progress(tty));
     }
     let errors = errors.borrow().clone();
     Ok(report(&hist, t0.elapsed().as_secs_f64(), errors))
@@ -308,6 +373,7 @@ async fn client(
         })
         .await;
         let us = t.elapsed().as_micros() as u64;
+        shared.finished_one();
         // A read of a key never written is a normal answer (404), not an error.
         match outcome {
             Ok(200) | Ok(404) => {
@@ -421,4 +487,59 @@ async fn http_call(
         .await
         .map_err(|e| format!("send: {e}"))?;
     read_http_answer(&mut s).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(total: Option<u64>, duration: Option<Duration>) -> Plan {
+        Plan::new(Options {
+            endpoints: vec!["127.0.0.1:1".parse().unwrap()],
+            target: Target::Native,
+            workload: Workload::Put,
+            conns: 1,
+            clients: 1,
+            total,
+            duration,
+            key_size: 8,
+            val_size: 8,
+            key_space: 10,
+            sequential_keys: false,
+            timeout: Duration::from_secs(1),
+        })
+    }
+
+    #[test]
+    fn progress_counts_finished_requests_as_a_bar_or_a_plain_line() {
+        let p = plan(Some(200), None);
+        for _ in 0..50 {
+            p.finished_one();
+        }
+        let bar = p.progress(true);
+        assert!(bar.starts_with('\r'), "{bar:?}");
+        assert!(
+            bar.contains(&format!("[{}{}]", "#".repeat(7), ".".repeat(23))),
+            "{bar}"
+        );
+        assert!(bar.contains(" 25% 50/200 "), "{bar}");
+        let line = p.progress(false);
+        assert!(
+            line.starts_with("ringkv bench: 25% 50/200 requests after "),
+            "{line}"
+        );
+        assert!(line.ends_with(" ops/s\n"), "{line:?}");
+        for _ in 0..500 {
+            p.finished_one();
+        }
+        // Never past 100% (requests finished beyond the total are not possible, but the
+        // bar must not overflow if they were counted twice by mistake).
+        assert!(p.progress(true).contains(&format!("[{}]", "#".repeat(30))));
+        // A timed run shows elapsed time against the duration.
+        let t = plan(None, Some(Duration::from_secs(3600)));
+        assert!(
+            t.progress(false)
+                .starts_with("ringkv bench: 0% 0 requests after ")
+        );
+    }
 }

@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
@@ -137,6 +138,16 @@ async fn run_local(o: Options) -> Result<Report, String> {
     let plan = Rc::new(Plan::new(o));
     let errors: Rc<RefCell<BTreeMap<String, u64>>> = Rc::default();
     let t0 = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let progress = {
+        let plan = plan.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                tokio::time::sleep(Plan::progress_every(tty)).await;
+                eprint!("{}", plan.progress(tty));
+            }
+        })
+    };
     let mut tasks = Vec::new();
     for c in 0..plan.o.clients {
         let ch = chans[c % chans.len()].clone();
@@ -172,7 +183,9 @@ async fn run_local(o: Options) -> Result<Report, String> {
                         .map(|_| ()),
                     }
                 };
-                match tokio::time::timeout(plan.o.timeout, call).await {
+                let outcome = tokio::time::timeout(plan.o.timeout, call).await;
+                plan.finished_one();
+                match outcome {
                     Ok(Ok(())) => {
                         let _ = hist.record((t.elapsed().as_micros() as u64).max(1));
                     }
@@ -188,6 +201,10 @@ async fn run_local(o: Options) -> Result<Report, String> {
         let h = t.await.map_err(|e| format!("client task: {e}"))?;
         hist.add(&h)
             .map_err(|e| format!("merging histograms: {e}"))?;
+    }
+    progress.abort();
+    if tty {
+        eprintln!("{}", plan.progress(tty));
     }
     let errors = errors.borrow().clone();
     Ok(report(&hist, t0.elapsed().as_secs_f64(), errors))

@@ -76,6 +76,11 @@ fn seed_walkthrough_election_writes_reads_failover_and_catch_up() {
             (st == 200 && b["value"] == "test-value").then_some(())
         });
     }
+    // /status counts the WAL's work (benchmark reports divide entries by fsyncs).
+    wait_until(5, "the write to be in the leader's WAL", || {
+        let w = c.status(l)?["wal"].clone();
+        (w["entries"].as_u64()? >= index && w["fsyncs"].as_u64()? >= 1).then_some(())
+    });
     // The default policy (LeaseRead here) answers without a consistency parameter.
     let (st, b) = c.http(f, "GET", "/get?key=test-key", "").unwrap();
     assert_eq!((st, json(&b)["value"].clone()), (200, "test-value".into()));

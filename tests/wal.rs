@@ -880,7 +880,11 @@ fn wait_flight_is_cancel_safe_and_reports_in_order() {
         let opts = small_opts(Path::new("/sim/n"));
         let (mut wal, _) = Wal::open(disk.clone(), opts, (0, 0)).await.unwrap();
         // Nothing in flight: the wait never completes.
-        assert!(futures_lite::future::poll_once(wal.wait_flight()).await.is_none());
+        assert!(
+            futures_lite::future::poll_once(wal.wait_flight())
+                .await
+                .is_none()
+        );
         wal.persist(1, None, false, None, &es(1, 5, 1))
             .await
             .unwrap();
@@ -889,7 +893,11 @@ fn wait_flight_is_cancel_safe_and_reports_in_order() {
             .unwrap();
         assert_eq!(wal.inflight(), 2);
         // Polled before the flush workers ran, then dropped: nothing is lost.
-        assert!(futures_lite::future::poll_once(wal.wait_flight()).await.is_none());
+        assert!(
+            futures_lite::future::poll_once(wal.wait_flight())
+                .await
+                .is_none()
+        );
         assert_eq!(wal.inflight(), 2);
         assert!(wal.take_completed().is_empty());
         wal.wait_flight().await.unwrap();

@@ -506,6 +506,11 @@ impl<D: Disk> Wal<D> {
         self.stats.get()
     }
 
+    /// The live counters, for a reader on the same executor (status, metrics).
+    pub fn stats_handle(&self) -> Rc<std::cell::Cell<WalStats>> {
+        self.stats.clone()
+    }
+
     pub fn last_index(&self) -> Index {
         self.last_index
     }

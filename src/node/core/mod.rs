@@ -393,6 +393,7 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
     let mut core = Core {
         id,
         wal_stalled: false,
+        wal_stats: wal.stats_handle(),
         snaps,
         ev_tx: ev_tx.clone(),
         fatal: None,
@@ -451,6 +452,8 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
 
 struct Core {
     id: NodeId,
+    /// The WAL's counters (fsyncs, batches, entries), shown by /status.
+    wal_stats: Rc<std::cell::Cell<crate::wal::WalStats>>,
     /// The disk is full: the WAL holds writes it could not place; no Ready is taken.
     wal_stalled: bool,
     snaps: Rc<SnapshotStore<DmaDisk>>,
@@ -1031,6 +1034,7 @@ impl Core {
             })
             .collect();
         let (lid, laddr) = self.leader_hint();
+        let w = self.wal_stats.get();
         Reply::ok(serde_json::json!({
             "node_id": self.id,
             "role": role,
@@ -1045,6 +1049,13 @@ impl Core {
             "transfer_in_progress": self.raft.transfer_target().is_some(),
             "removed": st.membership.removed,
             "members": members,
+            "wal": {
+                "fsyncs": w.fsyncs,
+                "batches": w.batches,
+                "entries": w.entries,
+                "bytes_written": w.bytes_written,
+                "segments_created": w.segments_created,
+            },
         }))
     }
 
