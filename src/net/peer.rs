@@ -19,7 +19,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 use rkyv::rancor;
@@ -69,6 +69,8 @@ const BATCH_BYTES: usize = 1 << 20;
 
 /// How long an inbound connection may take to complete its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Receive buffer of an inbound peer connection.
+const PEER_READ_BUFFER_BYTES: usize = 64 << 10;
 
 pub const ACK_OK: u8 = 0;
 pub const ACK_WIPED: u8 = 1;
@@ -144,7 +146,11 @@ fn refuse(stats: &RefCell<PeerStats>, why: &'static str) {
     *stats.borrow_mut().refused.entry(why).or_default() += 1;
 }
 
-async fn write_frame(s: &mut TcpStream, kind: FrameKind, body: &[u8]) -> std::io::Result<()> {
+async fn write_frame(
+    s: &mut (impl AsyncWrite + Unpin),
+    kind: FrameKind,
+    body: &[u8],
+) -> std::io::Result<()> {
     let h = FrameHeader::for_body(kind, body).encode();
     s.write_all(&h).await?;
     s.write_all(body).await?;
@@ -153,7 +159,7 @@ async fn write_frame(s: &mut TcpStream, kind: FrameKind, body: &[u8]) -> std::io
 
 /// Reads one frame's body after its header; the body lands in a 16-byte aligned buffer
 /// (rkyv validates in place).
-async fn read_body(s: &mut TcpStream, h: &FrameHeader) -> std::io::Result<Bytes> {
+async fn read_body(s: &mut (impl AsyncRead + Unpin), h: &FrameHeader) -> std::io::Result<Bytes> {
     let mut v = rkyv::util::AlignedVec::<16>::with_capacity(h.body_bytes as usize);
     v.resize(h.body_bytes as usize, 0);
     s.read_exact(&mut v).await?;
@@ -546,7 +552,7 @@ fn check_incarnation(cfg: &PeerConfig, peer: NodeId, incarnation: u64) -> Result
     }
 }
 
-async fn write_ack(s: &mut TcpStream, code: u8, incarnation: u64, reason: &str) {
+async fn write_ack(s: &mut (impl AsyncWrite + Unpin), code: u8, incarnation: u64, reason: &str) {
     let ack = HelloAck {
         code,
         incarnation,
@@ -557,7 +563,7 @@ async fn write_ack(s: &mut TcpStream, code: u8, incarnation: u64, reason: &str) 
 }
 
 async fn serve_inbound(
-    mut s: TcpStream,
+    s: TcpStream,
     first: [u8; HEADER_BYTES],
     cfg: &PeerConfig,
     stats: &RefCell<PeerStats>,
@@ -565,6 +571,8 @@ async fn serve_inbound(
     book: &RefCell<BTreeMap<NodeId, SocketAddr>>,
     retired: &RefCell<std::collections::BTreeSet<NodeId>>,
 ) {
+    // A peer's frames arrive back to back: one receive takes many of them.
+    let mut s = s.buffered_with(glommio::net::Preallocated::new(PEER_READ_BUFFER_BYTES));
     // The first header was read by whoever accepted the connection.
     let mut h = first;
     let mut peer: Option<NodeId> = None;

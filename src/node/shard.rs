@@ -32,6 +32,8 @@ use crate::shard::{Command, Partition, Snapshot, route};
 
 /// Requests of one native connection carried out at once; more wait to be read.
 const NATIVE_INFLIGHT_MAX: usize = 1024;
+/// Receive buffer of a native connection (many small pipelined frames per receive).
+const NATIVE_READ_BUFFER_BYTES: usize = 64 << 10;
 
 /// A keep-alive connection may idle this long between requests.
 const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -306,7 +308,9 @@ impl Shard {
     /// concurrently (at most `NATIVE_INFLIGHT_MAX` per connection); replies go back as they
     /// complete, tagged with their request id.
     async fn serve_native(self: Rc<Self>, s: TcpStream, first: FrameHeader) {
-        let (mut rd, mut wr) = futures_lite::io::split(s);
+        let (rd, mut wr) = futures_lite::io::split(s);
+        // Pipelined frames arrive back to back: one receive takes many of them.
+        let mut rd = futures_lite::io::BufReader::with_capacity(NATIVE_READ_BUFFER_BYTES, rd);
         let (tx, rx) = local_channel::new_bounded::<(u64, Reply)>(NATIVE_INFLIGHT_MAX);
         let writer = glommio::spawn_local(async move {
             // Replies ready together go out in one write.
@@ -344,15 +348,22 @@ impl Shard {
                 Some(h) => h,
                 None => {
                     let mut b = [0u8; HEADER_BYTES];
-                    let idle = futures_lite::future::or(
-                        async { rd.read_exact(&mut b).await.is_ok() },
-                        async {
-                            glommio::timer::sleep(HTTP_IDLE_TIMEOUT).await;
-                            false
-                        },
-                    );
-                    if !idle.await {
-                        break;
+                    if rd.buffer().len() >= HEADER_BYTES {
+                        // Already received: no idle timer to arm (and cancel) per frame.
+                        if rd.read_exact(&mut b).await.is_err() {
+                            break;
+                        }
+                    } else {
+                        let idle = futures_lite::future::or(
+                            async { rd.read_exact(&mut b).await.is_ok() },
+                            async {
+                                glommio::timer::sleep(HTTP_IDLE_TIMEOUT).await;
+                                false
+                            },
+                        );
+                        if !idle.await {
+                            break;
+                        }
                     }
                     match FrameHeader::decode(&b, self.frame_bytes_max) {
                         Ok(h) if h.kind == FrameKind::Client => h,
