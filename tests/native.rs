@@ -2,8 +2,8 @@
 //! answers matched by id, refusals, `ringkv bench` end to end, and `native_client::Client`:
 //! the leader found through a follower listed first, reads spread over every node and going
 //! on when one dies, a dead endpoint skipped, and a write to a stopped leader reported as
-//! outcome unknown and not resent. Counting proxies in front of the nodes show which node
-//! got which request.
+//! outcome unknown and not resent; and the `ringkv` client commands, which use it. Counting
+//! proxies in front of the nodes show which node got which request.
 
 mod common;
 
@@ -459,4 +459,60 @@ fn a_write_to_a_stopped_leader_is_outcome_unknown_and_not_resent() {
         let vals: Vec<serde_json::Value> = (0..3).map(|i| c.get(i, "stop", "eventual").1).collect();
         (vals.iter().all(|v| *v == vals[0]) && c.status(l).is_some()).then_some(())
     });
+}
+
+#[test]
+fn the_cli_commands_run_against_a_real_cluster() {
+    let c = Cluster::new("clientcli", Opts::default());
+    let l = c.leader();
+    let f = (l + 1) % 3;
+    // A follower first: the put goes to the leader it names.
+    let order = [f, l, (l + 2) % 3];
+    let eps: Vec<String> = order
+        .iter()
+        .map(|&i| format!("127.0.0.1:{}", c.ports[i]))
+        .collect();
+    let eps = eps.join(",");
+    let ringkv = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"))
+            .args(args)
+            .args(["--endpoints", &eps])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (code, out, err) = ringkv(&["put", "cli", "a value"]);
+    assert_eq!(code, 0, "{err}");
+    let index = json(&out)["index"].as_u64().unwrap();
+    for consistency in ["linearizable", "lease", "eventual"] {
+        // An eventual read on the follower may lag a moment.
+        let v = wait_until(10, "the value", || {
+            let (code, out, _) = ringkv(&["get", "cli", "--consistency", consistency]);
+            (code == 0).then(|| json(&out))
+        });
+        assert_eq!(
+            (v["value"].as_str(), v["revision"].as_u64()),
+            (Some("a value"), Some(index))
+        );
+    }
+    let (code, out, _) = ringkv(&["status"]);
+    assert_eq!(
+        (code, json(&out)["node_id"].as_u64()),
+        (0, Some(f as u64 + 1))
+    );
+    let (code, out, _) = ringkv(&["status", "--all"]);
+    assert_eq!(code, 0);
+    let ids: Vec<u64> = out
+        .lines()
+        .map(|l| json(l)["node_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, order.iter().map(|&i| i as u64 + 1).collect::<Vec<_>>());
+    assert_eq!(ringkv(&["delete", "cli"]).0, 0);
+    let (code, out, err) = ringkv(&["get", "cli", "--consistency", "linearizable"]);
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert_eq!(json(&err)["code"], "not_found");
 }
