@@ -447,10 +447,20 @@ fn a_write_to_a_stopped_leader_is_outcome_unknown_and_not_resent() {
             .all(|s| s["leader_id"] == id)
             .then_some(id as usize - 1)
     });
+    // A resend would have been proposed by now (a follower forwards or parks a write until
+    // it knows the leader); a new leader's first read may wait for its term's first commit.
     std::thread::sleep(Duration::from_millis(500));
-    let (st, v) = c.get(new_leader, "stop", "linearizable");
-    assert_eq!((st, v["value"].as_str()), (200, Some("before")), "{v}");
-    assert_eq!(v["revision"], before);
+    let v = wait_until(10, "a linearizable read at the new leader", || {
+        let (st, v) = c.get(new_leader, "stop", "linearizable");
+        (st != 503 && st != 504).then_some((st, v))
+    });
+    assert_eq!(
+        (v.0, v.1["value"].as_str()),
+        (200, Some("before")),
+        "{}",
+        v.1
+    );
+    assert_eq!(v.1["revision"], before);
 
     // Resumed, the old leader may still carry out what it had read (once at most): the
     // nodes end up agreeing on the key either way.
