@@ -1,31 +1,42 @@
-//! The command-line client: `ringkv put|get|delete|status` and the admin commands
-//! `ringkv join|promote|remove|transfer-leader|snapshot` against the nodes' HTTP API.
+//! The command-line client: `ringkv put|get|delete|status` over the native protocol
+//! (`native_client::Client`) and the admin commands
+//! `ringkv join|promote|remove|transfer-leader|snapshot` over the nodes' HTTP API (the
+//! native protocol has no admin calls).
 //!
-//! Owns one blocking `std::net::TcpStream` at a time (HTTP/1.1, one request per connection,
-//! `Connection: close`), on the main thread of a short-lived `ringkv` process. Not used by
-//! the server; must not touch node internals or any file, only the sockets it opens.
+//! Runs on the main thread of a short-lived `ringkv` process: a client command starts one
+//! glommio executor (unpinned, 1 MiB of io_uring memory) for its `Client` and waits for
+//! it; an admin command owns one blocking `std::net::TcpStream` at a time (HTTP/1.1, one
+//! request per connection, `Connection: close`). Not used by the server; must not touch
+//! node internals or any file, only the sockets it opens.
 //!
 //! Which endpoint gets the request: endpoints are tried in the order given, each address at
-//! most once. A failed connection (refused, unreachable, timed out) moves on to the next.
-//! A 503 `not_leader` naming `leader_address` puts that address next (nothing was written,
-//! so the retry is safe); a 503 `unavailable` moves on. A put or delete is never resent once
-//! its bytes may have reached a node: a connection lost after sending, no reply in time,
-//! or a 504 `timeout` reply end the command with "outcome unknown" (exit 3), because a
-//! resend could apply it twice or after a later write. Reads and status are retried on the
-//! next endpoint instead. Admin commands change the cluster and are treated as writes;
-//! their token, if given, goes in an `X-Ringkv-Token` header.
+//! most once; a put or delete first asks the endpoints' status, in order, until one names
+//! the leader, and goes there first. A failed connection (refused, unreachable, timed out)
+//! moves on to the next. A 503 `not_leader` naming `leader_address` puts that address next
+//! (nothing was written, so the retry is safe); a 503 `unavailable` moves on. A put, delete
+//! or admin call is never resent once its bytes may have reached a node: a connection lost
+//! after sending, no reply in time, or a 504 `timeout` reply end the command with "outcome
+//! unknown" (exit 3), because a resend could apply it twice or after a later write. Reads
+//! and status are retried on the next endpoint instead. Admin commands change the cluster
+//! and are treated as writes (without the status round: they go to the endpoints in order);
+//! their token, if given, goes in an `X-Ringkv-Token` header. A host name in `--endpoints`
+//! stands for each address it resolves to; messages name it as given.
 //!
 //! Exit codes: 0 success (the reply's JSON on stdout); 1 the cluster answered with an error
 //! (its JSON on stderr); 2 usage error (clap); 3 no answer: no endpoint reachable (each one
 //! named with its error), or a write's outcome is unknown.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::native_client::{self, Client};
 pub use crate::net::http::AdminOp;
+use crate::net::native;
 
 /// What `--endpoints` defaults to: the three-node example.
 pub const ENDPOINTS_DEFAULT: &str = "127.0.0.1:9081,127.0.0.1:9082,127.0.0.1:9083";
@@ -38,7 +49,7 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR_REPLY: u8 = 1;
 pub const EXIT_NO_ANSWER: u8 = 3;
 
-/// The `consistency` of a read (`/get?consistency=`); the node's default when absent.
+/// The `consistency` of a read; the node's default when absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Consistency {
     Linearizable,
@@ -47,11 +58,13 @@ pub enum Consistency {
 }
 
 impl Consistency {
-    fn as_str(self) -> &'static str {
-        match self {
-            Consistency::Linearizable => "linearizable",
-            Consistency::Lease => "lease",
-            Consistency::Eventual => "eventual",
+    /// Its `net::native::CONSISTENCY_*` code (`None`: the node's default).
+    pub fn code(c: Option<Consistency>) -> u8 {
+        match c {
+            None => native::CONSISTENCY_DEFAULT,
+            Some(Consistency::Linearizable) => native::CONSISTENCY_LINEARIZABLE,
+            Some(Consistency::Lease) => native::CONSISTENCY_LEASE,
+            Some(Consistency::Eventual) => native::CONSISTENCY_EVENTUAL,
         }
     }
 }
@@ -71,8 +84,8 @@ pub enum Request {
         consistency: Option<Consistency>,
     },
     Status,
-    /// A membership or maintenance call; `token` (one that passes `check_token`) is sent as
-    /// `X-Ringkv-Token`.
+    /// A membership or maintenance call (over HTTP); `token` (one that passes
+    /// `check_token`) is sent as `X-Ringkv-Token`.
     Admin {
         op: AdminOp,
         token: Option<String>,
@@ -80,14 +93,6 @@ pub enum Request {
 }
 
 impl Request {
-    /// Writes and admin calls change state: never resent once they may have arrived.
-    fn is_write(&self) -> bool {
-        matches!(
-            self,
-            Request::Put { .. } | Request::Delete { .. } | Request::Admin { .. }
-        )
-    }
-
     fn name(&self) -> &'static str {
         match self {
             Request::Put { .. } => "put",
@@ -111,59 +116,24 @@ impl Request {
             _ => "check with ringkv get",
         }
     }
+}
 
-    /// Extra request headers: the admin token.
-    fn headers(&self) -> Vec<(&'static str, &str)> {
-        match self {
-            Request::Admin { token: Some(t), .. } => vec![("X-Ringkv-Token", t.as_str())],
-            _ => Vec::new(),
-        }
-    }
-
-    /// (method, request target, JSON body).
-    fn http(&self) -> (&'static str, String, String) {
-        match self {
-            Request::Put { key, value } => (
-                "POST",
-                "/put".into(),
-                serde_json::json!({ "key": key, "value": value }).to_string(),
-            ),
-            Request::Delete { key } => (
-                "POST",
-                "/delete".into(),
-                serde_json::json!({ "key": key }).to_string(),
-            ),
-            Request::Get { key, consistency } => {
-                let mut t = format!("/get?key={}", percent_encode(key));
-                if let Some(c) = consistency {
-                    t.push_str("&consistency=");
-                    t.push_str(c.as_str());
-                }
-                ("GET", t, String::new())
-            }
-            Request::Status => ("GET", "/status".into(), String::new()),
-            Request::Admin { op, .. } => {
-                let (path, body) = match op {
-                    AdminOp::Join { node_id, address } => (
-                        "/join",
-                        serde_json::json!({ "node_id": node_id, "address": address }),
-                    ),
-                    AdminOp::Promote { node_id } => {
-                        ("/promote", serde_json::json!({ "node_id": node_id }))
-                    }
-                    AdminOp::Remove { node_id } => {
-                        ("/remove", serde_json::json!({ "node_id": node_id }))
-                    }
-                    AdminOp::TransferLeader { node_id } => (
-                        "/transfer-leader",
-                        serde_json::json!({ "node_id": node_id }),
-                    ),
-                    AdminOp::Snapshot => ("/snapshot", serde_json::json!({})),
-                };
-                ("POST", path.into(), body.to_string())
-            }
-        }
-    }
+/// An admin call's (request target, JSON body) over HTTP (always a POST).
+fn admin_http(op: &AdminOp) -> (&'static str, String) {
+    let (path, body) = match op {
+        AdminOp::Join { node_id, address } => (
+            "/join",
+            serde_json::json!({ "node_id": node_id, "address": address }),
+        ),
+        AdminOp::Promote { node_id } => ("/promote", serde_json::json!({ "node_id": node_id })),
+        AdminOp::Remove { node_id } => ("/remove", serde_json::json!({ "node_id": node_id })),
+        AdminOp::TransferLeader { node_id } => (
+            "/transfer-leader",
+            serde_json::json!({ "node_id": node_id }),
+        ),
+        AdminOp::Snapshot => ("/snapshot", serde_json::json!({})),
+    };
+    (path, body.to_string())
 }
 
 /// An admin token as it may go into a header: printable ASCII without blanks, not empty.
@@ -185,11 +155,180 @@ pub struct Outcome {
     pub exit_code: u8,
 }
 
+/// How a command ended, endpoints named as the operator gave them.
+enum Ended {
+    /// A node's reply (status, JSON body).
+    Answered(u16, String),
+    /// Some endpoints answered but none could serve it: the last such reply's body, and
+    /// what happened at each endpoint in order.
+    Unserved(String, Vec<(String, String)>),
+    /// No endpoint answered: each one's error, in order.
+    Unreachable(Vec<(String, String)>),
+    /// A write was sent to this endpoint, then this happened (with the node's 504 reply,
+    /// if that was it).
+    Unknown(String, String, Option<String>),
+    /// Nothing was sent: the client itself could not run.
+    Failed(String),
+}
+
+fn render(req: &Request, ended: Ended) -> Outcome {
+    let name = req.name();
+    let summary = |tried: &[(String, String)]| {
+        tried
+            .iter()
+            .map(|(e, what)| format!("{e}: {what}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let (stdout, stderr, exit_code) = match ended {
+        Ended::Answered(200, body) => (line(&body), String::new(), EXIT_OK),
+        Ended::Answered(_, body) => (String::new(), line(&body), EXIT_ERROR_REPLY),
+        Ended::Unserved(body, tried) => (
+            String::new(),
+            format!(
+                "{}ringkv {name}: no endpoint could serve it: {}\n",
+                line(&body),
+                summary(&tried)
+            ),
+            EXIT_ERROR_REPLY,
+        ),
+        Ended::Unreachable(tried) => (
+            String::new(),
+            format!(
+                "ringkv {name}: no endpoint reachable: {}\n",
+                summary(&tried)
+            ),
+            EXIT_NO_ANSWER,
+        ),
+        Ended::Unknown(ep, why, reply) => (
+            String::new(),
+            format!(
+                "{}ringkv {name}: outcome unknown: the request was sent to {ep}, then {why}; \
+                 it was not resent (it may or may not have been applied): {}\n",
+                reply.map(|b| line(&b)).unwrap_or_default(),
+                req.check_hint()
+            ),
+            EXIT_NO_ANSWER,
+        ),
+        Ended::Failed(e) => (
+            String::new(),
+            format!("ringkv {name}: {e}\n"),
+            EXIT_NO_ANSWER,
+        ),
+    };
+    Outcome {
+        stdout,
+        stderr,
+        exit_code,
+    }
+}
+
 /// Runs `req` against `endpoints` (see the module doc for the order and the retry rules).
 pub fn run(req: &Request, endpoints: &[String], timeout: Duration) -> Outcome {
-    let (method, target, body) = req.http();
-    let headers = req.headers();
-    let name = req.name();
+    let ended = match req {
+        Request::Admin { op, token } => run_admin(op, token.as_deref(), endpoints, timeout),
+        _ => run_native(req, endpoints, timeout),
+    };
+    render(req, ended)
+}
+
+/// The endpoints' addresses, in order and each once; what each address is called (the
+/// endpoint as given); the endpoints that resolve to none, with why.
+struct Resolved {
+    addrs: Vec<SocketAddr>,
+    names: HashMap<SocketAddr, String>,
+    failed: Vec<(String, String)>,
+}
+
+impl Resolved {
+    fn new(endpoints: &[String]) -> Resolved {
+        let mut r = Resolved {
+            addrs: Vec::new(),
+            names: HashMap::new(),
+            failed: Vec::new(),
+        };
+        for e in endpoints {
+            match e.to_socket_addrs() {
+                Ok(addrs) => {
+                    let addrs: Vec<SocketAddr> = addrs.collect();
+                    if addrs.is_empty() {
+                        r.failed.push((e.clone(), "resolves to no address".into()));
+                    }
+                    for a in addrs {
+                        if let std::collections::hash_map::Entry::Vacant(v) = r.names.entry(a) {
+                            v.insert(e.clone());
+                            r.addrs.push(a);
+                        }
+                    }
+                }
+                Err(err) => r.failed.push((e.clone(), format!("cannot resolve: {err}"))),
+            }
+        }
+        r
+    }
+
+    fn name(&self, a: SocketAddr) -> String {
+        self.names.get(&a).cloned().unwrap_or_else(|| a.to_string())
+    }
+
+    /// `tried` with names, after the endpoints that did not resolve.
+    fn named(&self, tried: Vec<(SocketAddr, String)>) -> Vec<(String, String)> {
+        let mut v = self.failed.clone();
+        v.extend(tried.into_iter().map(|(a, what)| (self.name(a), what)));
+        v
+    }
+}
+
+/// Runs `f`'s future on a new glommio executor for the native client; waits for it.
+fn on_executor<T, F>(f: impl FnOnce() -> F + Send + 'static) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: Future<Output = T> + 'static,
+{
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(1 << 20)
+        .name("ringkv-client")
+        .spawn(f)
+        .and_then(|h| h.join())
+        .map_err(|e| format!("cannot run the client's executor: {e}"))
+}
+
+/// A put, get, delete or status through `native_client::Client`.
+fn run_native(req: &Request, endpoints: &[String], timeout: Duration) -> Ended {
+    let r = Resolved::new(endpoints);
+    if r.addrs.is_empty() {
+        return Ended::Unreachable(r.failed);
+    }
+    let (addrs, req2) = (r.addrs.clone(), req.clone());
+    let outcome = on_executor(move || async move {
+        let c = Client::new(addrs, timeout);
+        match req2 {
+            Request::Put { key, value } => c.put(key, value).await,
+            Request::Delete { key } => c.delete(key).await,
+            Request::Get { key, consistency } => c.get(key, Consistency::code(consistency)).await,
+            Request::Status => c.status().await,
+            Request::Admin { .. } => unreachable!("admin calls go over HTTP"),
+        }
+    });
+    match outcome {
+        Err(e) => Ended::Failed(e),
+        Ok(native_client::Outcome::Answered(a)) => Ended::Answered(a.status, a.body),
+        Ok(native_client::Outcome::Unserved { last, tried }) => {
+            Ended::Unserved(last.body, r.named(tried))
+        }
+        Ok(native_client::Outcome::Unreachable { tried }) => Ended::Unreachable(r.named(tried)),
+        Ok(native_client::Outcome::Unknown {
+            endpoint,
+            why,
+            answer,
+        }) => Ended::Unknown(r.name(endpoint), why, answer.map(|a| a.body)),
+    }
+}
+
+/// An admin call over HTTP: like a write, never resent once it may have arrived.
+fn run_admin(op: &AdminOp, token: Option<&str>, endpoints: &[String], timeout: Duration) -> Ended {
+    let (target, body) = admin_http(op);
+    let headers: Vec<(&str, &str)> = token.map(|t| ("X-Ringkv-Token", t)).into_iter().collect();
     let mut queue: VecDeque<String> = endpoints.iter().cloned().collect();
     // (endpoint, what happened there), in order.
     let mut tried: Vec<(String, String)> = Vec::new();
@@ -198,26 +337,16 @@ pub fn run(req: &Request, endpoints: &[String], timeout: Duration) -> Outcome {
         if tried.iter().any(|(e, _)| *e == ep) {
             continue;
         }
-        let r = match exchange(&ep, method, &target, &headers, body.as_bytes(), timeout) {
+        let r = match exchange(&ep, "POST", target, &headers, body.as_bytes(), timeout) {
             Ok(r) => r,
             Err(ExchangeError::NotSent(e)) => {
                 tried.push((ep, e));
                 continue;
             }
-            Err(ExchangeError::AfterSend(e)) if req.is_write() => {
-                return unknown(req, &ep, &e, String::new());
-            }
-            Err(ExchangeError::AfterSend(e)) => {
-                tried.push((ep, e));
-                continue;
-            }
+            Err(ExchangeError::AfterSend(e)) => return Ended::Unknown(ep, e, None),
         };
         if r.status == 200 {
-            return Outcome {
-                stdout: line(&r.body),
-                stderr: String::new(),
-                exit_code: EXIT_OK,
-            };
+            return Ended::Answered(r.status, r.body);
         }
         let err: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
         let code = err["code"].as_str().unwrap_or("");
@@ -232,62 +361,66 @@ pub fn run(req: &Request, endpoints: &[String], timeout: Duration) -> Outcome {
                 }
             }
             (503, _) => tried.push((ep, format!("503 {code}"))),
-            (504, _) if req.is_write() => {
+            (504, _) => {
                 let why = format!("it answered 504 {code}");
-                return unknown(req, &ep, &why, line(&r.body));
+                return Ended::Unknown(ep, why, Some(r.body));
             }
-            (504, _) => tried.push((ep, format!("504 {code}"))),
-            _ => {
-                return Outcome {
-                    stdout: String::new(),
-                    stderr: line(&r.body),
-                    exit_code: EXIT_ERROR_REPLY,
-                };
-            }
+            _ => return Ended::Answered(r.status, r.body),
         }
         last_reply = Some(r);
     }
-    let summary = tried
-        .iter()
-        .map(|(e, what)| format!("{e}: {what}"))
-        .collect::<Vec<_>>()
-        .join("; ");
     match last_reply {
-        Some(r) => Outcome {
-            stdout: String::new(),
-            stderr: format!(
-                "{}ringkv {name}: no endpoint could serve it: {summary}\n",
-                line(&r.body)
-            ),
-            exit_code: EXIT_ERROR_REPLY,
-        },
-        None => Outcome {
-            stdout: String::new(),
-            stderr: format!("ringkv {name}: no endpoint reachable: {summary}\n"),
-            exit_code: EXIT_NO_ANSWER,
-        },
+        Some(r) => Ended::Unserved(r.body, tried),
+        None => Ended::Unreachable(tried),
     }
 }
 
 /// `status --all`: one line per endpoint, in order: its status JSON, or
-/// `{"endpoint":..,"error":..}`. Exit 0 when every endpoint answered, 3 when none did,
-/// 1 otherwise.
+/// `{"endpoint":..,"error":..}` (with `"status"` when the node answered with an error).
+/// Exit 0 when every endpoint answered, 3 when none did, 1 otherwise.
 pub fn status_all(endpoints: &[String], timeout: Duration) -> Outcome {
+    // Per endpoint: its addresses, or why it has none.
+    let resolved: Vec<Result<Vec<SocketAddr>, String>> = endpoints
+        .iter()
+        .map(|e| match e.to_socket_addrs() {
+            Ok(a) => Ok(a.collect()),
+            Err(err) => Err(format!("cannot resolve: {err}")),
+        })
+        .collect();
+    let asked = resolved.clone();
+    // Per endpoint: the first answer of one of its addresses, or the last error.
+    let answers = on_executor(move || async move {
+        let c = Client::new(Vec::new(), timeout);
+        let mut out = Vec::new();
+        for addrs in asked {
+            let mut got = Err("resolves to no address".to_string());
+            for a in addrs.iter().flatten() {
+                got = c.status_at(*a).await;
+                if got.is_ok() {
+                    break;
+                }
+            }
+            out.push(got);
+        }
+        out
+    })
+    .unwrap_or_else(|e| vec![Err(e); endpoints.len()]);
     let mut out = String::new();
     let mut ok = 0;
-    for ep in endpoints {
-        match exchange(ep, "GET", "/status", &[], b"", timeout) {
-            Ok(r) if r.status == 200 => {
+    for ((ep, addrs), got) in endpoints.iter().zip(resolved).zip(answers) {
+        let got = addrs.and(got);
+        match got {
+            Ok(a) if a.status == 200 => {
                 ok += 1;
-                out.push_str(&line(&r.body));
+                out.push_str(&line(&a.body));
             }
-            Ok(r) => {
+            Ok(a) => {
                 let body: serde_json::Value =
-                    serde_json::from_str(&r.body).unwrap_or_else(|_| r.body.clone().into());
-                let e = serde_json::json!({ "endpoint": ep, "status": r.status, "error": body });
+                    serde_json::from_str(&a.body).unwrap_or_else(|_| a.body.clone().into());
+                let e = serde_json::json!({ "endpoint": ep, "status": a.status, "error": body });
                 let _ = writeln!(out, "{e}");
             }
-            Err(ExchangeError::NotSent(e) | ExchangeError::AfterSend(e)) => {
+            Err(e) => {
                 let _ = writeln!(out, "{}", serde_json::json!({ "endpoint": ep, "error": e }));
             }
         }
@@ -302,19 +435,6 @@ pub fn status_all(endpoints: &[String], timeout: Duration) -> Outcome {
         } else {
             EXIT_ERROR_REPLY
         },
-    }
-}
-
-fn unknown(req: &Request, ep: &str, why: &str, reply: String) -> Outcome {
-    Outcome {
-        stdout: String::new(),
-        stderr: format!(
-            "{reply}ringkv {}: outcome unknown: the request was sent to {ep}, then {why}; \
-             it was not resent (it may or may not have been applied): {}\n",
-            req.name(),
-            req.check_hint()
-        ),
-        exit_code: EXIT_NO_ANSWER,
     }
 }
 
@@ -338,19 +458,6 @@ pub fn parse_endpoints(s: &str) -> Result<Vec<String>, String> {
         return Err("no endpoint given".into());
     }
     Ok(v)
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters (UTF-8 bytes as `%XX`).
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
 }
 
 /// An HTTP reply.

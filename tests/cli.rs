@@ -1,14 +1,16 @@
 //! The client commands (`ringkv put|get|delete|status` and the admin commands
 //! `join|promote|remove|transfer-leader|snapshot`) as operators run them: the real binary
 //! against small fake nodes on 127.0.0.1 ephemeral ports that answer with canned replies and
-//! record every request they receive.
+//! record every request they receive, over the native protocol (put, get, delete, status)
+//! or HTTP (admin commands), as a node's port does.
 //!
 //! Asserted: fallback past a refused port and a 503 `unavailable`, the `not_leader`
 //! redirect (and no redirect loop), a write never resent once it was sent (connection
-//! dropped, no reply in time, 504), reads retried elsewhere, awkward keys and values
-//! escaped correctly, `status --all`, and the exit codes; for admin commands the path, body
-//! and token header sent (`--token` or `RINGKV_TOKEN`), no resend once sent, and usage
-//! errors caught before any connection.
+//! dropped, no reply in time, 504), reads retried elsewhere, awkward keys and values sent
+//! unchanged, `status --all`, and the exit codes; for admin commands the path, body and
+//! token header sent (`--token` or `RINGKV_TOKEN`), no resend once sent, and usage errors
+//! caught before any connection. Before a put or delete the client asks the endpoints'
+//! status to find the leader: those status requests are recorded too.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -17,6 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use ringkv::net::frame::{FrameHeader, FrameKind, HEADER_BYTES, MAGIC};
+use ringkv::net::native::{self, Request};
 
 /// What a fake node does with a request it has read whole.
 #[derive(Clone)]
@@ -29,7 +34,7 @@ enum Act {
     Hang,
 }
 
-/// A request as a fake node received it.
+/// An HTTP request as a fake node received it.
 #[derive(Clone, Debug)]
 struct Seen {
     method: String,
@@ -51,41 +56,72 @@ impl Seen {
     }
 }
 
-/// A fake node: one accept thread, one connection at a time. Dropping it stops the thread
-/// and frees the port.
+/// A native request as a line: `status`, `put "k" "v"`, `get "k" 1` (the consistency
+/// code), `delete "k"`.
+fn describe(r: &Request) -> String {
+    let s = |b: &[u8]| format!("{:?}", String::from_utf8_lossy(b));
+    match r {
+        Request::Put { key, value, .. } => format!("put {} {}", s(key), s(value)),
+        Request::Get {
+            key, consistency, ..
+        } => format!("get {} {consistency}", s(key)),
+        Request::Delete { key, .. } => format!("delete {}", s(key)),
+        Request::Status { .. } => "status".into(),
+    }
+}
+
+/// A fake node: one accept thread, one thread per connection. Dropping it stops the
+/// accept thread and frees the port.
 struct FakeNode {
     addr: String,
     act: Arc<Mutex<Act>>,
+    /// What native status requests get, when not `act`.
+    status_act: Arc<Mutex<Option<Act>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    native: Arc<Mutex<Vec<Request>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Clone)]
+struct Shared {
+    act: Arc<Mutex<Act>>,
+    status_act: Arc<Mutex<Option<Act>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    native: Arc<Mutex<Vec<Request>>>,
 }
 
 impl FakeNode {
     fn start(act: Act) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let act = Arc::new(Mutex::new(act));
-        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sh = Shared {
+            act: Arc::new(Mutex::new(act)),
+            status_act: Arc::default(),
+            seen: Arc::default(),
+            native: Arc::default(),
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (act, seen, stop) = (act.clone(), seen.clone(), stop.clone());
+            let (sh, stop) = (sh.clone(), stop.clone());
             std::thread::spawn(move || {
                 for conn in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
                         return;
                     }
                     if let Ok(c) = conn {
-                        let act = act.lock().unwrap().clone();
-                        serve_one(c, &act, &seen);
+                        let sh = sh.clone();
+                        std::thread::spawn(move || serve_conn(c, &sh));
                     }
                 }
             })
         };
         Self {
             addr,
-            act,
-            seen,
+            act: sh.act,
+            status_act: sh.status_act,
+            seen: sh.seen,
+            native: sh.native,
             stop,
             thread: Some(thread),
         }
@@ -103,8 +139,30 @@ impl FakeNode {
         *self.act.lock().unwrap() = act;
     }
 
+    /// Native status requests get `act` instead.
+    fn set_status(&self, act: Act) {
+        *self.status_act.lock().unwrap() = Some(act);
+    }
+
+    /// The HTTP requests received.
     fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// The native requests received, as `describe` lines.
+    fn native(&self) -> Vec<String> {
+        self.native.lock().unwrap().iter().map(describe).collect()
+    }
+
+    /// The native puts and deletes received.
+    fn writes(&self) -> Vec<String> {
+        let w = |d: &String| d.starts_with("put ") || d.starts_with("delete ");
+        self.native().into_iter().filter(w).collect()
+    }
+
+    /// Requests of either kind received.
+    fn requests(&self) -> usize {
+        self.seen().len() + self.native().len()
     }
 }
 
@@ -127,10 +185,66 @@ fn error_reply(status: u16, code: &str, extra: serde_json::Value) -> Act {
     Act::Reply(status, body.to_string())
 }
 
-fn serve_one(mut c: TcpStream, act: &Act, seen: &Mutex<Vec<Seen>>) {
+/// One connection: native frames (it opens with the frame magic, as a node tells them
+/// apart) or one HTTP request.
+fn serve_conn(mut c: TcpStream, sh: &Shared) {
     // A stuck client must not hang the test forever.
     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut buf = Vec::new();
+    let mut first = [0u8; 4];
+    if c.read_exact(&mut first).is_err() {
+        return;
+    }
+    if first == MAGIC {
+        serve_native(c, first, sh);
+    } else {
+        let act = sh.act.lock().unwrap().clone();
+        serve_http(c, first.to_vec(), &act, &sh.seen);
+    }
+}
+
+/// Native requests, each recorded and met with its act, until the client closes.
+fn serve_native(mut c: TcpStream, first: [u8; 4], sh: &Shared) {
+    let mut h = [0u8; HEADER_BYTES];
+    h[..4].copy_from_slice(&first);
+    let mut have = 4;
+    loop {
+        if c.read_exact(&mut h[have..]).is_err() {
+            return;
+        }
+        have = 0;
+        let hdr = FrameHeader::decode(&h, 1 << 20).expect("a native frame header");
+        let mut body = rkyv::util::AlignedVec::<16>::new();
+        body.resize(hdr.body_bytes as usize, 0);
+        if c.read_exact(&mut body).is_err() {
+            return;
+        }
+        let req = native::decode_request(&body).expect("a native request");
+        let id = req.id();
+        let status = matches!(req, Request::Status { .. });
+        sh.native.lock().unwrap().push(req);
+        let act = match sh.status_act.lock().unwrap().clone() {
+            Some(a) if status => a,
+            _ => sh.act.lock().unwrap().clone(),
+        };
+        match act {
+            Act::Reply(status, body) => {
+                let body = native::encode(&native::Response { id, status, body });
+                let mut frame = FrameHeader::for_body(FrameKind::Client, &body)
+                    .encode()
+                    .to_vec();
+                frame.extend_from_slice(&body);
+                if c.write_all(&frame).is_err() {
+                    return;
+                }
+            }
+            Act::Close => return,
+            Act::Hang => {}
+        }
+    }
+}
+
+fn serve_http(mut c: TcpStream, first: Vec<u8>, act: &Act, seen: &Mutex<Vec<Seen>>) {
+    let mut buf = first;
     let mut chunk = [0u8; 4096];
     let req = loop {
         let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -210,30 +324,6 @@ fn endpoints(nodes: &[&str]) -> String {
     nodes.join(",")
 }
 
-/// The node's decoding of a query value (`%XX` as bytes, `+` as a space), for round trips.
-fn query_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap()
-}
-
 #[test]
 fn a_refused_endpoint_or_an_unavailable_node_moves_on_to_the_next() {
     let dead = refused_addr();
@@ -245,15 +335,11 @@ fn a_refused_endpoint_or_an_unavailable_node_moves_on_to_the_next() {
         (code, out.as_str(), err.as_str()),
         (0, "{\"index\":7}\n", "")
     );
-    // Nothing was written at the busy node (503), so trying the next one was safe.
-    assert_eq!(busy.seen().len(), 1);
-    let seen = live.seen();
-    assert_eq!(seen.len(), 1);
-    let r = &seen[0];
-    assert_eq!((r.method.as_str(), r.target.as_str()), ("POST", "/put"));
-    assert_eq!(r.json(), serde_json::json!({ "key": "k", "value": "v" }));
-    assert_eq!(r.header("connection"), Some("close"));
-    assert_eq!(r.header("content-length"), Some(&*r.body.len().to_string()));
+    // Nothing was written at the busy node (503), so trying the next one was safe. Each
+    // was asked its status first (none named a leader), then the write in order.
+    assert_eq!(busy.native(), ["status", r#"put "k" "v""#]);
+    assert_eq!(live.native(), ["status", r#"put "k" "v""#]);
+    assert!(busy.seen().is_empty() && live.seen().is_empty(), "no HTTP");
 }
 
 #[test]
@@ -264,13 +350,27 @@ fn not_leader_is_retried_once_at_the_leader_it_names() {
         "not_leader",
         serde_json::json!({ "leader_id": 2, "leader_address": leader.addr }),
     );
+    // Its status names no leader, so the write itself meets the not_leader.
+    follower.set_status(Act::Reply(200, r#"{"leader_address":null}"#.into()));
     let (code, out, _) = ringkv(&["delete", "k", "--endpoints", &follower.addr]);
     assert_eq!((code, out.as_str()), (0, "{\"index\":3}\n"));
-    assert_eq!(follower.seen().len(), 1);
-    let seen = leader.seen();
-    assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].target, "/delete");
-    assert_eq!(seen[0].json(), serde_json::json!({ "key": "k" }));
+    assert_eq!(follower.native(), ["status", r#"delete "k""#]);
+    assert_eq!(leader.native(), [r#"delete "k""#]);
+
+    // A status naming the leader: the write goes straight there.
+    let named = FakeNode::ok(r#"{"index":4}"#);
+    follower.set_status(Act::Reply(
+        200,
+        serde_json::json!({ "role": "follower", "leader_address": named.addr }).to_string(),
+    ));
+    let (code, out, _) = ringkv(&["put", "k", "v", "--endpoints", &follower.addr]);
+    assert_eq!((code, out.as_str()), (0, "{\"index\":4}\n"));
+    assert_eq!(
+        follower.writes(),
+        [r#"delete "k""#],
+        "the put did not go there"
+    );
+    assert_eq!(named.native(), [r#"put "k" "v""#]);
 
     // Two nodes naming each other: each is asked once, then the error is reported.
     let (a, b) = (FakeNode::start(Act::Close), FakeNode::start(Act::Close));
@@ -281,7 +381,9 @@ fn not_leader_is_retried_once_at_the_leader_it_names() {
     assert_eq!((code, out.as_str()), (1, ""), "{err}");
     assert!(err.contains("\"code\":\"not_leader\""), "{err}");
     assert!(err.contains("no endpoint could serve it"), "{err}");
-    assert_eq!((a.seen().len(), b.seen().len()), (1, 1));
+    // a's status named b; the put went to b, which named a, which named b again.
+    assert_eq!((a.writes().len(), b.writes().len()), (1, 1));
+    assert_eq!(a.native().len() + b.native().len(), 3, "one status");
 }
 
 #[test]
@@ -298,8 +400,14 @@ fn a_write_is_never_resent_once_sent() {
         assert!(err.contains(&dropper.addr), "{err}");
         assert!(err.contains("not resent"), "{err}");
     }
-    assert_eq!(dropper.seen().len(), 2, "one request per command");
-    assert_eq!(good.seen().len(), 0, "a write was resent");
+    // Each command asked the status first (the dropper closed on it too), then sent the
+    // write once.
+    assert_eq!(
+        dropper.native(),
+        ["status", r#"put "k" "v""#, "status", r#"delete "k""#],
+        "one write per command"
+    );
+    assert_eq!(good.writes().len(), 0, "a write was resent");
 
     // No reply within --timeout-ms.
     let hanger = FakeNode::start(Act::Hang);
@@ -317,8 +425,8 @@ fn a_write_is_never_resent_once_sent() {
     let (code, _, err) = ringkv(&["put", "k", "v", "--endpoints", &eps]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("\"code\":\"timeout\"") && err.contains("outcome unknown"));
-    assert_eq!((hanger.seen().len(), slow.seen().len()), (1, 1));
-    assert_eq!(good.seen().len(), 0, "a write was resent");
+    assert_eq!((hanger.writes().len(), slow.writes().len()), (1, 1));
+    assert_eq!(good.writes().len(), 0, "a write was resent");
 
     // Reads and status are safe to retry on the next endpoint.
     let eps = endpoints(&[&dropper.addr, &hanger.addr, &slow.addr, &good.addr]);
@@ -326,9 +434,11 @@ fn a_write_is_never_resent_once_sent() {
     assert_eq!((code, out.as_str()), (0, "{\"index\":9}\n"), "{err}");
     let (code, _, err) = ringkv(&["status", "--endpoints", &eps, "--timeout-ms", "300"]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(dropper.seen().len(), 4);
-    assert_eq!(good.seen().len(), 2);
-    assert_eq!(good.seen()[1].target, "/status");
+    assert_eq!(dropper.native()[4..], [r#"get "k" 0"#, "status"]);
+    assert_eq!(hanger.native()[2..], [r#"get "k" 0"#, "status"]);
+    assert_eq!(slow.native()[2..], [r#"get "k" 0"#, "status"]);
+    let seen = good.native();
+    assert_eq!(seen[seen.len() - 2..], [r#"get "k" 0"#, "status"]);
 }
 
 #[test]
@@ -346,25 +456,54 @@ fn awkward_keys_and_values_round_trip() {
         let (code, _, err) = ringkv(&[&args[..], &["--endpoints", &node.addr]].concat());
         assert_eq!(code, 0, "{args:?}: {err}");
     }
-    let seen = node.seen();
-    assert_eq!(seen.len(), 5);
+    // The bytes as given, ids left out; each write after its status request.
+    let seen: Vec<Request> = node
+        .native
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| !matches!(r, Request::Status { .. }))
+        .map(|r| match r.clone() {
+            Request::Put { key, value, .. } => Request::Put { id: 0, key, value },
+            Request::Get {
+                key, consistency, ..
+            } => Request::Get {
+                id: 0,
+                key,
+                consistency,
+            },
+            Request::Delete { key, .. } => Request::Delete { id: 0, key },
+            Request::Status { .. } => unreachable!(),
+        })
+        .collect();
+    let (k, v) = (key.as_bytes().to_vec(), value.as_bytes().to_vec());
     assert_eq!(
-        seen[0].json(),
-        serde_json::json!({ "key": key, "value": value })
+        seen,
+        [
+            Request::Put {
+                id: 0,
+                key: k.clone(),
+                value: v
+            },
+            Request::Get {
+                id: 0,
+                key: k.clone(),
+                consistency: native::CONSISTENCY_LINEARIZABLE
+            },
+            Request::Get {
+                id: 0,
+                key: k.clone(),
+                consistency: native::CONSISTENCY_DEFAULT
+            },
+            Request::Delete { id: 0, key: k },
+            Request::Put {
+                id: 0,
+                key: b"-dash".to_vec(),
+                value: b"-5".to_vec()
+            },
+        ]
     );
-    let encoded = "a%20b%26c%3Dd%25e%2Bf%22g%27h%2F%C3%BC%3F%23%E2%9C%93";
-    assert_eq!(
-        seen[1].target,
-        format!("/get?key={encoded}&consistency=linearizable")
-    );
-    assert_eq!(seen[2].target, format!("/get?key={encoded}"));
-    assert_eq!(query_decode(encoded), key);
-    assert_eq!(seen[2].method, "GET");
-    assert_eq!(seen[3].json(), serde_json::json!({ "key": key }));
-    assert_eq!(
-        seen[4].json(),
-        serde_json::json!({ "key": "-dash", "value": "-5" })
-    );
+    assert_eq!(node.native().len(), 5 + 3, "a status before each write");
 }
 
 #[test]
@@ -385,7 +524,7 @@ fn exit_codes() {
         let (code, _, err) = ringkv(args);
         assert_eq!(code, 2, "{args:?}: {err}");
     }
-    assert_eq!(node.seen().len(), 0);
+    assert_eq!(node.requests(), 0);
 
     // An error reply: its JSON on stderr, exit 1, no other endpoint asked.
     let missing = FakeNode::error(404, "not_found", serde_json::json!({}));
@@ -396,7 +535,7 @@ fn exit_codes() {
         serde_json::from_str::<serde_json::Value>(&err).unwrap()["code"],
         "not_found"
     );
-    assert_eq!((missing.seen().len(), node.seen().len()), (1, 0));
+    assert_eq!((missing.requests(), node.requests()), (1, 0));
 
     // Every node answers 503: an error reply (1), naming what each said.
     let busy = FakeNode::error(503, "unavailable", serde_json::json!({}));
@@ -431,7 +570,7 @@ fn status_prints_the_first_answer_or_every_endpoint_with_all() {
         (code, out.as_str()),
         (0, "{\"node_id\":1,\"role\":\"follower\"}\n")
     );
-    assert_eq!(n3.seen().len(), 0);
+    assert_eq!(n3.requests(), 0);
 
     let (code, out, _) = ringkv(&["status", "--all", "--endpoints", &eps]);
     assert_eq!(code, 1, "one endpoint did not answer");
@@ -451,11 +590,7 @@ fn status_prints_the_first_answer_or_every_endpoint_with_all() {
         (&lines[1]["node_id"], &lines[2]["node_id"]),
         (&1.into(), &3.into())
     );
-    let seen = n3.seen();
-    assert_eq!(
-        (seen[0].method.as_str(), seen[0].target.as_str()),
-        ("GET", "/status")
-    );
+    assert_eq!(n3.native(), ["status"]);
 
     let all_up = endpoints(&[&n1.addr, &n3.addr]);
     assert_eq!(ringkv(&["status", "--all", "--endpoints", &all_up]).0, 0);
@@ -542,11 +677,12 @@ fn admin_commands_send_their_request_and_token() {
     );
     assert_eq!(token_sent(&promote, None), None);
     assert_eq!(token_sent(&promote, Some("")), None);
-    // Plain writes never send it.
-    assert_eq!(
-        token_sent(&["put", "k", "v", "--endpoints", &node.addr], Some("t")),
-        None
-    );
+    // Plain writes never send it: they go over the native protocol, which has no token.
+    let http_before = node.seen().len();
+    let (code, _, err) = ringkv_env(&["put", "k", "v", "--endpoints", &node.addr], Some("t"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(node.seen().len(), http_before, "the put went over HTTP");
+    assert_eq!(node.writes(), [r#"put "k" "v""#]);
 }
 
 #[test]
@@ -641,7 +777,7 @@ fn admin_usage_errors_send_nothing() {
         let (code, _, err) = ringkv_env(args, token);
         assert_eq!(code, 2, "{args:?} {token:?}: {err}");
     }
-    assert_eq!(node.seen().len(), 0);
+    assert_eq!(node.requests(), 0);
     let (_, _, err) = ringkv_env(&["snapshot", "--endpoints", ep], Some("a b"));
     assert!(
         err.contains("RINGKV_TOKEN: a token is printable ASCII"),

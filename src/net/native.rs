@@ -1,6 +1,6 @@
 //! The native client protocol: binary frames on the node's port, pipelined by request id.
 //!
-//! Pure encoding, used by the shard executors (server side) and `crate::native` (the
+//! Pure encoding, used by the shard executors (server side) and `crate::native_client` (the
 //! client). A native connection opens straight with a `FrameKind::Client` frame (a peer's
 //! opens with a handshake); each request carries an id, replies come back with it, in
 //! completion order. Bodies are rkyv archives validated in place; keys and values are

@@ -1,6 +1,6 @@
 //! A three-node cluster of real `ringkv serve` processes on loopback for tests: per-test
 //! ports and directory (removed with every process on drop), HTTP helpers, SIGKILL,
-//! SIGTERM and wiping of single nodes.
+//! SIGTERM, other signals (SIGSTOP/SIGCONT) and wiping of single nodes.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -46,6 +46,10 @@ pub struct Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         for p in self.procs.iter_mut().flatten() {
+            // A node a test stopped (SIGSTOP) and did not resume.
+            let _ = Command::new("kill")
+                .args(["-CONT", &p.id().to_string()])
+                .status();
             let _ = p.kill();
             let _ = p.wait();
         }
@@ -232,6 +236,15 @@ impl Cluster {
         (st, t.elapsed())
     }
 
+    pub fn pid(&self, i: usize) -> u32 {
+        self.procs[i].as_ref().expect("running").id()
+    }
+
+    /// Sends `kill -SIG` (e.g. "STOP", "CONT") to node `i`.
+    pub fn signal(&self, i: usize, sig: &str) {
+        signal(self.pid(i), sig);
+    }
+
     pub fn wipe(&self, i: usize) {
         std::fs::remove_dir_all(self.dir.join(format!("db/{}", i + 1))).unwrap();
     }
@@ -322,4 +335,13 @@ pub fn put_port(port: u16, key: &str, value: &str) -> Option<u16> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.get(9..12)?.parse().ok()
+}
+
+/// `kill -SIG PID` (e.g. "STOP", "CONT"), from any thread.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill -{sig} {pid}");
 }
