@@ -45,6 +45,8 @@ use crate::net::native::{self, Request, Response};
 const QUEUE_MAX: usize = 4096;
 /// The largest answer accepted (a value of 1.5 MiB in JSON, with room).
 const ANSWER_BYTES_MAX: usize = 8 << 20;
+/// Receive buffer of a connection.
+const READ_BUFFER_BYTES: usize = 64 << 10;
 
 /// How a call on a `Conn` failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +76,9 @@ impl Conn {
     pub async fn connect(addr: SocketAddr) -> std::io::Result<Rc<Conn>> {
         let s = TcpStream::connect(addr).await?;
         let _ = s.set_nodelay(true);
-        let (mut rd, mut wr) = futures_lite::io::split(s);
+        let (rd, mut wr) = futures_lite::io::split(s);
+        // Pipelined answers arrive back to back: one receive takes many of them.
+        let mut rd = futures_lite::io::BufReader::with_capacity(READ_BUFFER_BYTES, rd);
         let (out, rx) = local_channel::new_bounded::<Vec<u8>>(QUEUE_MAX);
         let pending: Rc<RefCell<HashMap<u64, LocalSender<Response>>>> = Rc::default();
         let broken: Rc<Cell<bool>> = Rc::default();
