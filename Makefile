@@ -63,7 +63,7 @@ bench-http:
 # missing. Writes benches/reports/latest/summary.json and summary.md.
 bench-etcd: need-etcd
 	$(CARGO) build --release --features etcd
-	python3 benches/suite.py $(if $(QUICK),--quick)
+	python3 benches/suite.py $(if $(QUICK),--quick --name latest,--name full)
 
 # The ringkv half of the suite alone.
 bench:

@@ -220,6 +220,17 @@ def per_fsync(r):
     return "-" if r.get("entries_per_fsync") is None else f"{r['entries_per_fsync']:.1f}"
 
 
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def wait_exit(pid, secs=10):
     for _ in range(secs * 10):
         try:
@@ -313,11 +324,12 @@ def main():
     etcd_version = subprocess.run(["etcd", "--version"], capture_output=True, text=True).stdout.splitlines()[:1] if "etcd" in systems else []
     meta = {
         "machine": {"kernel": platform.release(), "cpus": os.cpu_count(),
-                    "cpu": platform.processor() or platform.machine()},
+                    "cpu": cpu_model()},
         "versions": {"ringkv": subprocess.run([BIN, "--version"], capture_output=True, text=True).stdout.strip(),
                      "etcd": etcd_version[0] if etcd_version else None},
         "runs": o.runs, "figure": "median of the runs", "quick": o.quick,
-        "ringkv_config": "DiskFirst, 3 nodes, cores [0,1], see benches/suite.py",
+        "ringkv_config": "DiskFirst, 3 nodes, one CPU each (nodes 1 and 3 on CPU 0, node 2 on "
+                         "CPU 1), see benches/suite.py; extras: lease reads, MemFirst puts",
         "etcd_config": "etcd defaults, 3 members, benches/etcd-cluster.sh",
         "server_cpu_seconds_and_peak_rss_mib": {
             s: [{"cpu_s": round(c, 1), "peak_rss_mib": round(m, 1)} for c, m in u]
