@@ -122,6 +122,9 @@ def start_ringkv(mem_first=False):
         if r.returncode == 0 and '"leader_id":null' not in r.stdout.replace(" ", ""):
             return procs
         time.sleep(0.2)
+    for p in procs:
+        p.kill()
+        p.wait()
     sys.exit("ringkv did not elect a leader")
 
 
@@ -231,14 +234,14 @@ def cpu_model():
     return platform.machine()
 
 
-def wait_exit(pid, secs=10):
-    for _ in range(secs * 10):
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
+def wait_exit(proc, secs=10):
+    """Waits for a node sent SIGTERM (reaping it); kills it if it hangs."""
+    try:
+        proc.wait(timeout=secs)
+    except subprocess.TimeoutExpired:
+        print(f"node {proc.pid} did not stop within {secs} s: killing it", file=sys.stderr)
+        proc.kill()
+        proc.wait()
 
 
 def main():
@@ -254,8 +257,10 @@ def main():
     if subprocess.run(["stat", "-f", "-c", "%T", DATA], capture_output=True, text=True).stdout.strip() == "tmpfs":
         sys.exit(f"{DATA} is on tmpfs: refusing (no fsync cost)")
     servers = {}
+    ringkv_procs = []
     if "ringkv" in systems:
-        servers["ringkv"] = [p.pid for p in start_ringkv()]
+        ringkv_procs = start_ringkv()
+        servers["ringkv"] = [p.pid for p in ringkv_procs]
     if "etcd" in systems:
         servers["etcd"] = start_etcd()
     results = {}
@@ -265,6 +270,8 @@ def main():
         """One bench run with the servers' CPU seconds and WAL work during it."""
         cpu0, (f0, e0) = cpu_seconds(servers[s]), disk_counters(s)
         r = bench(s, args, conns, clients, total)
+        # Past a MemFirst flush interval (20 ms): this row's last flush counts here.
+        time.sleep(0.05)
         cpu1, (f1, e1) = cpu_seconds(servers[s]), disk_counters(s)
         r["server_cpu_s"] = cpu1 - cpu0
         r["fsyncs"] = f1 - f0
@@ -297,11 +304,12 @@ def main():
         if "ringkv" in systems and not o.quick:
             # MemFirst (acknowledged on a majority's memory, flushed in batches): a fresh
             # cluster, the put rows only.
-            for pid in servers["ringkv"]:
-                os.kill(pid, signal.SIGTERM)
-            for pid in servers["ringkv"]:
-                wait_exit(pid)
-            servers["ringkv"] = [p.pid for p in start_ringkv(mem_first=True)]
+            for p in ringkv_procs:
+                p.send_signal(signal.SIGTERM)
+            for p in ringkv_procs:
+                wait_exit(p)
+            ringkv_procs = start_ringkv(mem_first=True)
+            servers["ringkv"] = [p.pid for p in ringkv_procs]
             for run in range(o.runs):
                 for label, args, conns, clients, total in [r for r in suite if r[0] == "put"]:
                     r = measured("ringkv", args, conns, clients, total)
@@ -312,11 +320,10 @@ def main():
         if "etcd" in systems:
             subprocess.run([os.path.join(ROOT, "benches", "etcd-cluster.sh"), "stop",
                             os.path.join(DATA, "etcd")])
-        for pid in servers.get("ringkv", []):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except OSError:
-                pass
+        for p in ringkv_procs:
+            p.send_signal(signal.SIGTERM)
+        for p in ringkv_procs:
+            wait_exit(p)
     rows = medians(results)
     extra_rows = medians(extras)
     out = os.path.join(ROOT, "benches", "reports", o.name)
@@ -351,6 +358,14 @@ def main():
                      f"{a['ops_per_sec'] / b['ops_per_sec']:.2f}x | {a['p50_ms']:.2f} / {a['p99_ms']:.2f} | "
                      f"{b['p50_ms']:.2f} / {b['p99_ms']:.2f} | {per_fsync(a)} / {per_fsync(b)} | "
                      f"{a['server_cpu_s']:.1f} / {b['server_cpu_s']:.1f} |")
+    if len(systems) == 1:
+        # One system alone (`make bench`): its rows, nothing to compare.
+        lines = ["| workload | conns/clients | ops/s | p50 / p99 ms | entries per fsync | server CPU s |",
+                 "|---|---|---|---|---|---|"]
+        lines += [f"| {r['workload']} | {r['conns']}/{r['clients']} | {r['ops_per_sec']:.0f} | "
+                  f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} | {per_fsync(r)} | {r['server_cpu_s']:.1f} |"
+                  for label, _, conns, clients, _ in suite
+                  for r in [by.get((systems[0], label, conns, clients))] if r]
     if extra_rows:
         lines += ["", "Extras (ringkv only, not compared):", "",
                   "| workload | conns/clients | ops/s | p50 / p99 ms | entries per fsync |",

@@ -16,8 +16,10 @@
 //! - Reads and status start at the next endpoint in rotation (each call one further, so
 //!   reads spread over the nodes; every consistency is valid on a follower, which
 //!   forwards what it cannot serve) and go on through the others in order.
-//! - Each address is tried at most once per call, each attempt within `timeout` (connect,
-//!   send and answer). A failed connection moves on. A 503 `not_leader` naming
+//! - Each address gets the call at most once, each attempt within `timeout` (connect,
+//!   send and answer); a write with no leader remembered may first ask each address for
+//!   its status, so it can take up to 2 x endpoints x `timeout` in all. A failed
+//!   connection moves on. A 503 `not_leader` naming
 //!   `leader_address` puts that address next (nothing was written: safe to retry) and, for
 //!   a write, remembers it; any other 503 moves on.
 //! - A write is never resent once its bytes may have reached a node: a connection lost

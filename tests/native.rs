@@ -526,3 +526,39 @@ fn the_cli_commands_run_against_a_real_cluster() {
     assert_eq!((code, out.as_str()), (1, ""));
     assert_eq!(json(&err)["code"], "not_found");
 }
+
+/// A client that sends a frame header and then only part of the body loses its connection
+/// after the read timeout (10 s) instead of holding it, and the buffer its header asked
+/// for, forever; other clients are served meanwhile.
+#[test]
+fn a_frame_body_that_stalls_closes_its_connection() {
+    let c = Cluster::new("stall", Opts::default());
+    let l = c.leader();
+    let port = c.ports[l];
+    let body = native::encode(&Request::Put {
+        id: 1,
+        key: b"stalled".to_vec(),
+        value: vec![b'v'; 4000],
+    });
+    let hdr = FrameHeader::for_body(ringkv::net::frame::FrameKind::Client, &body).encode();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&hdr).unwrap();
+    s.write_all(&body[..100]).unwrap();
+    let t = std::time::Instant::now();
+    // Meanwhile the node serves others.
+    let (st, b) = c.put((l + 1) % 3, "other", "served");
+    assert_eq!(st, 200, "{b}");
+    let mut rest = Vec::new();
+    let n = s
+        .read_to_end(&mut rest)
+        .expect("the node closes the connection");
+    let waited = t.elapsed();
+    assert_eq!(n, 0, "no answer to a partial frame: {rest:?}");
+    assert!(
+        waited >= Duration::from_secs(8) && waited < Duration::from_secs(25),
+        "closed after {waited:?}"
+    );
+    let (st, b) = c.get(l, "stalled", "linearizable");
+    assert_eq!(st, 404, "the partial put was not applied: {b}");
+}

@@ -32,8 +32,9 @@ use crate::shard::{Command, Partition, Snapshot, route};
 
 /// Requests of one native connection carried out at once; more wait to be read.
 const NATIVE_INFLIGHT_MAX: usize = 1024;
-/// Receive buffer of a native connection (many small pipelined frames per receive).
-const NATIVE_READ_BUFFER_BYTES: usize = 64 << 10;
+/// Receive buffer of a native connection (many small pipelined frames per receive; kept
+/// small since every open connection holds one).
+const NATIVE_READ_BUFFER_BYTES: usize = 16 << 10;
 
 /// A keep-alive connection may idle this long between requests.
 const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -373,7 +374,19 @@ impl Shard {
             };
             let mut body = rkyv::util::AlignedVec::<16>::with_capacity(h.body_bytes as usize);
             body.resize(h.body_bytes as usize, 0);
-            if rd.read_exact(&mut body).await.is_err() || h.check_body(&body).is_err() {
+            // A body must follow its header promptly: a client that stalls mid-frame does
+            // not keep its connection (and the buffer its header asked for).
+            // (No timer to arm when the body is already received, as it usually is.)
+            let whole = rd.buffer().len() >= body.len();
+            let read =
+                futures_lite::future::or(async { rd.read_exact(&mut body).await.is_ok() }, async {
+                    if whole {
+                        std::future::pending::<()>().await;
+                    }
+                    glommio::timer::sleep(HTTP_READ_TIMEOUT).await;
+                    false
+                });
+            if !read.await || h.check_body(&body).is_err() {
                 break;
             }
             let req = match native::decode_request(&body) {

@@ -541,9 +541,10 @@ impl<D: Disk> Wal<D> {
         }
     }
 
-    /// Persists one Ready's durable parts and arranges for `number` to be reported by
-    /// `next_persisted` once they are synced (at once for a MemFirst Ready without a term
-    /// or vote change). May wait for a free flush worker (bounded in-flight work).
+    /// Persists one Ready's durable parts and arranges for `number` to be reported once
+    /// they are synced (by `take_completed` after `wait_flight`, or by `next_persisted`;
+    /// at once for a MemFirst Ready without a term or vote change). May wait for a free
+    /// flush worker (bounded in-flight work).
     pub async fn persist(
         &mut self,
         number: u64,

@@ -556,7 +556,9 @@ impl Core {
                     }
                     Wake::Flight(wal.wait_flight().await)
                 };
-                futures_lite::future::or(queue, futures_lite::future::or(disk, timer)).await
+                // The disk first: a busy queue must not hold back completed syncs (and
+                // with them followers' acks and the leader's own vote).
+                futures_lite::future::or(disk, futures_lite::future::or(queue, timer)).await
             };
             match ev {
                 Wake::Closed => return Ok(()),
@@ -571,6 +573,15 @@ impl Core {
                 match futures_lite::future::poll_once(events.recv()).await {
                     Some(Some(e)) => self.handle(e),
                     _ => break,
+                }
+            }
+            // And every sync already complete, not just the one that woke us.
+            while wal.inflight() > 0 {
+                match futures_lite::future::poll_once(wal.wait_flight()).await {
+                    Some(r) => {
+                        self.wal_ok(r)?;
+                    }
+                    None => break,
                 }
             }
             if Instant::now() >= next_tick {
