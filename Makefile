@@ -3,6 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: help build test lint fmt bench-raft bench-wal soak-wal sim start-cluster stop-cluster clean clean-log-db start-node1 start-node2 start-node3 stop-node1 stop-node2 stop-node3
+.PHONY: perf-cluster perf-node1 perf-node2 perf-node3 need-samply
 .PHONY: kill-leader need-curl bench-http bench-snapshot bench-etcd bench need-etcd join-node4 join-node5 stop-node4 stop-node5 test-long
 
 # Extra cargo features for built binaries, e.g. `CARGO_FEATURES=crash-sim` (power-cut WAL).
@@ -20,6 +21,10 @@ help:
 	@echo "make join-node4     run node 4 (config/n4.toml), a learner joining the running cluster; likewise join-node5"
 	@echo "make stop-cluster   SIGTERM nodes 1..5 started from this directory"
 	@echo "make kill-leader    SIGKILL the node whose /status says leader (a failover drill; ports 9081..9085)"
+	@echo "make perf-cluster   profile the three nodes with samply under PERF_SECONDS (20) of ringkv bench load,"
+	@echo "                    fresh data: samply_reports/N.profile.json (view: samply load samply_reports/1.profile.json)"
+	@echo "make perf-nodeN     profile node N (1..3) alone while the other two run (make start-node2, make start-node3"
+	@echo "                    in two other terminals for perf-node1): samply_reports/N.profile.json"
 	@echo "make test           fmt check, clippy -D warnings, all tests (and the crash-sim WAL and whole-cluster crash tests), 2000 simulator seeds"
 	@echo "make test-long      the long membership test (RINGKV_LONG=1, release build)"
 	@echo "make lint           fmt check and clippy only"
@@ -167,6 +172,39 @@ kill-leader: need-curl
 	    "'ringkv serve --config config/n$$leader.toml' runs from $(CURDIR)" >&2; exit 1; \
 	fi; \
 	kill -9 $$pid && echo "killed leader node $$leader (pid $$pid, 127.0.0.1:$$port)"
+
+# Profiling with samply (https://github.com/mstange/samply): each profiled node runs under
+# `samply record --save-only` while `ringkv bench` drives PERF_WORKLOAD for PERF_SECONDS,
+# then gets SIGTERM; samply writes samply_reports/N.profile.json and, for viewing without
+# the binary, the symbols beside it (N.profile.syms.json). The release profile keeps line
+# tables (Cargo.toml: debug = "line-tables-only"), so the normal release build is the
+# profiling build. perf_event_paranoid above 1 is lowered to 1 when run as root (samply
+# refuses 2), otherwise the script stops and prints the sysctl to run. See scripts/perf-cluster.sh.
+#   make perf-cluster: the three example nodes with fresh data (db/1..3 and logs/1..3 are
+#     removed first); refused while anything listens on their ports.
+#   make perf-nodeN: node N alone (its data in db/N kept), into a cluster whose other nodes
+#     run already (make start-node2 and make start-node3 in two other terminals).
+# Top functions by self time without a browser: python3 scripts/profile_top.py FILE.
+PERF_SECONDS ?= 20
+PERF_WORKLOAD ?= mixed
+PERF_BENCH_ARGS ?= --read-ratio 0.5 --conns 8 --clients 64
+PERF_RATE ?= 1000
+# samply on PATH, else where `cargo install` puts it.
+SAMPLY ?= $(or $(shell command -v samply 2>/dev/null),$(or $(CARGO_HOME),$(HOME)/.cargo)/bin/samply)
+PERF_ENV = BIN=$(BIN) SAMPLY=$(SAMPLY) PERF_SECONDS=$(PERF_SECONDS) PERF_WORKLOAD=$(PERF_WORKLOAD) \
+	PERF_BENCH_ARGS="$(PERF_BENCH_ARGS)" PERF_RATE=$(PERF_RATE) OUT=samply_reports
+
+perf-cluster: build need-curl need-samply
+	$(PERF_ENV) scripts/perf-cluster.sh 1 2 3
+
+perf-node1 perf-node2 perf-node3: perf-node%: build need-curl need-samply
+	$(PERF_ENV) scripts/perf-cluster.sh $*
+
+need-samply:
+	@command -v "$(SAMPLY)" >/dev/null || { \
+	  echo "installing samply: cargo install samply --locked (about 4.5 min)"; \
+	  $(CARGO) install samply --locked; \
+	}
 
 # Any tool a target needs is installed when missing (apt-get, non-interactive).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
