@@ -267,7 +267,7 @@ pub struct SnapshotSection {
 impl Default for SnapshotSection {
     fn default() -> Self {
         Self {
-            interval_entries: 10_000,
+            interval_entries: 100_000,
             keep: 2,
             chunk_bytes_max: 1 << 20,
         }

@@ -486,7 +486,7 @@ fn snapshot_section_defaults_and_rules() {
     let s = &c.raft.snapshot;
     assert_eq!(
         (s.interval_entries, s.keep, s.chunk_bytes_max),
-        (10_000, 2, 1 << 20)
+        (100_000, 2, 1 << 20)
     );
     let c = NodeConfig::parse(
         &format!(
