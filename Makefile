@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: help build test lint fmt bench-raft bench-wal soak-wal sim start-cluster stop-cluster clean clean-log-db start-node1 start-node2 start-node3 stop-node1 stop-node2 stop-node3
-.PHONY: perf-cluster perf-node1 perf-node2 perf-node3 need-samply
+.PHONY: perf-cluster perf-node1 perf-node2 perf-node3 need-samply console-cluster
 .PHONY: kill-leader need-curl bench-http bench-snapshot bench-etcd bench need-etcd join-node4 join-node5 stop-node4 stop-node5 test-long
 
 # Extra cargo features for built binaries, e.g. `CARGO_FEATURES=crash-sim` (power-cut WAL).
@@ -25,6 +25,7 @@ help:
 	@echo "                    fresh data: samply_reports/N.profile.json (view: samply load samply_reports/1.profile.json)"
 	@echo "make perf-nodeN     profile node N (1..3) alone while the other two run (make start-node2, make start-node3"
 	@echo "                    in two other terminals for perf-node1): samply_reports/N.profile.json"
+	@echo "make console-cluster ringkv top on the three example nodes: role, term, indexes, lag, commits and fsyncs per second"
 	@echo "make test           fmt check, clippy -D warnings, all tests (and the crash-sim WAL and whole-cluster crash tests), 2000 simulator seeds"
 	@echo "make test-long      the long membership test (RINGKV_LONG=1, release build)"
 	@echo "make lint           fmt check and clippy only"
@@ -119,6 +120,11 @@ start-cluster: build need-curl
 	  ( LOG_DIR=logs/$$i $(BIN) serve --config config/n$$i.toml 2>&1 | sed -u "s/^/[n$$i] /" ) & \
 	done; \
 	wait
+
+# A live view of the running example cluster (ringkv top; Ctrl-C quits). `ringkv top --once`
+# prints one table.
+console-cluster: build
+	$(BIN) top --endpoints 127.0.0.1:9081,127.0.0.1:9082,127.0.0.1:9083
 
 start-node1 start-node2 start-node3: start-node%: build need-curl
 	LOG_DIR=logs/$* $(BIN) serve --config config/n$*.toml

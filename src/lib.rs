@@ -16,4 +16,5 @@ pub mod raft;
 pub mod shard;
 pub mod sim;
 pub mod testkit;
+pub mod top;
 pub mod wal;

@@ -65,6 +65,19 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// A live view of the cluster: one line per node (role, term, commit and applied
+    /// index, follower lag, commits, fsyncs and WAL entries per second), refreshed every
+    /// second until Ctrl-C.
+    Top {
+        /// Print one table (rates over one interval) without screen control, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Refresh interval.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..))]
+        interval_ms: u64,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Print the status of the first endpoint that answers.
     #[command(after_help = CLIENT_EXIT_CODES)]
     Status {
@@ -231,6 +244,16 @@ fn main() -> ExitCode {
         Cmd::Status { all: false, conn } => finish(conn.run(&Request::Status)),
         Cmd::Status { all: true, conn } => finish(client::status_all(
             &conn.endpoints.0,
+            Duration::from_millis(conn.timeout_ms),
+        )),
+        Cmd::Top {
+            once,
+            interval_ms,
+            conn,
+        } => ExitCode::from(ringkv::top::run(
+            &conn.endpoints.0,
+            Duration::from_millis(interval_ms),
+            once,
             Duration::from_millis(conn.timeout_ms),
         )),
         Cmd::Join {
