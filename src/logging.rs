@@ -9,7 +9,10 @@
 //! executors, and must never panic or stop the node because a log write failed.
 //!
 //! Every line goes to stderr (ANSI colours only when stderr is a terminal) and to `d.log`
-//! (never coloured). File writes are a plain `std::fs::File` behind a mutex: one `write(2)`
+//! (never coloured). `LOG_FORMAT` picks the format: `text` (the default) or `json`, one
+//! object per line for log collectors. Lines logged inside the node span
+//! (`node_span`, entered on every executor thread of `ringkv serve`) carry the node id:
+//! `node{id=N}:` in text, `"span":{"id":N,"name":"node"}` in JSON. File writes are a plain `std::fs::File` behind a mutex: one `write(2)`
 //! of one whole line into the page cache, no fsync. That can wait on the page cache but not
 //! for long, and at the default level (`warn`) the volume is a few lines a minute; a
 //! verbose `LOG_LEVEL` (debug, trace) costs a syscall per line on the executor that logs.
@@ -53,6 +56,7 @@ pub struct LogOptions {
 /// second call) are messages for the operator; nothing is installed then.
 pub fn init(opts: &LogOptions) -> Result<(), String> {
     let filter = filter(std::env::var("LOG_LEVEL").ok().as_deref())?;
+    let json = format(std::env::var("LOG_FORMAT").ok().as_deref())? == Format::Json;
     let file = match &opts.dir {
         Some(dir) => Some(RotatingFile::open(
             dir,
@@ -61,22 +65,69 @@ pub fn init(opts: &LogOptions) -> Result<(), String> {
         )?),
         None => None,
     };
-    let stderr = tracing_subscriber::fmt::layer()
-        .with_target(false)
-        .with_ansi(io::stderr().is_terminal())
-        .with_writer(io::stderr);
-    let file = file.map(|f| {
-        tracing_subscriber::fmt::layer()
+    let installed = if json {
+        let stderr = tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
             .with_target(false)
-            .with_ansi(false)
-            .with_writer(f)
-    });
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(stderr)
-        .with(file)
-        .try_init()
-        .map_err(|e| format!("cannot install the logger: {e}"))
+            .with_writer(io::stderr);
+        let file = file.map(|f| {
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_target(false)
+                .with_writer(f)
+        });
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(stderr)
+            .with(file)
+            .try_init()
+    } else {
+        let stderr = tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(io::stderr().is_terminal())
+            .with_writer(io::stderr);
+        let file = file.map(|f| {
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_ansi(false)
+                .with_writer(f)
+        });
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(stderr)
+            .with(file)
+            .try_init()
+    };
+    installed.map_err(|e| format!("cannot install the logger: {e}"))
+}
+
+/// Line formats (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// The format for a `LOG_FORMAT` value: unset or empty means text; anything but `text`
+/// or `json` is refused (never silently ignored).
+pub fn format(spec: Option<&str>) -> Result<Format, String> {
+    match spec.map(str::trim).unwrap_or("") {
+        "" | "text" => Ok(Format::Text),
+        "json" => Ok(Format::Json),
+        other => Err(format!(
+            "LOG_FORMAT={other:?} is not a log format; use text (the default) or json"
+        )),
+    }
+}
+
+/// The span every executor thread of a node enters for its whole life, so each line
+/// names the node. At error level: enabled whatever `LOG_LEVEL` lets through.
+pub fn node_span(node_id: u64) -> tracing::Span {
+    tracing::error_span!("node", id = node_id)
 }
 
 /// The filter for a `LOG_LEVEL` value: `EnvFilter` directives (`info`,

@@ -324,6 +324,7 @@ fn main() -> ExitCode {
                 eprintln!("ringkv serve ({}): {e}", path.display());
                 return ExitCode::from(1);
             }
+            let _node = ringkv::logging::node_span(cfg.cluster.node_id).entered();
             tracing::warn!(
                 node = cfg.cluster.node_id,
                 config = %path.display(),

@@ -274,3 +274,78 @@ fn serve_writes_d_log_in_log_dir_and_on_stderr() {
         "LOG_DIR overrides cluster.log_dir"
     );
 }
+
+#[test]
+fn log_format_json_writes_one_object_per_line_naming_the_node() {
+    let t = TempDir::new("serve-json");
+    let cfg = one_node_config(&t.0);
+    let logs = t.0.join("logs");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env_remove("LOG_LEVEL")
+        .env("LOG_FORMAT", "json")
+        .env("LOG_DIR", &logs)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // A one-node cluster elects itself: the start-up lines (main thread) and the election
+    // (raft core executor) both come from inside the node span.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(logs.join("d.log")).unwrap_or_default();
+        if text.contains("Became leader") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let find = |msg: &str| {
+        lines
+            .iter()
+            .find(|v| {
+                v["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(msg))
+            })
+            .unwrap_or_else(|| panic!("no {msg:?} line in {text}"))
+    };
+    for msg in [
+        "ringkv serve starting",
+        "ringkv node started",
+        "Became leader",
+    ] {
+        let v = find(msg);
+        assert_eq!(v["level"], "WARN", "{v}");
+        assert_eq!(v["span"]["name"], "node", "{v}");
+        assert_eq!(v["span"]["id"], 1, "{v}");
+    }
+    assert_eq!(find("Became leader")["fields"]["term"], 1);
+}
+
+#[test]
+fn serve_refuses_an_unknown_log_format() {
+    let t = TempDir::new("serve-bad-format");
+    let cfg = one_node_config(&t.0);
+    let out = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("LOG_FORMAT", "xml")
+        .env("LOG_DIR", t.0.join("logs"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("LOG_FORMAT=\"xml\" is not a log format"),
+        "{err}"
+    );
+    assert!(!t.0.join("db").exists(), "nothing started");
+}

@@ -353,13 +353,20 @@ pub fn serve(cfg: NodeConfig) -> Result<(), String> {
         let h = builder(cpu, format!("ringkv{id}-shard{i}"))
             // Shards do socket I/O only: a small registered-buffer area.
             .io_memory(1 << 20)
-            .spawn(move || async move { shard::run(i, n, cfg, shared, q).await })
+            .spawn(move || async move {
+                // Held for the thread's life: every line from this executor names the node.
+                let _node = crate::logging::node_span(id).entered();
+                shard::run(i, n, cfg, shared, q).await
+            })
             .map_err(|e| format!("cannot start shard {i} on CPU {cpu}: {e}"))?;
         shard_handles.push(h);
     }
     let raft_cpu = cfg.runtime.raft_core;
     let core = builder(raft_cpu, format!("ringkv{id}-raft"))
-        .spawn(move || async move { core::run(cfg, shared, core_q).await })
+        .spawn(move || async move {
+            let _node = crate::logging::node_span(id).entered();
+            core::run(cfg, shared, core_q).await
+        })
         .map_err(|e| format!("cannot start the raft core on CPU {raft_cpu}: {e}"))?;
     // The raft core decides when the node ends; shard threads end with the process.
     core.join()
