@@ -709,6 +709,43 @@ mod tests {
         }
     }
 
+    /// docs/metrics.md lists exactly the catalogue, each metric with its type and labels.
+    #[test]
+    fn docs_list_every_metric() {
+        let doc = include_str!("../docs/metrics.md");
+        let mut listed = std::collections::BTreeMap::new();
+        for row in doc.lines().filter(|l| l.starts_with("| `ringkv_")) {
+            let cols: Vec<&str> = row.split('|').map(str::trim).collect();
+            let name = cols[1].trim_matches('`');
+            assert!(
+                listed.insert(name, (cols[2], cols[3])).is_none(),
+                "{name} twice in docs/metrics.md"
+            );
+        }
+        for d in CATALOGUE {
+            let (kind, labels) = listed
+                .remove(d.name)
+                .unwrap_or_else(|| panic!("docs/metrics.md does not list {}", d.name));
+            let want = match d.kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+                Kind::Histogram => "histogram",
+            };
+            assert_eq!(kind, want, "{}", d.name);
+            for l in d.labels {
+                assert!(
+                    labels.contains(&format!("`{l}`")),
+                    "{}: label {l} not in docs/metrics.md",
+                    d.name
+                );
+            }
+        }
+        assert!(
+            listed.is_empty(),
+            "docs/metrics.md lists metrics the catalogue does not: {listed:?}"
+        );
+    }
+
     #[test]
     fn outcomes_by_status() {
         let o = |s| OUTCOMES[outcome_of(s)];

@@ -10,7 +10,9 @@
 //!
 //! A peer opens with a handshake frame (cluster id, node id, token); a wrong cluster id or
 //! token, an unknown node id, an oversized, corrupt or unexpected frame is refused, counted
-//! and logged, and the connection closed.
+//! (`PeerStats` and `ringkv_net_refused_total`) and logged, and the connection closed.
+//! Connections, frames, bytes, (re)connects and dropped messages are counted in the
+//! transport's `NetMetrics` handles too.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;

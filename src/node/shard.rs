@@ -3,9 +3,10 @@
 //! Runs on its own glommio executor pinned to one CPU of `runtime.cores`. Owns its
 //! SO_REUSEPORT listener and the connections the kernel gives it, its `Partition` (keys
 //! whose hash routes here), the partition's applied watermark and the readers waiting for
-//! it. Must not touch Raft state except through its queues and the published `LeaseView`;
-//! connections that turn out to be peers are handed to the raft core unread past the
-//! magic.
+//! it, and its metric handles (requests by operation and outcome, latencies, in-flight
+//! requests, keys; client connections and traffic). Must not touch Raft state except
+//! through its queues and the published `LeaseView`; connections that turn out to be peers
+//! are handed to the raft core unread past the magic.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

@@ -5,7 +5,8 @@
 //! `flush_workers` batches are in flight while the core goes on. Knows nothing of the
 //! protocol beyond what a `Ready` asks: persist `hard_state`, `entries` (a first index
 //! already in the log replaces that suffix), `reset`, `snapshot`; report `Ready` numbers
-//! durable strictly in order.
+//! durable strictly in order. Counts its work in `WalStats` (for `/status`) and the same,
+//! plus each flush task's write+fdatasync time, in its `WalMetrics` handles.
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -3,8 +3,10 @@
 //! Runs on the executor pinned to `runtime.raft_core`. Owns the pure Raft core, the WAL,
 //! the snapshot store, the peer transport, the requests it is carrying out (proposed
 //! writes by index, read indexes by id, calls forwarded to the leader, calls parked while
-//! no leader is known) and the publication of the `LeaseView`. Must not touch a shard's
-//! partition: committed entries and answers go out through the shards' queues.
+//! no leader is known), the publication of the `LeaseView` and the export of the raft
+//! metrics (the pure core's `Counters` and state, read after each input that can change
+//! them; gauges once per loop turn). Must not touch a shard's partition: committed
+//! entries and answers go out through the shards' queues.
 //!
 //! One loop turn: take every queued event (client calls from shards, peer frames), tick
 //! when due, then drive: each Raft `Ready` is persisted (the WAL batches it), the lease
