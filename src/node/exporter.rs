@@ -139,7 +139,10 @@ async fn connection(mut s: TcpStream, handle: &PrometheusHandle) {
             } => {
                 buf.drain(..consumed);
                 let out = match call {
-                    Ok(()) => http::response_with(200, CONTENT_TYPE, &handle.render(), !keep_alive),
+                    Ok(()) => {
+                        let text = by_name(&handle.render());
+                        http::response_with(200, CONTENT_TYPE, &text, !keep_alive)
+                    }
                     Err(e) => e.reply(!keep_alive),
                 };
                 if s.write_all(&out).await.is_err() || !keep_alive {
@@ -147,5 +150,42 @@ async fn connection(mut s: TcpStream, handle: &PrometheusHandle) {
                 }
             }
         }
+    }
+}
+
+/// The recorder renders metric families (a `# HELP`/`# TYPE` head, the samples, a blank
+/// line) in hash order; an operator reading a scrape finds them sorted by name. The
+/// families themselves are kept whole.
+fn by_name(text: &str) -> String {
+    let mut families: Vec<&str> = text.split("\n\n").filter(|f| !f.is_empty()).collect();
+    let name = |f: &str| {
+        let first = f.lines().next().unwrap_or("");
+        let rest = first
+            .strip_prefix("# HELP ")
+            .or_else(|| first.strip_prefix("# TYPE "))
+            .unwrap_or(first);
+        rest.split([' ', '{']).next().unwrap_or("").to_string()
+    };
+    families.sort_by_cached_key(|f| name(f));
+    let mut out = String::with_capacity(text.len() + 1);
+    for f in families {
+        out.push_str(f.trim_end_matches('\n'));
+        out.push_str("\n\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn families_sorted_by_name_and_kept_whole() {
+        let text = "# HELP b_total B.\n# TYPE b_total counter\nb_total 1\n\n\
+                    # TYPE a gauge\na{x=\"1\"} 2\na{x=\"2\"} 3\n\n";
+        assert_eq!(
+            super::by_name(text),
+            "# TYPE a gauge\na{x=\"1\"} 2\na{x=\"2\"} 3\n\n\
+             # HELP b_total B.\n# TYPE b_total counter\nb_total 1\n\n"
+        );
+        assert_eq!(super::by_name(""), "");
     }
 }
