@@ -255,13 +255,13 @@ pub const CATALOGUE: &[Def] = &[
         NET_PEER_CONNECTS,
         C,
         &[],
-        "Outbound peer connections established (handshake sent).",
+        "Outbound peer connections opened (each then sends its handshake).",
     ),
     def(
         NET_PEER_RECONNECTS,
         C,
         &[],
-        "Outbound peer connections established again after one was lost or failed.",
+        "Outbound peer connections accepted again after an earlier one to the same peer ended.",
     ),
     def(
         NET_PEER_CONNECT_FAILURES,
@@ -544,8 +544,9 @@ pub enum Traffic {
 /// Network handles (one bundle per executor: each shard, the raft core's transport).
 pub struct NetMetrics {
     connections: [Gauge; 5],
-    frames_in: [Counter; 3],
-    frames_out: [Counter; 3],
+    /// Peer and native only: HTTP has no frames.
+    frames_in: [Counter; 2],
+    frames_out: [Counter; 2],
     bytes_in: [Counter; 3],
     bytes_out: [Counter; 3],
     pub peer_connects: Counter,
@@ -558,11 +559,12 @@ impl NetMetrics {
     pub fn new() -> Self {
         let by =
             |name: &'static str| ["peer", "native", "http"].map(|k| counter!(name, "kind" => k));
+        let frames = |name: &'static str| ["peer", "native"].map(|k| counter!(name, "kind" => k));
         Self {
             connections: ["native", "http", "peer_in", "peer_out", "metrics"]
                 .map(|k| gauge!(NET_CONNECTIONS, "kind" => k)),
-            frames_in: by(NET_FRAMES_RECEIVED),
-            frames_out: by(NET_FRAMES_SENT),
+            frames_in: frames(NET_FRAMES_RECEIVED),
+            frames_out: frames(NET_FRAMES_SENT),
             bytes_in: by(NET_BYTES_RECEIVED),
             bytes_out: by(NET_BYTES_SENT),
             peer_connects: counter!(NET_PEER_CONNECTS),
@@ -579,15 +581,19 @@ impl NetMetrics {
         ConnGuard(g)
     }
 
+    /// `frames` must be 0 for HTTP.
     pub fn received(&self, t: Traffic, frames: u64, bytes: u64) {
-        if frames > 0 {
+        debug_assert!(frames == 0 || t != Traffic::Http, "HTTP has no frames");
+        if frames > 0 && t != Traffic::Http {
             self.frames_in[t as usize].increment(frames);
         }
         self.bytes_in[t as usize].increment(bytes);
     }
 
+    /// `frames` must be 0 for HTTP.
     pub fn sent(&self, t: Traffic, frames: u64, bytes: u64) {
-        if frames > 0 {
+        debug_assert!(frames == 0 || t != Traffic::Http, "HTTP has no frames");
+        if frames > 0 && t != Traffic::Http {
             self.frames_out[t as usize].increment(frames);
         }
         self.bytes_out[t as usize].increment(bytes);

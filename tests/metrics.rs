@@ -217,7 +217,7 @@ fn exchange(port: u16, bytes: &[u8]) -> String {
 
 #[test]
 fn a_running_cluster_serves_prometheus_text_whose_counters_match_the_requests() {
-    let c = Cluster::new(
+    let mut c = Cluster::new(
         "metrics",
         Opts {
             metrics: true,
@@ -389,6 +389,29 @@ fn a_running_cluster_serves_prometheus_text_whose_counters_match_the_requests() 
     );
     check_catalogue(&parse(&c.metrics(m)));
     assert_eq!(c.put(l, "after", "v").0, 200);
+
+    // A follower restarts: the leader's sender to it connects again.
+    let f = (l + 1) % 3;
+    let was = parse(&c.metrics(l)).get("ringkv_net_peer_reconnects_total", &[]);
+    c.kill(f);
+    c.start(f);
+    wait_until(
+        20,
+        "the leader to reconnect to the restarted follower",
+        || {
+            let s = parse(&c.metrics(l));
+            (s.get("ringkv_net_peer_reconnects_total", &[]) > was
+                && s.get("ringkv_net_connections_open", &[("kind", "peer_out")]) == 2.0)
+                .then_some(())
+        },
+    );
+    // Its counters start again from zero; it learns the leader again.
+    wait_until(20, "the restarted follower to know the leader", || {
+        let s = parse(&c.metrics(f));
+        (s.get("ringkv_raft_leader_id", &[]) == lid
+            && s.get("ringkv_raft_leader_changes_total", &[]) == 1.0)
+            .then_some(())
+    });
 }
 
 #[test]
