@@ -527,13 +527,32 @@ impl NodeConfig {
                 );
             }
         };
-        if let Some(m) = &c.metrics_address
-            && let Err(e) = m.parse::<SocketAddr>()
-        {
-            return err(
-                "cluster.metrics_address",
-                format!("{m:?} is not an address like 127.0.0.1:8081 ({e})"),
-            );
+        if let Some(m) = &c.metrics_address {
+            match m.parse::<SocketAddr>() {
+                Err(e) => {
+                    return err(
+                        "cluster.metrics_address",
+                        format!("{m:?} is not an address like 127.0.0.1:8081 ({e})"),
+                    );
+                }
+                // The metrics listener binds its own port: sharing listen_address's would
+                // fail at start-up (or, on a wildcard, take the other's connections).
+                Ok(a)
+                    if a.port() == listen.port()
+                        && (a.ip() == listen.ip()
+                            || a.ip().is_unspecified()
+                            || listen.ip().is_unspecified()) =>
+                {
+                    return err(
+                        "cluster.metrics_address",
+                        format!(
+                            "{m} overlaps listen_address {listen}: the metrics port must be \
+                             another port"
+                        ),
+                    );
+                }
+                Ok(_) => {}
+            }
         }
         if c.log_file_bytes_max == 0 {
             return err("cluster.log_file_bytes_max", "must be at least 1".into());

@@ -9,6 +9,7 @@ pub mod bench_etcd;
 pub mod client;
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod native_client;
 pub mod net;
 pub mod node;

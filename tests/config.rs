@@ -277,6 +277,16 @@ fn cluster_membership_rules() {
         "cluster.metrics_address",
         "is not an address",
     );
+    for m in ["127.0.0.1:9081", "0.0.0.0:9081"] {
+        assert_refused(
+            &with(
+                "listen_address = \"127.0.0.1:9081\"",
+                &format!("listen_address = \"127.0.0.1:9081\"\nmetrics_address = \"{m}\""),
+            ),
+            "cluster.metrics_address",
+            "overlaps listen_address 127.0.0.1:9081",
+        );
+    }
     assert_refused(
         &with(
             "listen_address = \"127.0.0.1:9081\"",

@@ -1,8 +1,9 @@
 //! The HTTP API for `curl`: request parsing with limits, routing to API calls, JSON replies.
 //!
 //! Pure (bytes in, calls and bytes out), used by the connection tasks on the shard
-//! executors. Must not touch the Raft core or shard state: it only turns requests into
-//! `ApiCall`s and `Reply`s into bytes.
+//! executors, and (`parse_metrics`, `response_with`) by the metrics listener on its own
+//! executor, whose only route is `GET /metrics`. Must not touch the Raft core or shard
+//! state: it only turns requests into `ApiCall`s and `Reply`s into bytes.
 //!
 //! Routes (the node issue): `POST /put {"key","value"}`, `POST /delete {"key"}`,
 //! `GET /get?key=K[&consistency=linearizable|lease|eventual]`, `GET /status`.
@@ -101,16 +102,17 @@ impl HttpError {
     }
 }
 
-/// Outcome of looking at the start of a connection's buffer.
+/// Outcome of looking at the start of a connection's buffer (`C`: what a request asks
+/// for: an `ApiCall` on the API port, `()` for `GET /metrics` on the metrics port).
 #[derive(Debug, PartialEq, Eq)]
-pub enum Parsed {
+pub enum Parsed<C = ApiCall> {
     /// Not a whole request yet.
     Incomplete,
     /// A request of `consumed` bytes: the call, or the error to answer it with.
     /// `keep_alive`: the client did not ask to close.
     Request {
         consumed: usize,
-        call: Result<ApiCall, HttpError>,
+        call: Result<C, HttpError>,
         keep_alive: bool,
     },
     /// The stream cannot be read as HTTP any further: answer and close.
@@ -154,24 +156,81 @@ struct TokenHeaders<'a> {
     authorization: Vec<&'a [u8]>,
 }
 
+/// A request head, checked against the limits; its body is complete in the buffer.
+struct Head<'a> {
+    /// Bytes of head and body.
+    consumed: usize,
+    body: &'a [u8],
+    method: &'a str,
+    path: &'a str,
+    query: &'a str,
+    keep_alive: bool,
+    tokens: TokenHeaders<'a>,
+}
+
+enum HeadOutcome<'a> {
+    Incomplete,
+    Fatal(HttpError),
+    Whole(Head<'a>),
+}
+
 /// Parses one request from the start of `buf`.
 pub fn parse(buf: &[u8], limits: &HttpLimits) -> Parsed {
+    match head(buf, limits) {
+        HeadOutcome::Incomplete => Parsed::Incomplete,
+        HeadOutcome::Fatal(e) => Parsed::Fatal(e),
+        HeadOutcome::Whole(h) => Parsed::Request {
+            consumed: h.consumed,
+            call: route(h.method, h.path, h.query, h.body, &h.tokens, limits),
+            keep_alive: h.keep_alive,
+        },
+    }
+}
+
+/// Parses one request to the metrics listener, whose only route is `GET /metrics` (any
+/// query string is ignored): other paths get 404, other methods 405. The same limits and
+/// framing rules as `parse` apply.
+pub fn parse_metrics(buf: &[u8], limits: &HttpLimits) -> Parsed<()> {
+    match head(buf, limits) {
+        HeadOutcome::Incomplete => Parsed::Incomplete,
+        HeadOutcome::Fatal(e) => Parsed::Fatal(e),
+        HeadOutcome::Whole(h) => Parsed::Request {
+            consumed: h.consumed,
+            call: match (h.method, h.path) {
+                ("GET", "/metrics") => Ok(()),
+                (m, "/metrics") => Err(HttpError::new(
+                    405,
+                    "method_not_allowed",
+                    format!("/metrics takes GET, not {m}"),
+                )),
+                (_, p) => Err(HttpError::new(
+                    404,
+                    "not_found",
+                    format!("no route {p}: this port serves GET /metrics only"),
+                )),
+            },
+            keep_alive: h.keep_alive,
+        },
+    }
+}
+
+fn head<'a>(buf: &'a [u8], limits: &HttpLimits) -> HeadOutcome<'a> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     let head = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             if buf.len() > limits.head_bytes_max {
-                return Parsed::Fatal(HttpError::new(
+                return HeadOutcome::Fatal(HttpError::new(
                     431,
                     "head_too_large",
                     format!("request head over {} bytes", limits.head_bytes_max),
                 ));
             }
-            return Parsed::Incomplete;
+            return HeadOutcome::Incomplete;
         }
         Err(e) => {
-            return Parsed::Fatal(HttpError::new(
+            return HeadOutcome::Fatal(HttpError::new(
                 400,
                 "bad_request",
                 format!("not an HTTP/1.1 request: {e}"),
@@ -179,7 +238,7 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Parsed {
         }
     };
     if head > limits.head_bytes_max {
-        return Parsed::Fatal(HttpError::new(
+        return HeadOutcome::Fatal(HttpError::new(
             431,
             "head_too_large",
             format!("request head over {} bytes", limits.head_bytes_max),
@@ -200,7 +259,7 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Parsed {
             {
                 Some(n) => body_len = n,
                 None => {
-                    return Parsed::Fatal(HttpError::new(
+                    return HeadOutcome::Fatal(HttpError::new(
                         400,
                         "bad_request",
                         "Content-Length is not a number",
@@ -208,7 +267,7 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Parsed {
                 }
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Parsed::Fatal(HttpError::new(
+            return HeadOutcome::Fatal(HttpError::new(
                 411,
                 "length_required",
                 "chunked bodies are not accepted: send Content-Length",
@@ -224,7 +283,7 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Parsed {
     }
     if body_len > limits.body_bytes_max {
         // Refused from the head alone: the body is never buffered.
-        return Parsed::Fatal(HttpError::new(
+        return HeadOutcome::Fatal(HttpError::new(
             413,
             "too_large",
             format!(
@@ -234,17 +293,20 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Parsed {
         ));
     }
     if buf.len() < head + body_len {
-        return Parsed::Incomplete;
+        return HeadOutcome::Incomplete;
     }
-    let body = &buf[head..head + body_len];
     let method = req.method.unwrap_or("");
     let target = req.path.unwrap_or("");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    Parsed::Request {
+    HeadOutcome::Whole(Head {
         consumed: head + body_len,
-        call: route(method, path, query, body, &tokens, limits),
+        body: &buf[head..head + body_len],
+        method,
+        path,
+        query,
         keep_alive,
-    }
+        tokens,
+    })
 }
 
 fn route(
@@ -534,13 +596,21 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// A complete HTTP/1.1 response with a JSON body.
-pub fn response(status: u16, json_body: &str, close: bool) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n{json_body}",
+/// A complete HTTP/1.1 response with a body of the given content type (the metrics
+/// listener's Prometheus text).
+pub fn response_with(status: u16, content_type: &str, body: &str, close: bool) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{}\r\n",
         reason(status),
-        json_body.len(),
+        body.len(),
         if close { "connection: close\r\n" } else { "" }
     )
-    .into_bytes()
+    .into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+/// A complete HTTP/1.1 response with a JSON body.
+pub fn response(status: u16, json_body: &str, close: bool) -> Vec<u8> {
+    response_with(status, "application/json", json_body, close)
 }

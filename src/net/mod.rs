@@ -6,7 +6,8 @@
 //!
 //! - `frame`: the 16-byte frame header (magic, version, kind, length, CRC32C), checked
 //!   before a body is read.
-//! - `http`: the curl API: request parsing with limits, routes, JSON replies.
+//! - `http`: the curl API: request parsing with limits, routes, JSON replies; and the
+//!   metrics port's parsing (`GET /metrics` only).
 //! - `native`: the native client protocol (pipelined rkyv frames with request ids).
 //! - `peer`: the peer transport (handshake, per-peer queues, reconnects) on glommio sockets.
 //! - `wire`: Raft messages as rkyv archives, validated in place, payloads sliced from the

@@ -10,7 +10,9 @@
 //!
 //! A peer opens with a handshake frame (cluster id, node id, token); a wrong cluster id or
 //! token, an unknown node id, an oversized, corrupt or unexpected frame is refused, counted
-//! and logged, and the connection closed.
+//! (`PeerStats` and `ringkv_net_refused_total`) and logged, and the connection closed.
+//! Connections, frames, bytes, (re)connects and dropped messages are counted in the
+//! transport's `NetMetrics` handles too.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -26,6 +28,7 @@ use rkyv::rancor;
 
 use super::frame::{FrameHeader, FrameKind, HEADER_BYTES, MAGIC};
 use super::wire::{ClientFrame, decode_message, encode_message};
+use crate::metrics::{ConnKind, NetMetrics, Traffic};
 use crate::raft::{Message, NodeId};
 use crate::wal::meta::{KnownPeers, PeerCheck};
 
@@ -138,12 +141,15 @@ pub struct Transport {
     outboxes: RefCell<BTreeMap<NodeId, LocalSender<Outgoing>>>,
     inbox: Rc<LocalSender<Inbound>>,
     pub stats: Rc<RefCell<PeerStats>>,
+    /// Prometheus handles of this executor (no-ops without a recorder).
+    metrics: Rc<NetMetrics>,
     _tasks: Vec<glommio::task::JoinHandle<()>>,
 }
 
 fn refuse(stats: &RefCell<PeerStats>, why: &'static str) {
     tracing::warn!("refused peer input ({why}); connection closed");
     *stats.borrow_mut().refused.entry(why).or_default() += 1;
+    NetMetrics::refused(why);
 }
 
 async fn write_frame(
@@ -182,6 +188,7 @@ impl Transport {
             outboxes: RefCell::default(),
             inbox: Rc::new(inbox),
             stats,
+            metrics: Rc::new(NetMetrics::new()),
             _tasks: Vec::new(),
         };
         let peers: Vec<_> = t.book.borrow().keys().copied().collect();
@@ -194,13 +201,14 @@ impl Transport {
     fn start_sender(&self, id: NodeId) {
         let (tx, rx) = local_channel::new_bounded::<Outgoing>(self.cfg.outbox_max);
         self.outboxes.borrow_mut().insert(id, tx);
-        let (cfg, stats, hs, book) = (
+        let (cfg, stats, hs, book, m) = (
             self.cfg.clone(),
             self.stats.clone(),
             self.handshakes.clone(),
             self.book.clone(),
+            self.metrics.clone(),
         );
-        glommio::spawn_local(async move { send_loop(id, &book, &cfg, &stats, &hs, rx).await })
+        glommio::spawn_local(async move { send_loop(id, &book, &cfg, &stats, &m, &hs, rx).await })
             .detach();
     }
 
@@ -238,12 +246,13 @@ impl Transport {
     /// Accepts on `listener` (used when this executor owns the port alone, as in tests):
     /// frame connections are adopted, anything else goes to `http`.
     pub fn serve_listener(&mut self, listener: TcpListener, http: HttpHandler) {
-        let (cfg, stats, inbox, book, retired) = (
+        let (cfg, stats, inbox, book, retired, m) = (
             self.cfg.clone(),
             self.stats.clone(),
             self.inbox.clone(),
             self.book.clone(),
             self.retired.clone(),
+            self.metrics.clone(),
         );
         self._tasks.push(
             glommio::spawn_local(async move {
@@ -257,13 +266,14 @@ impl Transport {
                         }
                     };
                     let mut first = [0u8; 4];
-                    let (cfg, stats, inbox, http, book, retired) = (
+                    let (cfg, stats, inbox, http, book, retired, m) = (
                         cfg.clone(),
                         stats.clone(),
                         inbox.clone(),
                         http.clone(),
                         book.clone(),
                         retired.clone(),
+                        m.clone(),
                     );
                     glommio::spawn_local(async move {
                         if s.read_exact(&mut first).await.is_err() {
@@ -283,7 +293,11 @@ impl Transport {
                             },
                         );
                         if read.await {
-                            serve_inbound(s, h, &cfg, &stats, &inbox, &book, &retired).await;
+                            let peers = Peers {
+                                book: &book,
+                                retired: &retired,
+                            };
+                            serve_inbound(s, h, &cfg, &stats, &m, &inbox, peers).await;
                         }
                     })
                     .detach();
@@ -296,15 +310,20 @@ impl Transport {
     /// Serves an inbound connection whose first frame header (a handshake's) was already
     /// read, e.g. by a shard executor that accepted it.
     pub fn adopt(&self, s: TcpStream, first: [u8; HEADER_BYTES]) {
-        let (cfg, stats, inbox, book, retired) = (
+        let (cfg, stats, inbox, book, retired, m) = (
             self.cfg.clone(),
             self.stats.clone(),
             self.inbox.clone(),
             self.book.clone(),
             self.retired.clone(),
+            self.metrics.clone(),
         );
         glommio::spawn_local(async move {
-            serve_inbound(s, first, &cfg, &stats, &inbox, &book, &retired).await
+            let peers = Peers {
+                book: &book,
+                retired: &retired,
+            };
+            serve_inbound(s, first, &cfg, &stats, &m, &inbox, peers).await
         })
         .detach();
     }
@@ -327,6 +346,7 @@ impl Transport {
             Some(tx) if tx.try_send(o).is_ok() => true,
             _ => {
                 self.stats.borrow_mut().dropped_outbox_full += 1;
+                self.metrics.peer_dropped.increment(1);
                 false
             }
         }
@@ -339,11 +359,14 @@ async fn send_loop(
     book: &RefCell<BTreeMap<NodeId, SocketAddr>>,
     cfg: &PeerConfig,
     stats: &RefCell<PeerStats>,
+    metrics: &NetMetrics,
     handshakes: &RefCell<BTreeMap<NodeId, Handshake>>,
     rx: local_channel::LocalReceiver<Outgoing>,
 ) {
     let mut backoff_ms = 10;
     let mut failures = 0u64;
+    // A connection to this peer was up before (the next one is a reconnect).
+    let mut was_up = false;
     loop {
         // The peer left the membership: stop (its queue is gone too).
         let Some(addr) = book.borrow().get(&id).copied() else {
@@ -361,6 +384,7 @@ async fn send_loop(
         let mut s = match attempt.await {
             Ok(s) => s,
             Err(e) => {
+                metrics.peer_connect_failures.increment(1);
                 if failures == 0 {
                     tracing::warn!(
                         node = cfg.node_id,
@@ -378,6 +402,7 @@ async fn send_loop(
         };
         let _ = s.set_nodelay(true);
         stats.borrow_mut().connects += 1;
+        metrics.peer_connects.increment(1);
         let hello = Hello {
             cluster_id: cfg.cluster_id,
             node_id: cfg.node_id,
@@ -430,6 +455,11 @@ async fn send_loop(
         }
         failures = 0;
         backoff_ms = 10;
+        if was_up {
+            metrics.peer_reconnects.increment(1);
+        }
+        was_up = true;
+        let _open = metrics.open(ConnKind::PeerOut);
         // Send until the connection breaks; the message in hand is lost with it (Raft
         // retransmits; a lost forwarded call times out at its sender).
         // Frames queued together go out in one write (up to BATCH_BYTES).
@@ -465,6 +495,7 @@ async fn send_loop(
                 tracing::warn!(node = cfg.node_id, peer = id, %addr, "connection to peer lost: {e}");
                 break;
             }
+            metrics.sent(Traffic::Peer, frames, buf.len() as u64);
             buf.clear();
             stats.borrow_mut().sent += frames;
         }
@@ -562,15 +593,23 @@ async fn write_ack(s: &mut (impl AsyncWrite + Unpin), code: u8, incarnation: u64
     let _ = write_frame(s, FrameKind::Handshake, &b).await;
 }
 
+/// The transport's view of the membership, for inbound connections.
+struct Peers<'a> {
+    book: &'a RefCell<BTreeMap<NodeId, SocketAddr>>,
+    retired: &'a RefCell<std::collections::BTreeSet<NodeId>>,
+}
+
 async fn serve_inbound(
     s: TcpStream,
     first: [u8; HEADER_BYTES],
     cfg: &PeerConfig,
     stats: &RefCell<PeerStats>,
+    metrics: &NetMetrics,
     inbox: &LocalSender<Inbound>,
-    book: &RefCell<BTreeMap<NodeId, SocketAddr>>,
-    retired: &RefCell<std::collections::BTreeSet<NodeId>>,
+    peers: Peers<'_>,
 ) {
+    let Peers { book, retired } = peers;
+    let _open = metrics.open(ConnKind::PeerIn);
     // A peer's frames arrive back to back: one receive takes many of them.
     let mut s = s.buffered_with(glommio::net::Preallocated::new(PEER_READ_BUFFER_BYTES));
     // The first header was read by whoever accepted the connection.
@@ -608,6 +647,7 @@ async fn serve_inbound(
             refuse(stats, "checksum");
             return;
         }
+        metrics.received(Traffic::Peer, 1, (HEADER_BYTES + body.len()) as u64);
         // A peer removed since its handshake: close its connection (it learns why when it
         // connects again).
         if peer.is_some_and(|id| retired.borrow().contains(&id)) {

@@ -5,7 +5,11 @@
 //!   pure Raft core, the WAL, the peer transport and request forwarding;
 //! - one **shard** executor (`shard`) per CPU in `runtime.cores`, each with its own
 //!   SO_REUSEPORT listener on `listen_address`, the client connections the kernel hands
-//!   it, and the partition of the key-value state whose keys hash to it.
+//!   it, and the partition of the key-value state whose keys hash to it;
+//! - when `cluster.metrics_address` is set, a small **metrics** executor (`exporter`) on
+//!   the raft core's CPU serving `GET /metrics`. The Prometheus recorder is installed
+//!   before any executor starts; each executor updates its own cached handles
+//!   (`crate::metrics`) and none waits on the metrics executor.
 //!
 //! Data flow of a write: connection (shard s) -> `ToRaft::Write` -> raft core proposes,
 //! persists, replicates -> on commit `ToShard::Apply` to every shard (the entry to its
@@ -23,6 +27,7 @@
 //! Raft state other than through these queues and the `LeaseView`.
 
 mod core;
+mod exporter;
 mod lease;
 pub mod members;
 mod shard;
@@ -301,6 +306,17 @@ pub fn serve(cfg: NodeConfig) -> Result<(), String> {
             }
         }
     }
+    // The metrics port is bound here, before anything starts, so a taken port refuses
+    // start-up as the main listener's does. The recorder is installed before any executor
+    // builds its metric handles (handles built without a recorder stay no-ops).
+    let metrics = match &cfg.cluster.metrics_address {
+        Some(a) => {
+            let addr: SocketAddr = a.parse().expect("validated");
+            let listener = exporter::bind(addr, PORT_WAIT)?;
+            Some((listener, crate::metrics::install()?))
+        }
+        None => None,
+    };
     let stop_requested = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         // A second signal ends the process at once (exit 1), even if start-up is stuck.
@@ -362,6 +378,16 @@ pub fn serve(cfg: NodeConfig) -> Result<(), String> {
         shard_handles.push(h);
     }
     let raft_cpu = cfg.runtime.raft_core;
+    if let Some((listener, handle)) = metrics {
+        // Mostly asleep: it shares the raft core's CPU. Socket I/O only: the smallest
+        // registered-buffer area an executor starts with.
+        // Never spinning: the setting is for latency-critical executors.
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(raft_cpu))
+            .name(&format!("ringkv{id}-metrics"))
+            .io_memory(512 << 10)
+            .spawn(move || async move { exporter::serve(listener, handle).await })
+            .map_err(|e| format!("cannot start the metrics executor on CPU {raft_cpu}: {e}"))?;
+    }
     let core = builder(raft_cpu, format!("ringkv{id}-raft"))
         .spawn(move || async move {
             let _node = crate::logging::node_span(id).entered();

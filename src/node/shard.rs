@@ -3,9 +3,10 @@
 //! Runs on its own glommio executor pinned to one CPU of `runtime.cores`. Owns its
 //! SO_REUSEPORT listener and the connections the kernel gives it, its `Partition` (keys
 //! whose hash routes here), the partition's applied watermark and the readers waiting for
-//! it. Must not touch Raft state except through its queues and the published `LeaseView`;
-//! connections that turn out to be peers are handed to the raft core unread past the
-//! magic.
+//! it, and its metric handles (requests by operation and outcome, latencies, in-flight
+//! requests, keys; client connections and traffic). Must not touch Raft state except
+//! through its queues and the published `LeaseView`; connections that turn out to be peers
+//! are handed to the raft core unread past the magic.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use glommio::net::{TcpListener, TcpStream};
 
 use super::{AdminCall, Answer, MeshMsg, Reply, ReqId, ShardQueues, Shared, ToRaft, ToShard};
 use crate::config::NodeConfig;
+use crate::metrics::{ConnKind, NetMetrics, Op, ShardMetrics, Traffic};
 use crate::net::frame::{FrameHeader, FrameKind, HEADER_BYTES, MAGIC};
 use crate::net::http::{self, AdminOp, ApiCall, HttpLimits, Parsed};
 use crate::net::native;
@@ -68,6 +70,9 @@ struct Shard {
     /// Refusals since the last warning about them, and when that was.
     refused: Cell<u64>,
     last_refusal_log: Cell<Option<Instant>>,
+    /// Prometheus handles, built on this executor (no-ops without a recorder).
+    metrics: ShardMetrics,
+    net: NetMetrics,
 }
 
 pub(super) async fn run(
@@ -133,6 +138,8 @@ pub(super) async fn run(
         connections_max: cfg.limits.connections_max.div_ceil(n),
         refused: Cell::new(0),
         last_refusal_log: Cell::new(None),
+        metrics: ShardMetrics::new(idx),
+        net: NetMetrics::new(),
     });
     {
         let shard = shard.clone();
@@ -253,6 +260,7 @@ impl Shard {
                 Ok(hdr) if hdr.kind == FrameKind::Client => Some(hdr),
                 Ok(hdr) => {
                     tracing::warn!(shard = self.idx, kind = ?hdr.kind, "refused a connection opening with an unexpected frame");
+                    NetMetrics::refused("unexpected_frame");
                     return;
                 }
                 Err(e) => {
@@ -264,6 +272,7 @@ impl Shard {
                         shard = self.idx,
                         "refused frame input ({why}: {e:?}); connection closed"
                     );
+                    NetMetrics::refused(why);
                     return;
                 }
             }
@@ -271,6 +280,7 @@ impl Shard {
             None
         };
         if self.connections.get() >= self.connections_max {
+            NetMetrics::refused("connections_max");
             self.refused.set(self.refused.get() + 1);
             if self
                 .last_refusal_log
@@ -299,8 +309,15 @@ impl Shard {
         }
         self.connections.set(self.connections.get() + 1);
         match native {
-            Some(hdr) => self.clone().serve_native(s, hdr).await,
-            None => self.clone().serve_http(s, first.to_vec()).await,
+            Some(hdr) => {
+                let _open = self.net.open(ConnKind::Native);
+                self.clone().serve_native(s, hdr).await
+            }
+            None => {
+                let _open = self.net.open(ConnKind::Http);
+                self.net.received(Traffic::Http, 0, first.len() as u64);
+                self.clone().serve_http(s, first.to_vec()).await
+            }
         }
         self.connections.set(self.connections.get() - 1);
     }
@@ -313,12 +330,15 @@ impl Shard {
         // Pipelined frames arrive back to back: one receive takes many of them.
         let mut rd = futures_lite::io::BufReader::with_capacity(NATIVE_READ_BUFFER_BYTES, rd);
         let (tx, rx) = local_channel::new_bounded::<(u64, Reply)>(NATIVE_INFLIGHT_MAX);
+        let me = self.clone();
         let writer = glommio::spawn_local(async move {
             // Replies ready together go out in one write.
             let mut out = Vec::new();
             while let Some(first) = rx.recv().await {
                 let mut next = Some(first);
+                let mut frames = 0;
                 while let Some((id, r)) = next.take() {
+                    frames += 1;
                     let body = native::encode(&native::Response {
                         id,
                         status: r.status,
@@ -337,6 +357,7 @@ impl Shard {
                 if wr.write_all(&out).await.is_err() {
                     return;
                 }
+                me.net.sent(Traffic::Native, frames, out.len() as u64);
                 out.clear();
             }
             let _ = wr.flush().await;
@@ -389,6 +410,8 @@ impl Shard {
             if !read.await || h.check_body(&body).is_err() {
                 break;
             }
+            self.net
+                .received(Traffic::Native, 1, (HEADER_BYTES + body.len()) as u64);
             let req = match native::decode_request(&body) {
                 Ok(r) => r,
                 Err(_) => break,
@@ -499,12 +522,17 @@ impl Shard {
                         HTTP_READ_TIMEOUT
                     };
                     match read_within(&mut s, &mut chunk, limit).await {
-                        Some(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        Some(n) if n > 0 => {
+                            self.net.received(Traffic::Http, 0, n as u64);
+                            buf.extend_from_slice(&chunk[..n]);
+                        }
                         _ => return,
                     }
                 }
                 Parsed::Fatal(e) => {
-                    let _ = s.write_all(&e.reply(true)).await;
+                    let out = e.reply(true);
+                    self.net.sent(Traffic::Http, 0, out.len() as u64);
+                    let _ = s.write_all(&out).await;
                     return;
                 }
                 Parsed::Request {
@@ -520,6 +548,7 @@ impl Shard {
                             http::response(r.status, &r.body, !keep_alive)
                         }
                     };
+                    self.net.sent(Traffic::Http, 0, out.len() as u64);
                     if s.write_all(&out).await.is_err() || !keep_alive {
                         return;
                     }
@@ -528,7 +557,27 @@ impl Shard {
         }
     }
 
+    /// Carries out one well-formed call, counted by operation and outcome (malformed
+    /// requests were answered by the parser and are not counted here).
     async fn handle(self: &Rc<Self>, call: ApiCall) -> Reply {
+        let op = match &call {
+            ApiCall::Put { .. } => Some(Op::Put),
+            ApiCall::Get { .. } => Some(Op::Get),
+            ApiCall::Delete { .. } => Some(Op::Delete),
+            ApiCall::Status | ApiCall::Admin { .. } => None,
+        };
+        let t = Instant::now();
+        self.metrics.in_flight.increment(1.0);
+        let r = self.carry_out(call).await;
+        self.metrics.in_flight.decrement(1.0);
+        if let Some(op) = op {
+            self.metrics
+                .request(op, r.status, t.elapsed().as_secs_f64());
+        }
+        r
+    }
+
+    async fn carry_out(self: &Rc<Self>, call: ApiCall) -> Reply {
         // The signal itself counts: the raft core may be busy (e.g. in WAL I/O) when it
         // comes.
         if self.shared.stopping.load(Ordering::Acquire)
@@ -668,6 +717,7 @@ impl Shard {
             ReadPolicy::Lease
                 if let Some(c) = self.shared.lease.valid_commit(self.shared.now_ns()) =>
             {
+                self.metrics.lease_reads.increment(1);
                 Some(c)
             }
             ReadPolicy::Lease | ReadPolicy::Linearizable => {
@@ -716,6 +766,9 @@ impl Shard {
         }
         let (tx, rx) = local_channel::new_bounded(1);
         self.waiters.borrow_mut().push((index, tx));
+        self.metrics
+            .read_waiters
+            .set(self.waiters.borrow().len() as f64);
         let wait = deadline.saturating_duration_since(Instant::now());
         futures_lite::future::or(async { rx.recv().await.is_some() }, async {
             glommio::timer::sleep(wait).await;
@@ -725,10 +778,13 @@ impl Shard {
     }
 
     fn advanced(&self) {
-        let (applied, bytes) = {
+        let (applied, bytes, keys) = {
             let p = self.part.borrow();
-            (p.applied(), p.state_bytes())
+            (p.applied(), p.state_bytes(), p.len())
         };
+        self.metrics.applied_index.set(applied as f64);
+        self.metrics.state_bytes.set(bytes as f64);
+        self.metrics.keys.set(keys as f64);
         self.shared.state_bytes[self.idx].store(bytes, Ordering::Relaxed);
         self.shared.watermarks[self.idx].store(applied, Ordering::Release);
         self.waiters.borrow_mut().retain(|(i, tx)| {
@@ -740,6 +796,9 @@ impl Shard {
                 true
             }
         });
+        self.metrics
+            .read_waiters
+            .set(self.waiters.borrow().len() as f64);
     }
 
     /// Drains the raft core's queue. Never waits on a queue back to the raft core.

@@ -52,7 +52,7 @@ mod types;
 pub use config::{Config, ConfigError, Controls, Persistence};
 pub use log::RaftLog;
 pub use membership::{Membership, MembershipChange, MembershipError};
-pub use node::{ProposeError, Raft, Ready, Restore, Role, Status};
+pub use node::{Counters, ProposeError, Raft, Ready, Restore, Role, Status};
 pub use read::{ReadError, ReadOutcome, ReadPolicy};
 pub use rng::SplitMix64;
 pub use types::{

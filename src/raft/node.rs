@@ -140,6 +140,24 @@ pub struct Status {
     pub progress: Vec<(NodeId, Index, Index)>,
 }
 
+/// Monotonic event counts since this `Raft` was built (for the node's metrics; plain
+/// numbers, so the core stays pure: the driver reads and exports them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Pre-vote rounds started (a follower's election timeout with PreVote).
+    pub pre_votes_started: u64,
+    /// Real elections started: term incremented, votes requested.
+    pub elections_started: u64,
+    /// Elections won (this node became leader).
+    pub elections_won: u64,
+    /// Heartbeat rounds that carried at least one ReadIndex read.
+    pub read_index_rounds: u64,
+    /// Reads those rounds carried (reads per round = this / `read_index_rounds`).
+    pub read_index_reads: u64,
+    /// Lease reads the core answered without a round (`ReadPolicy::Lease`, lease valid).
+    pub lease_reads: u64,
+}
+
 pub struct Raft {
     cfg: Config,
     id: NodeId,
@@ -212,6 +230,7 @@ pub struct Raft {
 
     msgs: Vec<Message>,
     held: VecDeque<Held>,
+    counters: Counters,
 }
 
 impl Raft {
@@ -279,6 +298,7 @@ impl Raft {
             pending_reset: false,
             msgs: Vec::new(),
             held: VecDeque::new(),
+            counters: Counters::default(),
         };
         raft.reset_randomized_timeout();
         Ok(raft)
@@ -321,6 +341,10 @@ impl Raft {
     }
     pub fn transfer_target(&self) -> Option<NodeId> {
         self.transfer.map(|t| t.0)
+    }
+    /// Event counts since start (elections, read rounds, lease reads).
+    pub fn counters(&self) -> Counters {
+        self.counters
     }
 
     /// Whether a membership change is appended but not yet committed.
@@ -956,9 +980,11 @@ impl Raft {
         self.election_elapsed = 0;
         self.reset_randomized_timeout();
         let term = if pre {
+            self.counters.pre_votes_started += 1;
             self.role = Role::PreCandidate;
             self.term + 1
         } else {
+            self.counters.elections_started += 1;
             self.become_follower(self.term + 1, 0);
             self.role = Role::Candidate;
             self.vote = self.id;
@@ -1027,6 +1053,7 @@ impl Raft {
 
     fn become_leader(&mut self) {
         assert_eq!(self.role, Role::Candidate);
+        self.counters.elections_won += 1;
         self.role = Role::Leader;
         self.leader = self.id;
         self.votes.clear();
@@ -1560,6 +1587,7 @@ impl Raft {
     fn record_read(&mut self, id: u64, policy: ReadPolicy) {
         let index = self.commit;
         if policy == ReadPolicy::Lease && self.lease_valid(self.now) {
+            self.counters.lease_reads += 1;
             // The state must include everything committed when the lease was checked.
             if index <= self.applied {
                 self.reads.done.push(ReadOutcome {
@@ -1586,6 +1614,10 @@ impl Raft {
     fn start_round(&mut self) {
         self.hb_seq += 1;
         let seq = self.hb_seq;
+        if !self.reads.awaiting_round.is_empty() {
+            self.counters.read_index_rounds += 1;
+            self.counters.read_index_reads += self.reads.awaiting_round.len() as u64;
+        }
         for (id, index) in self.reads.awaiting_round.drain(..) {
             self.reads.in_round.push_back((seq, id, index));
         }

@@ -5,7 +5,8 @@
 //! `flush_workers` batches are in flight while the core goes on. Knows nothing of the
 //! protocol beyond what a `Ready` asks: persist `hard_state`, `entries` (a first index
 //! already in the log replaces that suffix), `reset`, `snapshot`; report `Ready` numbers
-//! durable strictly in order.
+//! durable strictly in order. Counts its work in `WalStats` (for `/status`) and the same,
+//! plus each flush task's write+fdatasync time, in its `WalMetrics` handles.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -16,6 +17,7 @@ use std::time::Instant;
 
 use glommio::task::JoinHandle;
 
+use crate::metrics::WalMetrics;
 use crate::raft::{Entry, HardState, Index, Term};
 
 use super::disk::{Disk, DiskFile, is_no_space};
@@ -221,6 +223,9 @@ pub struct Wal<D: Disk> {
     /// Batches waiting for disk space (NoSpace): written in order by `retry`.
     stalled: VecDeque<Stalled>,
     stats: Rc<std::cell::Cell<WalStats>>,
+    /// The same counts for Prometheus, plus sync latencies and gauges (no-ops without a
+    /// recorder).
+    metrics: Rc<WalMetrics>,
 }
 
 /// The next segment being prepared: fallocated at once, then zeroed. `stop` ends the zeroing after the chunk in flight (never cancel mid-write: a
@@ -233,6 +238,22 @@ struct Spare {
 struct Stalled {
     ready: Option<u64>,
     entries: Vec<Entry>,
+}
+
+/// Counts a flush task as busy (`ringkv_wal_flush_workers_busy`) while it lives.
+struct Busy<'a>(&'a WalMetrics);
+
+impl<'a> Busy<'a> {
+    fn new(m: &'a WalMetrics) -> Self {
+        m.flush_workers_busy.increment(1.0);
+        Self(m)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.flush_workers_busy.decrement(1.0);
+    }
 }
 
 fn bump(stats: &std::cell::Cell<WalStats>, f: impl FnOnce(&mut WalStats)) {
@@ -482,6 +503,7 @@ impl<D: Disk> Wal<D> {
             buffer_since: None,
             stalled: VecDeque::new(),
             stats: Rc::default(),
+            metrics: Rc::new(WalMetrics::new()),
             opts,
         };
         let mut deleted = wal.delete_covered_segments().await?;
@@ -763,16 +785,21 @@ impl<D: Disk> Wal<D> {
         let file = self.hs_file.clone();
         let lock = self.hs_lock.clone();
         let stats = self.stats.clone();
+        let m = self.metrics.clone();
         // One hard-state write at a time: two in flight could tear both slots.
         glommio::spawn_local(async move {
             let _permit = lock
                 .acquire_permit(1)
                 .await
                 .map_err(|e| io::Error::other(e.to_string()))?;
+            let _busy = Busy::new(&m);
+            let t = Instant::now();
             let mut b = file.alloc(BLOCK);
             format::encode_hard_state(&mut b, seq, &hs);
             file.write_at(b, (seq % 2) * BLOCK as u64).await?;
             file.fdatasync().await?;
+            m.fsync_hard_state_seconds.record(t.elapsed());
+            m.fsyncs.increment(1);
             bump(&stats, |s| s.fsyncs += 1);
             Ok(())
         })
@@ -824,6 +851,7 @@ impl<D: Disk> Wal<D> {
             self.buffer_since = Some(Instant::now());
         }
         self.buffer.extend_from_slice(entries);
+        self.metrics.buffered_entries.set(self.buffer.len() as f64);
         let l = entries.last().expect("non-empty");
         self.last_index = l.index;
         self.last_term = l.term;
@@ -843,6 +871,7 @@ impl<D: Disk> Wal<D> {
             return Ok(());
         }
         let entries = std::mem::take(&mut self.buffer);
+        self.metrics.buffered_entries.set(0.0);
         self.buffer_since = None;
         self.write_batches(ready, &entries).await
     }
@@ -931,10 +960,19 @@ impl<D: Disk> Wal<D> {
         self.disk_last = last_index;
         let file = cur.file.clone();
         let stats = self.stats.clone();
+        let m = self.metrics.clone();
         let entries = batch.len() as u64;
         let task = glommio::spawn_local(async move {
+            let _busy = Busy::new(&m);
+            let t = Instant::now();
             file.write_at(buf, pos).await?;
             file.fdatasync().await?;
+            m.fsync_batch_seconds.record(t.elapsed());
+            m.fsyncs.increment(1);
+            m.batches.increment(1);
+            m.entries_written.increment(entries);
+            m.bytes_written.increment(len as u64);
+            m.entries_per_fsync.record(entries as f64);
             bump(&stats, |s| {
                 s.fsyncs += 1;
                 s.batches += 1;
@@ -1127,6 +1165,10 @@ impl<D: Disk> Wal<D> {
                 count: batch.len() as u32,
             });
             offset += len as u64;
+            self.metrics.batches.increment(1);
+            self.metrics.entries_written.increment(batch.len() as u64);
+            self.metrics.bytes_written.increment(len as u64);
+            self.metrics.entries_per_fsync.record(batch.len() as f64);
             bump(&self.stats, |s| {
                 s.batches += 1;
                 s.entries += batch.len() as u64;
@@ -1136,6 +1178,7 @@ impl<D: Disk> Wal<D> {
         f.fdatasync()
             .await
             .map_err(|e| fatal("syncing", &spare_path, e))?;
+        self.metrics.fsyncs.increment(1);
         bump(&self.stats, |s| s.fsyncs += 1);
         self.next_seq += 1;
         let path = self.wal_dir.join(segment_name(first_index));
@@ -1156,6 +1199,7 @@ impl<D: Disk> Wal<D> {
             offset,
         });
         self.segment_names.push(first_index);
+        self.metrics.segments_created.increment(1);
         bump(&self.stats, |s| s.segments_created += 1);
         self.start_spare();
         Ok(())
@@ -1196,6 +1240,7 @@ impl<D: Disk> Wal<D> {
     ) -> Result<(), WalError> {
         if reset {
             self.buffer.clear();
+            self.metrics.buffered_entries.set(0.0);
             self.buffer_since = None;
             self.stalled.clear();
         } else {

@@ -21,6 +21,8 @@ pub struct Opts {
     pub extra: &'static str,
     /// `cluster.cluster_token`.
     pub token: &'static str,
+    /// Give every node a `cluster.metrics_address` (ports in `Cluster::metrics_ports`).
+    pub metrics: bool,
 }
 
 impl Default for Opts {
@@ -33,6 +35,7 @@ impl Default for Opts {
             limits: "",
             extra: "",
             token: "",
+            metrics: false,
         }
     }
 }
@@ -40,6 +43,8 @@ impl Default for Opts {
 pub struct Cluster {
     pub dir: PathBuf,
     pub ports: Vec<u16>,
+    /// Each node's metrics port (`Opts::metrics`), `None` without one.
+    pub metrics_ports: Vec<Option<u16>>,
     procs: Vec<Option<Child>>,
 }
 
@@ -120,6 +125,7 @@ impl Cluster {
         std::fs::create_dir_all(&dir).unwrap();
         let n = 3 + joiners;
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let metrics_ports: Vec<Option<u16>> = (0..n).map(|_| o.metrics.then(free_port)).collect();
         let member = |i: usize, role: u8, status: u8| {
             format!(
                 "{{ id = {}, address = \"127.0.0.1:{}\", role = {role}, status = {status} }}",
@@ -134,8 +140,12 @@ impl Cluster {
                 m.push(member(i, 3, 0));
             }
             let members = m;
+            let metrics = match metrics_ports[i] {
+                Some(mp) => format!("metrics_address = \"127.0.0.1:{mp}\"\n"),
+                None => String::new(),
+            };
             let toml = format!(
-                "[cluster]\nnode_id = {id}\ncluster_token = \"{token}\"\nlisten_address = \"127.0.0.1:{p}\"\ninitial_cluster = [{m}]\n\
+                "[cluster]\nnode_id = {id}\ncluster_token = \"{token}\"\nlisten_address = \"127.0.0.1:{p}\"\n{metrics}initial_cluster = [{m}]\n\
                  data_dir = \"{d}/db/{id}\"\n\n[raft]\nelection_timeout_min_ms = {emin}\n\
                  election_timeout_max_ms = {emax}\nheartbeat_interval_ms = {hb}\n\n\
                  [raft.read_consistency]\nlease_duration_ms = {lease}\n\n[raft.persistence]\n{pers}\n\n\
@@ -158,6 +168,7 @@ impl Cluster {
             dir,
             procs: (0..n).map(|_| None).collect(),
             ports,
+            metrics_ports,
         }
     }
 
@@ -313,6 +324,32 @@ impl Cluster {
                 .all(|s| s["leader_id"] == id)
                 .then_some(id as usize - 1)
         })
+    }
+
+    /// (status, body) of one request to node `i`'s metrics port, or None if it does not
+    /// answer (or has none).
+    pub fn metrics_http(&self, i: usize, method: &str, target: &str) -> Option<(u16, String)> {
+        let port = self.metrics_ports[i]?;
+        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        write!(
+            s,
+            "{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let status = out.get(9..12)?.parse().ok()?;
+        let body = out.split_once("\r\n\r\n")?.1.to_string();
+        Some((status, body))
+    }
+
+    /// Node `i`'s `GET /metrics` text (panics unless it answers 200).
+    pub fn metrics(&self, i: usize) -> String {
+        match self.metrics_http(i, "GET", "/metrics") {
+            Some((200, b)) => b,
+            other => panic!("node {}: GET /metrics: {other:?}", i + 1),
+        }
     }
 
     /// The node's `d.log` so far.

@@ -3,8 +3,10 @@
 //! Runs on the executor pinned to `runtime.raft_core`. Owns the pure Raft core, the WAL,
 //! the snapshot store, the peer transport, the requests it is carrying out (proposed
 //! writes by index, read indexes by id, calls forwarded to the leader, calls parked while
-//! no leader is known) and the publication of the `LeaseView`. Must not touch a shard's
-//! partition: committed entries and answers go out through the shards' queues.
+//! no leader is known), the publication of the `LeaseView` and the export of the raft
+//! metrics (the pure core's `Counters` and state, read after each input that can change
+//! them; gauges once per loop turn). Must not touch a shard's partition: committed
+//! entries and answers go out through the shards' queues.
 //!
 //! One loop turn: take every queued event (client calls from shards, peer frames), tick
 //! when due, then drive: each Raft `Ready` is persisted (the WAL batches it), the lease
@@ -28,12 +30,13 @@ use glommio::net::TcpStream;
 use super::members;
 use super::{AdminCall, Answer, CoreQueues, Lease, Reply, ReqId, Shared, ToRaft, ToShard};
 use crate::config::{MemberRole, NodeConfig};
+use crate::metrics::RaftMetrics;
 use crate::net::peer::Handshake;
 use crate::net::peer::{Inbound, PeerConfig, Transport};
 use crate::net::wire::ClientFrame;
 use crate::raft::{
-    Body, EntryKind, Index, Membership, NodeId, ProposeError, Raft, ReadError, ReadPolicy, Restore,
-    Role, SnapshotMeta, Term,
+    Body, Counters, EntryKind, Index, Membership, NodeId, ProposeError, Raft, ReadError,
+    ReadPolicy, Restore, Role, SnapshotMeta, Term,
 };
 use crate::shard::{Command, pair_bytes, route};
 use crate::wal::meta::{KnownPeers, NodeMeta, cluster_id, new_incarnation};
@@ -443,6 +446,10 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
         state_bytes_max: cfg.limits.state_bytes_max,
         append_entries_max: cfg.raft.replication.append_entries_max,
         last_lag_log: Instant::now(),
+        metrics: RaftMetrics::new(),
+        counters_seen: Counters::default(),
+        role_shown: usize::MAX,
+        leader_seen: (0, 0),
     };
     for e in early {
         core.handle(e);
@@ -517,6 +524,14 @@ struct Core {
     state_bytes_max: u64,
     append_entries_max: usize,
     last_lag_log: Instant,
+    /// Prometheus handles (no-ops without a recorder).
+    metrics: RaftMetrics,
+    /// The core's counters as last exported.
+    counters_seen: Counters,
+    /// Index into `metrics::ROLES` last exported.
+    role_shown: usize,
+    /// (term, leader) last seen, for `ringkv_raft_leader_changes_total`.
+    leader_seen: (Term, NodeId),
 }
 
 /// What woke the raft core's loop.
@@ -560,6 +575,7 @@ impl Core {
                 // with them followers' acks and the leader's own vote).
                 futures_lite::future::or(disk, futures_lite::future::or(queue, timer)).await
             };
+            self.metrics.events_queued.set(self.ev_tx.len() as f64);
             match ev {
                 Wake::Closed => return Ok(()),
                 Wake::Event(e) => self.handle(e),
@@ -586,6 +602,8 @@ impl Core {
             }
             if Instant::now() >= next_tick {
                 self.raft.tick(self.shared.now_ns());
+                // A heartbeat round sent by the tick may carry reads: count it on its own.
+                self.export_counters();
                 next_tick += self.tick;
                 if next_tick < Instant::now() {
                     next_tick = Instant::now() + self.tick;
@@ -644,6 +662,9 @@ impl Core {
             // A removed node's old connection may still deliver: it has no say any more.
             Event::Peer(Inbound::Raft(m)) if self.raft.membership().removed.contains(&m.from) => {}
             Event::Peer(Inbound::Raft(m)) => {
+                if matches!(m.body, Body::Append { .. }) {
+                    self.metrics.appends_received.increment(1);
+                }
                 // A snapshot is stepped only once its data is stored here (the leader
                 // streams it first); otherwise the leader tries again.
                 if let Body::Snapshot { meta } = &m.body
@@ -852,6 +873,7 @@ impl Core {
                 }
                 Op::Write(cmd) => match self.raft.propose(vec![cmd.clone()]) {
                     Ok((index, term)) => {
+                        self.metrics.proposals.increment(1);
                         self.writes.insert(
                             index,
                             Waiting {
@@ -886,6 +908,7 @@ impl Core {
                         },
                     );
                     self.raft.read(rid, policy, self.shared.now_ns());
+                    self.export_counters();
                 }
                 Op::Admin(call) => self.admin(origin, call, deadline),
             }
@@ -1174,6 +1197,13 @@ impl Core {
             // reads and lease reads go on.
             while !self.wal_stalled && self.raft.has_ready() {
                 let rd = self.raft.ready();
+                // ready() sends at most one heartbeat round (carrying the reads recorded).
+                self.export_counters();
+                if !rd.entries.is_empty() {
+                    self.metrics
+                        .entries_per_ready
+                        .record(rd.entries.len() as f64);
+                }
                 if rd.reset && rd.snapshot.is_none() {
                     // MemFirst divergence: the state machine and snapshots go too; shards
                     // start empty and re-apply from the leader. (A reset that comes with a
@@ -1220,6 +1250,10 @@ impl Core {
                 // Before any message goes out: a TimeoutNow in this Ready ends the lease.
                 self.publish();
                 for m in rd.messages {
+                    if let Body::Append { entries, .. } = &m.body {
+                        self.metrics.appends_sent.increment(1);
+                        self.metrics.entries_per_append.record(entries.len() as f64);
+                    }
                     if matches!(m.body, Body::Snapshot { .. }) {
                         self.send_snapshot(m);
                     } else {
@@ -1282,6 +1316,8 @@ impl Core {
             }
         }
         self.publish();
+        self.export_counters();
+        self.export_gauges();
         let seen = (
             self.raft.term(),
             self.raft.leader(),
@@ -1372,6 +1408,66 @@ impl Core {
                 .map_err(|_| format!("shard {s} stopped"))?;
         }
         Ok(())
+    }
+
+    /// Exports the pure core's counters moved since the last call. Called after every input
+    /// that can start a heartbeat round (tick, read, ready), so each call sees at most one
+    /// new round and the reads it carried (more are recorded at their average).
+    fn export_counters(&mut self) {
+        let c = self.raft.counters();
+        let was = self.counters_seen;
+        if c == was {
+            return;
+        }
+        let m = &self.metrics;
+        m.pre_votes
+            .increment(c.pre_votes_started - was.pre_votes_started);
+        m.elections_started
+            .increment(c.elections_started - was.elections_started);
+        m.elections_won
+            .increment(c.elections_won - was.elections_won);
+        m.lease_reads.increment(c.lease_reads - was.lease_reads);
+        let rounds = c.read_index_rounds - was.read_index_rounds;
+        if rounds > 0 {
+            m.read_index_rounds.increment(rounds);
+            let reads = c.read_index_reads - was.read_index_reads;
+            m.reads_per_round
+                .record_many((reads / rounds) as f64, rounds as usize);
+        }
+        self.counters_seen = c;
+    }
+
+    /// Sets the raft gauges (once per loop turn: a few atomic stores).
+    fn export_gauges(&mut self) {
+        let m = &self.metrics;
+        let (term, leader) = (self.raft.term(), self.raft.leader());
+        m.term.set(term as f64);
+        m.leader_id.set(leader as f64);
+        m.commit_index.set(self.raft.commit() as f64);
+        m.applied_index.set(self.shared.applied_min() as f64);
+        m.last_index.set(self.raft.last_index() as f64);
+        m.writes_pending.set(self.writes.len() as f64);
+        m.reads_pending.set(self.reads.len() as f64);
+        m.calls_parked.set(self.parked.len() as f64);
+        m.calls_forwarded.set(self.forwards.len() as f64);
+        if leader != 0 && (term, leader) != self.leader_seen {
+            m.leader_changes.increment(1);
+        }
+        if leader != 0 || term != self.leader_seen.0 {
+            self.leader_seen = (term, leader);
+        }
+        // Indexes into metrics::ROLES.
+        let role = match self.raft.role() {
+            Role::Follower if self.raft.membership().is_learner(self.id) => 1,
+            Role::Follower => 0,
+            Role::PreCandidate => 2,
+            Role::Candidate => 3,
+            Role::Leader => 4,
+        };
+        if role != self.role_shown {
+            m.set_role(role);
+            self.role_shown = role;
+        }
     }
 
     fn log_role(&mut self) {
