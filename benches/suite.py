@@ -72,6 +72,7 @@ def ringkv_configs(mem_first=False):
                 f"""[cluster]
 node_id = {i}
 listen_address = "{a}"
+metrics_address = "127.0.0.1:1808{i}"
 initial_cluster = [{members}]
 data_dir = "{d}/db/{i}"
 log_dir = "{d}/logs/{i}"
