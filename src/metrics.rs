@@ -752,6 +752,62 @@ mod tests {
         );
     }
 
+    /// Every metric the Grafana dashboard (dashboards/ringkv.json) queries is in the
+    /// catalogue, with `_bucket`/`_sum`/`_count` only on histograms, and every label it
+    /// filters or groups by is one the metric has.
+    #[test]
+    fn dashboard_queries_only_catalogued_metrics_and_labels() {
+        let dash: serde_json::Value =
+            serde_json::from_str(include_str!("../dashboards/ringkv.json")).unwrap();
+        let exprs: Vec<String> = dash["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+            .map(|t| t["expr"].as_str().unwrap().to_string())
+            .collect();
+        assert!(exprs.len() >= 20, "{} queries", exprs.len());
+        let mut seen = 0;
+        for e in &exprs {
+            let mut rest = e.as_str();
+            while let Some(at) = rest.find("ringkv_") {
+                let tail = &rest[at..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                let name = &tail[..end];
+                let def = CATALOGUE
+                    .iter()
+                    .find(|d| d.name == name)
+                    .or_else(|| {
+                        ["_bucket", "_sum", "_count"].iter().find_map(|suf| {
+                            let base = name.strip_suffix(suf)?;
+                            CATALOGUE
+                                .iter()
+                                .find(|d| d.name == base && d.kind == Kind::Histogram)
+                        })
+                    })
+                    .unwrap_or_else(|| panic!("{name} (in {e}) is not a catalogued metric"));
+                // Labels in a {..} selector right after the name.
+                if let Some(sel) = tail[end..].strip_prefix('{') {
+                    let sel = &sel[..sel.find('}').unwrap()];
+                    for m in sel.split(',') {
+                        let l = m.split(['=', '!']).next().unwrap().trim();
+                        assert!(
+                            l == "instance"
+                                || def.labels.contains(&l)
+                                || (l == "le" && def.kind == Kind::Histogram),
+                            "{name} has no label {l:?} (in {e})"
+                        );
+                    }
+                }
+                seen += 1;
+                rest = &tail[end..];
+            }
+        }
+        assert!(seen >= exprs.len());
+    }
+
     #[test]
     fn outcomes_by_status() {
         let o = |s| OUTCOMES[outcome_of(s)];
