@@ -86,6 +86,9 @@ SECTIONS = [
                (f"ringkv_wal_buffered_entries{I}", "{{instance}} buffered entries")]),
     ]),
     ("Load per shard and raft core", [
+        panel("Executor busy fraction",
+              [(f"rate(ringkv_executor_busy_microseconds_total{I}[1m]) / 1e6", "{{instance}} {{executor}}")],
+              "percentunit"),
         panel("Requests in flight per shard",
               [(f"ringkv_shard_requests_in_flight{I}", "{{instance}} shard {{shard}}")]),
         panel("Raft core: events queued, writes and reads pending",

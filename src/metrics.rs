@@ -52,7 +52,7 @@ const fn def(
 
 use Kind::{Counter as C, Gauge as G, Histogram as H};
 
-/// Every metric the node exports. Names are `ringkv_<raft|wal|net|shard>_...`, units last,
+/// Every metric the node exports. Names are `ringkv_<raft|wal|net|shard|executor>_...`, units last,
 /// counters end in `_total`, latency histograms in `_seconds`.
 pub const CATALOGUE: &[Def] = &[
     // raft: the raft core's driver (src/node/core) exports what the pure core holds.
@@ -313,6 +313,25 @@ pub const CATALOGUE: &[Def] = &[
         &["shard"],
         "The shard's applied watermark.",
     ),
+    // executor: what glommio reports about each executor thread, sampled every second.
+    def(
+        EXECUTOR_BUSY_MICROSECONDS,
+        C,
+        &["executor"],
+        "Microseconds the executor spent running tasks (its busy fraction is the rate / 1e6).",
+    ),
+    def(
+        EXECUTOR_TASKS,
+        C,
+        &["executor"],
+        "Tasks the executor ran (each poll of a task counts once).",
+    ),
+    def(
+        EXECUTOR_FILE_WRITES,
+        C,
+        &["executor"],
+        "File writes the executor's io_uring rings carried out (the WAL's, on the raft core).",
+    ),
 ];
 
 pub const RAFT_TERM: &str = "ringkv_raft_term";
@@ -367,6 +386,34 @@ pub const SHARD_READ_WAITERS: &str = "ringkv_shard_read_waiters";
 pub const SHARD_KEYS: &str = "ringkv_shard_keys";
 pub const SHARD_STATE_BYTES: &str = "ringkv_shard_state_bytes";
 pub const SHARD_APPLIED_INDEX: &str = "ringkv_shard_applied_index";
+
+pub const EXECUTOR_BUSY_MICROSECONDS: &str = "ringkv_executor_busy_microseconds_total";
+pub const EXECUTOR_TASKS: &str = "ringkv_executor_tasks_total";
+pub const EXECUTOR_FILE_WRITES: &str = "ringkv_executor_file_writes_total";
+
+/// How often an executor's glommio statistics are folded into its counters.
+const EXECUTOR_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Folds the calling executor's glommio statistics into the `ringkv_executor_*` counters
+/// every second, labelled `executor` (shard0, shard1, raft, metrics). Spawned once on each
+/// executor of a node; glommio hands each read's numbers out once (they reset), so no
+/// other code may read them. A no-op recorder (no metrics_address) makes it nearly free.
+pub fn sample_executor(executor: String) {
+    let busy = counter!(EXECUTOR_BUSY_MICROSECONDS, "executor" => executor.clone());
+    let tasks = counter!(EXECUTOR_TASKS, "executor" => executor.clone());
+    let writes = counter!(EXECUTOR_FILE_WRITES, "executor" => executor);
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(EXECUTOR_SAMPLE_EVERY).await;
+            let ex = glommio::executor();
+            let s = ex.executor_stats();
+            busy.increment(s.executor_runtime().as_micros() as u64);
+            tasks.increment(s.tasks_executed());
+            writes.increment(ex.io_stats().all_rings().file_writes().0);
+        }
+    })
+    .detach();
+}
 
 /// Bucket upper bounds of latency histograms (`*_seconds`): 25 µs to 10 s.
 pub const SECONDS_BUCKETS: &[f64] = &[
@@ -700,7 +747,7 @@ mod tests {
             assert!(seen.insert(d.name), "{} twice", d.name);
             let area = d.name.strip_prefix("ringkv_").expect(d.name);
             assert!(
-                ["raft_", "wal_", "net_", "shard_"]
+                ["raft_", "wal_", "net_", "shard_", "executor_"]
                     .iter()
                     .any(|p| area.starts_with(p)),
                 "{}",

@@ -362,6 +362,23 @@ fn a_running_cluster_serves_prometheus_text_whose_counters_match_the_requests() 
     });
     assert_eq!(keys, 7.0);
 
+    // Every executor reports its load once a second: the leader's raft core and shard ran
+    // tasks, and the raft core's rings wrote the WAL.
+    let s = wait_until(10, "the executors' first samples", || {
+        let s = parse(&c.metrics(l));
+        (s.get("ringkv_executor_tasks_total", &[("executor", "raft")]) > 0.0
+            && s.get("ringkv_executor_tasks_total", &[("executor", "shard0")]) > 0.0
+            && s.get("ringkv_executor_tasks_total", &[("executor", "metrics")]) > 0.0)
+            .then_some(s)
+    });
+    for ex in ["raft", "shard0"] {
+        assert!(
+            s.get("ringkv_executor_busy_microseconds_total", &[("executor", ex)]) > 0.0,
+            "{ex}"
+        );
+    }
+    assert!(s.get("ringkv_executor_file_writes_total", &[("executor", "raft")]) > 0.0);
+
     // Bad requests to the metrics port change nothing.
     let m = 0;
     assert_eq!(c.metrics_http(m, "GET", "/nope").unwrap().0, 404);

@@ -372,6 +372,7 @@ pub fn serve(cfg: NodeConfig) -> Result<(), String> {
             .spawn(move || async move {
                 // Held for the thread's life: every line from this executor names the node.
                 let _node = crate::logging::node_span(id).entered();
+                crate::metrics::sample_executor(format!("shard{i}"));
                 shard::run(i, n, cfg, shared, q).await
             })
             .map_err(|e| format!("cannot start shard {i} on CPU {cpu}: {e}"))?;
@@ -385,12 +386,17 @@ pub fn serve(cfg: NodeConfig) -> Result<(), String> {
         glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(raft_cpu))
             .name(&format!("ringkv{id}-metrics"))
             .io_memory(512 << 10)
-            .spawn(move || async move { exporter::serve(listener, handle).await })
+            .spawn(move || async move {
+                let _node = crate::logging::node_span(id).entered();
+                crate::metrics::sample_executor("metrics".into());
+                exporter::serve(listener, handle).await
+            })
             .map_err(|e| format!("cannot start the metrics executor on CPU {raft_cpu}: {e}"))?;
     }
     let core = builder(raft_cpu, format!("ringkv{id}-raft"))
         .spawn(move || async move {
             let _node = crate::logging::node_span(id).entered();
+            crate::metrics::sample_executor("raft".into());
             core::run(cfg, shared, core_q).await
         })
         .map_err(|e| format!("cannot start the raft core on CPU {raft_cpu}: {e}"))?;
