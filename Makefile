@@ -25,7 +25,7 @@ help:
 	@echo "                    fresh data: samply_reports/N.profile.json (view: samply load samply_reports/1.profile.json)"
 	@echo "make perf-nodeN     profile node N (1..3) alone while the other two run (make start-node2, make start-node3"
 	@echo "                    in two other terminals for perf-node1): samply_reports/N.profile.json"
-	@echo "make console-cluster ringkv top on the three example nodes: role, term, indexes, lag, commits and fsyncs per second"
+	@echo "make console-cluster ringkv top on the three example nodes: roles, indexes, lag, rates, p99, executors' load"
 	@echo "make test           fmt check, clippy -D warnings, all tests (and the crash-sim WAL and whole-cluster crash tests), 2000 simulator seeds"
 	@echo "make test-long      the long membership test (RINGKV_LONG=1, release build)"
 	@echo "make lint           fmt check and clippy only"

@@ -66,8 +66,9 @@ enum Cmd {
         conn: Conn,
     },
     /// A live view of the cluster: one line per node (role, term, commit and applied
-    /// index, follower lag, commits, fsyncs and WAL entries per second), refreshed every
-    /// second until Ctrl-C.
+    /// index, follower lag, commits, fsyncs, WAL entries and requests per second, p99 of
+    /// the interval), then each node's executors (busy fraction, queue depths), refreshed
+    /// every second until Ctrl-C.
     Top {
         /// Print one table (rates over one interval) without screen control, then exit.
         #[arg(long)]

@@ -373,7 +373,10 @@ fn a_running_cluster_serves_prometheus_text_whose_counters_match_the_requests() 
     });
     for ex in ["raft", "shard0"] {
         assert!(
-            s.get("ringkv_executor_busy_microseconds_total", &[("executor", ex)]) > 0.0,
+            s.get(
+                "ringkv_executor_busy_microseconds_total",
+                &[("executor", ex)]
+            ) > 0.0,
             "{ex}"
         );
     }

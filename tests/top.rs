@@ -8,7 +8,13 @@ use common::{Cluster, Opts};
 
 #[test]
 fn top_once_prints_every_node_with_the_leader_and_rates() {
-    let c = Cluster::new("top", Opts::default());
+    let c = Cluster::new(
+        "top",
+        Opts {
+            metrics: true,
+            ..Opts::default()
+        },
+    );
     let l = c.leader();
     for i in 0..20 {
         let (st, b) = c.put(l, &format!("k{i}"), "v");
@@ -63,6 +69,7 @@ fn top_once_prints_every_node_with_the_leader_and_rates() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    eprintln!("{text}");
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("NODE"), "{text}");
     let rows: Vec<Vec<&str>> = lines[1..4]
@@ -84,12 +91,23 @@ fn top_once_prints_every_node_with_the_leader_and_rates() {
     // The leader committed at least the 20 puts and measured a commit rate.
     assert!(leader_row[5].parse::<u64>().unwrap() >= 20, "{text}");
     assert!(leader_row[9].parse::<f64>().unwrap() > 0.0, "{text}");
+    // From /metrics: the leader served requests in the interval, with a p99.
+    assert!(leader_row[12].parse::<f64>().unwrap() > 0.0, "{text}");
+    assert!(leader_row[13].parse::<f64>().unwrap() > 0.0, "{text}");
+    // One executor line per node, naming the raft core and the shards.
+    for p in &c.ports {
+        let line = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("  127.0.0.1:{p} busy: ")))
+            .unwrap_or_else(|| panic!("no executor line for {p}: {text}"));
+        assert!(line.contains("raft ") && line.contains("shard0 "), "{text}");
+    }
     assert!(
         lines[4].contains(&dead.to_string()) && lines[4].contains("unreachable"),
         "{text}"
     );
     assert_eq!(
-        lines[5],
+        *lines.last().unwrap(),
         format!("leader: node {} (term {})", l + 1, leader_row[3]),
         "{text}"
     );

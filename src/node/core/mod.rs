@@ -397,6 +397,7 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
         id,
         wal_stalled: false,
         wal_stats: wal.stats_handle(),
+        metrics_address: cfg.cluster.metrics_address.clone(),
         snaps,
         ev_tx: ev_tx.clone(),
         fatal: None,
@@ -461,6 +462,8 @@ struct Core {
     id: NodeId,
     /// The WAL's counters (fsyncs, batches, entries), shown by /status.
     wal_stats: Rc<std::cell::Cell<crate::wal::WalStats>>,
+    /// Where this node serves /metrics (shown by /status, for `ringkv top`).
+    metrics_address: Option<String>,
     /// The disk is full: the WAL holds writes it could not place; no Ready is taken.
     wal_stalled: bool,
     snaps: Rc<SnapshotStore<DmaDisk>>,
@@ -1083,6 +1086,7 @@ impl Core {
             "transfer_in_progress": self.raft.transfer_target().is_some(),
             "removed": st.membership.removed,
             "members": members,
+            "metrics_address": self.metrics_address,
             "wal": {
                 "fsyncs": w.fsyncs,
                 "batches": w.batches,
