@@ -349,3 +349,75 @@ fn serve_refuses_an_unknown_log_format() {
     );
     assert!(!t.0.join("db").exists(), "nothing started");
 }
+
+/// At debug level each call carries a `request` span (shard, id, operation) on its lines,
+/// and never the key or value.
+#[test]
+fn debug_lines_of_a_call_carry_its_request_span() {
+    let t = TempDir::new("serve-request-span");
+    let cfg = one_node_config(&t.0);
+    let text_cfg = std::fs::read_to_string(&cfg).unwrap();
+    let addr = text_cfg
+        .lines()
+        .find_map(|l| l.strip_prefix("listen_address = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_string();
+    let logs = t.0.join("logs");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("LOG_LEVEL", "warn,ringkv=debug")
+        .env_remove("LOG_FORMAT")
+        .env("LOG_DIR", &logs)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut answered = false;
+    while !answered && Instant::now() < deadline {
+        answered = ringkv::client::exchange(
+            &addr,
+            "POST",
+            "/put",
+            &[],
+            br#"{"key":"secret-key","value":"secret-value"}"#,
+            Duration::from_secs(2),
+        )
+        .is_ok_and(|r| r.status == 200);
+        if !answered {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert!(answered, "the node never took the put");
+    let text = loop {
+        let text = std::fs::read_to_string(logs.join("d.log")).unwrap_or_default();
+        if text.contains("answered status=200") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = text
+        .lines()
+        .find(|l| l.contains("answered status=200"))
+        .unwrap_or_else(|| panic!("no answered line: {text}"));
+    assert!(
+        line.contains("node{id=1}:request{shard=") && line.contains(" op=\"put\"}"),
+        "{line}"
+    );
+    // The same span id on the call's first line.
+    let span = &line[line.find("request{").unwrap()..line.find("}: answered").unwrap() + 1];
+    assert!(
+        text.lines()
+            .any(|l| l.contains(span) && l.contains("carrying out")),
+        "{span} not on the call's first line: {text}"
+    );
+    assert!(
+        !text.contains("secret-"),
+        "a key or value was logged: {text}"
+    );
+}

@@ -61,6 +61,19 @@ pub enum ApiCall {
     },
 }
 
+impl ApiCall {
+    /// A short name for logs (never the key, value or token).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ApiCall::Put { .. } => "put",
+            ApiCall::Delete { .. } => "delete",
+            ApiCall::Get { .. } => "get",
+            ApiCall::Status => "status",
+            ApiCall::Admin { .. } => "admin",
+        }
+    }
+}
+
 /// What an admin call asks for. Node ids are at least 1; `Join`'s address parses as a
 /// `SocketAddr` (checked here, kept as the string the caller sent).
 #[derive(Clone, Debug, PartialEq, Eq)]

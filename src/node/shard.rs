@@ -50,6 +50,8 @@ const ANSWER_GRACE: Duration = Duration::from_millis(200);
 struct Shard {
     idx: usize,
     n: usize,
+    /// Numbers the calls this shard carries out (the `request` span's id at debug level).
+    next_request: Cell<u64>,
     shared: Arc<Shared>,
     part: RefCell<Partition>,
     /// Readers waiting for the watermark to reach an index.
@@ -117,6 +119,7 @@ pub(super) async fn run(
     let shard = Rc::new(Shard {
         idx,
         n,
+        next_request: Cell::new(1),
         shared,
         part: RefCell::new(Partition::new(idx, n)),
         waiters: RefCell::default(),
@@ -568,7 +571,22 @@ impl Shard {
         };
         let t = Instant::now();
         self.metrics.in_flight.increment(1.0);
-        let r = self.carry_out(call).await;
+        // At debug level every call gets a span with an id (shard.number), so its lines
+        // (forwarding, waits, the answer) can be told apart; when debug is off this is a
+        // level check and nothing else.
+        let id = self.next_request.get();
+        self.next_request.set(id + 1);
+        let span = tracing::debug_span!("request", shard = self.idx, id, op = call.name());
+        let r = tracing::Instrument::instrument(
+            async {
+                tracing::debug!("carrying out");
+                let r = self.carry_out(call).await;
+                tracing::debug!(status = r.status, "answered");
+                r
+            },
+            span,
+        )
+        .await;
         self.metrics.in_flight.decrement(1.0);
         if let Some(op) = op {
             self.metrics
