@@ -28,9 +28,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Registry;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// The file name inside the log directory.
@@ -65,44 +66,34 @@ pub fn init(opts: &LogOptions) -> Result<(), String> {
         )?),
         None => None,
     };
-    let installed = if json {
-        let stderr = tracing_subscriber::fmt::layer()
-            .json()
+    let mut layers = vec![line_layer(json, io::stderr().is_terminal(), io::stderr)];
+    if let Some(f) = file {
+        layers.push(line_layer(json, false, f));
+    }
+    let installed = tracing_subscriber::registry()
+        .with(layers)
+        .with(filter)
+        .try_init();
+    installed.map_err(|e| format!("cannot install the logger: {e}"))
+}
+
+/// One output's formatter: JSON objects (with the current span, e.g. the node's) or text
+/// lines, ANSI colours only when asked.
+fn line_layer<W>(json: bool, ansi: bool, writer: W) -> Box<dyn Layer<Registry> + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let base = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .with_writer(writer);
+    if json {
+        base.json()
             .with_current_span(true)
             .with_span_list(false)
-            .with_target(false)
-            .with_writer(io::stderr);
-        let file = file.map(|f| {
-            tracing_subscriber::fmt::layer()
-                .json()
-                .with_current_span(true)
-                .with_span_list(false)
-                .with_target(false)
-                .with_writer(f)
-        });
-        tracing_subscriber::registry()
-            .with(filter)
-            .with(stderr)
-            .with(file)
-            .try_init()
+            .boxed()
     } else {
-        let stderr = tracing_subscriber::fmt::layer()
-            .with_target(false)
-            .with_ansi(io::stderr().is_terminal())
-            .with_writer(io::stderr);
-        let file = file.map(|f| {
-            tracing_subscriber::fmt::layer()
-                .with_target(false)
-                .with_ansi(false)
-                .with_writer(f)
-        });
-        tracing_subscriber::registry()
-            .with(filter)
-            .with(stderr)
-            .with(file)
-            .try_init()
-    };
-    installed.map_err(|e| format!("cannot install the logger: {e}"))
+        base.with_ansi(ansi).boxed()
+    }
 }
 
 /// Line formats (`LOG_FORMAT`).
