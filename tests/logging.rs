@@ -219,6 +219,17 @@ fn one_node_config(dir: &Path) -> PathBuf {
     path
 }
 
+/// Reads `path` until it contains `needle` or `deadline` passes; returns what it read.
+fn wait_for_line(path: &Path, needle: &str, deadline: Instant) -> String {
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn serve_refuses_a_bad_log_level_before_starting() {
     let t = TempDir::new("serve-bad-level");
@@ -252,13 +263,7 @@ fn serve_writes_d_log_in_log_dir_and_on_stderr() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    let text = loop {
-        let text = std::fs::read_to_string(logs.join("d.log")).unwrap_or_default();
-        if text.contains("ringkv node started") || Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let text = wait_for_line(&logs.join("d.log"), "ringkv node started", deadline);
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -294,13 +299,7 @@ fn log_format_json_writes_one_object_per_line_naming_the_node() {
     // A one-node cluster elects itself: the start-up lines (main thread) and the election
     // (raft core executor) both come from inside the node span.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let text = loop {
-        let text = std::fs::read_to_string(logs.join("d.log")).unwrap_or_default();
-        if text.contains("Became leader") || Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let text = wait_for_line(&logs.join("d.log"), "Became leader", deadline);
     let _ = child.kill();
     let _ = child.wait();
     let lines: Vec<serde_json::Value> = text
@@ -392,13 +391,7 @@ fn debug_lines_of_a_call_carry_its_request_span() {
         }
     }
     assert!(answered, "the node never took the put");
-    let text = loop {
-        let text = std::fs::read_to_string(logs.join("d.log")).unwrap_or_default();
-        if text.contains("answered status=200") || Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let text = wait_for_line(&logs.join("d.log"), "answered status=200", deadline);
     let _ = child.kill();
     let _ = child.wait();
     let line = text
