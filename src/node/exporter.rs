@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -118,12 +118,7 @@ async fn connection(mut s: TcpStream, handle: &PrometheusHandle) {
                 } else {
                     READ_TIMEOUT
                 };
-                let read =
-                    futures_lite::future::or(async { s.read(&mut chunk).await.ok() }, async {
-                        glommio::timer::sleep(limit).await;
-                        None
-                    });
-                match read.await {
+                match super::shard::read_within(&mut s, &mut chunk, limit).await {
                     Some(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
                     _ => return,
                 }

@@ -170,7 +170,11 @@ pub(super) async fn run(
 }
 
 /// Reads into `buf` unless `limit` passes first (then `None`).
-async fn read_within(s: &mut TcpStream, buf: &mut [u8], limit: Duration) -> Option<usize> {
+pub(super) async fn read_within(
+    s: &mut TcpStream,
+    buf: &mut [u8],
+    limit: Duration,
+) -> Option<usize> {
     futures_lite::future::or(async { s.read(buf).await.ok() }, async {
         glommio::timer::sleep(limit).await;
         None
