@@ -246,35 +246,20 @@ impl Transport {
     /// Accepts on `listener` (used when this executor owns the port alone, as in tests):
     /// frame connections are adopted, anything else goes to `http`.
     pub fn serve_listener(&mut self, listener: TcpListener, http: HttpHandler) {
-        let (cfg, stats, inbox, book, retired, m) = (
-            self.cfg.clone(),
-            self.stats.clone(),
-            self.inbox.clone(),
-            self.book.clone(),
-            self.retired.clone(),
-            self.metrics.clone(),
-        );
+        let ctx = self.inbound_ctx();
         self._tasks.push(
             glommio::spawn_local(async move {
                 loop {
                     let mut s = match listener.accept().await {
                         Ok(s) => s,
                         Err(_) => {
-                            refuse(&stats, "accept_error");
+                            refuse(&ctx.stats, "accept_error");
                             glommio::timer::sleep(Duration::from_millis(10)).await;
                             continue;
                         }
                     };
                     let mut first = [0u8; 4];
-                    let (cfg, stats, inbox, http, book, retired, m) = (
-                        cfg.clone(),
-                        stats.clone(),
-                        inbox.clone(),
-                        http.clone(),
-                        book.clone(),
-                        retired.clone(),
-                        m.clone(),
-                    );
+                    let (ctx, http) = (ctx.clone(), http.clone());
                     glommio::spawn_local(async move {
                         if s.read_exact(&mut first).await.is_err() {
                             return;
@@ -293,11 +278,7 @@ impl Transport {
                             },
                         );
                         if read.await {
-                            let peers = Peers {
-                                book: &book,
-                                retired: &retired,
-                            };
-                            serve_inbound(s, h, &cfg, &stats, &m, &inbox, peers).await;
+                            serve_inbound(s, h, &ctx).await;
                         }
                     })
                     .detach();
@@ -310,22 +291,19 @@ impl Transport {
     /// Serves an inbound connection whose first frame header (a handshake's) was already
     /// read, e.g. by a shard executor that accepted it.
     pub fn adopt(&self, s: TcpStream, first: [u8; HEADER_BYTES]) {
-        let (cfg, stats, inbox, book, retired, m) = (
-            self.cfg.clone(),
-            self.stats.clone(),
-            self.inbox.clone(),
-            self.book.clone(),
-            self.retired.clone(),
-            self.metrics.clone(),
-        );
-        glommio::spawn_local(async move {
-            let peers = Peers {
-                book: &book,
-                retired: &retired,
-            };
-            serve_inbound(s, first, &cfg, &stats, &m, &inbox, peers).await
-        })
-        .detach();
+        let ctx = self.inbound_ctx();
+        glommio::spawn_local(async move { serve_inbound(s, first, &ctx).await }).detach();
+    }
+
+    fn inbound_ctx(&self) -> InboundCtx {
+        InboundCtx {
+            cfg: self.cfg.clone(),
+            stats: self.stats.clone(),
+            metrics: self.metrics.clone(),
+            inbox: self.inbox.clone(),
+            book: self.book.clone(),
+            retired: self.retired.clone(),
+        }
     }
 
     /// Queues a message for its peer; drops it (and says so) when the queue is full or
@@ -593,22 +571,27 @@ async fn write_ack(s: &mut (impl AsyncWrite + Unpin), code: u8, incarnation: u64
     let _ = write_frame(s, FrameKind::Handshake, &b).await;
 }
 
-/// The transport's view of the membership, for inbound connections.
-struct Peers<'a> {
-    book: &'a RefCell<BTreeMap<NodeId, SocketAddr>>,
-    retired: &'a RefCell<std::collections::BTreeSet<NodeId>>,
+/// What serving an inbound connection needs from its transport (shared handles, so a
+/// connection task owns a copy).
+#[derive(Clone)]
+struct InboundCtx {
+    cfg: Rc<PeerConfig>,
+    stats: Rc<RefCell<PeerStats>>,
+    metrics: Rc<NetMetrics>,
+    inbox: Rc<LocalSender<Inbound>>,
+    book: Rc<RefCell<BTreeMap<NodeId, SocketAddr>>>,
+    retired: Rc<RefCell<std::collections::BTreeSet<NodeId>>>,
 }
 
-async fn serve_inbound(
-    s: TcpStream,
-    first: [u8; HEADER_BYTES],
-    cfg: &PeerConfig,
-    stats: &RefCell<PeerStats>,
-    metrics: &NetMetrics,
-    inbox: &LocalSender<Inbound>,
-    peers: Peers<'_>,
-) {
-    let Peers { book, retired } = peers;
+async fn serve_inbound(s: TcpStream, first: [u8; HEADER_BYTES], ctx: &InboundCtx) {
+    let (cfg, stats, metrics, inbox, book, retired) = (
+        &*ctx.cfg,
+        &*ctx.stats,
+        &*ctx.metrics,
+        &*ctx.inbox,
+        &*ctx.book,
+        &*ctx.retired,
+    );
     let _open = metrics.open(ConnKind::PeerIn);
     // A peer's frames arrive back to back: one receive takes many of them.
     let mut s = s.buffered_with(glommio::net::Preallocated::new(PEER_READ_BUFFER_BYTES));
