@@ -230,19 +230,26 @@ fn wait_for_line(path: &Path, needle: &str, deadline: Instant) -> String {
     }
 }
 
+/// Runs `ringkv serve` with one environment setting that must make it exit 1 at once;
+/// returns its stderr.
+fn serve_refused(cfg: &Path, env: (&str, &str), log_dir: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["serve", "--config"])
+        .arg(cfg)
+        .env(env.0, env.1)
+        .env("LOG_DIR", log_dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    err
+}
+
 #[test]
 fn serve_refuses_a_bad_log_level_before_starting() {
     let t = TempDir::new("serve-bad-level");
     let cfg = one_node_config(&t.0);
-    let out = Command::new(env!("CARGO_BIN_EXE_ringkv"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("LOG_LEVEL", "verbose")
-        .env("LOG_DIR", t.0.join("logs"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = serve_refused(&cfg, ("LOG_LEVEL", "verbose"), &t.0.join("logs"));
     assert!(err.contains("LOG_LEVEL=\"verbose\""), "{err}");
     assert!(!t.0.join("logs").exists() && !t.0.join("db").exists());
 }
@@ -333,15 +340,7 @@ fn log_format_json_writes_one_object_per_line_naming_the_node() {
 fn serve_refuses_an_unknown_log_format() {
     let t = TempDir::new("serve-bad-format");
     let cfg = one_node_config(&t.0);
-    let out = Command::new(env!("CARGO_BIN_EXE_ringkv"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("LOG_FORMAT", "xml")
-        .env("LOG_DIR", t.0.join("logs"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = serve_refused(&cfg, ("LOG_FORMAT", "xml"), &t.0.join("logs"));
     assert!(
         err.contains("LOG_FORMAT=\"xml\" is not a log format"),
         "{err}"
