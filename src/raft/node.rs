@@ -919,7 +919,9 @@ impl Raft {
         self.membership().is_voter(self.id)
     }
 
-    fn noop_committed(&self) -> bool {
+    /// An entry of this node's current term has committed: as leader it may serve
+    /// ReadIndex reads and accept membership changes.
+    pub fn noop_committed(&self) -> bool {
         self.log.term(self.commit) == Some(self.term)
     }
 

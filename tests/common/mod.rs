@@ -316,7 +316,8 @@ impl Cluster {
                 .map(|i| self.status(i))
                 .collect::<Option<Vec<_>>>()?;
             let leaders: Vec<_> = st.iter().filter(|s| s["role"] == "leader").collect();
-            if leaders.len() != 1 {
+            // A leader that has not committed an entry of its term refuses admin calls.
+            if leaders.len() != 1 || leaders[0]["leader_ready"] != true {
                 return None;
             }
             let id = leaders[0]["node_id"].as_u64()?;

@@ -1082,6 +1082,9 @@ impl Core {
             "applied_index": self.shared.applied_min(),
             "last_index": st.last_index,
             "snapshot_index": self.latest.as_ref().map_or(0, |s| s.index),
+            // A leader whose term has a committed entry: admin calls and ReadIndex reads
+            // will not be refused as `leader_not_ready`.
+            "leader_ready": st.role == Role::Leader && self.raft.noop_committed(),
             "membership_change_in_progress": self.raft.membership_change_pending(),
             "transfer_in_progress": self.raft.transfer_target().is_some(),
             "removed": st.membership.removed,
