@@ -8,7 +8,7 @@
 //! invalid value is an error naming its key path (`raft.read_consistency.lease_duration_ms`)
 //! and the reason. Defaults are documented in `config/README.md`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -51,6 +51,9 @@ pub struct NodeConfig {
     pub limits: Limits,
     #[serde(default)]
     pub runtime: Runtime,
+    /// Fault-injection settings of the fault campaign; refused by ordinary builds.
+    #[serde(default)]
+    pub testing: Testing,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -339,6 +342,69 @@ impl Default for Runtime {
     }
 }
 
+/// Settings that exist only for the fault campaign (`make chaos`). Builds without the
+/// `crash-sim` feature refuse the section, so a production node can never run with them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Testing {
+    /// This node's clock runs this many parts per million fast (+) or slow (-): ticks
+    /// and lease expiry both follow it, as they would on a drifting crystal.
+    pub clock_rate_ppm: i32,
+    /// Dial these addresses instead of the peers' own (the campaign's link proxies);
+    /// keys are node ids. The cluster id still comes from `initial_cluster`.
+    pub peer_dial: BTreeMap<String, String>,
+    /// `crash-sim` power-cut model: each fdatasync keeps its writes in memory this long
+    /// before it starts (a slow disk), so a kill -9 meanwhile loses them.
+    pub sync_delay_us: u64,
+    /// Deliberate protocol bugs (negative controls) by name; these need a
+    /// `negative-controls` build as well.
+    pub controls: Vec<String>,
+}
+
+/// The largest clock-rate error `testing.clock_rate_ppm` may simulate (50%).
+pub const CLOCK_RATE_PPM_MAX: i32 = 500_000;
+
+/// The longest `testing.sync_delay_us`.
+pub const SYNC_DELAY_US_MAX: u64 = 100_000;
+
+/// The names `testing.controls` accepts.
+pub const CONTROL_NAMES: [&str; 6] = [
+    "commit_older_term_by_counting",
+    "read_index_without_quorum",
+    "ack_before_persist",
+    "lease_ignores_drift",
+    "vote_without_log_check",
+    "membership_before_noop",
+];
+
+impl Testing {
+    /// The `Controls` the names switch on; `Err(name)` for an unknown one.
+    pub fn raft_controls(&self) -> Result<raft::Controls, String> {
+        let mut c = raft::Controls::default();
+        for name in &self.controls {
+            let flag = match name.as_str() {
+                "commit_older_term_by_counting" => &mut c.commit_older_term_by_counting,
+                "read_index_without_quorum" => &mut c.read_index_without_quorum,
+                "ack_before_persist" => &mut c.ack_before_persist,
+                "lease_ignores_drift" => &mut c.lease_ignores_drift,
+                "vote_without_log_check" => &mut c.vote_without_log_check,
+                "membership_before_noop" => &mut c.membership_before_noop,
+                _ => return Err(name.clone()),
+            };
+            *flag = true;
+        }
+        Ok(c)
+    }
+
+    /// `peer_dial` with parsed keys and addresses (validated at load).
+    pub fn dial_overrides(&self) -> BTreeMap<NodeId, SocketAddr> {
+        self.peer_dial
+            .iter()
+            .filter_map(|(k, v)| Some((k.parse().ok()?, v.parse().ok()?)))
+            .collect()
+    }
+}
+
 /// The file named by `CONFIG_PATH` (with or without `.toml`), as the seed uses it.
 pub fn path_from_env() -> Option<PathBuf> {
     let p = std::env::var_os("CONFIG_PATH")?;
@@ -469,6 +535,8 @@ impl NodeConfig {
             Strategy::DiskFirst => Persistence::DiskFirst,
             Strategy::MemFirst => Persistence::MemFirst,
         };
+        // Unknown names are refused by `validate`.
+        c.controls = self.testing.raft_controls().unwrap_or_default();
         c
     }
 
@@ -811,6 +879,54 @@ impl NodeConfig {
                 ),
             );
         }
+        let t = &self.testing;
+        if *t != Testing::default() && !cfg!(feature = "crash-sim") {
+            return err(
+                "testing",
+                "fault-injection settings need a build with the crash-sim feature \
+                 (`make chaos` makes one); remove the [testing] section"
+                    .into(),
+            );
+        }
+        if t.clock_rate_ppm.abs() > CLOCK_RATE_PPM_MAX {
+            return err(
+                "testing.clock_rate_ppm",
+                format!("{} is beyond +-{CLOCK_RATE_PPM_MAX} ppm", t.clock_rate_ppm),
+            );
+        }
+        if t.sync_delay_us > SYNC_DELAY_US_MAX {
+            return err(
+                "testing.sync_delay_us",
+                format!("{} is above {SYNC_DELAY_US_MAX} (100 ms)", t.sync_delay_us),
+            );
+        }
+        let member_ids: BTreeSet<NodeId> = self.members().iter().map(|m| m.0).collect();
+        for (k, v) in &t.peer_dial {
+            match k.parse::<NodeId>() {
+                Ok(id) if member_ids.contains(&id) && id != c.node_id => {}
+                _ => {
+                    return err(
+                        "testing.peer_dial",
+                        format!("{k:?} is not the id of another node of initial_cluster"),
+                    );
+                }
+            }
+            if v.parse::<SocketAddr>().is_err() {
+                return err(
+                    "testing.peer_dial",
+                    format!("{v:?} (for node {k}) is not an ip:port address"),
+                );
+            }
+        }
+        if let Err(name) = t.raft_controls() {
+            return err(
+                "testing.controls",
+                format!(
+                    "{name:?} is not a control; known: {}",
+                    CONTROL_NAMES.join(", ")
+                ),
+            );
+        }
         // The core's own rules, as a backstop, named in this file's terms.
         if let Err(e) = self.raft_config().validate() {
             let key = match e.key {
@@ -819,6 +935,7 @@ impl NodeConfig {
                 "inflight_appends_max" => "raft.replication.inflight_appends_max",
                 "uncommitted_entries_max" => "raft.replication.uncommitted_entries_max",
                 "lease_duration_ns" => "raft.read_consistency.lease_duration_ms",
+                "controls" => "testing.controls",
                 _ => "raft",
             };
             return err(key, e.to_string());

@@ -145,6 +145,12 @@ pub const CATALOGUE: &[Def] = &[
         "Lease reads served without a round: via=shard from the published lease view, via=core by the raft core.",
     ),
     def(
+        RAFT_FOLLOWER_REGRESSIONS,
+        C,
+        &[],
+        "Times this leader found a follower holding less than it had acknowledged (a MemFirst crash, or a damaged disk cut short) and re-sent from there.",
+    ),
+    def(
         RAFT_WRITES_PENDING,
         G,
         &[],
@@ -352,6 +358,7 @@ pub const RAFT_LEADER_CHANGES: &str = "ringkv_raft_leader_changes_total";
 pub const RAFT_READ_INDEX_ROUNDS: &str = "ringkv_raft_read_index_rounds_total";
 pub const RAFT_READS_PER_ROUND: &str = "ringkv_raft_reads_per_read_index_round";
 pub const RAFT_LEASE_READS: &str = "ringkv_raft_lease_reads_total";
+pub const RAFT_FOLLOWER_REGRESSIONS: &str = "ringkv_raft_follower_regressions_total";
 pub const RAFT_WRITES_PENDING: &str = "ringkv_raft_writes_pending";
 pub const RAFT_READS_PENDING: &str = "ringkv_raft_reads_pending";
 pub const RAFT_CALLS_PARKED: &str = "ringkv_raft_calls_parked";
@@ -474,6 +481,7 @@ pub struct RaftMetrics {
     pub read_index_rounds: Counter,
     pub reads_per_round: Histogram,
     pub lease_reads: Counter,
+    pub follower_regressions: Counter,
     pub writes_pending: Gauge,
     pub reads_pending: Gauge,
     pub calls_parked: Gauge,
@@ -511,6 +519,7 @@ impl RaftMetrics {
             read_index_rounds: counter!(RAFT_READ_INDEX_ROUNDS),
             reads_per_round: histogram!(RAFT_READS_PER_ROUND),
             lease_reads: counter!(RAFT_LEASE_READS, "via" => "core"),
+            follower_regressions: counter!(RAFT_FOLLOWER_REGRESSIONS),
             writes_pending: gauge!(RAFT_WRITES_PENDING),
             reads_pending: gauge!(RAFT_READS_PENDING),
             calls_parked: gauge!(RAFT_CALLS_PARKED),

@@ -737,3 +737,69 @@ fn mangled_files_are_refused_not_panicked_on() {
     }
     assert!(refused > 2500, "ok {ok} refused {refused}");
 }
+
+#[test]
+fn testing_section_is_for_fault_campaign_builds_only() {
+    let t = |body: &str| format!("{BASE}\n[testing]\n{body}\n");
+    if !cfg!(feature = "crash-sim") {
+        // A production build refuses every fault-injection setting, naming the section.
+        for body in [
+            "clock_rate_ppm = 1000",
+            "sync_delay_us = 5",
+            "peer_dial = { \"2\" = \"127.1.1.2:7000\" }",
+            "controls = [\"ack_before_persist\"]",
+        ] {
+            assert_refused(&t(body), "testing", "crash-sim");
+        }
+        // An empty section changes nothing, so it is not refused.
+        NodeConfig::parse(&t(""), "n.toml").unwrap();
+        return;
+    }
+    let c = NodeConfig::parse(
+        &t("clock_rate_ppm = -40000\nsync_delay_us = 2000\npeer_dial = { \"2\" = \"127.1.1.2:7000\" }"),
+        "n.toml",
+    )
+    .unwrap();
+    assert_eq!(c.testing.clock_rate_ppm, -40000);
+    assert_eq!(
+        c.testing.dial_overrides().get(&2).map(|a| a.to_string()),
+        Some("127.1.1.2:7000".to_string())
+    );
+    assert_refused(
+        &t("clock_rate_ppm = 600000"),
+        "testing.clock_rate_ppm",
+        "500000",
+    );
+    assert_refused(
+        &t("sync_delay_us = 200000"),
+        "testing.sync_delay_us",
+        "100000",
+    );
+    assert_refused(
+        &t("peer_dial = { \"1\" = \"127.1.1.2:7000\" }"),
+        "testing.peer_dial",
+        "another node",
+    );
+    assert_refused(
+        &t("peer_dial = { \"9\" = \"127.1.1.2:7000\" }"),
+        "testing.peer_dial",
+        "another node",
+    );
+    assert_refused(
+        &t("peer_dial = { \"2\" = \"nowhere\" }"),
+        "testing.peer_dial",
+        "ip:port",
+    );
+    assert_refused(
+        &t("controls = [\"fast_mode\"]"),
+        "testing.controls",
+        "is not a control",
+    );
+    if !cfg!(feature = "negative-controls") {
+        assert_refused(
+            &t("controls = [\"ack_before_persist\"]"),
+            "testing.controls",
+            "negative-controls",
+        );
+    }
+}

@@ -34,6 +34,7 @@ fn cfg(id: u64, peers: &BTreeMap<u64, std::net::SocketAddr>, token: &str) -> Pee
         frame_bytes_max: 1 << 20,
         outbox_max: 1024,
         reconnect_backoff_max_ms: 200,
+        dial: BTreeMap::new(),
         incarnation: id,
         known: None,
     }

@@ -44,6 +44,9 @@ pub struct PeerConfig {
     /// Messages queued per peer while its connection is busy or down.
     pub outbox_max: usize,
     pub reconnect_backoff_max_ms: u64,
+    /// Addresses to dial instead of peers' own (`testing.peer_dial`; empty outside the
+    /// fault campaign).
+    pub dial: BTreeMap<NodeId, SocketAddr>,
     /// This node's incarnation (see `wal::meta`), sent in every handshake.
     pub incarnation: u64,
     /// The incarnations of peers met; `None` skips the check (tests of framing only).
@@ -350,6 +353,7 @@ async fn send_loop(
         let Some(addr) = book.borrow().get(&id).copied() else {
             return;
         };
+        let addr = cfg.dial.get(&id).copied().unwrap_or(addr);
         // Bounded: SYNs into a black hole would otherwise wait out the kernel's retries.
         let connect_limit = Duration::from_millis(cfg.reconnect_backoff_max_ms.max(1000));
         let attempt = futures_lite::future::or(

@@ -207,8 +207,8 @@ pub(crate) enum MeshMsg {
 
 /// State every executor of the node reads.
 pub(crate) struct Shared {
-    /// The node's clock origin: raft core ticks and lease expiries are nanoseconds since.
-    epoch: Instant,
+    /// The node's clock: raft core ticks and lease expiries are its nanoseconds.
+    clock: Clock,
     lease: LeaseView,
     /// Each shard's applied watermark (for `/status`).
     watermarks: Vec<AtomicU64>,
@@ -222,7 +222,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+        self.clock.now_ns()
     }
 
     fn applied_min(&self) -> Index {
@@ -231,6 +231,36 @@ impl Shared {
             .map(|w| w.load(Ordering::Acquire))
             .min()
             .unwrap_or(0)
+    }
+}
+
+/// The node's monotonic clock. Every reading the raft core and the shards use for ticks
+/// and leases comes from here, so the fault campaign can make one node's clock run fast or
+/// slow (`testing.clock_rate_ppm`, 0 outside it) and show the drift bound holds.
+pub(crate) struct Clock {
+    epoch: Instant,
+    /// Clock nanoseconds per 10^6 real nanoseconds.
+    rate_per_million: u64,
+}
+
+impl Clock {
+    pub(crate) fn new(rate_ppm: i32) -> Clock {
+        debug_assert!(rate_ppm.abs() <= crate::config::CLOCK_RATE_PPM_MAX);
+        Clock {
+            epoch: Instant::now(),
+            rate_per_million: (1_000_000 + rate_ppm as i64) as u64,
+        }
+    }
+
+    /// Nanoseconds since start, on this node's clock.
+    pub(crate) fn now_ns(&self) -> u64 {
+        let real = self.epoch.elapsed().as_nanos();
+        (real * self.rate_per_million as u128 / 1_000_000) as u64
+    }
+
+    /// The real time that `d` of this clock takes (a tick's period).
+    pub(crate) fn real(&self, d: Duration) -> Duration {
+        Duration::from_nanos((d.as_nanos() * 1_000_000 / self.rate_per_million as u128) as u64)
     }
 }
 
@@ -344,7 +374,7 @@ pub fn serve(cfg: NodeConfig) -> Result<(), String> {
     }
     let n = cfg.runtime.cores.len();
     let shared = Arc::new(Shared {
-        epoch: Instant::now(),
+        clock: Clock::new(cfg.testing.clock_rate_ppm),
         lease: LeaseView::default(),
         watermarks: (0..n).map(|_| AtomicU64::new(0)).collect(),
         state_bytes: (0..n).map(|_| AtomicU64::new(0)).collect(),
@@ -403,4 +433,35 @@ pub fn serve(cfg: NodeConfig) -> Result<(), String> {
     // The raft core decides when the node ends; shard threads end with the process.
     core.join()
         .map_err(|e| format!("raft core executor failed: {e}"))?
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::Clock;
+    use std::time::Duration;
+
+    #[test]
+    fn a_drifting_clock_scales_readings_and_tick_periods_together() {
+        let slow = Clock::new(-250_000);
+        // 10 ms of the slow clock take 13.33 ms of real time.
+        assert_eq!(
+            slow.real(Duration::from_millis(10)),
+            Duration::from_nanos(13_333_333)
+        );
+        let fast = Clock::new(250_000);
+        assert_eq!(
+            fast.real(Duration::from_millis(10)),
+            Duration::from_millis(8)
+        );
+        assert_eq!(
+            Clock::new(0).real(Duration::from_millis(10)),
+            Duration::from_millis(10)
+        );
+        // Readings run at the rate: after the same real time, fast > exact > slow.
+        let exact = Clock::new(0);
+        std::thread::sleep(Duration::from_millis(20));
+        let (s, e, f) = (slow.now_ns(), exact.now_ns(), fast.now_ns());
+        assert!(s < e && e < f, "{s} {e} {f}");
+        assert!(s >= 15_000_000 && f >= 25_000_000, "{s} {f}");
+    }
 }

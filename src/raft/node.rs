@@ -156,6 +156,9 @@ pub struct Counters {
     pub read_index_reads: u64,
     /// Lease reads the core answered without a round (`ReadPolicy::Lease`, lease valid).
     pub lease_reads: u64,
+    /// Followers found holding less than they had acknowledged (a MemFirst crash, or
+    /// disk damage cut from a DiskFirst log): their match index was lowered.
+    pub follower_regressions: u64,
 }
 
 pub struct Raft {
@@ -1359,12 +1362,10 @@ impl Raft {
             }
             return;
         }
-        let mem_first = self.cfg.persistence == Persistence::MemFirst;
         let stale = match pr.state {
-            // With MemFirst a restarted follower may really lack entries it acknowledged.
-            ReplState::Replicate => {
-                index < pr.match_index || (index == pr.match_index && !mem_first)
-            }
+            // A rejection at the match index itself is current: the follower no longer
+            // holds what it acknowledged (a MemFirst crash, or damage cut from its disk).
+            ReplState::Replicate => index < pr.match_index,
             ReplState::Probe => index + 1 != pr.next_index,
             ReplState::Snapshot(_) => true,
         };
@@ -1377,18 +1378,15 @@ impl Raft {
             hint_index
         };
         let pr = self.progress.get_mut(&from).expect("progress");
-        let match_before = pr.match_index;
-        if mem_first && probe < pr.match_index {
-            // The follower lost acknowledged entries in a crash (MemFirst only): the one
-            // case where a match index goes down. With DiskFirst it never does.
+        if probe < pr.match_index {
+            // The one case where a match index goes down. Safe: commit never does, and
+            // later commits count this follower only once it acknowledges again. Left
+            // alone, the follower would be probed at an index it lacks forever.
             pr.match_index = probe;
+            self.counters.follower_regressions += 1;
         }
         pr.become_probe();
         pr.next_index = index.min(probe + 1).max(pr.match_index + 1);
-        assert!(
-            mem_first || pr.match_index == match_before,
-            "match index went down"
-        );
         self.send_append(from);
     }
 

@@ -67,7 +67,9 @@ fn libc_enospc() -> i32 {
 /// opening any other `DmaFile` on that executor (see `new`).
 #[derive(Clone, Debug)]
 pub struct DmaDisk {
-    _priv: (),
+    /// `crash-sim`: how long an fdatasync holds its writes in memory before it starts
+    /// (a slow disk's sync), widening the window a kill -9 loses them in.
+    sync_delay: std::time::Duration,
 }
 
 impl DmaDisk {
@@ -86,7 +88,16 @@ impl DmaDisk {
             .await
             .map_err(io::Error::from)?;
         f.close().await.map_err(io::Error::from)?;
-        Ok(Self { _priv: () })
+        Ok(Self {
+            sync_delay: std::time::Duration::ZERO,
+        })
+    }
+
+    /// `crash-sim` builds: every fdatasync first waits `d` with its writes still only in
+    /// memory (the fault campaign's slow disk). Other builds ignore it.
+    pub fn with_sync_delay(mut self, d: std::time::Duration) -> Self {
+        self.sync_delay = d;
+        self
     }
 }
 
@@ -117,6 +128,8 @@ pub struct DmaDiskFile {
     /// `crash-sim`: writes not yet covered by an fdatasync, held back from the file.
     #[cfg(feature = "crash-sim")]
     held: RefCell<Vec<(DmaBuf, u64)>>,
+    #[cfg(feature = "crash-sim")]
+    sync_delay: std::time::Duration,
 }
 
 impl Disk for DmaDisk {
@@ -153,6 +166,8 @@ impl Disk for DmaDisk {
             file,
             #[cfg(feature = "crash-sim")]
             held: RefCell::new(Vec::new()),
+            #[cfg(feature = "crash-sim")]
+            sync_delay: self.sync_delay,
         })
     }
 
@@ -241,6 +256,9 @@ impl DiskFile for DmaDiskFile {
     async fn fdatasync(&self) -> io::Result<()> {
         #[cfg(feature = "crash-sim")]
         {
+            if !self.sync_delay.is_zero() {
+                glommio::timer::sleep(self.sync_delay).await;
+            }
             let held = std::mem::take(&mut *self.held.borrow_mut());
             for (b, at) in held {
                 self.write_now(b, at).await?;

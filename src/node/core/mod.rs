@@ -153,7 +153,8 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
     }
     let disk = DmaDisk::new(&data_dir)
         .await
-        .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
+        .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?
+        .with_sync_delay(Duration::from_micros(cfg.testing.sync_delay_us));
     let snaps = SnapshotStore::open(disk.clone(), data_dir.clone(), cfg.raft.snapshot.keep)
         .await
         .map_err(|e| e.to_string())?;
@@ -260,6 +261,7 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
             frame_bytes_max: cfg.limits.frame_bytes_max,
             outbox_max: 4096,
             reconnect_backoff_max_ms: 1000,
+            dial: cfg.testing.dial_overrides(),
             incarnation: meta.incarnation,
             known: Some(std::rc::Rc::new(std::cell::RefCell::new(known))),
         },
@@ -393,6 +395,10 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
         strategy = ?cfg.raft.persistence.strategy,
         "ringkv node started: peers and HTTP on {}", cfg.cluster.listen_address
     );
+    // A drifting clock (fault campaign) ticks faster or slower in real time.
+    let tick = shared
+        .clock
+        .real(Duration::from_millis(cfg.raft.tick_interval_ms));
     let mut core = Core {
         id,
         wal_stalled: false,
@@ -440,7 +446,7 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
         serving: HashMap::new(),
         parked: VecDeque::new(),
         request_timeout: Duration::from_millis(cfg.raft.request_timeout_ms),
-        tick: Duration::from_millis(cfg.raft.tick_interval_ms),
+        tick,
         last_role: Role::Follower,
         last_leader: (0, 0, false),
         stop_at: None,
@@ -1313,6 +1319,7 @@ impl Core {
                     }
                 }
                 self.log_role();
+                self.drop_stale_forwards();
             }
             for n in wal.take_completed() {
                 self.raft.on_persisted(n);
@@ -1434,6 +1441,15 @@ impl Core {
         m.elections_won
             .increment(c.elections_won - was.elections_won);
         m.lease_reads.increment(c.lease_reads - was.lease_reads);
+        if c.follower_regressions > was.follower_regressions {
+            m.follower_regressions
+                .increment(c.follower_regressions - was.follower_regressions);
+            tracing::warn!(
+                node = self.id,
+                "a follower holds less than it had acknowledged (damaged or lost disk \
+                 data); re-sending it from what it holds"
+            );
+        }
         let rounds = c.read_index_rounds - was.read_index_rounds;
         if rounds > 0 {
             m.read_index_rounds.increment(rounds);
@@ -1474,6 +1490,46 @@ impl Core {
         if role != self.role_shown {
             m.set_role(role);
             self.role_shown = role;
+        }
+    }
+
+    /// Calls forwarded to a node that is no longer the leader this node knows are
+    /// answered now rather than at their deadline: a deposed or dead leader will not
+    /// answer, and the caller may go elsewhere. A write's fate is unknown (it may have
+    /// committed); a read had no effect.
+    fn drop_stale_forwards(&mut self) {
+        let leader = self.raft.leader();
+        if self.forwards.values().all(|f| f.to == leader) {
+            return;
+        }
+        let mut gone = Vec::new();
+        self.forwards.retain(|_, f| {
+            let keep = f.to == leader;
+            if !keep {
+                gone.push((f.to, Origin::Shard(f.shard, f.req), f.write));
+            }
+            keep
+        });
+        for (to, origin, write) in gone {
+            let r = if write {
+                Reply::err(
+                    504,
+                    "leader_changed",
+                    format!(
+                        "node {to} stopped leading before it answered; the write may or may \
+                         not be applied (outcome unknown)"
+                    ),
+                )
+            } else {
+                Reply::err(
+                    503,
+                    "leader_changed",
+                    format!(
+                        "node {to} stopped leading before it answered; nothing was read, retry"
+                    ),
+                )
+            };
+            self.answer(origin, r);
         }
     }
 
