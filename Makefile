@@ -4,7 +4,7 @@ CARGO ?= cargo
 
 .PHONY: help build test lint fmt bench-raft bench-wal soak-wal sim start-cluster stop-cluster clean clean-log-db start-node1 start-node2 start-node3 stop-node1 stop-node2 stop-node3
 .PHONY: perf-cluster perf-node1 perf-node2 perf-node3 need-samply console-cluster
-.PHONY: kill-leader need-curl bench-http bench-snapshot bench-etcd bench need-etcd join-node4 join-node5 stop-node4 stop-node5 test-long
+.PHONY: chaos need-iptables fuzz need-cargo-fuzz kill-leader need-curl bench-http bench-snapshot bench-etcd bench need-etcd join-node4 join-node5 stop-node4 stop-node5 test-long
 
 # Extra cargo features for built binaries, e.g. `CARGO_FEATURES=crash-sim` (power-cut WAL).
 CARGO_FEATURES ?=
@@ -35,6 +35,9 @@ help:
 	@echo "make bench-etcd     ringkv and etcd side by side (QUICK=1 for the short suite); make bench: ringkv only"
 	@echo "make bench-snapshot snapshot of 100,000 keys: size, creation time, write pause, install time"
 	@echo "make soak-wal       the WAL power-cut property test with WAL_SEEDS seeds (default 4000)"
+	@echo "make chaos QUICK=1  fault campaign on real clusters: every nemesis once, then the negative controls (under 10 min)"
+	@echo "make chaos DURATION=1h  the same with random nemeses for DURATION (soak; default 10m)"
+	@echo "make fuzz           coverage-guided fuzzing of frames, HTTP, WAL recovery, config (FUZZ_SECONDS per target, default 60)"
 	@echo "make sim SEEDS=N    N seeds of the deterministic simulator, then every negative control"
 	@echo "make sim SEED=S     replay one seed and print its trace (CONTROL=Name for a control run)"
 
@@ -50,7 +53,7 @@ fmt:
 
 test: lint
 	$(CARGO) test
-	$(CARGO) test --features crash-sim --test wal --test node_crash
+	$(CARGO) test --features crash-sim --test wal --test node_crash --test config
 	$(SIM) --seeds $(TEST_SEEDS)
 
 bench-raft:
@@ -214,6 +217,43 @@ need-samply:
 
 # Any tool a target needs is installed when missing (apt-get, non-interactive).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+# The fault campaign: real nodes built with crash-sim (kill -9 = power cut) and the
+# negative controls, in a private network namespace (its iptables rules touch nothing
+# else). The binaries are copied out, so a build meanwhile cannot swap them mid-run;
+# the next plain `make build` relinks target/release/ringkv without the features.
+CHAOS_DIR ?= target/chaos
+chaos: need-iptables
+	$(CARGO) build --release --features crash-sim,negative-controls --bin ringkv --bin ringkv-chaos
+	mkdir -p $(CHAOS_DIR)
+	cp target/release/ringkv $(CHAOS_DIR)/ringkv-crash-sim
+	cp target/release/ringkv-chaos $(CHAOS_DIR)/ringkv-chaos
+	$(SUDO) unshare --net $(CHAOS_DIR)/ringkv-chaos --bin $(CHAOS_DIR)/ringkv-crash-sim --dir $(CHAOS_DIR)/run \
+	  $(if $(QUICK),--quick,--duration $(or $(DURATION),10m)) $(if $(SEED),--seed $(SEED))
+
+# Coverage-guided fuzzing (cargo fuzz: libFuzzer with AddressSanitizer, nightly
+# toolchain) of the frame decoders, the HTTP parser, WAL recovery and config parsing;
+# FUZZ_SECONDS per target. Crashes land in fuzz/artifacts/<target>/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= frame http wal_recovery config
+fuzz: need-cargo-fuzz
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  cargo +nightly fuzz run $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -print_final_stats=1 || exit 1; \
+	done
+
+need-cargo-fuzz:
+	@rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+
+need-iptables:
+	@command -v iptables >/dev/null || { \
+	  echo "installing iptables"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null; \
+	}
+
 need-curl:
 	@command -v curl >/dev/null || { \
 	  echo "installing curl"; \

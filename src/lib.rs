@@ -6,6 +6,7 @@
 pub mod bench;
 #[cfg(feature = "etcd")]
 pub mod bench_etcd;
+pub mod chaos;
 pub mod client;
 pub mod config;
 pub mod logging;
