@@ -1493,39 +1493,39 @@ impl Core {
         }
     }
 
-    /// Calls forwarded to a node that is no longer the leader this node knows are
-    /// answered now rather than at their deadline: a deposed or dead leader will not
-    /// answer, and the caller may go elsewhere. A write's fate is unknown (it may have
-    /// committed); a read had no effect.
+    /// Calls forwarded to the leader are answered now, not at their deadline, once this
+    /// node stopped hearing from it (its own election timer fired: it campaigns): a dead
+    /// or cut-off leader will not answer, and the caller may go elsewhere. A write's fate
+    /// is unknown (it may have committed); a read had no effect. A leader that merely
+    /// handed over (a transfer: a higher term, no campaign here) still answers.
     fn drop_stale_forwards(&mut self) {
-        let leader = self.raft.leader();
-        if self.forwards.values().all(|f| f.to == leader) {
+        if self.forwards.is_empty()
+            || !matches!(self.raft.role(), Role::PreCandidate | Role::Candidate)
+        {
             return;
         }
-        let mut gone = Vec::new();
-        self.forwards.retain(|_, f| {
-            let keep = f.to == leader;
-            if !keep {
-                gone.push((f.to, Origin::Shard(f.shard, f.req), f.write));
-            }
-            keep
-        });
+        let gone: Vec<_> = self
+            .forwards
+            .drain()
+            .map(|(_, f)| (f.to, Origin::Shard(f.shard, f.req), f.write))
+            .collect();
         for (to, origin, write) in gone {
             let r = if write {
                 Reply::err(
                     504,
-                    "leader_changed",
+                    "leader_lost",
                     format!(
-                        "node {to} stopped leading before it answered; the write may or may \
-                         not be applied (outcome unknown)"
+                        "node {to} stopped answering as leader before it answered; the write \
+                         may or may not be applied (outcome unknown)"
                     ),
                 )
             } else {
                 Reply::err(
                     503,
-                    "leader_changed",
+                    "leader_lost",
                     format!(
-                        "node {to} stopped leading before it answered; nothing was read, retry"
+                        "node {to} stopped answering as leader before it answered; nothing \
+                         was read, retry"
                     ),
                 )
             };
