@@ -35,6 +35,7 @@ fn cfg(id: u64, peers: &BTreeMap<u64, std::net::SocketAddr>, token: &str) -> Pee
         outbox_max: 1024,
         reconnect_backoff_max_ms: 200,
         dial: BTreeMap::new(),
+        source_ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
         incarnation: id,
         known: None,
     }

@@ -47,6 +47,10 @@ pub struct PeerConfig {
     /// Addresses to dial instead of peers' own (`testing.peer_dial`; empty outside the
     /// fault campaign).
     pub dial: BTreeMap<NodeId, SocketAddr>,
+    /// Outbound peer connections leave from this address (the node's own listen IP), so
+    /// peers and firewalls see the address the node is known by; `None`: the kernel's
+    /// choice (a listen address of 0.0.0.0).
+    pub source_ip: Option<std::net::IpAddr>,
     /// This node's incarnation (see `wal::meta`), sent in every handshake.
     pub incarnation: u64,
     /// The incarnations of peers met; `None` skips the check (tests of framing only).
@@ -356,8 +360,14 @@ async fn send_loop(
         let addr = cfg.dial.get(&id).copied().unwrap_or(addr);
         // Bounded: SYNs into a black hole would otherwise wait out the kernel's retries.
         let connect_limit = Duration::from_millis(cfg.reconnect_backoff_max_ms.max(1000));
+        let source = cfg.source_ip;
         let attempt = futures_lite::future::or(
-            async { TcpStream::connect(addr).await.map_err(|e| e.to_string()) },
+            async move {
+                match source {
+                    None => TcpStream::connect(addr).await.map_err(|e| e.to_string()),
+                    Some(ip) => connect_from(ip, addr, connect_limit).await,
+                }
+            },
             async {
                 glommio::timer::sleep(connect_limit).await;
                 Err(format!("no answer within {connect_limit:?}"))
@@ -739,4 +749,32 @@ async fn serve_inbound(s: TcpStream, first: [u8; HEADER_BYTES], ctx: &InboundCtx
             }
         }
     }
+}
+
+/// Connects to `to` from `from` (port chosen by the kernel). Binding before connecting
+/// has no io_uring form in glommio, so the connect runs on the executor's blocking pool;
+/// the connected socket then joins the executor.
+async fn connect_from(
+    from: std::net::IpAddr,
+    to: SocketAddr,
+    limit: Duration,
+) -> Result<TcpStream, String> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let std_stream = glommio::executor()
+        .spawn_blocking(move || -> std::io::Result<std::net::TcpStream> {
+            let domain = if to.is_ipv4() {
+                socket2::Domain::IPV4
+            } else {
+                socket2::Domain::IPV6
+            };
+            let s = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+            s.bind(&SocketAddr::new(from, 0).into())?;
+            s.connect_timeout(&to.into(), limit)?;
+            s.set_nonblocking(true)?;
+            Ok(s.into())
+        })
+        .await
+        .map_err(|e| format!("{e} (from {from})"))?;
+    // SAFETY: the descriptor is a connected TCP socket that nothing else owns.
+    Ok(unsafe { TcpStream::from_raw_fd(std_stream.into_raw_fd()) })
 }

@@ -262,6 +262,13 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
             outbox_max: 4096,
             reconnect_backoff_max_ms: 1000,
             dial: cfg.testing.dial_overrides(),
+            source_ip: cfg
+                .cluster
+                .listen_address
+                .parse::<SocketAddr>()
+                .ok()
+                .map(|a| a.ip())
+                .filter(|ip| !ip.is_unspecified()),
             incarnation: meta.incarnation,
             known: Some(std::rc::Rc::new(std::cell::RefCell::new(known))),
         },
