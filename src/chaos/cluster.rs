@@ -220,6 +220,10 @@ impl Cluster {
     /// kill -9 to all of `ids` at once (a power cut hits them together), then waits
     /// for each to exit.
     pub fn kill_many(&mut self, ids: &[NodeId]) {
+        // One that already died on its own is recorded, not hidden by this kill.
+        for id in ids {
+            self.running(*id);
+        }
         for id in ids {
             if let Some(c) = self.nodes.get_mut(id).and_then(|n| n.child.as_mut()) {
                 let _ = c.kill();

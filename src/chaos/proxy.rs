@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::cluster::{node_addr, proxy_addr};
 use crate::net::frame::HEADER_BYTES;
@@ -119,10 +119,38 @@ fn connect_from(from: SocketAddr, to: SocketAddr) -> std::io::Result<TcpStream> 
     Ok(s.into())
 }
 
+/// Frames queued between a pump's reader and its writer (then the reader waits: the
+/// link's backpressure, as TCP's).
+const QUEUE_FRAMES_MAX: usize = 1024;
+
 /// Copies frames from `r` to `w`, applying the faults in force; ends both sockets when
-/// either side ends.
-fn pump(mut r: TcpStream, mut w: TcpStream, ctx: Ctx, seed: u64) {
+/// either side ends. The reader stamps each frame with its due time and a writer thread
+/// sends it then, so delays overlap (a link is slowed, not serialized behind sleeps).
+fn pump(mut r: TcpStream, w: TcpStream, ctx: Ctx, seed: u64) {
     let mut rng = SplitMix64::new(seed);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(Instant, Vec<u8>)>(QUEUE_FRAMES_MAX);
+    let (r2, mut w2) = match (r.try_clone(), w.try_clone()) {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => return,
+    };
+    let writer = std::thread::Builder::new()
+        .name("pump-writer".into())
+        .spawn(move || {
+            for (due, frame) in rx {
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                if w2.write_all(&frame).is_err() {
+                    break;
+                }
+            }
+            let _ = r2.shutdown(Shutdown::Both);
+            let _ = w2.shutdown(Shutdown::Both);
+        });
+    if writer.is_err() {
+        return;
+    }
     let mut held: Option<Vec<u8>> = None;
     loop {
         let mut frame = vec![0u8; HEADER_BYTES];
@@ -138,6 +166,7 @@ fn pump(mut r: TcpStream, mut w: TcpStream, ctx: Ctx, seed: u64) {
             break;
         }
         let f = *ctx.faults.lock().expect("faults");
+        let mut due = Instant::now();
         if frame[5] != FRAME_KIND_HANDSHAKE {
             if rng.below(1000) < f.drop_per_mille {
                 ctx.dropped.fetch_add(1, Ordering::Relaxed);
@@ -145,7 +174,7 @@ fn pump(mut r: TcpStream, mut w: TcpStream, ctx: Ctx, seed: u64) {
             }
             if f.delay_ms_max > 0 {
                 ctx.delayed.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(rng.below(f.delay_ms_max + 1)));
+                due += Duration::from_millis(rng.below(f.delay_ms_max + 1));
             }
             if held.is_none() && rng.below(1000) < f.reorder_per_mille {
                 ctx.reordered.fetch_add(1, Ordering::Relaxed);
@@ -153,15 +182,16 @@ fn pump(mut r: TcpStream, mut w: TcpStream, ctx: Ctx, seed: u64) {
                 continue;
             }
         }
-        if w.write_all(&frame).is_err() {
+        if tx.send((due, frame)).is_err() {
             break;
         }
         if let Some(h) = held.take()
-            && w.write_all(&h).is_err()
+            && tx.send((due, h)).is_err()
         {
             break;
         }
     }
+    drop(tx);
     let _ = r.shutdown(Shutdown::Both);
     let _ = w.shutdown(Shutdown::Both);
 }

@@ -85,7 +85,7 @@ pub fn is_register(key: &str) -> bool {
 pub struct Workload {
     stop: Arc<AtomicBool>,
     pub targets: Arc<Mutex<Targets>>,
-    thread: Option<glommio::ExecutorJoinHandle<Vec<Record>>>,
+    thread: Option<glommio::ExecutorJoinHandle<Result<Vec<Record>, String>>>,
 }
 
 impl Workload {
@@ -109,13 +109,16 @@ impl Workload {
         *self.targets.lock().expect("targets") = t;
     }
 
-    /// Stops the clients (each finishes its call in progress) and returns the history.
-    pub fn finish(mut self) -> Vec<Record> {
+    /// Stops the clients (each finishes its call in progress) and returns the history;
+    /// an error if the client executor failed (a lost history must not pass as empty).
+    pub fn finish(mut self) -> Result<Vec<Record>, String> {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread
+        let t = self
+            .thread
             .take()
-            .and_then(|t| t.join().ok())
-            .unwrap_or_default()
+            .ok_or("the clients were already stopped")?;
+        t.join()
+            .map_err(|e| format!("the client executor failed: {e:?}"))?
     }
 }
 
@@ -131,7 +134,7 @@ async fn run_clients(
     targets: Arc<Mutex<Targets>>,
     stop: Arc<AtomicBool>,
     seed: u64,
-) -> Vec<Record> {
+) -> Result<Vec<Record>, String> {
     let history = Rc::new(RefCell::new(Vec::new()));
     let tasks: Vec<_> = (0..load.clients)
         .map(|c| {
@@ -147,7 +150,7 @@ async fn run_clients(
     }
     Rc::try_unwrap(history)
         .map(|h| h.into_inner())
-        .unwrap_or_default()
+        .map_err(|_| "a client task still holds the history".to_string())
 }
 
 async fn client(
