@@ -43,6 +43,8 @@ pub struct Settings {
     pub snapshot_entries: u64,
     /// Each fdatasync's writes stay in memory this long first (`testing.sync_delay_us`).
     pub sync_delay_us: u64,
+    /// This node's syncs take no extra time (the fsync control's leader).
+    pub fast_disk: Option<NodeId>,
     /// Negative controls switched on in every node (`testing.controls`).
     pub controls: Vec<String>,
     /// Founders dial each other through the link proxies.
@@ -175,7 +177,11 @@ impl Cluster {
             lease = s.lease_ms,
             snap = s.snapshot_entries,
             rate = node.clock_rate_ppm,
-            sync = s.sync_delay_us,
+            sync = if s.fast_disk == Some(id) {
+                0
+            } else {
+                s.sync_delay_us
+            },
             dial = dial.join(", "),
             controls = controls.join(", "),
         );
@@ -197,13 +203,20 @@ impl Cluster {
                 Ok(())
             });
         }
+        // Panics go to stderr only: keep it beside the node's log.
+        std::fs::create_dir_all(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_dir.join("stderr.log"))
+            .map_err(|e| format!("{}: {e}", log_dir.display()))?;
         let child = cmd
             .args(["serve", "--config"])
             .arg(self.config_path(id))
             .env("LOG_DIR", &log_dir)
             .env("LOG_LEVEL", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
         let n = self.nodes.get_mut(&id).expect("known node");
