@@ -1031,6 +1031,24 @@ impl Control {
         Control::LeaseIgnoresDrift,
     ];
 
+    /// Whether a run with this control switched on was caught by the checker the bug
+    /// must trip: loss for the fsync control, linearizability for the two read
+    /// controls. For the fsync control the old leader's own safety assertion (a new
+    /// leader's entry conflicting with one it had committed) also counts: it is what the
+    /// lost acknowledgement looks like from inside, and it is not the switch.
+    fn caught(self, r: &RunReport) -> bool {
+        r.error.is_none()
+            && match self {
+                Control::AckBeforePersist => {
+                    r.findings.lost > 0
+                        || r.crashes
+                            .iter()
+                            .any(|x| x.contains("conflicts with committed entry"))
+                }
+                _ => r.findings.not_linearizable.is_some(),
+            }
+    }
+
     fn switch(self) -> &'static str {
         match self {
             Control::AckBeforePersist => "ack_before_persist",
@@ -1200,11 +1218,7 @@ pub fn run(o: &Options) -> Result<bool, String> {
         let mut attempt = 1;
         let r = loop {
             let r = control_run(o, &proxies, c, true, attempt);
-            let hit = r.findings.lost > 0
-                || r.crashes
-                    .iter()
-                    .any(|x| x.contains("conflicts with committed entry"));
-            if hit || attempt == attempts || !matches!(c, Control::AckBeforePersist) {
+            if c.caught(&r) || attempt == attempts {
                 break r;
             }
             println!(
@@ -1213,21 +1227,7 @@ pub fn run(o: &Options) -> Result<bool, String> {
             );
             attempt += 1;
         };
-        // Caught only by the checker the bug must trip: loss for the fsync control,
-        // linearizability for the two read controls.
-        // For the fsync control the old leader's own safety assertion (a new leader's
-        // entry conflicting with one it had committed) also counts: it is what the lost
-        // acknowledgement looks like from inside, and it is not the switch.
-        let flagged = r.error.is_none()
-            && match c {
-                Control::AckBeforePersist => {
-                    r.findings.lost > 0
-                        || r.crashes
-                            .iter()
-                            .any(|x| x.contains("conflicts with committed entry"))
-                }
-                _ => r.findings.not_linearizable.is_some(),
-            };
+        let flagged = c.caught(&r);
         let why = r.findings.failures();
         for crash in &r.crashes {
             // The protocol's own assertions may stop a node running a broken protocol;
