@@ -326,7 +326,8 @@ impl Default for Limits {
 pub struct Runtime {
     /// CPUs to pin executors to (one executor per CPU).
     pub cores: Vec<usize>,
-    /// The CPU (one of `cores`) of the raft core's executor.
+    /// The CPU of the raft core. One of `cores`: it runs in a task queue of its own on
+    /// that shard's executor (one thread per CPU). Any other CPU: a dedicated executor.
     pub raft_core: usize,
     /// Spin this long before parking an idle executor (0: never spin; burns a core).
     pub spin_before_park_us: u64,
@@ -870,14 +871,23 @@ impl NodeConfig {
         if rt.cores.iter().collect::<BTreeSet<_>>().len() != rt.cores.len() {
             return err("runtime.cores", format!("{:?} lists a CPU twice", rt.cores));
         }
-        if !rt.cores.contains(&rt.raft_core) {
-            return err(
-                "runtime.raft_core",
-                format!(
-                    "{} is not one of runtime.cores {:?}",
-                    rt.raft_core, rt.cores
-                ),
-            );
+        // Pinning to a CPU the process may not use fails inside the executor's thread,
+        // after start-up: refuse it here, naming the key.
+        let allowed = allowed_cpus();
+        for (key, cpu) in rt
+            .cores
+            .iter()
+            .map(|c| ("runtime.cores", *c))
+            .chain([("runtime.raft_core", rt.raft_core)])
+        {
+            if !allowed.contains(&cpu) {
+                return err(
+                    key,
+                    format!(
+                        "CPU {cpu} is not one this process may run on (it may use {allowed:?})"
+                    ),
+                );
+            }
         }
         let t = &self.testing;
         if *t != Testing::default() && !cfg!(feature = "crash-sim") {
@@ -983,4 +993,18 @@ fn member_role(role: &Code, status: &Code, at: &str) -> Result<MemberRole, (Stri
             ),
         )),
     }
+}
+
+/// The CPUs this process may run on (its affinity mask).
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the kernel fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if r != 0 {
+        // Unknown: let the executors' own pinning report the error.
+        return (0..libc::CPU_SETSIZE as usize).collect();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
 }

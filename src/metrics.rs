@@ -319,7 +319,7 @@ pub const CATALOGUE: &[Def] = &[
         &["shard"],
         "The shard's applied watermark.",
     ),
-    // executor: what glommio reports about each executor thread, sampled every second.
+    // executor: what glommio reports about each component's task queue, sampled every second.
     def(
         EXECUTOR_BUSY_MICROSECONDS,
         C,
@@ -327,10 +327,10 @@ pub const CATALOGUE: &[Def] = &[
         "Microseconds the executor spent running tasks (its busy fraction is the rate / 1e6).",
     ),
     def(
-        EXECUTOR_TASKS,
+        EXECUTOR_RUNS,
         C,
         &["executor"],
-        "Tasks the executor ran (each poll of a task counts once).",
+        "Times the executor's scheduler ran the component's task queue (a run polls its ready tasks).",
     ),
     def(
         EXECUTOR_FILE_WRITES,
@@ -395,28 +395,44 @@ pub const SHARD_STATE_BYTES: &str = "ringkv_shard_state_bytes";
 pub const SHARD_APPLIED_INDEX: &str = "ringkv_shard_applied_index";
 
 pub const EXECUTOR_BUSY_MICROSECONDS: &str = "ringkv_executor_busy_microseconds_total";
-pub const EXECUTOR_TASKS: &str = "ringkv_executor_tasks_total";
+pub const EXECUTOR_RUNS: &str = "ringkv_executor_runs_total";
 pub const EXECUTOR_FILE_WRITES: &str = "ringkv_executor_file_writes_total";
 
 /// How often an executor's glommio statistics are folded into its counters.
 const EXECUTOR_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Folds the calling executor's glommio statistics into the `ringkv_executor_*` counters
-/// every second, labelled `executor` (shard0, shard1, raft, metrics). Spawned once on each
-/// executor of a node; glommio hands each read's numbers out once (they reset), so no
-/// other code may read them. A no-op recorder (no metrics_address) makes it nearly free.
-pub fn sample_executor(executor: String) {
-    let busy = counter!(EXECUTOR_BUSY_MICROSECONDS, "executor" => executor.clone());
-    let tasks = counter!(EXECUTOR_TASKS, "executor" => executor.clone());
-    let writes = counter!(EXECUTOR_FILE_WRITES, "executor" => executor);
+/// every second, one label value per component (shard0, shard1, raft, metrics): `parts`
+/// names each component with its task queue, `None` for the executor's default queue
+/// (where the caller runs). A raft core that shares a shard's executor has its own queue,
+/// so its busy time stays apart from the shard's. Called once on each executor of a node;
+/// glommio hands each read's numbers out once (they reset), so no other code may read
+/// them. A no-op recorder (no metrics_address) makes it nearly free.
+pub fn sample_executor(parts: Vec<(String, Option<glommio::TaskQueueHandle>)>) {
+    let default_tq = glommio::executor().current_task_queue();
+    let parts: Vec<_> = parts
+        .into_iter()
+        .map(|(name, tq)| {
+            let busy = counter!(EXECUTOR_BUSY_MICROSECONDS, "executor" => name.clone());
+            let runs = counter!(EXECUTOR_RUNS, "executor" => name.clone());
+            let writes = counter!(EXECUTOR_FILE_WRITES, "executor" => name);
+            (tq.unwrap_or(default_tq), busy, runs, writes)
+        })
+        .collect();
     glommio::spawn_local(async move {
         loop {
             glommio::timer::sleep(EXECUTOR_SAMPLE_EVERY).await;
             let ex = glommio::executor();
-            let s = ex.executor_stats();
-            busy.increment(s.executor_runtime().as_micros() as u64);
-            tasks.increment(s.tasks_executed());
-            writes.increment(ex.io_stats().all_rings().file_writes().0);
+            for (tq, busy, runs, writes) in &parts {
+                if let Ok(s) = ex.task_queue_stats(*tq) {
+                    busy.increment(s.runtime().as_micros() as u64);
+                    runs.increment(s.queue_selected());
+                }
+                // Err: the queue has not done I/O yet.
+                if let Ok(io) = ex.task_queue_io_stats(*tq) {
+                    writes.increment(io.all_rings().file_writes().0);
+                }
+            }
         }
     })
     .detach();

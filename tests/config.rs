@@ -627,11 +627,25 @@ fn joiners_and_founders() {
 
 #[test]
 fn runtime_rules() {
+    // A CPU outside the process's affinity mask (no machine here has 1,000 CPUs).
     assert_refused(
-        &format!("{BASE}\n[runtime]\ncores = [0, 1]\nraft_core = 2\n"),
+        &format!("{BASE}\n[runtime]\ncores = [0, 1]\nraft_core = 999\n"),
         "runtime.raft_core",
-        "2 is not one of runtime.cores [0, 1]",
+        "CPU 999 is not one this process may run on",
     );
+    assert_refused(
+        &format!("{BASE}\n[runtime]\ncores = [0, 998]\nraft_core = 0\n"),
+        "runtime.cores",
+        "CPU 998 is not one this process may run on",
+    );
+    // The raft core may have a CPU of its own (a dedicated executor) or share a shard's.
+    for rt in [
+        "cores = [1]\nraft_core = 0",
+        "cores = [0, 1]\nraft_core = 1",
+    ] {
+        let c = NodeConfig::parse(&format!("{BASE}\n[runtime]\n{rt}\n"), "n.toml").unwrap();
+        assert!(c.runtime.raft_core <= 1);
+    }
     assert_refused(
         &format!("{BASE}\n[runtime]\ncores = [1, 1]\nraft_core = 1\n"),
         "runtime.cores",

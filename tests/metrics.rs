@@ -366,9 +366,9 @@ fn a_running_cluster_serves_prometheus_text_whose_counters_match_the_requests() 
     // tasks, and the raft core's rings wrote the WAL.
     let s = wait_until(10, "the executors' first samples", || {
         let s = parse(&c.metrics(l));
-        (s.get("ringkv_executor_tasks_total", &[("executor", "raft")]) > 0.0
-            && s.get("ringkv_executor_tasks_total", &[("executor", "shard0")]) > 0.0
-            && s.get("ringkv_executor_tasks_total", &[("executor", "metrics")]) > 0.0)
+        (s.get("ringkv_executor_runs_total", &[("executor", "raft")]) > 0.0
+            && s.get("ringkv_executor_runs_total", &[("executor", "shard0")]) > 0.0
+            && s.get("ringkv_executor_runs_total", &[("executor", "metrics")]) > 0.0)
             .then_some(s)
     });
     for ex in ["raft", "shard0"] {
@@ -488,4 +488,78 @@ fn a_taken_metrics_port_refuses_start_up_naming_the_address() {
     wait_until(20, "node 1 to serve /metrics", || {
         c.metrics_http(0, "GET", "/metrics").filter(|r| r.0 == 200)
     });
+}
+
+/// Names of a process's threads (`/proc/<pid>/task/*/comm`).
+fn thread_names(pid: u32) -> BTreeSet<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn the_raft_core_shares_its_cpus_shard_executor_or_has_its_own_and_is_measured_apart() {
+    // Default layout (cores [0, 1], raft_core 0): the raft core is a task queue on shard
+    // 0's thread; no thread of its own.
+    let mut shared = Cluster::with_joiners(
+        "layout-shared",
+        Opts {
+            metrics: true,
+            ..Opts::default()
+        },
+        0,
+    );
+    // raft_core on a CPU no shard uses: a dedicated executor thread.
+    let mut own = Cluster::with_joiners(
+        "layout-own",
+        Opts {
+            metrics: true,
+            extra: "[runtime]\ncores = [1]\nraft_core = 0\n",
+            ..Opts::default()
+        },
+        0,
+    );
+    for (c, raft_thread) in [(&mut shared, false), (&mut own, true)] {
+        c.start(0);
+        c.start(1);
+        let l = c.leader();
+        assert_eq!(c.put(l, "layout", "v").0, 200);
+        assert_eq!(c.get(l, "layout", "linearizable").1["value"], "v");
+        // Executor threads are named for what they run (thread names are read from the
+        // leader; every node has the same layout).
+        let names = thread_names(c.pid(l));
+        let id = l + 1;
+        let (raft, shard0, both) = (
+            format!("ringkv{id}-raft"),
+            format!("ringkv{id}-shard0"),
+            format!("ringkv{id}-s0+raft"),
+        );
+        // glommio appends "-<executor id>" to a name; the kernel keeps 15 bytes.
+        let has = |p: &str| names.iter().any(|n| n.starts_with(p));
+        assert_eq!(has(&raft), raft_thread, "threads {names:?}");
+        assert_eq!(has(&shard0), raft_thread, "threads {names:?}");
+        assert_eq!(has(&both), !raft_thread, "threads {names:?}");
+        // Either way the raft core's busy time and WAL writes are its own series.
+        let s = wait_until(10, "the leader's executor samples", || {
+            let s = parse(&c.metrics(l));
+            (s.get(
+                "ringkv_executor_busy_microseconds_total",
+                &[("executor", "raft")],
+            ) > 0.0
+                && s.get("ringkv_executor_file_writes_total", &[("executor", "raft")]) > 0.0
+                && s.get("ringkv_executor_runs_total", &[("executor", "shard0")]) > 0.0)
+                .then_some(s)
+        });
+        // The WAL is the raft core's: the shard writes no file.
+        assert_eq!(
+            s.get(
+                "ringkv_executor_file_writes_total",
+                &[("executor", "shard0")]
+            ),
+            0.0
+        );
+        check_catalogue(&s);
+    }
 }

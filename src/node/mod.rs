@@ -1,8 +1,10 @@
 //! The node: `ringkv serve`, thread per core.
 //!
 //! Owns the process's executors and the bounded queues between them:
-//! - the **raft core** (`core`), one glommio executor pinned to `runtime.raft_core`: the
-//!   pure Raft core, the WAL, the peer transport and request forwarding;
+//! - the **raft core** (`core`) on `runtime.raft_core`: the pure Raft core, the WAL, the
+//!   peer transport and request forwarding. When that CPU is also a shard's, the raft
+//!   core runs in a task queue of its own on the shard's executor (one thread per CPU; a
+//!   message between them wakes no other thread); otherwise it has a dedicated executor;
 //! - one **shard** executor (`shard`) per CPU in `runtime.cores`, each with its own
 //!   SO_REUSEPORT listener on `listen_address`, the client connections the kernel hands
 //!   it, and the partition of the key-value state whose keys hash to it;
@@ -392,23 +394,52 @@ pub fn serve(cfg: NodeConfig) -> Result<(), String> {
         }
     };
     let id = cfg.cluster.node_id;
-    let mut shard_handles = Vec::new();
+    let raft_cpu = cfg.runtime.raft_core;
+    let mut core_q = Some(core_q);
+    // The executor that runs the raft core, whichever it is: its end is the node's end.
+    let mut core_handle = None;
     for (i, q) in shard_qs.into_iter().enumerate() {
         let cpu = cfg.runtime.cores[i];
         let (cfg, shared) = (cfg.clone(), shared.clone());
-        let h = builder(cpu, format!("ringkv{id}-shard{i}"))
-            // Shards do socket I/O only: a small registered-buffer area.
+        if cpu == raft_cpu {
+            // One thread per CPU: the raft core runs in its own task queue on the shard
+            // executor of its CPU. A shard-to-raft message then wakes no other thread
+            // (benches/README.md: put 1/1 +20%, put 100/1000 +45% on this machine).
+            let core_q = core_q.take().expect("one shard per CPU");
+            let h = builder(cpu, format!("ringkv{id}-s{i}+raft"))
+                .spawn(move || async move {
+                    let _node = crate::logging::node_span(id).entered();
+                    let raft_tq = glommio::executor().create_task_queue(
+                        glommio::Shares::default(),
+                        glommio::Latency::NotImportant,
+                        "raft",
+                    );
+                    crate::metrics::sample_executor(vec![
+                        (format!("shard{i}"), None),
+                        ("raft".into(), Some(raft_tq)),
+                    ]);
+                    glommio::spawn_local(shard::run(i, n, cfg.clone(), shared.clone(), q)).detach();
+                    glommio::spawn_local_into(core::run(cfg, shared, core_q), raft_tq)
+                        .map_err(|e| format!("cannot start the raft core's task queue: {e}"))?
+                        .await
+                })
+                .map_err(|e| {
+                    format!("cannot start shard {i} and the raft core on CPU {cpu}: {e}")
+                })?;
+            core_handle = Some(h);
+            continue;
+        }
+        // Shards do socket I/O only: a small registered-buffer area.
+        builder(cpu, format!("ringkv{id}-shard{i}"))
             .io_memory(1 << 20)
             .spawn(move || async move {
                 // Held for the thread's life: every line from this executor names the node.
                 let _node = crate::logging::node_span(id).entered();
-                crate::metrics::sample_executor(format!("shard{i}"));
+                crate::metrics::sample_executor(vec![(format!("shard{i}"), None)]);
                 shard::run(i, n, cfg, shared, q).await
             })
             .map_err(|e| format!("cannot start shard {i} on CPU {cpu}: {e}"))?;
-        shard_handles.push(h);
     }
-    let raft_cpu = cfg.runtime.raft_core;
     if let Some((listener, handle)) = metrics {
         // Mostly asleep: it shares the raft core's CPU. Socket I/O only: the smallest
         // registered-buffer area an executor starts with.
@@ -418,18 +449,23 @@ pub fn serve(cfg: NodeConfig) -> Result<(), String> {
             .io_memory(512 << 10)
             .spawn(move || async move {
                 let _node = crate::logging::node_span(id).entered();
-                crate::metrics::sample_executor("metrics".into());
+                crate::metrics::sample_executor(vec![("metrics".into(), None)]);
                 exporter::serve(listener, handle).await
             })
             .map_err(|e| format!("cannot start the metrics executor on CPU {raft_cpu}: {e}"))?;
     }
-    let core = builder(raft_cpu, format!("ringkv{id}-raft"))
-        .spawn(move || async move {
-            let _node = crate::logging::node_span(id).entered();
-            crate::metrics::sample_executor("raft".into());
-            core::run(cfg, shared, core_q).await
-        })
-        .map_err(|e| format!("cannot start the raft core on CPU {raft_cpu}: {e}"))?;
+    let core = match (core_handle, core_q) {
+        (Some(h), _) => h,
+        // A CPU of its own (not one of `runtime.cores`): a dedicated raft core executor.
+        (None, Some(core_q)) => builder(raft_cpu, format!("ringkv{id}-raft"))
+            .spawn(move || async move {
+                let _node = crate::logging::node_span(id).entered();
+                crate::metrics::sample_executor(vec![("raft".into(), None)]);
+                core::run(cfg, shared, core_q).await
+            })
+            .map_err(|e| format!("cannot start the raft core on CPU {raft_cpu}: {e}"))?,
+        (None, None) => unreachable!("the raft core's queues go to exactly one executor"),
+    };
     // The raft core decides when the node ends; shard threads end with the process.
     core.join()
         .map_err(|e| format!("raft core executor failed: {e}"))?

@@ -1,6 +1,8 @@
 //! A shard executor: client connections and one partition of the key-value state.
 //!
-//! Runs on its own glommio executor pinned to one CPU of `runtime.cores`. Owns its
+//! Runs on its own glommio executor pinned to one CPU of `runtime.cores` (on the raft
+//! core's CPU the raft core shares it, in another task queue: long work here must yield,
+//! as snapshot encoding does). Owns its
 //! SO_REUSEPORT listener and the connections the kernel gives it, its `Partition` (keys
 //! whose hash routes here), the partition's applied watermark and the readers waiting for
 //! it, and its metric handles (requests by operation and outcome, latencies, in-flight
@@ -24,6 +26,9 @@ use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::{AdminCall, Answer, MeshMsg, Reply, ReqId, ShardQueues, Shared, ToRaft, ToShard};
+
+/// Pairs a snapshot encodes between checks of glommio's preemption timer.
+const SNAPSHOT_STEP_PAIRS: usize = 4096;
 use crate::config::NodeConfig;
 use crate::metrics::{ConnKind, NetMetrics, Op, ShardMetrics, Traffic};
 use crate::net::frame::{FrameHeader, FrameKind, HEADER_BYTES, MAGIC};
@@ -824,6 +829,9 @@ impl Shard {
     }
 
     /// Drains the raft core's queue. Never waits on a queue back to the raft core.
+    // Snapshot encoding holds the partition's borrow across yields; only this loop takes
+    // it mutably (see `ToShard::Snapshot`).
+    #[allow(clippy::await_holding_refcell_ref)]
     async fn from_raft(self: Rc<Self>, rx: ConnectedReceiver<ToShard>) {
         while let Some(m) = rx.recv().await {
             match m {
@@ -847,8 +855,15 @@ impl Shard {
                         let p = self.part.borrow();
                         assert_eq!(p.applied(), index, "snapshot between applies");
                         let mut v = Vec::with_capacity(p.state_bytes() as usize);
-                        let n = p.encode_pairs(&mut v);
-                        (v, n)
+                        let mut e = p.pair_encoder();
+                        // The raft core may share this executor: a large state is encoded
+                        // in steps, yielding when glommio's preemption timer says so.
+                        // Holding the borrow across the yields is safe: only this loop
+                        // changes the partition, and it is here.
+                        while !e.encode(&mut v, SNAPSHOT_STEP_PAIRS) {
+                            glommio::yield_if_needed().await;
+                        }
+                        (v, e.count)
                     };
                     let msg = ToRaft::SnapshotPart {
                         shard: self.idx,

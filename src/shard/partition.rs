@@ -132,14 +132,42 @@ impl Partition {
 
     /// Appends this partition's pairs to a snapshot body (see `Snapshot`).
     pub fn encode_pairs(&self, out: &mut Vec<u8>) -> u64 {
-        for (k, v) in &self.map {
+        let mut e = self.pair_encoder();
+        while !e.encode(out, usize::MAX) {}
+        e.count
+    }
+
+    /// The same encoding in steps, for a caller that must let other work run between them.
+    pub fn pair_encoder(&self) -> PairEncoder<'_> {
+        PairEncoder {
+            pairs: self.map.iter(),
+            count: 0,
+        }
+    }
+}
+
+/// A partition's pairs being appended to a snapshot body, a chunk at a time.
+pub struct PairEncoder<'a> {
+    pairs: std::collections::hash_map::Iter<'a, Bytes, Value>,
+    /// Pairs appended so far.
+    pub count: u64,
+}
+
+impl PairEncoder<'_> {
+    /// Appends up to `pairs_max` more pairs; true once every pair is in `out`.
+    pub fn encode(&mut self, out: &mut Vec<u8>, pairs_max: usize) -> bool {
+        for _ in 0..pairs_max {
+            let Some((k, v)) = self.pairs.next() else {
+                return true;
+            };
             out.put_u32_le(k.len() as u32);
             out.put_slice(k);
             out.put_u32_le(v.value.len() as u32);
             out.put_slice(&v.value);
             out.put_u64_le(v.revision);
+            self.count += 1;
         }
-        self.map.len() as u64
+        self.pairs.len() == 0
     }
 }
 

@@ -1,6 +1,7 @@
 //! The raft core: the Raft driver loop of a node.
 //!
-//! Runs on the executor pinned to `runtime.raft_core`. Owns the pure Raft core, the WAL,
+//! Runs in its own task queue on the executor pinned to `runtime.raft_core` (shared with
+//! the shard on that CPU, or dedicated when no shard runs there). Owns the pure Raft core, the WAL,
 //! the snapshot store, the peer transport, the requests it is carrying out (proposed
 //! writes by index, read indexes by id, calls forwarded to the leader, calls parked while
 //! no leader is known), the publication of the `LeaseView` and the export of the raft
