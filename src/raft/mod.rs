@@ -1,8 +1,9 @@
 //! The Raft consensus core: a pure, deterministic state machine.
 //!
 //! Owns the protocol state of one node (term, vote, log, commit, roles, replication
-//! progress, reads, membership). Runs on the dedicated raft core's executor, where a driver
-//! loop feeds it inputs and executes its numbered `Ready`s.
+//! progress, reads, membership). Runs in the raft core's task queue (on its CPU's shard
+//! executor, or a dedicated one), where a driver loop feeds it inputs and executes its
+//! numbered `Ready`s.
 //!
 //! Must not touch: sockets, files, clocks, random sources, threads or `.await`. Time arrives
 //! as `tick()` calls and `Nanos` values; randomness as `Config::seed`. Everything the node
