@@ -32,6 +32,10 @@ struct Args {
     /// Concurrent client tasks.
     #[arg(long, default_value_t = 48)]
     clients: u32,
+    /// Run only this negative control (ack_before_persist, read_index_without_quorum,
+    /// lease_ignores_drift), to study it; exit status 1 when its checker missed it.
+    #[arg(long)]
+    control: Option<String>,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -66,7 +70,11 @@ fn main() {
         seed: a.seed,
         clients: a.clients,
     };
-    match ringkv::chaos::run(&o) {
+    let r = match &a.control {
+        Some(name) => ringkv::chaos::run_control(&o, name),
+        None => ringkv::chaos::run(&o),
+    };
+    match r {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
         Err(e) => {

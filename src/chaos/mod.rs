@@ -1149,6 +1149,75 @@ fn control_run(
     r
 }
 
+/// Runs one negative control (the fsync control on up to four fresh clusters) and prints
+/// its verdict; true when its own checker caught it.
+fn judge_control(o: &Options, proxies: &Proxies, c: Control) -> bool {
+    // The fsync control's one power cut does not always land while acknowledged
+    // entries are unsynced on the followers: up to four fresh clusters, until caught.
+    let attempts = if matches!(c, Control::AckBeforePersist) {
+        4
+    } else {
+        1
+    };
+    let mut attempt = 1;
+    let r = loop {
+        let r = control_run(o, proxies, c, true, attempt);
+        if c.caught(&r) || attempt == attempts {
+            break r;
+        }
+        println!(
+            "chaos: control {}: attempt {attempt} caught nothing; a fresh cluster",
+            c.switch()
+        );
+        attempt += 1;
+    };
+    let flagged = c.caught(&r);
+    let why = r.findings.failures();
+    for crash in &r.crashes {
+        // The protocol's own assertions may stop a node running a broken protocol;
+        // reported, but the catch must still come from the checker.
+        println!("chaos: control: also: {crash}");
+    }
+    match (&r.error, flagged) {
+        (Some(e), _) => println!("chaos: control {}: could not run: {e}", c.switch()),
+        (None, true) => println!(
+            "chaos: control {}: caught: {}",
+            c.switch(),
+            why.first()
+                .or(r.crashes.first())
+                .map_or("", |s| s.as_str())
+                .chars()
+                .take(300)
+                .collect::<String>()
+        ),
+        (None, false) => println!(
+            "chaos: control {}: MISSED ({} ops, {} acknowledged writes, no checker failed)",
+            c.switch(),
+            r.findings.ops,
+            r.findings.acked_writes
+        ),
+    }
+    flagged
+}
+
+/// Runs one negative control alone (`ringkv-chaos --control NAME`); true when caught.
+pub fn run_control(o: &Options, name: &str) -> Result<bool, String> {
+    let c = Control::ALL
+        .into_iter()
+        .find(|c| c.switch() == name)
+        .ok_or_else(|| {
+            let names: Vec<_> = Control::ALL.iter().map(|c| c.switch()).collect();
+            format!(
+                "no control named {name:?}; the controls are {}",
+                names.join(", ")
+            )
+        })?;
+    check_namespace()?;
+    net::prepare()?;
+    let proxies = Proxies::start(&[1, 2, 3], o.seed)?;
+    Ok(judge_control(o, &proxies, c))
+}
+
 /// The whole campaign; prints the report and the summary line; true when it passed.
 pub fn run(o: &Options) -> Result<bool, String> {
     check_namespace()?;
@@ -1208,52 +1277,7 @@ pub fn run(o: &Options) -> Result<bool, String> {
     }
     let mut caught = 0;
     for c in Control::ALL {
-        // The fsync control's one power cut does not always land while acknowledged
-        // entries are unsynced on the followers: up to four fresh clusters, until caught.
-        let attempts = if matches!(c, Control::AckBeforePersist) {
-            4
-        } else {
-            1
-        };
-        let mut attempt = 1;
-        let r = loop {
-            let r = control_run(o, &proxies, c, true, attempt);
-            if c.caught(&r) || attempt == attempts {
-                break r;
-            }
-            println!(
-                "chaos: control {}: attempt {attempt} caught nothing; a fresh cluster",
-                c.switch()
-            );
-            attempt += 1;
-        };
-        let flagged = c.caught(&r);
-        let why = r.findings.failures();
-        for crash in &r.crashes {
-            // The protocol's own assertions may stop a node running a broken protocol;
-            // reported, but the catch must still come from the checker.
-            println!("chaos: control: also: {crash}");
-        }
-        match (&r.error, flagged) {
-            (Some(e), _) => println!("chaos: control {}: could not run: {e}", c.switch()),
-            (None, true) => println!(
-                "chaos: control {}: caught: {}",
-                c.switch(),
-                why.first()
-                    .or(r.crashes.first())
-                    .map_or("", |s| s.as_str())
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
-            ),
-            (None, false) => println!(
-                "chaos: control {}: MISSED ({} ops, {} acknowledged writes, no checker failed)",
-                c.switch(),
-                r.findings.ops,
-                r.findings.acked_writes
-            ),
-        }
-        if flagged {
+        if judge_control(o, &proxies, c) {
             caught += 1;
         }
     }

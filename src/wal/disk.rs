@@ -125,9 +125,12 @@ impl DerefMut for DmaBuf {
 
 pub struct DmaDiskFile {
     file: glommio::io::DmaFile,
-    /// `crash-sim`: writes not yet covered by an fdatasync, held back from the file.
+    /// `crash-sim`: writes not yet covered by an fdatasync, held back from the file, each
+    /// with its issue number (a sync covers only the writes issued before it).
     #[cfg(feature = "crash-sim")]
-    held: RefCell<Vec<(DmaBuf, u64)>>,
+    held: RefCell<Vec<(u64, DmaBuf, u64)>>,
+    #[cfg(feature = "crash-sim")]
+    writes_issued: std::cell::Cell<u64>,
     #[cfg(feature = "crash-sim")]
     sync_delay: std::time::Duration,
 }
@@ -166,6 +169,8 @@ impl Disk for DmaDisk {
             file,
             #[cfg(feature = "crash-sim")]
             held: RefCell::new(Vec::new()),
+            #[cfg(feature = "crash-sim")]
+            writes_issued: std::cell::Cell::new(0),
             #[cfg(feature = "crash-sim")]
             sync_delay: self.sync_delay,
         })
@@ -225,7 +230,9 @@ impl DiskFile for DmaDiskFile {
     #[cfg(feature = "crash-sim")]
     async fn write_at(&self, buf: DmaBuf, pos: u64) -> io::Result<()> {
         // Power-cut model: the bytes exist only in this process until a sync carries them.
-        self.held.borrow_mut().push((buf, pos));
+        let n = self.writes_issued.get() + 1;
+        self.writes_issued.set(n);
+        self.held.borrow_mut().push((n, buf, pos));
         Ok(())
     }
 
@@ -239,14 +246,14 @@ impl DiskFile for DmaDiskFile {
             let held = self.held.borrow();
             let end = held
                 .iter()
-                .map(|(b, at)| at + b.len() as u64)
+                .map(|(_, b, at)| at + b.len() as u64)
                 .max()
                 .unwrap_or(0)
                 .min(pos + len as u64);
             if end > pos + v.len() as u64 {
                 v.resize((end - pos) as usize, 0);
             }
-            for (b, at) in held.iter() {
+            for (_, b, at) in held.iter() {
                 overlay(&mut v, pos, b, *at);
             }
         }
@@ -256,11 +263,22 @@ impl DiskFile for DmaDiskFile {
     async fn fdatasync(&self) -> io::Result<()> {
         #[cfg(feature = "crash-sim")]
         {
+            // As a real fdatasync: it covers the writes issued before it, not those issued
+            // while it runs (with a sync delay, a later write stays exposed for the whole
+            // delay of its own sync).
+            let covers = self.writes_issued.get();
             if !self.sync_delay.is_zero() {
                 glommio::timer::sleep(self.sync_delay).await;
             }
-            let held = std::mem::take(&mut *self.held.borrow_mut());
-            for (b, at) in held {
+            let mine: Vec<_> = {
+                let mut held = self.held.borrow_mut();
+                let (mine, later) = std::mem::take(&mut *held)
+                    .into_iter()
+                    .partition(|(n, _, _)| *n <= covers);
+                *held = later;
+                mine
+            };
+            for (_, b, at) in mine {
                 self.write_now(b, at).await?;
             }
         }
