@@ -871,24 +871,6 @@ impl NodeConfig {
         if rt.cores.iter().collect::<BTreeSet<_>>().len() != rt.cores.len() {
             return err("runtime.cores", format!("{:?} lists a CPU twice", rt.cores));
         }
-        // Pinning to a CPU the process may not use fails inside the executor's thread,
-        // after start-up: refuse it here, naming the key.
-        let allowed = allowed_cpus();
-        for (key, cpu) in rt
-            .cores
-            .iter()
-            .map(|c| ("runtime.cores", *c))
-            .chain([("runtime.raft_core", rt.raft_core)])
-        {
-            if !allowed.contains(&cpu) {
-                return err(
-                    key,
-                    format!(
-                        "CPU {cpu} is not one this process may run on (it may use {allowed:?})"
-                    ),
-                );
-            }
-        }
         let t = &self.testing;
         if *t != Testing::default() && !cfg!(feature = "crash-sim") {
             return err(
@@ -992,6 +974,28 @@ fn member_role(role: &Code, status: &Code, at: &str) -> Result<MemberRole, (Stri
                  \"joining\" or 1 / \"syncing\""
             ),
         )),
+    }
+}
+
+impl Runtime {
+    /// Refuses a CPU this process may not run on, naming the key. Checked when a node
+    /// starts, not by `config check`, which may run on another machine: pinning to such a
+    /// CPU would fail inside the executor's thread, after start-up.
+    pub fn check_cpus(&self) -> Result<(), String> {
+        let allowed = allowed_cpus();
+        for (key, cpu) in self
+            .cores
+            .iter()
+            .map(|c| ("runtime.cores", *c))
+            .chain([("runtime.raft_core", self.raft_core)])
+        {
+            if !allowed.contains(&cpu) {
+                return Err(format!(
+                    "{key}: CPU {cpu} is not one this process may run on (it may use {allowed:?})"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

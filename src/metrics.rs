@@ -324,7 +324,7 @@ pub const CATALOGUE: &[Def] = &[
         EXECUTOR_BUSY_MICROSECONDS,
         C,
         &["executor"],
-        "Microseconds the executor spent running tasks (its busy fraction is the rate / 1e6).",
+        "Microseconds the component's task queue spent running tasks (its busy fraction is the rate / 1e6).",
     ),
     def(
         EXECUTOR_RUNS,
@@ -336,7 +336,7 @@ pub const CATALOGUE: &[Def] = &[
         EXECUTOR_FILE_WRITES,
         C,
         &["executor"],
-        "File writes the executor's io_uring rings carried out (the WAL's, on the raft core).",
+        "File writes the component issued through its executor's io_uring rings (the WAL's, for raft).",
     ),
 ];
 

@@ -627,24 +627,16 @@ fn joiners_and_founders() {
 
 #[test]
 fn runtime_rules() {
-    // A CPU outside the process's affinity mask (no machine here has 1,000 CPUs).
-    assert_refused(
-        &format!("{BASE}\n[runtime]\ncores = [0, 1]\nraft_core = 999\n"),
-        "runtime.raft_core",
-        "CPU 999 is not one this process may run on",
-    );
-    assert_refused(
-        &format!("{BASE}\n[runtime]\ncores = [0, 998]\nraft_core = 0\n"),
-        "runtime.cores",
-        "CPU 998 is not one this process may run on",
-    );
     // The raft core may have a CPU of its own (a dedicated executor) or share a shard's.
+    // Whether this machine has the CPUs is for `serve` to say (tests/metrics.rs): a
+    // config may be checked on another machine.
     for rt in [
         "cores = [1]\nraft_core = 0",
         "cores = [0, 1]\nraft_core = 1",
+        "cores = [2, 3, 4, 5]\nraft_core = 999",
     ] {
         let c = NodeConfig::parse(&format!("{BASE}\n[runtime]\n{rt}\n"), "n.toml").unwrap();
-        assert!(c.runtime.raft_core <= 1);
+        assert!(!c.runtime.cores.is_empty());
     }
     assert_refused(
         &format!("{BASE}\n[runtime]\ncores = [1, 1]\nraft_core = 1\n"),

@@ -562,4 +562,31 @@ fn the_raft_core_shares_its_cpus_shard_executor_or_has_its_own_and_is_measured_a
         );
         check_catalogue(&s);
     }
+    // A CPU this process may not use: refused at start-up, naming the key (no machine
+    // here has 1,000 CPUs).
+    for (extra, key) in [
+        (
+            "[runtime]\ncores = [0, 998]\nraft_core = 0\n",
+            "runtime.cores: CPU 998",
+        ),
+        (
+            "[runtime]\ncores = [0]\nraft_core = 999\n",
+            "runtime.raft_core: CPU 999",
+        ),
+    ] {
+        let mut c = Cluster::with_joiners(
+            "layout-bad-cpu",
+            Opts {
+                extra,
+                ..Opts::default()
+            },
+            0,
+        );
+        let (status, err) = c.start_expecting_exit(0, 10);
+        assert!(!status.success());
+        assert!(
+            err.contains(&format!("{key} is not one this process may run on")),
+            "{err}"
+        );
+    }
 }

@@ -160,3 +160,64 @@ fn snapshots_round_trip_across_shard_counts() {
         );
     }
 }
+
+#[test]
+fn snapshots_encode_and_decode_the_same_in_small_steps() {
+    let mut entries = Vec::new();
+    for i in 1..=300u64 {
+        entries.push(put(i, &format!("k{i}"), &"x".repeat((i % 40) as usize)));
+    }
+    let mut two: Vec<Partition> = (0..2).map(|s| Partition::new(s, 2)).collect();
+    apply_all(&mut two, &entries);
+    // Encoding 100 bytes at a time (the node yields between steps) gives the same pairs.
+    let parts: Vec<(Vec<u8>, u64)> = two
+        .iter()
+        .map(|p| {
+            let (mut whole, mut stepped) = (Vec::new(), Vec::new());
+            let n = p.encode_pairs(&mut whole);
+            let mut e = p.pair_encoder();
+            let mut steps = 0;
+            while !e.encode(&mut stepped, 100) {
+                steps += 1;
+            }
+            assert!(steps > 5, "{steps} steps");
+            assert_eq!((stepped.clone(), e.count), (whole, n));
+            (stepped, n)
+        })
+        .collect();
+    let snap = Snapshot::assemble(300, &parts);
+    // Decoding a byte budget at a time gives what decoding at once gives, for any split.
+    for shards in [1, 3] {
+        for s in 0..shards {
+            let once = Snapshot::decode(&snap, s, shards).unwrap();
+            let mut d = Snapshot::decoder(&snap, s, shards).unwrap();
+            let mut steps = 0;
+            while !d.step(64).unwrap() {
+                steps += 1;
+            }
+            assert!(steps > 10, "{steps} steps");
+            let stepped = d.finish().unwrap();
+            assert_eq!(stepped.len(), once.len());
+            assert_eq!(stepped.state_bytes(), once.state_bytes());
+            for i in 1..=300u64 {
+                let k = format!("k{i}");
+                assert_eq!(stepped.get(k.as_bytes()), once.get(k.as_bytes()), "{k}");
+            }
+        }
+    }
+    // A cut body fails in a step, not by a panic.
+    let mut d = Snapshot::decoder(&snap[..snap.len() / 2], 0, 1).unwrap();
+    let r = loop {
+        match d.step(64) {
+            Ok(false) => continue,
+            other => break other,
+        }
+    };
+    assert!(r.is_err(), "{r:?}");
+    // Trailing bytes are refused at the end.
+    let mut long = snap.clone();
+    long.push(0);
+    let mut d = Snapshot::decoder(&long, 0, 1).unwrap();
+    while !d.step(1 << 20).unwrap() {}
+    assert!(d.finish().is_err());
+}

@@ -22,7 +22,8 @@
 //! a read index. A follower forwards writes and non-eventual reads to the leader over its
 //! peer connection. Peer connections accepted by a shard are handed to the raft core.
 //!
-//! Every cross-core queue is a bounded glommio `shared_channel`; a full queue makes its
+//! Every queue between executors (or between the raft core and the shard it shares an
+//! executor with) is a bounded glommio `shared_channel`; a full queue makes its
 //! sender wait. No cycle of waits exists: the tasks that drain queues never wait on a
 //! queue back to their sender (they spawn a task for anything that would).
 //! Must not: block an executor (disk and sockets go through glommio), or let a shard touch
@@ -54,8 +55,12 @@ const PORT_WAIT: Duration = Duration::from_secs(2);
 /// From SIGTERM to process exit, at most (the shutdown itself aims at 3 s).
 const STOP_DEADLINE: Duration = Duration::from_millis(4500);
 
-/// Capacity of every cross-core queue (messages).
+/// Capacity of every queue between executors or task queues (messages).
 const CROSS_CORE_QUEUE_MAX: usize = 1024;
+
+/// glommio's preemption timer on an executor the raft core shares with a shard (its
+/// default is 100 ms, longer than a heartbeat interval).
+const SHARED_PREEMPT: Duration = Duration::from_millis(10);
 
 /// A request's id on the shard that holds its connection.
 pub(crate) type ReqId = u64;
@@ -315,6 +320,7 @@ fn queues(n: usize) -> (CoreQueues, Vec<ShardQueues>) {
 /// error message for start-up failures and fatal faults (the caller prints it and exits
 /// non-zero).
 pub fn serve(cfg: NodeConfig) -> Result<(), String> {
+    cfg.runtime.check_cpus()?;
     let listen: SocketAddr = cfg.cluster.listen_address.parse().expect("validated");
     // Shards bind with SO_REUSEPORT, which would silently share a port with another
     // process of the same user; a plain bind first refuses a port anything holds.
@@ -407,6 +413,9 @@ pub fn serve(cfg: NodeConfig) -> Result<(), String> {
             // (benches/README.md: put 1/1 +20%, put 100/1000 +45% on this machine).
             let core_q = core_q.take().expect("one shard per CPU");
             let h = builder(cpu, format!("ringkv{id}-s{i}+raft"))
+                // Long work on either side (snapshot encoding, decoding, saving) yields
+                // when this fires: neither waits more than this for the other.
+                .preempt_timer(SHARED_PREEMPT)
                 .spawn(move || async move {
                     let _node = crate::logging::node_span(id).entered();
                     let raft_tq = glommio::executor().create_task_queue(
@@ -466,9 +475,10 @@ pub fn serve(cfg: NodeConfig) -> Result<(), String> {
             .map_err(|e| format!("cannot start the raft core on CPU {raft_cpu}: {e}"))?,
         (None, None) => unreachable!("the raft core's queues go to exactly one executor"),
     };
-    // The raft core decides when the node ends; shard threads end with the process.
+    // The raft core decides when the node ends (with it, the executor it shares with a
+    // shard); the other shard threads end with the process.
     core.join()
-        .map_err(|e| format!("raft core executor failed: {e}"))?
+        .map_err(|e| format!("the raft core's executor failed: {e}"))?
 }
 
 #[cfg(test)]

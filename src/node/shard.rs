@@ -27,8 +27,10 @@ use glommio::net::{TcpListener, TcpStream};
 
 use super::{AdminCall, Answer, MeshMsg, Reply, ReqId, ShardQueues, Shared, ToRaft, ToShard};
 
-/// Pairs a snapshot encodes between checks of glommio's preemption timer.
-const SNAPSHOT_STEP_PAIRS: usize = 4096;
+/// Bytes a snapshot encodes or decodes between checks of glommio's preemption timer.
+const SNAPSHOT_STEP_BYTES: usize = 1 << 20;
+/// Pairs a replaced partition frees between such checks.
+const FREE_STEP_PAIRS: usize = 4096;
 use crate::config::NodeConfig;
 use crate::metrics::{ConnKind, NetMetrics, Op, ShardMetrics, Traffic};
 use crate::net::frame::{FrameHeader, FrameKind, HEADER_BYTES, MAGIC};
@@ -835,17 +837,31 @@ impl Shard {
     async fn from_raft(self: Rc<Self>, rx: ConnectedReceiver<ToShard>) {
         while let Some(m) = rx.recv().await {
             match m {
-                ToShard::Install { data } => match Snapshot::decode(&data, self.idx, self.n) {
-                    Ok(p) => {
-                        *self.part.borrow_mut() = p;
-                        self.advanced();
+                ToShard::Install { data } => {
+                    // In steps, like encoding: the raft core may share this executor.
+                    let decoded = match Snapshot::decoder(&data, self.idx, self.n) {
+                        Ok(mut d) => loop {
+                            match d.step(SNAPSHOT_STEP_BYTES) {
+                                Ok(false) => glommio::yield_if_needed().await,
+                                Ok(true) => break d.finish(),
+                                Err(e) => break Err(e),
+                            }
+                        },
+                        Err(e) => Err(e),
+                    };
+                    match decoded {
+                        Ok(p) => {
+                            let old = std::mem::replace(&mut *self.part.borrow_mut(), p);
+                            free_in_steps(old);
+                            self.advanced();
+                        }
+                        Err(e) => {
+                            // The raft core checked the snapshot's checksum: this is a bug.
+                            tracing::error!(shard = self.idx, "snapshot does not decode: {e}");
+                            std::process::exit(1);
+                        }
                     }
-                    Err(e) => {
-                        // The raft core checked the snapshot's checksum: this is a bug.
-                        tracing::error!(shard = self.idx, "snapshot does not decode: {e}");
-                        std::process::exit(1);
-                    }
-                },
+                }
                 ToShard::Snapshot { index } => {
                     // Taken between two Apply messages: exactly the state at `index`. The
                     // shard applies nothing meanwhile (that is the snapshot's write pause
@@ -860,7 +876,7 @@ impl Shard {
                         // in steps, yielding when glommio's preemption timer says so.
                         // Holding the borrow across the yields is safe: only this loop
                         // changes the partition, and it is here.
-                        while !e.encode(&mut v, SNAPSHOT_STEP_PAIRS) {
+                        while !e.encode(&mut v, SNAPSHOT_STEP_BYTES) {
                             glommio::yield_if_needed().await;
                         }
                         (v, e.count)
@@ -879,7 +895,11 @@ impl Shard {
                     .detach();
                 }
                 ToShard::Reset => {
-                    *self.part.borrow_mut() = Partition::new(self.idx, self.n);
+                    let old = std::mem::replace(
+                        &mut *self.part.borrow_mut(),
+                        Partition::new(self.idx, self.n),
+                    );
+                    free_in_steps(old);
                     self.advanced();
                 }
                 ToShard::Apply { entries, through } => {
@@ -959,4 +979,16 @@ fn read_timeout() -> Reply {
         "timeout",
         "request_timeout_ms passed before the read could be served; retry",
     )
+}
+
+/// Frees a replaced partition a few thousand pairs at a time in a task of its own, so a
+/// large state does not hold the executor (and a raft core sharing it) while it goes.
+fn free_in_steps(old: Partition) {
+    glommio::spawn_local(async move {
+        let mut pairs = old.into_pairs();
+        while pairs.by_ref().take(FREE_STEP_PAIRS).count() == FREE_STEP_PAIRS {
+            glommio::yield_if_needed().await;
+        }
+    })
+    .detach();
 }

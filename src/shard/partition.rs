@@ -137,6 +137,12 @@ impl Partition {
         e.count
     }
 
+    /// Every pair, moved out (dropping the iterator part way keeps nothing): lets a caller
+    /// free a large partition a step at a time.
+    pub fn into_pairs(self) -> impl Iterator<Item = (Bytes, Value)> {
+        self.map.into_iter()
+    }
+
     /// The same encoding in steps, for a caller that must let other work run between them.
     pub fn pair_encoder(&self) -> PairEncoder<'_> {
         PairEncoder {
@@ -154,9 +160,11 @@ pub struct PairEncoder<'a> {
 }
 
 impl PairEncoder<'_> {
-    /// Appends up to `pairs_max` more pairs; true once every pair is in `out`.
-    pub fn encode(&mut self, out: &mut Vec<u8>, pairs_max: usize) -> bool {
-        for _ in 0..pairs_max {
+    /// Appends pairs until `out` has grown by at least `bytes_max` (or every pair is in);
+    /// true once every pair is in `out`.
+    pub fn encode(&mut self, out: &mut Vec<u8>, bytes_max: usize) -> bool {
+        let until = out.len().saturating_add(bytes_max);
+        while out.len() < until {
             let Some((k, v)) = self.pairs.next() else {
                 return true;
             };
@@ -211,16 +219,52 @@ impl Snapshot {
 
     /// The partition of shard `shard` of `shards` from a snapshot body.
     pub fn decode(data: &[u8], shard: usize, shards: usize) -> Result<Partition, String> {
+        let mut d = Snapshot::decoder(data, shard, shards)?;
+        while !d.step(usize::MAX)? {}
+        d.finish()
+    }
+
+    /// The same decoding in steps, for a caller that must let other work run between them.
+    pub fn decoder(
+        data: &[u8],
+        shard: usize,
+        shards: usize,
+    ) -> Result<SnapshotDecoder<'_>, String> {
         let mut b = data;
         if b.remaining() < 17 || b.get_u8() != 1 {
             return Err("snapshot body has no version-1 header".into());
         }
         let applied = b.get_u64_le();
-        let n = b.get_u64_le();
-        let mut p = Partition::new(shard, shards);
-        p.applied = applied;
-        for i in 0..n {
-            let mut take = |what: &str| -> Result<Bytes, String> {
+        let pairs = b.get_u64_le();
+        let mut part = Partition::new(shard, shards);
+        part.applied = applied;
+        Ok(SnapshotDecoder {
+            rest: b,
+            pairs,
+            done: 0,
+            part,
+        })
+    }
+}
+
+/// A snapshot body being decoded into one shard's partition, a step at a time.
+pub struct SnapshotDecoder<'a> {
+    rest: &'a [u8],
+    pairs: u64,
+    done: u64,
+    part: Partition,
+}
+
+impl SnapshotDecoder<'_> {
+    /// Decodes pairs until at least `bytes_max` bytes of the body were read (or the last
+    /// pair); true once every pair is decoded. Only the pairs this shard owns are copied.
+    pub fn step(&mut self, bytes_max: usize) -> Result<bool, String> {
+        let (shard, shards, applied) = (self.part.shard, self.part.shards, self.part.applied);
+        let start = self.rest.len();
+        while self.done < self.pairs && start - self.rest.len() < bytes_max {
+            let i = self.done;
+            let b = &mut self.rest;
+            let mut take = |what: &str| -> Result<&[u8], String> {
                 if b.remaining() < 4 {
                     return Err(format!("pair {i}: {what} length cut off"));
                 }
@@ -228,8 +272,8 @@ impl Snapshot {
                 if b.remaining() < len {
                     return Err(format!("pair {i}: {what} of {len} bytes runs past the end"));
                 }
-                let v = Bytes::copy_from_slice(&b[..len]);
-                b.advance(len);
+                let (v, rest) = b.split_at(len);
+                *b = rest;
                 Ok(v)
             };
             let key = take("key")?;
@@ -243,14 +287,22 @@ impl Snapshot {
                     "pair {i}: revision {revision} after the snapshot index {applied}"
                 ));
             }
-            if route(&key, shards) == shard {
-                p.bytes += pair_bytes(&key, &value);
-                p.map.insert(key, Value { value, revision });
+            if route(key, shards) == shard {
+                let (key, value) = (Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+                self.part.bytes += pair_bytes(&key, &value);
+                self.part.map.insert(key, Value { value, revision });
             }
+            self.done += 1;
         }
-        if b.has_remaining() {
+        Ok(self.done == self.pairs)
+    }
+
+    /// The partition, once `step` returned true.
+    pub fn finish(self) -> Result<Partition, String> {
+        assert_eq!(self.done, self.pairs, "finish before the last step");
+        if self.rest.has_remaining() {
             return Err("trailing bytes after the last pair".into());
         }
-        Ok(p)
+        Ok(self.part)
     }
 }

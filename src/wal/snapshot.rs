@@ -40,8 +40,8 @@ pub struct Snapshot {
 }
 
 /// Encodes a whole snapshot file (aligned length), in 1 MiB steps with a yield between
-/// them: a large snapshot must not hold the executor (the raft core's) for the whole copy
-/// and checksum.
+/// them, so the raft core's driver runs meanwhile. A shard sharing the executor gets its
+/// turns when glommio's preemption timer fires (10 ms on a shared executor).
 async fn encode_snapshot_cooperatively(meta: &SnapshotMeta, data: &[u8], out: &mut [u8]) {
     const STEP: usize = 1 << 20;
     let m = meta.membership.encode();
