@@ -463,17 +463,16 @@ pub fn serve(cfg: NodeConfig) -> Result<(), String> {
             })
             .map_err(|e| format!("cannot start the metrics executor on CPU {raft_cpu}: {e}"))?;
     }
-    let core = match (core_handle, core_q) {
-        (Some(h), _) => h,
+    let core = match core_handle {
+        Some(h) => h,
         // A CPU of its own (not one of `runtime.cores`): a dedicated raft core executor.
-        (None, Some(core_q)) => builder(raft_cpu, format!("ringkv{id}-raft"))
+        None => builder(raft_cpu, format!("ringkv{id}-raft"))
             .spawn(move || async move {
                 let _node = crate::logging::node_span(id).entered();
                 crate::metrics::sample_executor(vec![("raft".into(), None)]);
-                core::run(cfg, shared, core_q).await
+                core::run(cfg, shared, core_q.expect("no shard executor took it")).await
             })
             .map_err(|e| format!("cannot start the raft core on CPU {raft_cpu}: {e}"))?,
-        (None, None) => unreachable!("the raft core's queues go to exactly one executor"),
     };
     // The raft core decides when the node ends (with it, the executor it shares with a
     // shard); the other shard threads end with the process.

@@ -838,18 +838,7 @@ impl Shard {
         while let Some(m) = rx.recv().await {
             match m {
                 ToShard::Install { data } => {
-                    // In steps, like encoding: the raft core may share this executor.
-                    let decoded = match Snapshot::decoder(&data, self.idx, self.n) {
-                        Ok(mut d) => loop {
-                            match d.step(SNAPSHOT_STEP_BYTES) {
-                                Ok(false) => glommio::yield_if_needed().await,
-                                Ok(true) => break d.finish(),
-                                Err(e) => break Err(e),
-                            }
-                        },
-                        Err(e) => Err(e),
-                    };
-                    match decoded {
+                    match decode_in_steps(&data, self.idx, self.n).await {
                         Ok(p) => {
                             let old = std::mem::replace(&mut *self.part.borrow_mut(), p);
                             free_in_steps(old);
@@ -979,6 +968,16 @@ fn read_timeout() -> Reply {
         "timeout",
         "request_timeout_ms passed before the read could be served; retry",
     )
+}
+
+/// Decodes this shard's partition from a snapshot body in steps, like encoding: the raft
+/// core may share this executor.
+async fn decode_in_steps(data: &[u8], shard: usize, shards: usize) -> Result<Partition, String> {
+    let mut d = Snapshot::decoder(data, shard, shards)?;
+    while !d.step(SNAPSHOT_STEP_BYTES)? {
+        glommio::yield_if_needed().await;
+    }
+    d.finish()
 }
 
 /// Frees a replaced partition a few thousand pairs at a time in a task of its own, so a
