@@ -6,14 +6,14 @@ CARGO ?= cargo
 .PHONY: perf-cluster perf-node1 perf-node2 perf-node3 need-samply console-cluster
 .PHONY: chaos need-iptables fuzz need-cargo-fuzz kill-leader need-curl bench-http bench-snapshot bench-etcd bench need-etcd join-node4 join-node5 stop-node4 stop-node5 test-long
 
-# Extra cargo features for built binaries, e.g. `CARGO_FEATURES=crash-sim` (power-cut WAL).
+# Extra cargo features of the `ringkv` binary, e.g. `CARGO_FEATURES=crash-sim` (power-cut WAL).
 CARGO_FEATURES ?=
 FEATURES_FLAG := $(if $(CARGO_FEATURES),--features $(CARGO_FEATURES))
 
 # Seeds `make sim` runs by default; `make test` always runs TEST_SEEDS.
 SEEDS ?= 2000
 TEST_SEEDS := 2000
-SIM := $(CARGO) run --quiet --release --features negative-controls --bin ringkv-sim --
+SIM := $(CARGO) run --quiet --release -p ringkv-sim --features negative-controls --bin ringkv-sim --
 
 help:
 	@echo "make start-cluster  build and run the three-node cluster (config/n1..n3.toml); Ctrl-C stops it"
@@ -43,41 +43,41 @@ help:
 	@echo "make sim SEED=S     replay one seed and print its trace (CONTROL=Name for a control run)"
 
 build:
-	$(CARGO) build --release $(FEATURES_FLAG)
+	$(CARGO) build --release -p ringkv $(FEATURES_FLAG)
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets --all-features -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
 
 test: lint
-	$(CARGO) test
-	$(CARGO) test --features crash-sim --test wal --test node_crash --test config
+	$(CARGO) test --workspace
+	$(CARGO) test -p ringkv --features crash-sim --test wal --test node_crash --test config
 	$(SIM) --seeds $(TEST_SEEDS)
 
 bench-raft:
-	$(CARGO) bench --bench raft
+	$(CARGO) bench -p ringkv-raft --bench raft
 
 bench-wal:
-	$(CARGO) bench --bench wal
+	$(CARGO) bench -p ringkv-server --bench wal
 
 # Puts/s and latency percentiles over HTTP, 1 and 64 clients, DiskFirst then MemFirst
 # (HTTP_BENCH_SECS per row, default 5).
 bench-http:
-	$(CARGO) bench --bench http
+	$(CARGO) bench -p ringkv --bench http
 
 # ringkv (DiskFirst) and etcd side by side on this machine, median of 3 alternating runs
 # (QUICK=1: put 1/1, put 100/1000, range-l and range-s 100/1000). Installs etcd-server when
 # missing. Writes benches/reports/latest/summary.json and summary.md.
 bench-etcd: need-etcd
-	$(CARGO) build --release --features etcd
+	$(CARGO) build --release -p ringkv --features etcd
 	python3 benches/suite.py $(if $(QUICK),--quick --name latest,--name full)
 
 # The ringkv half of the suite alone.
 bench:
-	$(CARGO) build --release
+	$(CARGO) build --release -p ringkv
 	python3 benches/suite.py --systems ringkv $(if $(QUICK),--quick) --name ringkv-only
 
 need-etcd:
@@ -93,17 +93,17 @@ need-etcd:
 # Snapshot of 100,000 keys x 256 B on a real 3-node cluster: size, creation time, the write
 # pause it causes, transfer and install on a follower (SNAPSHOT_KEYS to change the count).
 bench-snapshot:
-	$(CARGO) bench --bench snapshot
+	$(CARGO) bench -p ringkv --bench snapshot
 
 # The WAL power-cut property test with more seeds than `make test` runs (300).
 WAL_SEEDS ?= 4000
 soak-wal:
-	WAL_SEEDS=$(WAL_SEEDS) $(CARGO) test --release --test wal random_operations -- --nocapture
+	WAL_SEEDS=$(WAL_SEEDS) $(CARGO) test --release -p ringkv --test wal random_operations -- --nocapture
 
 # Learners joining, promotion, removal, leadership transfer and snapshots on a real
 # cluster, at length (too long for `make test`).
 test-long:
-	RINGKV_LONG=1 $(CARGO) test --release --test membership -- --nocapture
+	RINGKV_LONG=1 $(CARGO) test --release -p ringkv --test membership -- --nocapture
 
 sim:
 ifneq ($(SEED),)
@@ -224,7 +224,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # the next plain `make build` relinks target/release/ringkv without the features.
 CHAOS_DIR ?= target/chaos
 chaos: need-iptables
-	$(CARGO) build --release --features crash-sim,negative-controls --bin ringkv --bin ringkv-chaos
+	$(CARGO) build --release -p ringkv -p ringkv-chaos --features ringkv/crash-sim,ringkv/negative-controls
 	mkdir -p $(CHAOS_DIR)
 	cp target/release/ringkv $(CHAOS_DIR)/ringkv-crash-sim
 	cp target/release/ringkv-chaos $(CHAOS_DIR)/ringkv-chaos

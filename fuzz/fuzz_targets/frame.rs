@@ -3,9 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringkv::net::frame::{FrameHeader, FrameKind, HEADER_BYTES};
-use ringkv::net::native;
-use ringkv::net::wire::{ClientFrame, decode_message, encode_message};
+use ringkv_proto::frame::{FrameHeader, FrameKind, HEADER_BYTES};
+use ringkv_proto::native;
+use ringkv_server::net::wire::{ClientFrame, decode_message, encode_message};
 
 const FRAME_BYTES_MAX: usize = 1 << 20;
 

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringkv::net::http::{HttpLimits, Parsed, parse, parse_metrics};
+use ringkv_server::net::http::{HttpLimits, Parsed, parse, parse_metrics};
 
 fuzz_target!(|data: &[u8]| {
     let limits = HttpLimits {

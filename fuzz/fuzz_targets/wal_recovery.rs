@@ -5,9 +5,9 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use ringkv::raft::{Entry, EntryKind};
-use ringkv::wal::format::{BLOCK, SegmentHeader, batch_bytes, encode_batch};
-use ringkv::wal::scan::{SegmentImage, scan};
+use ringkv_raft::{Entry, EntryKind};
+use ringkv_server::wal::format::{BLOCK, SegmentHeader, batch_bytes, encode_batch};
+use ringkv_server::wal::scan::{SegmentImage, scan};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 4 {

@@ -1,0 +1,630 @@
+//! The command-line client: `ringkv put|get|delete|status` over the native protocol
+//! (`native_client::Client`) and the admin commands
+//! `ringkv join|promote|remove|transfer-leader|snapshot` over the nodes' HTTP API (the
+//! native protocol has no admin calls).
+//!
+//! Runs on the main thread of a short-lived `ringkv` process: a client command starts one
+//! glommio executor (unpinned, 1 MiB of io_uring memory) for its `Client` and waits for
+//! it; an admin command owns one blocking `std::net::TcpStream` at a time (HTTP/1.1, one
+//! request per connection, `Connection: close`). Not used by the server; must not touch
+//! node internals or any file, only the sockets it opens.
+//!
+//! Which endpoint gets the request: endpoints are tried in the order given, each address at
+//! most once; a put or delete first asks the endpoints' status, in order, until one names
+//! the leader, and goes there first. A failed connection (refused, unreachable, timed out)
+//! moves on to the next. A 503 `not_leader` naming `leader_address` puts that address next
+//! (nothing was written, so the retry is safe); a 503 `unavailable` moves on. A put, delete
+//! or admin call is never resent once its bytes may have reached a node: a connection lost
+//! after sending, no reply in time, or a 504 `timeout` reply end the command with "outcome
+//! unknown" (exit 3), because a resend could apply it twice or after a later write. Reads
+//! and status are retried on the next endpoint instead. Admin commands change the cluster
+//! and are treated as writes (without the status round: they go to the endpoints in order);
+//! their token, if given, goes in an `X-Ringkv-Token` header. A host name in `--endpoints`
+//! stands for each address it resolves to; messages name it as given.
+//!
+//! Exit codes: 0 success (the reply's JSON on stdout); 1 the cluster answered with an error
+//! (its JSON on stderr); 2 usage error (clap); 3 no answer: no endpoint reachable (each one
+//! named with its error), or a write's outcome is unknown.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::native_client::{self, Client};
+pub use ringkv_proto::admin::AdminOp;
+use ringkv_proto::native;
+
+/// What `--endpoints` defaults to: the three-node example.
+pub const ENDPOINTS_DEFAULT: &str = "127.0.0.1:9081,127.0.0.1:9082,127.0.0.1:9083";
+/// A reply (head and body) larger than this is refused.
+pub const RESPONSE_BYTES_MAX: usize = 4 << 20;
+/// Response headers parsed at most.
+const RESPONSE_HEADERS_MAX: usize = 32;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_ERROR_REPLY: u8 = 1;
+pub const EXIT_NO_ANSWER: u8 = 3;
+
+/// The `consistency` of a read; the node's default when absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Consistency {
+    Linearizable,
+    Lease,
+    Eventual,
+}
+
+impl Consistency {
+    /// Its `net::native::CONSISTENCY_*` code (`None`: the node's default).
+    pub fn code(c: Option<Consistency>) -> u8 {
+        match c {
+            None => native::CONSISTENCY_DEFAULT,
+            Some(Consistency::Linearizable) => native::CONSISTENCY_LINEARIZABLE,
+            Some(Consistency::Lease) => native::CONSISTENCY_LEASE,
+            Some(Consistency::Eventual) => native::CONSISTENCY_EVENTUAL,
+        }
+    }
+}
+
+/// One client command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Put {
+        key: String,
+        value: String,
+    },
+    Delete {
+        key: String,
+    },
+    Get {
+        key: String,
+        consistency: Option<Consistency>,
+    },
+    Status,
+    /// A membership or maintenance call (over HTTP); `token` (one that passes
+    /// `check_token`) is sent as `X-Ringkv-Token`.
+    Admin {
+        op: AdminOp,
+        token: Option<String>,
+    },
+}
+
+impl Request {
+    fn name(&self) -> &'static str {
+        match self {
+            Request::Put { .. } => "put",
+            Request::Delete { .. } => "delete",
+            Request::Get { .. } => "get",
+            Request::Status => "status",
+            Request::Admin { op, .. } => match op {
+                AdminOp::Join { .. } => "join",
+                AdminOp::Promote { .. } => "promote",
+                AdminOp::Remove { .. } => "remove",
+                AdminOp::TransferLeader { .. } => "transfer-leader",
+                AdminOp::Snapshot => "snapshot",
+            },
+        }
+    }
+
+    /// Where to look after an unknown outcome.
+    fn check_hint(&self) -> &'static str {
+        match self {
+            Request::Admin { .. } => "check with ringkv status --all",
+            _ => "check with ringkv get",
+        }
+    }
+}
+
+/// An admin call's (request target, JSON body) over HTTP (always a POST).
+fn admin_http(op: &AdminOp) -> (&'static str, String) {
+    let (path, body) = match op {
+        AdminOp::Join { node_id, address } => (
+            "/join",
+            serde_json::json!({ "node_id": node_id, "address": address }),
+        ),
+        AdminOp::Promote { node_id } => ("/promote", serde_json::json!({ "node_id": node_id })),
+        AdminOp::Remove { node_id } => ("/remove", serde_json::json!({ "node_id": node_id })),
+        AdminOp::TransferLeader { node_id } => (
+            "/transfer-leader",
+            serde_json::json!({ "node_id": node_id }),
+        ),
+        AdminOp::Snapshot => ("/snapshot", serde_json::json!({})),
+    };
+    (path, body.to_string())
+}
+
+/// An admin token as it may go into a header: printable ASCII without blanks, not empty.
+pub fn check_token(t: &str) -> Result<String, String> {
+    if t.is_empty() {
+        return Err("the token is empty".into());
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("a token is printable ASCII without blanks or control characters".into());
+    }
+    Ok(t.to_string())
+}
+
+/// What the process prints and its exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: u8,
+}
+
+/// How a command ended, endpoints named as the operator gave them.
+enum Ended {
+    /// A node's reply (status, JSON body).
+    Answered(u16, String),
+    /// Some endpoints answered but none could serve it: the last such reply's body, and
+    /// what happened at each endpoint in order.
+    Unserved(String, Vec<(String, String)>),
+    /// No endpoint answered: each one's error, in order.
+    Unreachable(Vec<(String, String)>),
+    /// A write was sent to this endpoint, then this happened (with the node's 504 reply,
+    /// if that was it).
+    Unknown(String, String, Option<String>),
+    /// Nothing was sent: the client itself could not run.
+    Failed(String),
+}
+
+fn render(req: &Request, ended: Ended) -> Outcome {
+    let name = req.name();
+    let summary = |tried: &[(String, String)]| {
+        tried
+            .iter()
+            .map(|(e, what)| format!("{e}: {what}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let (stdout, stderr, exit_code) = match ended {
+        Ended::Answered(200, body) => (line(&body), String::new(), EXIT_OK),
+        Ended::Answered(_, body) => (String::new(), line(&body), EXIT_ERROR_REPLY),
+        Ended::Unserved(body, tried) => (
+            String::new(),
+            format!(
+                "{}ringkv {name}: no endpoint could serve it: {}\n",
+                line(&body),
+                summary(&tried)
+            ),
+            EXIT_ERROR_REPLY,
+        ),
+        Ended::Unreachable(tried) => (
+            String::new(),
+            format!(
+                "ringkv {name}: no endpoint reachable: {}\n",
+                summary(&tried)
+            ),
+            EXIT_NO_ANSWER,
+        ),
+        Ended::Unknown(ep, why, reply) => (
+            String::new(),
+            format!(
+                "{}ringkv {name}: outcome unknown: the request was sent to {ep}, then {why}; \
+                 it was not resent (it may or may not have been applied): {}\n",
+                reply.map(|b| line(&b)).unwrap_or_default(),
+                req.check_hint()
+            ),
+            EXIT_NO_ANSWER,
+        ),
+        Ended::Failed(e) => (
+            String::new(),
+            format!("ringkv {name}: {e}\n"),
+            EXIT_NO_ANSWER,
+        ),
+    };
+    Outcome {
+        stdout,
+        stderr,
+        exit_code,
+    }
+}
+
+/// Runs `req` against `endpoints` (see the module doc for the order and the retry rules).
+pub fn run(req: &Request, endpoints: &[String], timeout: Duration) -> Outcome {
+    let ended = match req {
+        Request::Admin { op, token } => run_admin(op, token.as_deref(), endpoints, timeout),
+        _ => run_native(req, endpoints, timeout),
+    };
+    render(req, ended)
+}
+
+/// The endpoints' addresses, in order and each once; what each address is called (the
+/// endpoint as given); the endpoints that resolve to none, with why.
+struct Resolved {
+    addrs: Vec<SocketAddr>,
+    names: HashMap<SocketAddr, String>,
+    failed: Vec<(String, String)>,
+}
+
+impl Resolved {
+    fn new(endpoints: &[String]) -> Resolved {
+        let mut r = Resolved {
+            addrs: Vec::new(),
+            names: HashMap::new(),
+            failed: Vec::new(),
+        };
+        for e in endpoints {
+            match e.to_socket_addrs() {
+                Ok(addrs) => {
+                    let addrs: Vec<SocketAddr> = addrs.collect();
+                    if addrs.is_empty() {
+                        r.failed.push((e.clone(), "resolves to no address".into()));
+                    }
+                    for a in addrs {
+                        if let std::collections::hash_map::Entry::Vacant(v) = r.names.entry(a) {
+                            v.insert(e.clone());
+                            r.addrs.push(a);
+                        }
+                    }
+                }
+                Err(err) => r.failed.push((e.clone(), format!("cannot resolve: {err}"))),
+            }
+        }
+        r
+    }
+
+    fn name(&self, a: SocketAddr) -> String {
+        self.names.get(&a).cloned().unwrap_or_else(|| a.to_string())
+    }
+
+    /// `tried` with names, after the endpoints that did not resolve.
+    fn named(&self, tried: Vec<(SocketAddr, String)>) -> Vec<(String, String)> {
+        let mut v = self.failed.clone();
+        v.extend(tried.into_iter().map(|(a, what)| (self.name(a), what)));
+        v
+    }
+}
+
+/// Runs `f`'s future on a new glommio executor for the native client; waits for it.
+fn on_executor<T, F>(f: impl FnOnce() -> F + Send + 'static) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: Future<Output = T> + 'static,
+{
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(1 << 20)
+        .name("ringkv-client")
+        .spawn(f)
+        .and_then(|h| h.join())
+        .map_err(|e| format!("cannot run the client's executor: {e}"))
+}
+
+/// A put, get, delete or status through `native_client::Client`.
+fn run_native(req: &Request, endpoints: &[String], timeout: Duration) -> Ended {
+    let r = Resolved::new(endpoints);
+    if r.addrs.is_empty() {
+        return Ended::Unreachable(r.failed);
+    }
+    let (addrs, req2) = (r.addrs.clone(), req.clone());
+    let outcome = on_executor(move || async move {
+        let c = Client::new(addrs, timeout);
+        match req2 {
+            Request::Put { key, value } => c.put(key, value).await,
+            Request::Delete { key } => c.delete(key).await,
+            Request::Get { key, consistency } => c.get(key, Consistency::code(consistency)).await,
+            Request::Status => c.status().await,
+            Request::Admin { .. } => unreachable!("admin calls go over HTTP"),
+        }
+    });
+    match outcome {
+        Err(e) => Ended::Failed(e),
+        Ok(native_client::Outcome::Answered(a)) => Ended::Answered(a.status, a.body),
+        Ok(native_client::Outcome::Unserved { last, tried }) => {
+            Ended::Unserved(last.body, r.named(tried))
+        }
+        Ok(native_client::Outcome::Unreachable { tried }) => Ended::Unreachable(r.named(tried)),
+        Ok(native_client::Outcome::Unknown {
+            endpoint,
+            why,
+            answer,
+        }) => Ended::Unknown(r.name(endpoint), why, answer.map(|a| a.body)),
+    }
+}
+
+/// An admin call over HTTP: like a write, never resent once it may have arrived.
+fn run_admin(op: &AdminOp, token: Option<&str>, endpoints: &[String], timeout: Duration) -> Ended {
+    let (target, body) = admin_http(op);
+    let headers: Vec<(&str, &str)> = token.map(|t| ("X-Ringkv-Token", t)).into_iter().collect();
+    let mut queue: VecDeque<String> = endpoints.iter().cloned().collect();
+    // (endpoint, what happened there), in order.
+    let mut tried: Vec<(String, String)> = Vec::new();
+    let mut last_reply: Option<Response> = None;
+    while let Some(ep) = queue.pop_front() {
+        if tried.iter().any(|(e, _)| *e == ep) {
+            continue;
+        }
+        let r = match exchange(&ep, "POST", target, &headers, body.as_bytes(), timeout) {
+            Ok(r) => r,
+            Err(ExchangeError::NotSent(e)) => {
+                tried.push((ep, e));
+                continue;
+            }
+            Err(ExchangeError::AfterSend(e)) => return Ended::Unknown(ep, e, None),
+        };
+        if r.status == 200 {
+            return Ended::Answered(r.status, r.body);
+        }
+        let err: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+        let code = err["code"].as_str().unwrap_or("");
+        match (r.status, code) {
+            (503, "not_leader") => {
+                let leader = err["leader_address"].as_str().unwrap_or("");
+                if leader.is_empty() {
+                    tried.push((ep, "not the leader, and it knows no leader".into()));
+                } else {
+                    tried.push((ep, format!("not the leader; the leader is {leader}")));
+                    queue.push_front(leader.to_string());
+                }
+            }
+            (503, _) => tried.push((ep, format!("503 {code}"))),
+            (504, _) => {
+                let why = format!("it answered 504 {code}");
+                return Ended::Unknown(ep, why, Some(r.body));
+            }
+            _ => return Ended::Answered(r.status, r.body),
+        }
+        last_reply = Some(r);
+    }
+    match last_reply {
+        Some(r) => Ended::Unserved(r.body, tried),
+        None => Ended::Unreachable(tried),
+    }
+}
+
+/// `status --all`: one line per endpoint, in order: its status JSON, or
+/// `{"endpoint":..,"error":..}` (with `"status"` when the node answered with an error).
+/// Exit 0 when every endpoint answered, 3 when none did, 1 otherwise.
+pub fn status_all(endpoints: &[String], timeout: Duration) -> Outcome {
+    // Per endpoint: its addresses, or why it has none.
+    let resolved: Vec<Result<Vec<SocketAddr>, String>> = endpoints
+        .iter()
+        .map(|e| match e.to_socket_addrs() {
+            Ok(a) => Ok(a.collect()),
+            Err(err) => Err(format!("cannot resolve: {err}")),
+        })
+        .collect();
+    let asked = resolved.clone();
+    // Per endpoint: the first answer of one of its addresses, or the last error.
+    let answers = on_executor(move || async move {
+        let c = Client::new(Vec::new(), timeout);
+        let mut out = Vec::new();
+        for addrs in asked {
+            let mut got = Err("resolves to no address".to_string());
+            for a in addrs.iter().flatten() {
+                got = c.status_at(*a).await;
+                if got.is_ok() {
+                    break;
+                }
+            }
+            out.push(got);
+        }
+        out
+    })
+    .unwrap_or_else(|e| vec![Err(e); endpoints.len()]);
+    let mut out = String::new();
+    let mut ok = 0;
+    for ((ep, addrs), got) in endpoints.iter().zip(resolved).zip(answers) {
+        let got = addrs.and(got);
+        match got {
+            Ok(a) if a.status == 200 => {
+                ok += 1;
+                out.push_str(&line(&a.body));
+            }
+            Ok(a) => {
+                let body: serde_json::Value =
+                    serde_json::from_str(&a.body).unwrap_or_else(|_| a.body.clone().into());
+                let e = serde_json::json!({ "endpoint": ep, "status": a.status, "error": body });
+                let _ = writeln!(out, "{e}");
+            }
+            Err(e) => {
+                let _ = writeln!(out, "{}", serde_json::json!({ "endpoint": ep, "error": e }));
+            }
+        }
+    }
+    Outcome {
+        stdout: out,
+        stderr: String::new(),
+        exit_code: if ok == endpoints.len() {
+            EXIT_OK
+        } else if ok == 0 {
+            EXIT_NO_ANSWER
+        } else {
+            EXIT_ERROR_REPLY
+        },
+    }
+}
+
+/// `s` with exactly one trailing newline.
+fn line(s: &str) -> String {
+    format!("{}\n", s.trim_end())
+}
+
+/// `--endpoints`: comma-separated `host:port` list (blanks around commas ignored).
+pub fn parse_endpoints(s: &str) -> Result<Vec<String>, String> {
+    let mut v = Vec::new();
+    for e in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        match e.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+                v.push(e.to_string())
+            }
+            _ => return Err(format!("{e:?} is not host:port (like 127.0.0.1:9081)")),
+        }
+    }
+    if v.is_empty() {
+        return Err("no endpoint given".into());
+    }
+    Ok(v)
+}
+
+/// An HTTP reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+/// How one request/reply exchange failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExchangeError {
+    /// No connection was made: nothing reached the server.
+    NotSent(String),
+    /// Connected and (some of) the request was sent, then no complete reply came: the
+    /// server may have acted on it.
+    AfterSend(String),
+}
+
+/// One HTTP/1.1 request on a new connection to `addr`, all within `timeout` (connect, send
+/// and the whole reply). `headers`: extra (name, value) pairs; values must not hold CR or
+/// LF (the caller checks them).
+pub fn exchange(
+    addr: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Response, ExchangeError> {
+    assert!(
+        headers
+            .iter()
+            .all(|(n, v)| !format!("{n}{v}").contains(['\r', '\n'])),
+        "a header holds CR or LF"
+    );
+    let deadline = Instant::now() + timeout;
+    let mut stream = connect(addr, deadline).map_err(ExchangeError::NotSent)?;
+    let after = ExchangeError::AfterSend;
+    let extra: String = headers
+        .iter()
+        .map(|(n, v)| format!("{n}: {v}\r\n"))
+        .collect();
+    let mut req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    stream
+        .set_write_timeout(Some(timeout))
+        .and_then(|()| stream.write_all(&req))
+        .map_err(|e| after(io_error("sending", e, timeout)))?;
+
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let (head_len, status, content_length) = loop {
+        let mut headers = [httparse::EMPTY_HEADER; RESPONSE_HEADERS_MAX];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&buf) {
+            Ok(httparse::Status::Complete(n)) => {
+                let mut len = None;
+                for h in resp.headers.iter() {
+                    if h.name.eq_ignore_ascii_case("content-length") {
+                        let v = std::str::from_utf8(h.value).ok();
+                        len = Some(v.and_then(|v| v.trim().parse::<usize>().ok()).ok_or_else(
+                            || after("the reply's Content-Length is not a number".into()),
+                        )?);
+                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                        return Err(after(
+                            "the reply uses Transfer-Encoding (unsupported)".into(),
+                        ));
+                    }
+                }
+                break (n, resp.code.unwrap_or(0), len);
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(e) => return Err(after(format!("the reply is not HTTP/1.1: {e}"))),
+        }
+        if read_some(&mut stream, &mut buf, deadline, timeout).map_err(after)? == 0 {
+            return Err(after(if buf.is_empty() {
+                "the connection was closed before any reply".into()
+            } else {
+                "the connection was closed in the middle of the reply".into()
+            }));
+        }
+    };
+    match content_length {
+        Some(n) => {
+            if head_len + n > RESPONSE_BYTES_MAX {
+                return Err(after(format!(
+                    "the reply is over response_bytes_max ({RESPONSE_BYTES_MAX} bytes)"
+                )));
+            }
+            while buf.len() < head_len + n {
+                if read_some(&mut stream, &mut buf, deadline, timeout).map_err(after)? == 0 {
+                    return Err(after(
+                        "the connection was closed in the middle of the reply".into(),
+                    ));
+                }
+            }
+            buf.truncate(head_len + n);
+        }
+        // No length: the body runs to the end of the connection.
+        None => while read_some(&mut stream, &mut buf, deadline, timeout).map_err(after)? > 0 {},
+    }
+    Ok(Response {
+        status,
+        body: String::from_utf8_lossy(&buf[head_len..]).into_owned(),
+    })
+}
+
+fn connect(addr: &str, deadline: Instant) -> Result<TcpStream, String> {
+    let addrs = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve: {e}"))?;
+    let mut last = String::from("resolves to no address");
+    for sa in addrs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match TcpStream::connect_timeout(&sa, left) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+/// Reads what is there into `buf` (at most up to `RESPONSE_BYTES_MAX`); 0 at the end.
+fn read_some(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<usize, String> {
+    if buf.len() >= RESPONSE_BYTES_MAX {
+        return Err(format!(
+            "the reply is over response_bytes_max ({RESPONSE_BYTES_MAX} bytes)"
+        ));
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(timed_out("waiting for the reply", timeout));
+    }
+    stream
+        .set_read_timeout(Some(left))
+        .map_err(|e| e.to_string())?;
+    let mut chunk = [0u8; 16 << 10];
+    let room = chunk.len().min(RESPONSE_BYTES_MAX - buf.len());
+    match stream.read(&mut chunk[..room]) {
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Ok(n)
+        }
+        Err(e) => Err(io_error("waiting for the reply", e, timeout)),
+    }
+}
+
+fn io_error(doing: &str, e: io::Error, timeout: Duration) -> String {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => timed_out(doing, timeout),
+        _ => format!("{doing} failed: {e}"),
+    }
+}
+
+fn timed_out(doing: &str, timeout: Duration) -> String {
+    format!("timed out {doing} (--timeout-ms {})", timeout.as_millis())
+}

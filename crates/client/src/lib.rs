@@ -1,0 +1,11 @@
+//! ringkv's clients, apart from the server: the native-protocol library (`native_client`),
+//! the CLI's client commands (`client`), the load generator (`bench`, and `bench_etcd`
+//! against etcd with the `etcd` feature: the only place tokio and tonic are linked) and
+//! the live view (`top`).
+
+pub mod bench;
+#[cfg(feature = "etcd")]
+pub mod bench_etcd;
+pub mod client;
+pub mod native_client;
+pub mod top;

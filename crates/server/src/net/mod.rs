@@ -1,0 +1,15 @@
+//! Client and peer networking.
+//!
+//! Owns connections and framing on each pinned executor (the connection tasks arrive with
+//! the node). Must not touch the Raft core or a shard's state directly: it hands requests
+//! on through bounded channels.
+//!
+//! - `http`: the curl API: request parsing with limits, routes, JSON replies; and the
+//!   metrics port's parsing (`GET /metrics` only).
+//! - `peer`: the peer transport (handshake, per-peer queues, reconnects) on glommio sockets.
+//! - `wire`: Raft messages as rkyv archives, validated in place, payloads sliced from the
+//!   receive buffer.
+
+pub mod http;
+pub mod peer;
+pub mod wire;

@@ -1,0 +1,512 @@
+//! The node: `ringkv serve`, thread per core.
+//!
+//! Owns the process's executors and the bounded queues between them:
+//! - the **raft core** (`core`) on `runtime.raft_core`: the pure Raft core, the WAL, the
+//!   peer transport and request forwarding. When that CPU is also a shard's, the raft
+//!   core runs in a task queue of its own on the shard's executor (one thread per CPU; a
+//!   message between them wakes no other thread); otherwise it has a dedicated executor;
+//! - one **shard** executor (`shard`) per CPU in `runtime.cores`, each with its own
+//!   SO_REUSEPORT listener on `listen_address`, the client connections the kernel hands
+//!   it, and the partition of the key-value state whose keys hash to it;
+//! - when `cluster.metrics_address` is set, a small **metrics** executor (`exporter`) on
+//!   the raft core's CPU serving `GET /metrics`. The Prometheus recorder is installed
+//!   before any executor starts; each executor updates its own cached handles
+//!   (`crate::metrics`) and none waits on the metrics executor.
+//!
+//! Data flow of a write: connection (shard s) -> `ToRaft::Write` -> raft core proposes,
+//! persists, replicates -> on commit `ToShard::Apply` to every shard (the entry to its
+//! owner, a watermark to the rest) and `ToShard::Answer` to shard s -> reply. A lease read
+//! goes to the key's owner shard (`MeshMsg::Get`), which checks the raft core's published
+//! `LeaseView` against its own clock reading and waits for its watermark to reach that
+//! commit index: no round trip to the raft core. Linearizable reads ask the raft core for
+//! a read index. A follower forwards writes and non-eventual reads to the leader over its
+//! peer connection. Peer connections accepted by a shard are handed to the raft core.
+//!
+//! Every queue between executors (or between the raft core and the shard it shares an
+//! executor with) is a bounded glommio `shared_channel`; a full queue makes its
+//! sender wait. No cycle of waits exists: the tasks that drain queues never wait on a
+//! queue back to their sender (they spawn a task for anything that would).
+//! Must not: block an executor (disk and sockets go through glommio), or let a shard touch
+//! Raft state other than through these queues and the `LeaseView`.
+
+mod core;
+mod exporter;
+mod lease;
+pub mod members;
+mod shard;
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
+
+pub use lease::{Lease, LeaseView};
+
+use crate::config::NodeConfig;
+use ringkv_raft::{Entry, Index, ReadPolicy};
+
+/// How long a busy port is retried at start-up before giving up.
+const PORT_WAIT: Duration = Duration::from_secs(2);
+
+/// From SIGTERM to process exit, at most (the shutdown itself aims at 3 s).
+const STOP_DEADLINE: Duration = Duration::from_millis(4500);
+
+/// Capacity of every queue between executors or task queues (messages).
+const CROSS_CORE_QUEUE_MAX: usize = 1024;
+
+/// glommio's preemption timer on an executor the raft core shares with a shard (its
+/// default is 100 ms, longer than a heartbeat interval).
+const SHARED_PREEMPT: Duration = Duration::from_millis(10);
+
+/// A request's id on the shard that holds its connection.
+pub(crate) type ReqId = u64;
+
+/// A reply for an HTTP connection: status and JSON body.
+#[derive(Clone, Debug)]
+pub(crate) struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    fn ok(v: serde_json::Value) -> Self {
+        Self {
+            status: 200,
+            body: v.to_string(),
+        }
+    }
+
+    fn err(status: u16, code: &str, msg: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: serde_json::json!({ "error": msg.into(), "code": code }).to_string(),
+        }
+    }
+}
+
+/// The raft core's answer to a shard's request.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Reply(Reply),
+    /// Serve the read once the shard's watermark reaches this index.
+    ReadAt(Index),
+}
+
+/// Shard -> raft core.
+pub(crate) enum ToRaft {
+    /// A put or delete (an encoded `shard::Command`).
+    Write {
+        shard: usize,
+        req: ReqId,
+        command: Bytes,
+        deadline: Instant,
+    },
+    /// A read index for a linearizable (or lease, when the lease view did not hold) read of
+    /// a key the asking shard owns.
+    Read {
+        shard: usize,
+        req: ReqId,
+        key: String,
+        policy: ReadPolicy,
+        deadline: Instant,
+    },
+    Status {
+        shard: usize,
+        req: ReqId,
+    },
+    /// The answer to a `ToShard::ServeRead` (a read a follower forwarded to us).
+    Served {
+        token: u64,
+        reply: Reply,
+    },
+    /// An operator call (membership, leadership, snapshot).
+    Admin {
+        shard: usize,
+        req: ReqId,
+        call: AdminCall,
+        deadline: Instant,
+    },
+    /// This shard's pairs for the snapshot at `index` (`ToShard::Snapshot`), and how long
+    /// taking them held the shard up.
+    SnapshotPart {
+        shard: usize,
+        index: Index,
+        pairs: Vec<u8>,
+        count: u64,
+        took: Duration,
+    },
+    /// An accepted connection that opened with the frame magic: a peer.
+    PeerConn {
+        fd: OwnedFd,
+        first: [u8; ringkv_proto::frame::HEADER_BYTES],
+    },
+}
+
+/// Raft core -> shard.
+pub(crate) enum ToShard {
+    /// Replace the partition with this shard's part of a key-value snapshot body.
+    Install {
+        data: Bytes,
+    },
+    /// Send this shard's pairs as of `index` (every entry through it was handed out).
+    Snapshot {
+        index: Index,
+    },
+    /// Empty the partition (watermark 0): the log was reset (MemFirst divergence).
+    Reset,
+    /// Committed entries this shard owns; every committed entry up to `through` has been
+    /// handed out (the shard's watermark moves there even when `entries` is empty).
+    Apply {
+        entries: Vec<Entry>,
+        through: Index,
+    },
+    Answer {
+        req: ReqId,
+        answer: Answer,
+    },
+    /// Serve a read of `key` at `index` for the raft core (reply `ToRaft::Served`).
+    ServeRead {
+        token: u64,
+        key: String,
+        index: Index,
+        deadline: Instant,
+    },
+}
+
+/// An operator call as the raft core carries it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum AdminCall {
+    Join {
+        node_id: u64,
+        address: SocketAddr,
+    },
+    Promote {
+        node_id: u64,
+    },
+    Remove {
+        node_id: u64,
+    },
+    TransferLeader {
+        node_id: u64,
+    },
+    /// Take a snapshot on this node now.
+    Snapshot,
+}
+
+/// Shard -> shard: reads go to the key's owner.
+pub(crate) enum MeshMsg {
+    Get {
+        from: usize,
+        req: ReqId,
+        key: String,
+        policy: ReadPolicy,
+        deadline: Instant,
+    },
+    GetReply {
+        req: ReqId,
+        reply: Reply,
+    },
+}
+
+/// State every executor of the node reads.
+pub(crate) struct Shared {
+    /// The node's clock: raft core ticks and lease expiries are its nanoseconds.
+    clock: Clock,
+    lease: LeaseView,
+    /// Each shard's applied watermark (for `/status`).
+    watermarks: Vec<AtomicU64>,
+    /// Bytes each shard's partition holds (for `state_bytes_max`).
+    state_bytes: Vec<AtomicU64>,
+    /// Set by SIGTERM/SIGINT; the raft core starts its shutdown on its next tick.
+    stop_requested: Arc<AtomicBool>,
+    /// Set by the raft core once it shuts down: shards refuse new requests.
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    fn now_ns(&self) -> u64 {
+        self.clock.now_ns()
+    }
+
+    fn applied_min(&self) -> Index {
+        self.watermarks
+            .iter()
+            .map(|w| w.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
+    }
+}
+
+/// The node's monotonic clock. Every reading the raft core and the shards use for ticks
+/// and leases comes from here, so the fault campaign can make one node's clock run fast or
+/// slow (`testing.clock_rate_ppm`, 0 outside it) and show the drift bound holds.
+pub(crate) struct Clock {
+    epoch: Instant,
+    /// Clock nanoseconds per 10^6 real nanoseconds.
+    rate_per_million: u64,
+}
+
+impl Clock {
+    pub(crate) fn new(rate_ppm: i32) -> Clock {
+        debug_assert!(rate_ppm.abs() <= crate::config::CLOCK_RATE_PPM_MAX);
+        Clock {
+            epoch: Instant::now(),
+            rate_per_million: (1_000_000 + rate_ppm as i64) as u64,
+        }
+    }
+
+    /// Nanoseconds since start, on this node's clock.
+    pub(crate) fn now_ns(&self) -> u64 {
+        let real = self.epoch.elapsed().as_nanos();
+        (real * self.rate_per_million as u128 / 1_000_000) as u64
+    }
+
+    /// The real time that `d` of this clock takes (a tick's period).
+    pub(crate) fn real(&self, d: Duration) -> Duration {
+        Duration::from_nanos((d.as_nanos() * 1_000_000 / self.rate_per_million as u128) as u64)
+    }
+}
+
+/// The raft core's ends of the queues.
+pub(crate) struct CoreQueues {
+    from_shards: Vec<SharedReceiver<ToRaft>>,
+    to_shards: Vec<SharedSender<ToShard>>,
+}
+
+/// One shard's ends of the queues.
+pub(crate) struct ShardQueues {
+    to_raft: SharedSender<ToRaft>,
+    from_raft: SharedReceiver<ToShard>,
+    /// Index = destination shard; `None` for this shard itself.
+    mesh_out: Vec<Option<SharedSender<MeshMsg>>>,
+    mesh_in: Vec<SharedReceiver<MeshMsg>>,
+}
+
+fn queues(n: usize) -> (CoreQueues, Vec<ShardQueues>) {
+    let mut core = CoreQueues {
+        from_shards: Vec::new(),
+        to_shards: Vec::new(),
+    };
+    let mut shards = Vec::new();
+    for _ in 0..n {
+        let (to_raft, from_shard) = shared_channel::new_bounded(CROSS_CORE_QUEUE_MAX);
+        let (to_shard, from_raft) = shared_channel::new_bounded(CROSS_CORE_QUEUE_MAX);
+        core.from_shards.push(from_shard);
+        core.to_shards.push(to_shard);
+        shards.push(ShardQueues {
+            to_raft,
+            from_raft,
+            mesh_out: (0..n).map(|_| None).collect(),
+            mesh_in: Vec::new(),
+        });
+    }
+    for i in 0..n {
+        for j in 0..n {
+            if i != j {
+                let (tx, rx) = shared_channel::new_bounded(CROSS_CORE_QUEUE_MAX);
+                shards[i].mesh_out[j] = Some(tx);
+                shards[j].mesh_in.push(rx);
+            }
+        }
+    }
+    (core, shards)
+}
+
+/// Runs a node until SIGTERM/SIGINT (returns Ok after an orderly shutdown). Returns an
+/// error message for start-up failures and fatal faults (the caller prints it and exits
+/// non-zero).
+pub fn serve(cfg: NodeConfig) -> Result<(), String> {
+    cfg.runtime.check_cpus()?;
+    let listen: SocketAddr = cfg.cluster.listen_address.parse().expect("validated");
+    // Shards bind with SO_REUSEPORT, which would silently share a port with another
+    // process of the same user; a plain bind first refuses a port anything holds.
+    // Right after this node's previous process was killed, the kernel may still hold its
+    // listener for a moment (io_uring tears a ring down asynchronously): retry briefly.
+    let t = Instant::now();
+    loop {
+        match std::net::TcpListener::bind(listen) {
+            Ok(l) => {
+                drop(l);
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && t.elapsed() < PORT_WAIT => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot listen on {listen} (cluster.listen_address): {e}; another process \
+                     holds the port"
+                ));
+            }
+        }
+    }
+    // The metrics port is bound here, before anything starts, so a taken port refuses
+    // start-up as the main listener's does. The recorder is installed before any executor
+    // builds its metric handles (handles built without a recorder stay no-ops).
+    let metrics = match &cfg.cluster.metrics_address {
+        Some(a) => {
+            let addr: SocketAddr = a.parse().expect("validated");
+            let listener = exporter::bind(addr, PORT_WAIT)?;
+            Some((listener, crate::metrics::install()?))
+        }
+        None => None,
+    };
+    let stop_requested = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // A second signal ends the process at once (exit 1), even if start-up is stuck.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, stop_requested.clone())
+            .and_then(|_| signal_hook::flag::register(sig, stop_requested.clone()))
+            .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
+    }
+    // The orderly shutdown has STOP_DEADLINE to finish; past it the process exits anyway.
+    {
+        let stop = stop_requested.clone();
+        std::thread::Builder::new()
+            .name("ringkv-stop-watchdog".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                std::thread::sleep(STOP_DEADLINE);
+                tracing::error!("shutdown did not finish within {STOP_DEADLINE:?}; exiting");
+                eprintln!(
+                    "ringkv serve: shutdown did not finish within {STOP_DEADLINE:?}; exiting"
+                );
+                std::process::exit(1);
+            })
+            .map_err(|e| format!("cannot start the stop watchdog: {e}"))?;
+    }
+    let n = cfg.runtime.cores.len();
+    let shared = Arc::new(Shared {
+        clock: Clock::new(cfg.testing.clock_rate_ppm),
+        lease: LeaseView::default(),
+        watermarks: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        state_bytes: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        stop_requested,
+        stopping: AtomicBool::new(false),
+    });
+    let (core_q, shard_qs) = queues(n);
+    let spin = cfg.runtime.spin_before_park_us;
+    let builder = |cpu: usize, name: String| {
+        let b = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(cpu)).name(&name);
+        if spin > 0 {
+            b.spin_before_park(Duration::from_micros(spin))
+        } else {
+            b
+        }
+    };
+    let id = cfg.cluster.node_id;
+    let raft_cpu = cfg.runtime.raft_core;
+    let mut core_q = Some(core_q);
+    // The executor that runs the raft core, whichever it is: its end is the node's end.
+    let mut core_handle = None;
+    for (i, q) in shard_qs.into_iter().enumerate() {
+        let cpu = cfg.runtime.cores[i];
+        let (cfg, shared) = (cfg.clone(), shared.clone());
+        if cpu == raft_cpu {
+            // One thread per CPU: the raft core runs in its own task queue on the shard
+            // executor of its CPU. A shard-to-raft message then wakes no other thread
+            // (benches/README.md: put 1/1 +20%, put 100/1000 +45% on this machine).
+            let core_q = core_q.take().expect("one shard per CPU");
+            let h = builder(cpu, format!("ringkv{id}-s{i}+raft"))
+                // Long work on either side (snapshot encoding, decoding, saving) yields
+                // when this fires: neither waits more than this for the other.
+                .preempt_timer(SHARED_PREEMPT)
+                .spawn(move || async move {
+                    let _node = crate::logging::node_span(id).entered();
+                    let raft_tq = glommio::executor().create_task_queue(
+                        glommio::Shares::default(),
+                        glommio::Latency::NotImportant,
+                        "raft",
+                    );
+                    crate::metrics::sample_executor(vec![
+                        (format!("shard{i}"), None),
+                        ("raft".into(), Some(raft_tq)),
+                    ]);
+                    glommio::spawn_local(shard::run(i, n, cfg.clone(), shared.clone(), q)).detach();
+                    glommio::spawn_local_into(core::run(cfg, shared, core_q), raft_tq)
+                        .map_err(|e| format!("cannot start the raft core's task queue: {e}"))?
+                        .await
+                })
+                .map_err(|e| {
+                    format!("cannot start shard {i} and the raft core on CPU {cpu}: {e}")
+                })?;
+            core_handle = Some(h);
+            continue;
+        }
+        // Shards do socket I/O only: a small registered-buffer area.
+        builder(cpu, format!("ringkv{id}-shard{i}"))
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                // Held for the thread's life: every line from this executor names the node.
+                let _node = crate::logging::node_span(id).entered();
+                crate::metrics::sample_executor(vec![(format!("shard{i}"), None)]);
+                shard::run(i, n, cfg, shared, q).await
+            })
+            .map_err(|e| format!("cannot start shard {i} on CPU {cpu}: {e}"))?;
+    }
+    if let Some((listener, handle)) = metrics {
+        // Mostly asleep: it shares the raft core's CPU. Socket I/O only: the smallest
+        // registered-buffer area an executor starts with.
+        // Never spinning: the setting is for latency-critical executors.
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(raft_cpu))
+            .name(&format!("ringkv{id}-metrics"))
+            .io_memory(512 << 10)
+            .spawn(move || async move {
+                let _node = crate::logging::node_span(id).entered();
+                crate::metrics::sample_executor(vec![("metrics".into(), None)]);
+                exporter::serve(listener, handle).await
+            })
+            .map_err(|e| format!("cannot start the metrics executor on CPU {raft_cpu}: {e}"))?;
+    }
+    let core = match core_handle {
+        Some(h) => h,
+        // A CPU of its own (not one of `runtime.cores`): a dedicated raft core executor.
+        None => builder(raft_cpu, format!("ringkv{id}-raft"))
+            .spawn(move || async move {
+                let _node = crate::logging::node_span(id).entered();
+                crate::metrics::sample_executor(vec![("raft".into(), None)]);
+                core::run(cfg, shared, core_q.expect("no shard executor took it")).await
+            })
+            .map_err(|e| format!("cannot start the raft core on CPU {raft_cpu}: {e}"))?,
+    };
+    // The raft core decides when the node ends (with it, the executor it shares with a
+    // shard); the other shard threads end with the process.
+    core.join()
+        .map_err(|e| format!("the raft core's executor failed: {e}"))?
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::Clock;
+    use std::time::Duration;
+
+    #[test]
+    fn a_drifting_clock_scales_readings_and_tick_periods_together() {
+        let slow = Clock::new(-250_000);
+        // 10 ms of the slow clock take 13.33 ms of real time.
+        assert_eq!(
+            slow.real(Duration::from_millis(10)),
+            Duration::from_nanos(13_333_333)
+        );
+        let fast = Clock::new(250_000);
+        assert_eq!(
+            fast.real(Duration::from_millis(10)),
+            Duration::from_millis(8)
+        );
+        assert_eq!(
+            Clock::new(0).real(Duration::from_millis(10)),
+            Duration::from_millis(10)
+        );
+        // Readings run at the rate: after the same real time, fast > exact > slow.
+        let exact = Clock::new(0);
+        std::thread::sleep(Duration::from_millis(20));
+        let (s, e, f) = (slow.now_ns(), exact.now_ns(), fast.now_ns());
+        assert!(s < e && e < f, "{s} {e} {f}");
+        assert!(s >= 15_000_000 && f >= 25_000_000, "{s} {f}");
+    }
+}

@@ -1,0 +1,993 @@
+//! A shard executor: client connections and one partition of the key-value state.
+//!
+//! Runs on its own glommio executor pinned to one CPU of `runtime.cores` (on the raft
+//! core's CPU the raft core shares it, in another task queue: long work here must yield,
+//! as snapshot encoding does). Owns its
+//! SO_REUSEPORT listener and the connections the kernel gives it, its `Partition` (keys
+//! whose hash routes here), the partition's applied watermark and the readers waiting for
+//! it, and its metric handles (requests by operation and outcome, latencies, in-flight
+//! requests, keys; client connections and traffic). Must not touch Raft state except
+//! through its queues and the published `LeaseView`; connections that turn out to be peers
+//! are handed to the raft core unread past the magic.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
+use glommio::net::{TcpListener, TcpStream};
+
+use super::{AdminCall, Answer, MeshMsg, Reply, ReqId, ShardQueues, Shared, ToRaft, ToShard};
+
+/// Bytes a snapshot encodes or decodes between checks of glommio's preemption timer.
+const SNAPSHOT_STEP_BYTES: usize = 1 << 20;
+/// Pairs a replaced partition frees between such checks.
+const FREE_STEP_PAIRS: usize = 4096;
+use crate::config::NodeConfig;
+use crate::metrics::{ConnKind, NetMetrics, Op, ShardMetrics, Traffic};
+use crate::net::http::{self, AdminOp, ApiCall, HttpLimits, Parsed};
+use crate::shard::{Command, Partition, Snapshot, route};
+use ringkv_proto::frame::{FrameHeader, FrameKind, HEADER_BYTES, MAGIC};
+use ringkv_proto::native;
+use ringkv_raft::{Index, ReadPolicy};
+
+/// Requests of one native connection carried out at once; more wait to be read.
+const NATIVE_INFLIGHT_MAX: usize = 1024;
+/// Receive buffer of a native connection (many small pipelined frames per receive; kept
+/// small since every open connection holds one).
+const NATIVE_READ_BUFFER_BYTES: usize = 16 << 10;
+
+/// A keep-alive connection may idle this long between requests.
+const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Within a request (and for a new connection's first bytes), the longest silence.
+const HTTP_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Extra time a shard waits past a request's deadline for the raft core's own, more
+/// precise, timeout answer.
+const ANSWER_GRACE: Duration = Duration::from_millis(200);
+
+struct Shard {
+    idx: usize,
+    n: usize,
+    /// Numbers the calls this shard carries out (the `request` span's id at debug level).
+    next_request: Cell<u64>,
+    shared: Arc<Shared>,
+    part: RefCell<Partition>,
+    /// Readers waiting for the watermark to reach an index.
+    waiters: RefCell<Vec<(Index, LocalSender<()>)>>,
+    pending: RefCell<HashMap<ReqId, LocalSender<Answer>>>,
+    next_req: Cell<ReqId>,
+    to_raft: ConnectedSender<ToRaft>,
+    mesh_out: Vec<Option<ConnectedSender<MeshMsg>>>,
+    default_policy: ReadPolicy,
+    request_timeout: Duration,
+    limits: HttpLimits,
+    /// Operator calls must carry it when it is set.
+    cluster_token: String,
+    frame_bytes_max: usize,
+    /// Open client connections on this shard, and its share of `limits.connections_max`.
+    connections: Cell<usize>,
+    connections_max: usize,
+    /// Refusals since the last warning about them, and when that was.
+    refused: Cell<u64>,
+    last_refusal_log: Cell<Option<Instant>>,
+    /// Prometheus handles, built on this executor (no-ops without a recorder).
+    metrics: ShardMetrics,
+    net: NetMetrics,
+}
+
+pub(super) async fn run(
+    idx: usize,
+    n: usize,
+    cfg: NodeConfig,
+    shared: Arc<Shared>,
+    q: ShardQueues,
+) {
+    let listen: SocketAddr = cfg.cluster.listen_address.parse().expect("validated");
+    let listener = match reuseport_listener(listen) {
+        Ok(l) => l,
+        Err(e) => {
+            let msg =
+                format!("shard {idx}: cannot listen on {listen} (cluster.listen_address): {e}");
+            tracing::error!("{msg}");
+            eprintln!("ringkv serve: {msg}");
+            std::process::exit(1);
+        }
+    };
+    // A channel end's `connect` waits for the other end's: connect all at once.
+    let to_raft = glommio::spawn_local(q.to_raft.connect());
+    let from_raft = glommio::spawn_local(q.from_raft.connect());
+    let mesh_out: Vec<_> = q
+        .mesh_out
+        .into_iter()
+        .map(|s| s.map(|s| glommio::spawn_local(s.connect())))
+        .collect();
+    let mesh_in: Vec<_> = q
+        .mesh_in
+        .into_iter()
+        .map(|r| glommio::spawn_local(r.connect()))
+        .collect();
+    let mut out = Vec::new();
+    for s in mesh_out {
+        out.push(match s {
+            Some(t) => Some(t.await),
+            None => None,
+        });
+    }
+    let mesh_out = out;
+    let shard = Rc::new(Shard {
+        idx,
+        n,
+        next_request: Cell::new(1),
+        shared,
+        part: RefCell::new(Partition::new(idx, n)),
+        waiters: RefCell::default(),
+        pending: RefCell::default(),
+        next_req: Cell::new(1),
+        to_raft: to_raft.await,
+        mesh_out,
+        default_policy: cfg.default_read_policy(),
+        cluster_token: cfg.cluster.cluster_token.clone(),
+        request_timeout: Duration::from_millis(cfg.raft.request_timeout_ms),
+        limits: HttpLimits {
+            head_bytes_max: 16 << 10,
+            body_bytes_max: cfg.limits.key_bytes_max * 2 + cfg.limits.value_bytes_max * 2 + 1024,
+            key_bytes_max: cfg.limits.key_bytes_max,
+            value_bytes_max: cfg.limits.value_bytes_max,
+        },
+        frame_bytes_max: cfg.limits.frame_bytes_max,
+        connections: Cell::new(0),
+        connections_max: cfg.limits.connections_max.div_ceil(n),
+        refused: Cell::new(0),
+        last_refusal_log: Cell::new(None),
+        metrics: ShardMetrics::new(idx),
+        net: NetMetrics::new(),
+    });
+    {
+        let shard = shard.clone();
+        let rx = from_raft.await;
+        glommio::spawn_local(async move { shard.from_raft(rx).await }).detach();
+    }
+    for rx in mesh_in {
+        let shard = shard.clone();
+        let rx = rx.await;
+        glommio::spawn_local(async move { shard.from_mesh(rx).await }).detach();
+    }
+    loop {
+        let s = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of descriptors, usually: back off instead of spinning.
+                tracing::warn!(shard = idx, "accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let shard = shard.clone();
+        glommio::spawn_local(async move { shard.connection(s).await }).detach();
+    }
+}
+
+/// Reads into `buf` unless `limit` passes first (then `None`).
+pub(super) async fn read_within(
+    s: &mut TcpStream,
+    buf: &mut [u8],
+    limit: Duration,
+) -> Option<usize> {
+    futures_lite::future::or(async { s.read(buf).await.ok() }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
+}
+
+/// A listener sharing `addr` with the other shards (SO_REUSEPORT: the kernel spreads
+/// connections over them) that a restarted node can bind despite its old connections in
+/// TIME_WAIT (SO_REUSEADDR, inherited by accepted sockets).
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    // SAFETY: a listening socket we own, handed over once.
+    Ok(unsafe { TcpListener::from_raw_fd(s.into_raw_fd()) })
+}
+
+impl Shard {
+    fn register(&self) -> (ReqId, LocalReceiver<Answer>) {
+        let req = self.next_req.get();
+        self.next_req.set(req + 1);
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.pending.borrow_mut().insert(req, tx);
+        (req, rx)
+    }
+
+    /// Waits for the answer to `req` until `deadline` (plus grace).
+    async fn answer(
+        &self,
+        req: ReqId,
+        rx: LocalReceiver<Answer>,
+        deadline: Instant,
+    ) -> Option<Answer> {
+        let wait = (deadline + ANSWER_GRACE).saturating_duration_since(Instant::now());
+        let a = futures_lite::future::or(rx.recv(), async {
+            glommio::timer::sleep(wait).await;
+            None
+        })
+        .await;
+        self.pending.borrow_mut().remove(&req);
+        a
+    }
+
+    async fn connection(self: Rc<Self>, mut s: TcpStream) {
+        let mut first = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            match read_within(&mut s, &mut first[got..], HTTP_READ_TIMEOUT).await {
+                Some(n) if n > 0 => got += n,
+                _ => return, // closed, failed or silent
+            }
+        }
+        let native = if first == MAGIC {
+            // A frame: its first header says peer (handshake) or native client.
+            let mut h = [0u8; HEADER_BYTES];
+            h[..4].copy_from_slice(&first);
+            let mut got = 4;
+            while got < HEADER_BYTES {
+                match read_within(&mut s, &mut h[got..], HTTP_READ_TIMEOUT).await {
+                    Some(n) if n > 0 => got += n,
+                    _ => return,
+                }
+            }
+            match FrameHeader::decode(&h, self.frame_bytes_max) {
+                Ok(hdr) if hdr.kind == FrameKind::Handshake => {
+                    // A peer: the raft core owns peer connections (they do not count
+                    // against connections_max). Hand over a duplicate of the descriptor;
+                    // this executor's stream object closes its own copy.
+                    // SAFETY: the descriptor is open for as long as `s` lives.
+                    let fd = unsafe { BorrowedFd::borrow_raw(s.as_raw_fd()) }.try_clone_to_owned();
+                    drop(s);
+                    match fd {
+                        Ok(fd) => {
+                            let _ = self.to_raft.send(ToRaft::PeerConn { fd, first: h }).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(
+                                shard = self.idx,
+                                "cannot hand a peer connection over: {e}"
+                            )
+                        }
+                    }
+                    return;
+                }
+                Ok(hdr) if hdr.kind == FrameKind::Client => Some(hdr),
+                Ok(hdr) => {
+                    tracing::warn!(shard = self.idx, kind = ?hdr.kind, "refused a connection opening with an unexpected frame");
+                    NetMetrics::refused("unexpected_frame");
+                    return;
+                }
+                Err(e) => {
+                    let why = match e {
+                        ringkv_proto::frame::FrameError::TooLarge { .. } => "too_large",
+                        _ => "bad_header",
+                    };
+                    tracing::warn!(
+                        shard = self.idx,
+                        "refused frame input ({why}: {e:?}); connection closed"
+                    );
+                    NetMetrics::refused(why);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        if self.connections.get() >= self.connections_max {
+            NetMetrics::refused("connections_max");
+            self.refused.set(self.refused.get() + 1);
+            if self
+                .last_refusal_log
+                .get()
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+            {
+                tracing::warn!(
+                    shard = self.idx,
+                    refused = self.refused.get(),
+                    "limits.connections_max reached ({} per shard): refusing new client connections",
+                    self.connections_max
+                );
+                self.last_refusal_log.set(Some(Instant::now()));
+                self.refused.set(0);
+            }
+            let e = http::HttpError {
+                status: 503,
+                code: "too_many_connections",
+                message: "limits.connections_max reached on this node; retry later or elsewhere"
+                    .into(),
+            };
+            if native.is_none() {
+                let _ = s.write_all(&e.reply(true)).await;
+            }
+            return;
+        }
+        self.connections.set(self.connections.get() + 1);
+        match native {
+            Some(hdr) => {
+                let _open = self.net.open(ConnKind::Native);
+                self.clone().serve_native(s, hdr).await
+            }
+            None => {
+                let _open = self.net.open(ConnKind::Http);
+                self.net.received(Traffic::Http, 0, first.len() as u64);
+                self.clone().serve_http(s, first.to_vec()).await
+            }
+        }
+        self.connections.set(self.connections.get() - 1);
+    }
+
+    /// A native client connection: requests are read continuously and carried out
+    /// concurrently (at most `NATIVE_INFLIGHT_MAX` per connection); replies go back as they
+    /// complete, tagged with their request id.
+    async fn serve_native(self: Rc<Self>, s: TcpStream, first: FrameHeader) {
+        let (rd, mut wr) = futures_lite::io::split(s);
+        // Pipelined frames arrive back to back: one receive takes many of them.
+        let mut rd = futures_lite::io::BufReader::with_capacity(NATIVE_READ_BUFFER_BYTES, rd);
+        let (tx, rx) = local_channel::new_bounded::<(u64, Reply)>(NATIVE_INFLIGHT_MAX);
+        let me = self.clone();
+        let writer = glommio::spawn_local(async move {
+            // Replies ready together go out in one write.
+            let mut out = Vec::new();
+            while let Some(first) = rx.recv().await {
+                let mut next = Some(first);
+                let mut frames = 0;
+                while let Some((id, r)) = next.take() {
+                    frames += 1;
+                    let body = native::encode(&native::Response {
+                        id,
+                        status: r.status,
+                        body: r.body,
+                    });
+                    out.extend_from_slice(
+                        &FrameHeader::for_body(FrameKind::Client, &body).encode(),
+                    );
+                    out.extend_from_slice(&body);
+                    if out.len() < 1 << 20
+                        && let Some(Some(more)) = futures_lite::future::poll_once(rx.recv()).await
+                    {
+                        next = Some(more);
+                    }
+                }
+                if wr.write_all(&out).await.is_err() {
+                    return;
+                }
+                me.net.sent(Traffic::Native, frames, out.len() as u64);
+                out.clear();
+            }
+            let _ = wr.flush().await;
+        });
+        let tx = Rc::new(tx);
+        let permits = Rc::new(glommio::sync::Semaphore::new(NATIVE_INFLIGHT_MAX as u64));
+        let mut hdr = Some(first);
+        loop {
+            let h = match hdr.take() {
+                Some(h) => h,
+                None => {
+                    let mut b = [0u8; HEADER_BYTES];
+                    if rd.buffer().len() >= HEADER_BYTES {
+                        // Already received: no idle timer to arm (and cancel) per frame.
+                        if rd.read_exact(&mut b).await.is_err() {
+                            break;
+                        }
+                    } else {
+                        let idle = futures_lite::future::or(
+                            async { rd.read_exact(&mut b).await.is_ok() },
+                            async {
+                                glommio::timer::sleep(HTTP_IDLE_TIMEOUT).await;
+                                false
+                            },
+                        );
+                        if !idle.await {
+                            break;
+                        }
+                    }
+                    match FrameHeader::decode(&b, self.frame_bytes_max) {
+                        Ok(h) if h.kind == FrameKind::Client => h,
+                        _ => break, // cannot re-synchronise: close
+                    }
+                }
+            };
+            let mut body = rkyv::util::AlignedVec::<16>::with_capacity(h.body_bytes as usize);
+            body.resize(h.body_bytes as usize, 0);
+            // A body must follow its header promptly: a client that stalls mid-frame does
+            // not keep its connection (and the buffer its header asked for).
+            // (No timer to arm when the body is already received, as it usually is.)
+            let whole = rd.buffer().len() >= body.len();
+            let read =
+                futures_lite::future::or(async { rd.read_exact(&mut body).await.is_ok() }, async {
+                    if whole {
+                        std::future::pending::<()>().await;
+                    }
+                    glommio::timer::sleep(HTTP_READ_TIMEOUT).await;
+                    false
+                });
+            if !read.await || h.check_body(&body).is_err() {
+                break;
+            }
+            self.net
+                .received(Traffic::Native, 1, (HEADER_BYTES + body.len()) as u64);
+            let req = match native::decode_request(&body) {
+                Ok(r) => r,
+                Err(_) => break,
+            };
+            let Ok(permit) = permits.acquire_static_permit(1).await else {
+                break;
+            };
+            let (shard, tx) = (self.clone(), tx.clone());
+            glommio::spawn_local(async move {
+                let id = req.id();
+                let r = shard.handle_native(req).await;
+                let _ = tx.send((id, r)).await;
+                drop(permit);
+            })
+            .detach();
+        }
+        drop(tx);
+        writer.await;
+    }
+
+    async fn handle_native(self: &Rc<Self>, req: native::Request) -> Reply {
+        let text = |b: Vec<u8>, what: &str| {
+            String::from_utf8(b)
+                .map_err(|_| Reply::err(400, "bad_request", format!("{what} is not UTF-8")))
+        };
+        let key_ok = |k: &[u8]| {
+            if k.is_empty() {
+                Err(Reply::err(400, "bad_request", "empty key"))
+            } else if k.len() > self.limits.key_bytes_max {
+                Err(Reply::err(
+                    413,
+                    "too_large",
+                    format!("key over key_bytes_max ({})", self.limits.key_bytes_max),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let call = match req {
+            native::Request::Put { key, value, .. } => {
+                if let Err(r) = key_ok(&key) {
+                    return r;
+                }
+                if value.len() > self.limits.value_bytes_max {
+                    return Reply::err(
+                        413,
+                        "too_large",
+                        format!(
+                            "value over value_bytes_max ({})",
+                            self.limits.value_bytes_max
+                        ),
+                    );
+                }
+                match (text(key, "key"), text(value, "value")) {
+                    (Ok(key), Ok(value)) => ApiCall::Put { key, value },
+                    (Err(r), _) | (_, Err(r)) => return r,
+                }
+            }
+            native::Request::Get {
+                key, consistency, ..
+            } => {
+                if let Err(r) = key_ok(&key) {
+                    return r;
+                }
+                let consistency = match consistency {
+                    native::CONSISTENCY_DEFAULT => None,
+                    native::CONSISTENCY_LINEARIZABLE => Some(ReadPolicy::Linearizable),
+                    native::CONSISTENCY_LEASE => Some(ReadPolicy::Lease),
+                    native::CONSISTENCY_EVENTUAL => Some(ReadPolicy::Eventual),
+                    other => {
+                        return Reply::err(
+                            400,
+                            "bad_request",
+                            format!("consistency {other} is unknown"),
+                        );
+                    }
+                };
+                match text(key, "key") {
+                    Ok(key) => ApiCall::Get { key, consistency },
+                    Err(r) => return r,
+                }
+            }
+            native::Request::Delete { key, .. } => {
+                if let Err(r) = key_ok(&key) {
+                    return r;
+                }
+                match text(key, "key") {
+                    Ok(key) => ApiCall::Delete { key },
+                    Err(r) => return r,
+                }
+            }
+            native::Request::Status { .. } => ApiCall::Status,
+        };
+        self.handle(call).await
+    }
+
+    async fn serve_http(self: Rc<Self>, mut s: TcpStream, first: Vec<u8>) {
+        let mut buf = first;
+        let mut chunk = vec![0u8; 16 << 10];
+        loop {
+            match http::parse(&buf, &self.limits) {
+                Parsed::Incomplete => {
+                    // Between requests a keep-alive connection may idle; inside one the
+                    // client must keep sending.
+                    let limit = if buf.is_empty() {
+                        HTTP_IDLE_TIMEOUT
+                    } else {
+                        HTTP_READ_TIMEOUT
+                    };
+                    match read_within(&mut s, &mut chunk, limit).await {
+                        Some(n) if n > 0 => {
+                            self.net.received(Traffic::Http, 0, n as u64);
+                            buf.extend_from_slice(&chunk[..n]);
+                        }
+                        _ => return,
+                    }
+                }
+                Parsed::Fatal(e) => {
+                    let out = e.reply(true);
+                    self.net.sent(Traffic::Http, 0, out.len() as u64);
+                    let _ = s.write_all(&out).await;
+                    return;
+                }
+                Parsed::Request {
+                    consumed,
+                    call,
+                    keep_alive,
+                } => {
+                    buf.drain(..consumed);
+                    let out = match call {
+                        Err(e) => e.reply(!keep_alive),
+                        Ok(call) => {
+                            let r = self.handle(call).await;
+                            http::response(r.status, &r.body, !keep_alive)
+                        }
+                    };
+                    self.net.sent(Traffic::Http, 0, out.len() as u64);
+                    if s.write_all(&out).await.is_err() || !keep_alive {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out one well-formed call, counted by operation and outcome (malformed
+    /// requests were answered by the parser and are not counted here).
+    async fn handle(self: &Rc<Self>, call: ApiCall) -> Reply {
+        let op = match &call {
+            ApiCall::Put { .. } => Some(Op::Put),
+            ApiCall::Get { .. } => Some(Op::Get),
+            ApiCall::Delete { .. } => Some(Op::Delete),
+            ApiCall::Status | ApiCall::Admin { .. } => None,
+        };
+        let t = Instant::now();
+        self.metrics.in_flight.increment(1.0);
+        // At debug level every call gets a span with an id (shard.number), so its lines
+        // (forwarding, waits, the answer) can be told apart; when debug is off this is a
+        // level check and nothing else.
+        let id = self.next_request.get();
+        self.next_request.set(id + 1);
+        let span = tracing::debug_span!("request", shard = self.idx, id, op = call.name());
+        let r = tracing::Instrument::instrument(
+            async {
+                tracing::debug!("carrying out");
+                let r = self.carry_out(call).await;
+                tracing::debug!(status = r.status, "answered");
+                r
+            },
+            span,
+        )
+        .await;
+        self.metrics.in_flight.decrement(1.0);
+        if let Some(op) = op {
+            self.metrics
+                .request(op, r.status, t.elapsed().as_secs_f64());
+        }
+        r
+    }
+
+    async fn carry_out(self: &Rc<Self>, call: ApiCall) -> Reply {
+        // The signal itself counts: the raft core may be busy (e.g. in WAL I/O) when it
+        // comes.
+        if self.shared.stopping.load(Ordering::Acquire)
+            || self.shared.stop_requested.load(Ordering::Relaxed)
+        {
+            return Reply::err(
+                503,
+                "stopping",
+                "this node is shutting down; nothing was done, retry at another node",
+            );
+        }
+        let deadline = Instant::now() + self.request_timeout;
+        match call {
+            ApiCall::Put { key, value } => {
+                let cmd = Command::Put {
+                    key: Bytes::from(key),
+                    value: Bytes::from(value),
+                };
+                self.write(cmd.encode(), deadline).await
+            }
+            ApiCall::Delete { key } => {
+                let cmd = Command::Delete {
+                    key: Bytes::from(key),
+                };
+                self.write(cmd.encode(), deadline).await
+            }
+            ApiCall::Get { key, consistency } => {
+                let policy = consistency.unwrap_or(self.default_policy);
+                let owner = route(key.as_bytes(), self.n);
+                if owner == self.idx {
+                    return self.read(key, policy, deadline).await;
+                }
+                let (req, rx) = self.register();
+                let to = self.mesh_out[owner].as_ref().expect("another shard");
+                let msg = MeshMsg::Get {
+                    from: self.idx,
+                    req,
+                    key,
+                    policy,
+                    deadline,
+                };
+                if to.send(msg).await.is_err() {
+                    self.pending.borrow_mut().remove(&req);
+                    return Reply::err(503, "stopping", "shard stopped");
+                }
+                match self.answer(req, rx, deadline).await {
+                    Some(Answer::Reply(r)) => r,
+                    _ => read_timeout(),
+                }
+            }
+            ApiCall::Admin { op, token } => {
+                if !self.cluster_token.is_empty()
+                    && token.as_deref() != Some(self.cluster_token.as_str())
+                {
+                    return Reply::err(
+                        401,
+                        "unauthorized",
+                        "operator calls need the cluster_token in an X-Ringkv-Token header",
+                    );
+                }
+                let call = match op {
+                    AdminOp::Join { node_id, address } => match address.parse() {
+                        Ok(address) => AdminCall::Join { node_id, address },
+                        Err(e) => {
+                            return Reply::err(400, "bad_request", format!("address: {e}"));
+                        }
+                    },
+                    AdminOp::Promote { node_id } => AdminCall::Promote { node_id },
+                    AdminOp::Remove { node_id } => AdminCall::Remove { node_id },
+                    AdminOp::TransferLeader { node_id } => AdminCall::TransferLeader { node_id },
+                    AdminOp::Snapshot => AdminCall::Snapshot,
+                };
+                let (req, rx) = self.register();
+                let msg = ToRaft::Admin {
+                    shard: self.idx,
+                    req,
+                    call,
+                    deadline,
+                };
+                if self.to_raft.send(msg).await.is_err() {
+                    self.pending.borrow_mut().remove(&req);
+                    return Reply::err(503, "stopping", "raft core stopped; nothing was done");
+                }
+                match self.answer(req, rx, deadline).await {
+                    Some(Answer::Reply(r)) => r,
+                    _ => Reply::err(
+                        504,
+                        "timeout",
+                        "request_timeout_ms passed; the call may or may not have taken effect \
+                         (outcome unknown): check /status",
+                    ),
+                }
+            }
+            ApiCall::Status => {
+                let (req, rx) = self.register();
+                let msg = ToRaft::Status {
+                    shard: self.idx,
+                    req,
+                };
+                if self.to_raft.send(msg).await.is_err() {
+                    return Reply::err(503, "stopping", "raft core stopped");
+                }
+                match self.answer(req, rx, deadline).await {
+                    Some(Answer::Reply(r)) => r,
+                    _ => Reply::err(504, "timeout", "the raft core did not answer in time"),
+                }
+            }
+        }
+    }
+
+    async fn write(&self, command: Bytes, deadline: Instant) -> Reply {
+        let (req, rx) = self.register();
+        let msg = ToRaft::Write {
+            shard: self.idx,
+            req,
+            command,
+            deadline,
+        };
+        if self.to_raft.send(msg).await.is_err() {
+            self.pending.borrow_mut().remove(&req);
+            return Reply::err(503, "stopping", "raft core stopped; nothing was written");
+        }
+        match self.answer(req, rx, deadline).await {
+            Some(Answer::Reply(r)) => r,
+            _ => Reply::err(
+                504,
+                "timeout",
+                "request_timeout_ms passed; the write may or may not be applied (outcome unknown)",
+            ),
+        }
+    }
+
+    /// A read of a key this shard owns.
+    async fn read(&self, key: String, policy: ReadPolicy, deadline: Instant) -> Reply {
+        let at = match policy {
+            ReadPolicy::Eventual => None,
+            ReadPolicy::Lease
+                if let Some(c) = self.shared.lease.valid_commit(self.shared.now_ns()) =>
+            {
+                self.metrics.lease_reads.increment(1);
+                Some(c)
+            }
+            ReadPolicy::Lease | ReadPolicy::Linearizable => {
+                let (req, rx) = self.register();
+                let msg = ToRaft::Read {
+                    shard: self.idx,
+                    req,
+                    key: key.clone(),
+                    policy,
+                    deadline,
+                };
+                if self.to_raft.send(msg).await.is_err() {
+                    self.pending.borrow_mut().remove(&req);
+                    return Reply::err(503, "stopping", "raft core stopped");
+                }
+                match self.answer(req, rx, deadline).await {
+                    Some(Answer::ReadAt(i)) => Some(i),
+                    Some(Answer::Reply(r)) => return r,
+                    None => return read_timeout(),
+                }
+            }
+        };
+        if let Some(i) = at
+            && !self.wait_applied(i, deadline).await
+        {
+            return read_timeout();
+        }
+        self.serve_local(&key)
+    }
+
+    fn serve_local(&self, key: &str) -> Reply {
+        match self.part.borrow().get(key.as_bytes()) {
+            Some(v) => Reply::ok(serde_json::json!({
+                "key": key,
+                "value": String::from_utf8_lossy(&v.value),
+                "revision": v.revision,
+            })),
+            None => Reply::err(404, "not_found", format!("no key {key:?}")),
+        }
+    }
+
+    /// Waits until this shard has applied through `index`; false at the deadline.
+    async fn wait_applied(&self, index: Index, deadline: Instant) -> bool {
+        if self.part.borrow().applied() >= index {
+            return true;
+        }
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.waiters.borrow_mut().push((index, tx));
+        self.metrics
+            .read_waiters
+            .set(self.waiters.borrow().len() as f64);
+        let wait = deadline.saturating_duration_since(Instant::now());
+        futures_lite::future::or(async { rx.recv().await.is_some() }, async {
+            glommio::timer::sleep(wait).await;
+            false
+        })
+        .await
+    }
+
+    fn advanced(&self) {
+        let (applied, bytes, keys) = {
+            let p = self.part.borrow();
+            (p.applied(), p.state_bytes(), p.len())
+        };
+        self.metrics.applied_index.set(applied as f64);
+        self.metrics.state_bytes.set(bytes as f64);
+        self.metrics.keys.set(keys as f64);
+        self.shared.state_bytes[self.idx].store(bytes, Ordering::Relaxed);
+        self.shared.watermarks[self.idx].store(applied, Ordering::Release);
+        self.waiters.borrow_mut().retain(|(i, tx)| {
+            if *i <= applied {
+                let _ = tx.try_send(());
+                false
+            } else {
+                // Kept even when its reader timed out: dropped once the watermark passes.
+                true
+            }
+        });
+        self.metrics
+            .read_waiters
+            .set(self.waiters.borrow().len() as f64);
+    }
+
+    /// Drains the raft core's queue. Never waits on a queue back to the raft core.
+    // Snapshot encoding holds the partition's borrow across yields; only this loop takes
+    // it mutably (see `ToShard::Snapshot`).
+    #[allow(clippy::await_holding_refcell_ref)]
+    async fn from_raft(self: Rc<Self>, rx: ConnectedReceiver<ToShard>) {
+        while let Some(m) = rx.recv().await {
+            match m {
+                ToShard::Install { data } => {
+                    match decode_in_steps(&data, self.idx, self.n).await {
+                        Ok(p) => {
+                            let old = std::mem::replace(&mut *self.part.borrow_mut(), p);
+                            free_in_steps(old);
+                            self.advanced();
+                        }
+                        Err(e) => {
+                            // The raft core checked the snapshot's checksum: this is a bug.
+                            tracing::error!(shard = self.idx, "snapshot does not decode: {e}");
+                            std::process::exit(1);
+                        }
+                    }
+                }
+                ToShard::Snapshot { index } => {
+                    // Taken between two Apply messages: exactly the state at `index`. The
+                    // shard applies nothing meanwhile (that is the snapshot's write pause
+                    // on this shard; reads of its keys wait too).
+                    let t = Instant::now();
+                    let (pairs, count) = {
+                        let p = self.part.borrow();
+                        assert_eq!(p.applied(), index, "snapshot between applies");
+                        let mut v = Vec::with_capacity(p.state_bytes() as usize);
+                        let mut e = p.pair_encoder();
+                        // The raft core may share this executor: a large state is encoded
+                        // in steps, yielding when glommio's preemption timer says so.
+                        // Holding the borrow across the yields is safe: only this loop
+                        // changes the partition, and it is here.
+                        while !e.encode(&mut v, SNAPSHOT_STEP_BYTES) {
+                            glommio::yield_if_needed().await;
+                        }
+                        (v, e.count)
+                    };
+                    let msg = ToRaft::SnapshotPart {
+                        shard: self.idx,
+                        index,
+                        pairs,
+                        count,
+                        took: t.elapsed(),
+                    };
+                    let shard = self.clone();
+                    glommio::spawn_local(async move {
+                        let _ = shard.to_raft.send(msg).await;
+                    })
+                    .detach();
+                }
+                ToShard::Reset => {
+                    let old = std::mem::replace(
+                        &mut *self.part.borrow_mut(),
+                        Partition::new(self.idx, self.n),
+                    );
+                    free_in_steps(old);
+                    self.advanced();
+                }
+                ToShard::Apply { entries, through } => {
+                    {
+                        let mut part = self.part.borrow_mut();
+                        for e in &entries {
+                            if let Err(err) = part.apply(e) {
+                                tracing::error!(
+                                    shard = self.idx,
+                                    index = e.index,
+                                    "committed entry not applied: {err}"
+                                );
+                            }
+                        }
+                        part.advance(through);
+                    }
+                    self.advanced();
+                }
+                ToShard::Answer { req, answer } => {
+                    if let Some(tx) = self.pending.borrow_mut().remove(&req) {
+                        let _ = tx.try_send(answer);
+                    }
+                }
+                ToShard::ServeRead {
+                    token,
+                    key,
+                    index,
+                    deadline,
+                } => {
+                    let shard = self.clone();
+                    glommio::spawn_local(async move {
+                        let reply = if shard.wait_applied(index, deadline).await {
+                            shard.serve_local(&key)
+                        } else {
+                            read_timeout()
+                        };
+                        let _ = shard.to_raft.send(ToRaft::Served { token, reply }).await;
+                    })
+                    .detach();
+                }
+            }
+        }
+    }
+
+    /// Drains one other shard's queue. Never waits on a queue back to it.
+    async fn from_mesh(self: Rc<Self>, rx: ConnectedReceiver<MeshMsg>) {
+        while let Some(m) = rx.recv().await {
+            match m {
+                MeshMsg::Get {
+                    from,
+                    req,
+                    key,
+                    policy,
+                    deadline,
+                } => {
+                    let shard = self.clone();
+                    glommio::spawn_local(async move {
+                        let reply = shard.read(key, policy, deadline).await;
+                        let to = shard.mesh_out[from].as_ref().expect("another shard");
+                        let _ = to.send(MeshMsg::GetReply { req, reply }).await;
+                    })
+                    .detach();
+                }
+                MeshMsg::GetReply { req, reply } => {
+                    if let Some(tx) = self.pending.borrow_mut().remove(&req) {
+                        let _ = tx.try_send(Answer::Reply(reply));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn read_timeout() -> Reply {
+    Reply::err(
+        504,
+        "timeout",
+        "request_timeout_ms passed before the read could be served; retry",
+    )
+}
+
+/// Decodes this shard's partition from a snapshot body in steps, like encoding: the raft
+/// core may share this executor.
+async fn decode_in_steps(data: &[u8], shard: usize, shards: usize) -> Result<Partition, String> {
+    let mut d = Snapshot::decoder(data, shard, shards)?;
+    while !d.step(SNAPSHOT_STEP_BYTES)? {
+        glommio::yield_if_needed().await;
+    }
+    d.finish()
+}
+
+/// Frees a replaced partition a few thousand pairs at a time in a task of its own, so a
+/// large state does not hold the executor (and a raft core sharing it) while it goes.
+fn free_in_steps(old: Partition) {
+    glommio::spawn_local(async move {
+        let mut pairs = old.into_pairs();
+        while pairs.by_ref().take(FREE_STEP_PAIRS).count() == FREE_STEP_PAIRS {
+            glommio::yield_if_needed().await;
+        }
+    })
+    .detach();
+}

@@ -1,0 +1,79 @@
+//! The deterministic cluster simulator, its checkers, and `testkit` (the in-memory
+//! driver of real Raft cores that the core's scenario and paper tests use).
+//!
+//! Owns simulated time, network, disks and clients for a cluster of real Raft cores; pure
+//! and single-threaded per seed, driven by that seed. Must not touch real I/O or clocks.
+//! `make sim SEEDS=N` runs many seeds; `make sim SEED=S` replays one with its trace.
+
+use std::cell::Cell;
+
+pub mod checker;
+pub mod scripted;
+pub mod testkit;
+mod world;
+
+pub use world::{Control, Options, Profile, Stats, Violation, World};
+
+/// Runs one seed with the standard mix of options, under a negative control if given
+/// (always DiskFirst then: the checkers hold DiskFirst to every promise). Returns its
+/// totals, the first violation if any, and the trace (empty unless `trace`).
+pub fn run_seed(
+    seed: u64,
+    control: Option<Control>,
+    trace: bool,
+) -> (Stats, Result<(), Violation>, Vec<String>) {
+    let mut opts = Options::for_seed(seed);
+    opts.trace = trace;
+    opts.control = control;
+    if let Some(c) = control {
+        opts.persistence = ringkv_raft::Persistence::DiskFirst;
+        opts.profile = match c {
+            Control::ReadIndexWithoutQuorum | Control::LeaseIgnoresDrift => Profile::StaleReads,
+            Control::AckBeforePersist => Profile::Durability,
+            Control::CommitOlderTermByCounting | Control::MembershipBeforeNoop => Profile::Churn,
+            Control::VoteWithoutLogCheck => Profile::Standard,
+        };
+    }
+    // An assertion inside the core (an invariant asserted in code) is a violation too.
+    let run = std::panic::catch_unwind(move || {
+        let mut w = World::new(seed, opts);
+        let res = w.run();
+        (w.stats, res, std::mem::take(&mut w.trace))
+    });
+    run.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "non-string panic".into());
+        let v = Violation {
+            seed,
+            at_us: 0,
+            what: format!("assertion failed: {what}"),
+            safety: panic_in_core(),
+        };
+        (Stats::default(), Err(v), Vec::new())
+    })
+}
+
+thread_local! {
+    /// Whether the last panic on this thread was raised inside the Raft core.
+    static PANIC_IN_CORE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Replaces the panic hook with a quiet one that remembers where each panic was raised:
+/// a seed's panic is reported as a violation with its message, and only an assertion in
+/// `src/raft` (an invariant asserted in the core) counts as a safety catch.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let core = info
+            .location()
+            .is_some_and(|l| l.file().contains("src/raft/"));
+        PANIC_IN_CORE.with(|c| c.set(core));
+    }));
+}
+
+/// Whether the last panic on this thread came from inside the Raft core.
+pub fn panic_in_core() -> bool {
+    PANIC_IN_CORE.with(|c| c.get())
+}

@@ -1,0 +1,1484 @@
+//! One seeded simulation: real Raft cores on a simulated network, disks and clocks, with
+//! clients, faults and invariant checks on every step.
+//!
+//! Owns simulated time (microseconds), the event queue, each node's disk and key-value
+//! state, and the client history. Single-threaded and deterministic for a seed: the same
+//! seed replays the same run event for event. Must not touch real clocks, files or sockets.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+
+use bytes::Bytes;
+
+use super::checker::{self, Op, OpKind, Verdict};
+use ringkv_raft::{
+    Body, Config, Controls, Entry, EntryKind, HardState, Index, Membership, MembershipChange,
+    Message, NodeId, Persistence, Raft, ReadPolicy, Ready, Restore, Role, SnapshotMeta, Term,
+};
+use ringkv_rng::Rng;
+
+/// Simulated microseconds.
+type Micros = u64;
+
+const TICK_US: Micros = 10_000;
+const ELECTION_MIN_TICKS: u32 = 10;
+const HEARTBEAT_TICKS: u32 = 2;
+/// Bound on relative clock-rate error, in ppm (5%).
+const DRIFT_PPM_MAX: u32 = 50_000;
+/// Client operations time out (outcome unknown) after this long.
+const OP_TIMEOUT_US: Micros = 1_000_000;
+/// A node snapshots and compacts after applying this many entries since its last one.
+const SNAPSHOT_EVERY_ENTRIES: u64 = 150;
+const CLIENTS: usize = 8;
+
+/// What a seed is run with.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Initial voters (3 or 5).
+    pub nodes: usize,
+    pub persistence: Persistence,
+    /// Simulated seconds of faults and load, before the final heal-and-settle phase.
+    pub sim_secs: u64,
+    pub trace: bool,
+    /// A deliberate protocol bug to run with (negative control), if any.
+    pub control: Option<Control>,
+    pub profile: Profile,
+}
+
+/// Workload and fault mixes, each aimed at a class of bugs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// Everything a little: crashes, partitions, membership, transfers, 4 keys.
+    Standard,
+    /// One key, readers that stay on their node, the leader often isolated, fast links:
+    /// a leader that answers reads it should not shows up as a stale read.
+    StaleReads,
+    /// Whole-cluster crashes and stalling disks: anything acknowledged before it is
+    /// durable on a quorum shows up as a lost write.
+    Durability,
+    /// Leaders crash and change often, one entry per AppendEntries, membership churn: log
+    /// repair and commit rules are stressed (Figure 8 shapes).
+    Churn,
+}
+
+/// The knobs a profile sets.
+struct Params {
+    keys: u64,
+    /// Half the clients only read, each always from the same node.
+    sticky_readers: bool,
+    /// Relative weights: crash all, crash one, partition, membership, transfer, quiet.
+    fault_weights: [u64; 6],
+    /// Chance (per mille) that a partition isolates the leader.
+    isolate_leader_per_mille: u64,
+    /// Time between faults, microseconds.
+    fault_gap_us: (u64, u64),
+    slow_disk_per_mille: u64,
+    slow_link_per_mille: u64,
+    append_entries_max: usize,
+    inflight_appends_max: usize,
+}
+
+impl Profile {
+    fn params(self) -> Params {
+        let standard = Params {
+            keys: 4,
+            sticky_readers: false,
+            fault_weights: [3, 27, 25, 15, 10, 20],
+            isolate_leader_per_mille: 400,
+            fault_gap_us: (200_000, 1_500_000),
+            slow_disk_per_mille: 30,
+            slow_link_per_mille: 30,
+            append_entries_max: 64,
+            inflight_appends_max: 4,
+        };
+        match self {
+            Profile::Standard => standard,
+            Profile::StaleReads => Params {
+                keys: 1,
+                sticky_readers: true,
+                fault_weights: [0, 10, 70, 0, 10, 10],
+                isolate_leader_per_mille: 800,
+                slow_link_per_mille: 0,
+                ..standard
+            },
+            Profile::Durability => Params {
+                fault_weights: [30, 30, 20, 5, 5, 10],
+                slow_disk_per_mille: 150,
+                ..standard
+            },
+            Profile::Churn => Params {
+                keys: 2,
+                fault_weights: [5, 40, 30, 20, 5, 0],
+                isolate_leader_per_mille: 600,
+                fault_gap_us: (100_000, 600_000),
+                append_entries_max: 1,
+                inflight_appends_max: 2,
+                ..standard
+            },
+        }
+    }
+}
+
+/// The negative controls: each breaks the protocol in one way the checkers must catch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    CommitOlderTermByCounting,
+    ReadIndexWithoutQuorum,
+    AckBeforePersist,
+    LeaseIgnoresDrift,
+    VoteWithoutLogCheck,
+    MembershipBeforeNoop,
+}
+
+impl Control {
+    pub const ALL: [Control; 6] = [
+        Control::CommitOlderTermByCounting,
+        Control::ReadIndexWithoutQuorum,
+        Control::AckBeforePersist,
+        Control::LeaseIgnoresDrift,
+        Control::VoteWithoutLogCheck,
+        Control::MembershipBeforeNoop,
+    ];
+
+    /// The switches this control turns on.
+    pub fn controls(self) -> Controls {
+        let mut c = Controls::default();
+        self.apply(&mut c);
+        c
+    }
+
+    fn apply(self, c: &mut Controls) {
+        match self {
+            Control::CommitOlderTermByCounting => c.commit_older_term_by_counting = true,
+            Control::ReadIndexWithoutQuorum => c.read_index_without_quorum = true,
+            Control::AckBeforePersist => c.ack_before_persist = true,
+            Control::LeaseIgnoresDrift => c.lease_ignores_drift = true,
+            Control::VoteWithoutLogCheck => c.vote_without_log_check = true,
+            Control::MembershipBeforeNoop => c.membership_before_noop = true,
+        }
+    }
+}
+
+impl Options {
+    /// The mix `make sim` uses: 3 or 5 nodes, DiskFirst mostly, MemFirst sometimes.
+    pub fn for_seed(seed: u64) -> Self {
+        let nodes = if seed % 2 == 0 { 3 } else { 5 };
+        let persistence = if seed % 7 == 3 {
+            Persistence::MemFirst
+        } else {
+            Persistence::DiskFirst
+        };
+        let profile = [
+            Profile::Standard,
+            Profile::StaleReads,
+            Profile::Durability,
+            Profile::Churn,
+        ][(seed / 2 % 4) as usize];
+        Options {
+            nodes,
+            persistence,
+            sim_secs: 20,
+            trace: false,
+            control: None,
+            profile,
+        }
+    }
+}
+
+/// Totals of one run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub sim_us: u64,
+    pub ops: u64,
+    pub ops_ok: u64,
+    pub crashes: u64,
+    pub partitions: u64,
+    pub membership_changes: u64,
+    pub transfers: u64,
+    pub snapshots_installed: u64,
+    pub elections_won: u64,
+    pub messages: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, o: &Stats) {
+        self.sim_us += o.sim_us;
+        self.ops += o.ops;
+        self.ops_ok += o.ops_ok;
+        self.crashes += o.crashes;
+        self.partitions += o.partitions;
+        self.membership_changes += o.membership_changes;
+        self.transfers += o.transfers;
+        self.snapshots_installed += o.snapshots_installed;
+        self.elections_won += o.elections_won;
+        self.messages += o.messages;
+    }
+}
+
+/// A broken invariant or a failed history check.
+#[derive(Clone, Debug)]
+pub struct Violation {
+    pub seed: u64,
+    pub at_us: Micros,
+    pub what: String,
+    /// A safety invariant, the checker, or an assertion inside the Raft core flagged it.
+    /// False for liveness failures, runs too weak to count, and the simulator's own
+    /// failures: those fail a run but never count as catching a negative control.
+    pub safety: bool,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seed {} at {:.6}s: {}",
+            self.seed,
+            self.at_us as f64 / 1e6,
+            self.what
+        )
+    }
+}
+
+type Kv = BTreeMap<u64, u64>;
+
+/// Entry payload: key and value, little-endian.
+fn encode(key: u64, value: u64) -> Bytes {
+    let mut v = Vec::with_capacity(16);
+    v.extend_from_slice(&key.to_le_bytes());
+    v.extend_from_slice(&value.to_le_bytes());
+    Bytes::from(v)
+}
+
+fn decode(b: &[u8]) -> (u64, u64) {
+    let k = u64::from_le_bytes(b[..8].try_into().expect("key"));
+    let v = u64::from_le_bytes(b[8..16].try_into().expect("value"));
+    (k, v)
+}
+
+fn entry_hash(e: &Entry) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ e.kind as u64;
+    for &b in e.data.iter() {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// What a node has on its simulated disk.
+#[derive(Clone, Debug, Default)]
+struct Disk {
+    hard_state: HardState,
+    snapshot: Option<(SnapshotMeta, Kv)>,
+    entries: Vec<Entry>,
+}
+
+impl Disk {
+    fn write(&mut self, job: &PersistJob) {
+        if job.reset {
+            self.entries.clear();
+            self.snapshot = None;
+        }
+        if let Some(hs) = job.hard_state {
+            self.hard_state = hs;
+        }
+        if let Some(snap) = &job.snapshot {
+            self.entries.retain(|e| e.index > snap.0.index);
+            if self
+                .entries
+                .first()
+                .is_some_and(|e| e.index != snap.0.index + 1)
+            {
+                self.entries.clear();
+            }
+            self.snapshot = Some(snap.clone());
+        }
+        let base = self.snapshot.as_ref().map_or(0, |s| s.0.index);
+        // Entries a snapshot taken meanwhile already covers are not written again.
+        let fresh: Vec<&Entry> = job.entries.iter().filter(|e| e.index > base).collect();
+        if let Some(first) = fresh.first() {
+            self.entries
+                .truncate(first.index.saturating_sub(base + 1) as usize);
+            let last = self.entries.last().map_or(base, |e| e.index);
+            assert_eq!(
+                last + 1,
+                first.index,
+                "disk: entries do not continue the log (snapshot {base}, stored up to {last}, \
+                 job {:?} with entries {}..={}, reset {})",
+                job.number,
+                job.entries.first().map_or(0, |e| e.index),
+                job.entries.last().map_or(0, |e| e.index),
+                job.reset
+            );
+            self.entries.extend(fresh.into_iter().cloned());
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PersistJob {
+    /// The Ready this persists; `None` for a snapshot the node took itself.
+    number: Option<u64>,
+    hard_state: Option<HardState>,
+    reset: bool,
+    snapshot: Option<(SnapshotMeta, Kv)>,
+    entries: Vec<Entry>,
+}
+
+struct Node {
+    raft: Raft,
+    up: bool,
+    /// Bumped on every restart; events of an older incarnation are ignored.
+    incarnation: u64,
+    disk: Disk,
+    /// Writes handed to the disk, made durable in order.
+    disk_queue: VecDeque<PersistJob>,
+    /// How many jobs at the front of `disk_queue` the flush in progress covers (0: idle).
+    /// A flush takes everything queued when it starts: one write and one fdatasync for
+    /// many Readies, as the WAL will do.
+    flushing: usize,
+    kv: Kv,
+    applied_index: Index,
+    applied_since_snapshot: u64,
+    /// Relative clock rate error of this node, ppm.
+    drift_ppm: i64,
+    /// Local ticks taken so far (drives the next tick's time).
+    ticks: u64,
+    /// Snapshot received from a leader, waiting for the core to install it.
+    received_snapshot: Option<(SnapshotMeta, Kv)>,
+    /// Writes proposed here: index -> (term, client op).
+    pending_writes: HashMap<Index, (Term, usize)>,
+    /// Reads issued here: read id -> client op.
+    pending_reads: HashMap<u64, usize>,
+    initial: Membership,
+    /// Decommissioned after its removal committed.
+    removed: bool,
+    last_role: Role,
+    last_term: Term,
+}
+
+impl Node {
+    /// Local clock reading at real time `t` (drifting).
+    fn local_ns(&self, t: Micros) -> u64 {
+        let t_ns = t as i128 * 1000;
+        (t_ns + t_ns * self.drift_ppm as i128 / 1_000_000) as u64
+    }
+
+    /// Real time of this node's next tick.
+    fn next_tick_at(&self) -> Micros {
+        let local_ns = (self.ticks + 1) as i128 * TICK_US as i128 * 1000;
+        let real_ns = local_ns * 1_000_000 / (1_000_000 + self.drift_ppm as i128);
+        (real_ns / 1000) as Micros + 1
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClientState {
+    Idle,
+    Waiting {
+        op: usize,
+        node: NodeId,
+        deadline: Micros,
+    },
+}
+
+struct Client {
+    state: ClientState,
+    /// Node this client believes leads.
+    leader_hint: NodeId,
+}
+
+/// A client operation of the history.
+#[derive(Clone, Debug)]
+struct HistOp {
+    key: u64,
+    kind: OpKind,
+    policy: Option<ReadPolicy>,
+    call: Micros,
+    ret: Option<Micros>,
+    /// Definitely not executed (refused or superseded): dropped from the history.
+    failed: bool,
+    /// For writes: (index, term) once acknowledged.
+    acked_at: Option<(Index, Term)>,
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    Tick(NodeId, u64),
+    Deliver(Box<MessageBox>),
+    DiskDone(NodeId, u64),
+    Client(usize),
+    ClientTimeout(usize, usize),
+    Fault,
+    Heal,
+    Restart(NodeId),
+    /// The transport gave up on a snapshot transfer (from, to).
+    SnapshotFailed(NodeId, NodeId),
+}
+
+/// Ordering wrapper so messages can sit in the heap (ordered by sequence only).
+#[derive(Debug)]
+struct MessageBox {
+    msg: Message,
+    seq: u64,
+}
+impl PartialEq for MessageBox {
+    fn eq(&self, o: &Self) -> bool {
+        self.seq == o.seq
+    }
+}
+impl Eq for MessageBox {}
+impl PartialOrd for MessageBox {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for MessageBox {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.seq.cmp(&o.seq)
+    }
+}
+
+pub struct World {
+    seed: u64,
+    opts: Options,
+    params: Params,
+    rng: Rng,
+    now: Micros,
+    seq: u64,
+    events: BinaryHeap<Reverse<(Micros, u64, Event)>>,
+    nodes: BTreeMap<NodeId, Node>,
+    next_node_id: NodeId,
+    /// Directed links that drop everything.
+    cut: BTreeSet<(NodeId, NodeId)>,
+    clients: Vec<Client>,
+    history: Vec<HistOp>,
+    next_value: u64,
+    next_read_id: u64,
+    /// Every value ever proposed for a key (eventual reads may return only these).
+    written: HashMap<u64, BTreeSet<u64>>,
+    // Invariant state.
+    leaders: BTreeMap<Term, NodeId>,
+    /// Applied entries, index -> (term, hash), as first applied by any node.
+    applied: BTreeMap<Index, (Term, u64)>,
+    /// (index, term) -> hash of every entry any node ever handed out for persisting.
+    entries_seen: HashMap<(Index, Term), u64>,
+    loss_per_mille: u64,
+    dup_per_mille: u64,
+    faults_on: bool,
+    pub stats: Stats,
+    pub trace: Vec<String>,
+}
+
+impl World {
+    pub fn new(seed: u64, opts: Options) -> Self {
+        let mut rng = Rng::new(seed);
+        let loss_per_mille = rng.range(0, 50);
+        let dup_per_mille = rng.range(0, 20);
+        let mut w = World {
+            seed,
+            params: opts.profile.params(),
+            opts: opts.clone(),
+            rng,
+            now: 0,
+            seq: 0,
+            events: BinaryHeap::new(),
+            nodes: BTreeMap::new(),
+            next_node_id: opts.nodes as NodeId + 1,
+            cut: BTreeSet::new(),
+            clients: (0..CLIENTS)
+                .map(|_| Client {
+                    state: ClientState::Idle,
+                    leader_hint: 0,
+                })
+                .collect(),
+            history: Vec::new(),
+            next_value: 1,
+            next_read_id: 1,
+            written: HashMap::new(),
+            leaders: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            entries_seen: HashMap::new(),
+            loss_per_mille,
+            dup_per_mille,
+            faults_on: true,
+            stats: Stats::default(),
+            trace: Vec::new(),
+        };
+        let initial = Membership::with_voters(1..=opts.nodes as NodeId);
+        for id in 1..=opts.nodes as NodeId {
+            w.boot(id, initial.clone(), Disk::default());
+        }
+        for c in 0..CLIENTS {
+            let at = w.rng.range(0, 200_000);
+            w.schedule(at, Event::Client(c));
+        }
+        let first_fault = w.rng.range(300_000, 1_000_000);
+        w.schedule(first_fault, Event::Fault);
+        w
+    }
+
+    fn config(&mut self, id: NodeId) -> Config {
+        let mut c = Config::new(id);
+        c.election_timeout_min_ticks = ELECTION_MIN_TICKS;
+        c.election_timeout_max_ticks = ELECTION_MIN_TICKS * 2;
+        c.heartbeat_interval_ticks = HEARTBEAT_TICKS;
+        c.tick_interval_ns = TICK_US * 1000;
+        c.clock_drift_ppm_max = DRIFT_PPM_MAX;
+        // As long as the rules allow: election_timeout_min less one tick (90 ms), the binding
+        // rule here; the drift bound is applied at expiry (lease x (1 - drift)).
+        // With clocks drifting at the bound this is exactly safe, so ignoring the drift
+        // (a negative control) is not.
+        let bound = (ELECTION_MIN_TICKS as u64 - 1) * TICK_US * 1000;
+        c.lease_duration_ns = bound - 1;
+        c.append_entries_max = self.params.append_entries_max;
+        c.inflight_appends_max = self.params.inflight_appends_max;
+        c.persistence = self.opts.persistence;
+        c.seed = self.seed ^ id.wrapping_mul(0x9E37_79B9);
+        if let Some(control) = self.opts.control {
+            control.apply(&mut c.controls);
+        }
+        c
+    }
+
+    fn boot(&mut self, id: NodeId, initial: Membership, disk: Disk) {
+        let cfg = self.config(id);
+        let restore = Restore {
+            hard_state: disk.hard_state,
+            snapshot: disk.snapshot.as_ref().map(|s| s.0.clone()),
+            entries: disk.entries.clone(),
+            initial_membership: initial.clone(),
+        };
+        let raft = Raft::new(cfg.clone(), restore).expect("valid simulator config");
+        let (kv, applied_index) = match &disk.snapshot {
+            Some((meta, kv)) => (kv.clone(), meta.index),
+            None => (Kv::new(), 0),
+        };
+        // Clock rates spread over the whole bound: any two nodes differ by at most it.
+        let half = DRIFT_PPM_MAX as i64 / 2;
+        let drift_ppm = if self.opts.control == Some(Control::LeaseIgnoresDrift) {
+            // Clocks at the bound (each node at one extreme), so the drift control can fire.
+            if self.rng.chance(500) { half } else { -half }
+        } else {
+            self.rng.range(0, 2 * half as u64) as i64 - half
+        };
+        let incarnation = self.nodes.get(&id).map_or(0, |n| n.incarnation + 1);
+        let node = Node {
+            raft,
+            up: true,
+            incarnation,
+            disk,
+            disk_queue: VecDeque::new(),
+            flushing: 0,
+            kv,
+            applied_index,
+            applied_since_snapshot: 0,
+            drift_ppm,
+            ticks: 0,
+            received_snapshot: None,
+            pending_writes: HashMap::new(),
+            pending_reads: HashMap::new(),
+            initial,
+            removed: false,
+            last_role: Role::Follower,
+            last_term: 0,
+        };
+        // Ticks continue from the node's local time now.
+        let mut node = node;
+        node.ticks = node.local_ns(self.now) / (TICK_US * 1000);
+        let at = node.next_tick_at();
+        self.nodes.insert(id, node);
+        self.schedule(at, Event::Tick(id, incarnation));
+    }
+
+    fn schedule(&mut self, at: Micros, e: Event) {
+        self.seq += 1;
+        self.events.push(Reverse((at.max(self.now), self.seq, e)));
+    }
+
+    fn log(&mut self, s: impl FnOnce() -> String) {
+        if self.opts.trace {
+            let line = format!("{:>10.6} {}", self.now as f64 / 1e6, s());
+            self.trace.push(line);
+        }
+    }
+
+    /// A liveness failure or a run too weak to count (see `Violation::safety`).
+    fn fail_liveness(&self, what: String) -> Violation {
+        Violation {
+            safety: false,
+            ..self.fail(what)
+        }
+    }
+
+    fn fail(&self, what: String) -> Violation {
+        Violation {
+            safety: true,
+            seed: self.seed,
+            at_us: self.now,
+            what,
+        }
+    }
+
+    /// Runs the seed to the end; returns the first violation found.
+    pub fn run(&mut self) -> Result<(), Violation> {
+        let fault_end = self.opts.sim_secs * 1_000_000;
+        let end = fault_end + 5_000_000;
+        while let Some(Reverse((at, _, ev))) = self.events.pop() {
+            if at > end {
+                break;
+            }
+            self.now = at;
+            if self.faults_on && self.now >= fault_end {
+                self.stop_faults();
+            }
+            self.handle(ev)?;
+            self.drain_readies()?;
+            self.check_step()?;
+        }
+        self.stats.sim_us = self.now;
+        self.final_checks()
+    }
+
+    fn handle(&mut self, ev: Event) -> Result<(), Violation> {
+        match ev {
+            Event::Tick(id, inc) => {
+                let now = self.now;
+                let Some(n) = self
+                    .nodes
+                    .get_mut(&id)
+                    .filter(|n| n.up && n.incarnation == inc)
+                else {
+                    return Ok(());
+                };
+                n.ticks += 1;
+                let local = n.local_ns(now);
+                n.raft.tick(local);
+                let at = n.next_tick_at();
+                self.schedule(at, Event::Tick(id, inc));
+            }
+            Event::Deliver(b) => self.deliver(b.msg),
+            Event::DiskDone(id, inc) => self.disk_done(id, inc),
+            Event::Client(c) => self.client_step(c),
+            Event::ClientTimeout(c, op) => {
+                if let ClientState::Waiting { op: o, .. } = self.clients[c].state {
+                    if o == op {
+                        self.finish(c, op, None, true);
+                        self.log(|| format!("client {c} op {op} timed out"));
+                    }
+                }
+            }
+            Event::Fault => self.fault(),
+            Event::Heal => {
+                self.cut.clear();
+                self.log(|| "heal".to_string());
+            }
+            Event::Restart(id) => self.restart(id),
+            Event::SnapshotFailed(from, to) => {
+                if let Some(n) = self.nodes.get_mut(&from).filter(|n| n.up) {
+                    n.raft.report_snapshot(to, false);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ----- network -----
+
+    fn send(&mut self, m: Message) {
+        self.stats.messages += 1;
+        if self.cut.contains(&(m.from, m.to)) || self.rng.chance(self.loss_per_mille) {
+            self.lost(&m);
+            return;
+        }
+        let copies = if self.rng.chance(self.dup_per_mille) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            // Mostly fast, sometimes slow: reorders messages on the same link.
+            let delay = if self.rng.chance(self.params.slow_link_per_mille) {
+                self.rng.range(5_000, 60_000)
+            } else {
+                self.rng.range(100, 2_000)
+            };
+            let seq = self.seq;
+            self.schedule(
+                self.now + delay,
+                Event::Deliver(Box::new(MessageBox {
+                    msg: m.clone(),
+                    seq,
+                })),
+            );
+        }
+    }
+
+    /// A snapshot transfer that never arrives is reported failed by the transport after a
+    /// while (a real one notices a broken stream or a time-out).
+    fn lost(&mut self, m: &Message) {
+        if matches!(m.body, Body::Snapshot { .. }) {
+            let at = self.now + 50_000;
+            self.schedule(at, Event::SnapshotFailed(m.from, m.to));
+        }
+    }
+
+    fn deliver(&mut self, m: Message) {
+        if self.cut.contains(&(m.from, m.to)) || !self.nodes.get(&m.to).is_some_and(|n| n.up) {
+            self.lost(&m);
+            return;
+        }
+        if self.opts.trace {
+            let brief = match &m.body {
+                Body::Append {
+                    prev_index,
+                    prev_term,
+                    entries,
+                    commit,
+                } => format!(
+                    "Append prev={prev_index}/{prev_term} n={} commit={commit}",
+                    entries.len()
+                ),
+                b => format!("{b:?}"),
+            };
+            let line = format!(
+                "{:>10.6}   {}->{} t{} {brief}",
+                self.now as f64 / 1e6,
+                m.from,
+                m.to,
+                m.term
+            );
+            self.trace.push(line);
+        }
+        let Some(_) = self.nodes.get(&m.to).filter(|n| n.up) else {
+            return;
+        };
+        let from = m.from;
+        let to = m.to;
+        let snapshot = if let Body::Snapshot { meta } = &m.body {
+            // The transport streams the sender's stored snapshot; if the sender has since
+            // taken a newer one, this transfer fails.
+            let data = self
+                .nodes
+                .get(&from)
+                .and_then(|s| s.disk.snapshot.clone())
+                .filter(|(sm, _)| sm == meta);
+            match data {
+                Some(d) => Some(d),
+                None => {
+                    if let Some(s) = self.nodes.get_mut(&from).filter(|s| s.up) {
+                        s.raft.report_snapshot(to, false);
+                    }
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let is_snapshot = snapshot.is_some();
+        let n = self.nodes.get_mut(&to).expect("node");
+        if let Some(s) = snapshot {
+            n.received_snapshot = Some(s);
+        }
+        n.raft.step(m);
+        if is_snapshot {
+            if let Some(s) = self.nodes.get_mut(&from).filter(|s| s.up) {
+                s.raft.report_snapshot(to, true);
+            }
+        }
+    }
+
+    // ----- readies, disk, apply -----
+
+    fn drain_readies(&mut self) -> Result<(), Violation> {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        loop {
+            let mut any = false;
+            for &id in &ids {
+                if self
+                    .nodes
+                    .get(&id)
+                    .is_some_and(|n| n.up && n.raft.has_ready())
+                {
+                    any = true;
+                    let rd = self.nodes.get_mut(&id).expect("node").raft.ready();
+                    self.handle_ready(id, rd)?;
+                }
+            }
+            if !any {
+                return Ok(());
+            }
+        }
+    }
+
+    fn handle_ready(&mut self, id: NodeId, mut rd: Ready) -> Result<(), Violation> {
+        // Log Matching across the cluster: one (index, term) names one entry everywhere.
+        for e in &rd.entries {
+            let h = entry_hash(e);
+            if let Some(&prev) = self.entries_seen.get(&(e.index, e.term)) {
+                if prev != h {
+                    return Err(self.fail(format!(
+                        "log matching: two entries at {}/{}",
+                        e.index, e.term
+                    )));
+                }
+            } else {
+                self.entries_seen.insert((e.index, e.term), h);
+            }
+        }
+        let msgs = std::mem::take(&mut rd.messages);
+        self.apply(id, &rd)?;
+        if rd.must_persist() {
+            let n = self.nodes.get_mut(&id).expect("node");
+            let snapshot = rd.snapshot.as_ref().map(|meta| {
+                let (m, kv) = n
+                    .received_snapshot
+                    .clone()
+                    .expect("snapshot received before install");
+                assert_eq!(&m, meta);
+                (m, kv)
+            });
+            let job = PersistJob {
+                number: Some(rd.number),
+                hard_state: rd.hard_state,
+                reset: rd.reset,
+                snapshot,
+                entries: std::mem::take(&mut rd.entries),
+            };
+            self.nodes
+                .get_mut(&id)
+                .expect("node")
+                .disk_queue
+                .push_back(job);
+            self.start_flush(id);
+        }
+        for m in msgs {
+            self.send(m);
+        }
+        for r in std::mem::take(&mut rd.reads) {
+            self.read_done(id, r.id, r.result.is_ok());
+        }
+        Ok(())
+    }
+
+    /// Starts a flush of everything queued, if the disk is idle.
+    fn start_flush(&mut self, id: NodeId) {
+        let n = &self.nodes[&id];
+        if n.flushing > 0 || n.disk_queue.is_empty() {
+            return;
+        }
+        // DiskFirst: a write + fdatasync; MemFirst: the flush interval.
+        let latency = match self.opts.persistence {
+            // Now and then an fsync stalls, as real disks do.
+            Persistence::DiskFirst if self.rng.chance(self.params.slow_disk_per_mille) => {
+                self.rng.range(2_000, 30_000)
+            }
+            Persistence::DiskFirst => self.rng.range(50, 600),
+            Persistence::MemFirst => self.rng.range(2_000, 20_000),
+        };
+        let n = self.nodes.get_mut(&id).expect("node");
+        n.flushing = n.disk_queue.len();
+        let inc = n.incarnation;
+        self.schedule(self.now + latency, Event::DiskDone(id, inc));
+    }
+
+    fn disk_done(&mut self, id: NodeId, inc: u64) {
+        let Some(n) = self
+            .nodes
+            .get_mut(&id)
+            .filter(|n| n.up && n.incarnation == inc)
+        else {
+            return;
+        };
+        let mut last = None;
+        for _ in 0..std::mem::take(&mut n.flushing) {
+            let job = n.disk_queue.pop_front().expect("a queued persist job");
+            n.disk.write(&job);
+            last = job.number.or(last);
+        }
+        if let Some(number) = last {
+            n.raft.on_persisted(number);
+        }
+        self.start_flush(id);
+    }
+
+    fn apply(&mut self, id: NodeId, rd: &Ready) -> Result<(), Violation> {
+        let n = self.nodes.get_mut(&id).expect("node");
+        if rd.reset {
+            n.kv.clear();
+            n.applied_index = 0;
+        }
+        if let Some(meta) = &rd.snapshot {
+            let (m, kv) = n.received_snapshot.clone().expect("snapshot received");
+            assert_eq!(&m, meta);
+            n.kv = kv;
+            n.applied_index = meta.index;
+            n.applied_since_snapshot = 0;
+            n.raft.on_applied(meta.index);
+            self.stats.snapshots_installed += 1;
+        }
+        let mut acks = Vec::new();
+        for e in &rd.committed {
+            let n = self.nodes.get_mut(&id).expect("node");
+            if e.index != n.applied_index + 1 {
+                let prev = n.applied_index;
+                return Err(self.fail(format!("node {id} applies {} after {prev}", e.index)));
+            }
+            n.applied_index = e.index;
+            n.applied_since_snapshot += 1;
+            if e.kind == EntryKind::Normal {
+                let (k, v) = decode(&e.data);
+                n.kv.insert(k, v);
+            }
+            if let Some((term, op)) = n.pending_writes.remove(&e.index) {
+                acks.push((op, term == e.term, e.index, e.term));
+            }
+            // Every node applies the same sequence (MemFirst may lose applied entries in a
+            // crash by design; its nodes then reset and converge, checked at the end).
+            let h = entry_hash(e);
+            match self
+                .applied
+                .get(&e.index)
+                .filter(|_| self.opts.persistence == Persistence::DiskFirst)
+            {
+                Some(&(t, hh)) if (t, hh) != (e.term, h) => {
+                    return Err(self.fail(format!(
+                        "node {id} applied {}/{} but another node applied {}/{} there",
+                        e.index, e.term, e.index, t
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    self.applied.insert(e.index, (e.term, h));
+                }
+            }
+        }
+        let n = self.nodes.get_mut(&id).expect("node");
+        if let Some(last) = rd.committed.last() {
+            n.raft.on_applied(last.index);
+        }
+        for (op, ok, index, term) in acks {
+            self.write_done(op, ok, index, term);
+        }
+        // Snapshot and compact now and then (the driver's policy).
+        let n = self.nodes.get_mut(&id).expect("node");
+        if n.applied_since_snapshot >= SNAPSHOT_EVERY_ENTRIES && n.raft.applied() == n.applied_index
+        {
+            let meta = n.raft.compact(n.applied_index);
+            n.applied_since_snapshot = 0;
+            // Taken synchronously with the state it describes; written at once.
+            // Written in order with the Readies before it (a snapshot file, then the WAL
+            // is compacted behind it).
+            let job = PersistJob {
+                number: None,
+                hard_state: None,
+                reset: false,
+                snapshot: Some((meta, n.kv.clone())),
+                entries: Vec::new(),
+            };
+            n.disk_queue.push_back(job);
+            self.start_flush(id);
+        }
+        Ok(())
+    }
+
+    // ----- clients -----
+
+    fn client_step(&mut self, c: usize) {
+        if !self.faults_on && self.now > self.opts.sim_secs * 1_000_000 + 4_000_000 {
+            return; // settle phase over: no new operations
+        }
+        let up: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.up && !n.removed)
+            .map(|(&id, _)| id)
+            .collect();
+        if up.is_empty() {
+            let at = self.now + 50_000;
+            self.schedule(at, Event::Client(c));
+            return;
+        }
+        let sticky = self.params.sticky_readers && c < CLIENTS / 2;
+        let hint = self.clients[c].leader_hint;
+        let node = if sticky {
+            up[c % up.len()] // a reader that stays on its node, wherever the leader is
+        } else if up.contains(&hint) && !self.rng.chance(100) {
+            hint
+        } else {
+            up[self.rng.below(up.len() as u64) as usize]
+        };
+        let key = self.rng.below(self.params.keys);
+        let op_index = self.history.len();
+        let roll = if sticky {
+            self.rng.range(50, 89) // linearizable or lease reads only
+        } else {
+            self.rng.below(100)
+        };
+        let now = self.now;
+        let n = self.nodes.get_mut(&node).expect("node");
+        let local = n.local_ns(now);
+        if roll < 50 {
+            let value = self.next_value;
+            self.next_value += 1;
+            self.written.entry(key).or_default().insert(value);
+            self.history.push(HistOp {
+                key,
+                kind: OpKind::Write(Some(value)),
+                policy: None,
+                call: now,
+                ret: None,
+                failed: false,
+                acked_at: None,
+            });
+            match n.raft.propose(vec![encode(key, value)]) {
+                Ok((index, term)) => {
+                    n.pending_writes.insert(index, (term, op_index));
+                    self.wait(c, op_index, node);
+                }
+                Err(ringkv_raft::ProposeError::NotLeader { leader }) => {
+                    self.clients[c].leader_hint = leader;
+                    self.finish(c, op_index, None, false);
+                }
+                Err(_) => self.finish(c, op_index, None, false),
+            }
+        } else {
+            let policy = match roll {
+                50..=69 => ReadPolicy::Linearizable,
+                70..=89 => ReadPolicy::Lease,
+                _ => ReadPolicy::Eventual,
+            };
+            let id = self.next_read_id;
+            self.next_read_id += 1;
+            self.history.push(HistOp {
+                key,
+                kind: OpKind::Read(None),
+                policy: Some(policy),
+                call: now,
+                ret: None,
+                failed: false,
+                acked_at: None,
+            });
+            n.pending_reads.insert(id, op_index);
+            n.raft.read(id, policy, local);
+            if n.raft.role() != Role::Leader && policy != ReadPolicy::Eventual {
+                self.clients[c].leader_hint = n.raft.leader();
+            }
+            self.wait(c, op_index, node);
+        }
+        self.stats.ops += 1;
+    }
+
+    fn wait(&mut self, c: usize, op: usize, node: NodeId) {
+        let deadline = self.now + OP_TIMEOUT_US;
+        self.clients[c].state = ClientState::Waiting { op, node, deadline };
+        self.schedule(deadline, Event::ClientTimeout(c, op));
+    }
+
+    /// Ends a client's operation: `ret` known or not, `failed` = definitely not executed.
+    fn finish(&mut self, c: usize, op: usize, ret: Option<Micros>, timed_out: bool) {
+        let h = &mut self.history[op];
+        h.ret = ret;
+        h.failed = ret.is_none() && !timed_out;
+        if ret.is_some() {
+            self.stats.ops_ok += 1;
+        }
+        self.clients[c].state = ClientState::Idle;
+        let think = self.rng.range(0, 30_000);
+        self.schedule(self.now + think, Event::Client(c));
+    }
+
+    fn client_of(&self, op: usize) -> Option<usize> {
+        self.clients
+            .iter()
+            .position(|cl| matches!(cl.state, ClientState::Waiting { op: o, .. } if o == op))
+    }
+
+    fn write_done(&mut self, op: usize, ok: bool, index: Index, term: Term) {
+        let Some(c) = self.client_of(op) else { return };
+        if ok {
+            self.history[op].acked_at = Some((index, term));
+            let now = self.now;
+            self.finish(c, op, Some(now), false);
+        } else {
+            // Another entry took its index: it will never be applied.
+            self.finish(c, op, None, false);
+        }
+    }
+
+    fn read_done(&mut self, node: NodeId, id: u64, ok: bool) {
+        let n = self.nodes.get_mut(&node).expect("node");
+        let Some(op) = n.pending_reads.remove(&id) else {
+            return;
+        };
+        let key = self.history[op].key;
+        let value = n.kv.get(&key).copied();
+        let Some(c) = self.client_of(op) else { return };
+        if ok {
+            self.history[op].kind = OpKind::Read(value);
+            let now = self.now;
+            self.finish(c, op, Some(now), false);
+        } else {
+            self.finish(c, op, None, false);
+        }
+    }
+
+    // ----- faults -----
+
+    fn fault(&mut self) {
+        if !self.faults_on {
+            return;
+        }
+        let live: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.up && !n.removed)
+            .map(|(&id, _)| id)
+            .collect();
+        let members: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| !n.removed)
+            .map(|(&id, _)| id)
+            .collect();
+        let leader = self.current_leader();
+        // The first fault of a run is always a crash or a partition.
+        let w = self.params.fault_weights;
+        // The first fault of a run is always a crash or a partition.
+        let first = self.stats.crashes + self.stats.partitions == 0;
+        let span: u64 = if first {
+            w[..3].iter().sum()
+        } else {
+            w.iter().sum()
+        };
+        let mut roll = self.rng.below(span);
+        let mut kind = 0;
+        while roll >= w[kind] {
+            roll -= w[kind];
+            kind += 1;
+        }
+        match kind {
+            0 => {
+                // Every live node at once: DiskFirst must still lose no acknowledged write.
+                for &victim in &live {
+                    self.crash(victim);
+                    let at = self.now + self.rng.range(50_000, 1_000_000);
+                    self.schedule(at, Event::Restart(victim));
+                }
+            }
+            1 => {
+                // Crash one node (the leader half the time), keeping a majority up.
+                let down = members.len() - live.len();
+                if down < (members.len() - 1) / 2 && !live.is_empty() {
+                    let victim = match leader {
+                        Some(l) if self.rng.chance(500) => l,
+                        _ => live[self.rng.below(live.len() as u64) as usize],
+                    };
+                    self.crash(victim);
+                    let at = self.now + self.rng.range(100_000, 2_000_000);
+                    self.schedule(at, Event::Restart(victim));
+                }
+            }
+            2 => {
+                let isolate = self.params.isolate_leader_per_mille;
+                let leader = leader.filter(|_| self.rng.chance(isolate));
+                self.partition(members, leader)
+            }
+            3 => self.membership_fault(leader),
+            4 => {
+                if let Some(l) = leader {
+                    let voters: Vec<NodeId> = self.nodes[&l]
+                        .raft
+                        .membership()
+                        .voters
+                        .iter()
+                        .copied()
+                        .filter(|&v| v != l)
+                        .collect();
+                    if !voters.is_empty() {
+                        let t = voters[self.rng.below(voters.len() as u64) as usize];
+                        if self
+                            .nodes
+                            .get_mut(&l)
+                            .expect("leader")
+                            .raft
+                            .transfer_leader(t)
+                            .is_ok()
+                        {
+                            self.stats.transfers += 1;
+                            self.log(|| format!("transfer {l} -> {t}"));
+                        }
+                    }
+                }
+            }
+            _ => {} // a quiet period
+        }
+        let (lo, hi) = self.params.fault_gap_us;
+        let at = self.now + self.rng.range(lo, hi);
+        self.schedule(at, Event::Fault);
+    }
+
+    /// Cuts links: a symmetric split, a one-way cut, a bridge (one node sees both sides of a
+    /// split), or the leader isolated. Healed after a while.
+    fn partition(&mut self, mut nodes: Vec<NodeId>, isolate: Option<NodeId>) {
+        if nodes.len() < 2 {
+            return;
+        }
+        for i in (1..nodes.len()).rev() {
+            let j = self.rng.below(i as u64 + 1) as usize;
+            nodes.swap(i, j);
+        }
+        let kind = if isolate.is_some() {
+            3
+        } else {
+            self.rng.below(3)
+        };
+        let (a, b): (Vec<NodeId>, Vec<NodeId>) = if let Some(l) = isolate {
+            // The leader alone on one side (its clients may still reach it).
+            (vec![l], nodes.iter().copied().filter(|&n| n != l).collect())
+        } else if kind == 2 && nodes.len() >= 3 {
+            // nodes[0] is the bridge: it keeps every link; the rest split in two.
+            let rest = &nodes[1..];
+            let half = rest.len() / 2;
+            (rest[..half].to_vec(), rest[half..].to_vec())
+        } else {
+            let k = 1 + self.rng.below(nodes.len() as u64 - 1) as usize;
+            (nodes[..k].to_vec(), nodes[k..].to_vec())
+        };
+        for &x in &a {
+            for &y in &b {
+                self.cut.insert((x, y));
+                if kind != 1 {
+                    self.cut.insert((y, x));
+                }
+            }
+        }
+        self.stats.partitions += 1;
+        let kind_name = ["split", "one-way", "bridge", "isolated leader"][kind as usize];
+        self.log(|| format!("partition ({kind_name}) {a:?} | {b:?}"));
+        let at = self.now + self.rng.range(200_000, 3_000_000);
+        self.schedule(at, Event::Heal);
+    }
+
+    fn membership_fault(&mut self, leader: Option<NodeId>) {
+        let Some(l) = leader else { return };
+        let m = self.nodes[&l].raft.membership().clone();
+        let change = if let Some(&learner) = m.learners.iter().next() {
+            MembershipChange::Promote(learner)
+        } else if m.voters.len() <= 3 || (m.voters.len() < 5 && self.rng.chance(500)) {
+            // Add a fresh node (it joins with an empty configuration and learns it).
+            let id = self.next_node_id;
+            MembershipChange::AddLearner(id)
+        } else {
+            let voters: Vec<NodeId> = m.voters.iter().copied().collect();
+            MembershipChange::Remove(voters[self.rng.below(voters.len() as u64) as usize])
+        };
+        let res = self
+            .nodes
+            .get_mut(&l)
+            .expect("leader")
+            .raft
+            .propose_membership(change);
+        if res.is_ok() {
+            self.stats.membership_changes += 1;
+            self.log(|| format!("membership {change:?} via {l}"));
+            if let MembershipChange::AddLearner(id) = change {
+                self.next_node_id += 1;
+                self.boot(id, Membership::default(), Disk::default());
+            }
+        }
+    }
+
+    fn current_leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.up && n.raft.role() == Role::Leader)
+            .max_by_key(|(_, n)| n.raft.term())
+            .map(|(&id, _)| id)
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        let n = self.nodes.get_mut(&id).expect("node");
+        n.up = false;
+        n.disk_queue.clear(); // writes not yet durable are lost
+        n.flushing = 0;
+        self.stats.crashes += 1;
+        self.log(|| format!("crash {id}"));
+        // Clients waiting on this node learn nothing: they time out (outcome unknown).
+    }
+
+    fn restart(&mut self, id: NodeId) {
+        let Some(n) = self.nodes.get(&id) else { return };
+        if n.up || n.removed {
+            return;
+        }
+        let initial = n.initial.clone();
+        let disk = n.disk.clone();
+        self.boot(id, initial, disk);
+        self.log(|| format!("restart {id}"));
+    }
+
+    fn stop_faults(&mut self) {
+        self.faults_on = false;
+        self.cut.clear();
+        self.loss_per_mille = 0;
+        self.dup_per_mille = 0;
+        let down: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| !n.up && !n.removed)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in down {
+            self.restart(id);
+        }
+        self.log(|| "faults stop; settling".to_string());
+    }
+
+    // ----- checks -----
+
+    fn check_step(&mut self) -> Result<(), Violation> {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let n = &self.nodes[&id];
+            if !n.up {
+                continue;
+            }
+            let (role, term) = (n.raft.role(), n.raft.term());
+            if role == Role::Leader && (n.last_role != Role::Leader || n.last_term != term) {
+                // Election Safety: one leader per term.
+                if let Some(&other) = self.leaders.get(&term) {
+                    if other != id {
+                        return Err(
+                            self.fail(format!("two leaders in term {term}: {other} and {id}"))
+                        );
+                    }
+                }
+                self.leaders.insert(term, id);
+                self.stats.elections_won += 1;
+                // Leader Completeness: every entry applied anywhere is in the new leader's log
+                // (a DiskFirst promise; MemFirst may lose committed entries in a crash).
+                let log = n.raft.log();
+                let strict = self.opts.persistence == Persistence::DiskFirst;
+                for (&i, &(t, _)) in self.applied.range(log.first_index()..).filter(|_| strict) {
+                    if log.term(i) != Some(t) {
+                        return Err(self.fail(format!(
+                            "leader completeness: new leader {id} (term {term}) lacks applied entry {i}/{t}"
+                        )));
+                    }
+                }
+                if self.opts.trace {
+                    let line = format!(
+                        "{:>10.6} node {id} leads term {term}",
+                        self.now as f64 / 1e6
+                    );
+                    self.trace.push(line);
+                }
+            }
+            // A decommissioned node: once its removal is applied, stop it.
+            let removed =
+                !n.raft.membership().is_member(id) && n.raft.membership().removed.contains(&id);
+            let n = self.nodes.get_mut(&id).expect("node");
+            n.last_role = role;
+            n.last_term = term;
+            if removed && n.raft.commit() >= n.raft.last_index() && !n.removed {
+                n.removed = true;
+                n.up = false;
+                self.log(|| format!("node {id} removed and stopped"));
+            }
+        }
+        Ok(())
+    }
+
+    fn final_checks(&mut self) -> Result<(), Violation> {
+        // The run must have been what it claims: enough load, at least one crash or
+        // partition, enough simulated time.
+        if self.stats.ops < 500 || self.stats.crashes + self.stats.partitions == 0 {
+            return Err(self.fail_liveness(format!(
+                "run too weak: {} ops, {} crashes, {} partitions",
+                self.stats.ops, self.stats.crashes, self.stats.partitions
+            )));
+        }
+        // Liveness after the faults stop: some node leads and every live member applied the
+        // same entries.
+        let Some(l) = self.current_leader() else {
+            return Err(self.fail_liveness("no leader 5 s after faults stopped".into()));
+        };
+        let commit = self.nodes[&l].raft.commit();
+        // Members as the leader sees them: a node removed while cut off never hears of it.
+        let members = self.nodes[&l].raft.membership().clone();
+        for (&id, n) in &self.nodes {
+            if members.is_member(id) && (!n.up || n.applied_index < commit) {
+                return Err(self.fail_liveness(format!(
+                    "member {id} (up: {}) applied {} of {commit} 5 s after faults stopped\n  \
+                     member: {:?}\n  leader: {:?}",
+                    n.up,
+                    n.applied_index,
+                    n.raft.status(),
+                    self.nodes[&l].raft.status()
+                )));
+            }
+        }
+        // All members converge to the same state.
+        let states: BTreeSet<Vec<(u64, u64)>> = self
+            .nodes
+            .iter()
+            .filter(|(id, _)| members.is_member(**id))
+            .map(|(_, n)| n.kv.iter().map(|(&k, &v)| (k, v)).collect())
+            .collect();
+        if states.len() > 1 {
+            return Err(self.fail(format!("{} different final states", states.len())));
+        }
+        // Acknowledged writes are never lost (DiskFirst promises it; MemFirst does not): the
+        // final leader holds each one (or a snapshot past it) and has applied it.
+        if self.opts.persistence == Persistence::DiskFirst {
+            let log = self.nodes[&l].raft.log();
+            let applied = self.nodes[&l].applied_index;
+            for (i, op) in self.history.iter().enumerate() {
+                if let Some((index, term)) = op.acked_at {
+                    let held = index <= log.snapshot_index() || log.term(index) == Some(term);
+                    if !held || applied < index {
+                        return Err(self.fail(format!(
+                            "acknowledged write #{i} at {index}/{term} was lost"
+                        )));
+                    }
+                }
+            }
+        }
+        // Eventual reads return only written values.
+        for op in &self.history {
+            if op.policy == Some(ReadPolicy::Eventual) {
+                if let (OpKind::Read(Some(v)), Some(_)) = (op.kind, op.ret) {
+                    if !self.written.get(&op.key).is_some_and(|w| w.contains(&v)) {
+                        return Err(
+                            self.fail(format!("eventual read of key {} saw unwritten {v}", op.key))
+                        );
+                    }
+                }
+            }
+        }
+        // Linearizability of writes, linearizable and lease reads (MemFirst may lose
+        // acknowledged writes by design, so its histories are not held to it).
+        if self.opts.persistence == Persistence::DiskFirst {
+            let ops: Vec<Op> = self
+                .history
+                .iter()
+                .filter(|o| !o.failed && o.policy != Some(ReadPolicy::Eventual))
+                .map(|o| Op {
+                    key: o.key,
+                    kind: o.kind,
+                    call: o.call,
+                    ret: o.ret,
+                })
+                .collect();
+            match checker::check(&ops) {
+                Verdict::Ok => {}
+                Verdict::Violation(v) => return Err(self.fail(format!("not linearizable: {v}"))),
+                Verdict::TooHard { key } => {
+                    return Err(
+                        self.fail(format!("linearizability search too large for key {key}"))
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
