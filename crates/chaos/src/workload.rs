@@ -19,6 +19,7 @@ use ringkv_client::native_client::{CallError, Conn};
 use ringkv_proto::native::{
     CONSISTENCY_EVENTUAL, CONSISTENCY_LEASE, CONSISTENCY_LINEARIZABLE, Request,
 };
+use ringkv_proto::outcome::{Answer, ApiError};
 use ringkv_raft::NodeId;
 use ringkv_rng::Rng;
 
@@ -271,18 +272,21 @@ async fn client(
                 conns.remove(&node);
                 (Outcome::Unknown, None)
             }
-            Ok(resp) => match resp.status {
-                200 => {
-                    let v = serde_json::from_str::<serde_json::Value>(&resp.body)
-                        .ok()
-                        // A value no client wrote reads as u64::MAX: never written.
-                        .and_then(|b| b["value"].as_str().map(|s| s.parse().unwrap_or(u64::MAX)));
-                    (Outcome::Ok, if kind == Kind::Put { None } else { v })
+            Ok(resp) => match resp.outcome {
+                Ok(answer) => {
+                    let v = if kind == Kind::Put {
+                        None
+                    } else {
+                        read_value(&answer)
+                    };
+                    (Outcome::Ok, v)
                 }
-                404 if kind != Kind::Put => (Outcome::Ok, None),
-                503 => (Outcome::Failed, None),
-                504 => (Outcome::Unknown, None),
-                _ => (Outcome::Failed, None),
+                Err(ApiError::NotFound { .. }) if kind != Kind::Put => (Outcome::Ok, None),
+                // A write that may have happened, or a read that timed out.
+                Err(e) if e.outcome_unknown() || matches!(e, ApiError::Timeout { .. }) => {
+                    (Outcome::Unknown, None)
+                }
+                Err(_) => (Outcome::Failed, None),
             },
         };
         history.borrow_mut().push(Record {
@@ -335,17 +339,13 @@ pub fn read_all(
                                 )
                                 .await
                                 .map_err(|e| format!("reading {k} at node {node}: {e:?}"))?;
-                            let v = match r.status {
-                                200 => serde_json::from_str::<serde_json::Value>(&r.body)
-                                    .ok()
-                                    .and_then(|b| {
-                                        b["value"].as_str().map(|s| s.parse().unwrap_or(u64::MAX))
-                                    }),
-                                404 => None,
-                                s => {
+                            let v = match r.outcome {
+                                Ok(answer) => read_value(&answer),
+                                Err(ApiError::NotFound { .. }) => None,
+                                Err(e) => {
                                     return Err(format!(
-                                        "reading {k} at node {node}: {s} {}",
-                                        r.body
+                                        "reading {k} at node {node}: {} {e}",
+                                        e.code()
                                     ));
                                 }
                             };
@@ -363,4 +363,18 @@ pub fn read_all(
         .map_err(|e| format!("cannot start an executor: {e}"))?
         .join()
         .map_err(|e| format!("read-all executor: {e:?}"))?
+}
+
+/// The value a read returned, as the client wrote it (decimal text); a value no client
+/// wrote reads as `u64::MAX`: never written.
+fn read_value(answer: &Answer) -> Option<u64> {
+    match answer {
+        Answer::Value { value, .. } => Some(
+            std::str::from_utf8(value)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(u64::MAX),
+        ),
+        _ => None,
+    }
 }

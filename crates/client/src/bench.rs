@@ -20,6 +20,7 @@ use hdrhistogram::Histogram;
 
 use crate::native_client::Conn;
 use ringkv_proto::native::{self, Request};
+use ringkv_proto::outcome;
 use ringkv_rng::Rng;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -355,7 +356,7 @@ async fn client(
                         value: shared.value.clone().into_bytes(),
                     })
                     .await
-                    .map(|r| r.status),
+                    .map(|r| outcome::http_status(&r.outcome)),
                 (Some(conn), Some(consistency)) => conn
                     .call(|id| Request::Get {
                         id,
@@ -363,7 +364,7 @@ async fn client(
                         consistency,
                     })
                     .await
-                    .map(|r| r.status),
+                    .map(|r| outcome::http_status(&r.outcome)),
                 (None, read) => http_request(&mut http, addr, &key, &shared.value, read).await,
             }
         };

@@ -1,13 +1,10 @@
-//! The command-line client: `ringkv put|get|delete|status` over the native protocol
-//! (`native_client::Client`) and the admin commands
-//! `ringkv join|promote|remove|transfer-leader|snapshot` over the nodes' HTTP API (the
-//! native protocol has no admin calls).
+//! The command-line client: `ringkv put|get|delete|status` and the admin commands
+//! `ringkv join|promote|remove|transfer-leader|snapshot`, all over the native protocol
+//! (`native_client::Client`), printing each answer as the HTTP API's JSON.
 //!
-//! Runs on the main thread of a short-lived `ringkv` process: a client command starts one
-//! glommio executor (unpinned, 1 MiB of io_uring memory) for its `Client` and waits for
-//! it; an admin command owns one blocking `std::net::TcpStream` at a time (HTTP/1.1, one
-//! request per connection, `Connection: close`). Not used by the server; must not touch
-//! node internals or any file, only the sockets it opens.
+//! Runs on the main thread of a short-lived `ringkv` process: a command starts one glommio
+//! executor (unpinned, 1 MiB of io_uring memory) for its `Client` and waits for it. Not used
+//! by the server; must not touch node internals or any file, only the sockets it opens.
 //!
 //! Which endpoint gets the request: endpoints are tried in the order given, each address at
 //! most once; a put or delete first asks the endpoints' status, in order, until one names
@@ -18,15 +15,15 @@
 //! after sending, no reply in time, or a 504 `timeout` reply end the command with "outcome
 //! unknown" (exit 3), because a resend could apply it twice or after a later write. Reads
 //! and status are retried on the next endpoint instead. Admin commands change the cluster
-//! and are treated as writes (without the status round: they go to the endpoints in order);
-//! their token, if given, goes in an `X-Ringkv-Token` header. A host name in `--endpoints`
-//! stands for each address it resolves to; messages name it as given.
+//! and are treated as writes (without the status round: they go to the endpoints in order,
+//! so `snapshot` is taken on the first); their token, if given, goes with the call. A host
+//! name in `--endpoints` stands for each address it resolves to; messages name it as given.
 //!
 //! Exit codes: 0 success (the reply's JSON on stdout); 1 the cluster answered with an error
 //! (its JSON on stderr); 2 usage error (clap); 3 no answer: no endpoint reachable (each one
 //! named with its error), or a write's outcome is unknown.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -84,8 +81,8 @@ pub enum Request {
         consistency: Option<Consistency>,
     },
     Status,
-    /// A membership or maintenance call (over HTTP); `token` (one that passes
-    /// `check_token`) is sent as `X-Ringkv-Token`.
+    /// A membership or maintenance call; `token` (one that passes `check_token`) goes with
+    /// it.
     Admin {
         op: AdminOp,
         token: Option<String>,
@@ -99,13 +96,7 @@ impl Request {
             Request::Delete { .. } => "delete",
             Request::Get { .. } => "get",
             Request::Status => "status",
-            Request::Admin { op, .. } => match op {
-                AdminOp::Join { .. } => "join",
-                AdminOp::Promote { .. } => "promote",
-                AdminOp::Remove { .. } => "remove",
-                AdminOp::TransferLeader { .. } => "transfer-leader",
-                AdminOp::Snapshot => "snapshot",
-            },
+            Request::Admin { op, .. } => op.name(),
         }
     }
 
@@ -116,24 +107,6 @@ impl Request {
             _ => "check with ringkv get",
         }
     }
-}
-
-/// An admin call's (request target, JSON body) over HTTP (always a POST).
-fn admin_http(op: &AdminOp) -> (&'static str, String) {
-    let (path, body) = match op {
-        AdminOp::Join { node_id, address } => (
-            "/join",
-            serde_json::json!({ "node_id": node_id, "address": address }),
-        ),
-        AdminOp::Promote { node_id } => ("/promote", serde_json::json!({ "node_id": node_id })),
-        AdminOp::Remove { node_id } => ("/remove", serde_json::json!({ "node_id": node_id })),
-        AdminOp::TransferLeader { node_id } => (
-            "/transfer-leader",
-            serde_json::json!({ "node_id": node_id }),
-        ),
-        AdminOp::Snapshot => ("/snapshot", serde_json::json!({})),
-    };
-    (path, body.to_string())
 }
 
 /// An admin token as it may go into a header: printable ASCII without blanks, not empty.
@@ -225,11 +198,7 @@ fn render(req: &Request, ended: Ended) -> Outcome {
 
 /// Runs `req` against `endpoints` (see the module doc for the order and the retry rules).
 pub fn run(req: &Request, endpoints: &[String], timeout: Duration) -> Outcome {
-    let ended = match req {
-        Request::Admin { op, token } => run_admin(op, token.as_deref(), endpoints, timeout),
-        _ => run_native(req, endpoints, timeout),
-    };
-    render(req, ended)
+    render(req, run_native(req, endpoints, timeout))
 }
 
 /// The endpoints' addresses, in order and each once; what each address is called (the
@@ -293,7 +262,7 @@ where
         .map_err(|e| format!("cannot run the client's executor: {e}"))
 }
 
-/// A put, get, delete or status through `native_client::Client`.
+/// One command through `native_client::Client`.
 fn run_native(req: &Request, endpoints: &[String], timeout: Duration) -> Ended {
     let r = Resolved::new(endpoints);
     if r.addrs.is_empty() {
@@ -307,71 +276,24 @@ fn run_native(req: &Request, endpoints: &[String], timeout: Duration) -> Ended {
             Request::Delete { key } => c.delete(key).await,
             Request::Get { key, consistency } => c.get(key, Consistency::code(consistency)).await,
             Request::Status => c.status().await,
-            Request::Admin { .. } => unreachable!("admin calls go over HTTP"),
+            Request::Admin { op, token } => c.admin(&op, token.as_deref()).await,
         }
     });
     match outcome {
         Err(e) => Ended::Failed(e),
-        Ok(native_client::Outcome::Answered(a)) => Ended::Answered(a.status, a.body),
+        Ok(native_client::Outcome::Answered(a)) => {
+            let (status, body) = a.to_json();
+            Ended::Answered(status, body)
+        }
         Ok(native_client::Outcome::Unserved { last, tried }) => {
-            Ended::Unserved(last.body, r.named(tried))
+            Ended::Unserved(last.to_json().1, r.named(tried))
         }
         Ok(native_client::Outcome::Unreachable { tried }) => Ended::Unreachable(r.named(tried)),
         Ok(native_client::Outcome::Unknown {
             endpoint,
             why,
             answer,
-        }) => Ended::Unknown(r.name(endpoint), why, answer.map(|a| a.body)),
-    }
-}
-
-/// An admin call over HTTP: like a write, never resent once it may have arrived.
-fn run_admin(op: &AdminOp, token: Option<&str>, endpoints: &[String], timeout: Duration) -> Ended {
-    let (target, body) = admin_http(op);
-    let headers: Vec<(&str, &str)> = token.map(|t| ("X-Ringkv-Token", t)).into_iter().collect();
-    let mut queue: VecDeque<String> = endpoints.iter().cloned().collect();
-    // (endpoint, what happened there), in order.
-    let mut tried: Vec<(String, String)> = Vec::new();
-    let mut last_reply: Option<Response> = None;
-    while let Some(ep) = queue.pop_front() {
-        if tried.iter().any(|(e, _)| *e == ep) {
-            continue;
-        }
-        let r = match exchange(&ep, "POST", target, &headers, body.as_bytes(), timeout) {
-            Ok(r) => r,
-            Err(ExchangeError::NotSent(e)) => {
-                tried.push((ep, e));
-                continue;
-            }
-            Err(ExchangeError::AfterSend(e)) => return Ended::Unknown(ep, e, None),
-        };
-        if r.status == 200 {
-            return Ended::Answered(r.status, r.body);
-        }
-        let err: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
-        let code = err["code"].as_str().unwrap_or("");
-        match (r.status, code) {
-            (503, "not_leader") => {
-                let leader = err["leader_address"].as_str().unwrap_or("");
-                if leader.is_empty() {
-                    tried.push((ep, "not the leader, and it knows no leader".into()));
-                } else {
-                    tried.push((ep, format!("not the leader; the leader is {leader}")));
-                    queue.push_front(leader.to_string());
-                }
-            }
-            (503, _) => tried.push((ep, format!("503 {code}"))),
-            (504, _) => {
-                let why = format!("it answered 504 {code}");
-                return Ended::Unknown(ep, why, Some(r.body));
-            }
-            _ => return Ended::Answered(r.status, r.body),
-        }
-        last_reply = Some(r);
-    }
-    match last_reply {
-        Some(r) => Ended::Unserved(r.body, tried),
-        None => Ended::Unreachable(tried),
+        }) => Ended::Unknown(r.name(endpoint), why, answer.map(|a| a.to_json().1)),
     }
 }
 
@@ -409,15 +331,17 @@ pub fn status_all(endpoints: &[String], timeout: Duration) -> Outcome {
     let mut ok = 0;
     for ((ep, addrs), got) in endpoints.iter().zip(resolved).zip(answers) {
         let got = addrs.and(got);
-        match got {
-            Ok(a) if a.status == 200 => {
+        match got.as_ref().map(|a| &a.outcome) {
+            Ok(Ok(answer)) => {
                 ok += 1;
-                out.push_str(&line(&a.body));
+                out.push_str(&line(&answer.to_json().to_string()));
             }
-            Ok(a) => {
-                let body: serde_json::Value =
-                    serde_json::from_str(&a.body).unwrap_or_else(|_| a.body.clone().into());
-                let e = serde_json::json!({ "endpoint": ep, "status": a.status, "error": body });
+            Ok(Err(err)) => {
+                let e = serde_json::json!({
+                    "endpoint": ep,
+                    "status": err.http_status(),
+                    "error": err.to_json(),
+                });
                 let _ = writeln!(out, "{e}");
             }
             Err(e) => {

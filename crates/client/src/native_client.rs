@@ -12,21 +12,23 @@
 //! the same as the CLI's (`crate::client`):
 //! - A put or delete goes first to the remembered leader; when none is remembered the
 //!   endpoints are asked for their status, in order, until one names the leader (its own
-//!   `leader_address`, or a 503 `not_leader`'s). Then the endpoints in the order given.
+//!   `leader_address`, or a `NotLeader` refusal's). Then the endpoints in the order given.
 //! - Reads and status start at the next endpoint in rotation (each call one further, so
 //!   reads spread over the nodes; every consistency is valid on a follower, which
 //!   forwards what it cannot serve) and go on through the others in order.
 //! - Each address gets the call at most once, each attempt within `timeout` (connect,
 //!   send and answer); a write with no leader remembered may first ask each address for
 //!   its status, so it can take up to 2 x endpoints x `timeout` in all. A failed
-//!   connection moves on. A 503 `not_leader` naming
-//!   `leader_address` puts that address next (nothing was written: safe to retry) and, for
-//!   a write, remembers it; any other 503 moves on.
+//!   connection moves on. A `NotLeader` refusal naming the leader's address puts that
+//!   address next (nothing was written: safe to retry) and, for a write, remembers it; any
+//!   other refusal that says nothing was done and another node may serve it
+//!   (`ApiError::try_elsewhere`: no leader, stopping, unavailable...) moves on.
 //! - A write is never resent once its bytes may have reached a node: a connection lost
-//!   after sending, no answer within `timeout`, or a 504 answer end the call with
-//!   `Outcome::Unknown` (a resend could apply it twice, or after a later write), and the
-//!   remembered leader is forgotten. A read or status is retried on the next endpoint
-//!   after any of these instead.
+//!   after sending, no answer within `timeout`, or an answer whose outcome is unknown
+//!   (`ApiError::outcome_unknown`: a write timed out, its leader was lost) end the call
+//!   with `Outcome::Unknown` (a resend could apply it twice, or after a later write), and
+//!   the remembered leader is forgotten. A read or status is retried on the next endpoint
+//!   after any of these (and after a read's timeout) instead.
 //!
 //! Must not touch node internals; the only retries are those above.
 
@@ -40,8 +42,10 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::TcpStream;
 
+use ringkv_proto::admin::AdminOp;
 use ringkv_proto::frame::{FrameHeader, FrameKind, HEADER_BYTES};
 use ringkv_proto::native::{self, Request, Response};
+use ringkv_proto::outcome::{self, ApiError, NodeStatus};
 
 /// Frames queued for the writer, per connection.
 const QUEUE_MAX: usize = 4096;
@@ -216,37 +220,48 @@ impl Conn {
     }
 }
 
-/// A node's answer: an HTTP-like status and the JSON body the HTTP API gives for the same
-/// call (`{"index":N}`, `{"key","value","revision"}`, `{"error","code",...}`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A node's answer: what it did, or why not (typed: keys and values are bytes).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     /// The address that answered.
     pub endpoint: SocketAddr,
-    pub status: u16,
-    pub body: String,
+    pub outcome: outcome::Outcome,
 }
 
 impl Answer {
-    /// The body as JSON (`Null` when it is not JSON).
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_default()
+    /// What the node did, when it carried the call out.
+    pub fn done(&self) -> Option<&outcome::Answer> {
+        self.outcome.as_ref().ok()
     }
 
-    /// The error `code` of an error answer (`""` when there is none).
-    pub fn code(&self) -> String {
-        self.json()["code"].as_str().unwrap_or("").to_string()
+    /// Why the node did not carry the call out.
+    pub fn error(&self) -> Option<&ApiError> {
+        self.outcome.as_ref().err()
+    }
+
+    /// The status answer, when this is one.
+    pub fn status(&self) -> Option<&NodeStatus> {
+        match self.done()? {
+            outcome::Answer::Status(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The HTTP API's rendering of this answer: status code and JSON body.
+    pub fn to_json(&self) -> (u16, String) {
+        outcome::render_json(&self.outcome)
     }
 }
 
 /// What became of one `Client` call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// A node carried the request out (200) or refused it on its merits (any status but
-    /// 503, and 504 for a read).
+    /// A node carried the request out, or refused it on its merits (anything but a
+    /// refusal another node might not give, and a read's timeout).
     Answered(Answer),
     /// Every address was tried and none could serve it, though some answered: `last` is
-    /// the last such answer (a 503, or a read's 504); `tried` says, in order, what
-    /// happened at each address. Nothing was written.
+    /// the last such answer (a `try_elsewhere` refusal, or a read's timeout); `tried` says,
+    /// in order, what happened at each address. Nothing was written.
     Unserved {
         last: Answer,
         tried: Vec<(SocketAddr, String)>,
@@ -255,8 +270,8 @@ pub enum Outcome {
     /// only when it reached no node.
     Unreachable { tried: Vec<(SocketAddr, String)> },
     /// A put or delete was sent to `endpoint`, then `why` (the connection broke, no answer
-    /// within the timeout, or a 504 `answer`): it may or may not have been applied, and it
-    /// was not resent.
+    /// within the timeout, or an `answer` whose outcome is unknown): it may or may not have
+    /// been applied, and it was not resent.
     Unknown {
         endpoint: SocketAddr,
         why: String,
@@ -265,10 +280,10 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The answer of an `Answered` outcome with status 200.
-    pub fn ok(&self) -> Option<&Answer> {
+    /// What the node did, when one carried the call out.
+    pub fn ok(&self) -> Option<&outcome::Answer> {
         match self {
-            Outcome::Answered(a) if a.status == 200 => Some(a),
+            Outcome::Answered(a) => a.done(),
             _ => None,
         }
     }
@@ -276,15 +291,29 @@ impl Outcome {
 
 #[derive(Clone, Copy)]
 enum Op<'a> {
-    Put { key: &'a [u8], value: &'a [u8] },
-    Get { key: &'a [u8], consistency: u8 },
-    Delete { key: &'a [u8] },
+    Put {
+        key: &'a [u8],
+        value: &'a [u8],
+    },
+    Get {
+        key: &'a [u8],
+        consistency: u8,
+    },
+    Delete {
+        key: &'a [u8],
+    },
     Status,
+    Admin {
+        op: &'a AdminOp,
+        token: Option<&'a str>,
+    },
 }
 
 impl Op<'_> {
+    /// Writes and operator calls change the cluster: never resent once they may have
+    /// arrived.
     fn is_write(self) -> bool {
-        matches!(self, Op::Put { .. } | Op::Delete { .. })
+        matches!(self, Op::Put { .. } | Op::Delete { .. } | Op::Admin { .. })
     }
 
     fn request(self, id: u64) -> Request {
@@ -304,6 +333,11 @@ impl Op<'_> {
                 key: key.to_vec(),
             },
             Op::Status => Request::Status { id },
+            Op::Admin { op, token } => Request::Admin {
+                id,
+                op: op.clone(),
+                token: token.map(str::to_string),
+            },
         }
     }
 }
@@ -366,14 +400,20 @@ impl Client {
         self.run(Op::Status).await
     }
 
+    /// An operator call (join, promote, remove, transfer leadership, snapshot), with the
+    /// cluster token when one is set. Like a write: sent to the leader first, never resent
+    /// once it may have arrived.
+    pub async fn admin(&self, op: &AdminOp, token: Option<&str>) -> Outcome {
+        self.run(Op::Admin { op, token }).await
+    }
+
     /// The status of the node at `endpoint` only (one attempt): its answer, whatever the
     /// status, or why none came.
     pub async fn status_at(&self, endpoint: SocketAddr) -> Result<Answer, String> {
         match self.attempt(endpoint, Op::Status).await {
             Ok(r) => Ok(Answer {
                 endpoint,
-                status: r.status,
-                body: r.body,
+                outcome: r.outcome,
             }),
             Err(Failed::NotSent(e) | Failed::MaybeSent(e)) => Err(e),
         }
@@ -381,7 +421,12 @@ impl Client {
 
     async fn run(&self, op: Op<'_>) -> Outcome {
         let write = op.is_write();
-        let mut queue: VecDeque<SocketAddr> = if write {
+        let mut queue: VecDeque<SocketAddr> = if let Op::Admin { .. } = op {
+            // In the order given, without looking for the leader first: a snapshot is
+            // taken on the node asked, and every other operator call is forwarded to the
+            // leader by whichever node gets it.
+            self.endpoints.iter().copied().collect()
+        } else if write {
             if self.leader.get().is_none() {
                 self.find_leader().await;
             }
@@ -425,12 +470,13 @@ impl Client {
             };
             let a = Answer {
                 endpoint: ep,
-                status: r.status,
-                body: r.body,
+                outcome: r.outcome,
             };
-            let code = a.code();
-            match a.status {
-                503 if code == "not_leader" => match named_leader(&a) {
+            let Some(e) = a.error() else {
+                return Outcome::Answered(a);
+            };
+            match e {
+                ApiError::NotLeader { leader_address, .. } => match named_leader(&a) {
                     Some(l) => {
                         tried.push((ep, format!("not the leader; the leader is {l}")));
                         queue.push_front(l);
@@ -440,7 +486,7 @@ impl Client {
                     }
                     None => {
                         self.forget_leader(write, ep);
-                        let why = match a.json()["leader_address"].as_str() {
+                        let why = match leader_address {
                             Some(s) if !s.is_empty() => {
                                 format!("not the leader; it names {s:?}, not an ip:port")
                             }
@@ -449,19 +495,23 @@ impl Client {
                         tried.push((ep, why));
                     }
                 },
-                503 => {
+                e if write && e.outcome_unknown() => {
                     self.forget_leader(write, ep);
-                    tried.push((ep, format!("503 {code}")));
-                }
-                504 if write => {
-                    self.forget_leader(write, ep);
+                    let why = format!("it answered {} {}", e.http_status(), e.code());
                     return Outcome::Unknown {
                         endpoint: ep,
-                        why: format!("it answered 504 {code}"),
+                        why,
                         answer: Some(a),
                     };
                 }
-                504 => tried.push((ep, format!("504 {code}"))),
+                e if e.try_elsewhere() => {
+                    self.forget_leader(write, ep);
+                    tried.push((ep, format!("{} {}", e.http_status(), e.code())));
+                }
+                // A read (or status) that timed out here may be served elsewhere.
+                e @ ApiError::Timeout { .. } if !write => {
+                    tried.push((ep, format!("{} {}", e.http_status(), e.code())));
+                }
                 _ => return Outcome::Answered(a),
             }
             last = Some(a);
@@ -478,14 +528,11 @@ impl Client {
             if let Ok(r) = self.attempt(ep, Op::Status).await {
                 let a = Answer {
                     endpoint: ep,
-                    status: r.status,
-                    body: r.body,
+                    outcome: r.outcome,
                 };
-                let named = match a.status {
-                    200 => named_leader(&a)
-                        .or_else(|| (a.json()["role"].as_str() == Some("leader")).then_some(ep)),
-                    503 if a.code() == "not_leader" => named_leader(&a),
-                    _ => None,
+                let named = match a.status() {
+                    Some(st) if st.role == outcome::NodeRole::Leader => Some(ep),
+                    _ => named_leader(&a),
                 };
                 if named.is_some() {
                     self.leader.set(named);
@@ -573,7 +620,13 @@ impl Client {
     }
 }
 
-/// The `leader_address` an answer names, when it is an address.
+/// The leader's address an answer names (a status, or a `NotLeader` refusal), when it is
+/// an address.
 fn named_leader(a: &Answer) -> Option<SocketAddr> {
-    a.json()["leader_address"].as_str()?.parse().ok()
+    let named = match &a.outcome {
+        Ok(outcome::Answer::Status(st)) => st.leader_address.as_deref(),
+        Err(ApiError::NotLeader { leader_address, .. }) => leader_address.as_deref(),
+        _ => None,
+    };
+    named?.parse().ok()
 }

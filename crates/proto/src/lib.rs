@@ -7,7 +7,9 @@
 //! - `frame`: the 16-byte frame header (magic, version, kind, length, CRC32C), checked
 //!   before a body is read.
 //! - `native`: the native client protocol (pipelined rkyv frames with request ids).
+//! - `outcome`: typed answers and errors of client calls, and their JSON rendering.
 
 pub mod admin;
 pub mod frame;
 pub mod native;
+pub mod outcome;

@@ -3,10 +3,14 @@
 //! Pure encoding, used by the shard executors (server side) and `crate::native_client` (the
 //! client). A native connection opens straight with a `FrameKind::Client` frame (a peer's
 //! opens with a handshake); each request carries an id, replies come back with it, in
-//! completion order. Bodies are rkyv archives validated in place; keys and values are
-//! bytes, keys must be UTF-8 (as over HTTP). Must not touch node state.
+//! completion order. Bodies are rkyv archives validated in place. Keys and values are
+//! arbitrary bytes (no UTF-8 requirement); answers are typed (`outcome::Outcome`), not
+//! status codes and JSON text. Must not touch node state.
 
 use rkyv::rancor;
+
+use crate::admin::AdminOp;
+use crate::outcome::Outcome;
 
 /// Read consistency codes in `Request::Get`.
 pub const CONSISTENCY_DEFAULT: u8 = 0;
@@ -33,6 +37,12 @@ pub enum Request {
     Status {
         id: u64,
     },
+    /// An operator call; `token`: the cluster token, when one is set.
+    Admin {
+        id: u64,
+        op: AdminOp,
+        token: Option<String>,
+    },
 }
 
 impl Request {
@@ -41,18 +51,17 @@ impl Request {
             Request::Put { id, .. }
             | Request::Get { id, .. }
             | Request::Delete { id, .. }
-            | Request::Status { id } => *id,
+            | Request::Status { id }
+            | Request::Admin { id, .. } => *id,
         }
     }
 }
 
-/// The answer to request `id`: an HTTP-like status and the same JSON body the HTTP API
-/// gives (`{"index":N}`, `{"key","value","revision"}`, `{"error","code",...}`).
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+/// The answer to request `id`: what the node did, or why not.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
 pub struct Response {
     pub id: u64,
-    pub status: u16,
-    pub body: String,
+    pub outcome: Outcome,
 }
 
 pub fn encode<T>(v: &T) -> rkyv::util::AlignedVec
@@ -93,10 +102,30 @@ mod tests {
         assert_eq!(decode_request(&encode(&r)).unwrap(), r);
         let a = Response {
             id: 7,
-            status: 200,
-            body: "{}".into(),
+            outcome: Ok(crate::outcome::Answer::Value {
+                key: vec![0, 0xff],
+                value: vec![0xc3, 0x28, 0],
+                revision: 3,
+            }),
         };
         assert_eq!(decode_response(&encode(&a)).unwrap(), a);
+        let e = Response {
+            id: 8,
+            outcome: Err(crate::outcome::ApiError::NotLeader {
+                leader_id: Some(2),
+                leader_address: None,
+            }),
+        };
+        assert_eq!(decode_response(&encode(&e)).unwrap(), e);
+        let admin = Request::Admin {
+            id: 9,
+            op: AdminOp::Join {
+                node_id: 4,
+                address: "127.0.0.1:9084".into(),
+            },
+            token: Some("t".into()),
+        };
+        assert_eq!(decode_request(&encode(&admin)).unwrap(), admin);
         let mut b = rkyv::util::AlignedVec::<16>::new();
         b.extend_from_slice(&[0xff; 40]);
         assert!(decode_request(&b).is_err());

@@ -1,63 +1,45 @@
 //! The client commands (`ringkv put|get|delete|status` and the admin commands
 //! `join|promote|remove|transfer-leader|snapshot`) as operators run them: the real binary
-//! against small fake nodes on 127.0.0.1 ephemeral ports that answer with canned replies and
-//! record every request they receive, over the native protocol (put, get, delete, status)
-//! or HTTP (admin commands), as a node's port does.
+//! against small fake nodes on 127.0.0.1 ephemeral ports that answer with canned typed
+//! outcomes and record every request they receive, over the native protocol, as a node's
+//! port does.
 //!
 //! Asserted: fallback past a refused port and a 503 `unavailable`, the `not_leader`
 //! redirect (and no redirect loop), a write never resent once it was sent (connection
 //! dropped, no reply in time, 504), reads retried elsewhere, awkward keys and values sent
-//! unchanged, `status --all`, and the exit codes; for admin commands the path, body and
-//! token header sent (`--token` or `RINGKV_TOKEN`), no resend once sent, and usage errors
-//! caught before any connection. Before a put or delete the client asks the endpoints'
-//! status to find the leader: those status requests are recorded too.
+//! unchanged, `status --all`, and the exit codes; for admin commands the call and token
+//! sent (`--token` or `RINGKV_TOKEN`), no resend once sent, and usage errors caught before
+//! any connection. Before a put or delete the client asks the endpoints' status to find
+//! the leader: those status requests are recorded too. Nothing goes over HTTP.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use ringkv_proto::admin::AdminOp;
 use ringkv_proto::frame::{FrameHeader, FrameKind, HEADER_BYTES, MAGIC};
 use ringkv_proto::native::{self, Request};
+use ringkv_proto::outcome::{
+    Answer, ApiError, NodeRole, NodeStatus, Outcome, TimeoutKind, UnavailableReason, WalStatus,
+};
 
 /// What a fake node does with a request it has read whole.
 #[derive(Clone)]
 enum Act {
-    /// Answer with this status and JSON body.
-    Reply(u16, String),
+    /// Answer with this outcome.
+    Reply(Outcome),
     /// Close the connection without answering.
     Close,
     /// Never answer; wait until the client gives up and closes.
     Hang,
 }
 
-/// An HTTP request as a fake node received it.
-#[derive(Clone, Debug)]
-struct Seen {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).expect("the client sends JSON bodies")
-    }
-}
-
 /// A native request as a line: `status`, `put "k" "v"`, `get "k" 1` (the consistency
-/// code), `delete "k"`.
+/// code), `delete "k"`, `admin promote 4 token=t`.
 fn describe(r: &Request) -> String {
     let s = |b: &[u8]| format!("{:?}", String::from_utf8_lossy(b));
     match r {
@@ -67,6 +49,7 @@ fn describe(r: &Request) -> String {
         } => format!("get {} {consistency}", s(key)),
         Request::Delete { key, .. } => format!("delete {}", s(key)),
         Request::Status { .. } => "status".into(),
+        Request::Admin { op, token, .. } => format!("admin {op:?} token={token:?}"),
     }
 }
 
@@ -77,7 +60,8 @@ struct FakeNode {
     act: Arc<Mutex<Act>>,
     /// What native status requests get, when not `act`.
     status_act: Arc<Mutex<Option<Act>>>,
-    seen: Arc<Mutex<Vec<Seen>>>,
+    /// Connections that did not open with the frame magic (HTTP, say).
+    other: Arc<AtomicUsize>,
     native: Arc<Mutex<Vec<Request>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -87,7 +71,7 @@ struct FakeNode {
 struct Shared {
     act: Arc<Mutex<Act>>,
     status_act: Arc<Mutex<Option<Act>>>,
-    seen: Arc<Mutex<Vec<Seen>>>,
+    other: Arc<AtomicUsize>,
     native: Arc<Mutex<Vec<Request>>>,
 }
 
@@ -98,7 +82,7 @@ impl FakeNode {
         let sh = Shared {
             act: Arc::new(Mutex::new(act)),
             status_act: Arc::default(),
-            seen: Arc::default(),
+            other: Arc::default(),
             native: Arc::default(),
         };
         let stop = Arc::new(AtomicBool::new(false));
@@ -120,19 +104,19 @@ impl FakeNode {
             addr,
             act: sh.act,
             status_act: sh.status_act,
-            seen: sh.seen,
+            other: sh.other,
             native: sh.native,
             stop,
             thread: Some(thread),
         }
     }
 
-    fn ok(body: &str) -> Self {
-        Self::start(Act::Reply(200, body.into()))
+    fn ok(answer: Answer) -> Self {
+        Self::start(Act::Reply(Ok(answer)))
     }
 
-    fn error(status: u16, code: &str, extra: serde_json::Value) -> Self {
-        Self::start(error_reply(status, code, extra))
+    fn error(e: ApiError) -> Self {
+        Self::start(Act::Reply(Err(e)))
     }
 
     fn set(&self, act: Act) {
@@ -144,25 +128,27 @@ impl FakeNode {
         *self.status_act.lock().unwrap() = Some(act);
     }
 
-    /// The HTTP requests received.
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
     /// The native requests received, as `describe` lines.
     fn native(&self) -> Vec<String> {
         self.native.lock().unwrap().iter().map(describe).collect()
     }
 
-    /// The native puts and deletes received.
+    /// The native requests received.
+    fn requests_seen(&self) -> Vec<Request> {
+        self.native.lock().unwrap().clone()
+    }
+
+    /// The native puts, deletes and operator calls received.
     fn writes(&self) -> Vec<String> {
-        let w = |d: &String| d.starts_with("put ") || d.starts_with("delete ");
+        let w = |d: &String| {
+            d.starts_with("put ") || d.starts_with("delete ") || d.starts_with("admin ")
+        };
         self.native().into_iter().filter(w).collect()
     }
 
     /// Requests of either kind received.
     fn requests(&self) -> usize {
-        self.seen().len() + self.native().len()
+        self.other.load(Ordering::SeqCst) + self.native().len()
     }
 }
 
@@ -174,19 +160,57 @@ impl Drop for FakeNode {
         if let Some(t) = self.thread.take() {
             t.join().unwrap();
         }
+        assert_eq!(self.other.load(Ordering::SeqCst), 0, "a client spoke HTTP");
     }
 }
 
-fn error_reply(status: u16, code: &str, extra: serde_json::Value) -> Act {
-    let mut body = serde_json::json!({ "error": format!("test says {code}"), "code": code });
-    for (k, v) in extra.as_object().into_iter().flatten() {
-        body[k] = v.clone();
+fn written(index: u64) -> Answer {
+    Answer::Written { index }
+}
+
+fn unavailable() -> ApiError {
+    ApiError::Unavailable {
+        reason: UnavailableReason::ReadsPending,
     }
-    Act::Reply(status, body.to_string())
+}
+
+fn not_leader(leader: Option<&str>) -> ApiError {
+    ApiError::NotLeader {
+        leader_id: leader.map(|_| 2),
+        leader_address: leader.map(str::to_string),
+    }
+}
+
+fn write_timeout() -> ApiError {
+    ApiError::Timeout {
+        what: TimeoutKind::Write,
+    }
+}
+
+/// A node's status naming `leader` (its address) as the leader.
+fn status(node_id: u64, role: NodeRole, leader: Option<&str>) -> Answer {
+    Answer::Status(Box::new(NodeStatus {
+        node_id,
+        role,
+        term: 1,
+        leader_id: leader.map(|_| 9),
+        leader_address: leader.map(str::to_string),
+        commit_index: 0,
+        applied_index: 0,
+        last_index: 0,
+        snapshot_index: 0,
+        leader_ready: false,
+        membership_change_in_progress: false,
+        transfer_in_progress: false,
+        removed: Vec::new(),
+        members: Vec::new(),
+        metrics_address: None,
+        wal: WalStatus::default(),
+    }))
 }
 
 /// One connection: native frames (it opens with the frame magic, as a node tells them
-/// apart) or one HTTP request.
+/// apart); anything else is counted and closed.
 fn serve_conn(mut c: TcpStream, sh: &Shared) {
     // A stuck client must not hang the test forever.
     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -197,8 +221,7 @@ fn serve_conn(mut c: TcpStream, sh: &Shared) {
     if first == MAGIC {
         serve_native(c, first, sh);
     } else {
-        let act = sh.act.lock().unwrap().clone();
-        serve_http(c, first.to_vec(), &act, &sh.seen);
+        sh.other.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -227,8 +250,8 @@ fn serve_native(mut c: TcpStream, first: [u8; 4], sh: &Shared) {
             _ => sh.act.lock().unwrap().clone(),
         };
         match act {
-            Act::Reply(status, body) => {
-                let body = native::encode(&native::Response { id, status, body });
+            Act::Reply(outcome) => {
+                let body = native::encode(&native::Response { id, outcome });
                 let mut frame = FrameHeader::for_body(FrameKind::Client, &body)
                     .encode()
                     .to_vec();
@@ -240,56 +263,6 @@ fn serve_native(mut c: TcpStream, first: [u8; 4], sh: &Shared) {
             Act::Close => return,
             Act::Hang => {}
         }
-    }
-}
-
-fn serve_http(mut c: TcpStream, first: Vec<u8>, act: &Act, seen: &Mutex<Vec<Seen>>) {
-    let mut buf = first;
-    let mut chunk = [0u8; 4096];
-    let req = loop {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut r = httparse::Request::new(&mut headers);
-        if let Ok(httparse::Status::Complete(head)) = r.parse(&buf) {
-            let headers: Vec<(String, String)> = r
-                .headers
-                .iter()
-                .map(|h| {
-                    let v = String::from_utf8_lossy(h.value).into_owned();
-                    (h.name.to_string(), v)
-                })
-                .collect();
-            let len: usize = headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                .map_or(0, |(_, v)| v.parse().unwrap());
-            if buf.len() >= head + len {
-                break Seen {
-                    method: r.method.unwrap().to_string(),
-                    target: r.path.unwrap().to_string(),
-                    body: String::from_utf8(buf[head..head + len].to_vec()).unwrap(),
-                    headers,
-                };
-            }
-        }
-        match c.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    seen.lock().unwrap().push(req);
-    match act {
-        Act::Reply(status, body) => {
-            let head = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-                 connection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = c.write_all(head.as_bytes());
-            let _ = c.write_all(body.as_bytes());
-            let _ = c.shutdown(Shutdown::Both);
-        }
-        Act::Close => drop(c),
-        Act::Hang => while matches!(c.read(&mut chunk), Ok(n) if n > 0) {},
     }
 }
 
@@ -327,8 +300,8 @@ fn endpoints(nodes: &[&str]) -> String {
 #[test]
 fn a_refused_endpoint_or_an_unavailable_node_moves_on_to_the_next() {
     let dead = refused_addr();
-    let busy = FakeNode::error(503, "unavailable", serde_json::json!({}));
-    let live = FakeNode::ok(r#"{"index":7}"#);
+    let busy = FakeNode::error(unavailable());
+    let live = FakeNode::ok(written(7));
     let eps = endpoints(&[&dead, &busy.addr, &live.addr]);
     let (code, out, err) = ringkv(&["put", "k", "v", "--endpoints", &eps]);
     assert_eq!(
@@ -339,30 +312,26 @@ fn a_refused_endpoint_or_an_unavailable_node_moves_on_to_the_next() {
     // was asked its status first (none named a leader), then the write in order.
     assert_eq!(busy.native(), ["status", r#"put "k" "v""#]);
     assert_eq!(live.native(), ["status", r#"put "k" "v""#]);
-    assert!(busy.seen().is_empty() && live.seen().is_empty(), "no HTTP");
 }
 
 #[test]
 fn not_leader_is_retried_once_at_the_leader_it_names() {
-    let leader = FakeNode::ok(r#"{"index":3}"#);
-    let follower = FakeNode::error(
-        503,
-        "not_leader",
-        serde_json::json!({ "leader_id": 2, "leader_address": leader.addr }),
-    );
+    let leader = FakeNode::ok(written(3));
+    let follower = FakeNode::error(not_leader(Some(&leader.addr)));
     // Its status names no leader, so the write itself meets the not_leader.
-    follower.set_status(Act::Reply(200, r#"{"leader_address":null}"#.into()));
+    follower.set_status(Act::Reply(Ok(status(1, NodeRole::Follower, None))));
     let (code, out, _) = ringkv(&["delete", "k", "--endpoints", &follower.addr]);
     assert_eq!((code, out.as_str()), (0, "{\"index\":3}\n"));
     assert_eq!(follower.native(), ["status", r#"delete "k""#]);
     assert_eq!(leader.native(), [r#"delete "k""#]);
 
     // A status naming the leader: the write goes straight there.
-    let named = FakeNode::ok(r#"{"index":4}"#);
-    follower.set_status(Act::Reply(
-        200,
-        serde_json::json!({ "role": "follower", "leader_address": named.addr }).to_string(),
-    ));
+    let named = FakeNode::ok(written(4));
+    follower.set_status(Act::Reply(Ok(status(
+        1,
+        NodeRole::Follower,
+        Some(&named.addr),
+    ))));
     let (code, out, _) = ringkv(&["put", "k", "v", "--endpoints", &follower.addr]);
     assert_eq!((code, out.as_str()), (0, "{\"index\":4}\n"));
     assert_eq!(
@@ -374,9 +343,8 @@ fn not_leader_is_retried_once_at_the_leader_it_names() {
 
     // Two nodes naming each other: each is asked once, then the error is reported.
     let (a, b) = (FakeNode::start(Act::Close), FakeNode::start(Act::Close));
-    let names = |n: &FakeNode| serde_json::json!({ "leader_id": 9, "leader_address": n.addr });
-    a.set(error_reply(503, "not_leader", names(&b)));
-    b.set(error_reply(503, "not_leader", names(&a)));
+    a.set(Act::Reply(Err(not_leader(Some(&b.addr)))));
+    b.set(Act::Reply(Err(not_leader(Some(&a.addr)))));
     let (code, out, err) = ringkv(&["put", "k", "v", "--endpoints", &a.addr]);
     assert_eq!((code, out.as_str()), (1, ""), "{err}");
     assert!(err.contains("\"code\":\"not_leader\""), "{err}");
@@ -388,7 +356,7 @@ fn not_leader_is_retried_once_at_the_leader_it_names() {
 
 #[test]
 fn a_write_is_never_resent_once_sent() {
-    let good = FakeNode::ok(r#"{"index":9}"#);
+    let good = FakeNode::ok(written(9));
 
     // The node reads the whole request, then closes without answering.
     let dropper = FakeNode::start(Act::Close);
@@ -420,7 +388,7 @@ fn a_write_is_never_resent_once_sent() {
     );
 
     // The node's own 504 timeout: outcome unknown too; its reply is shown.
-    let slow = FakeNode::error(504, "timeout", serde_json::json!({}));
+    let slow = FakeNode::error(write_timeout());
     let eps = endpoints(&[&slow.addr, &good.addr]);
     let (code, _, err) = ringkv(&["put", "k", "v", "--endpoints", &eps]);
     assert_eq!(code, 3, "{err}");
@@ -443,7 +411,7 @@ fn a_write_is_never_resent_once_sent() {
 
 #[test]
 fn awkward_keys_and_values_round_trip() {
-    let node = FakeNode::ok("{}");
+    let node = FakeNode::ok(written(1));
     let key = "a b&c=d%e+f\"g'h/ü?#✓";
     let value = "say \"hi\"\n\t& 100% = done ✓ \\ end";
     for args in [
@@ -473,7 +441,7 @@ fn awkward_keys_and_values_round_trip() {
                 consistency,
             },
             Request::Delete { key, .. } => Request::Delete { id: 0, key },
-            Request::Status { .. } => unreachable!(),
+            other => unreachable!("{other:?}"),
         })
         .collect();
     let (k, v) = (key.as_bytes().to_vec(), value.as_bytes().to_vec());
@@ -509,7 +477,7 @@ fn awkward_keys_and_values_round_trip() {
 #[test]
 fn exit_codes() {
     // Usage errors: 2, before any connection.
-    let node = FakeNode::ok("{}");
+    let node = FakeNode::ok(written(1));
     let ep = node.addr.as_str();
     for args in [
         &["put", "k", "--endpoints", ep][..],
@@ -527,7 +495,9 @@ fn exit_codes() {
     assert_eq!(node.requests(), 0);
 
     // An error reply: its JSON on stderr, exit 1, no other endpoint asked.
-    let missing = FakeNode::error(404, "not_found", serde_json::json!({}));
+    let missing = FakeNode::error(ApiError::NotFound {
+        key: b"nokey".to_vec(),
+    });
     let eps = endpoints(&[&missing.addr, &node.addr]);
     let (code, out, err) = ringkv(&["get", "nokey", "--endpoints", &eps]);
     assert_eq!((code, out.as_str()), (1, ""));
@@ -538,7 +508,7 @@ fn exit_codes() {
     assert_eq!((missing.requests(), node.requests()), (1, 0));
 
     // Every node answers 503: an error reply (1), naming what each said.
-    let busy = FakeNode::error(503, "unavailable", serde_json::json!({}));
+    let busy = FakeNode::error(unavailable());
     let (code, _, err) = ringkv(&["put", "k", "v", "--endpoints", &busy.addr]);
     assert_eq!(code, 1, "{err}");
     assert!(
@@ -560,15 +530,18 @@ fn exit_codes() {
 
 #[test]
 fn status_prints_the_first_answer_or_every_endpoint_with_all() {
-    let n1 = FakeNode::ok(r#"{"node_id":1,"role":"follower"}"#);
-    let n3 = FakeNode::ok(r#"{"node_id":3,"role":"leader"}"#);
+    let n1 = FakeNode::ok(status(1, NodeRole::Follower, None));
+    let n3 = FakeNode::ok(status(3, NodeRole::Leader, None));
     let dead = refused_addr();
     let eps = endpoints(&[&dead, &n1.addr, &n3.addr]);
 
     let (code, out, _) = ringkv(&["status", "--endpoints", &eps]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
-        (code, out.as_str()),
-        (0, "{\"node_id\":1,\"role\":\"follower\"}\n")
+        (&st["node_id"], &st["role"]),
+        (&1.into(), &"follower".into())
     );
     assert_eq!(n3.requests(), 0);
 
@@ -598,37 +571,38 @@ fn status_prints_the_first_answer_or_every_endpoint_with_all() {
     assert_eq!(ringkv(&["status", "--all", "--endpoints", &all_down]).0, 3);
 }
 
-/// Each admin command, its arguments, and the (path, JSON body) it must send.
-fn admin_commands() -> Vec<(Vec<&'static str>, &'static str, serde_json::Value)> {
+/// Each admin command, its arguments, and the operator call it must send.
+fn admin_commands() -> Vec<(Vec<&'static str>, AdminOp)> {
     vec![
         (
             vec!["join", "4", "127.0.0.1:9084"],
-            "/join",
-            serde_json::json!({ "node_id": 4, "address": "127.0.0.1:9084" }),
+            AdminOp::Join {
+                node_id: 4,
+                address: "127.0.0.1:9084".into(),
+            },
         ),
-        (
-            vec!["promote", "4"],
-            "/promote",
-            serde_json::json!({ "node_id": 4 }),
-        ),
-        (
-            vec!["remove", "2"],
-            "/remove",
-            serde_json::json!({ "node_id": 2 }),
-        ),
+        (vec!["promote", "4"], AdminOp::Promote { node_id: 4 }),
+        (vec!["remove", "2"], AdminOp::Remove { node_id: 2 }),
         (
             vec!["transfer-leader", "3"],
-            "/transfer-leader",
-            serde_json::json!({ "node_id": 3 }),
+            AdminOp::TransferLeader { node_id: 3 },
         ),
-        (vec!["snapshot"], "/snapshot", serde_json::json!({})),
+        (vec!["snapshot"], AdminOp::Snapshot),
     ]
+}
+
+/// The operator call and token of the last native request `node` received.
+fn last_admin(node: &FakeNode) -> (AdminOp, Option<String>) {
+    match node.requests_seen().pop() {
+        Some(Request::Admin { op, token, .. }) => (op, token),
+        other => panic!("not an operator call: {other:?}"),
+    }
 }
 
 #[test]
 fn admin_commands_send_their_request_and_token() {
-    let node = FakeNode::ok(r#"{"ok":true}"#);
-    for (args, path, body) in admin_commands() {
+    let node = FakeNode::ok(Answer::Promoted { node_id: 4 });
+    for (args, op) in admin_commands() {
         let (code, out, err) = ringkv(
             &[
                 &args[..],
@@ -638,31 +612,24 @@ fn admin_commands_send_their_request_and_token() {
         );
         assert_eq!(
             (code, out.as_str()),
-            (0, "{\"ok\":true}\n"),
+            (0, "{\"node_id\":4,\"role\":\"voter\"}\n"),
             "{args:?}: {err}"
         );
-        let seen = node.seen();
-        let r = seen.last().unwrap();
-        assert_eq!((r.method.as_str(), r.target.as_str()), ("POST", path));
-        assert_eq!(r.json(), body, "{args:?}");
-        assert_eq!(r.header("x-ringkv-token"), Some("s3cret-T0ken"));
-        assert_eq!(r.header("authorization"), None);
-        assert_eq!(r.header("connection"), Some("close"));
-        assert_eq!(r.header("content-length"), Some(&*r.body.len().to_string()));
+        assert_eq!(last_admin(&node), (op, Some("s3cret-T0ken".into())));
     }
-    assert_eq!(node.seen().len(), 5);
+    assert_eq!(
+        node.native().len(),
+        5,
+        "one call per command, no status round"
+    );
 
-    // The token from RINGKV_TOKEN; --token wins over it; none (no header) when both are
-    // absent or the variable is empty.
+    // The token from RINGKV_TOKEN; --token wins over it; none when both are absent or the
+    // variable is empty.
     let promote = ["promote", "4", "--endpoints", &node.addr];
     let token_sent = |args: &[&str], env: Option<&str>| {
         let (code, _, err) = ringkv_env(args, env);
         assert_eq!(code, 0, "{args:?} {env:?}: {err}");
-        node.seen()
-            .last()
-            .unwrap()
-            .header("x-ringkv-token")
-            .map(String::from)
+        last_admin(&node).1
     };
     assert_eq!(
         token_sent(&promote, Some("from-env")),
@@ -677,20 +644,18 @@ fn admin_commands_send_their_request_and_token() {
     );
     assert_eq!(token_sent(&promote, None), None);
     assert_eq!(token_sent(&promote, Some("")), None);
-    // Plain writes never send it: they go over the native protocol, which has no token.
-    let http_before = node.seen().len();
+    // Plain writes never carry it.
     let (code, _, err) = ringkv_env(&["put", "k", "v", "--endpoints", &node.addr], Some("t"));
     assert_eq!(code, 0, "{err}");
-    assert_eq!(node.seen().len(), http_before, "the put went over HTTP");
-    assert_eq!(node.writes(), [r#"put "k" "v""#]);
+    assert_eq!(node.native().last().unwrap(), r#"put "k" "v""#);
 }
 
 #[test]
 fn admin_commands_are_never_resent_once_sent() {
-    let good = FakeNode::ok("{}");
+    let good = FakeNode::ok(Answer::Promoted { node_id: 5 });
     let dropper = FakeNode::start(Act::Close);
     let eps = endpoints(&[&dropper.addr, &good.addr]);
-    for (args, _, _) in admin_commands() {
+    for (args, _) in admin_commands() {
         let (code, out, err) = ringkv(&[&args[..], &["--endpoints", &eps]].concat());
         assert_eq!((code, out.as_str()), (3, ""), "{args:?}: {err}");
         assert!(
@@ -703,7 +668,7 @@ fn admin_commands_are_never_resent_once_sent() {
         );
         assert!(err.contains("check with ringkv status"), "{err}");
     }
-    assert_eq!(dropper.seen().len(), 5, "one request per command");
+    assert_eq!(dropper.writes().len(), 5, "one request per command");
 
     // No reply in time, or the node's own 504: outcome unknown too.
     let hanger = FakeNode::start(Act::Hang);
@@ -714,33 +679,34 @@ fn admin_commands_are_never_resent_once_sent() {
         err.contains("outcome unknown") && err.contains("timed out"),
         "{err}"
     );
-    let slow = FakeNode::error(504, "timeout", serde_json::json!({}));
+    let slow = FakeNode::error(ApiError::Timeout {
+        what: TimeoutKind::Call,
+    });
     let eps = endpoints(&[&slow.addr, &good.addr]);
     let (code, _, err) = ringkv(&["transfer-leader", "2", "--endpoints", &eps]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("\"code\":\"timeout\"") && err.contains("outcome unknown"));
-    assert_eq!(good.seen().len(), 0, "an admin call was resent");
+    assert_eq!(good.requests(), 0, "an admin call was resent");
 
     // Before anything was done they move on as writes do: a refused port, 503 unavailable,
     // and not_leader (redirected to the leader it names).
     let dead = refused_addr();
-    let busy = FakeNode::error(503, "unavailable", serde_json::json!({}));
-    let follower = FakeNode::error(
-        503,
-        "not_leader",
-        serde_json::json!({ "leader_id": 1, "leader_address": good.addr }),
-    );
+    let busy = FakeNode::error(unavailable());
+    let follower = FakeNode::error(not_leader(Some(&good.addr)));
     let eps = endpoints(&[&dead, &busy.addr, &follower.addr]);
     let (code, _, err) = ringkv(&["promote", "5", "--endpoints", &eps, "--token", "t"]);
     assert_eq!(code, 0, "{err}");
-    let seen = good.seen();
-    assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].json(), serde_json::json!({ "node_id": 5 }));
-    assert_eq!(seen[0].header("x-ringkv-token"), Some("t"));
-    assert_eq!(follower.seen()[0].header("x-ringkv-token"), Some("t"));
+    assert_eq!(good.requests(), 1);
+    let promote5 = (AdminOp::Promote { node_id: 5 }, Some("t".to_string()));
+    assert_eq!(last_admin(&good), promote5);
+    assert_eq!(last_admin(&follower), promote5);
 
     // The node refuses (a lagging learner): its JSON on stderr, exit 1, nothing resent.
-    let lagging = FakeNode::error(409, "learner_lagging", serde_json::json!({}));
+    let lagging = FakeNode::error(ApiError::LearnerLagging {
+        node_id: 4,
+        lag: Some(900),
+        lag_max: 100,
+    });
     let eps = endpoints(&[&lagging.addr, &good.addr]);
     let (code, out, err) = ringkv(&["promote", "4", "--endpoints", &eps]);
     assert_eq!((code, out.as_str()), (1, ""));
@@ -748,12 +714,12 @@ fn admin_commands_are_never_resent_once_sent() {
         serde_json::from_str::<serde_json::Value>(&err).unwrap()["code"],
         "learner_lagging"
     );
-    assert_eq!((lagging.seen().len(), good.seen().len()), (1, 1));
+    assert_eq!((lagging.requests(), good.requests()), (1, 1));
 }
 
 #[test]
 fn admin_usage_errors_send_nothing() {
-    let node = FakeNode::ok("{}");
+    let node = FakeNode::ok(written(1));
     let ep = node.addr.as_str();
     for (args, token) in [
         (&["promote", "0", "--endpoints", ep][..], None),

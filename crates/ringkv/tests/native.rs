@@ -19,6 +19,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use ringkv_client::native_client::{Client, Conn, Outcome};
 use ringkv_proto::frame::{FrameHeader, HEADER_BYTES};
 use ringkv_proto::native::{self, Request};
+use ringkv_proto::outcome::Answer;
 
 fn on_executor<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(
     f: impl FnOnce() -> F + Send + 'static,
@@ -68,11 +69,29 @@ fn pipelined_requests_on_one_connection_are_answered_by_id() {
         for t in tasks {
             out.push(t.await);
         }
-        // Refusals come back as answers; the connection keeps serving.
-        let bad_key = conn
+        // Keys and values are bytes: invalid UTF-8 and zero bytes go in and come back as
+        // they are (through the follower, forwarded to the leader and back).
+        let binary_put = conn
+            .call(|id| Request::Put {
+                id,
+                key: vec![0xff, 0x00, 0xfe],
+                value: vec![0xc3, 0x28, 0x00, 0xa0, 0xa1, 0x00],
+            })
+            .await
+            .unwrap();
+        let binary_get = conn
             .call(|id| Request::Get {
                 id,
-                key: vec![0xff, 0xfe],
+                key: vec![0xff, 0x00, 0xfe],
+                consistency: native::CONSISTENCY_LINEARIZABLE,
+            })
+            .await
+            .unwrap();
+        // Refusals come back as answers; the connection keeps serving.
+        let empty_key = conn
+            .call(|id| Request::Get {
+                id,
+                key: Vec::new(),
                 consistency: 0,
             })
             .await
@@ -94,23 +113,60 @@ fn pipelined_requests_on_one_connection_are_answered_by_id() {
             .await
             .unwrap();
         let status = conn.call(|id| Request::Status { id }).await.unwrap();
-        (out, bad_key, big_key, bad_consistency, status)
+        let binary = (binary_put, binary_get);
+        (out, binary, empty_key, big_key, bad_consistency, status)
     });
-    let (out, bad_key, big_key, bad_consistency, status) = answers;
+    let (out, (binary_put, binary_get), empty_key, big_key, bad_consistency, status) = answers;
     assert_eq!(out.len(), 200);
     for (i, put, get) in out {
-        assert_eq!(put.status, 200, "{}", put.body);
-        let g = json(&get.body);
+        let Ok(Answer::Written { index }) = put.outcome else {
+            panic!("{put:?}")
+        };
         assert_eq!(
-            (get.status, g["value"].as_str()),
-            (200, Some(format!("value-{i}").as_str()))
+            get.outcome,
+            Ok(Answer::Value {
+                key: format!("n{i}").into_bytes(),
+                value: format!("value-{i}").into_bytes(),
+                revision: index,
+            })
         );
-        assert_eq!(g["revision"], json(&put.body)["index"]);
     }
-    assert_eq!(bad_key.status, 400, "{}", bad_key.body);
-    assert_eq!(big_key.status, 413, "{}", big_key.body);
-    assert_eq!(bad_consistency.status, 400, "{}", bad_consistency.body);
-    assert_eq!(json(&status.body)["leader_id"], l as u64 + 1);
+    let Ok(Answer::Written { index }) = binary_put.outcome else {
+        panic!("{binary_put:?}")
+    };
+    assert_eq!(
+        binary_get.outcome,
+        Ok(Answer::Value {
+            key: vec![0xff, 0x00, 0xfe],
+            value: vec![0xc3, 0x28, 0x00, 0xa0, 0xa1, 0x00],
+            revision: index,
+        })
+    );
+    // Over HTTP the same key (%-escaped) reads back with the value in base64.
+    let (st, body) = c
+        .http(l, "GET", "/get?key=%FF%00%FE&consistency=linearizable", "")
+        .unwrap();
+    assert_eq!(st, 200, "{body}");
+    let v = json(&body);
+    assert_eq!(v["key_base64"], "/wD+");
+    assert_eq!(v["value_base64"], "wygAoKEA");
+    fn code(r: &native::Response) -> Result<(), (u16, &'static str)> {
+        r.outcome
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| (e.http_status(), e.code()))
+    }
+    assert_eq!(code(&empty_key), Err((400, "bad_request")), "{empty_key:?}");
+    assert_eq!(code(&big_key), Err((413, "too_large")), "{big_key:?}");
+    assert_eq!(
+        code(&bad_consistency),
+        Err((400, "bad_request")),
+        "{bad_consistency:?}"
+    );
+    match status.outcome {
+        Ok(Answer::Status(st)) => assert_eq!(st.leader_id, Some(l as u64 + 1)),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -244,7 +300,7 @@ fn relay(mut client: TcpStream, node: SocketAddr, counts: &Counts) {
         let n = match native::decode_request(&body).expect("a native request") {
             Request::Put { .. } => &counts.puts,
             Request::Get { .. } => &counts.gets,
-            Request::Delete { .. } => &counts.deletes,
+            Request::Delete { .. } | Request::Admin { .. } => &counts.deletes,
             Request::Status { .. } => &counts.statuses,
         };
         n.fetch_add(1, Ordering::SeqCst);
@@ -261,10 +317,19 @@ fn addr(port: u16) -> SocketAddr {
 }
 
 /// The answer of a call that must have succeeded.
+/// The answer of a call a node carried out, as the HTTP API's JSON.
 fn ok(o: &Outcome) -> serde_json::Value {
     match o.ok() {
-        Some(a) => a.json(),
-        None => panic!("not a 200 answer: {o:?}"),
+        Some(a) => a.to_json(),
+        None => panic!("not carried out: {o:?}"),
+    }
+}
+
+/// The node that answered a call.
+fn answered_by(o: &Outcome) -> SocketAddr {
+    match o {
+        Outcome::Answered(a) => a.endpoint,
+        _ => panic!("not answered: {o:?}"),
     }
 }
 
@@ -348,9 +413,8 @@ fn client_reads_rotate_over_every_node_and_go_on_when_one_dies() {
         TcpStream::connect(addr(c.ports[f])).is_err().then_some(())
     });
     for r in reads(endpoints) {
-        let a = r.ok().unwrap_or_else(|| panic!("{r:?}")).clone();
-        assert_eq!(a.json()["value"], "x");
-        assert_ne!(a.endpoint, proxies[f].addr);
+        assert_eq!(ok(&r)["value"], "x");
+        assert_ne!(answered_by(&r), proxies[f].addr);
     }
     // The dead node's proxy closes each connection unread; the reads that started there
     // went on to the next endpoint in order.
@@ -384,7 +448,7 @@ fn client_skips_a_dead_endpoint_listed_first() {
     ok(&put);
     for g in &gets {
         assert_eq!(ok(g)["value"], "y");
-        assert_ne!(g.ok().unwrap().endpoint, dead);
+        assert_ne!(answered_by(g), dead);
     }
     assert!(ok(&status)["node_id"].as_u64().is_some());
     for o in [all_dead.0, all_dead.1] {

@@ -3,10 +3,14 @@
 //! Pure (bytes in, calls and bytes out), used by the connection tasks on the shard
 //! executors, and (`parse_metrics`, `response_with`) by the metrics listener on its own
 //! executor, whose only route is `GET /metrics`. Must not touch the Raft core or shard
-//! state: it only turns requests into `ApiCall`s and `Reply`s into bytes.
+//! state: it only turns requests into `ApiCall`s and typed outcomes into bytes
+//! (`outcome_response`, rendering `ringkv_proto::outcome`).
 //!
 //! Routes (the node issue): `POST /put {"key","value"}`, `POST /delete {"key"}`,
-//! `GET /get?key=K[&consistency=linearizable|lease|eventual]`, `GET /status`.
+//! `GET /get?key=K[&consistency=linearizable|lease|eventual]`, `GET /status`. Keys are
+//! bytes: `K` may %-escape any byte. JSON bodies carry UTF-8 text; an answer whose key or
+//! value is not UTF-8 (written over the native protocol) carries it as base64 in
+//! `key_base64` / `value_base64` instead.
 //!
 //! Admin routes (the membership issue), all `POST` with a JSON body:
 //! `/join {"node_id":4,"address":"127.0.0.1:9084"}` (the address an `ip:port`),
@@ -25,7 +29,10 @@
 
 use serde::Deserialize;
 
+pub use super::call::ApiCall;
+use bytes::Bytes;
 pub use ringkv_proto::admin::AdminOp;
+use ringkv_proto::outcome::{Outcome, render_json};
 use ringkv_raft::ReadPolicy;
 
 /// Limits applied while parsing (from `[limits]`).
@@ -35,44 +42,6 @@ pub struct HttpLimits {
     pub body_bytes_max: usize,
     pub key_bytes_max: usize,
     pub value_bytes_max: usize,
-}
-
-/// A call the node must carry out.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ApiCall {
-    Put {
-        key: String,
-        value: String,
-    },
-    Delete {
-        key: String,
-    },
-    /// `consistency: None` means the node's `default_policy`.
-    Get {
-        key: String,
-        consistency: Option<ReadPolicy>,
-    },
-    Status,
-    /// A membership or maintenance call. `token`: from `X-Ringkv-Token` or
-    /// `Authorization: Bearer`, `None` when the request carries neither. (Beware: `Debug`
-    /// prints it.)
-    Admin {
-        op: AdminOp,
-        token: Option<String>,
-    },
-}
-
-impl ApiCall {
-    /// A short name for logs (never the key, value or token).
-    pub fn name(&self) -> &'static str {
-        match self {
-            ApiCall::Put { .. } => "put",
-            ApiCall::Delete { .. } => "delete",
-            ApiCall::Get { .. } => "get",
-            ApiCall::Status => "status",
-            ApiCall::Admin { .. } => "admin",
-        }
-    }
 }
 
 /// An error reply: status, machine-readable code, message.
@@ -326,8 +295,10 @@ fn route(
             ))
         }
     };
-    let check_key = |k: &str| {
-        if k.len() > limits.key_bytes_max {
+    let check_key = |k: &[u8]| {
+        if k.is_empty() {
+            Err(HttpError::new(400, "bad_request", "empty key"))
+        } else if k.len() > limits.key_bytes_max {
             Err(HttpError::new(
                 413,
                 "too_large",
@@ -345,7 +316,7 @@ fn route(
         "/put" => {
             want("POST")?;
             let b: PutBody = json(body)?;
-            check_key(&b.key)?;
+            check_key(b.key.as_bytes())?;
             if b.value.len() > limits.value_bytes_max {
                 return Err(HttpError::new(
                     413,
@@ -358,15 +329,17 @@ fn route(
                 ));
             }
             Ok(ApiCall::Put {
-                key: b.key,
-                value: b.value,
+                key: Bytes::from(b.key),
+                value: Bytes::from(b.value),
             })
         }
         "/delete" => {
             want("POST")?;
             let b: KeyBody = json(body)?;
-            check_key(&b.key)?;
-            Ok(ApiCall::Delete { key: b.key })
+            check_key(b.key.as_bytes())?;
+            Ok(ApiCall::Delete {
+                key: Bytes::from(b.key),
+            })
         }
         "/get" => {
             want("GET")?;
@@ -380,16 +353,17 @@ fn route(
                 match k {
                     "key" => key = Some(v),
                     "consistency" => {
-                        consistency = Some(match v.as_str() {
+                        consistency = Some(match std::str::from_utf8(&v).unwrap_or("") {
                             "linearizable" | "l" => ReadPolicy::Linearizable,
                             "lease" => ReadPolicy::Lease,
                             "eventual" | "s" => ReadPolicy::Eventual,
-                            other => {
+                            _ => {
                                 return Err(HttpError::new(
                                     400,
                                     "bad_request",
                                     format!(
-                                        "consistency {other:?} is not linearizable, lease or eventual"
+                                        "consistency {:?} is not linearizable, lease or eventual",
+                                        String::from_utf8_lossy(&v)
                                     ),
                                 ));
                             }
@@ -407,7 +381,10 @@ fn route(
             let key = key
                 .ok_or_else(|| HttpError::new(400, "bad_request", "missing query parameter key"))?;
             check_key(&key)?;
-            Ok(ApiCall::Get { key, consistency })
+            Ok(ApiCall::Get {
+                key: Bytes::from(key),
+                consistency,
+            })
         }
         "/status" => {
             want("GET")?;
@@ -549,7 +526,8 @@ fn json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, HttpError> {
     Ok(v)
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+/// `%XX` escapes and `+` decoded: keys are bytes, so any byte may be escaped.
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -570,7 +548,7 @@ fn percent_decode(s: &str) -> Option<String> {
             }
         }
     }
-    String::from_utf8(out).ok()
+    Some(out)
 }
 
 fn reason(status: u16) -> &'static str {
@@ -606,6 +584,12 @@ pub fn response_with(status: u16, content_type: &str, body: &str, close: bool) -
     .into_bytes();
     out.extend_from_slice(body.as_bytes());
     out
+}
+
+/// The HTTP/1.1 response for a call's outcome: its status and JSON body.
+pub fn outcome_response(outcome: &Outcome, close: bool) -> Vec<u8> {
+    let (status, body) = render_json(outcome);
+    response(status, &body, close)
 }
 
 /// A complete HTTP/1.1 response with a JSON body.

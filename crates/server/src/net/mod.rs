@@ -4,12 +4,14 @@
 //! the node). Must not touch the Raft core or a shard's state directly: it hands requests
 //! on through bounded channels.
 //!
+//! - `call`: a client call as the node carries it out, whatever protocol it came by.
 //! - `http`: the curl API: request parsing with limits, routes, JSON replies; and the
 //!   metrics port's parsing (`GET /metrics` only).
 //! - `peer`: the peer transport (handshake, per-peer queues, reconnects) on glommio sockets.
 //! - `wire`: Raft messages as rkyv archives, validated in place, payloads sliced from the
 //!   receive buffer.
 
+pub mod call;
 pub mod http;
 pub mod peer;
 pub mod wire;

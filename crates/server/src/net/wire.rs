@@ -6,6 +6,7 @@
 //! the receive buffer. Must not touch the Raft core or the connections themselves.
 
 use bytes::Bytes;
+use ringkv_proto::outcome::Outcome;
 use rkyv::rancor;
 
 use ringkv_raft::{Body, Entry, EntryKind, Membership, Message, SnapshotMeta};
@@ -250,17 +251,18 @@ pub fn decode_message(buf: &Bytes) -> Result<Message, String> {
     })
 }
 
-/// A client call forwarded by a follower to the leader, or the leader's answer
-/// (`FrameKind::Client` frames on the peer connections). Not on the Raft hot path: the
-/// archive is validated and copied into owned strings.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+/// A client call forwarded by a follower to the leader, the leader's answer, or snapshot
+/// transfer and removal notices: every `FrameKind::Client` frame on a peer connection
+/// (the same frame kind native clients use, on connections of their own). Not on the Raft
+/// hot path: the archive is validated and copied out.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
 pub enum ClientFrame {
     /// An encoded `shard::Command` (put or delete) to propose.
     Write { id: u64, command: Vec<u8> },
     /// `policy`: 0 linearizable, 1 lease (eventual reads are never forwarded).
-    Read { id: u64, key: String, policy: u8 },
-    /// The leader's HTTP status and JSON body for request `id`.
-    Reply { id: u64, status: u16, body: String },
+    Read { id: u64, key: Vec<u8>, policy: u8 },
+    /// The leader's outcome for request `id`.
+    Reply { id: u64, outcome: Outcome },
     /// An operator call (op: 1 join, 2 promote, 3 remove, 4 transfer leadership).
     Admin {
         id: u64,

@@ -47,6 +47,7 @@ use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 pub use lease::{Lease, LeaseView};
 
 use crate::config::NodeConfig;
+use ringkv_proto::outcome::Outcome;
 use ringkv_raft::{Entry, Index, ReadPolicy};
 
 /// How long a busy port is retried at start-up before giving up.
@@ -65,33 +66,11 @@ const SHARED_PREEMPT: Duration = Duration::from_millis(10);
 /// A request's id on the shard that holds its connection.
 pub(crate) type ReqId = u64;
 
-/// A reply for an HTTP connection: status and JSON body.
-#[derive(Clone, Debug)]
-pub(crate) struct Reply {
-    pub status: u16,
-    pub body: String,
-}
-
-impl Reply {
-    fn ok(v: serde_json::Value) -> Self {
-        Self {
-            status: 200,
-            body: v.to_string(),
-        }
-    }
-
-    fn err(status: u16, code: &str, msg: impl Into<String>) -> Self {
-        Self {
-            status,
-            body: serde_json::json!({ "error": msg.into(), "code": code }).to_string(),
-        }
-    }
-}
-
 /// The raft core's answer to a shard's request.
 #[derive(Debug)]
-pub(crate) enum Answer {
-    Reply(Reply),
+pub(crate) enum CoreAnswer {
+    /// The call's outcome.
+    Done(Outcome),
     /// Serve the read once the shard's watermark reaches this index.
     ReadAt(Index),
 }
@@ -110,7 +89,7 @@ pub(crate) enum ToRaft {
     Read {
         shard: usize,
         req: ReqId,
-        key: String,
+        key: Bytes,
         policy: ReadPolicy,
         deadline: Instant,
     },
@@ -121,7 +100,7 @@ pub(crate) enum ToRaft {
     /// The answer to a `ToShard::ServeRead` (a read a follower forwarded to us).
     Served {
         token: u64,
-        reply: Reply,
+        outcome: Outcome,
     },
     /// An operator call (membership, leadership, snapshot).
     Admin {
@@ -166,12 +145,12 @@ pub(crate) enum ToShard {
     },
     Answer {
         req: ReqId,
-        answer: Answer,
+        answer: CoreAnswer,
     },
     /// Serve a read of `key` at `index` for the raft core (reply `ToRaft::Served`).
     ServeRead {
         token: u64,
-        key: String,
+        key: Bytes,
         index: Index,
         deadline: Instant,
     },
@@ -202,13 +181,13 @@ pub(crate) enum MeshMsg {
     Get {
         from: usize,
         req: ReqId,
-        key: String,
+        key: Bytes,
         policy: ReadPolicy,
         deadline: Instant,
     },
     GetReply {
         req: ReqId,
-        reply: Reply,
+        outcome: Outcome,
     },
 }
 

@@ -25,7 +25,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::net::{TcpListener, TcpStream};
 
-use super::{AdminCall, Answer, MeshMsg, Reply, ReqId, ShardQueues, Shared, ToRaft, ToShard};
+use super::{AdminCall, CoreAnswer, MeshMsg, ReqId, ShardQueues, Shared, ToRaft, ToShard};
 
 /// Bytes a snapshot encodes or decodes between checks of glommio's preemption timer.
 const SNAPSHOT_STEP_BYTES: usize = 1 << 20;
@@ -37,6 +37,7 @@ use crate::net::http::{self, AdminOp, ApiCall, HttpLimits, Parsed};
 use crate::shard::{Command, Partition, Snapshot, route};
 use ringkv_proto::frame::{FrameHeader, FrameKind, HEADER_BYTES, MAGIC};
 use ringkv_proto::native;
+use ringkv_proto::outcome::{Answer, ApiError, Outcome, TimeoutKind, http_status};
 use ringkv_raft::{Index, ReadPolicy};
 
 /// Requests of one native connection carried out at once; more wait to be read.
@@ -63,7 +64,7 @@ struct Shard {
     part: RefCell<Partition>,
     /// Readers waiting for the watermark to reach an index.
     waiters: RefCell<Vec<(Index, LocalSender<()>)>>,
-    pending: RefCell<HashMap<ReqId, LocalSender<Answer>>>,
+    pending: RefCell<HashMap<ReqId, LocalSender<CoreAnswer>>>,
     next_req: Cell<ReqId>,
     to_raft: ConnectedSender<ToRaft>,
     mesh_out: Vec<Option<ConnectedSender<MeshMsg>>>,
@@ -205,7 +206,7 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 impl Shard {
-    fn register(&self) -> (ReqId, LocalReceiver<Answer>) {
+    fn register(&self) -> (ReqId, LocalReceiver<CoreAnswer>) {
         let req = self.next_req.get();
         self.next_req.set(req + 1);
         let (tx, rx) = local_channel::new_bounded(1);
@@ -217,9 +218,9 @@ impl Shard {
     async fn answer(
         &self,
         req: ReqId,
-        rx: LocalReceiver<Answer>,
+        rx: LocalReceiver<CoreAnswer>,
         deadline: Instant,
-    ) -> Option<Answer> {
+    ) -> Option<CoreAnswer> {
         let wait = (deadline + ANSWER_GRACE).saturating_duration_since(Instant::now());
         let a = futures_lite::future::or(rx.recv(), async {
             glommio::timer::sleep(wait).await;
@@ -310,14 +311,9 @@ impl Shard {
                 self.last_refusal_log.set(Some(Instant::now()));
                 self.refused.set(0);
             }
-            let e = http::HttpError {
-                status: 503,
-                code: "too_many_connections",
-                message: "limits.connections_max reached on this node; retry later or elsewhere"
-                    .into(),
-            };
             if native.is_none() {
-                let _ = s.write_all(&e.reply(true)).await;
+                let out = http::outcome_response(&Err(ApiError::TooManyConnections), true);
+                let _ = s.write_all(&out).await;
             }
             return;
         }
@@ -343,7 +339,7 @@ impl Shard {
         let (rd, mut wr) = futures_lite::io::split(s);
         // Pipelined frames arrive back to back: one receive takes many of them.
         let mut rd = futures_lite::io::BufReader::with_capacity(NATIVE_READ_BUFFER_BYTES, rd);
-        let (tx, rx) = local_channel::new_bounded::<(u64, Reply)>(NATIVE_INFLIGHT_MAX);
+        let (tx, rx) = local_channel::new_bounded::<(u64, Outcome)>(NATIVE_INFLIGHT_MAX);
         let me = self.clone();
         let writer = glommio::spawn_local(async move {
             // Replies ready together go out in one write.
@@ -351,13 +347,9 @@ impl Shard {
             while let Some(first) = rx.recv().await {
                 let mut next = Some(first);
                 let mut frames = 0;
-                while let Some((id, r)) = next.take() {
+                while let Some((id, outcome)) = next.take() {
                     frames += 1;
-                    let body = native::encode(&native::Response {
-                        id,
-                        status: r.status,
-                        body: r.body,
-                    });
+                    let body = native::encode(&native::Response { id, outcome });
                     out.extend_from_slice(
                         &FrameHeader::for_body(FrameKind::Client, &body).encode(),
                     );
@@ -446,78 +438,65 @@ impl Shard {
         writer.await;
     }
 
-    async fn handle_native(self: &Rc<Self>, req: native::Request) -> Reply {
-        let text = |b: Vec<u8>, what: &str| {
-            String::from_utf8(b)
-                .map_err(|_| Reply::err(400, "bad_request", format!("{what} is not UTF-8")))
-        };
+    async fn handle_native(self: &Rc<Self>, req: native::Request) -> Outcome {
         let key_ok = |k: &[u8]| {
             if k.is_empty() {
-                Err(Reply::err(400, "bad_request", "empty key"))
+                Err(ApiError::bad_request("empty key"))
             } else if k.len() > self.limits.key_bytes_max {
-                Err(Reply::err(
-                    413,
-                    "too_large",
-                    format!("key over key_bytes_max ({})", self.limits.key_bytes_max),
-                ))
+                Err(ApiError::too_large(format!(
+                    "key of {} bytes is over key_bytes_max ({})",
+                    k.len(),
+                    self.limits.key_bytes_max
+                )))
             } else {
                 Ok(())
             }
         };
+        // Keys and values are bytes: no UTF-8 requirement (the native protocol carries
+        // them as they are).
         let call = match req {
             native::Request::Put { key, value, .. } => {
-                if let Err(r) = key_ok(&key) {
-                    return r;
-                }
+                key_ok(&key)?;
                 if value.len() > self.limits.value_bytes_max {
-                    return Reply::err(
-                        413,
-                        "too_large",
-                        format!(
-                            "value over value_bytes_max ({})",
-                            self.limits.value_bytes_max
-                        ),
-                    );
+                    return Err(ApiError::too_large(format!(
+                        "value of {} bytes is over value_bytes_max ({})",
+                        value.len(),
+                        self.limits.value_bytes_max
+                    )));
                 }
-                match (text(key, "key"), text(value, "value")) {
-                    (Ok(key), Ok(value)) => ApiCall::Put { key, value },
-                    (Err(r), _) | (_, Err(r)) => return r,
+                ApiCall::Put {
+                    key: Bytes::from(key),
+                    value: Bytes::from(value),
                 }
             }
             native::Request::Get {
                 key, consistency, ..
             } => {
-                if let Err(r) = key_ok(&key) {
-                    return r;
-                }
+                key_ok(&key)?;
                 let consistency = match consistency {
                     native::CONSISTENCY_DEFAULT => None,
                     native::CONSISTENCY_LINEARIZABLE => Some(ReadPolicy::Linearizable),
                     native::CONSISTENCY_LEASE => Some(ReadPolicy::Lease),
                     native::CONSISTENCY_EVENTUAL => Some(ReadPolicy::Eventual),
                     other => {
-                        return Reply::err(
-                            400,
-                            "bad_request",
-                            format!("consistency {other} is unknown"),
-                        );
+                        return Err(ApiError::bad_request(format!(
+                            "consistency {other} is unknown"
+                        )));
                     }
                 };
-                match text(key, "key") {
-                    Ok(key) => ApiCall::Get { key, consistency },
-                    Err(r) => return r,
+                ApiCall::Get {
+                    key: Bytes::from(key),
+                    consistency,
                 }
             }
             native::Request::Delete { key, .. } => {
-                if let Err(r) = key_ok(&key) {
-                    return r;
-                }
-                match text(key, "key") {
-                    Ok(key) => ApiCall::Delete { key },
-                    Err(r) => return r,
+                key_ok(&key)?;
+                ApiCall::Delete {
+                    key: Bytes::from(key),
                 }
             }
             native::Request::Status { .. } => ApiCall::Status,
+            native::Request::Admin { op, token, .. } => ApiCall::Admin { op, token },
         };
         self.handle(call).await
     }
@@ -559,7 +538,7 @@ impl Shard {
                         Err(e) => e.reply(!keep_alive),
                         Ok(call) => {
                             let r = self.handle(call).await;
-                            http::response(r.status, &r.body, !keep_alive)
+                            http::outcome_response(&r, !keep_alive)
                         }
                     };
                     self.net.sent(Traffic::Http, 0, out.len() as u64);
@@ -573,7 +552,7 @@ impl Shard {
 
     /// Carries out one well-formed call, counted by operation and outcome (malformed
     /// requests were answered by the parser and are not counted here).
-    async fn handle(self: &Rc<Self>, call: ApiCall) -> Reply {
+    async fn handle(self: &Rc<Self>, call: ApiCall) -> Outcome {
         let op = match &call {
             ApiCall::Put { .. } => Some(Op::Put),
             ApiCall::Get { .. } => Some(Op::Get),
@@ -592,7 +571,7 @@ impl Shard {
             async {
                 tracing::debug!("carrying out");
                 let r = self.carry_out(call).await;
-                tracing::debug!(status = r.status, "answered");
+                tracing::debug!(status = http_status(&r), "answered");
                 r
             },
             span,
@@ -601,41 +580,32 @@ impl Shard {
         self.metrics.in_flight.decrement(1.0);
         if let Some(op) = op {
             self.metrics
-                .request(op, r.status, t.elapsed().as_secs_f64());
+                .request(op, http_status(&r), t.elapsed().as_secs_f64());
         }
         r
     }
 
-    async fn carry_out(self: &Rc<Self>, call: ApiCall) -> Reply {
+    async fn carry_out(self: &Rc<Self>, call: ApiCall) -> Outcome {
         // The signal itself counts: the raft core may be busy (e.g. in WAL I/O) when it
         // comes.
         if self.shared.stopping.load(Ordering::Acquire)
             || self.shared.stop_requested.load(Ordering::Relaxed)
         {
-            return Reply::err(
-                503,
-                "stopping",
-                "this node is shutting down; nothing was done, retry at another node",
-            );
+            return Err(ApiError::Stopping);
         }
         let deadline = Instant::now() + self.request_timeout;
         match call {
             ApiCall::Put { key, value } => {
-                let cmd = Command::Put {
-                    key: Bytes::from(key),
-                    value: Bytes::from(value),
-                };
+                let cmd = Command::Put { key, value };
                 self.write(cmd.encode(), deadline).await
             }
             ApiCall::Delete { key } => {
-                let cmd = Command::Delete {
-                    key: Bytes::from(key),
-                };
+                let cmd = Command::Delete { key };
                 self.write(cmd.encode(), deadline).await
             }
             ApiCall::Get { key, consistency } => {
                 let policy = consistency.unwrap_or(self.default_policy);
-                let owner = route(key.as_bytes(), self.n);
+                let owner = route(&key, self.n);
                 if owner == self.idx {
                     return self.read(key, policy, deadline).await;
                 }
@@ -650,28 +620,24 @@ impl Shard {
                 };
                 if to.send(msg).await.is_err() {
                     self.pending.borrow_mut().remove(&req);
-                    return Reply::err(503, "stopping", "shard stopped");
+                    return Err(ApiError::Stopping);
                 }
                 match self.answer(req, rx, deadline).await {
-                    Some(Answer::Reply(r)) => r,
-                    _ => read_timeout(),
+                    Some(CoreAnswer::Done(r)) => r,
+                    _ => Err(read_timeout()),
                 }
             }
             ApiCall::Admin { op, token } => {
                 if !self.cluster_token.is_empty()
                     && token.as_deref() != Some(self.cluster_token.as_str())
                 {
-                    return Reply::err(
-                        401,
-                        "unauthorized",
-                        "operator calls need the cluster_token in an X-Ringkv-Token header",
-                    );
+                    return Err(ApiError::Unauthorized);
                 }
                 let call = match op {
                     AdminOp::Join { node_id, address } => match address.parse() {
                         Ok(address) => AdminCall::Join { node_id, address },
                         Err(e) => {
-                            return Reply::err(400, "bad_request", format!("address: {e}"));
+                            return Err(ApiError::bad_request(format!("address: {e}")));
                         }
                     },
                     AdminOp::Promote { node_id } => AdminCall::Promote { node_id },
@@ -688,16 +654,13 @@ impl Shard {
                 };
                 if self.to_raft.send(msg).await.is_err() {
                     self.pending.borrow_mut().remove(&req);
-                    return Reply::err(503, "stopping", "raft core stopped; nothing was done");
+                    return Err(ApiError::Stopping);
                 }
                 match self.answer(req, rx, deadline).await {
-                    Some(Answer::Reply(r)) => r,
-                    _ => Reply::err(
-                        504,
-                        "timeout",
-                        "request_timeout_ms passed; the call may or may not have taken effect \
-                         (outcome unknown): check /status",
-                    ),
+                    Some(CoreAnswer::Done(r)) => r,
+                    _ => Err(ApiError::Timeout {
+                        what: TimeoutKind::Call,
+                    }),
                 }
             }
             ApiCall::Status => {
@@ -707,17 +670,20 @@ impl Shard {
                     req,
                 };
                 if self.to_raft.send(msg).await.is_err() {
-                    return Reply::err(503, "stopping", "raft core stopped");
+                    self.pending.borrow_mut().remove(&req);
+                    return Err(ApiError::Stopping);
                 }
                 match self.answer(req, rx, deadline).await {
-                    Some(Answer::Reply(r)) => r,
-                    _ => Reply::err(504, "timeout", "the raft core did not answer in time"),
+                    Some(CoreAnswer::Done(r)) => r,
+                    _ => Err(ApiError::Timeout {
+                        what: TimeoutKind::Status,
+                    }),
                 }
             }
         }
     }
 
-    async fn write(&self, command: Bytes, deadline: Instant) -> Reply {
+    async fn write(&self, command: Bytes, deadline: Instant) -> Outcome {
         let (req, rx) = self.register();
         let msg = ToRaft::Write {
             shard: self.idx,
@@ -727,20 +693,18 @@ impl Shard {
         };
         if self.to_raft.send(msg).await.is_err() {
             self.pending.borrow_mut().remove(&req);
-            return Reply::err(503, "stopping", "raft core stopped; nothing was written");
+            return Err(ApiError::Stopping);
         }
         match self.answer(req, rx, deadline).await {
-            Some(Answer::Reply(r)) => r,
-            _ => Reply::err(
-                504,
-                "timeout",
-                "request_timeout_ms passed; the write may or may not be applied (outcome unknown)",
-            ),
+            Some(CoreAnswer::Done(r)) => r,
+            _ => Err(ApiError::Timeout {
+                what: TimeoutKind::Write,
+            }),
         }
     }
 
     /// A read of a key this shard owns.
-    async fn read(&self, key: String, policy: ReadPolicy, deadline: Instant) -> Reply {
+    async fn read(&self, key: Bytes, policy: ReadPolicy, deadline: Instant) -> Outcome {
         let at = match policy {
             ReadPolicy::Eventual => None,
             ReadPolicy::Lease
@@ -760,31 +724,31 @@ impl Shard {
                 };
                 if self.to_raft.send(msg).await.is_err() {
                     self.pending.borrow_mut().remove(&req);
-                    return Reply::err(503, "stopping", "raft core stopped");
+                    return Err(ApiError::Stopping);
                 }
                 match self.answer(req, rx, deadline).await {
-                    Some(Answer::ReadAt(i)) => Some(i),
-                    Some(Answer::Reply(r)) => return r,
-                    None => return read_timeout(),
+                    Some(CoreAnswer::ReadAt(i)) => Some(i),
+                    Some(CoreAnswer::Done(r)) => return r,
+                    None => return Err(read_timeout()),
                 }
             }
         };
         if let Some(i) = at
             && !self.wait_applied(i, deadline).await
         {
-            return read_timeout();
+            return Err(read_timeout());
         }
         self.serve_local(&key)
     }
 
-    fn serve_local(&self, key: &str) -> Reply {
-        match self.part.borrow().get(key.as_bytes()) {
-            Some(v) => Reply::ok(serde_json::json!({
-                "key": key,
-                "value": String::from_utf8_lossy(&v.value),
-                "revision": v.revision,
-            })),
-            None => Reply::err(404, "not_found", format!("no key {key:?}")),
+    fn serve_local(&self, key: &[u8]) -> Outcome {
+        match self.part.borrow().get(key) {
+            Some(v) => Ok(Answer::Value {
+                key: key.to_vec(),
+                value: v.value.to_vec(),
+                revision: v.revision,
+            }),
+            None => Err(ApiError::NotFound { key: key.to_vec() }),
         }
     }
 
@@ -920,12 +884,12 @@ impl Shard {
                 } => {
                     let shard = self.clone();
                     glommio::spawn_local(async move {
-                        let reply = if shard.wait_applied(index, deadline).await {
+                        let outcome = if shard.wait_applied(index, deadline).await {
                             shard.serve_local(&key)
                         } else {
-                            read_timeout()
+                            Err(read_timeout())
                         };
-                        let _ = shard.to_raft.send(ToRaft::Served { token, reply }).await;
+                        let _ = shard.to_raft.send(ToRaft::Served { token, outcome }).await;
                     })
                     .detach();
                 }
@@ -946,15 +910,15 @@ impl Shard {
                 } => {
                     let shard = self.clone();
                     glommio::spawn_local(async move {
-                        let reply = shard.read(key, policy, deadline).await;
+                        let outcome = shard.read(key, policy, deadline).await;
                         let to = shard.mesh_out[from].as_ref().expect("another shard");
-                        let _ = to.send(MeshMsg::GetReply { req, reply }).await;
+                        let _ = to.send(MeshMsg::GetReply { req, outcome }).await;
                     })
                     .detach();
                 }
-                MeshMsg::GetReply { req, reply } => {
+                MeshMsg::GetReply { req, outcome } => {
                     if let Some(tx) = self.pending.borrow_mut().remove(&req) {
-                        let _ = tx.try_send(Answer::Reply(reply));
+                        let _ = tx.try_send(CoreAnswer::Done(outcome));
                     }
                 }
             }
@@ -962,12 +926,10 @@ impl Shard {
     }
 }
 
-fn read_timeout() -> Reply {
-    Reply::err(
-        504,
-        "timeout",
-        "request_timeout_ms passed before the read could be served; retry",
-    )
+fn read_timeout() -> ApiError {
+    ApiError::Timeout {
+        what: TimeoutKind::Read,
+    }
 }
 
 /// Decodes this shard's partition from a snapshot body in steps, like encoding: the raft

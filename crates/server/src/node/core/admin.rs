@@ -10,16 +10,19 @@
 use std::time::Instant;
 
 use super::{Core, Origin};
+use crate::node::AdminCall;
 use crate::node::members;
-use crate::node::{AdminCall, Reply};
+use ringkv_proto::outcome::{
+    Answer, ApiError, MembershipRefusal, Outcome, TimeoutKind, UnavailableReason,
+};
 use ringkv_raft::{Index, MembershipChange, MembershipError, NodeId, ProposeError, Role, Term};
 
 pub(super) enum WaitKind {
-    /// A membership entry: answer `reply` once it commits in `term`.
+    /// A membership entry: answer `done` once it commits in `term`.
     Commit {
         index: Index,
         term: Term,
-        reply: serde_json::Value,
+        done: Answer,
     },
     /// A promotion waiting for its learner to catch up.
     Promote { id: NodeId },
@@ -59,15 +62,15 @@ pub(super) fn from_wire(op: u8, node_id: u64, address: &str) -> Result<AdminCall
     })
 }
 
-fn membership_error(e: &MembershipError) -> Reply {
-    let code = match e {
-        MembershipError::AlreadyMember(_) => "already_member",
-        MembershipError::IdRetired(_) => "id_retired",
-        MembershipError::NotFound(_) => "unknown_node",
-        MembershipError::LastVoter(_) => "last_voter",
-        MembershipError::InvalidId => "invalid_id",
+fn membership_error(e: &MembershipError) -> ApiError {
+    let refusal = match *e {
+        MembershipError::AlreadyMember(id) => MembershipRefusal::AlreadyMember(id),
+        MembershipError::IdRetired(id) => MembershipRefusal::IdRetired(id),
+        MembershipError::NotFound(id) => MembershipRefusal::UnknownNode(id),
+        MembershipError::LastVoter(id) => MembershipRefusal::LastVoter(id),
+        MembershipError::InvalidId => MembershipRefusal::InvalidId,
     };
-    Reply::err(400, code, e.to_string())
+    ApiError::Membership { refusal }
 }
 
 impl Core {
@@ -78,22 +81,18 @@ impl Core {
             AdminCall::Join { node_id, address } => {
                 if m.is_member(node_id) && self.raft.membership_change_pending() {
                     // Possibly our own AddLearner, not committed yet: the joiner retries.
-                    return self.answer(origin, in_progress());
+                    return self.answer(origin, Err(ApiError::ChangeInProgress));
                 }
                 if m.is_member(node_id) {
                     let r = if self.addresses.get(&node_id) == Some(&address) {
                         // A joiner restarted before it heard back: already done.
-                        Reply::ok(serde_json::json!({
-                            "node_id": node_id,
-                            "role": if m.is_voter(node_id) { "voter" } else { "learner" },
-                            "members": self.member_book(),
-                        }))
+                        Ok(Answer::Joined {
+                            node_id,
+                            voter: m.is_voter(node_id),
+                            members: self.member_book(),
+                        })
                     } else {
-                        Reply::err(
-                            409,
-                            "member_conflict",
-                            format!("node {node_id} is a member with another address"),
-                        )
+                        Err(ApiError::MemberConflict { node_id })
                     };
                     return self.answer(origin, r);
                 }
@@ -103,10 +102,10 @@ impl Core {
                     } else {
                         MembershipError::IdRetired(node_id)
                     };
-                    return self.answer(origin, membership_error(&e));
+                    return self.answer(origin, Err(membership_error(&e)));
                 }
                 if self.raft.membership_change_pending() {
-                    return self.answer(origin, in_progress());
+                    return self.answer(origin, Err(ApiError::ChangeInProgress));
                 }
                 // The address goes first: in log order every node learns it before the
                 // change that makes the leader replicate to it.
@@ -114,39 +113,38 @@ impl Core {
                     .raft
                     .propose(vec![members::encode_address(node_id, address)])
                 {
-                    return self.answer(origin, propose_error(e));
+                    return self.answer(origin, Err(propose_error(e)));
                 }
                 self.addresses.insert(node_id, address);
                 self.transport.add_peer(node_id, address);
                 // The joiner learns every member's address from the answer: any of them may
                 // lead (and contact it) before the joiner has the log.
-                let reply = serde_json::json!({
-                    "node_id": node_id,
-                    "role": "learner",
-                    "members": self.member_book(),
-                });
+                let done = Answer::Joined {
+                    node_id,
+                    voter: false,
+                    members: self.member_book(),
+                };
                 self.propose_change(
                     origin,
                     MembershipChange::AddLearner(node_id),
                     deadline,
-                    reply,
+                    done,
                 );
             }
             AdminCall::Promote { node_id } => {
                 if !m.is_learner(node_id) {
-                    let why = if m.is_voter(node_id) {
-                        format!("node {node_id} is a voter already")
-                    } else {
-                        format!("node {node_id} is not a learner of this cluster")
+                    let refusal = MembershipRefusal::NotLearner {
+                        node_id,
+                        voter: m.is_voter(node_id),
                     };
-                    return self.answer(origin, Reply::err(400, "not_learner", why));
+                    return self.answer(origin, Err(ApiError::Membership { refusal }));
                 }
                 if self.learner_lag(node_id) <= self.promote_lag_max {
                     self.propose_change(
                         origin,
                         MembershipChange::Promote(node_id),
                         deadline,
-                        serde_json::json!({ "node_id": node_id, "role": "voter" }),
+                        Answer::Promoted { node_id },
                     );
                 } else {
                     self.admin_waits.push(AdminWait {
@@ -160,11 +158,11 @@ impl Core {
                 origin,
                 MembershipChange::Remove(node_id),
                 deadline,
-                serde_json::json!({ "node_id": node_id, "removed": true }),
+                Answer::Removed { node_id },
             ),
             AdminCall::TransferLeader { node_id } => {
                 if node_id == self.id {
-                    let r = Reply::ok(serde_json::json!({ "leader_id": node_id }));
+                    let r = Ok(Answer::Leads { leader_id: node_id });
                     return self.answer(origin, r);
                 }
                 match self.raft.transfer_leader(node_id) {
@@ -173,15 +171,7 @@ impl Core {
                         kind: WaitKind::Transfer { id: node_id },
                         deadline,
                     }),
-                    Err(ProposeError::InvalidTransferTarget(_)) => self.answer(
-                        origin,
-                        Reply::err(
-                            400,
-                            "not_voter",
-                            format!("node {node_id} is not a voter of this cluster"),
-                        ),
-                    ),
-                    Err(e) => self.answer(origin, propose_error(e)),
+                    Err(e) => self.answer(origin, Err(propose_error(e))),
                 }
             }
             AdminCall::Snapshot => unreachable!("snapshots are taken locally"),
@@ -193,7 +183,7 @@ impl Core {
         origin: Origin,
         change: MembershipChange,
         deadline: Instant,
-        reply: serde_json::Value,
+        done: Answer,
     ) {
         match self.raft.propose_membership(change) {
             Ok(index) => {
@@ -201,24 +191,22 @@ impl Core {
                 tracing::warn!(node = self.id, index, ?change, "membership change proposed");
                 self.admin_waits.push(AdminWait {
                     origin,
-                    kind: WaitKind::Commit { index, term, reply },
+                    kind: WaitKind::Commit { index, term, done },
                     deadline,
                 });
             }
-            Err(e) => self.answer(origin, propose_error(e)),
+            Err(e) => self.answer(origin, Err(propose_error(e))),
         }
     }
 
     /// Every member's address (this node's too), for a joiner.
-    fn member_book(&self) -> serde_json::Value {
+    fn member_book(&self) -> Vec<(NodeId, String)> {
         let m = self.raft.membership();
-        let book: serde_json::Map<String, serde_json::Value> = self
-            .addresses
+        self.addresses
             .iter()
             .filter(|(id, _)| m.is_member(**id) || **id == self.id)
-            .map(|(id, a)| (id.to_string(), serde_json::Value::String(a.to_string())))
-            .collect();
-        serde_json::Value::Object(book)
+            .map(|(id, a)| (*id, a.to_string()))
+            .collect()
     }
 
     /// Entries the learner is behind the leader's log (unknown: as far as it can be).
@@ -242,94 +230,64 @@ impl Core {
                 WaitKind::Commit {
                     index,
                     term,
-                    ref reply,
+                    ref done,
                 } => {
                     if self.raft.commit() >= index {
-                        let r = match self.raft.log().term(index) {
-                            Some(t) if t == term => Reply::ok(reply.clone()),
-                            Some(_) => Reply::err(
-                                503,
-                                "lost_leadership",
-                                "leadership changed before the change committed; it was not \
-                                 applied, retry",
-                            ),
+                        let r: Outcome = match self.raft.log().term(index) {
+                            Some(t) if t == term => Ok(done.clone()),
+                            Some(_) => Err(ApiError::LostLeadership { change: true }),
                             // Compacted behind a snapshot: which entry committed there is
                             // no longer known here.
-                            None => Reply::err(
-                                504,
-                                "timeout",
-                                "the outcome of the change is unknown here: check /status",
-                            ),
+                            None => Err(ApiError::Timeout {
+                                what: TimeoutKind::ChangeCompacted,
+                            }),
                         };
                         self.answer(w.origin, r);
                     } else if late {
-                        self.answer(
-                            w.origin,
-                            Reply::err(
-                                504,
-                                "timeout",
-                                "request_timeout_ms passed; the change may or may not be \
-                                 applied (outcome unknown): check /status",
-                            ),
-                        );
+                        let e = ApiError::Timeout {
+                            what: TimeoutKind::Change,
+                        };
+                        self.answer(w.origin, Err(e));
                     } else {
                         self.admin_waits.push(w);
                     }
                 }
                 WaitKind::Promote { id } => {
                     if self.raft.role() != Role::Leader {
-                        let r = self.not_leader();
-                        self.answer(w.origin, r);
+                        let e = self.not_leader();
+                        self.answer(w.origin, Err(e));
                     } else if self.learner_lag(id) <= self.promote_lag_max {
                         self.propose_change(
                             w.origin,
                             MembershipChange::Promote(id),
                             w.deadline,
-                            serde_json::json!({ "node_id": id, "role": "voter" }),
+                            Answer::Promoted { node_id: id },
                         );
                     } else if late {
                         let lag = self.learner_lag(id);
-                        self.answer(
-                            w.origin,
-                            Reply::err(
-                                409,
-                                "learner_lagging",
-                                format!(
-                                    "learner {id} is {} entries behind (promote_lag_entries_max \
-                                     {}); not promoted, retry when it caught up",
-                                    if lag == u64::MAX {
-                                        "an unknown number of".to_string()
-                                    } else {
-                                        lag.to_string()
-                                    },
-                                    self.promote_lag_max
-                                ),
-                            ),
-                        );
+                        let e = ApiError::LearnerLagging {
+                            node_id: id,
+                            lag: (lag != u64::MAX).then_some(lag),
+                            lag_max: self.promote_lag_max,
+                        };
+                        self.answer(w.origin, Err(e));
                     } else {
                         self.admin_waits.push(w);
                     }
                 }
                 WaitKind::Transfer { id } => {
                     if self.raft.leader() == id {
-                        let r = Reply::ok(serde_json::json!({ "leader_id": id }));
-                        self.answer(w.origin, r);
+                        self.answer(w.origin, Ok(Answer::Leads { leader_id: id }));
                     } else if self.raft.role() == Role::Leader
                         && self.raft.transfer_target().is_none()
                     {
-                        self.answer(
-                            w.origin,
-                            Reply::err(
-                                503,
-                                "transfer_failed",
-                                format!("node {id} did not take over in time; this node still leads, retry"),
-                            ),
-                        );
+                        let e = ApiError::TransferFailed { node_id: id };
+                        self.answer(w.origin, Err(e));
                     } else if late {
-                        self.answer(
-                            w.origin,
-                            Reply::err(504, "timeout", "the transfer did not complete in time"),
-                        );
+                        let e = ApiError::Timeout {
+                            what: TimeoutKind::Transfer,
+                        };
+                        self.answer(w.origin, Err(e));
                     } else {
                         self.admin_waits.push(w);
                     }
@@ -339,33 +297,19 @@ impl Core {
     }
 }
 
-fn in_progress() -> Reply {
-    Reply::err(
-        409,
-        "change_in_progress",
-        "another membership change has not committed yet; retry after it",
-    )
-}
-
-fn propose_error(e: ProposeError) -> Reply {
+fn propose_error(e: ProposeError) -> ApiError {
     match e {
-        ProposeError::MembershipChangeInProgress => in_progress(),
-        ProposeError::TransferInProgress => Reply::err(
-            409,
-            "transfer_in_progress",
-            "a leadership transfer is in progress; retry after it",
-        ),
+        ProposeError::MembershipChangeInProgress => ApiError::ChangeInProgress,
+        ProposeError::TransferInProgress => ApiError::TransferInProgress,
         ProposeError::Membership(e) => membership_error(&e),
-        ProposeError::LeaderNotReady => Reply::err(
-            503,
-            "leader_not_ready",
-            "the leader has not committed an entry of its term yet; retry",
-        ),
-        ProposeError::InvalidTransferTarget(id) => Reply::err(
-            400,
-            "not_voter",
-            format!("node {id} is not a voter of this cluster"),
-        ),
-        other => Reply::err(503, "unavailable", format!("refused ({other:?}); retry")),
+        ProposeError::LeaderNotReady => ApiError::LeaderNotReady,
+        ProposeError::InvalidTransferTarget(id) => ApiError::Membership {
+            refusal: MembershipRefusal::NotVoter(id),
+        },
+        other => ApiError::Unavailable {
+            reason: UnavailableReason::Refused {
+                reason: other.to_string(),
+            },
+        },
     }
 }

@@ -29,7 +29,7 @@ use glommio::channels::shared_channel::ConnectedSender;
 use glommio::net::TcpStream;
 
 use super::members;
-use super::{AdminCall, Answer, CoreQueues, Lease, Reply, ReqId, Shared, ToRaft, ToShard};
+use super::{AdminCall, CoreAnswer, CoreQueues, Lease, ReqId, Shared, ToRaft, ToShard};
 use crate::config::{MemberRole, NodeConfig};
 use crate::metrics::RaftMetrics;
 use crate::net::peer::Handshake;
@@ -38,6 +38,10 @@ use crate::net::wire::ClientFrame;
 use crate::shard::{Command, pair_bytes, route};
 use crate::wal::meta::{KnownPeers, NodeMeta, cluster_id, new_incarnation};
 use crate::wal::{DmaDisk, SnapshotStore, Wal, WalError};
+use ringkv_proto::outcome::{
+    Answer, ApiError, MemberRole as StatusMemberRole, MemberStatus, NoLeaderReason, NodeRole,
+    NodeStatus, Outcome, TimeoutKind, UnavailableReason, WalStatus,
+};
 use ringkv_raft::{
     Body, Counters, EntryKind, Index, Membership, NodeId, ProposeError, Raft, ReadError,
     ReadPolicy, Restore, Role, SnapshotMeta, Term,
@@ -49,7 +53,10 @@ const PARKED_MAX: usize = 4096;
 const SHUTDOWN_WAIT: Duration = Duration::from_millis(3000);
 
 mod admin;
+mod join;
 mod snap;
+
+use join::{JOIN_WAIT, MemberBook, join_cluster};
 
 enum Event {
     Shard(ToRaft),
@@ -82,7 +89,7 @@ enum Origin {
 
 enum Op {
     Write(Bytes),
-    Read { key: String, policy: ReadPolicy },
+    Read { key: Bytes, policy: ReadPolicy },
     Admin(AdminCall),
 }
 
@@ -94,7 +101,7 @@ struct Waiting {
 
 struct ReadWait {
     origin: Origin,
-    key: String,
+    key: Bytes,
     policy: ReadPolicy,
     deadline: Instant,
 }
@@ -281,7 +288,7 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
     // answered meanwhile). It advertises its own initial_cluster address (listen_address
     // may be a wildcard).
     let joiner = cfg.is_joiner() && !raft.membership().is_member(id);
-    let joined: Rc<std::cell::RefCell<Option<Result<String, String>>>> = Rc::default();
+    let joined: Rc<std::cell::RefCell<Option<Result<MemberBook, String>>>> = Rc::default();
     let join_last: Rc<std::cell::RefCell<String>> = Rc::default();
     if joiner {
         let me = members
@@ -334,20 +341,19 @@ pub(super) async fn run(cfg: NodeConfig, shared: Arc<Shared>, q: CoreQueues) -> 
         }
         if joiner {
             match joined.borrow_mut().take() {
-                Some(Ok(how)) => {
-                    tracing::warn!(node = id, "joined the cluster as a learner: {how}");
+                Some(Ok(book)) => {
+                    tracing::warn!(node = id, members = ?book, "joined the cluster as a learner");
                     // Every member's address: whoever leads may contact us first.
-                    let book = serde_json::from_str::<serde_json::Value>(&how)
-                        .ok()
-                        .and_then(|v| v.get("members").cloned());
-                    if let Some(serde_json::Value::Object(book)) = book {
-                        for (nid, a) in book {
-                            if let (Ok(nid), Some(Ok(addr))) =
-                                (nid.parse::<NodeId>(), a.as_str().map(str::parse))
-                            {
+                    for (nid, a) in book {
+                        match a.parse::<SocketAddr>() {
+                            Ok(addr) => {
                                 addresses.insert(nid, addr);
                                 transport.add_peer(nid, addr);
                             }
+                            Err(e) => tracing::warn!(
+                                node = id,
+                                "the join answer names node {nid} at {a:?}, not an address: {e}"
+                            ),
                         }
                     }
                 }
@@ -713,7 +719,7 @@ impl Core {
                         }
                         Err(e) => self.answer(
                             origin,
-                            Reply::err(400, "bad_request", format!("forwarded write: {}", e.0)),
+                            Err(ApiError::bad_request(format!("forwarded write: {}", e.0))),
                         ),
                     }
                 }
@@ -723,6 +729,7 @@ impl Core {
                         _ => ReadPolicy::Lease,
                     };
                     let deadline = now + self.request_timeout;
+                    let key = Bytes::from(key);
                     self.submit(Origin::Peer(from, id), Op::Read { key, policy }, deadline);
                 }
                 ClientFrame::Admin {
@@ -740,7 +747,7 @@ impl Core {
                             .saturating_sub(Duration::from_millis(500));
                     match admin::from_wire(op, node_id, &address) {
                         Ok(call) => self.submit(origin, Op::Admin(call), deadline),
-                        Err(e) => self.answer(origin, Reply::err(400, "bad_request", e)),
+                        Err(e) => self.answer(origin, Err(ApiError::bad_request(e))),
                     }
                 }
                 f @ ClientFrame::SnapChunk { .. } => self.chunk_inbox.push_back((from, f)),
@@ -755,7 +762,7 @@ impl Core {
                         self.removed_self = true;
                     }
                 }
-                ClientFrame::Reply { id, status, body } => {
+                ClientFrame::Reply { id, outcome } => {
                     if self.forwards.get(&id).is_some_and(|f| f.to == from)
                         && let Some(f) = self.forwards.remove(&id)
                     {
@@ -763,7 +770,7 @@ impl Core {
                             f.shard,
                             ToShard::Answer {
                                 req: f.req,
-                                answer: Answer::Reply(Reply { status, body }),
+                                answer: CoreAnswer::Done(outcome),
                             },
                         ));
                     }
@@ -787,12 +794,12 @@ impl Core {
                 deadline,
             ),
             Event::Shard(ToRaft::Status { shard, req }) => {
-                let r = self.status();
-                self.answer(Origin::Shard(shard, req), r);
+                let st = Answer::Status(Box::new(self.status()));
+                self.answer(Origin::Shard(shard, req), Ok(st));
             }
-            Event::Shard(ToRaft::Served { token, reply }) => {
+            Event::Shard(ToRaft::Served { token, outcome }) => {
                 if let Some((from, id)) = self.serving.remove(&token) {
-                    self.answer(Origin::Peer(from, id), reply);
+                    self.answer(Origin::Peer(from, id), outcome);
                 }
             }
             Event::Shard(ToRaft::Admin {
@@ -823,27 +830,20 @@ impl Core {
         }
     }
 
-    fn answer(&mut self, origin: Origin, reply: Reply) {
+    fn answer(&mut self, origin: Origin, outcome: Outcome) {
         match origin {
             Origin::Shard(s, req) => self.out.push((
                 s,
                 ToShard::Answer {
                     req,
-                    answer: Answer::Reply(reply),
+                    answer: CoreAnswer::Done(outcome),
                 },
             )),
             Origin::Peer(to, id) => {
                 // The follower waits at most request_timeout_ms for it.
                 let deadline = Instant::now() + self.request_timeout;
-                self.transport.send_client(
-                    to,
-                    ClientFrame::Reply {
-                        id,
-                        status: reply.status,
-                        body: reply.body,
-                    },
-                    deadline,
-                );
+                self.transport
+                    .send_client(to, ClientFrame::Reply { id, outcome }, deadline);
             }
         }
     }
@@ -856,17 +856,11 @@ impl Core {
         }
     }
 
-    fn not_leader(&self) -> Reply {
-        let (id, addr) = self.leader_hint();
-        Reply {
-            status: 503,
-            body: serde_json::json!({
-                "error": "this node is not the leader; send the request to the leader (retry is safe: nothing was written)",
-                "code": "not_leader",
-                "leader_id": id,
-                "leader_address": addr,
-            })
-            .to_string(),
+    fn not_leader(&self) -> ApiError {
+        let (leader_id, leader_address) = self.leader_hint();
+        ApiError::NotLeader {
+            leader_id,
+            leader_address,
         }
     }
 
@@ -877,16 +871,10 @@ impl Core {
         if self.raft.role() == Role::Leader {
             match op {
                 Op::Write(cmd) if self.state_full(&cmd) => {
-                    let r = Reply::err(
-                        507,
-                        "state_full",
-                        format!(
-                            "the key-value state would exceed limits.state_bytes_max ({} bytes); \
-                             nothing was written: delete keys or raise the limit",
-                            self.state_bytes_max
-                        ),
-                    );
-                    self.answer(origin, r);
+                    let e = ApiError::StateFull {
+                        state_bytes_max: self.state_bytes_max,
+                    };
+                    self.answer(origin, Err(e));
                 }
                 Op::Write(cmd) => match self.raft.propose(vec![cmd.clone()]) {
                     Ok((index, term)) => {
@@ -905,11 +893,11 @@ impl Core {
                     }
                     Err(e) => self.answer(
                         origin,
-                        Reply::err(
-                            503,
-                            "unavailable",
-                            format!("write refused, nothing was written ({e:?}); retry"),
-                        ),
+                        Err(ApiError::Unavailable {
+                            reason: UnavailableReason::Refused {
+                                reason: e.to_string(),
+                            },
+                        }),
                     ),
                 },
                 Op::Read { key, policy } => {
@@ -934,8 +922,8 @@ impl Core {
         let leader = self.raft.leader();
         match origin {
             Origin::Peer(..) => {
-                let r = self.not_leader();
-                self.answer(origin, r);
+                let e = self.not_leader();
+                self.answer(origin, Err(e));
             }
             Origin::Shard(shard, req) if leader != 0 && leader != self.id => {
                 let fid = self.next_fwd;
@@ -958,7 +946,7 @@ impl Core {
                     }
                     Op::Read { key, policy } => ClientFrame::Read {
                         id: fid,
-                        key,
+                        key: key.to_vec(),
                         policy: u8::from(policy != ReadPolicy::Linearizable),
                     },
                 };
@@ -974,14 +962,10 @@ impl Core {
                         },
                     );
                 } else {
-                    let r = Reply::err(
-                        503,
-                        "unavailable",
-                        format!(
-                            "the leader (node {leader}) cannot be reached from this node now; nothing was sent, retry"
-                        ),
-                    );
-                    self.answer(origin, r);
+                    let e = ApiError::Unavailable {
+                        reason: UnavailableReason::LeaderUnreachable { node_id: leader },
+                    };
+                    self.answer(origin, Err(e));
                 }
             }
             Origin::Shard(..) => self.park(origin, op, deadline),
@@ -1044,10 +1028,10 @@ impl Core {
 
     fn park(&mut self, origin: Origin, op: Op, deadline: Instant) {
         if self.parked.len() >= PARKED_MAX {
-            self.answer(
-                origin,
-                Reply::err(503, "no_leader", "no leader is known and too many calls wait for one; nothing was written, retry"),
-            );
+            let e = ApiError::NoLeader {
+                why: NoLeaderReason::TooManyWaiting,
+            };
+            self.answer(origin, Err(e));
             return;
         }
         self.parked.push_back(Parked {
@@ -1057,15 +1041,15 @@ impl Core {
         });
     }
 
-    fn status(&self) -> Reply {
+    fn status(&self) -> NodeStatus {
         let st = self.raft.status();
         let role = match st.role {
-            Role::Leader => "leader",
-            Role::Candidate | Role::PreCandidate => "candidate",
-            Role::Follower if st.membership.is_learner(self.id) => "learner",
-            Role::Follower => "follower",
+            Role::Leader => NodeRole::Leader,
+            Role::Candidate | Role::PreCandidate => NodeRole::Candidate,
+            Role::Follower if st.membership.is_learner(self.id) => NodeRole::Learner,
+            Role::Follower => NodeRole::Follower,
         };
-        let members: Vec<_> = st
+        let members = st
             .membership
             .members()
             .map(|m| {
@@ -1075,88 +1059,81 @@ impl Core {
                 } else {
                     st.progress.iter().find(|p| p.0 == m).map(|p| p.1)
                 };
-                serde_json::json!({
-                    "id": m,
-                    "address": self.addresses.get(&m).map(|a| a.to_string()),
-                    "role": if st.membership.is_voter(m) { "voter" } else { "learner" },
-                    "match_index": matched,
-                    "lag": matched.map(|i| st.last_index.saturating_sub(i)),
-                })
+                MemberStatus {
+                    id: m,
+                    address: self.addresses.get(&m).map(|a| a.to_string()),
+                    role: if st.membership.is_voter(m) {
+                        StatusMemberRole::Voter
+                    } else {
+                        StatusMemberRole::Learner
+                    },
+                    match_index: matched,
+                    lag: matched.map(|i| st.last_index.saturating_sub(i)),
+                }
             })
             .collect();
-        let (lid, laddr) = self.leader_hint();
+        let (leader_id, leader_address) = self.leader_hint();
         let w = self.wal_stats.get();
-        Reply::ok(serde_json::json!({
-            "node_id": self.id,
-            "role": role,
-            "term": st.term,
-            "leader_id": lid,
-            "leader_address": laddr,
-            "commit_index": st.commit,
-            "applied_index": self.shared.applied_min(),
-            "last_index": st.last_index,
-            "snapshot_index": self.latest.as_ref().map_or(0, |s| s.index),
-            // A leader whose term has a committed entry: admin calls and ReadIndex reads
-            // will not be refused as `leader_not_ready`.
-            "leader_ready": st.role == Role::Leader && self.raft.noop_committed(),
-            "membership_change_in_progress": self.raft.membership_change_pending(),
-            "transfer_in_progress": self.raft.transfer_target().is_some(),
-            "removed": st.membership.removed,
-            "members": members,
-            "metrics_address": self.metrics_address,
-            "wal": {
-                "fsyncs": w.fsyncs,
-                "batches": w.batches,
-                "entries": w.entries,
-                "bytes_written": w.bytes_written,
-                "segments_created": w.segments_created,
+        NodeStatus {
+            node_id: self.id,
+            role,
+            term: st.term,
+            leader_id,
+            leader_address,
+            commit_index: st.commit,
+            applied_index: self.shared.applied_min(),
+            last_index: st.last_index,
+            snapshot_index: self.latest.as_ref().map_or(0, |s| s.index),
+            leader_ready: st.role == Role::Leader && self.raft.noop_committed(),
+            membership_change_in_progress: self.raft.membership_change_pending(),
+            transfer_in_progress: self.raft.transfer_target().is_some(),
+            removed: st.membership.removed.iter().copied().collect(),
+            members,
+            metrics_address: self.metrics_address.clone(),
+            wal: WalStatus {
+                fsyncs: w.fsyncs,
+                batches: w.batches,
+                entries: w.entries,
+                bytes_written: w.bytes_written,
+                segments_created: w.segments_created,
             },
-        }))
+        }
     }
 
     /// Answers calls past their deadline.
     fn expire(&mut self) {
         let now = Instant::now();
-        let mut late: Vec<(Origin, Reply)> = Vec::new();
+        let mut late: Vec<(Origin, ApiError)> = Vec::new();
         self.writes.retain(|_, w| {
             let keep = w.deadline > now;
             if !keep {
-                late.push((w.origin, write_unknown()));
+                late.push((w.origin, timeout(TimeoutKind::Write)));
             }
             keep
         });
         self.reads.retain(|_, r| {
             let keep = r.deadline > now;
             if !keep {
-                late.push((r.origin, read_late()));
+                late.push((r.origin, timeout(TimeoutKind::Read)));
             }
             keep
         });
         self.forwards.retain(|_, f| {
             let keep = f.deadline > now;
             if !keep {
-                let r = if f.write {
-                    write_unknown()
-                } else {
-                    read_late()
-                };
-                late.push((Origin::Shard(f.shard, f.req), r));
+                late.push((Origin::Shard(f.shard, f.req), forward_late(f.write)));
             }
             keep
         });
         while self.parked.front().is_some_and(|p| p.deadline <= now) {
             let p = self.parked.pop_front().expect("checked");
-            late.push((
-                p.origin,
-                Reply::err(
-                    503,
-                    "no_leader",
-                    "no leader was elected within request_timeout_ms; nothing was written, retry",
-                ),
-            ));
+            let e = ApiError::NoLeader {
+                why: NoLeaderReason::NotElected,
+            };
+            late.push((p.origin, e));
         }
-        for (o, r) in late {
-            self.answer(o, r);
+        for (o, e) in late {
+            self.answer(o, Err(e));
         }
     }
 
@@ -1295,11 +1272,11 @@ impl Core {
                             s,
                             ToShard::Answer {
                                 req,
-                                answer: Answer::ReadAt(index),
+                                answer: CoreAnswer::ReadAt(index),
                             },
                         )),
                         (Ok(index), Origin::Peer(from, id)) => {
-                            let owner = route(w.key.as_bytes(), self.to_shards.len());
+                            let owner = route(&w.key, self.to_shards.len());
                             self.serving.insert(r.id, (from, id));
                             self.out.push((
                                 owner,
@@ -1322,7 +1299,9 @@ impl Core {
                         ),
                         (Err(ReadError::Backpressure), o) => self.answer(
                             o,
-                            Reply::err(503, "unavailable", "too many reads pending; retry"),
+                            Err(ApiError::Unavailable {
+                                reason: UnavailableReason::ReadsPending,
+                            }),
                         ),
                     }
                 }
@@ -1403,13 +1382,9 @@ impl Core {
             }
             if let Some(w) = self.writes.remove(&e.index) {
                 let r = if w.term == e.term {
-                    Reply::ok(serde_json::json!({ "index": e.index }))
+                    Ok(Answer::Written { index: e.index })
                 } else {
-                    Reply::err(
-                        503,
-                        "lost_leadership",
-                        "leadership changed before the write committed; it was not applied, retry is safe",
-                    )
+                    Err(ApiError::LostLeadership { change: false })
                 };
                 done.push((w.origin, r));
             }
@@ -1517,27 +1492,8 @@ impl Core {
             .drain()
             .map(|(_, f)| (f.to, Origin::Shard(f.shard, f.req), f.write))
             .collect();
-        for (to, origin, write) in gone {
-            let r = if write {
-                Reply::err(
-                    504,
-                    "leader_lost",
-                    format!(
-                        "node {to} stopped answering as leader before it answered; the write \
-                         may or may not be applied (outcome unknown)"
-                    ),
-                )
-            } else {
-                Reply::err(
-                    503,
-                    "leader_lost",
-                    format!(
-                        "node {to} stopped answering as leader before it answered; nothing \
-                         was read, retry"
-                    ),
-                )
-            };
-            self.answer(origin, r);
+        for (node_id, origin, write) in gone {
+            self.answer(origin, Err(ApiError::LeaderLost { node_id, write }));
         }
     }
 
@@ -1596,37 +1552,39 @@ impl Core {
     }
 
     async fn finish_shutdown(&mut self, wal: &mut Wal<DmaDisk>) -> Result<(), String> {
-        let mut left: Vec<(Origin, Reply)> = Vec::new();
+        let mut left: Vec<(Origin, ApiError)> = Vec::new();
         left.extend(
             self.writes
                 .drain()
-                .map(|(_, w)| (w.origin, write_unknown())),
+                .map(|(_, w)| (w.origin, timeout(TimeoutKind::Write))),
         );
-        left.extend(self.forwards.drain().map(|(_, f)| {
-            let r = if f.write {
-                write_unknown()
-            } else {
-                read_late()
-            };
-            (Origin::Shard(f.shard, f.req), r)
-        }));
-        left.extend(self.reads.drain().map(|(_, r)| (r.origin, stopping())));
-        left.extend(self.parked.drain(..).map(|p| (p.origin, stopping())));
-        left.extend(self.admin_waits.drain(..).map(|w| {
-            let r = Reply::err(
-                504,
-                "timeout",
-                "the node stopped before the call completed (outcome unknown): check /status",
-            );
-            (w.origin, r)
-        }));
+        left.extend(
+            self.forwards
+                .drain()
+                .map(|(_, f)| (Origin::Shard(f.shard, f.req), forward_late(f.write))),
+        );
+        left.extend(
+            self.reads
+                .drain()
+                .map(|(_, r)| (r.origin, ApiError::Stopping)),
+        );
+        left.extend(
+            self.parked
+                .drain(..)
+                .map(|p| (p.origin, ApiError::Stopping)),
+        );
+        left.extend(
+            self.admin_waits
+                .drain(..)
+                .map(|w| (w.origin, timeout(TimeoutKind::Stopped))),
+        );
         left.extend(
             self.serving
                 .drain()
-                .map(|(_, (from, id))| (Origin::Peer(from, id), stopping())),
+                .map(|(_, (from, id))| (Origin::Peer(from, id), ApiError::Stopping)),
         );
-        for (o, r) in left {
-            self.answer(o, r);
+        for (o, e) in left {
+            self.answer(o, Err(e));
         }
         self.flush_out().await?;
         wal.sync_all()
@@ -1641,85 +1599,6 @@ impl Core {
 
 /// How long a removed member's outbox lives after its removal committed.
 const RETIRE_GRACE: Duration = Duration::from_secs(2);
-
-/// How long a joiner keeps asking the founders to add it.
-const JOIN_WAIT: Duration = Duration::from_secs(30);
-
-/// Asks the founders, one after the other, to add this node as a learner (`POST /join`,
-/// forwarded to the leader); retries while none can. Returns the answer's body, or the
-/// refusal of a founder that said no for good (4xx).
-async fn join_cluster(
-    id: NodeId,
-    me: &str,
-    founders: &[(NodeId, SocketAddr)],
-    token: &str,
-    last_answer: &std::cell::RefCell<String>,
-) -> Result<String, String> {
-    let body = serde_json::json!({ "node_id": id, "address": me }).to_string();
-    let auth = if token.is_empty() {
-        String::new()
-    } else {
-        format!("X-Ringkv-Token: {token}\r\n")
-    };
-    let req = format!(
-        "POST /join HTTP/1.1\r\nHost: ringkv\r\nContent-Type: application/json\r\n{auth}\
-         Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut last = String::from("no founder tried");
-    loop {
-        for (fid, addr) in founders {
-            match http_once(*addr, req.as_bytes()).await {
-                Ok((200, b)) => return Ok(b),
-                // 409 while another change or a transfer is under way: try again; any
-                // other refusal is final.
-                Ok((st, b))
-                    if (400..500).contains(&st)
-                        && !(st == 409
-                            && (b.contains("change_in_progress")
-                                || b.contains("transfer_in_progress"))) =>
-                {
-                    return Err(format!("node {fid} ({addr}) refused: {st} {b}"));
-                }
-                Ok((st, b)) => last = format!("node {fid} ({addr}): {st} {b}"),
-                Err(e) => last = format!("node {fid} ({addr}): {e}"),
-            }
-        }
-        tracing::warn!(node = id, "join not done yet ({last}); retrying");
-        *last_answer.borrow_mut() = last.clone();
-        glommio::timer::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// One HTTP exchange (the request asks the server to close): status and body.
-async fn http_once(addr: SocketAddr, req: &[u8]) -> Result<(u16, String), String> {
-    use futures_lite::{AsyncReadExt, AsyncWriteExt};
-    let exchange = async {
-        let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        s.write_all(req).await.map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
-            if n == 0 || out.len() > 1 << 20 {
-                break;
-            }
-            out.extend_from_slice(&buf[..n]);
-        }
-        let text = String::from_utf8_lossy(&out).to_string();
-        let status = text
-            .get(9..12)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("not an HTTP answer: {text:?}"))?;
-        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-        Ok((status, body))
-    };
-    futures_lite::future::or(exchange, async {
-        glommio::timer::sleep(Duration::from_secs(10)).await;
-        Err("no answer within 10 s".to_string())
-    })
-    .await
-}
 
 /// A peer's report that this node was removed from the cluster, if any came.
 fn removed(t: &Transport) -> Option<String> {
@@ -1745,26 +1624,16 @@ fn refused_start(data_dir: &std::path::Path, why: &str) -> String {
     )
 }
 
-fn write_unknown() -> Reply {
-    Reply::err(
-        504,
-        "timeout",
-        "request_timeout_ms passed; the write may or may not be applied (outcome unknown)",
-    )
+fn timeout(what: TimeoutKind) -> ApiError {
+    ApiError::Timeout { what }
 }
 
-fn read_late() -> Reply {
-    Reply::err(
-        504,
-        "timeout",
-        "request_timeout_ms passed before the read could be served; retry",
-    )
-}
-
-fn stopping() -> Reply {
-    Reply::err(
-        503,
-        "stopping",
-        "this node is shutting down; nothing was written, retry at another node",
-    )
+/// A call forwarded to the leader that ran out of time: a write's fate is unknown, a read
+/// simply was not served.
+fn forward_late(write: bool) -> ApiError {
+    timeout(if write {
+        TimeoutKind::Write
+    } else {
+        TimeoutKind::Read
+    })
 }

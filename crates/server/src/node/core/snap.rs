@@ -29,12 +29,13 @@ use super::{Core, Event, Origin};
 use std::rc::Rc;
 
 use crate::net::wire::ClientFrame;
+use crate::node::ToShard;
 use crate::node::members;
-use crate::node::{Reply, ToShard};
 use crate::shard::Snapshot as KvSnapshot;
 use crate::wal::DmaDisk;
 use crate::wal::disk::DmaDiskFile;
 use crate::wal::snapshot::{BodyReader, BodyWriter};
+use ringkv_proto::outcome::{Answer, ApiError, SnapshotTaken};
 use ringkv_raft::{Body, Index, Membership, Message, NodeId, SnapshotMeta, Term};
 
 /// Chunks in flight per transfer.
@@ -151,10 +152,10 @@ impl Core {
         }
         if index == 0 || index <= self.last_snapshot_index() {
             if let Some(o) = origin {
-                let r = Reply::ok(serde_json::json!({
-                    "index": self.last_snapshot_index(),
-                    "new": false,
-                }));
+                let r = Ok(Answer::Snapshot {
+                    index: self.last_snapshot_index(),
+                    taken: None,
+                });
                 self.answer(o, r);
             }
             return;
@@ -221,14 +222,7 @@ impl Core {
         self.snap_epoch += 1;
         if let Some(b) = self.building.take() {
             for o in b.waiting {
-                self.answer(
-                    o,
-                    Reply::err(
-                        503,
-                        "snapshot_void",
-                        "the state was replaced meanwhile; retry",
-                    ),
-                );
+                self.answer(o, Err(ApiError::SnapshotVoid));
             }
         }
     }
@@ -271,14 +265,7 @@ impl Core {
                 .detach();
             }
             for o in waiting.into_iter().chain(queued) {
-                self.answer(
-                    o,
-                    Reply::err(
-                        503,
-                        "snapshot_void",
-                        "the state was replaced meanwhile; retry",
-                    ),
-                );
+                self.answer(o, Err(ApiError::SnapshotVoid));
             }
             return Ok(());
         }
@@ -303,14 +290,15 @@ impl Core {
                 for o in waiting {
                     self.answer(
                         o,
-                        Reply::ok(serde_json::json!({
-                            "index": index,
-                            "bytes": bytes,
-                            "keys": keys,
-                            "took_ms": started.elapsed().as_millis() as u64,
-                            "shard_pause_ms": pause.as_secs_f64() * 1000.0,
-                            "new": true,
-                        })),
+                        Ok(Answer::Snapshot {
+                            index,
+                            taken: Some(SnapshotTaken {
+                                bytes: bytes as u64,
+                                keys,
+                                took_ms: started.elapsed().as_millis() as u64,
+                                shard_pause_ms: pause.as_secs_f64() * 1000.0,
+                            }),
+                        }),
                     );
                 }
                 for o in queued {
@@ -320,7 +308,8 @@ impl Core {
             }
             Err(e) => {
                 for o in waiting.into_iter().chain(queued) {
-                    self.answer(o, Reply::err(500, "snapshot_failed", e.clone()));
+                    let e = ApiError::SnapshotFailed { message: e.clone() };
+                    self.answer(o, Err(e));
                 }
                 // A full disk is survivable (the log stays); anything else is not.
                 if e.contains("disk full") || e.contains("No space") {
