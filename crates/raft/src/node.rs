@@ -1,10 +1,11 @@
 //! `Raft`: one node's consensus state machine.
 //!
-//! Owns term, vote, the in-memory log, commit index, role, the leader's per-peer progress,
-//! pending reads and the membership. Runs on the raft core's executor, driven by a loop
-//! that feeds inputs (`tick`, `step`, `propose`, `read`, `on_persisted`, `on_applied`) and
-//! drains numbered `Ready`s. It must not touch sockets, files, clocks, randomness sources
-//! or async runtimes: time arrives as ticks and `Nanos` values, randomness as a seed.
+//! Owns term, vote, the in-memory log, commit index, role, the leader's per-peer progress
+//! and the membership; reads and the lease are `read.rs`'s (its `Reads` is one field here).
+//! Runs on the raft core's executor, driven by a loop that feeds inputs (`tick`, `step`,
+//! `propose`, `read`, `on_persisted`, `on_applied`) and drains numbered `Ready`s. It must
+//! not touch sockets, files, clocks, randomness sources or async runtimes: time arrives as
+//! ticks and `Nanos` values, randomness as a seed.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -14,7 +15,7 @@ use super::config::{Config, ConfigError, Controls, Persistence};
 use super::log::RaftLog;
 use super::membership::{Membership, MembershipChange, MembershipError};
 use super::progress::{Progress, ReplState};
-use super::read::{ReadError, ReadOutcome, ReadPolicy, Reads};
+use super::read::{ReadOutcome, Reads};
 use super::rng::SplitMix64;
 use super::types::{
     Body, Entry, EntryKind, HardState, Index, Message, Nanos, NodeId, SnapshotMeta, Term,
@@ -161,20 +162,22 @@ pub struct Counters {
     pub follower_regressions: u64,
 }
 
+// Fields marked `pub(super)` are shared with the read and lease code in `read.rs`, which
+// adds its own `impl Raft` block.
 pub struct Raft {
-    cfg: Config,
-    id: NodeId,
+    pub(super) cfg: Config,
+    pub(super) id: NodeId,
     term: Term,
     vote: NodeId,
-    leader: NodeId,
-    role: Role,
-    log: RaftLog,
+    pub(super) leader: NodeId,
+    pub(super) role: Role,
+    pub(super) log: RaftLog,
     /// Invariant: applied <= applying <= commit <= last_index.
-    commit: Index,
+    pub(super) commit: Index,
     /// Handed out for applying (up to here in some Ready's `committed`).
     applying: Index,
     /// Reported applied by the driver.
-    applied: Index,
+    pub(super) applied: Index,
     /// Latest snapshot taken or installed (what the leader sends to lagging peers).
     snapshot: Option<SnapshotMeta>,
 
@@ -186,25 +189,21 @@ pub struct Raft {
     initial_membership: Membership,
 
     // Leader state.
-    progress: BTreeMap<NodeId, Progress>,
-    /// Last heartbeat round sent (monotonic for the node's lifetime).
-    hb_seq: u64,
+    pub(super) progress: BTreeMap<NodeId, Progress>,
     /// Target and ticks elapsed of an ongoing leadership transfer.
-    transfer: Option<(NodeId, u32)>,
-    /// A TimeoutNow went out in this term. Its forced vote skips the voters' lease check and
-    /// may arrive at any later time, so this leader serves no more lease reads in this term.
-    timeout_now_sent: bool,
+    pub(super) transfer: Option<(NodeId, u32)>,
     /// Ticks since this node last heard from a leader of its term (or led itself). While
     /// below `election_timeout_min_ticks` it refuses votes: it may have acknowledged a lease
     /// round (thesis 6.4.1). Unlike `leader`, a higher-term message does not reset it. A node
     /// restarting with a term > 0 starts at 0: it may have acknowledged a round just before it
     /// stopped. A fresh node starts at the maximum (it never acknowledged anything).
-    leader_contact_ticks: u32,
+    pub(super) leader_contact_ticks: u32,
     /// Send appends to every peer at the next `ready()` (batches many proposals).
     need_broadcast: bool,
     /// Commit index last announced to followers.
     broadcast_commit: Index,
-    reads: Reads,
+    /// ReadIndex rounds, the lease and pending reads (`read.rs`).
+    pub(super) reads: Reads,
 
     // Candidate state: votes received in the current (pre-)election.
     votes: BTreeMap<NodeId, bool>,
@@ -215,7 +214,7 @@ pub struct Raft {
     randomized_timeout: u32,
     rng: SplitMix64,
     /// Latest monotonic time seen in an input.
-    now: Nanos,
+    pub(super) now: Nanos,
 
     // Persistence tracking.
     next_ready: u64,
@@ -233,7 +232,7 @@ pub struct Raft {
 
     msgs: Vec<Message>,
     held: VecDeque<Held>,
-    counters: Counters,
+    pub(super) counters: Counters,
 }
 
 impl Raft {
@@ -274,9 +273,7 @@ impl Raft {
             conf_history,
             initial_membership: restore.initial_membership,
             progress: BTreeMap::new(),
-            hb_seq: 0,
             transfer: None,
-            timeout_now_sent: false,
             leader_contact_ticks: if hs.term > 0 { 0 } else { u32::MAX },
             need_broadcast: false,
             broadcast_commit: 0,
@@ -353,25 +350,6 @@ impl Raft {
     /// Whether a membership change is appended but not yet committed.
     pub fn membership_change_pending(&self) -> bool {
         self.conf_history.last().expect("base").0 > self.commit
-    }
-
-    /// Whether a lease read would be served locally at `now`.
-    pub fn lease_valid(&self, now: Nanos) -> bool {
-        self.lease_expiry().is_some_and(|end| now < end)
-    }
-
-    /// Until when (exclusive) this leader may serve lease reads at its commit index without
-    /// a round trip; `None` when it may not at all (not leader, no-op of its term not yet
-    /// committed, or handing leadership over). The driver publishes it to the shards.
-    pub fn lease_expiry(&self) -> Option<Nanos> {
-        if self.role != Role::Leader
-            || self.transfer.is_some()
-            || self.timeout_now_sent
-            || !self.noop_committed()
-        {
-            return None;
-        }
-        self.reads.lease_start.map(|s| s + self.lease_ns())
     }
 
     pub fn status(&self) -> Status {
@@ -477,8 +455,7 @@ impl Raft {
         self.transfer = Some((target, 0));
         // Revoke the lease, and let no round sent before now renew it: the target's forced
         // vote is granted regardless of leases (see `start_round` for rounds sent during).
-        self.reads.lease_start = None;
-        self.reads.round_sent_at.clear();
+        self.reads.revoke_lease();
         let caught_up = self.progress[&target].match_index == self.log.last_index();
         if caught_up {
             self.send_timeout_now(target);
@@ -486,37 +463,6 @@ impl Raft {
             self.send_append(target);
         }
         Ok(())
-    }
-
-    /// Requests a read at `policy`. The answer comes in a later `Ready::reads`.
-    pub fn read(&mut self, id: u64, policy: ReadPolicy, now: Nanos) {
-        self.observe_time(now);
-        if policy == ReadPolicy::Eventual {
-            self.reads.done.push(ReadOutcome {
-                id,
-                result: Ok(self.applied),
-            });
-            return;
-        }
-        if self.role != Role::Leader {
-            let err = Err(ReadError::NotLeader {
-                leader: self.leader,
-            });
-            self.reads.done.push(ReadOutcome { id, result: err });
-            return;
-        }
-        if self.reads.pending() >= self.cfg.pending_reads_max {
-            self.reads.done.push(ReadOutcome {
-                id,
-                result: Err(ReadError::Backpressure),
-            });
-            return;
-        }
-        if !self.noop_committed() {
-            self.reads.awaiting_noop.push((id, policy));
-            return;
-        }
-        self.record_read(id, policy);
     }
 
     /// Steps one message from a peer.
@@ -781,17 +727,17 @@ impl Raft {
             || self.unstable_from <= self.log.last_index()
             || !self.msgs.is_empty()
             || self.commit > self.applying
-            || !self.reads.done.is_empty()
+            || self.reads.has_done()
             || (self.role == Role::Leader
                 && (self.need_broadcast
                     || self.commit > self.broadcast_commit
-                    || !self.reads.awaiting_round.is_empty()))
+                    || self.reads.awaits_round()))
     }
 
     /// Collects everything the driver must do now, under a new number.
     pub fn ready(&mut self) -> Ready {
         if self.role == Role::Leader {
-            if !self.reads.awaiting_round.is_empty() {
+            if self.reads.awaits_round() {
                 self.start_round();
             }
             if self.need_broadcast || self.commit > self.broadcast_commit {
@@ -860,7 +806,7 @@ impl Raft {
             self.applying = to;
         }
         rd.messages = std::mem::take(&mut self.msgs);
-        rd.reads = std::mem::take(&mut self.reads.done);
+        rd.reads = self.reads.take_done();
         self.check_invariants();
         rd
     }
@@ -894,16 +840,8 @@ impl Raft {
     // ----- internals: roles -----
 
     /// Whether a negative control is on (always false without the feature).
-    fn control(&self, f: impl Fn(&Controls) -> bool) -> bool {
+    pub(super) fn control(&self, f: impl Fn(&Controls) -> bool) -> bool {
         cfg!(feature = "negative-controls") && f(&self.cfg.controls)
-    }
-
-    /// The lease a quorum round buys: lease x (1 - drift bound).
-    fn lease_ns(&self) -> Nanos {
-        if self.control(|c| c.lease_ignores_drift) {
-            return self.cfg.lease_duration_ns;
-        }
-        self.cfg.effective_lease_ns()
     }
 
     fn hard_state(&self) -> HardState {
@@ -914,7 +852,7 @@ impl Raft {
         }
     }
 
-    fn observe_time(&mut self, now: Nanos) {
+    pub(super) fn observe_time(&mut self, now: Nanos) {
         self.now = self.now.max(now);
     }
 
@@ -928,14 +866,8 @@ impl Raft {
         self.log.term(self.commit) == Some(self.term)
     }
 
-    /// A node that heard from a live leader within the minimum election timeout, or leads,
-    /// refuses to help depose it (CheckQuorum's vote refusal; the base of lease safety).
-    fn in_lease(&self) -> bool {
-        self.role == Role::Leader || self.leader_contact_ticks < self.cfg.election_timeout_min_ticks
-    }
-
     fn send_timeout_now(&mut self, to: NodeId) {
-        self.timeout_now_sent = true;
+        self.reads.on_timeout_now_sent();
         self.send(to, Body::TimeoutNow);
     }
 
@@ -1065,12 +997,10 @@ impl Raft {
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
         self.transfer = None;
-        self.timeout_now_sent = false;
         // Unconfirmed reads were failed on the way here (become_follower); confirmed reads and
-        // results not yet handed out stay. The new term starts without a lease.
-        debug_assert_eq!(self.reads.pending(), self.reads.confirmed.len());
-        self.reads.round_sent_at.clear();
-        self.reads.lease_start = None;
+        // results not yet handed out stay. The new term starts without a lease, and no
+        // TimeoutNow of an earlier term holds back lease reads.
+        self.reads.start_term();
         let next = self.log.last_index() + 1;
         self.progress = self
             .membership()
@@ -1184,7 +1114,7 @@ impl Raft {
                 self.transfer = None;
             }
             // The lease was earned from a quorum of the previous configuration: start over.
-            self.reads.lease_start = None;
+            self.reads.drop_lease();
         } else if matches!(self.role, Role::Candidate | Role::PreCandidate) && !m.is_voter(self.id)
         {
             self.become_follower(self.term, 0);
@@ -1232,12 +1162,7 @@ impl Raft {
         let noop_was_committed = self.noop_committed();
         self.commit = q;
         if !noop_was_committed && self.noop_committed() {
-            // These reads waited for an unknown time: a lease checked now would be checked
-            // against a stale clock reading, so every one of them takes a ReadIndex round.
-            let waiting = std::mem::take(&mut self.reads.awaiting_noop);
-            for (id, _) in waiting {
-                self.record_read(id, ReadPolicy::Linearizable);
-            }
+            self.record_noop_reads();
         }
         let conf_index = self.conf_history.last().expect("base").0;
         if conf_index <= self.commit {
@@ -1274,7 +1199,7 @@ impl Raft {
 
     /// Sends what `to` is missing, pipelined up to `inflight_appends_max`. A peer that has
     /// everything but not the latest commit index gets an empty append to learn it.
-    fn send_append(&mut self, to: NodeId) {
+    pub(super) fn send_append(&mut self, to: NodeId) {
         let mut sent_any = false;
         loop {
             let last = self.log.last_index();
@@ -1582,135 +1507,9 @@ impl Raft {
         );
     }
 
-    // ----- internals: reads -----
-
-    fn record_read(&mut self, id: u64, policy: ReadPolicy) {
-        let index = self.commit;
-        if policy == ReadPolicy::Lease && self.lease_valid(self.now) {
-            self.counters.lease_reads += 1;
-            // The state must include everything committed when the lease was checked.
-            if index <= self.applied {
-                self.reads.done.push(ReadOutcome {
-                    id,
-                    result: Ok(index),
-                });
-            } else {
-                self.reads.confirmed.push_back((id, index));
-            }
-            return;
-        }
-        if self.control(|c| c.read_index_without_quorum) {
-            self.reads.confirmed.push_back((id, index));
-            self.reads.on_applied(self.applied);
-            return;
-        }
-        self.reads.awaiting_round.push((id, index));
-        if self.membership().voters.len() == 1 && self.membership().is_voter(self.id) {
-            self.start_round(); // a single voter is its own quorum
-        }
-    }
-
-    /// Sends one sequence-tagged heartbeat to every peer; all reads recorded so far ride on it.
-    fn start_round(&mut self) {
-        self.hb_seq += 1;
-        let seq = self.hb_seq;
-        if !self.reads.awaiting_round.is_empty() {
-            self.counters.read_index_rounds += 1;
-            self.counters.read_index_reads += self.reads.awaiting_round.len() as u64;
-        }
-        for (id, index) in self.reads.awaiting_round.drain(..) {
-            self.reads.in_round.push_back((seq, id, index));
-        }
-        // A round sent during a leadership transfer still confirms ReadIndex reads but starts
-        // no lease: a voter may ack it and then grant the target's forced vote (which skips
-        // the lease check), so a lease from it could outlive an abandoned transfer while the
-        // target leads (lease.txt, "Rounds acknowledged DURING a transfer").
-        if self.transfer.is_none() {
-            self.reads.round_sent_at.push_back((seq, self.now));
-        }
-        let peers: Vec<(NodeId, Index)> = self
-            .progress
-            .iter()
-            .map(|(&id, p)| (id, p.match_index))
-            .collect();
-        for (id, matched) in peers {
-            let commit = self.commit.min(matched);
-            // Below the snapshot the term is unknown: announce nothing there (term 0 never
-            // matches an entry).
-            let commit_term = self.log.term(commit).unwrap_or(0);
-            self.send(
-                id,
-                Body::Heartbeat {
-                    commit,
-                    commit_term,
-                    seq,
-                },
-            );
-        }
-        self.advance_rounds();
-    }
-
-    fn handle_heartbeat_resp(&mut self, from: NodeId, seq: u64) {
-        let last = self.log.last_index();
-        let Some(pr) = self.progress.get_mut(&from) else {
-            return;
-        };
-        pr.recent_active = true;
-        pr.acked_seq = pr.acked_seq.max(seq);
-        let behind = pr.match_index < last;
-        // In Replicate state with every missing entry already in flight (or the pipeline
-        // full), `send_append` sends nothing, so appends lost on the way would never be
-        // retried and an idle follower would stay behind forever (paper 5.3: the leader
-        // retries indefinitely). If two heartbeat replies in a row find it so with no
-        // progress of the match index, fall back to probing from the match index: that
-        // resends what is missing, or a snapshot if it has been compacted away.
-        let all_in_flight = behind
-            && pr.state == ReplState::Replicate
-            && (pr.next_index > last || !pr.can_send(self.cfg.inflight_appends_max));
-        let stalled = all_in_flight && pr.stalled_match == Some(pr.match_index);
-        pr.stalled_match = if all_in_flight && !stalled {
-            Some(pr.match_index)
-        } else {
-            None
-        };
-        if stalled {
-            pr.become_probe();
-        }
-        if behind {
-            if pr.state == ReplState::Probe {
-                pr.probe_sent = false; // the peer is alive: resend the probe
-            }
-            self.send_append(from);
-        }
-        self.advance_rounds();
-    }
-
-    /// Confirms every round a voter quorum has acknowledged in this term.
-    fn advance_rounds(&mut self) {
-        let m = self.membership();
-        let mut acked: Vec<u64> = m
-            .voters
-            .iter()
-            .map(|&v| {
-                if v == self.id {
-                    self.hb_seq
-                } else {
-                    self.progress[&v].acked_seq
-                }
-            })
-            .collect();
-        if acked.is_empty() {
-            return;
-        }
-        acked.sort_unstable_by(|a, b| b.cmp(a));
-        let q = acked[m.quorum() - 1];
-        self.reads.on_quorum_round(q);
-        self.reads.on_applied(self.applied);
-    }
-
     // ----- internals: sending -----
 
-    fn send(&mut self, to: NodeId, body: Body) {
+    pub(super) fn send(&mut self, to: NodeId, body: Body) {
         self.send_with_term(to, self.term, body);
     }
 
