@@ -8,11 +8,13 @@
 use std::cell::Cell;
 
 pub mod checker;
+mod options;
 pub mod scripted;
 pub mod testkit;
 mod world;
 
-pub use world::{Control, Options, Profile, Stats, Violation, World};
+pub use options::{Control, Options, Profile};
+pub use world::{Stats, Violation, World};
 
 /// Runs one seed with the standard mix of options, under a negative control if given
 /// (always DiskFirst then: the checkers hold DiskFirst to every promise). Returns its

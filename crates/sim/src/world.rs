@@ -11,9 +11,10 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use bytes::Bytes;
 
 use super::checker::{self, Op, OpKind, Verdict};
+use super::options::{Control, Options, Params};
 use ringkv_raft::{
-    Body, Config, Controls, Entry, EntryKind, HardState, Index, Membership, MembershipChange,
-    Message, NodeId, Persistence, Raft, ReadPolicy, Ready, Restore, Role, SnapshotMeta, Term,
+    Body, Config, Entry, EntryKind, HardState, Index, Membership, MembershipChange, Message,
+    NodeId, Persistence, Raft, ReadPolicy, Ready, Restore, Role, SnapshotMeta, Term,
 };
 use ringkv_rng::Rng;
 
@@ -30,160 +31,6 @@ const OP_TIMEOUT_US: Micros = 1_000_000;
 /// A node snapshots and compacts after applying this many entries since its last one.
 const SNAPSHOT_EVERY_ENTRIES: u64 = 150;
 const CLIENTS: usize = 8;
-
-/// What a seed is run with.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// Initial voters (3 or 5).
-    pub nodes: usize,
-    pub persistence: Persistence,
-    /// Simulated seconds of faults and load, before the final heal-and-settle phase.
-    pub sim_secs: u64,
-    pub trace: bool,
-    /// A deliberate protocol bug to run with (negative control), if any.
-    pub control: Option<Control>,
-    pub profile: Profile,
-}
-
-/// Workload and fault mixes, each aimed at a class of bugs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Profile {
-    /// Everything a little: crashes, partitions, membership, transfers, 4 keys.
-    Standard,
-    /// One key, readers that stay on their node, the leader often isolated, fast links:
-    /// a leader that answers reads it should not shows up as a stale read.
-    StaleReads,
-    /// Whole-cluster crashes and stalling disks: anything acknowledged before it is
-    /// durable on a quorum shows up as a lost write.
-    Durability,
-    /// Leaders crash and change often, one entry per AppendEntries, membership churn: log
-    /// repair and commit rules are stressed (Figure 8 shapes).
-    Churn,
-}
-
-/// The knobs a profile sets.
-struct Params {
-    keys: u64,
-    /// Half the clients only read, each always from the same node.
-    sticky_readers: bool,
-    /// Relative weights: crash all, crash one, partition, membership, transfer, quiet.
-    fault_weights: [u64; 6],
-    /// Chance (per mille) that a partition isolates the leader.
-    isolate_leader_per_mille: u64,
-    /// Time between faults, microseconds.
-    fault_gap_us: (u64, u64),
-    slow_disk_per_mille: u64,
-    slow_link_per_mille: u64,
-    append_entries_max: usize,
-    inflight_appends_max: usize,
-}
-
-impl Profile {
-    fn params(self) -> Params {
-        let standard = Params {
-            keys: 4,
-            sticky_readers: false,
-            fault_weights: [3, 27, 25, 15, 10, 20],
-            isolate_leader_per_mille: 400,
-            fault_gap_us: (200_000, 1_500_000),
-            slow_disk_per_mille: 30,
-            slow_link_per_mille: 30,
-            append_entries_max: 64,
-            inflight_appends_max: 4,
-        };
-        match self {
-            Profile::Standard => standard,
-            Profile::StaleReads => Params {
-                keys: 1,
-                sticky_readers: true,
-                fault_weights: [0, 10, 70, 0, 10, 10],
-                isolate_leader_per_mille: 800,
-                slow_link_per_mille: 0,
-                ..standard
-            },
-            Profile::Durability => Params {
-                fault_weights: [30, 30, 20, 5, 5, 10],
-                slow_disk_per_mille: 150,
-                ..standard
-            },
-            Profile::Churn => Params {
-                keys: 2,
-                fault_weights: [5, 40, 30, 20, 5, 0],
-                isolate_leader_per_mille: 600,
-                fault_gap_us: (100_000, 600_000),
-                append_entries_max: 1,
-                inflight_appends_max: 2,
-                ..standard
-            },
-        }
-    }
-}
-
-/// The negative controls: each breaks the protocol in one way the checkers must catch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Control {
-    CommitOlderTermByCounting,
-    ReadIndexWithoutQuorum,
-    AckBeforePersist,
-    LeaseIgnoresDrift,
-    VoteWithoutLogCheck,
-    MembershipBeforeNoop,
-}
-
-impl Control {
-    pub const ALL: [Control; 6] = [
-        Control::CommitOlderTermByCounting,
-        Control::ReadIndexWithoutQuorum,
-        Control::AckBeforePersist,
-        Control::LeaseIgnoresDrift,
-        Control::VoteWithoutLogCheck,
-        Control::MembershipBeforeNoop,
-    ];
-
-    /// The switches this control turns on.
-    pub fn controls(self) -> Controls {
-        let mut c = Controls::default();
-        self.apply(&mut c);
-        c
-    }
-
-    fn apply(self, c: &mut Controls) {
-        match self {
-            Control::CommitOlderTermByCounting => c.commit_older_term_by_counting = true,
-            Control::ReadIndexWithoutQuorum => c.read_index_without_quorum = true,
-            Control::AckBeforePersist => c.ack_before_persist = true,
-            Control::LeaseIgnoresDrift => c.lease_ignores_drift = true,
-            Control::VoteWithoutLogCheck => c.vote_without_log_check = true,
-            Control::MembershipBeforeNoop => c.membership_before_noop = true,
-        }
-    }
-}
-
-impl Options {
-    /// The mix `make sim` uses: 3 or 5 nodes, DiskFirst mostly, MemFirst sometimes.
-    pub fn for_seed(seed: u64) -> Self {
-        let nodes = if seed % 2 == 0 { 3 } else { 5 };
-        let persistence = if seed % 7 == 3 {
-            Persistence::MemFirst
-        } else {
-            Persistence::DiskFirst
-        };
-        let profile = [
-            Profile::Standard,
-            Profile::StaleReads,
-            Profile::Durability,
-            Profile::Churn,
-        ][(seed / 2 % 4) as usize];
-        Options {
-            nodes,
-            persistence,
-            sim_secs: 20,
-            trace: false,
-            control: None,
-            profile,
-        }
-    }
-}
 
 /// Totals of one run.
 #[derive(Clone, Copy, Debug, Default)]
