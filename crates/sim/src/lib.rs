@@ -8,13 +8,15 @@
 use std::cell::Cell;
 
 pub mod checker;
+mod invariants;
 mod options;
 pub mod scripted;
 pub mod testkit;
 mod world;
 
+pub use invariants::Violation;
 pub use options::{Control, Options, Profile};
-pub use world::{Stats, Violation, World};
+pub use world::{Stats, World};
 
 /// Runs one seed with the standard mix of options, under a negative control if given
 /// (always DiskFirst then: the checkers hold DiskFirst to every promise). Returns its

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 
 use bytes::Bytes;
 
-use super::checker::{self, Op, OpKind, Verdict};
+use super::checker::OpKind;
+use super::invariants::{Checks, Violation};
 use super::options::{Control, Options, Params};
 use ringkv_raft::{
     Body, Config, Entry, EntryKind, HardState, Index, Membership, MembershipChange, Message,
@@ -19,7 +20,7 @@ use ringkv_raft::{
 use ringkv_rng::Rng;
 
 /// Simulated microseconds.
-type Micros = u64;
+pub(crate) type Micros = u64;
 
 const TICK_US: Micros = 10_000;
 const ELECTION_MIN_TICKS: u32 = 10;
@@ -62,30 +63,6 @@ impl Stats {
     }
 }
 
-/// A broken invariant or a failed history check.
-#[derive(Clone, Debug)]
-pub struct Violation {
-    pub seed: u64,
-    pub at_us: Micros,
-    pub what: String,
-    /// A safety invariant, the checker, or an assertion inside the Raft core flagged it.
-    /// False for liveness failures, runs too weak to count, and the simulator's own
-    /// failures: those fail a run but never count as catching a negative control.
-    pub safety: bool,
-}
-
-impl std::fmt::Display for Violation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "seed {} at {:.6}s: {}",
-            self.seed,
-            self.at_us as f64 / 1e6,
-            self.what
-        )
-    }
-}
-
 type Kv = BTreeMap<u64, u64>;
 
 /// Entry payload: key and value, little-endian.
@@ -100,14 +77,6 @@ fn decode(b: &[u8]) -> (u64, u64) {
     let k = u64::from_le_bytes(b[..8].try_into().expect("key"));
     let v = u64::from_le_bytes(b[8..16].try_into().expect("value"));
     (k, v)
-}
-
-fn entry_hash(e: &Entry) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ e.kind as u64;
-    for &b in e.data.iter() {
-        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-    }
-    h
 }
 
 /// What a node has on its simulated disk.
@@ -170,9 +139,9 @@ struct PersistJob {
     entries: Vec<Entry>,
 }
 
-struct Node {
-    raft: Raft,
-    up: bool,
+pub(crate) struct Node {
+    pub(crate) raft: Raft,
+    pub(crate) up: bool,
     /// Bumped on every restart; events of an older incarnation are ignored.
     incarnation: u64,
     disk: Disk,
@@ -182,8 +151,8 @@ struct Node {
     /// A flush takes everything queued when it starts: one write and one fdatasync for
     /// many Readies, as the WAL will do.
     flushing: usize,
-    kv: Kv,
-    applied_index: Index,
+    pub(crate) kv: Kv,
+    pub(crate) applied_index: Index,
     applied_since_snapshot: u64,
     /// Relative clock rate error of this node, ppm.
     drift_ppm: i64,
@@ -198,8 +167,9 @@ struct Node {
     initial: Membership,
     /// Decommissioned after its removal committed.
     removed: bool,
-    last_role: Role,
-    last_term: Term,
+    /// Role and term at the last step (for invariants.rs: who has just become leader).
+    pub(crate) last_role: Role,
+    pub(crate) last_term: Term,
 }
 
 impl Node {
@@ -235,16 +205,16 @@ struct Client {
 
 /// A client operation of the history.
 #[derive(Clone, Debug)]
-struct HistOp {
-    key: u64,
-    kind: OpKind,
-    policy: Option<ReadPolicy>,
-    call: Micros,
-    ret: Option<Micros>,
+pub(crate) struct HistOp {
+    pub(crate) key: u64,
+    pub(crate) kind: OpKind,
+    pub(crate) policy: Option<ReadPolicy>,
+    pub(crate) call: Micros,
+    pub(crate) ret: Option<Micros>,
     /// Definitely not executed (refused or superseded): dropped from the history.
-    failed: bool,
+    pub(crate) failed: bool,
     /// For writes: (index, term) once acknowledged.
-    acked_at: Option<(Index, Term)>,
+    pub(crate) acked_at: Option<(Index, Term)>,
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -285,29 +255,23 @@ impl Ord for MessageBox {
 }
 
 pub struct World {
-    seed: u64,
-    opts: Options,
+    pub(crate) seed: u64,
+    pub(crate) opts: Options,
     params: Params,
     rng: Rng,
-    now: Micros,
+    pub(crate) now: Micros,
     seq: u64,
     events: BinaryHeap<Reverse<(Micros, u64, Event)>>,
-    nodes: BTreeMap<NodeId, Node>,
+    pub(crate) nodes: BTreeMap<NodeId, Node>,
     next_node_id: NodeId,
     /// Directed links that drop everything.
     cut: BTreeSet<(NodeId, NodeId)>,
     clients: Vec<Client>,
-    history: Vec<HistOp>,
+    pub(crate) history: Vec<HistOp>,
     next_value: u64,
     next_read_id: u64,
-    /// Every value ever proposed for a key (eventual reads may return only these).
-    written: HashMap<u64, BTreeSet<u64>>,
-    // Invariant state.
-    leaders: BTreeMap<Term, NodeId>,
-    /// Applied entries, index -> (term, hash), as first applied by any node.
-    applied: BTreeMap<Index, (Term, u64)>,
-    /// (index, term) -> hash of every entry any node ever handed out for persisting.
-    entries_seen: HashMap<(Index, Term), u64>,
+    /// What the invariants remember (invariants.rs).
+    pub(crate) checks: Checks,
     loss_per_mille: u64,
     dup_per_mille: u64,
     faults_on: bool,
@@ -340,10 +304,7 @@ impl World {
             history: Vec::new(),
             next_value: 1,
             next_read_id: 1,
-            written: HashMap::new(),
-            leaders: BTreeMap::new(),
-            applied: BTreeMap::new(),
-            entries_seen: HashMap::new(),
+            checks: Checks::default(),
             loss_per_mille,
             dup_per_mille,
             faults_on: true,
@@ -448,23 +409,6 @@ impl World {
         }
     }
 
-    /// A liveness failure or a run too weak to count (see `Violation::safety`).
-    fn fail_liveness(&self, what: String) -> Violation {
-        Violation {
-            safety: false,
-            ..self.fail(what)
-        }
-    }
-
-    fn fail(&self, what: String) -> Violation {
-        Violation {
-            safety: true,
-            seed: self.seed,
-            at_us: self.now,
-            what,
-        }
-    }
-
     /// Runs the seed to the end; returns the first violation found.
     pub fn run(&mut self) -> Result<(), Violation> {
         let fault_end = self.opts.sim_secs * 1_000_000;
@@ -479,7 +423,7 @@ impl World {
             }
             self.handle(ev)?;
             self.drain_readies()?;
-            self.check_step()?;
+            self.after_step()?;
         }
         self.stats.sim_us = self.now;
         self.final_checks()
@@ -657,20 +601,7 @@ impl World {
     }
 
     fn handle_ready(&mut self, id: NodeId, mut rd: Ready) -> Result<(), Violation> {
-        // Log Matching across the cluster: one (index, term) names one entry everywhere.
-        for e in &rd.entries {
-            let h = entry_hash(e);
-            if let Some(&prev) = self.entries_seen.get(&(e.index, e.term)) {
-                if prev != h {
-                    return Err(self.fail(format!(
-                        "log matching: two entries at {}/{}",
-                        e.index, e.term
-                    )));
-                }
-            } else {
-                self.entries_seen.insert((e.index, e.term), h);
-            }
-        }
+        self.check_log_matching(&rd.entries)?;
         let msgs = std::mem::take(&mut rd.messages);
         self.apply(id, &rd)?;
         if rd.must_persist() {
@@ -764,11 +695,8 @@ impl World {
         }
         let mut acks = Vec::new();
         for e in &rd.committed {
+            self.check_apply(id, e)?;
             let n = self.nodes.get_mut(&id).expect("node");
-            if e.index != n.applied_index + 1 {
-                let prev = n.applied_index;
-                return Err(self.fail(format!("node {id} applies {} after {prev}", e.index)));
-            }
             n.applied_index = e.index;
             n.applied_since_snapshot += 1;
             if e.kind == EntryKind::Normal {
@@ -777,25 +705,6 @@ impl World {
             }
             if let Some((term, op)) = n.pending_writes.remove(&e.index) {
                 acks.push((op, term == e.term, e.index, e.term));
-            }
-            // Every node applies the same sequence (MemFirst may lose applied entries in a
-            // crash by design; its nodes then reset and converge, checked at the end).
-            let h = entry_hash(e);
-            match self
-                .applied
-                .get(&e.index)
-                .filter(|_| self.opts.persistence == Persistence::DiskFirst)
-            {
-                Some(&(t, hh)) if (t, hh) != (e.term, h) => {
-                    return Err(self.fail(format!(
-                        "node {id} applied {}/{} but another node applied {}/{} there",
-                        e.index, e.term, e.index, t
-                    )));
-                }
-                Some(_) => {}
-                None => {
-                    self.applied.insert(e.index, (e.term, h));
-                }
             }
         }
         let n = self.nodes.get_mut(&id).expect("node");
@@ -866,7 +775,7 @@ impl World {
         if roll < 50 {
             let value = self.next_value;
             self.next_value += 1;
-            self.written.entry(key).or_default().insert(value);
+            self.checks.proposed(key, value);
             self.history.push(HistOp {
                 key,
                 kind: OpKind::Write(Some(value)),
@@ -1134,7 +1043,7 @@ impl World {
         }
     }
 
-    fn current_leader(&self) -> Option<NodeId> {
+    pub(crate) fn current_leader(&self) -> Option<NodeId> {
         self.nodes
             .iter()
             .filter(|(_, n)| n.up && n.raft.role() == Role::Leader)
@@ -1180,150 +1089,26 @@ impl World {
         self.log(|| "faults stop; settling".to_string());
     }
 
-    // ----- checks -----
+    // ----- after each step -----
 
-    fn check_step(&mut self) -> Result<(), Violation> {
+    /// After every event, node by node in id order: the node's invariants (invariants.rs),
+    /// then, once it has applied its own removal, it is stopped. One pass, so the trace
+    /// keeps its order.
+    fn after_step(&mut self) -> Result<(), Violation> {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
-            let n = &self.nodes[&id];
-            if !n.up {
+            if !self.nodes[&id].up {
                 continue;
             }
-            let (role, term) = (n.raft.role(), n.raft.term());
-            if role == Role::Leader && (n.last_role != Role::Leader || n.last_term != term) {
-                // Election Safety: one leader per term.
-                if let Some(&other) = self.leaders.get(&term) {
-                    if other != id {
-                        return Err(
-                            self.fail(format!("two leaders in term {term}: {other} and {id}"))
-                        );
-                    }
-                }
-                self.leaders.insert(term, id);
-                self.stats.elections_won += 1;
-                // Leader Completeness: every entry applied anywhere is in the new leader's log
-                // (a DiskFirst promise; MemFirst may lose committed entries in a crash).
-                let log = n.raft.log();
-                let strict = self.opts.persistence == Persistence::DiskFirst;
-                for (&i, &(t, _)) in self.applied.range(log.first_index()..).filter(|_| strict) {
-                    if log.term(i) != Some(t) {
-                        return Err(self.fail(format!(
-                            "leader completeness: new leader {id} (term {term}) lacks applied entry {i}/{t}"
-                        )));
-                    }
-                }
-                if self.opts.trace {
-                    let line = format!(
-                        "{:>10.6} node {id} leads term {term}",
-                        self.now as f64 / 1e6
-                    );
-                    self.trace.push(line);
-                }
-            }
+            self.check_node(id)?;
             // A decommissioned node: once its removal is applied, stop it.
+            let n = self.nodes.get_mut(&id).expect("node");
             let removed =
                 !n.raft.membership().is_member(id) && n.raft.membership().removed.contains(&id);
-            let n = self.nodes.get_mut(&id).expect("node");
-            n.last_role = role;
-            n.last_term = term;
             if removed && n.raft.commit() >= n.raft.last_index() && !n.removed {
                 n.removed = true;
                 n.up = false;
                 self.log(|| format!("node {id} removed and stopped"));
-            }
-        }
-        Ok(())
-    }
-
-    fn final_checks(&mut self) -> Result<(), Violation> {
-        // The run must have been what it claims: enough load, at least one crash or
-        // partition, enough simulated time.
-        if self.stats.ops < 500 || self.stats.crashes + self.stats.partitions == 0 {
-            return Err(self.fail_liveness(format!(
-                "run too weak: {} ops, {} crashes, {} partitions",
-                self.stats.ops, self.stats.crashes, self.stats.partitions
-            )));
-        }
-        // Liveness after the faults stop: some node leads and every live member applied the
-        // same entries.
-        let Some(l) = self.current_leader() else {
-            return Err(self.fail_liveness("no leader 5 s after faults stopped".into()));
-        };
-        let commit = self.nodes[&l].raft.commit();
-        // Members as the leader sees them: a node removed while cut off never hears of it.
-        let members = self.nodes[&l].raft.membership().clone();
-        for (&id, n) in &self.nodes {
-            if members.is_member(id) && (!n.up || n.applied_index < commit) {
-                return Err(self.fail_liveness(format!(
-                    "member {id} (up: {}) applied {} of {commit} 5 s after faults stopped\n  \
-                     member: {:?}\n  leader: {:?}",
-                    n.up,
-                    n.applied_index,
-                    n.raft.status(),
-                    self.nodes[&l].raft.status()
-                )));
-            }
-        }
-        // All members converge to the same state.
-        let states: BTreeSet<Vec<(u64, u64)>> = self
-            .nodes
-            .iter()
-            .filter(|(id, _)| members.is_member(**id))
-            .map(|(_, n)| n.kv.iter().map(|(&k, &v)| (k, v)).collect())
-            .collect();
-        if states.len() > 1 {
-            return Err(self.fail(format!("{} different final states", states.len())));
-        }
-        // Acknowledged writes are never lost (DiskFirst promises it; MemFirst does not): the
-        // final leader holds each one (or a snapshot past it) and has applied it.
-        if self.opts.persistence == Persistence::DiskFirst {
-            let log = self.nodes[&l].raft.log();
-            let applied = self.nodes[&l].applied_index;
-            for (i, op) in self.history.iter().enumerate() {
-                if let Some((index, term)) = op.acked_at {
-                    let held = index <= log.snapshot_index() || log.term(index) == Some(term);
-                    if !held || applied < index {
-                        return Err(self.fail(format!(
-                            "acknowledged write #{i} at {index}/{term} was lost"
-                        )));
-                    }
-                }
-            }
-        }
-        // Eventual reads return only written values.
-        for op in &self.history {
-            if op.policy == Some(ReadPolicy::Eventual) {
-                if let (OpKind::Read(Some(v)), Some(_)) = (op.kind, op.ret) {
-                    if !self.written.get(&op.key).is_some_and(|w| w.contains(&v)) {
-                        return Err(
-                            self.fail(format!("eventual read of key {} saw unwritten {v}", op.key))
-                        );
-                    }
-                }
-            }
-        }
-        // Linearizability of writes, linearizable and lease reads (MemFirst may lose
-        // acknowledged writes by design, so its histories are not held to it).
-        if self.opts.persistence == Persistence::DiskFirst {
-            let ops: Vec<Op> = self
-                .history
-                .iter()
-                .filter(|o| !o.failed && o.policy != Some(ReadPolicy::Eventual))
-                .map(|o| Op {
-                    key: o.key,
-                    kind: o.kind,
-                    call: o.call,
-                    ret: o.ret,
-                })
-                .collect();
-            match checker::check(&ops) {
-                Verdict::Ok => {}
-                Verdict::Violation(v) => return Err(self.fail(format!("not linearizable: {v}"))),
-                Verdict::TooHard { key } => {
-                    return Err(
-                        self.fail(format!("linearizability search too large for key {key}"))
-                    );
-                }
             }
         }
         Ok(())
