@@ -8,6 +8,7 @@
 use std::cell::Cell;
 
 pub mod checker;
+mod faults;
 mod invariants;
 mod options;
 pub mod scripted;

@@ -1,21 +1,25 @@
 //! One seeded simulation: real Raft cores on a simulated network, disks and clocks, with
 //! clients, faults and invariant checks on every step.
 //!
-//! Owns simulated time (microseconds), the event queue, each node's disk and key-value
-//! state, and the client history. Single-threaded and deterministic for a seed: the same
-//! seed replays the same run event for event. Must not touch real clocks, files or sockets.
+//! Owns simulated time (microseconds), the event queue and its loop, each node's disk and
+//! key-value state, message delivery, and the clients and their history. What a run is
+//! configured with is in `options`, which faults it suffers in `faults`, and what it is
+//! checked against in `invariants`; the loop calls both as events are handled.
+//! Single-threaded and deterministic for a seed: the same seed replays the same run event
+//! for event. Must not touch real clocks, files or sockets.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 
 use bytes::Bytes;
 
 use super::checker::OpKind;
+use super::faults::Faults;
 use super::invariants::{Checks, Violation};
-use super::options::{Control, Options, Params};
+use super::options::{Options, Params};
 use ringkv_raft::{
-    Body, Config, Entry, EntryKind, HardState, Index, Membership, MembershipChange, Message,
-    NodeId, Persistence, Raft, ReadPolicy, Ready, Restore, Role, SnapshotMeta, Term,
+    Body, Config, Entry, EntryKind, HardState, Index, Membership, Message, NodeId, Persistence,
+    Raft, ReadPolicy, Ready, Restore, Role, SnapshotMeta, Term,
 };
 use ringkv_rng::Rng;
 
@@ -26,7 +30,7 @@ const TICK_US: Micros = 10_000;
 const ELECTION_MIN_TICKS: u32 = 10;
 const HEARTBEAT_TICKS: u32 = 2;
 /// Bound on relative clock-rate error, in ppm (5%).
-const DRIFT_PPM_MAX: u32 = 50_000;
+pub(crate) const DRIFT_PPM_MAX: u32 = 50_000;
 /// Client operations time out (outcome unknown) after this long.
 const OP_TIMEOUT_US: Micros = 1_000_000;
 /// A node snapshots and compacts after applying this many entries since its last one.
@@ -81,7 +85,7 @@ fn decode(b: &[u8]) -> (u64, u64) {
 
 /// What a node has on its simulated disk.
 #[derive(Clone, Debug, Default)]
-struct Disk {
+pub(crate) struct Disk {
     hard_state: HardState,
     snapshot: Option<(SnapshotMeta, Kv)>,
     entries: Vec<Entry>,
@@ -144,7 +148,7 @@ pub(crate) struct Node {
     pub(crate) up: bool,
     /// Bumped on every restart; events of an older incarnation are ignored.
     incarnation: u64,
-    disk: Disk,
+    pub(crate) disk: Disk,
     /// Writes handed to the disk, made durable in order.
     disk_queue: VecDeque<PersistJob>,
     /// How many jobs at the front of `disk_queue` the flush in progress covers (0: idle).
@@ -164,9 +168,9 @@ pub(crate) struct Node {
     pending_writes: HashMap<Index, (Term, usize)>,
     /// Reads issued here: read id -> client op.
     pending_reads: HashMap<u64, usize>,
-    initial: Membership,
+    pub(crate) initial: Membership,
     /// Decommissioned after its removal committed.
-    removed: bool,
+    pub(crate) removed: bool,
     /// Role and term at the last step (for invariants.rs: who has just become leader).
     pub(crate) last_role: Role,
     pub(crate) last_term: Term,
@@ -184,6 +188,14 @@ impl Node {
         let local_ns = (self.ticks + 1) as i128 * TICK_US as i128 * 1000;
         let real_ns = local_ns * 1_000_000 / (1_000_000 + self.drift_ppm as i128);
         (real_ns / 1000) as Micros + 1
+    }
+
+    /// A crash (faults.rs): the node stops, and writes handed to its disk but not yet
+    /// durable are lost.
+    pub(crate) fn power_off(&mut self) {
+        self.up = false;
+        self.disk_queue.clear();
+        self.flushing = 0;
     }
 }
 
@@ -218,7 +230,7 @@ pub(crate) struct HistOp {
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Event {
+pub(crate) enum Event {
     Tick(NodeId, u64),
     Deliver(Box<MessageBox>),
     DiskDone(NodeId, u64),
@@ -233,7 +245,7 @@ enum Event {
 
 /// Ordering wrapper so messages can sit in the heap (ordered by sequence only).
 #[derive(Debug)]
-struct MessageBox {
+pub(crate) struct MessageBox {
     msg: Message,
     seq: u64,
 }
@@ -257,24 +269,20 @@ impl Ord for MessageBox {
 pub struct World {
     pub(crate) seed: u64,
     pub(crate) opts: Options,
-    params: Params,
-    rng: Rng,
+    pub(crate) params: Params,
+    pub(crate) rng: Rng,
     pub(crate) now: Micros,
     seq: u64,
     events: BinaryHeap<Reverse<(Micros, u64, Event)>>,
     pub(crate) nodes: BTreeMap<NodeId, Node>,
-    next_node_id: NodeId,
-    /// Directed links that drop everything.
-    cut: BTreeSet<(NodeId, NodeId)>,
     clients: Vec<Client>,
     pub(crate) history: Vec<HistOp>,
     next_value: u64,
     next_read_id: u64,
     /// What the invariants remember (invariants.rs).
     pub(crate) checks: Checks,
-    loss_per_mille: u64,
-    dup_per_mille: u64,
-    faults_on: bool,
+    /// What the nemesis has broken now (faults.rs).
+    pub(crate) faults: Faults,
     pub stats: Stats,
     pub trace: Vec<String>,
 }
@@ -282,8 +290,7 @@ pub struct World {
 impl World {
     pub fn new(seed: u64, opts: Options) -> Self {
         let mut rng = Rng::new(seed);
-        let loss_per_mille = rng.range(0, 50);
-        let dup_per_mille = rng.range(0, 20);
+        let faults = Faults::new(&mut rng, opts.nodes);
         let mut w = World {
             seed,
             params: opts.profile.params(),
@@ -293,8 +300,6 @@ impl World {
             seq: 0,
             events: BinaryHeap::new(),
             nodes: BTreeMap::new(),
-            next_node_id: opts.nodes as NodeId + 1,
-            cut: BTreeSet::new(),
             clients: (0..CLIENTS)
                 .map(|_| Client {
                     state: ClientState::Idle,
@@ -305,9 +310,7 @@ impl World {
             next_value: 1,
             next_read_id: 1,
             checks: Checks::default(),
-            loss_per_mille,
-            dup_per_mille,
-            faults_on: true,
+            faults,
             stats: Stats::default(),
             trace: Vec::new(),
         };
@@ -319,8 +322,7 @@ impl World {
             let at = w.rng.range(0, 200_000);
             w.schedule(at, Event::Client(c));
         }
-        let first_fault = w.rng.range(300_000, 1_000_000);
-        w.schedule(first_fault, Event::Fault);
+        w.schedule_first_fault();
         w
     }
 
@@ -347,7 +349,7 @@ impl World {
         c
     }
 
-    fn boot(&mut self, id: NodeId, initial: Membership, disk: Disk) {
+    pub(crate) fn boot(&mut self, id: NodeId, initial: Membership, disk: Disk) {
         let cfg = self.config(id);
         let restore = Restore {
             hard_state: disk.hard_state,
@@ -360,14 +362,7 @@ impl World {
             Some((meta, kv)) => (kv.clone(), meta.index),
             None => (Kv::new(), 0),
         };
-        // Clock rates spread over the whole bound: any two nodes differ by at most it.
-        let half = DRIFT_PPM_MAX as i64 / 2;
-        let drift_ppm = if self.opts.control == Some(Control::LeaseIgnoresDrift) {
-            // Clocks at the bound (each node at one extreme), so the drift control can fire.
-            if self.rng.chance(500) { half } else { -half }
-        } else {
-            self.rng.range(0, 2 * half as u64) as i64 - half
-        };
+        let drift_ppm = self.clock_drift();
         let incarnation = self.nodes.get(&id).map_or(0, |n| n.incarnation + 1);
         let node = Node {
             raft,
@@ -397,16 +392,26 @@ impl World {
         self.schedule(at, Event::Tick(id, incarnation));
     }
 
-    fn schedule(&mut self, at: Micros, e: Event) {
+    pub(crate) fn schedule(&mut self, at: Micros, e: Event) {
         self.seq += 1;
         self.events.push(Reverse((at.max(self.now), self.seq, e)));
     }
 
-    fn log(&mut self, s: impl FnOnce() -> String) {
+    pub(crate) fn log(&mut self, s: impl FnOnce() -> String) {
         if self.opts.trace {
             let line = format!("{:>10.6} {}", self.now as f64 / 1e6, s());
             self.trace.push(line);
         }
+    }
+
+    /// The live leader of the highest term, if any: what the nemesis aims at, and what the
+    /// final checks hold the others to.
+    pub(crate) fn current_leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.up && n.raft.role() == Role::Leader)
+            .max_by_key(|(_, n)| n.raft.term())
+            .map(|(&id, _)| id)
     }
 
     /// Runs the seed to the end; returns the first violation found.
@@ -418,7 +423,7 @@ impl World {
                 break;
             }
             self.now = at;
-            if self.faults_on && self.now >= fault_end {
+            if self.faults.on() && self.now >= fault_end {
                 self.stop_faults();
             }
             self.handle(ev)?;
@@ -458,10 +463,7 @@ impl World {
                 }
             }
             Event::Fault => self.fault(),
-            Event::Heal => {
-                self.cut.clear();
-                self.log(|| "heal".to_string());
-            }
+            Event::Heal => self.heal(),
             Event::Restart(id) => self.restart(id),
             Event::SnapshotFailed(from, to) => {
                 if let Some(n) = self.nodes.get_mut(&from).filter(|n| n.up) {
@@ -476,22 +478,16 @@ impl World {
 
     fn send(&mut self, m: Message) {
         self.stats.messages += 1;
-        if self.cut.contains(&(m.from, m.to)) || self.rng.chance(self.loss_per_mille) {
+        if self.drops(&m) {
             self.lost(&m);
             return;
         }
-        let copies = if self.rng.chance(self.dup_per_mille) {
-            2
-        } else {
-            1
-        };
+        let copies = if self.duplicate() { 2 } else { 1 };
         for _ in 0..copies {
-            // Mostly fast, sometimes slow: reorders messages on the same link.
-            let delay = if self.rng.chance(self.params.slow_link_per_mille) {
-                self.rng.range(5_000, 60_000)
-            } else {
-                self.rng.range(100, 2_000)
-            };
+            // Mostly fast, sometimes slow (faults.rs): reorders messages on the same link.
+            let delay = self
+                .slow_link()
+                .unwrap_or_else(|| self.rng.range(100, 2_000));
             let seq = self.seq;
             self.schedule(
                 self.now + delay,
@@ -513,7 +509,7 @@ impl World {
     }
 
     fn deliver(&mut self, m: Message) {
-        if self.cut.contains(&(m.from, m.to)) || !self.nodes.get(&m.to).is_some_and(|n| n.up) {
+        if self.faults.is_cut(m.from, m.to) || !self.nodes.get(&m.to).is_some_and(|n| n.up) {
             self.lost(&m);
             return;
         }
@@ -645,11 +641,8 @@ impl World {
         }
         // DiskFirst: a write + fdatasync; MemFirst: the flush interval.
         let latency = match self.opts.persistence {
-            // Now and then an fsync stalls, as real disks do.
-            Persistence::DiskFirst if self.rng.chance(self.params.slow_disk_per_mille) => {
-                self.rng.range(2_000, 30_000)
-            }
-            Persistence::DiskFirst => self.rng.range(50, 600),
+            // Now and then an fsync stalls (faults.rs).
+            Persistence::DiskFirst => self.disk_stall().unwrap_or_else(|| self.rng.range(50, 600)),
             Persistence::MemFirst => self.rng.range(2_000, 20_000),
         };
         let n = self.nodes.get_mut(&id).expect("node");
@@ -739,7 +732,7 @@ impl World {
     // ----- clients -----
 
     fn client_step(&mut self, c: usize) {
-        if !self.faults_on && self.now > self.opts.sim_secs * 1_000_000 + 4_000_000 {
+        if !self.faults.on() && self.now > self.opts.sim_secs * 1_000_000 + 4_000_000 {
             return; // settle phase over: no new operations
         }
         let up: Vec<NodeId> = self
@@ -875,218 +868,6 @@ impl World {
         } else {
             self.finish(c, op, None, false);
         }
-    }
-
-    // ----- faults -----
-
-    fn fault(&mut self) {
-        if !self.faults_on {
-            return;
-        }
-        let live: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.up && !n.removed)
-            .map(|(&id, _)| id)
-            .collect();
-        let members: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| !n.removed)
-            .map(|(&id, _)| id)
-            .collect();
-        let leader = self.current_leader();
-        // The first fault of a run is always a crash or a partition.
-        let w = self.params.fault_weights;
-        // The first fault of a run is always a crash or a partition.
-        let first = self.stats.crashes + self.stats.partitions == 0;
-        let span: u64 = if first {
-            w[..3].iter().sum()
-        } else {
-            w.iter().sum()
-        };
-        let mut roll = self.rng.below(span);
-        let mut kind = 0;
-        while roll >= w[kind] {
-            roll -= w[kind];
-            kind += 1;
-        }
-        match kind {
-            0 => {
-                // Every live node at once: DiskFirst must still lose no acknowledged write.
-                for &victim in &live {
-                    self.crash(victim);
-                    let at = self.now + self.rng.range(50_000, 1_000_000);
-                    self.schedule(at, Event::Restart(victim));
-                }
-            }
-            1 => {
-                // Crash one node (the leader half the time), keeping a majority up.
-                let down = members.len() - live.len();
-                if down < (members.len() - 1) / 2 && !live.is_empty() {
-                    let victim = match leader {
-                        Some(l) if self.rng.chance(500) => l,
-                        _ => live[self.rng.below(live.len() as u64) as usize],
-                    };
-                    self.crash(victim);
-                    let at = self.now + self.rng.range(100_000, 2_000_000);
-                    self.schedule(at, Event::Restart(victim));
-                }
-            }
-            2 => {
-                let isolate = self.params.isolate_leader_per_mille;
-                let leader = leader.filter(|_| self.rng.chance(isolate));
-                self.partition(members, leader)
-            }
-            3 => self.membership_fault(leader),
-            4 => {
-                if let Some(l) = leader {
-                    let voters: Vec<NodeId> = self.nodes[&l]
-                        .raft
-                        .membership()
-                        .voters
-                        .iter()
-                        .copied()
-                        .filter(|&v| v != l)
-                        .collect();
-                    if !voters.is_empty() {
-                        let t = voters[self.rng.below(voters.len() as u64) as usize];
-                        if self
-                            .nodes
-                            .get_mut(&l)
-                            .expect("leader")
-                            .raft
-                            .transfer_leader(t)
-                            .is_ok()
-                        {
-                            self.stats.transfers += 1;
-                            self.log(|| format!("transfer {l} -> {t}"));
-                        }
-                    }
-                }
-            }
-            _ => {} // a quiet period
-        }
-        let (lo, hi) = self.params.fault_gap_us;
-        let at = self.now + self.rng.range(lo, hi);
-        self.schedule(at, Event::Fault);
-    }
-
-    /// Cuts links: a symmetric split, a one-way cut, a bridge (one node sees both sides of a
-    /// split), or the leader isolated. Healed after a while.
-    fn partition(&mut self, mut nodes: Vec<NodeId>, isolate: Option<NodeId>) {
-        if nodes.len() < 2 {
-            return;
-        }
-        for i in (1..nodes.len()).rev() {
-            let j = self.rng.below(i as u64 + 1) as usize;
-            nodes.swap(i, j);
-        }
-        let kind = if isolate.is_some() {
-            3
-        } else {
-            self.rng.below(3)
-        };
-        let (a, b): (Vec<NodeId>, Vec<NodeId>) = if let Some(l) = isolate {
-            // The leader alone on one side (its clients may still reach it).
-            (vec![l], nodes.iter().copied().filter(|&n| n != l).collect())
-        } else if kind == 2 && nodes.len() >= 3 {
-            // nodes[0] is the bridge: it keeps every link; the rest split in two.
-            let rest = &nodes[1..];
-            let half = rest.len() / 2;
-            (rest[..half].to_vec(), rest[half..].to_vec())
-        } else {
-            let k = 1 + self.rng.below(nodes.len() as u64 - 1) as usize;
-            (nodes[..k].to_vec(), nodes[k..].to_vec())
-        };
-        for &x in &a {
-            for &y in &b {
-                self.cut.insert((x, y));
-                if kind != 1 {
-                    self.cut.insert((y, x));
-                }
-            }
-        }
-        self.stats.partitions += 1;
-        let kind_name = ["split", "one-way", "bridge", "isolated leader"][kind as usize];
-        self.log(|| format!("partition ({kind_name}) {a:?} | {b:?}"));
-        let at = self.now + self.rng.range(200_000, 3_000_000);
-        self.schedule(at, Event::Heal);
-    }
-
-    fn membership_fault(&mut self, leader: Option<NodeId>) {
-        let Some(l) = leader else { return };
-        let m = self.nodes[&l].raft.membership().clone();
-        let change = if let Some(&learner) = m.learners.iter().next() {
-            MembershipChange::Promote(learner)
-        } else if m.voters.len() <= 3 || (m.voters.len() < 5 && self.rng.chance(500)) {
-            // Add a fresh node (it joins with an empty configuration and learns it).
-            let id = self.next_node_id;
-            MembershipChange::AddLearner(id)
-        } else {
-            let voters: Vec<NodeId> = m.voters.iter().copied().collect();
-            MembershipChange::Remove(voters[self.rng.below(voters.len() as u64) as usize])
-        };
-        let res = self
-            .nodes
-            .get_mut(&l)
-            .expect("leader")
-            .raft
-            .propose_membership(change);
-        if res.is_ok() {
-            self.stats.membership_changes += 1;
-            self.log(|| format!("membership {change:?} via {l}"));
-            if let MembershipChange::AddLearner(id) = change {
-                self.next_node_id += 1;
-                self.boot(id, Membership::default(), Disk::default());
-            }
-        }
-    }
-
-    pub(crate) fn current_leader(&self) -> Option<NodeId> {
-        self.nodes
-            .iter()
-            .filter(|(_, n)| n.up && n.raft.role() == Role::Leader)
-            .max_by_key(|(_, n)| n.raft.term())
-            .map(|(&id, _)| id)
-    }
-
-    fn crash(&mut self, id: NodeId) {
-        let n = self.nodes.get_mut(&id).expect("node");
-        n.up = false;
-        n.disk_queue.clear(); // writes not yet durable are lost
-        n.flushing = 0;
-        self.stats.crashes += 1;
-        self.log(|| format!("crash {id}"));
-        // Clients waiting on this node learn nothing: they time out (outcome unknown).
-    }
-
-    fn restart(&mut self, id: NodeId) {
-        let Some(n) = self.nodes.get(&id) else { return };
-        if n.up || n.removed {
-            return;
-        }
-        let initial = n.initial.clone();
-        let disk = n.disk.clone();
-        self.boot(id, initial, disk);
-        self.log(|| format!("restart {id}"));
-    }
-
-    fn stop_faults(&mut self) {
-        self.faults_on = false;
-        self.cut.clear();
-        self.loss_per_mille = 0;
-        self.dup_per_mille = 0;
-        let down: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| !n.up && !n.removed)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in down {
-            self.restart(id);
-        }
-        self.log(|| "faults stop; settling".to_string());
     }
 
     // ----- after each step -----
