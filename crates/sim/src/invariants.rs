@@ -5,9 +5,10 @@
 //! what a broken one reports.
 //!
 //! Runs on the simulator's thread (one per seed), called by `World` as each event is
-//! handled. Only reads the world, besides its own `Checks`, the elections-won count and the
-//! trace: a check that changed the run, or drew from its random stream, would make the run
-//! depend on being checked. Must not touch real I/O or clocks.
+//! handled. Only reads the world, besides its own `Checks`, each node's last role and term,
+//! the elections-won count and the trace: a check that changed the run, or drew from its
+//! random stream, would make the run depend on being checked. Must not touch real I/O or
+//! clocks.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -39,7 +40,8 @@ impl std::fmt::Display for Violation {
     }
 }
 
-/// What the invariants remember across steps: one `World` field, used only here.
+/// What the invariants remember across steps: one `World` field, fed by the rest of the
+/// world only through `proposed`.
 #[derive(Default)]
 pub(crate) struct Checks {
     /// The leader of each term so far.
@@ -182,6 +184,7 @@ impl World {
 
     // ----- at the end -----
 
+    /// After the settle phase: what the whole run must have been and done.
     pub(crate) fn final_checks(&mut self) -> Result<(), Violation> {
         // The run must have been what it claims: enough load, at least one crash or
         // partition, enough simulated time.
