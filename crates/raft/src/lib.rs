@@ -56,5 +56,6 @@ pub use membership::{Membership, MembershipChange, MembershipError};
 pub use node::{Counters, ProposeError, Raft, Ready, Restore, Role, Status};
 pub use read::{ReadError, ReadOutcome, ReadPolicy};
 pub use types::{
-    Body, Entry, EntryKind, HardState, Index, Message, Nanos, NodeId, SnapshotMeta, Term,
+    Body, Entry, EntryKind, HardState, Index, Message, MessageError, Nanos, NodeId, SnapshotMeta,
+    Term,
 };

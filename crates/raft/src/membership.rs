@@ -181,7 +181,10 @@ impl Membership {
         let disjoint = m.voters.is_disjoint(&m.learners)
             && m.voters.is_disjoint(&m.removed)
             && m.learners.is_disjoint(&m.removed);
-        (buf.is_empty() && disjoint).then_some(m)
+        // Id 0 is reserved (`check` asserts it): bytes naming it are malformed, not a
+        // configuration.
+        let no_zero = !m.voters.contains(&0) && !m.learners.contains(&0);
+        (buf.is_empty() && disjoint && no_zero).then_some(m)
     }
 }
 

@@ -160,6 +160,14 @@ pub struct Counters {
     /// Followers found holding less than they had acknowledged (a MemFirst crash, or
     /// disk damage cut from a DiskFirst log): their match index was lowered.
     pub follower_regressions: u64,
+    /// Messages dropped by `step` because they fail `Message::check` (a driver should
+    /// have refused them at its boundary already).
+    pub messages_refused: u64,
+    /// DiskFirst: appends refused because they conflict with an entry this node holds as
+    /// committed (some storage lied or the sender is broken; see `diverged`).
+    pub committed_conflicts: u64,
+    /// Leader messages refused from another node claiming to lead this leader's own term.
+    pub rival_leaders: u64,
 }
 
 // Fields marked `pub(super)` are shared with the read and lease code in `read.rs`, which
@@ -465,8 +473,13 @@ impl Raft {
         Ok(())
     }
 
-    /// Steps one message from a peer.
+    /// Steps one message from a peer. A message that fails `Message::check` is dropped and
+    /// counted: no peer's bytes can trip an invariant assertion.
     pub fn step(&mut self, m: Message) {
+        if m.check().is_err() {
+            self.counters.messages_refused += 1;
+            return;
+        }
         if m.to != self.id || m.from == self.id || m.from == 0 {
             return; // misrouted: the transport refuses these before they get here
         }
@@ -500,6 +513,18 @@ impl Raft {
                 Body::PreVote { .. } => self.send(m.from, Body::PreVoteResp { granted: false }),
                 _ => {}
             }
+            return;
+        }
+        if self.role == Role::Leader
+            && matches!(
+                m.body,
+                Body::Append { .. } | Body::Heartbeat { .. } | Body::Snapshot { .. }
+            )
+        {
+            // Another leader in this node's own term: impossible among honest peers (one
+            // vote per term). Refused and counted instead of asserted, so that one broken
+            // peer cannot stop the leader; the simulator fails a run on the count.
+            self.counters.rival_leaders += 1;
             return;
         }
         match m.body {
@@ -1293,7 +1318,7 @@ impl Raft {
             ReplState::Replicate => index < pr.match_index,
             ReplState::Probe => index + 1 != pr.next_index,
             ReplState::Snapshot(_) => true,
-        };
+        } || index > last; // a rejection of entries this leader never had: not ours
         if stale {
             return;
         }
@@ -1339,7 +1364,7 @@ impl Raft {
             Some(t) if t == prev_term => {}
             found => {
                 if found.is_some() && prev_index <= self.commit {
-                    return self.diverged(from, prev_index, prev_index);
+                    return self.diverged(from, prev_index);
                 }
                 let (hint_index, hint_term) = self
                     .log
@@ -1360,7 +1385,7 @@ impl Raft {
                 Some(t) if t == e.term => continue,
                 Some(_) => {
                     if e.index <= self.commit {
-                        return self.diverged(from, prev_index, e.index);
+                        return self.diverged(from, prev_index);
                     }
                     self.truncate_from(e.index);
                 }
@@ -1412,16 +1437,18 @@ impl Raft {
         }
     }
 
-    /// A leader's log disagrees with an entry we hold as committed at `index`. With
-    /// DiskFirst that is impossible unless storage lied, so it is a broken invariant. With
+    /// A leader's log disagrees with an entry we hold as committed. With
     /// MemFirst it means acknowledged entries were lost in a crash (see `Persistence`): drop
-    /// everything and catch up from the leader, by entries or snapshot.
-    fn diverged(&mut self, from: NodeId, prev_index: Index, at: Index) {
-        assert!(
-            self.cfg.persistence == Persistence::MemFirst,
-            "leader {from} conflicts with committed entry {at} (commit {})",
-            self.commit
-        );
+    /// everything and catch up from the leader, by entries or snapshot. With DiskFirst it
+    /// cannot happen unless some storage lied or the peer is broken: committed entries are
+    /// never given up, so the message is refused and counted (`committed_conflicts`: the
+    /// driver reports it, the simulator fails the run on it) and the node keeps what it
+    /// committed. A panic here would let one bad peer stop every follower.
+    fn diverged(&mut self, from: NodeId, prev_index: Index) {
+        if self.cfg.persistence != Persistence::MemFirst {
+            self.counters.committed_conflicts += 1;
+            return;
+        }
         // Every membership entry of this log is suspect, committed ones included.
         self.log = RaftLog::new(0, 0);
         self.conf_history = vec![(0, self.initial_membership.clone())];

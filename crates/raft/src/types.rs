@@ -89,6 +89,94 @@ pub struct Message {
     pub body: Body,
 }
 
+/// Why a message from a peer is refused before the core sees it (`Message::check`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageError {
+    /// Id 0 as sender or receiver.
+    ReservedId,
+    /// Append entries whose indexes do not run on from `prev_index + 1` one by one.
+    NotContiguous { expected: Index, found: Index },
+    /// An entry's term below the previous one's (or `prev_term`), above the message's
+    /// term, or 0.
+    BadTerm { index: Index, term: Term },
+    /// A membership entry whose payload is not a valid configuration with a voter.
+    BadMembership { index: Index },
+}
+
+impl std::fmt::Display for MessageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ReservedId => write!(f, "node id 0 as sender or receiver"),
+            Self::NotContiguous { expected, found } => write!(
+                f,
+                "append entries not contiguous: index {found} where {expected} was due"
+            ),
+            Self::BadTerm { index, term } => write!(
+                f,
+                "entry {index} has term {term}: below the entry before it, above the \
+                 message's term, or 0"
+            ),
+            Self::BadMembership { index } => write!(
+                f,
+                "membership entry {index} does not decode to a configuration with a voter"
+            ),
+        }
+    }
+}
+
+impl Message {
+    /// Checks what the core relies on and cannot check against its own state: a peer's
+    /// bytes that break it (a gap in appended entries, terms going backwards, a membership
+    /// payload that does not decode) would otherwise trip an invariant assertion. The
+    /// transport refuses such a message at the boundary; `Raft::step` drops it as well.
+    pub fn check(&self) -> Result<(), MessageError> {
+        if self.from == 0 || self.to == 0 {
+            return Err(MessageError::ReservedId);
+        }
+        let Body::Append {
+            prev_index,
+            prev_term,
+            entries,
+            ..
+        } = &self.body
+        else {
+            return Ok(());
+        };
+        let mut expected = prev_index
+            .checked_add(1)
+            .ok_or(MessageError::NotContiguous {
+                expected: *prev_index,
+                found: *prev_index,
+            })?;
+        let mut floor = *prev_term;
+        for e in entries {
+            if e.index != expected {
+                return Err(MessageError::NotContiguous {
+                    expected,
+                    found: e.index,
+                });
+            }
+            if e.term == 0 || e.term < floor || e.term > self.term {
+                return Err(MessageError::BadTerm {
+                    index: e.index,
+                    term: e.term,
+                });
+            }
+            if e.kind == EntryKind::Membership
+                && Membership::decode(&e.data).is_none_or(|m| m.voters.is_empty())
+            {
+                return Err(MessageError::BadMembership { index: e.index });
+            }
+            floor = e.term;
+            expected = expected.checked_add(1).ok_or(MessageError::NotContiguous {
+                expected,
+                found: e.index,
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// Message bodies. Field meanings follow the Raft paper (section numbers in comments).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Body {

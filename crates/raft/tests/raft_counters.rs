@@ -87,3 +87,66 @@ fn a_follower_that_lost_acknowledged_entries_is_counted_and_caught_up() {
     assert_eq!(c.raft(1).counters().follower_regressions, 1);
     assert_eq!(c.raft(2).counters().follower_regressions, 0);
 }
+
+/// Peer bytes that would break the log's invariants (a gap in appended entries, terms
+/// going backwards, a membership payload that does not decode) are dropped and counted by
+/// `step`: the node neither panics nor changes its log, and goes on replicating.
+#[test]
+fn malformed_messages_are_refused_and_counted_not_stepped() {
+    use bytes::Bytes;
+    use ringkv_raft::{Body, Entry, EntryKind, Message, MessageError};
+    let mut c = Cluster::new(&[1, 2, 3], &[], small);
+    c.raft(1).campaign_now();
+    c.stabilize();
+    let (term, last) = (c.raft(1).term(), c.raft(2).last_index());
+    let entry = |index, term, kind, data: &'static [u8]| Entry {
+        index,
+        term,
+        kind,
+        data: Bytes::from_static(data),
+    };
+    let append = |entries: Vec<Entry>| Message {
+        from: 1,
+        to: 2,
+        term,
+        body: Body::Append {
+            prev_index: last,
+            prev_term: term,
+            entries,
+            commit: 0,
+        },
+    };
+    let gap = append(vec![
+        entry(last + 1, term, EntryKind::Normal, b"a"),
+        entry(last + 3, term, EntryKind::Normal, b"b"),
+    ]);
+    let backwards = append(vec![
+        entry(last + 1, term, EntryKind::Normal, b"a"),
+        entry(last + 2, term - 1, EntryKind::Normal, b"b"),
+    ]);
+    let bad_membership = append(vec![entry(last + 1, term, EntryKind::Membership, b"\x01")]);
+    assert_eq!(
+        gap.check(),
+        Err(MessageError::NotContiguous {
+            expected: last + 2,
+            found: last + 3
+        })
+    );
+    assert!(matches!(
+        backwards.check(),
+        Err(MessageError::BadTerm { .. })
+    ));
+    assert_eq!(
+        bad_membership.check(),
+        Err(MessageError::BadMembership { index: last + 1 })
+    );
+    for m in [gap, backwards, bad_membership] {
+        c.raft(2).step(m);
+    }
+    assert_eq!(c.raft(2).counters().messages_refused, 3);
+    assert_eq!(c.raft(2).last_index(), last, "nothing appended");
+    // The node goes on: a real proposal reaches it.
+    c.raft(1).propose(vec![Bytes::from_static(b"ok")]).unwrap();
+    c.stabilize();
+    assert_eq!(c.raft(2).last_index(), last + 1);
+}

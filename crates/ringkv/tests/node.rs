@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::{Cluster, Opts, json, put_port, wait_until};
 use ringkv_proto::frame::{FrameHeader, FrameKind, HEADER_BYTES};
-use ringkv_server::net::peer::{ACK_REFUSED, ArchivedHelloAck, Hello};
+use ringkv_server::net::peer::{ACK_OK, ACK_REFUSED, ArchivedHelloAck, Hello};
+use ringkv_server::net::wire::encode_message;
 
 /// "Became leader" lines of every node's log: (node, term).
 fn leader_lines(c: &Cluster) -> Vec<(u64, u64)> {
@@ -402,6 +403,115 @@ fn bad_input_is_refused_clearly_and_the_node_keeps_serving() {
     ] {
         assert!(log.contains(what), "{what} not logged:\n{log}");
     }
+}
+
+/// Reads one frame (header and body) from `s`.
+fn read_frame(s: &mut TcpStream) -> Option<(FrameHeader, rkyv::util::AlignedVec<16>)> {
+    let mut h = [0u8; HEADER_BYTES];
+    s.read_exact(&mut h).ok()?;
+    let hdr = FrameHeader::decode(&h, 1 << 20).ok()?;
+    let mut body = rkyv::util::AlignedVec::<16>::new();
+    body.resize(hdr.body_bytes as usize, 0);
+    s.read_exact(&mut body).ok()?;
+    Some((hdr, body))
+}
+
+/// `ringkv_net_refused_total{reason="REASON"}` on node `i` (0 before the first one).
+fn refused(c: &Cluster, i: usize, reason: &str) -> u64 {
+    let want = format!("ringkv_net_refused_total{{reason=\"{reason}\"}} ");
+    c.metrics(i)
+        .lines()
+        .find_map(|l| l.strip_prefix(want.as_str()))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// A peer that completes its handshake and then sends an AppendEntries whose entries are
+/// not contiguous, or whose membership entry does not decode, is refused at the boundary
+/// (counted as `bad_message`, logged with the reason, the connection closed): the node
+/// neither panics nor appends anything, and goes on serving.
+#[test]
+fn a_peer_sending_broken_appends_is_refused_counted_and_the_node_keeps_serving() {
+    use ringkv_raft::{Body, Entry, EntryKind, Message};
+    let c = Cluster::new(
+        "peerbad",
+        Opts {
+            metrics: true,
+            ..Opts::default()
+        },
+    );
+    let l = c.leader();
+    let n = (l + 1) % 3;
+    let (st, b) = c.put(n, "before", "1");
+    assert_eq!(st, 200, "{b}");
+    // Impersonate the leader: its id and the incarnation its data directory holds, so the
+    // follower's handshake checks pass and the message itself is what is judged.
+    let leader_dir = c.dir.join(format!("db/{}", l + 1));
+    let meta = ringkv_server::wal::meta::NodeMeta::load(&leader_dir)
+        .unwrap()
+        .expect("the leader's identity");
+    let status = c.status(n).unwrap();
+    let (term, last) = (
+        status["term"].as_u64().unwrap(),
+        status["last_index"].as_u64().unwrap(),
+    );
+    let entry = |index, kind, data: &'static [u8]| Entry {
+        index,
+        term,
+        kind,
+        data: bytes::Bytes::from_static(data),
+    };
+    let broken = [
+        vec![
+            entry(last + 1, EntryKind::Normal, b"a"),
+            entry(last + 3, EntryKind::Normal, b"b"),
+        ],
+        vec![entry(last + 1, EntryKind::Membership, b"\x01\x02")],
+    ];
+    let before = refused(&c, n, "bad_message");
+    for entries in broken {
+        let mut s = TcpStream::connect(("127.0.0.1", c.ports[n])).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let hello = Hello {
+            cluster_id: cluster_id(&c),
+            node_id: (l + 1) as u64,
+            token: String::new(),
+            incarnation: meta.incarnation,
+        };
+        let body = rkyv::to_bytes::<rkyv::rancor::Error>(&hello).unwrap();
+        s.write_all(&frame(FrameKind::Handshake, &body)).unwrap();
+        let (_, ack) = read_frame(&mut s).expect("a handshake answer");
+        let ack = rkyv::access::<ArchivedHelloAck, rkyv::rancor::BoxedError>(&ack).unwrap();
+        assert_eq!(ack.code, ACK_OK, "{}", ack.reason);
+        let m = Message {
+            from: (l + 1) as u64,
+            to: (n + 1) as u64,
+            term,
+            body: Body::Append {
+                prev_index: last,
+                prev_term: term,
+                entries,
+                commit: 0,
+            },
+        };
+        s.write_all(&frame(FrameKind::Raft, &encode_message(&m)))
+            .unwrap();
+        // Refused: the node closes the connection without an answer.
+        assert!(read_frame(&mut s).is_none(), "the connection stays open");
+    }
+    assert_eq!(refused(&c, n, "bad_message"), before + 2);
+    let log = c.log(n);
+    assert!(log.contains("append entries not contiguous"), "{log}");
+    assert!(log.contains("does not decode to a configuration"), "{log}");
+    // Still a follower of the same leader, with nothing appended from the broken messages,
+    // and serving.
+    let (st, b) = c.put(n, "after", "2");
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = c.get(n, "before", "linearizable");
+    assert_eq!((st, b["value"].as_str()), (200, Some("1")));
+    let after = c.status(n).unwrap();
+    assert_eq!(after["leader_id"], (l + 1) as u64);
+    assert_eq!(after["term"], term, "no election was needed");
+    assert!(c.running(n));
 }
 
 /// The cluster id the test cluster's nodes derive (members and an empty token).

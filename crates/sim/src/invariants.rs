@@ -143,6 +143,17 @@ impl World {
     pub(crate) fn check_node(&mut self, id: NodeId) -> Result<(), Violation> {
         let n = &self.nodes[&id];
         let (role, term) = (n.raft.role(), n.raft.term());
+        // The core refuses (rather than asserts on) a leader whose log conflicts with its
+        // committed entries, and what it refuses it counts: in the simulator no peer lies,
+        // so any such refusal is a broken protocol.
+        let c = n.raft.counters();
+        if c.committed_conflicts > 0 || c.messages_refused > 0 || c.rival_leaders > 0 {
+            return Err(self.fail(format!(
+                "node {id} refused {} appends conflicting with its committed entries, {} \
+                 malformed messages and {} rival leaders",
+                c.committed_conflicts, c.messages_refused, c.rival_leaders
+            )));
+        }
         if role == Role::Leader && (n.last_role != Role::Leader || n.last_term != term) {
             // Election Safety: one leader per term.
             if let Some(&other) = self.checks.leaders.get(&term) {

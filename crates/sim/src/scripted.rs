@@ -93,6 +93,22 @@ fn applied_agree(c: &Cluster) -> Result<(), String> {
     Ok(())
 }
 
+/// No node was sent entries conflicting with its committed log, or malformed messages:
+/// the core refuses and counts those (instead of asserting), and no peer here lies.
+fn no_refusals(c: &Cluster) -> Result<(), String> {
+    for (&id, n) in &c.nodes {
+        let k = n.raft.counters();
+        if k.committed_conflicts > 0 || k.messages_refused > 0 || k.rival_leaders > 0 {
+            return Err(format!(
+                "node {id} refused {} appends conflicting with its committed entries, {} \
+                 malformed messages and {} rival leaders",
+                k.committed_conflicts, k.messages_refused, k.rival_leaders
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn campaign_until_leader(c: &mut Cluster, id: NodeId) -> Result<(), String> {
     if c.campaign_until_leader(id) {
         Ok(())
@@ -165,6 +181,7 @@ fn figure8(seed: u64, controls: Controls) -> Result<(), String> {
         c.queue.is_empty()
     });
     applied_agree(&c)?;
+    no_refusals(&c)?;
     // (d) S1 crashes; S5 restarts and wins with S2, S3, S4, overwriting index 2.
     c.crash(1);
     c.heal();
@@ -172,7 +189,8 @@ fn figure8(seed: u64, controls: Controls) -> Result<(), String> {
     c.let_leases_lapse(&[2, 3, 4, 5]);
     campaign_until_leader(&mut c, 5)?;
     c.stabilize();
-    applied_agree(&c)
+    applied_agree(&c)?;
+    no_refusals(&c)
 }
 
 fn membership_before_noop(seed: u64, controls: Controls) -> Result<(), String> {
@@ -216,7 +234,8 @@ fn membership_before_noop(seed: u64, controls: Controls) -> Result<(), String> {
         c.tick_all();
         c.stabilize();
     }
-    applied_agree(&c)
+    applied_agree(&c)?;
+    no_refusals(&c)
 }
 
 fn lease_at_drift_bound(seed: u64, controls: Controls) -> Result<(), String> {
@@ -301,7 +320,7 @@ fn lease_at_drift_bound(seed: u64, controls: Controls) -> Result<(), String> {
         }
     }
     match checker::check(&history) {
-        Verdict::Ok => applied_agree(&c),
+        Verdict::Ok => applied_agree(&c).and_then(|()| no_refusals(&c)),
         Verdict::Violation(v) => Err(format!("not linearizable: {v}")),
         Verdict::TooHard { key } => Err(format!("linearizability search too large for key {key}")),
     }

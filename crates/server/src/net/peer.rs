@@ -154,7 +154,16 @@ pub struct Transport {
 }
 
 fn refuse(stats: &RefCell<PeerStats>, why: &'static str) {
-    tracing::warn!("refused peer input ({why}); connection closed");
+    refuse_with(stats, why, "");
+}
+
+/// `refuse`, with what exactly was wrong for the log (the metric counts by `why` only).
+fn refuse_with(stats: &RefCell<PeerStats>, why: &'static str, detail: &str) {
+    if detail.is_empty() {
+        tracing::warn!("refused peer input ({why}); connection closed");
+    } else {
+        tracing::warn!("refused peer input ({why}: {detail}); connection closed");
+    }
     *stats.borrow_mut().refused.entry(why).or_default() += 1;
     NetMetrics::refused(why);
 }
@@ -714,8 +723,8 @@ async fn serve_inbound(s: TcpStream, first: [u8; HEADER_BYTES], ctx: &InboundCtx
             (Some(id), FrameKind::Raft) => {
                 let m = match decode_message(&body) {
                     Ok(m) => m,
-                    Err(_) => {
-                        refuse(stats, "bad_message");
+                    Err(e) => {
+                        refuse_with(stats, "bad_message", &format!("from node {id}: {e}"));
                         return;
                     }
                 };
@@ -730,9 +739,12 @@ async fn serve_inbound(s: TcpStream, first: [u8; HEADER_BYTES], ctx: &InboundCtx
                 stats.borrow_mut().delivered += 1;
             }
             (Some(id), FrameKind::Client) => {
-                let Ok(frame) = ClientFrame::decode(&body) else {
-                    refuse(stats, "bad_message");
-                    return;
+                let frame = match ClientFrame::decode(&body) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        refuse_with(stats, "bad_message", &format!("from node {id}: {e}"));
+                        return;
+                    }
                 };
                 if inbox
                     .send(Inbound::Client { from: id, frame })

@@ -151,6 +151,8 @@ pub fn encode_message(m: &Message) -> rkyv::util::AlignedVec {
 
 /// Validates an archived message in place and builds the core's `Message`; entry payloads
 /// are slices of `buf` (copied once into an aligned buffer only if `buf` is misaligned).
+/// Refuses bytes that are not an archive, and messages that fail `Message::check`
+/// (non-contiguous entries, terms going backwards, undecodable membership entries).
 pub fn decode_message(buf: &Bytes) -> Result<Message, String> {
     let buf = if (buf.as_ptr() as usize) % 16 == 0 {
         buf.clone()
@@ -243,12 +245,16 @@ pub fn decode_message(buf: &Bytes) -> Result<Message, String> {
         },
         ArchivedWireBody::TimeoutNow => Body::TimeoutNow,
     };
-    Ok(Message {
+    let m = Message {
         from: w.from.to_native(),
         to: w.to.to_native(),
         term: w.term.to_native(),
         body,
-    })
+    };
+    // What the core relies on of a peer's message is checked here, at the boundary: a
+    // bad message is refused with its reason instead of reaching an assertion.
+    m.check().map_err(|e| e.to_string())?;
+    Ok(m)
 }
 
 /// A client call forwarded by a follower to the leader, the leader's answer, or snapshot

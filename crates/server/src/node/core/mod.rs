@@ -1433,6 +1433,29 @@ impl Core {
                  data); re-sending it from what it holds"
             );
         }
+        if c.committed_conflicts > was.committed_conflicts {
+            tracing::error!(
+                node = self.id,
+                refused = c.committed_conflicts - was.committed_conflicts,
+                "refused appends that conflict with entries this node committed (DiskFirst): \
+                 some node's storage lied or a peer is broken; committed entries are kept"
+            );
+        }
+        if c.rival_leaders > was.rival_leaders {
+            tracing::error!(
+                node = self.id,
+                term = self.raft.term(),
+                "refused leader messages from another node claiming this leader's own term: a \
+                 peer is broken"
+            );
+        }
+        if c.messages_refused > was.messages_refused {
+            tracing::error!(
+                node = self.id,
+                refused = c.messages_refused - was.messages_refused,
+                "the core refused malformed peer messages the transport let through"
+            );
+        }
         let rounds = c.read_index_rounds - was.read_index_rounds;
         if rounds > 0 {
             m.read_index_rounds.increment(rounds);
