@@ -20,17 +20,12 @@ use glommio::task::JoinHandle;
 use crate::metrics::WalMetrics;
 use ringkv_raft::{Entry, HardState, Index, Term};
 
-use super::disk::{Disk, DiskFile, is_no_space};
+use super::disk::{Disk, DiskFile};
 use super::format::{
-    self, BATCH_HEADER_BYTES, BLOCK, HARD_STATE_FILE_BYTES, SegmentHeader, batch_bytes,
-    encode_batch, record_bytes,
+    self, BATCH_HEADER_BYTES, BLOCK, HARD_STATE_FILE_BYTES, batch_bytes, encode_batch, record_bytes,
 };
 use super::scan::{self, BatchLoc, SegmentImage, TornTail, parse_segment_name, segment_name};
-
-/// Name of the segment being prepared ahead of rotation (pre-zeroed, no header yet).
-const SPARE: &str = "spare.tmp";
-/// Chunk size when pre-zeroing a segment.
-const ZERO_CHUNK_BYTES: usize = 1 << 20;
+use super::segments::{Segments, ZERO_CHUNK_BYTES};
 
 /// MemFirst buffering (`[raft.persistence] strategy = "MemFirst"`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,7 +140,7 @@ impl fmt::Display for WalError {
 
 impl std::error::Error for WalError {}
 
-fn fatal(what: &str, path: &Path, e: io::Error) -> WalError {
+pub(super) fn fatal(what: &str, path: &Path, e: io::Error) -> WalError {
     WalError::Fatal(format!("{what} {}: {e}", path.display()))
 }
 
@@ -172,13 +167,6 @@ pub struct WalStats {
     pub segments_created: u64,
 }
 
-struct Segment<F> {
-    first_index: Index,
-    file: Rc<F>,
-    /// Offset of the next batch.
-    offset: u64,
-}
-
 /// A write in flight (entries or hard state), reported in order.
 struct Flight {
     /// The Ready this completes, if it is the Ready's last write.
@@ -190,14 +178,11 @@ struct Flight {
 
 /// The log of one node. See the module doc.
 pub struct Wal<D: Disk> {
+    /// For reading segments other than the current one.
     disk: D,
     opts: WalOptions,
-    wal_dir: PathBuf,
-    /// Segment names (first indexes) in order; the last one is `cur` when open.
-    segment_names: Vec<Index>,
-    /// Creation sequence of the next segment.
-    next_seq: u64,
-    cur: Option<Segment<D::File>>,
+    /// The segment files: names, the current one, the spare (`segments`).
+    segs: Segments<D>,
     /// Where each batch of the live log is (entries above `base`).
     locs: VecDeque<BatchLoc>,
     base: (Index, Term),
@@ -215,24 +200,54 @@ pub struct Wal<D: Disk> {
     flights: VecDeque<Flight>,
     completed: VecDeque<u64>,
     fatal: Option<WalError>,
-    /// Background preparation of the next segment; dropping the WAL cancels it.
-    spare: Option<Spare>,
     /// MemFirst: entries not yet handed to a flush worker.
     buffer: Vec<Entry>,
     buffer_since: Option<Instant>,
     /// Batches waiting for disk space (NoSpace): written in order by `retry`.
     stalled: VecDeque<Stalled>,
+    counters: Counters,
+}
+
+/// The WAL's counts, shared by the write path and segment rotation (`segments`); clones
+/// share them.
+#[derive(Clone)]
+pub(super) struct Counters {
     stats: Rc<std::cell::Cell<WalStats>>,
     /// The same counts for Prometheus, plus sync latencies and gauges (no-ops without a
     /// recorder).
     metrics: Rc<WalMetrics>,
 }
 
-/// The next segment being prepared: fallocated at once, then zeroed. `stop` ends the zeroing after the chunk in flight (never cancel mid-write: a
-/// zero write landing after a batch write would destroy the batch).
-struct Spare {
-    stop: Rc<std::cell::Cell<bool>>,
-    task: glommio::Task<io::Result<()>>,
+impl Counters {
+    pub(super) fn new() -> Self {
+        Self {
+            stats: Rc::default(),
+            metrics: Rc::new(WalMetrics::new()),
+        }
+    }
+
+    /// A batch written (its fdatasync is counted by `fsync`).
+    pub(super) fn batch_written(&self, entries: u64, bytes: u64) {
+        self.metrics.batches.increment(1);
+        self.metrics.entries_written.increment(entries);
+        self.metrics.bytes_written.increment(bytes);
+        self.metrics.entries_per_fsync.record(entries as f64);
+        bump(&self.stats, |s| {
+            s.batches += 1;
+            s.entries += entries;
+            s.bytes_written += bytes;
+        });
+    }
+
+    pub(super) fn fsync(&self) {
+        self.metrics.fsyncs.increment(1);
+        bump(&self.stats, |s| s.fsyncs += 1);
+    }
+
+    pub(super) fn segment_created(&self) {
+        self.metrics.segments_created.increment(1);
+        bump(&self.stats, |s| s.segments_created += 1);
+    }
 }
 
 struct Stalled {
@@ -430,11 +445,7 @@ impl<D: Disk> Wal<D> {
                 .and_then(|i| files.remove(&i.first_index)),
             last_info,
         ) {
-            (Some(file), Some(info)) => Some(Segment {
-                first_index: info.first_index,
-                file: Rc::new(file),
-                offset: info.end_offset,
-            }),
+            (Some(file), Some(info)) => Some((info, file)),
             _ => None,
         };
         for (_, f) in files {
@@ -457,9 +468,9 @@ impl<D: Disk> Wal<D> {
         // A last segment without a batch (a crash between naming it and its first write)
         // would let the next batch start at an index other than its name.
         let mut cur = cur;
-        if let Some(c) = cur.take_if(|c| c.offset == BLOCK as u64) {
-            let p = wal_dir.join(segment_name(c.first_index));
-            drop(c);
+        if let Some((info, file)) = cur.take_if(|(info, _)| info.end_offset == BLOCK as u64) {
+            let p = wal_dir.join(segment_name(info.first_index));
+            drop(file);
             disk.remove(&p)
                 .await
                 .map_err(|e| fatal("removing", &p, e))?;
@@ -478,12 +489,19 @@ impl<D: Disk> Wal<D> {
             .min(last_index)
             .max(base.0);
         hard_state.commit = commit;
-        let mut wal = Wal {
-            disk,
+        let counters = Counters::new();
+        let segs = Segments::recovered(
+            disk.clone(),
             wal_dir,
-            segment_names: std::mem::take(&mut segment_names),
+            &opts,
+            segment_names,
             next_seq,
             cur,
+            counters.clone(),
+        );
+        let mut wal = Wal {
+            disk,
+            segs,
             locs: scanned.batches.iter().copied().collect(),
             base,
             disk_last: last_index,
@@ -498,22 +516,20 @@ impl<D: Disk> Wal<D> {
             flights: VecDeque::new(),
             completed: VecDeque::new(),
             fatal: None,
-            spare: None,
             buffer: Vec::new(),
             buffer_since: None,
             stalled: VecDeque::new(),
-            stats: Rc::default(),
-            metrics: Rc::new(WalMetrics::new()),
+            counters,
             opts,
         };
-        let mut deleted = wal.delete_covered_segments().await?;
-        if scanned.entries.is_empty() && !wal.segment_names.is_empty() {
+        let mut deleted = wal.segs.delete_covered(wal.base.0).await?;
+        if scanned.entries.is_empty() && !wal.segs.is_empty() {
             // Nothing live above the snapshot: what remains is covered or stale, and a new
             // batch at base + 1 must not follow it in the same log.
-            deleted += wal.segment_names.len();
-            wal.delete_segments_from(0).await?;
+            deleted += wal.segs.len();
+            wal.segs.delete_from(0).await?;
         }
-        wal.start_spare();
+        wal.segs.start_spare();
         let rec = Recovered {
             hard_state,
             entries: scanned.entries,
@@ -525,12 +541,12 @@ impl<D: Disk> Wal<D> {
     }
 
     pub fn stats(&self) -> WalStats {
-        self.stats.get()
+        self.counters.stats.get()
     }
 
     /// The live counters, for a reader on the same executor (status, metrics).
     pub fn stats_handle(&self) -> Rc<std::cell::Cell<WalStats>> {
-        self.stats.clone()
+        self.counters.stats.clone()
     }
 
     pub fn last_index(&self) -> Index {
@@ -741,7 +757,7 @@ impl<D: Disk> Wal<D> {
             Err(e) => {
                 let err = WalError::Fatal(format!(
                     "a batch write or fdatasync failed in {}: {e}",
-                    self.wal_dir.display()
+                    self.segs.dir().display()
                 ));
                 tracing::error!(error = %err, "WAL: stopping: never retrying a failed fsync");
                 self.fatal = Some(err.clone());
@@ -784,8 +800,8 @@ impl<D: Disk> Wal<D> {
         let seq = self.hs_seq;
         let file = self.hs_file.clone();
         let lock = self.hs_lock.clone();
-        let stats = self.stats.clone();
-        let m = self.metrics.clone();
+        let stats = self.counters.stats.clone();
+        let m = self.counters.metrics.clone();
         // One hard-state write at a time: two in flight could tear both slots.
         glommio::spawn_local(async move {
             let _permit = lock
@@ -851,7 +867,10 @@ impl<D: Disk> Wal<D> {
             self.buffer_since = Some(Instant::now());
         }
         self.buffer.extend_from_slice(entries);
-        self.metrics.buffered_entries.set(self.buffer.len() as f64);
+        self.counters
+            .metrics
+            .buffered_entries
+            .set(self.buffer.len() as f64);
         let l = entries.last().expect("non-empty");
         self.last_index = l.index;
         self.last_term = l.term;
@@ -871,7 +890,7 @@ impl<D: Disk> Wal<D> {
             return Ok(());
         }
         let entries = std::mem::take(&mut self.buffer);
-        self.metrics.buffered_entries.set(0.0);
+        self.counters.metrics.buffered_entries.set(0.0);
         self.buffer_since = None;
         self.write_batches(ready, &entries).await
     }
@@ -923,20 +942,16 @@ impl<D: Disk> Wal<D> {
         // replace a segment of the same name), and the superseded segments are deleted
         // only after that. Deleting first could let a crash resurrect entries an older
         // segment still holds but a deleted one had truncated.
-        let reaches_back = self.segment_names.last().is_some_and(|&n| first <= n);
+        let reaches_back = self.segs.reaches_back(first);
         if truncate && reaches_back {
             self.drain().await?;
             return self.write_truncating_segment(ready, batch).await;
         }
-        let needs_segment = match &self.cur {
-            None => true,
-            Some(c) => c.offset + len as u64 > self.opts.segment_bytes_max,
-        };
-        if needs_segment {
+        if self.segs.needs_segment(len) {
             // Batches of the old segment must be durable first: recovery treats damage
             // anywhere but in the last segment as corruption.
             self.drain().await?;
-            self.create_segment(first, None).await?;
+            self.segs.create(first, None).await?;
         }
         self.wait_for_worker().await;
         self.check_fatal()?;
@@ -944,13 +959,11 @@ impl<D: Disk> Wal<D> {
             self.forget_durable_from(first);
             self.forget_locs_from(first);
         }
-        let cur = self.cur.as_mut().expect("segment open");
-        let mut buf = cur.file.alloc(len);
+        let (segment, pos, file) = self.segs.reserve(len);
+        let mut buf = file.alloc(len);
         encode_batch(&mut buf, batch, self.commit.min(self.last_index), truncate);
-        let pos = cur.offset;
-        cur.offset += len as u64;
         self.locs.push_back(BatchLoc {
-            segment: cur.first_index,
+            segment,
             offset: pos,
             total_bytes: len as u32,
             first_index: first,
@@ -958,9 +971,8 @@ impl<D: Disk> Wal<D> {
         });
         let last_index = batch.last().expect("non-empty").index;
         self.disk_last = last_index;
-        let file = cur.file.clone();
-        let stats = self.stats.clone();
-        let m = self.metrics.clone();
+        let stats = self.counters.stats.clone();
+        let m = self.counters.metrics.clone();
         let entries = batch.len() as u64;
         let task = glommio::spawn_local(async move {
             let _busy = Busy::new(&m);
@@ -1018,217 +1030,26 @@ impl<D: Disk> Wal<D> {
         batch: &[Entry],
     ) -> Result<(), WalError> {
         let first = batch[0].index;
-        let superseded: Vec<Index> = self
-            .segment_names
-            .iter()
-            .copied()
-            .filter(|&n| n >= first)
-            .collect();
-        // Bookkeeping first (create_segment records the batch's location); restored if the
-        // segment cannot be created, so a NoSpace retry starts from the same state.
+        // Bookkeeping first (the batch's location goes after what is forgotten); restored
+        // if the segment cannot be created, so a NoSpace retry starts from the same state.
         let saved = self.locs.clone();
         self.forget_durable_from(first);
         self.forget_locs_from(first);
-        if let Err(e) = self.create_segment(first, Some(batch)).await {
-            self.locs = saved;
-            return Err(e);
+        let commit = self.commit.min(self.last_index);
+        match self.segs.create(first, Some((batch, commit))).await {
+            Ok(loc) => self.locs.extend(loc),
+            Err(e) => {
+                self.locs = saved;
+                return Err(e);
+            }
         }
-        self.segment_names.retain(|&n| n < first);
-        self.segment_names.push(first);
-        for n in superseded.into_iter().filter(|&n| n != first) {
-            let p = self.wal_dir.join(segment_name(n));
-            self.disk
-                .remove(&p)
-                .await
-                .map_err(|e| fatal("removing", &p, e))?;
-        }
-        self.disk
-            .sync_dir(&self.wal_dir)
-            .await
-            .map_err(|e| fatal("syncing", &self.wal_dir, e))?;
+        self.segs.delete_superseded(first).await?;
         let last = batch.last().expect("non-empty").index;
         self.disk_last = last;
         self.persisted_index = last;
         if let Some(n) = ready {
             self.completed.push_back(n);
         }
-        Ok(())
-    }
-
-    /// Starts preparing the next segment in the background: fallocated at once (usable),
-    /// then zeroed chunk by chunk. Overwriting zeroed blocks needs no extent conversion at
-    /// fdatasync: small syncs are ~1.4x faster than into fallocated blocks, and the
-    /// zeroing runs beside the log's own writes (`make bench-wal` measured it faster than
-    /// leaving busy segments fallocated). Rotation takes the spare as far as it got.
-    fn start_spare(&mut self) {
-        if self.spare.is_some() {
-            return;
-        }
-        let stop = Rc::new(std::cell::Cell::new(false));
-        let task = glommio::spawn_local(prepare_spare(
-            self.disk.clone(),
-            self.wal_dir.join(SPARE),
-            self.opts.segment_bytes_max,
-            Some(stop.clone()),
-        ));
-        self.spare = Some(Spare { stop, task });
-    }
-
-    async fn create_segment(
-        &mut self,
-        first_index: Index,
-        batch: Option<&[Entry]>,
-    ) -> Result<(), WalError> {
-        let spare_path = self.wal_dir.join(SPARE);
-        let ready = match self.spare.take() {
-            Some(sp) => {
-                sp.stop.set(true);
-                sp.task.await.is_ok()
-            }
-            None => false,
-        };
-        if !ready {
-            // The background attempt failed (or never ran): once more, here, to report why.
-            if let Err(e) = prepare_spare(
-                self.disk.clone(),
-                spare_path.clone(),
-                self.opts.segment_bytes_max,
-                None,
-            )
-            .await
-            {
-                let _ = self.disk.remove(&spare_path).await;
-                return Err(if is_no_space(&e) {
-                    WalError::NoSpace(format!(
-                        "cannot create a {}-byte segment in {}: {e}",
-                        self.opts.segment_bytes_max,
-                        self.wal_dir.display()
-                    ))
-                } else {
-                    fatal("creating a segment in", &self.wal_dir, e)
-                });
-            }
-        }
-        let f = match self.disk.open(&spare_path, false).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // Prepared but gone (removed by hand): prepare it again, here.
-                prepare_spare(
-                    self.disk.clone(),
-                    spare_path.clone(),
-                    self.opts.segment_bytes_max,
-                    None,
-                )
-                .await
-                .map_err(|e| {
-                    if is_no_space(&e) {
-                        WalError::NoSpace(format!(
-                            "cannot create a segment in {}: {e}",
-                            self.wal_dir.display()
-                        ))
-                    } else {
-                        fatal("creating a segment in", &self.wal_dir, e)
-                    }
-                })?;
-                self.disk
-                    .open(&spare_path, false)
-                    .await
-                    .map_err(|e| fatal("opening", &spare_path, e))?
-            }
-            Err(e) => return Err(fatal("opening", &spare_path, e)),
-        };
-        let mut b = f.alloc(BLOCK);
-        SegmentHeader {
-            first_index,
-            segment_bytes: self.opts.segment_bytes_max,
-            flush_workers: self.opts.flush_workers as u32,
-            torn_window_bytes: (self.opts.flush_workers * self.opts.batch_bytes_max) as u64,
-            seq: self.next_seq,
-        }
-        .encode(&mut b);
-        f.write_at(b, 0)
-            .await
-            .map_err(|e| fatal("writing the header of", &spare_path, e))?;
-        let mut offset = BLOCK as u64;
-        if let Some(batch) = batch {
-            let len = batch_bytes(batch);
-            let mut b = f.alloc(len);
-            encode_batch(&mut b, batch, self.commit.min(self.last_index), true);
-            f.write_at(b, offset)
-                .await
-                .map_err(|e| fatal("writing", &spare_path, e))?;
-            self.locs.push_back(BatchLoc {
-                segment: first_index,
-                offset,
-                total_bytes: len as u32,
-                first_index,
-                count: batch.len() as u32,
-            });
-            offset += len as u64;
-            self.metrics.batches.increment(1);
-            self.metrics.entries_written.increment(batch.len() as u64);
-            self.metrics.bytes_written.increment(len as u64);
-            self.metrics.entries_per_fsync.record(batch.len() as f64);
-            bump(&self.stats, |s| {
-                s.batches += 1;
-                s.entries += batch.len() as u64;
-                s.bytes_written += len as u64;
-            });
-        }
-        f.fdatasync()
-            .await
-            .map_err(|e| fatal("syncing", &spare_path, e))?;
-        self.metrics.fsyncs.increment(1);
-        bump(&self.stats, |s| s.fsyncs += 1);
-        self.next_seq += 1;
-        let path = self.wal_dir.join(segment_name(first_index));
-        self.disk
-            .rename(&spare_path, &path)
-            .await
-            .map_err(|e| fatal("renaming", &path, e))?;
-        self.disk
-            .sync_dir(&self.wal_dir)
-            .await
-            .map_err(|e| fatal("syncing", &self.wal_dir, e))?;
-        if let Some(old) = self.cur.take() {
-            drop(old.file); // flights of the old segment are drained; closes on last Rc
-        }
-        self.cur = Some(Segment {
-            first_index,
-            file: Rc::new(f),
-            offset,
-        });
-        self.segment_names.push(first_index);
-        self.metrics.segments_created.increment(1);
-        bump(&self.stats, |s| s.segments_created += 1);
-        self.start_spare();
-        Ok(())
-    }
-
-    /// Deletes every segment whose name is `>= first` (newest first, so a crash leaves a
-    /// contiguous prefix of the log).
-    async fn delete_segments_from(&mut self, first: Index) -> Result<(), WalError> {
-        let mut removed = false;
-        while self.segment_names.last().is_some_and(|&n| n >= first) {
-            let n = self.segment_names.pop().expect("non-empty");
-            if self.cur.as_ref().is_some_and(|c| c.first_index == n) {
-                self.cur = None;
-            }
-            let p = self.wal_dir.join(segment_name(n));
-            self.disk
-                .remove(&p)
-                .await
-                .map_err(|e| fatal("removing", &p, e))?;
-            removed = true;
-        }
-        if removed {
-            self.disk
-                .sync_dir(&self.wal_dir)
-                .await
-                .map_err(|e| fatal("syncing", &self.wal_dir, e))?;
-        }
-        // Appends continue in a new segment (named by the next batch).
-        self.cur = None;
         Ok(())
     }
 
@@ -1240,7 +1061,7 @@ impl<D: Disk> Wal<D> {
     ) -> Result<(), WalError> {
         if reset {
             self.buffer.clear();
-            self.metrics.buffered_entries.set(0.0);
+            self.counters.metrics.buffered_entries.set(0.0);
             self.buffer_since = None;
             self.stalled.clear();
         } else {
@@ -1254,7 +1075,7 @@ impl<D: Disk> Wal<D> {
         self.drain().await?;
         let base = snapshot.unwrap_or((0, 0));
         if reset {
-            self.delete_segments_from(0).await?;
+            self.segs.delete_from(0).await?;
             self.locs.clear();
             self.base = base;
             self.last_index = base.0;
@@ -1266,7 +1087,7 @@ impl<D: Disk> Wal<D> {
             self.compact(b.0, b.1).await?;
             if self.last_index < b.0 {
                 // The snapshot is ahead of the whole log: start after it.
-                self.delete_segments_from(0).await?;
+                self.segs.delete_from(0).await?;
                 self.locs.clear();
                 self.last_index = b.0;
                 self.last_term = b.1;
@@ -1293,30 +1114,8 @@ impl<D: Disk> Wal<D> {
         {
             self.locs.pop_front();
         }
-        self.delete_covered_segments().await?;
+        self.segs.delete_covered(self.base.0).await?;
         Ok(())
-    }
-
-    /// Deletes segments all of whose live entries are at or below the base index.
-    async fn delete_covered_segments(&mut self) -> Result<usize, WalError> {
-        let mut n = 0;
-        // Segment k holds live entries [name_k, name_{k+1} - 1]; the last one stays.
-        while self.segment_names.len() >= 2 && self.segment_names[1] - 1 <= self.base.0 {
-            let name = self.segment_names.remove(0);
-            let p = self.wal_dir.join(segment_name(name));
-            self.disk
-                .remove(&p)
-                .await
-                .map_err(|e| fatal("removing", &p, e))?;
-            n += 1;
-        }
-        if n > 0 {
-            self.disk
-                .sync_dir(&self.wal_dir)
-                .await
-                .map_err(|e| fatal("syncing", &self.wal_dir, e))?;
-        }
-        Ok(n)
     }
 
     /// Entries `[lo, hi]` from disk (a lagging follower's catch-up) or from the MemFirst
@@ -1353,14 +1152,9 @@ impl<D: Disk> Wal<D> {
             if l.first_index > hi || l.first_index >= from_buf {
                 break;
             }
-            let seg_path = self.wal_dir.join(segment_name(l.segment));
-            let bytes = if self
-                .cur
-                .as_ref()
-                .is_some_and(|c| c.first_index == l.segment)
-            {
-                let c = self.cur.as_ref().expect("checked");
-                c.file.read_at(l.offset, l.total_bytes as usize).await
+            let seg_path = self.segs.path(l.segment);
+            let bytes = if let Some(file) = self.segs.current_file(l.segment) {
+                file.read_at(l.offset, l.total_bytes as usize).await
             } else {
                 if opened.as_ref().is_none_or(|(s, _)| *s != l.segment) {
                     let f = self
@@ -1421,33 +1215,4 @@ impl<D: Disk> Wal<D> {
         );
         Ok(out)
     }
-}
-
-/// Creates `path` as a fallocated, synced file of `size` bytes, then, unless `stop` is
-/// absent or set, zeroes it. Either way it reads as zeros past what is written.
-async fn prepare_spare<D: Disk>(
-    disk: D,
-    path: PathBuf,
-    size: u64,
-    stop: Option<Rc<std::cell::Cell<bool>>>,
-) -> io::Result<()> {
-    let _ = disk.remove(&path).await;
-    let f = disk.open(&path, true).await?;
-    f.allocate(size).await?;
-    f.fdatasync().await?;
-    let Some(stop) = stop else {
-        return f.close().await;
-    };
-    let mut at = 0u64;
-    while at < size && !stop.get() {
-        let n = ((size - at) as usize).min(ZERO_CHUNK_BYTES);
-        let mut b = f.alloc(n);
-        b.fill(0);
-        f.write_at(b, at).await?;
-        at += n as u64;
-    }
-    if at >= size {
-        f.fdatasync().await?;
-    }
-    f.close().await
 }

@@ -24,6 +24,7 @@ pub mod inspect;
 mod log;
 pub mod meta;
 pub mod scan;
+mod segments;
 pub mod snapshot;
 
 pub use disk::{DmaDisk, SimDisk};
