@@ -193,10 +193,7 @@ pub struct Wal<D: Disk> {
     last_term: Term,
     persisted_index: Index,
     commit: Index,
-    hs_written: HardState,
-    hs_seq: u64,
-    hs_file: Rc<D::File>,
-    hs_lock: Rc<glommio::sync::Semaphore>,
+    hs: HardStateFile<D::File>,
     flights: VecDeque<Flight>,
     completed: VecDeque<u64>,
     fatal: Option<WalError>,
@@ -247,6 +244,28 @@ impl Counters {
     pub(super) fn segment_created(&self) {
         self.metrics.segments_created.increment(1);
         bump(&self.stats, |s| s.segments_created += 1);
+    }
+}
+
+/// The `hardstate` file: two block-sized slots, written alternately by sequence number.
+struct HardStateFile<F> {
+    file: Rc<F>,
+    /// Held by the hard-state write in progress.
+    lock: Rc<glommio::sync::Semaphore>,
+    /// Sequence number of the latest write (its parity picks the slot).
+    seq: u64,
+    /// The hard state of the latest write.
+    written: HardState,
+}
+
+impl<F> HardStateFile<F> {
+    fn new(file: F, seq: u64, written: HardState) -> Self {
+        Self {
+            file: Rc::new(file),
+            lock: Rc::new(glommio::sync::Semaphore::new(1)),
+            seq,
+            written,
+        }
     }
 }
 
@@ -509,10 +528,7 @@ impl<D: Disk> Wal<D> {
             last_term,
             persisted_index: last_index,
             commit,
-            hs_written: hard_state,
-            hs_seq,
-            hs_file: Rc::new(hs_file),
-            hs_lock: Rc::new(glommio::sync::Semaphore::new(1)),
+            hs: HardStateFile::new(hs_file, hs_seq, hard_state),
             flights: VecDeque::new(),
             completed: VecDeque::new(),
             fatal: None,
@@ -616,7 +632,7 @@ impl<D: Disk> Wal<D> {
         }
         if let Some(hs) = hard_state {
             self.commit = self.commit.max(hs.commit);
-            if hs.term != self.hs_written.term || hs.vote != self.hs_written.vote {
+            if hs.term != self.hs.written.term || hs.vote != self.hs.written.vote {
                 self.start_hard_state(hs).await;
             }
         }
@@ -680,7 +696,7 @@ impl<D: Disk> Wal<D> {
         self.flush_buffer(None).await?;
         let hs = HardState {
             commit: self.commit,
-            ..self.hs_written
+            ..self.hs.written
         };
         self.start_hard_state(hs).await;
         self.drain().await
@@ -795,11 +811,11 @@ impl<D: Disk> Wal<D> {
     }
 
     fn spawn_hard_state(&mut self, hs: HardState) -> JoinHandle<io::Result<()>> {
-        self.hs_seq += 1;
-        self.hs_written = hs;
-        let seq = self.hs_seq;
-        let file = self.hs_file.clone();
-        let lock = self.hs_lock.clone();
+        self.hs.seq += 1;
+        self.hs.written = hs;
+        let seq = self.hs.seq;
+        let file = self.hs.file.clone();
+        let lock = self.hs.lock.clone();
         let stats = self.counters.stats.clone();
         let m = self.counters.metrics.clone();
         // One hard-state write at a time: two in flight could tear both slots.
