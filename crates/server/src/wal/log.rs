@@ -1,12 +1,16 @@
-//! The write-ahead log proper: segments, flush workers, hard state, recovery.
+//! The write-ahead log proper: the writer (`Wal`), flush workers, hard state, reads.
 //!
-//! Owns the `wal/` directory and the `hardstate` file of one node. Runs on the raft core's
+//! Owns `Wal` once it is open: the `wal/` directory and the `hardstate` file of one node,
+//! the batches and hard-state writes in flight, the MemFirst buffer, the in-memory index of
+//! batches and the durable marks, the options and errors. Runs on the raft core's
 //! executor; its flush workers are tasks on that same executor, so at most
 //! `flush_workers` batches are in flight while the core goes on. Knows nothing of the
 //! protocol beyond what a `Ready` asks: persist `hard_state`, `entries` (a first index
 //! already in the log replaces that suffix), `reset`, `snapshot`; report `Ready` numbers
 //! durable strictly in order. Counts its work in `WalStats` (for `/status`) and the same,
-//! plus each flush task's write+fdatasync time, in its `WalMetrics` handles.
+//! plus each flush task's write+fdatasync time, in its `WalMetrics` handles. Opening the
+//! log is `recovery`'s; the segment files (naming, rotation, the spare, deleting them)
+//! are `segments`', so this file never creates, renames or deletes a file itself.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -21,11 +25,10 @@ use crate::metrics::WalMetrics;
 use ringkv_raft::{Entry, HardState, Index, Term};
 
 use super::disk::{Disk, DiskFile};
-use super::format::{
-    self, BATCH_HEADER_BYTES, BLOCK, HARD_STATE_FILE_BYTES, batch_bytes, encode_batch, record_bytes,
-};
-use super::scan::{self, BatchLoc, SegmentImage, TornTail, parse_segment_name, segment_name};
-use super::segments::{Segments, ZERO_CHUNK_BYTES};
+use super::format::{self, BATCH_HEADER_BYTES, BLOCK, batch_bytes, encode_batch, record_bytes};
+use super::recovery::{self, Recovered};
+use super::scan::{self, BatchLoc};
+use super::segments::Segments;
 
 /// MemFirst buffering (`[raft.persistence] strategy = "MemFirst"`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,19 +145,6 @@ impl std::error::Error for WalError {}
 
 pub(super) fn fatal(what: &str, path: &Path, e: io::Error) -> WalError {
     WalError::Fatal(format!("{what} {}: {e}", path.display()))
-}
-
-/// What `open` found.
-#[derive(Debug, Default)]
-pub struct Recovered {
-    pub hard_state: HardState,
-    /// Entries after the snapshot index, contiguous.
-    pub entries: Vec<Entry>,
-    /// The torn tail that was cut, if any (already logged).
-    pub torn: Option<TornTail>,
-    /// Segments deleted because a snapshot covers them.
-    pub segments_deleted: usize,
-    pub dropped_stale_suffix: bool,
 }
 
 /// Counters for benchmarks and metrics.
@@ -305,255 +295,30 @@ impl<D: Disk> Wal<D> {
         opts: WalOptions,
         base: (Index, Term),
     ) -> Result<(Self, Recovered), WalError> {
-        opts.validate().map_err(WalError::Invalid)?;
-        let wal_dir = opts.wal_dir();
-        disk.create_dir_all(&wal_dir)
-            .await
-            .map_err(|e| fatal("creating", &wal_dir, e))?;
-        let mut names = Vec::new();
-        for n in disk
-            .list(&wal_dir)
-            .await
-            .map_err(|e| fatal("listing", &wal_dir, e))?
-        {
-            if let Some(i) = parse_segment_name(&n) {
-                names.push(i);
-            } else if n.ends_with(".tmp") {
-                let p = wal_dir.join(&n);
-                disk.remove(&p)
-                    .await
-                    .map_err(|e| fatal("removing", &p, e))?;
-            } else {
-                return Err(WalError::Invalid(format!(
-                    "unexpected file {n} in {}: the WAL directory holds only segments",
-                    wal_dir.display()
-                )));
-            }
-        }
-        names.sort_unstable();
-        // Read every segment and judge the whole log.
-        let mut files = std::collections::BTreeMap::new();
-        let mut images = Vec::new();
-        for &n in &names {
-            let p = wal_dir.join(segment_name(n));
-            let f = disk
-                .open(&p, false)
-                .await
-                .map_err(|e| fatal("opening", &p, e))?;
-            let len = f.size().await.map_err(|e| fatal("sizing", &p, e))?;
-            let bytes = f
-                .read_at(0, len as usize)
-                .await
-                .map_err(|e| fatal("reading", &p, e))?;
-            files.insert(n, f);
-            images.push(bytes);
-        }
-        let seg_images: Vec<SegmentImage<'_>> = names
-            .iter()
-            .zip(&images)
-            .map(|(&first_index, b)| SegmentImage {
-                first_index,
-                bytes: b,
-            })
-            .collect();
-        let scanned = scan::scan(&seg_images, Some(base)).map_err(WalError::Corruption)?;
-        drop(seg_images);
-        drop(images);
-
-        // Hard state.
-        let hs_path = opts.data_dir.join("hardstate");
-        let hs_file = disk
-            .open(&hs_path, true)
-            .await
-            .map_err(|e| fatal("opening", &hs_path, e))?;
-        let hs_len = hs_file
-            .size()
-            .await
-            .map_err(|e| fatal("sizing", &hs_path, e))?;
-        let (mut hs_seq, mut hard_state) = (0, HardState::default());
-        if hs_len < HARD_STATE_FILE_BYTES as u64 && !names.is_empty() {
-            // Segments are written only after an open that synced the whole file: a short
-            // one beside a log is damage, and resetting it could forget a vote.
-            return Err(WalError::Corruption(scan::Corruption {
-                file: hs_path.display().to_string(),
-                offset: hs_len,
-                index: 0,
-                reason: format!(
-                    "hard-state file is {hs_len} bytes, expected {HARD_STATE_FILE_BYTES}, \
-                     beside an existing log"
-                ),
-            }));
-        }
-        if hs_len < HARD_STATE_FILE_BYTES as u64 {
-            // New, or its creation was cut short by a crash (slots are written only after
-            // the file is whole): both slots zero, durable before anything refers to it.
-            let mut b = hs_file.alloc(HARD_STATE_FILE_BYTES);
-            b.fill(0);
-            hs_file
-                .write_at(b, 0)
-                .await
-                .map_err(|e| fatal("writing", &hs_path, e))?;
-            hs_file
-                .fdatasync()
-                .await
-                .map_err(|e| fatal("syncing", &hs_path, e))?;
-            disk.sync_dir(&opts.data_dir)
-                .await
-                .map_err(|e| fatal("syncing", &opts.data_dir, e))?;
-        } else {
-            let bytes = hs_file
-                .read_at(0, HARD_STATE_FILE_BYTES)
-                .await
-                .map_err(|e| fatal("reading", &hs_path, e))?;
-            match format::decode_hard_state_file(&bytes) {
-                Ok(Some((seq, hs))) => (hs_seq, hard_state) = (seq, hs),
-                Ok(None) => {}
-                Err(r) => {
-                    return Err(WalError::Corruption(scan::Corruption {
-                        file: hs_path.display().to_string(),
-                        offset: 0,
-                        index: 0,
-                        reason: r,
-                    }));
-                }
-            }
-        }
-
-        // Live segments in creation order (which, once the dead are gone, is name order).
-        let mut segment_names: Vec<Index> = scanned
-            .segments
-            .iter()
-            .map(|g| g.first_index)
-            .filter(|n| !scanned.dead.contains(n))
-            .collect();
-        let next_seq = scanned
-            .segments
-            .iter()
-            .map(|g| g.header.seq + 1)
-            .max()
-            .unwrap_or(1);
-        let last_info = scanned.segments.last().cloned();
-        // Cut a torn tail durably, so a later shorter batch can never be followed by
-        // stale intact ones.
-        if let Some(t) = &scanned.torn {
-            let f = &files[&t.segment];
-            let p = wal_dir.join(segment_name(t.segment));
-            let mut at = t.from_offset;
-            while at < t.to_offset {
-                let n = ((t.to_offset - at) as usize).min(ZERO_CHUNK_BYTES);
-                let mut b = f.alloc(n);
-                b.fill(0);
-                f.write_at(b, at)
-                    .await
-                    .map_err(|e| fatal("cutting the torn tail of", &p, e))?;
-                at += n as u64;
-            }
-            f.fdatasync().await.map_err(|e| fatal("syncing", &p, e))?;
-            tracing::warn!(
-                file = %p.display(),
-                from_offset = t.from_offset,
-                to_offset = t.to_offset,
-                batches_after = t.batches_after,
-                reason = %t.reason,
-                "WAL: cut a torn tail (writes whose fdatasync never completed)"
-            );
-        }
-        let cur = match (
-            last_info
-                .as_ref()
-                .and_then(|i| files.remove(&i.first_index)),
-            last_info,
-        ) {
-            (Some(file), Some(info)) => Some((info, file)),
-            _ => None,
-        };
-        for (_, f) in files {
-            let _ = f.close().await;
-        }
-        // Superseded segments: their truncating successor is durable (it was written
-        // before it was named), so they go now.
-        for &d in &scanned.dead {
-            let p = wal_dir.join(segment_name(d));
-            disk.remove(&p)
-                .await
-                .map_err(|e| fatal("removing", &p, e))?;
-        }
-        if !scanned.dead.is_empty() {
-            disk.sync_dir(&wal_dir)
-                .await
-                .map_err(|e| fatal("syncing", &wal_dir, e))?;
-            assert!(segment_names.windows(2).all(|w| w[0] < w[1]));
-        }
-        // A last segment without a batch (a crash between naming it and its first write)
-        // would let the next batch start at an index other than its name.
-        let mut cur = cur;
-        if let Some((info, file)) = cur.take_if(|(info, _)| info.end_offset == BLOCK as u64) {
-            let p = wal_dir.join(segment_name(info.first_index));
-            drop(file);
-            disk.remove(&p)
-                .await
-                .map_err(|e| fatal("removing", &p, e))?;
-            disk.sync_dir(&wal_dir)
-                .await
-                .map_err(|e| fatal("syncing", &wal_dir, e))?;
-            segment_names.pop();
-        }
-        let (last_index, last_term) = match scanned.entries.last() {
-            Some(e) => (e.index, e.term),
-            None => base,
-        };
-        let commit = hard_state
-            .commit
-            .max(scanned.commit)
-            .min(last_index)
-            .max(base.0);
-        hard_state.commit = commit;
-        let counters = Counters::new();
-        let segs = Segments::recovered(
-            disk.clone(),
-            wal_dir,
-            &opts,
-            segment_names,
-            next_seq,
-            cur,
-            counters.clone(),
-        );
-        let mut wal = Wal {
+        let r = recovery::recover(&disk, &opts, base).await?;
+        // Nothing in flight or buffered yet: everything recovered is durable.
+        let (last_index, last_term) = r.last;
+        let wal = Wal {
             disk,
-            segs,
-            locs: scanned.batches.iter().copied().collect(),
+            segs: r.segs,
+            locs: r.locs,
             base,
             disk_last: last_index,
             last_index,
             last_term,
             persisted_index: last_index,
-            commit,
-            hs: HardStateFile::new(hs_file, hs_seq, hard_state),
+            commit: r.commit,
+            hs: HardStateFile::new(r.hs_file, r.hs_seq, r.found.hard_state),
             flights: VecDeque::new(),
             completed: VecDeque::new(),
             fatal: None,
             buffer: Vec::new(),
             buffer_since: None,
             stalled: VecDeque::new(),
-            counters,
+            counters: r.counters,
             opts,
         };
-        let mut deleted = wal.segs.delete_covered(wal.base.0).await?;
-        if scanned.entries.is_empty() && !wal.segs.is_empty() {
-            // Nothing live above the snapshot: what remains is covered or stale, and a new
-            // batch at base + 1 must not follow it in the same log.
-            deleted += wal.segs.len();
-            wal.segs.delete_from(0).await?;
-        }
-        wal.segs.start_spare();
-        let rec = Recovered {
-            hard_state,
-            entries: scanned.entries,
-            torn: scanned.torn,
-            segments_deleted: deleted,
-            dropped_stale_suffix: scanned.dropped_stale_suffix,
-        };
-        Ok((wal, rec))
+        Ok((wal, r.found))
     }
 
     pub fn stats(&self) -> WalStats {

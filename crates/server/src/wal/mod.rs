@@ -13,7 +13,10 @@
 //!   `ringkv wal check`).
 //! - `disk`: the file layer: glommio `DmaFile` (O_DIRECT) in production, with the
 //!   `crash-sim` power-cut model as a feature; `SimDisk` for crash tests.
-//! - `log`: the writer and recovery (`Wal`).
+//! - `log`: the writer (`Wal`): persist, batching, flush workers, hard state, reads.
+//! - `recovery`: opening a log (`Wal::open`): verify, cut a torn tail, rebuild the index.
+//! - `segments`: the segment files: naming, rotation, the spare, deleting covered or
+//!   superseded segments.
 //! - `snapshot`: snapshot files.
 //! - `inspect`: `ringkv wal check` and `ringkv wal dump` (read-only, std I/O).
 //! - `meta`: the node and cluster ids of the data directory (start-up only, std I/O).
@@ -23,10 +26,12 @@ pub mod format;
 pub mod inspect;
 mod log;
 pub mod meta;
+mod recovery;
 pub mod scan;
 mod segments;
 pub mod snapshot;
 
 pub use disk::{DmaDisk, SimDisk};
-pub use log::{MemFirstPolicy, Recovered, Wal, WalError, WalOptions, WalStats};
+pub use log::{MemFirstPolicy, Wal, WalError, WalOptions, WalStats};
+pub use recovery::Recovered;
 pub use snapshot::{Snapshot, SnapshotStore};
