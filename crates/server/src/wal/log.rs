@@ -168,8 +168,6 @@ struct Flight {
 
 /// The log of one node. See the module doc.
 pub struct Wal<D: Disk> {
-    /// For reading segments other than the current one.
-    disk: D,
     opts: WalOptions,
     /// The segment files: names, the current one, the spare (`segments`).
     segs: Segments<D>,
@@ -295,11 +293,10 @@ impl<D: Disk> Wal<D> {
         opts: WalOptions,
         base: (Index, Term),
     ) -> Result<(Self, Recovered), WalError> {
-        let r = recovery::recover(&disk, &opts, base).await?;
+        let r = recovery::recover(disk, &opts, base).await?;
         // Nothing in flight or buffered yet: everything recovered is durable.
         let (last_index, last_term) = r.last;
         let wal = Wal {
-            disk,
             segs: r.segs,
             locs: r.locs,
             base,
@@ -939,7 +936,8 @@ impl<D: Disk> Wal<D> {
             } else {
                 if opened.as_ref().is_none_or(|(s, _)| *s != l.segment) {
                     let f = self
-                        .disk
+                        .segs
+                        .disk()
                         .open(&seg_path, false)
                         .await
                         .map_err(|e| fatal("opening", &seg_path, e))?;

@@ -52,9 +52,10 @@ pub(super) struct Opened<D: Disk> {
     pub(super) found: Recovered,
 }
 
-/// Recovers the log in `opts.data_dir` (see `Wal::open`).
+/// Recovers the log in `opts.data_dir` (see `Wal::open`); `disk` ends up in the
+/// returned segments.
 pub(super) async fn recover<D: Disk>(
-    disk: &D,
+    disk: D,
     opts: &WalOptions,
     base: (Index, Term),
 ) -> Result<Opened<D>, WalError> {
@@ -63,11 +64,11 @@ pub(super) async fn recover<D: Disk>(
     disk.create_dir_all(&wal_dir)
         .await
         .map_err(|e| fatal("creating", &wal_dir, e))?;
-    let names = list_segments(disk, &wal_dir).await?;
-    let (mut files, scanned) = read_and_scan(disk, &wal_dir, &names, base).await?;
+    let names = list_segments(&disk, &wal_dir).await?;
+    let (mut files, scanned) = read_and_scan(&disk, &wal_dir, &names, base).await?;
 
     let (hs_file, hs_seq, mut hard_state) =
-        open_hard_state(disk, &opts.data_dir, !names.is_empty()).await?;
+        open_hard_state(&disk, &opts.data_dir, !names.is_empty()).await?;
 
     // Live segments in creation order (which, once the dead are gone, is name order).
     let mut segment_names: Vec<Index> = scanned
@@ -143,7 +144,7 @@ pub(super) async fn recover<D: Disk>(
     hard_state.commit = commit;
     let counters = Counters::new();
     let mut segs = Segments::recovered(
-        disk.clone(),
+        disk,
         wal_dir,
         opts,
         segment_names,

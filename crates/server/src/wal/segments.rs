@@ -44,6 +44,9 @@ struct Spare {
 
 /// The segment files of one WAL. See the module doc.
 pub(super) struct Segments<D: Disk> {
+    /// The handle `Wal::open` was given; `Wal` reads through it too rather than keep a
+    /// clone: a `SimDisk` clone belongs to whichever process runs when it is cloned, which
+    /// after a simulated crash is no longer this WAL's.
     disk: D,
     dir: PathBuf,
     /// What each new segment's header records (`WalOptions`).
@@ -88,6 +91,11 @@ impl<D: Disk> Segments<D> {
             spare: None,
             counters,
         }
+    }
+
+    /// The disk, for reading segments other than the current one.
+    pub(super) fn disk(&self) -> &D {
+        &self.disk
     }
 
     /// The `wal/` directory.
