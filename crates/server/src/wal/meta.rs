@@ -224,7 +224,8 @@ impl KnownPeers {
         };
         let bad = |why: String| {
             IdentityError(format!(
-                "{}: {why}; the record of peers met is damaged: remove the file to forget them                  (a wiped peer then goes unnoticed once)",
+                "{}: {why}; the record of peers met is damaged: remove the file to forget them \
+                 (a wiped peer then goes unnoticed once)",
                 path.display()
             ))
         };
@@ -348,24 +349,28 @@ mod tests {
             e.0.contains("belongs to node 1, but this config is for node 2"),
             "{e}"
         );
+        assert!(!e.0.contains("  "), "a run of spaces: {e}");
         let other_cluster = NodeMeta {
             cluster_id: 43,
             ..me
         };
         let e = NodeMeta::check_or_create(&d, other_cluster, true).unwrap_err();
         assert!(e.0.contains("cannot change once it exists"), "{e}");
+        assert!(!e.0.contains("  "), "a run of spaces: {e}");
         // Damage is named.
         let mut b = std::fs::read(d.join("meta")).unwrap();
         b[20] ^= 1;
         std::fs::write(d.join("meta"), b).unwrap();
         let e = NodeMeta::check_or_create(&d, me, true).unwrap_err();
         assert!(e.0.contains("checksum mismatch"), "{e}");
+        assert!(!e.0.contains("  "), "a run of spaces: {e}");
         std::fs::remove_dir_all(&d).unwrap();
         // State without identity is refused, not adopted.
         let d = dir("orphan");
         std::fs::create_dir_all(&d).unwrap();
         let e = NodeMeta::check_or_create(&d, me, true).unwrap_err();
         assert!(e.0.contains("no identity"), "{e}");
+        assert!(!e.0.contains("  "), "a run of spaces: {e}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -386,7 +391,15 @@ mod tests {
         b[0] = b'9';
         std::fs::write(d.join("peers"), b).unwrap();
         let e = KnownPeers::load(&d).unwrap_err();
-        assert!(e.0.contains("checksum mismatch"), "{e}");
+        // The whole message, so a stray run of spaces from a badly continued literal shows.
+        assert_eq!(
+            e.0,
+            format!(
+                "{}: checksum mismatch; the record of peers met is damaged: remove the file \
+                 to forget them (a wiped peer then goes unnoticed once)",
+                d.join("peers").display()
+            )
+        );
         std::fs::remove_dir_all(&d).unwrap();
         assert_ne!(new_incarnation(), new_incarnation());
     }
