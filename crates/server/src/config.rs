@@ -1001,14 +1001,19 @@ impl Runtime {
 
 /// The CPUs this process may run on (its affinity mask).
 fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; the kernel fills it.
+    // SAFETY: cpu_set_t is a plain array of integers, for which all-zero bytes are a valid
+    // value (the empty set).
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a live, writable cpu_set_t and the size passed is exactly its size,
+    // so the kernel writes only inside it; pid 0 is the calling thread, which exists.
     let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if r != 0 {
         // Unknown: let the executors' own pinning report the error.
         return (0..libc::CPU_SETSIZE as usize).collect();
     }
     (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: CPU_ISSET only reads `set`, an initialised cpu_set_t, at bit `c`, and
+        // `c` < CPU_SETSIZE, the number of bits the set holds.
         .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
         .collect()
 }
