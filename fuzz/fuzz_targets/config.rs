@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
                 .expect("a loaded config passes the core's checks");
             let _ = c.wal_options();
             let _ = c.members();
+            let _ = c.warnings();
         }
         Err(e) => assert!(!e.reason.is_empty(), "a refusal without a reason"),
     }

@@ -211,6 +211,8 @@ struct BenchArgs {
 #[derive(Subcommand)]
 enum ConfigCmd {
     /// Parse and validate; exit 0 when valid, 1 naming the key and the reason otherwise.
+    /// Keys a valid file sets to no effect (a MemFirst-only key under DiskFirst) are named
+    /// on stderr as warnings, as `ringkv serve` logs them; the exit is still 0.
     Check {
         /// The file (default: $CONFIG_PATH, with or without `.toml`).
         file: Option<PathBuf>,
@@ -297,6 +299,9 @@ fn main() -> ExitCode {
                         c.raft.persistence.strategy,
                         c.data_dir().display()
                     );
+                    for w in c.warnings() {
+                        eprintln!("warning: {}: {w}", path.display());
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

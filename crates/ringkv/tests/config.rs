@@ -58,6 +58,12 @@ fn assert_refused(text: &str, key: &str, reason_part: &str) {
     );
 }
 
+/// `text` with its first `from` replaced by `to` (which must be there).
+fn edit(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "test edit {from:?} does not apply");
+    text.replacen(from, to, 1)
+}
+
 #[test]
 fn shipped_example_files_are_valid_and_match_the_seed() {
     for i in 1..=3u64 {
@@ -82,7 +88,141 @@ fn shipped_example_files_are_valid_and_match_the_seed() {
         r.validate().unwrap();
         assert_eq!(r.persistence, Persistence::MemFirst);
         assert_eq!(r.append_entries_max, 5000);
+        assert_eq!(c.warnings(), [], "every key of n{i}.toml has an effect");
     }
+}
+
+/// `config/n1.toml` with its strategy switched to DiskFirst and nothing else changed.
+fn shipped_n1_switched_to_disk_first() -> String {
+    let text = std::fs::read_to_string(format!("{REPO}/config/n1.toml")).unwrap();
+    let from = "strategy = \"MemFirst\"";
+    assert_eq!(
+        text.matches(from).count(),
+        1,
+        "n1.toml names its strategy once"
+    );
+    let switched = text.replacen(from, "strategy = \"DiskFirst\"", 1);
+    let changed = text
+        .lines()
+        .zip(switched.lines())
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(changed, 1, "a one-line change");
+    switched
+}
+
+/// The warnings for MemFirst-only keys left in a DiskFirst file.
+const DISK_FIRST_WARNINGS: [&str; 2] = [
+    "raft.persistence.flush_policy: applies only to strategy = \"MemFirst\" and is ignored \
+     under strategy = \"DiskFirst\"",
+    "raft.persistence.max_buffered_entries: applies only to strategy = \"MemFirst\" and is \
+     ignored under strategy = \"DiskFirst\"",
+];
+
+#[test]
+fn switching_the_shipped_example_to_disk_first_is_one_line_and_warns() {
+    let text = shipped_n1_switched_to_disk_first();
+    let c = NodeConfig::parse(&text, "n1.toml").unwrap();
+    assert_eq!(c.raft_config().persistence, Persistence::DiskFirst);
+    assert!(
+        c.wal_options().mem_first.is_none(),
+        "the MemFirst keys have no effect"
+    );
+    let w = c.warnings();
+    let keys: Vec<&str> = w.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "raft.persistence.flush_policy",
+            "raft.persistence.max_buffered_entries"
+        ]
+    );
+    let lines: Vec<String> = w.iter().map(|w| w.to_string()).collect();
+    assert_eq!(lines, DISK_FIRST_WARNINGS);
+
+    // Typos stay refused, at the top of the section and inside an ignored key alike.
+    assert_refused(
+        &edit(
+            &text,
+            "flush_workers = 4",
+            "flush_workers = 4\nflush_worker = 3",
+        ),
+        "raft.persistence.flush_worker",
+        "unknown field `flush_worker`",
+    );
+    assert_refused(
+        &edit(&text, "max_buffered_entries", "max_bufered_entries"),
+        "raft.persistence.max_bufered_entries",
+        "unknown field `max_bufered_entries`",
+    );
+    assert_refused(
+        &edit(&text, "threshold = 100", "treshold = 100"),
+        "raft.persistence.flush_policy.Batch",
+        "unexpected keys in table: treshold",
+    );
+    // So do wrong and contradictory values of the ignored keys: switching back to
+    // MemFirst must stay a one-line change that works.
+    assert_refused(
+        &edit(
+            &text,
+            "max_buffered_entries = 10000",
+            "max_buffered_entries = 50",
+        ),
+        "raft.persistence.max_buffered_entries",
+        "50 must be at least flush_policy.Batch.threshold (100)",
+    );
+    assert_refused(
+        &edit(&text, "interval_ms = 20", "interval_ms = 0"),
+        "raft.persistence.flush_policy.Batch.interval_ms",
+        "at least 1",
+    );
+}
+
+#[test]
+fn cli_config_check_prints_the_warnings_of_a_disk_first_switch_and_exits_0() {
+    let bin = env!("CARGO_BIN_EXE_ringkv");
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let file = tmp.join(format!("n1-disk-first-{}.toml", std::process::id()));
+    let text = shipped_n1_switched_to_disk_first();
+    std::fs::write(&file, &text).unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["config", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("valid: node 1") && stdout.contains("DiskFirst"),
+        "{stdout}"
+    );
+    let expected: Vec<String> = DISK_FIRST_WARNINGS
+        .iter()
+        .map(|w| format!("warning: {}: {w}", file.display()))
+        .collect();
+    assert_eq!(stderr.lines().collect::<Vec<_>>(), expected, "{stderr}");
+
+    // A typo is still refused, exit 1, naming the key.
+    std::fs::write(
+        &file,
+        edit(&text, "max_buffered_entries", "max_bufered_entries"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["config", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(": raft.persistence.max_bufered_entries: unknown field"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -421,18 +561,46 @@ fn persistence_rules() {
         "raft.persistence.flush_policy",
         "MemFirst needs a flush policy",
     );
+    // MemFirst-only keys under DiskFirst: accepted, without effect, each named in a
+    // warning (and no warning for them under MemFirst, where they apply).
+    let warned = |text: &str| -> Vec<String> {
+        let c = NodeConfig::parse(text, "n.toml").unwrap();
+        c.warnings().iter().map(|w| w.key.clone()).collect()
+    };
+    assert_eq!(warned(BASE), Vec::<String>::new());
+    let only_policy = with(
+        mem,
+        "strategy = \"DiskFirst\"\nflush_policy = { Batch = { threshold = 100, interval_ms = 20 } }\n",
+    );
+    assert_eq!(warned(&only_policy), ["raft.persistence.flush_policy"]);
+    let only_max = with(mem, "strategy = \"DiskFirst\"\nmax_buffered_entries = 5\n");
+    assert_eq!(warned(&only_max), ["raft.persistence.max_buffered_entries"]);
+    let c = NodeConfig::parse(&only_max, "n.toml").unwrap();
+    assert!(c.wal_options().mem_first.is_none());
+    assert_eq!(
+        c.warnings()[0].reason,
+        "applies only to strategy = \"MemFirst\" and is ignored under strategy = \"DiskFirst\""
+    );
+    assert_eq!(
+        warned(&with("strategy = \"MemFirst\"", "strategy = \"DiskFirst\"")),
+        [
+            "raft.persistence.flush_policy",
+            "raft.persistence.max_buffered_entries"
+        ]
+    );
+    // Their values are still checked under DiskFirst.
+    assert_refused(
+        &with(mem, "strategy = \"DiskFirst\"\nmax_buffered_entries = 0\n"),
+        "raft.persistence.max_buffered_entries",
+        "must be at least 1",
+    );
     assert_refused(
         &with(
             mem,
-            "strategy = \"DiskFirst\"\nflush_policy = { Batch = { threshold = 100, interval_ms = 20 } }\n",
+            "strategy = \"DiskFirst\"\nflush_policy = { Batch = { threshold = 0, interval_ms = 20 } }\n",
         ),
-        "raft.persistence.flush_policy",
-        "applies only to strategy = \"MemFirst\"",
-    );
-    assert_refused(
-        &with(mem, "strategy = \"DiskFirst\"\nmax_buffered_entries = 5\n"),
-        "raft.persistence.max_buffered_entries",
-        "applies only to strategy = \"MemFirst\"",
+        "raft.persistence.flush_policy.Batch.threshold",
+        "at least 1",
     );
     assert_refused(
         &with("threshold = 100", "threshold = 0"),

@@ -287,6 +287,51 @@ fn serve_writes_d_log_in_log_dir_and_on_stderr() {
     );
 }
 
+/// MemFirst-only keys left in a DiskFirst file do not stop the node: its start-up log
+/// names each as ignored, as `ringkv config check` does (tests/config.rs).
+#[test]
+fn serve_logs_a_warning_for_each_key_of_the_other_persistence_strategy() {
+    let t = TempDir::new("serve-strategy-keys");
+    let cfg = one_node_config(&t.0);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(
+        "flush_policy = { Batch = { threshold = 100, interval_ms = 20 } }\n\
+         max_buffered_entries = 10000\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let logs = t.0.join("logs");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env_remove("LOG_LEVEL")
+        .env_remove("LOG_FORMAT")
+        .env("LOG_DIR", &logs)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = wait_for_line(&logs.join("d.log"), "ringkv node started", deadline);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains("ringkv node started"), "{text}");
+    for key in ["flush_policy", "max_buffered_entries"] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("config: raft.persistence.{key}:")))
+            .unwrap_or_else(|| panic!("no warning for {key}: {text}"));
+        assert!(line.contains(" WARN "), "{line}");
+        assert!(
+            line.contains(
+                "applies only to strategy = \"MemFirst\" and is ignored under \
+                 strategy = \"DiskFirst\""
+            ),
+            "{line}"
+        );
+    }
+}
+
 #[test]
 fn log_format_json_writes_one_object_per_line_naming_the_node() {
     let t = TempDir::new("serve-json");

@@ -6,7 +6,10 @@
 //!
 //! Every key is known: an unknown key is an error naming its path, never ignored. Every
 //! invalid value is an error naming its key path (`raft.read_consistency.lease_duration_ms`)
-//! and the reason. Defaults are documented in `config/README.md`.
+//! and the reason. A key that applies only to the other persistence strategy is accepted
+//! (switching strategy is a one-line change) but never silently ignored: it is named in a
+//! `ConfigWarning` (`NodeConfig::warnings`), which the node logs at start-up and
+//! `ringkv config check` prints. Defaults are documented in `config/README.md`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -39,6 +42,22 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// A key that is accepted but has no effect with the rest of the file (a MemFirst-only
+/// key under DiskFirst): the node logs it at start-up and `ringkv config check` prints it,
+/// so no key is ignored without the operator being told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// Dotted key path (`raft.persistence.flush_policy`).
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -180,6 +199,16 @@ pub enum Strategy {
     MemFirst,
 }
 
+impl Strategy {
+    /// As written in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::DiskFirst => "DiskFirst",
+            Strategy::MemFirst => "MemFirst",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub enum FlushPolicy {
@@ -191,9 +220,11 @@ pub enum FlushPolicy {
 #[serde(deny_unknown_fields, default)]
 pub struct PersistenceSection {
     pub strategy: Strategy,
-    /// MemFirst only (refused with DiskFirst, where it would mean nothing).
+    /// MemFirst only (required there). Under DiskFirst it is still checked but has no
+    /// effect, and a warning says so (`strategy_keys`).
     pub flush_policy: Option<FlushPolicy>,
-    /// MemFirst only: beyond this many buffered entries, new writes wait.
+    /// MemFirst only: beyond this many buffered entries, new writes wait. Under DiskFirst
+    /// it is still checked but has no effect, and a warning says so (`strategy_keys`).
     pub max_buffered_entries: Option<usize>,
     pub flush_workers: usize,
     pub segment_bytes_max: u64,
@@ -202,6 +233,28 @@ pub struct PersistenceSection {
     /// pointer to its new place (an unknown-key error would not say where it went).
     #[serde(rename = "snapshots_kept")]
     snapshots_kept_moved: Option<IgnoredAny>,
+}
+
+impl PersistenceSection {
+    /// The keys of this section that mean something under one strategy only: (key path,
+    /// the strategy it applies to, whether the file sets it). Every such key is listed
+    /// here, so that under the other strategy it is warned about, never silently ignored.
+    /// The other keys (`flush_workers`, `segment_bytes_max`, `batch_bytes_max`) shape the
+    /// WAL under both strategies; no key is DiskFirst-only.
+    fn strategy_keys(&self) -> [(&'static str, Strategy, bool); 2] {
+        [
+            (
+                "raft.persistence.flush_policy",
+                Strategy::MemFirst,
+                self.flush_policy.is_some(),
+            ),
+            (
+                "raft.persistence.max_buffered_entries",
+                Strategy::MemFirst,
+                self.max_buffered_entries.is_some(),
+            ),
+        ]
+    }
 }
 
 impl Default for PersistenceSection {
@@ -541,6 +594,25 @@ impl NodeConfig {
         c
     }
 
+    /// Keys this file sets that have no effect with the rest of it, each with why: a
+    /// key of the other persistence strategy. Empty for the shipped examples. The node logs
+    /// these at start-up; `ringkv config check` prints them.
+    pub fn warnings(&self) -> Vec<ConfigWarning> {
+        let p = &self.raft.persistence;
+        p.strategy_keys()
+            .into_iter()
+            .filter(|&(_, applies, set)| set && applies != p.strategy)
+            .map(|(key, applies, _)| ConfigWarning {
+                key: key.to_string(),
+                reason: format!(
+                    "applies only to strategy = \"{}\" and is ignored under strategy = \"{}\"",
+                    applies.name(),
+                    p.strategy.name()
+                ),
+            })
+            .collect()
+    }
+
     /// The WAL's settings.
     pub fn wal_options(&self) -> WalOptions {
         let p = &self.raft.persistence;
@@ -756,59 +828,47 @@ impl NodeConfig {
             return err("raft.request_timeout_ms", "must be at least 1".into());
         }
         let p = &r.persistence;
-        match (p.strategy, &p.flush_policy) {
-            (Strategy::MemFirst, None) => {
+        if p.strategy == Strategy::MemFirst && p.flush_policy.is_none() {
+            return err(
+                "raft.persistence.flush_policy",
+                "MemFirst needs a flush policy, e.g. { Batch = { threshold = 100, \
+                 interval_ms = 20 } }"
+                    .into(),
+            );
+        }
+        // The MemFirst keys' rules hold under either strategy: under DiskFirst they are
+        // ignored (with a warning, `warnings`), but a wrong or contradictory value is still
+        // refused, so switching back to MemFirst stays a one-line change.
+        if let Some(FlushPolicy::Batch {
+            threshold,
+            interval_ms,
+        }) = &p.flush_policy
+        {
+            if *threshold == 0 {
                 return err(
-                    "raft.persistence.flush_policy",
-                    "MemFirst needs a flush policy, e.g. { Batch = { threshold = 100, \
-                     interval_ms = 20 } }"
-                        .into(),
+                    "raft.persistence.flush_policy.Batch.threshold",
+                    "must be at least 1".into(),
                 );
             }
-            (Strategy::DiskFirst, Some(_)) => {
+            if *interval_ms == 0 {
                 return err(
-                    "raft.persistence.flush_policy",
-                    "applies only to strategy = \"MemFirst\"; DiskFirst writes every batch \
-                     before acknowledging it"
-                        .into(),
+                    "raft.persistence.flush_policy.Batch.interval_ms",
+                    "must be at least 1".into(),
                 );
             }
-            (Strategy::DiskFirst, None) if p.max_buffered_entries.is_some() => {
+            let max = p.max_buffered_entries.unwrap_or(10_000);
+            if max < *threshold {
                 return err(
                     "raft.persistence.max_buffered_entries",
-                    "applies only to strategy = \"MemFirst\"".into(),
+                    format!("{max} must be at least flush_policy.Batch.threshold ({threshold})"),
                 );
             }
-            (
-                Strategy::MemFirst,
-                Some(FlushPolicy::Batch {
-                    threshold,
-                    interval_ms,
-                }),
-            ) => {
-                if *threshold == 0 {
-                    return err(
-                        "raft.persistence.flush_policy.Batch.threshold",
-                        "must be at least 1".into(),
-                    );
-                }
-                if *interval_ms == 0 {
-                    return err(
-                        "raft.persistence.flush_policy.Batch.interval_ms",
-                        "must be at least 1".into(),
-                    );
-                }
-                let max = p.max_buffered_entries.unwrap_or(10_000);
-                if max < *threshold {
-                    return err(
-                        "raft.persistence.max_buffered_entries",
-                        format!(
-                            "{max} must be at least flush_policy.Batch.threshold ({threshold})"
-                        ),
-                    );
-                }
-            }
-            _ => {}
+        }
+        if p.max_buffered_entries == Some(0) {
+            return err(
+                "raft.persistence.max_buffered_entries",
+                "must be at least 1".into(),
+            );
         }
         if let Err(reason) = self.wal_options().validate() {
             return err("raft.persistence", reason);

@@ -299,6 +299,11 @@ fn queues(n: usize) -> (CoreQueues, Vec<ShardQueues>) {
 /// error message for start-up failures and fatal faults (the caller prints it and exits
 /// non-zero).
 pub fn serve(cfg: NodeConfig) -> Result<(), String> {
+    // Keys the file sets that have no effect (a MemFirst-only key under DiskFirst): said
+    // first, so no key is ignored without the operator being told.
+    for w in cfg.warnings() {
+        tracing::warn!(node = cfg.cluster.node_id, "config: {w}");
+    }
     cfg.runtime.check_cpus()?;
     let listen: SocketAddr = cfg.cluster.listen_address.parse().expect("validated");
     // Shards bind with SO_REUSEPORT, which would silently share a port with another
