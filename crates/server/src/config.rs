@@ -1059,21 +1059,37 @@ impl Runtime {
     }
 }
 
-/// The CPUs this process may run on (its affinity mask).
+/// The CPUs this process may run on: the calling thread's affinity mask (sched_getaffinity,
+/// read by `core_affinity`). `serve` asks on the main thread before any executor pins
+/// itself, so this is the mask the process started with, which its threads inherit.
 fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is a plain array of integers, for which all-zero bytes are a valid
-    // value (the empty set).
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a live, writable cpu_set_t and the size passed is exactly its size,
-    // so the kernel writes only inside it; pid 0 is the calling thread, which exists.
-    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if r != 0 {
+    match core_affinity::get_core_ids() {
+        Some(ids) => ids.into_iter().map(|c| c.id).collect(),
         // Unknown: let the executors' own pinning report the error.
-        return (0..libc::CPU_SETSIZE as usize).collect();
+        None => (0..libc::CPU_SETSIZE as usize).collect(),
     }
-    (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: CPU_ISSET only reads `set`, an initialised cpu_set_t, at bit `c`, and
-        // `c` < CPU_SETSIZE, the number of bits the set holds.
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    /// `allowed_cpus` agrees with the kernel's own account of this thread's mask
+    /// (`Cpus_allowed_list` in /proc/thread-self/status, e.g. `0-1` or `0,2-5`).
+    #[test]
+    fn allowed_cpus_match_the_kernels_cpus_allowed_list() {
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let list = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .expect("a Cpus_allowed_list line")
+            .trim();
+        let mut expected = Vec::new();
+        for part in list.split(',') {
+            match part.split_once('-') {
+                Some((a, b)) => expected.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
+                None => expected.push(part.parse::<usize>().unwrap()),
+            }
+        }
+        assert!(!expected.is_empty());
+        assert_eq!(super::allowed_cpus(), expected);
+    }
 }
