@@ -30,6 +30,21 @@ pub(super) enum WaitKind {
     Transfer { id: NodeId },
 }
 
+/// Operator calls waiting to complete, and the promotion lag limit they are judged by.
+pub(super) struct AdminWaits {
+    pub waits: Vec<AdminWait>,
+    pub promote_lag_max: u64,
+}
+
+impl AdminWaits {
+    pub fn new(promote_lag_max: u64) -> Self {
+        Self {
+            waits: Vec::new(),
+            promote_lag_max,
+        }
+    }
+}
+
 pub(super) struct AdminWait {
     pub origin: Origin,
     pub kind: WaitKind,
@@ -139,7 +154,7 @@ impl Core {
                     };
                     return self.answer(origin, Err(ApiError::Membership { refusal }));
                 }
-                if self.learner_lag(node_id) <= self.promote_lag_max {
+                if self.learner_lag(node_id) <= self.admin.promote_lag_max {
                     self.propose_change(
                         origin,
                         MembershipChange::Promote(node_id),
@@ -147,7 +162,7 @@ impl Core {
                         Answer::Promoted { node_id },
                     );
                 } else {
-                    self.admin_waits.push(AdminWait {
+                    self.admin.waits.push(AdminWait {
                         origin,
                         kind: WaitKind::Promote { id: node_id },
                         deadline,
@@ -166,7 +181,7 @@ impl Core {
                     return self.answer(origin, r);
                 }
                 match self.raft.transfer_leader(node_id) {
-                    Ok(()) => self.admin_waits.push(AdminWait {
+                    Ok(()) => self.admin.waits.push(AdminWait {
                         origin,
                         kind: WaitKind::Transfer { id: node_id },
                         deadline,
@@ -189,7 +204,7 @@ impl Core {
             Ok(index) => {
                 let term = self.raft.term();
                 tracing::warn!(node = self.id, index, ?change, "membership change proposed");
-                self.admin_waits.push(AdminWait {
+                self.admin.waits.push(AdminWait {
                     origin,
                     kind: WaitKind::Commit { index, term, done },
                     deadline,
@@ -220,11 +235,11 @@ impl Core {
 
     /// Answers the operator calls that completed, failed or ran out of time.
     pub(super) fn check_admin(&mut self) {
-        if self.admin_waits.is_empty() {
+        if self.admin.waits.is_empty() {
             return;
         }
         let now = Instant::now();
-        for w in std::mem::take(&mut self.admin_waits) {
+        for w in std::mem::take(&mut self.admin.waits) {
             let late = w.deadline <= now;
             match w.kind {
                 WaitKind::Commit {
@@ -249,14 +264,14 @@ impl Core {
                         };
                         self.answer(w.origin, Err(e));
                     } else {
-                        self.admin_waits.push(w);
+                        self.admin.waits.push(w);
                     }
                 }
                 WaitKind::Promote { id } => {
                     if self.raft.role() != Role::Leader {
                         let e = self.not_leader();
                         self.answer(w.origin, Err(e));
-                    } else if self.learner_lag(id) <= self.promote_lag_max {
+                    } else if self.learner_lag(id) <= self.admin.promote_lag_max {
                         self.propose_change(
                             w.origin,
                             MembershipChange::Promote(id),
@@ -268,11 +283,11 @@ impl Core {
                         let e = ApiError::LearnerLagging {
                             node_id: id,
                             lag: (lag != u64::MAX).then_some(lag),
-                            lag_max: self.promote_lag_max,
+                            lag_max: self.admin.promote_lag_max,
                         };
                         self.answer(w.origin, Err(e));
                     } else {
-                        self.admin_waits.push(w);
+                        self.admin.waits.push(w);
                     }
                 }
                 WaitKind::Transfer { id } => {
@@ -289,7 +304,7 @@ impl Core {
                         };
                         self.answer(w.origin, Err(e));
                     } else {
-                        self.admin_waits.push(w);
+                        self.admin.waits.push(w);
                     }
                 }
             }

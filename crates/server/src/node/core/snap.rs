@@ -21,6 +21,7 @@
 //! transfer without progress for `STALL` is abandoned (the core retries); a gap restarts
 //! it from zero; a receiver over its size limit refuses it for good.
 
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,13 +29,14 @@ use bytes::Bytes;
 use super::{Core, Event, Origin};
 use std::rc::Rc;
 
+use crate::config::NodeConfig;
 use crate::net::wire::ClientFrame;
 use crate::node::ToShard;
 use crate::node::members;
 use crate::shard::Snapshot as KvSnapshot;
-use crate::wal::DmaDisk;
 use crate::wal::disk::DmaDiskFile;
 use crate::wal::snapshot::{BodyReader, BodyWriter};
+use crate::wal::{DmaDisk, SnapshotStore};
 use ringkv_proto::outcome::{Answer, ApiError, SnapshotTaken};
 use ringkv_raft::{Body, Index, Membership, Message, NodeId, SnapshotMeta, Term};
 
@@ -45,6 +47,65 @@ const WINDOW: u64 = 4;
 const STALL: Duration = Duration::from_secs(30);
 /// `SnapAck::next` meaning "refused for good" (too large here): the sender gives up.
 const REFUSED: u64 = u64::MAX;
+
+/// The raft core's snapshot state: the store, the newest snapshot here, one being taken,
+/// transfers out and in.
+pub(super) struct Snapshots {
+    pub store: Rc<SnapshotStore<DmaDisk>>,
+    /// The newest snapshot here (taken, received or loaded): what followers are sent
+    /// (read from its file as it goes).
+    pub latest: Option<SnapshotMeta>,
+    /// Bumped by a reset or an installed snapshot: a snapshot of our own started before
+    /// describes a replaced state and is void.
+    pub snap_epoch: u64,
+    /// Entries applied between automatic snapshots (0: only on demand).
+    pub snap_interval: u64,
+    pub chunk_bytes_max: usize,
+    /// A received snapshot larger than this is refused.
+    pub snapshot_bytes_max: u64,
+    pub building: Option<Building>,
+    pub saving: bool,
+    /// Operators who asked while a snapshot was being saved: the next one is theirs.
+    pub snapshot_after_save: Vec<Origin>,
+    pub sends: HashMap<NodeId, Sending>,
+    pub recv: Option<Receiving>,
+    /// A received snapshot stored here, waiting for the leader's message to install it.
+    pub received: Option<(Index, Term)>,
+    /// Snapshot chunks received, written to their file at the next drive.
+    pub chunk_inbox: VecDeque<(NodeId, ClientFrame)>,
+    /// The WAL compacts to this (index, term) at the next turn.
+    pub compact_wal: Option<(Index, Term)>,
+}
+
+impl Snapshots {
+    pub fn new(
+        store: Rc<SnapshotStore<DmaDisk>>,
+        latest: Option<SnapshotMeta>,
+        cfg: &NodeConfig,
+    ) -> Self {
+        Self {
+            store,
+            latest,
+            snap_epoch: 0,
+            snap_interval: cfg.raft.snapshot.interval_entries,
+            chunk_bytes_max: cfg.raft.snapshot.chunk_bytes_max,
+            // A snapshot holds the state (at most state_bytes_max) plus its framing.
+            snapshot_bytes_max: cfg
+                .limits
+                .state_bytes_max
+                .saturating_mul(2)
+                .saturating_add(1 << 20),
+            building: None,
+            saving: false,
+            snapshot_after_save: Vec::new(),
+            sends: HashMap::new(),
+            recv: None,
+            received: None,
+            chunk_inbox: VecDeque::new(),
+            compact_wal: None,
+        }
+    }
+}
 
 pub(super) struct Building {
     pub index: Index,
@@ -124,30 +185,30 @@ impl Core {
     /// Takes a snapshot when `interval_entries` entries were applied since the last one.
     pub(super) fn maybe_snapshot(&mut self) {
         let applied = self.raft.applied();
-        if self.snap_interval > 0
-            && applied >= self.last_snapshot_index() + self.snap_interval
-            && self.building.is_none()
-            && !self.saving
+        if self.snap.snap_interval > 0
+            && applied >= self.last_snapshot_index() + self.snap.snap_interval
+            && self.snap.building.is_none()
+            && !self.snap.saving
         {
             self.start_snapshot(None);
         }
     }
 
     fn last_snapshot_index(&self) -> Index {
-        self.latest.as_ref().map_or(0, |s| s.index)
+        self.snap.latest.as_ref().map_or(0, |s| s.index)
     }
 
     /// Asks every shard for its part at the current applied index (`origin`: an operator
     /// waiting for it).
     pub(super) fn start_snapshot(&mut self, origin: Option<Origin>) {
         let index = self.raft.applied();
-        if let Some(b) = &mut self.building {
+        if let Some(b) = &mut self.snap.building {
             b.waiting.extend(origin);
             return;
         }
-        if self.saving {
+        if self.snap.saving {
             // One at a time: this one starts when the one being saved is done.
-            self.snapshot_after_save.extend(origin);
+            self.snap.snapshot_after_save.extend(origin);
             return;
         }
         if index == 0 || index <= self.last_snapshot_index() {
@@ -164,9 +225,9 @@ impl Core {
         for s in 0..n {
             self.out.push((s, ToShard::Snapshot { index }));
         }
-        self.building = Some(Building {
+        self.snap.building = Some(Building {
             index,
-            epoch: self.snap_epoch,
+            epoch: self.snap.snap_epoch,
             parts: vec![None; n],
             started: Instant::now(),
             pause: Duration::ZERO,
@@ -183,7 +244,7 @@ impl Core {
         count: u64,
         took: Duration,
     ) {
-        let Some(b) = self.building.as_mut().filter(|b| b.index == index) else {
+        let Some(b) = self.snap.building.as_mut().filter(|b| b.index == index) else {
             return;
         };
         b.parts[shard] = Some((pairs, count));
@@ -191,13 +252,13 @@ impl Core {
         if b.parts.iter().any(|p| p.is_none()) {
             return;
         }
-        let b = self.building.take().expect("checked");
+        let b = self.snap.building.take().expect("checked");
         let parts: Vec<(Vec<u8>, u64)> = b.parts.into_iter().map(|p| p.expect("all")).collect();
         let keys: u64 = parts.iter().map(|p| p.1).sum();
         let book = self.member_addresses();
         let meta = self.raft.snapshot_meta(index);
-        self.saving = true;
-        let (store, ev) = (self.snaps.clone(), self.ev_tx.clone());
+        self.snap.saving = true;
+        let (store, ev) = (self.snap.store.clone(), self.ev_tx.clone());
         let (started, pause, waiting, epoch) = (b.started, b.pause, b.waiting, b.epoch);
         // Assembling and saving run in a task that yields every MiB: the driver loop goes
         // on between the steps.
@@ -219,8 +280,8 @@ impl Core {
 
     /// Makes a snapshot being taken or saved void (reset or install): waiters get 503.
     pub(super) fn void_building(&mut self) {
-        self.snap_epoch += 1;
-        if let Some(b) = self.building.take() {
+        self.snap.snap_epoch += 1;
+        if let Some(b) = self.snap.building.take() {
             for o in b.waiting {
                 self.answer(o, Err(ApiError::SnapshotVoid));
             }
@@ -248,14 +309,20 @@ impl Core {
             epoch,
             result,
         } = saved;
-        self.saving = false;
+        self.snap.saving = false;
         let (started, pause, keys, waiting) = own;
-        let queued = std::mem::take(&mut self.snapshot_after_save);
-        if epoch != self.snap_epoch {
+        let queued = std::mem::take(&mut self.snap.snapshot_after_save);
+        if epoch != self.snap.snap_epoch {
             // Taken before a reset or an installed snapshot: it describes a state this node
             // no longer has. After a reset it must not survive a restart either.
-            if result.is_ok() && self.latest.as_ref().is_none_or(|l| l.index < meta.index) {
-                let store = self.snaps.clone();
+            if result.is_ok()
+                && self
+                    .snap
+                    .latest
+                    .as_ref()
+                    .is_none_or(|l| l.index < meta.index)
+            {
+                let store = self.snap.store.clone();
                 let (i, t) = (meta.index, meta.term);
                 glommio::spawn_local(async move {
                     if let Err(e) = store.discard(i, t).await {
@@ -274,7 +341,7 @@ impl Core {
                 let index = meta.index;
                 if self.raft.latest_snapshot().is_none_or(|s| s.index < index) {
                     self.raft.compact(index);
-                    self.compact_wal = Some((index, meta.term));
+                    self.snap.compact_wal = Some((index, meta.term));
                 }
                 tracing::info!(
                     node = self.id,
@@ -333,6 +400,7 @@ impl Core {
         };
         let to = m.to;
         if self
+            .snap
             .sends
             .get(&to)
             .is_some_and(|s| s.meta.index == meta.index)
@@ -340,6 +408,7 @@ impl Core {
             return; // already on its way
         }
         if self
+            .snap
             .latest
             .as_ref()
             .is_none_or(|l| l.index != meta.index || l.term != meta.term)
@@ -359,7 +428,7 @@ impl Core {
             index = meta.index,
             "sending a snapshot"
         );
-        let (store, ev) = (self.snaps.clone(), self.ev_tx.clone());
+        let (store, ev) = (self.snap.store.clone(), self.ev_tx.clone());
         let (index, term) = (meta.index, meta.term);
         glommio::spawn_local(async move {
             let result = store
@@ -375,7 +444,7 @@ impl Core {
                 .await;
         })
         .detach();
-        self.sends.insert(
+        self.snap.sends.insert(
             to,
             Sending {
                 meta: meta.clone(),
@@ -396,7 +465,12 @@ impl Core {
         index: Index,
         result: Result<Rc<BodyReader<DmaDiskFile>>, String>,
     ) {
-        let Some(s) = self.sends.get_mut(&to).filter(|s| s.meta.index == index) else {
+        let Some(s) = self
+            .snap
+            .sends
+            .get_mut(&to)
+            .filter(|s| s.meta.index == index)
+        else {
             return;
         };
         match result {
@@ -421,14 +495,14 @@ impl Core {
 
     /// Gives up sending to `to` (the core sends a snapshot again later).
     fn abandon_send(&mut self, to: NodeId) {
-        self.sends.remove(&to);
+        self.snap.sends.remove(&to);
         self.raft.report_snapshot(to, false);
     }
 
     /// Reads the next chunk if the window allows (one read at a time, in order).
     fn pump(&mut self, to: NodeId) {
-        let chunk = self.chunk_bytes_max as u64;
-        let Some(s) = self.sends.get_mut(&to) else {
+        let chunk = self.snap.chunk_bytes_max as u64;
+        let Some(s) = self.snap.sends.get_mut(&to) else {
             return;
         };
         let Some(reader) = s.reader.clone() else {
@@ -463,7 +537,12 @@ impl Core {
         offset: u64,
         result: Result<Vec<u8>, String>,
     ) {
-        let Some(s) = self.sends.get_mut(&to).filter(|s| s.meta.index == index) else {
+        let Some(s) = self
+            .snap
+            .sends
+            .get_mut(&to)
+            .filter(|s| s.meta.index == index)
+        else {
             return;
         };
         s.reading = false;
@@ -492,7 +571,12 @@ impl Core {
 
     /// The receiver's progress on a transfer.
     pub(super) fn snap_ack(&mut self, from: NodeId, index: Index, next: u64, ok: bool) {
-        let Some(s) = self.sends.get_mut(&from).filter(|s| s.meta.index == index) else {
+        let Some(s) = self
+            .snap
+            .sends
+            .get_mut(&from)
+            .filter(|s| s.meta.index == index)
+        else {
             return;
         };
         if !ok && next == REFUSED {
@@ -516,7 +600,7 @@ impl Core {
         s.progress_at = Instant::now();
         let total = s.reader.as_ref().map_or(u64::MAX, |r| r.body_len);
         if s.acked >= total {
-            let s = self.sends.remove(&from).expect("checked");
+            let s = self.snap.sends.remove(&from).expect("checked");
             tracing::info!(node = self.id, peer = from, index, "snapshot delivered");
             self.transport.send(s.msg);
             self.raft.report_snapshot(from, true);
@@ -528,6 +612,7 @@ impl Core {
     /// Abandons stalled transfers (the core will send again) and re-pumps the others.
     pub(super) fn snapshot_ticks(&mut self) {
         let stalled: Vec<NodeId> = self
+            .snap
             .sends
             .iter()
             .filter(|(_, s)| s.progress_at.elapsed() > STALL)
@@ -541,7 +626,7 @@ impl Core {
             );
             self.abandon_send(id);
         }
-        let ids: Vec<NodeId> = self.sends.keys().copied().collect();
+        let ids: Vec<NodeId> = self.snap.sends.keys().copied().collect();
         for id in ids {
             self.pump(id);
         }
@@ -549,7 +634,7 @@ impl Core {
 
     /// Writes the chunks received since the last turn (the driver awaits the file writes).
     pub(super) async fn receive_chunks(&mut self) {
-        while let Some((from, f)) = self.chunk_inbox.pop_front() {
+        while let Some((from, f)) = self.snap.chunk_inbox.pop_front() {
             self.receive_chunk(from, f).await;
         }
     }
@@ -570,7 +655,7 @@ impl Core {
         let ack = |core: &Core, next: u64, ok: bool| {
             core.send_frame(from, ClientFrame::SnapAck { index, next, ok });
         };
-        if total > self.snapshot_bytes_max {
+        if total > self.snap.snapshot_bytes_max {
             tracing::warn!(
                 node = self.id,
                 peer = from,
@@ -580,17 +665,18 @@ impl Core {
             return ack(self, REFUSED, false);
         }
         // Already stored here (its final ack was lost or late): say so at once.
-        if offset == 0 && self.received == Some((index, term)) {
+        if offset == 0 && self.snap.received == Some((index, term)) {
             return ack(self, total, true);
         }
         if offset == 0 {
             match self
-                .snaps
+                .snap
+                .store
                 .begin_body(index, term, membership.len() as u64, total)
                 .await
             {
                 Ok(writer) => {
-                    self.recv = Some(Receiving {
+                    self.snap.recv = Some(Receiving {
                         from,
                         index,
                         term,
@@ -611,33 +697,34 @@ impl Core {
             }
         }
         let in_order = self
+            .snap
             .recv
             .as_ref()
             .is_some_and(|r| r.from == from && r.index == index && r.writer_offset() == offset);
         if !in_order {
-            self.recv = None;
+            self.snap.recv = None;
             return ack(self, 0, false);
         }
-        let r = self.recv.as_mut().expect("checked");
+        let r = self.snap.recv.as_mut().expect("checked");
         if let Err(e) = r.writer.write(&data).await {
             tracing::error!(
                 node = self.id,
                 index,
                 "cannot store a received snapshot: {e}"
             );
-            self.recv = None;
+            self.snap.recv = None;
             return ack(self, 0, false);
         }
         let next = offset + data.len() as u64;
         if next < r.total {
             return ack(self, next, true);
         }
-        let r = self.recv.take().expect("checked");
+        let r = self.snap.recv.take().expect("checked");
         let Some(membership) = Membership::decode(&r.membership) else {
             return ack(self, 0, false);
         };
         let (total, term) = (r.total, r.term);
-        match r.writer.finish(&self.snaps, r.crc).await {
+        match r.writer.finish(&self.snap.store, r.crc).await {
             Ok(()) => {
                 tracing::info!(
                     node = self.id,
@@ -646,7 +733,7 @@ impl Core {
                     "snapshot received and stored"
                 );
                 let _ = membership;
-                self.received = Some((index, term));
+                self.snap.received = Some((index, term));
                 ack(self, total, true);
             }
             Err(e) => {
@@ -663,20 +750,21 @@ impl Core {
 
     /// Whether a leader's snapshot message may be stepped: its data is stored here.
     pub(super) fn have_snapshot(&self, meta: &SnapshotMeta) -> bool {
-        self.received == Some((meta.index, meta.term))
+        self.snap.received == Some((meta.index, meta.term))
     }
 
     /// The core installs a received snapshot (a Ready carried it): the shards load it from
     /// the stored file.
     pub(super) async fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), String> {
-        if self.received.take() != Some((meta.index, meta.term)) {
+        if self.snap.received.take() != Some((meta.index, meta.term)) {
             return Err(format!(
                 "installing snapshot {} without its data",
                 meta.index
             ));
         }
         let snap = self
-            .snaps
+            .snap
+            .store
             .load(meta.index, meta.term)
             .await
             .map_err(|e| format!("snapshot {}: {e}", meta.index))?;
@@ -713,10 +801,15 @@ impl Core {
 
     /// The newest snapshot here (an older one never replaces a newer).
     fn set_latest(&mut self, meta: SnapshotMeta) {
-        if self.latest.as_ref().is_some_and(|l| l.index >= meta.index) {
+        if self
+            .snap
+            .latest
+            .as_ref()
+            .is_some_and(|l| l.index >= meta.index)
+        {
             return;
         }
-        self.latest = Some(meta);
+        self.snap.latest = Some(meta);
     }
 }
 
