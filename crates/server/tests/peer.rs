@@ -290,3 +290,60 @@ fn forwarded_calls_arrive_in_order_and_expired_ones_are_never_sent() {
         }
     });
 }
+
+/// An established connection that breaks is reported to the driver as
+/// `Inbound::Unreachable` (the frames queued on it are lost: the core should probe that
+/// peer instead of pipelining into the void). The peer here is a bare listener that
+/// answers the handshake, then closes.
+#[test]
+fn a_broken_connection_is_reported_as_unreachable() {
+    use ringkv_server::net::peer::{ACK_OK, HelloAck};
+    run(|| async {
+        let l1 = TcpListener::bind("127.0.0.1:0").unwrap();
+        let l2 = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peers: BTreeMap<u64, _> =
+            [(1, l1.local_addr().unwrap()), (2, l2.local_addr().unwrap())]
+                .into_iter()
+                .collect();
+        let (tx, rx) = local_channel::new_bounded(1024);
+        let t1 = start_on(cfg(1, &peers, "t"), l1, tx, no_http());
+        let peer = glommio::spawn_local(async move {
+            let mut s: TcpStream = l2.accept().await.unwrap();
+            let mut h = [0u8; 16];
+            s.read_exact(&mut h).await.unwrap();
+            let hdr = FrameHeader::decode(&h, 1 << 20).unwrap();
+            let mut hello = vec![0u8; hdr.body_bytes as usize];
+            s.read_exact(&mut hello).await.unwrap();
+            let ack = HelloAck {
+                code: ACK_OK,
+                incarnation: 2,
+                reason: String::new(),
+            };
+            let body = rkyv::to_bytes::<rkyv::rancor::Error>(&ack).unwrap();
+            s.write_all(&FrameHeader::for_body(FrameKind::Handshake, &body).encode())
+                .await
+                .unwrap();
+            s.write_all(&body).await.unwrap();
+            // One Raft frame arrives; then the peer goes away.
+            s.read_exact(&mut h).await.unwrap();
+            drop(s);
+            l2
+        });
+        assert!(t1.send(append(1, 2, 1)));
+        let _listener = peer.await;
+        // Writes into the closed connection fail within a few attempts.
+        let mut got = None;
+        for _ in 0..500 {
+            let _ = t1.send(append(1, 2, 1));
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+            if let Some(Some(Inbound::Unreachable(id))) =
+                futures_lite::future::poll_once(rx.recv()).await
+            {
+                got = Some(id);
+                break;
+            }
+        }
+        assert_eq!(got, Some(2), "the lost connection was reported");
+        assert!(!t1.stats.borrow().connected.contains(&2));
+    });
+}

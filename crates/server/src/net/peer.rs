@@ -29,6 +29,28 @@ use rkyv::rancor;
 use super::wire::{ClientFrame, decode_message, encode_message};
 use crate::metrics::{ConnKind, NetMetrics, Traffic};
 use crate::wal::meta::{KnownPeers, PeerCheck};
+
+/// The incarnations of the peers met (`<data_dir>/peers`), and the lock that keeps its
+/// writes one at a time (each writes the whole file).
+pub struct PeerRecord {
+    peers: RefCell<KnownPeers>,
+    writing: glommio::sync::Semaphore,
+}
+
+impl std::fmt::Debug for PeerRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerRecord")
+    }
+}
+
+impl PeerRecord {
+    pub fn new(peers: KnownPeers) -> Self {
+        Self {
+            peers: RefCell::new(peers),
+            writing: glommio::sync::Semaphore::new(1),
+        }
+    }
+}
 use ringkv_proto::frame::{FrameHeader, FrameKind, HEADER_BYTES, MAGIC};
 use ringkv_raft::{Message, NodeId};
 
@@ -54,7 +76,7 @@ pub struct PeerConfig {
     /// This node's incarnation (see `wal::meta`), sent in every handshake.
     pub incarnation: u64,
     /// The incarnations of peers met; `None` skips the check (tests of framing only).
-    pub known: Option<Rc<RefCell<KnownPeers>>>,
+    pub known: Option<Rc<PeerRecord>>,
 }
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq, Eq)]
@@ -121,6 +143,9 @@ pub type HttpHandler = Rc<dyn Fn(TcpStream, Vec<u8>)>;
 #[derive(Debug)]
 pub enum Inbound {
     Raft(Message),
+    /// The connection to this peer broke: what was queued for it is lost (Raft's
+    /// `report_unreachable`).
+    Unreachable(NodeId),
     /// A forwarded client call or its answer, from peer `from`.
     Client {
         from: NodeId,
@@ -217,15 +242,15 @@ impl Transport {
     fn start_sender(&self, id: NodeId) {
         let (tx, rx) = local_channel::new_bounded::<Outgoing>(self.cfg.outbox_max);
         self.outboxes.borrow_mut().insert(id, tx);
-        let (cfg, stats, hs, book, m) = (
-            self.cfg.clone(),
-            self.stats.clone(),
-            self.handshakes.clone(),
-            self.book.clone(),
-            self.metrics.clone(),
-        );
-        glommio::spawn_local(async move { send_loop(id, &book, &cfg, &stats, &m, &hs, rx).await })
-            .detach();
+        let ctx = SenderCtx {
+            cfg: self.cfg.clone(),
+            stats: self.stats.clone(),
+            metrics: self.metrics.clone(),
+            handshakes: self.handshakes.clone(),
+            book: self.book.clone(),
+            inbox: self.inbox.clone(),
+        };
+        glommio::spawn_local(async move { send_loop(id, &ctx, rx).await }).detach();
     }
 
     /// A new member (or a member's new address): connect to it from now on.
@@ -347,16 +372,28 @@ impl Transport {
     }
 }
 
-/// Keeps one outbound connection to peer `id` and writes its queue into it.
-async fn send_loop(
-    id: NodeId,
-    book: &RefCell<BTreeMap<NodeId, SocketAddr>>,
-    cfg: &PeerConfig,
-    stats: &RefCell<PeerStats>,
-    metrics: &NetMetrics,
-    handshakes: &RefCell<BTreeMap<NodeId, Handshake>>,
-    rx: local_channel::LocalReceiver<Outgoing>,
-) {
+/// What a peer's sender task shares with the transport.
+struct SenderCtx {
+    cfg: Rc<PeerConfig>,
+    stats: Rc<RefCell<PeerStats>>,
+    metrics: Rc<NetMetrics>,
+    handshakes: Rc<RefCell<BTreeMap<NodeId, Handshake>>>,
+    book: Rc<RefCell<BTreeMap<NodeId, SocketAddr>>>,
+    /// Where the loss of a connection is reported (`Inbound::Unreachable`).
+    inbox: Rc<LocalSender<Inbound>>,
+}
+
+/// Keeps one outbound connection to peer `id` and writes its queue into it. When an
+/// established connection breaks, the driver is told (`Inbound::Unreachable`): the frames
+/// in hand are lost, so the Raft core should stop pipelining to that peer and probe it.
+async fn send_loop(id: NodeId, ctx: &SenderCtx, rx: local_channel::LocalReceiver<Outgoing>) {
+    let (book, cfg, stats, metrics, handshakes) = (
+        &*ctx.book,
+        &*ctx.cfg,
+        &*ctx.stats,
+        &*ctx.metrics,
+        &*ctx.handshakes,
+    );
     let mut backoff_ms = 10;
     let mut failures = 0u64;
     // A connection to this peer was up before (the next one is a reconnect).
@@ -418,7 +455,7 @@ async fn send_loop(
             continue;
         }
         let outcome = match read_ack(&mut s, cfg).await {
-            Ok(ack) => judge_ack(id, &ack, cfg),
+            Ok(ack) => judge_ack(id, &ack, cfg).await,
             // No answer: the connection broke (retry as for a failed connect).
             Err(_) => {
                 failures += 1;
@@ -494,6 +531,8 @@ async fn send_loop(
             if let Err(e) = s.write_all(&buf).await {
                 stats.borrow_mut().connected.remove(&id);
                 tracing::warn!(node = cfg.node_id, peer = id, %addr, "connection to peer lost: {e}");
+                // The driver may be gone (the node stops): nothing to tell then.
+                let _ = ctx.inbox.send(Inbound::Unreachable(id)).await;
                 break;
             }
             metrics.sent(Traffic::Peer, frames, buf.len() as u64);
@@ -542,9 +581,9 @@ async fn read_ack(s: &mut TcpStream, cfg: &PeerConfig) -> std::io::Result<HelloA
 }
 
 /// What an acceptor's answer means for this node.
-fn judge_ack(peer: NodeId, ack: &HelloAck, cfg: &PeerConfig) -> Handshake {
+async fn judge_ack(peer: NodeId, ack: &HelloAck, cfg: &PeerConfig) -> Handshake {
     match ack.code {
-        ACK_OK => match check_incarnation(cfg, peer, ack.incarnation) {
+        ACK_OK => match check_incarnation(cfg, peer, ack.incarnation).await {
             Ok(()) => Handshake::Accepted,
             Err((_, why)) => Handshake::Refused(why),
         },
@@ -556,12 +595,24 @@ fn judge_ack(peer: NodeId, ack: &HelloAck, cfg: &PeerConfig) -> Handshake {
 
 /// Checks (and on first meeting records) a peer's incarnation.
 /// Errors carry the answer code: `ACK_WIPED` for a changed incarnation, `ACK_REFUSED`
-/// when this node cannot record it (its own disk trouble, not the peer's).
-fn check_incarnation(cfg: &PeerConfig, peer: NodeId, incarnation: u64) -> Result<(), (u8, String)> {
+/// when this node cannot record it (its own disk trouble, not the peer's). The record's
+/// fsync and rename run on the executor's blocking pool, never on the executor itself
+/// (the raft core's, which must keep ticking); one write at a time.
+async fn check_incarnation(
+    cfg: &PeerConfig,
+    peer: NodeId,
+    incarnation: u64,
+) -> Result<(), (u8, String)> {
     let Some(known) = &cfg.known else {
         return Ok(());
     };
-    match known.borrow_mut().check(peer, incarnation) {
+    // The borrow ends here, before any await.
+    let seen = known.peers.borrow().lookup(peer, incarnation);
+    let checked = match seen {
+        Some(c) => Ok(c),
+        None => record(known, peer, incarnation).await,
+    };
+    match checked {
         Ok(PeerCheck::Known | PeerCheck::Recorded) => Ok(()),
         Ok(PeerCheck::Changed(was)) => Err((
             ACK_WIPED,
@@ -582,6 +633,27 @@ fn check_incarnation(cfg: &PeerConfig, peer: NodeId, incarnation: u64) -> Result
             ),
         )),
     }
+}
+
+/// Records a first meeting durably: one writer at a time, the file written on the
+/// blocking pool. Another connection may have recorded the peer while this one waited.
+async fn record(
+    known: &PeerRecord,
+    peer: NodeId,
+    incarnation: u64,
+) -> Result<PeerCheck, crate::wal::meta::IdentityError> {
+    // Released when dropped (plain `acquire` would keep the unit).
+    let _one_writer = known.writing.acquire_permit(1).await;
+    let seen = known.peers.borrow().lookup(peer, incarnation);
+    if let Some(c) = seen {
+        return Ok(c);
+    }
+    let file = known.peers.borrow().record(peer, incarnation);
+    glommio::executor()
+        .spawn_blocking(move || file.write())
+        .await?;
+    known.peers.borrow_mut().recorded(peer, incarnation);
+    Ok(PeerCheck::Recorded)
 }
 
 async fn write_ack(s: &mut (impl AsyncWrite + Unpin), code: u8, incarnation: u64, reason: &str) {
@@ -710,7 +782,8 @@ async fn serve_inbound(s: TcpStream, first: [u8; HEADER_BYTES], ctx: &InboundCtx
                     write_ack(&mut s, code, cfg.incarnation, &text).await;
                     return;
                 }
-                if let Err((code, text)) = check_incarnation(cfg, id, hello.incarnation.to_native())
+                if let Err((code, text)) =
+                    check_incarnation(cfg, id, hello.incarnation.to_native()).await
                 {
                     refuse(stats, "changed_incarnation");
                     tracing::error!(node = cfg.node_id, peer = id, "refused a peer: {text}");

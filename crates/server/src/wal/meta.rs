@@ -259,32 +259,52 @@ impl KnownPeers {
         self.known.is_empty()
     }
 
-    /// Checks a peer's incarnation, recording it durably on first meeting.
-    pub fn check(&mut self, id: NodeId, incarnation: u64) -> Result<PeerCheck, IdentityError> {
+    /// What `incarnation` means for peer `id`, without any I/O: met before as it is
+    /// (`Known`), met with another one (`Changed`), or never met (`None`: it must be
+    /// recorded with `record`).
+    pub fn lookup(&self, id: NodeId, incarnation: u64) -> Option<PeerCheck> {
         match self.known.get(&id) {
-            Some(&k) if k == incarnation => Ok(PeerCheck::Known),
-            Some(&k) => Ok(PeerCheck::Changed(k)),
-            None => {
-                self.known.insert(id, incarnation);
-                if let Err(e) = self.store() {
-                    self.known.remove(&id);
-                    return Err(e);
-                }
-                Ok(PeerCheck::Recorded)
-            }
+            Some(&k) if k == incarnation => Some(PeerCheck::Known),
+            Some(&k) => Some(PeerCheck::Changed(k)),
+            None => None,
         }
     }
 
-    fn store(&self) -> Result<(), IdentityError> {
-        let io = |e: std::io::Error| IdentityError(format!("writing {}: {e}", self.path.display()));
+    /// The durable record of one more peer: the file's new text, to be written with
+    /// `write` (blocking: off the executors) and then applied with `recorded`.
+    pub fn record(&self, id: NodeId, incarnation: u64) -> PeersFile {
+        let mut all = self.known.clone();
+        all.insert(id, incarnation);
         let mut body = String::new();
-        for (id, inc) in &self.known {
-            body.push_str(&format!("{id} {inc:016x}\n"));
+        for (peer, inc) in &all {
+            body.push_str(&format!("{peer} {inc:016x}\n"));
         }
-        let text = format!("{body}crc {:08x}\n", crc32c::crc32c(body.as_bytes()));
+        PeersFile {
+            path: self.path.clone(),
+            text: format!("{body}crc {:08x}\n", crc32c::crc32c(body.as_bytes())),
+        }
+    }
+
+    /// The record written by `record(id, incarnation)` is durable: remember it.
+    pub fn recorded(&mut self, id: NodeId, incarnation: u64) {
+        self.known.insert(id, incarnation);
+    }
+}
+
+/// The `peers` file's new contents, written atomically by `write`.
+pub struct PeersFile {
+    path: PathBuf,
+    text: String,
+}
+
+impl PeersFile {
+    /// Writes a temporary file, fsyncs it, renames it over the record and fsyncs the
+    /// directory. Blocking: the node calls it on an executor's blocking pool.
+    pub fn write(&self) -> Result<(), IdentityError> {
+        let io = |e: std::io::Error| IdentityError(format!("writing {}: {e}", self.path.display()));
         let tmp = self.path.with_extension("tmp");
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(text.as_bytes()).map_err(io)?;
+        f.write_all(self.text.as_bytes()).map_err(io)?;
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &self.path).map_err(io)?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
@@ -378,14 +398,24 @@ mod tests {
     fn peers_are_recorded_once_and_a_changed_incarnation_is_reported() {
         let d = dir("peers");
         std::fs::create_dir_all(&d).unwrap();
+        // What the node does: look up, and on a first meeting write the record, then
+        // remember it.
+        fn check(k: &mut KnownPeers, id: NodeId, inc: u64) -> Result<PeerCheck, IdentityError> {
+            if let Some(c) = k.lookup(id, inc) {
+                return Ok(c);
+            }
+            k.record(id, inc).write()?;
+            k.recorded(id, inc);
+            Ok(PeerCheck::Recorded)
+        }
         let mut k = KnownPeers::load(&d).unwrap();
-        assert_eq!(k.check(2, 0xabc).unwrap(), PeerCheck::Recorded);
-        assert_eq!(k.check(3, 0xdef).unwrap(), PeerCheck::Recorded);
-        assert_eq!(k.check(2, 0xabc).unwrap(), PeerCheck::Known);
+        assert_eq!(check(&mut k, 2, 0xabc).unwrap(), PeerCheck::Recorded);
+        assert_eq!(check(&mut k, 3, 0xdef).unwrap(), PeerCheck::Recorded);
+        assert_eq!(check(&mut k, 2, 0xabc).unwrap(), PeerCheck::Known);
         // Survives a restart.
         let mut k = KnownPeers::load(&d).unwrap();
-        assert_eq!(k.check(3, 0xdef).unwrap(), PeerCheck::Known);
-        assert_eq!(k.check(2, 0x123).unwrap(), PeerCheck::Changed(0xabc));
+        assert_eq!(check(&mut k, 3, 0xdef).unwrap(), PeerCheck::Known);
+        assert_eq!(check(&mut k, 2, 0x123).unwrap(), PeerCheck::Changed(0xabc));
         // Damage is named, not ignored.
         let mut b = std::fs::read(d.join("peers")).unwrap();
         b[0] = b'9';

@@ -269,6 +269,8 @@ impl Core {
                 }
                 self.raft.step(m)
             }
+            // Frames queued to it were lost with the connection: stop pipelining, probe.
+            Event::Peer(Inbound::Unreachable(peer)) => self.raft.report_unreachable(peer),
             Event::SnapshotOpened { to, index, result } => self.snapshot_opened(to, index, result),
             Event::ChunkRead {
                 to,

@@ -24,7 +24,7 @@ use super::requests::Requests;
 use super::snap::Snapshots;
 use super::{Core, Event, refused_start, wiped};
 use crate::config::{MemberRole, NodeConfig};
-use crate::net::peer::{Handshake, Inbound, PeerConfig, Transport};
+use crate::net::peer::{Handshake, Inbound, PeerConfig, PeerRecord, Transport};
 use crate::node::members;
 use crate::node::{CoreQueues, Shared, ToRaft, ToShard};
 use crate::wal::meta::{KnownPeers, NodeMeta, cluster_id, new_incarnation};
@@ -196,7 +196,7 @@ pub(in crate::node) async fn run(
                 .map(|a| a.ip())
                 .filter(|ip| !ip.is_unspecified()),
             incarnation: meta.incarnation,
-            known: Some(std::rc::Rc::new(std::cell::RefCell::new(known))),
+            known: Some(Rc::new(PeerRecord::new(known))),
         },
         peer_tx,
     );
