@@ -551,6 +551,28 @@ fn timing_rules_protect_leases_and_elections() {
         "raft.replication.append_entries_max",
         "at least 1",
     );
+    assert_refused(
+        &format!("{BASE}\n[raft.replication]\nbatch_delay_ms = 1001\n"),
+        "raft.replication.batch_delay_ms",
+        "at most 1000",
+    );
+    assert_refused(
+        &format!(
+            "{}\n[raft.replication]\nbatch_delay_ms = 500\n",
+            with(
+                "heartbeat_interval_ms = 100",
+                "heartbeat_interval_ms = 100\nrequest_timeout_ms = 500"
+            )
+        ),
+        "raft.replication.batch_delay_ms",
+        "below raft.request_timeout_ms (500)",
+    );
+    let held = NodeConfig::parse(
+        &format!("{BASE}\n[raft.replication]\nbatch_delay_ms = 20\n"),
+        "n.toml",
+    )
+    .unwrap();
+    assert_eq!(held.raft.replication.batch_delay_ms, 20);
 }
 
 #[test]

@@ -610,3 +610,50 @@ fn without_a_quorum_writes_answer_503_or_504_and_reads_say_so() {
     let (st, _) = c.get(l, "k", "eventual");
     assert_eq!(st, 404);
 }
+
+/// Readies of the leader's that carried more than one entry so far
+/// (`ringkv_raft_entries_per_ready` observations above 1).
+fn multi_entry_readies(c: &Cluster, i: usize) -> u64 {
+    let text = c.metrics(i);
+    let bucket = |le: &str| {
+        let want = format!("ringkv_raft_entries_per_ready_bucket{{le=\"{le}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(want.as_str()))
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap())
+    };
+    bucket("+Inf") - bucket("1")
+}
+
+/// `raft.replication.batch_delay_ms`: a leader holds client writes that long and proposes
+/// them together. Two puts sent 100 ms apart, with a 400 ms delay, land in one log append
+/// (one Ready of two entries, consecutive indexes); with no delay they would be two.
+#[test]
+fn batch_delay_ms_holds_writes_to_propose_them_together() {
+    let c = Cluster::new(
+        "batchdelay",
+        Opts {
+            metrics: true,
+            extra: "[raft.replication]\nbatch_delay_ms = 400\n",
+            ..Opts::default()
+        },
+    );
+    let l = c.leader();
+    let before = multi_entry_readies(&c, l);
+    let port = c.ports[l];
+    let first = std::thread::spawn(move || put_port(port, "held-1", "a"));
+    std::thread::sleep(Duration::from_millis(100));
+    let (st, b) = c.put(l, "held-2", "b");
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(first.join().unwrap(), Some(200));
+    let (_, g) = c.get(l, "held-1", "linearizable");
+    let (r1, r2) = (
+        g["revision"].as_u64().unwrap(),
+        b["index"].as_u64().unwrap(),
+    );
+    assert_eq!(r2, r1 + 1, "proposed together, one after the other");
+    assert_eq!(
+        multi_entry_readies(&c, l),
+        before + 1,
+        "one Ready carried both writes"
+    );
+}

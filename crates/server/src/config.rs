@@ -281,7 +281,11 @@ pub struct Replication {
     pub append_bytes_max: usize,
     /// AppendEntries in flight per follower.
     pub inflight_appends_max: usize,
-    /// How long the leader may wait to fill a batch (0: send at once).
+    /// How long the leader holds client writes to propose more of them in one log append
+    /// (one WAL write, one AppendEntries per follower): 0 proposes each loop turn's writes
+    /// at once; above 0 the first held write waits at most this long (fewer fsyncs and
+    /// messages under light load, at that much latency). At most `BATCH_DELAY_MS_MAX` and
+    /// below `raft.request_timeout_ms`.
     pub batch_delay_ms: u64,
     /// Proposals are refused beyond this many uncommitted entries.
     pub uncommitted_entries_max: usize,
@@ -420,6 +424,10 @@ pub const CLOCK_RATE_PPM_MAX: i32 = 500_000;
 
 /// The longest `testing.sync_delay_us`.
 pub const SYNC_DELAY_US_MAX: u64 = 100_000;
+
+/// The longest `raft.replication.batch_delay_ms`: beyond it, holding writes costs more
+/// latency than the batches it builds are worth.
+pub const BATCH_DELAY_MS_MAX: u64 = 1000;
 
 /// The names `testing.controls` accepts.
 pub const CONTROL_NAMES: [&str; 6] = [
@@ -826,6 +834,18 @@ impl NodeConfig {
         }
         if r.request_timeout_ms == 0 {
             return err("raft.request_timeout_ms", "must be at least 1".into());
+        }
+        let delay = r.replication.batch_delay_ms;
+        if delay > BATCH_DELAY_MS_MAX || delay >= r.request_timeout_ms {
+            return err(
+                "raft.replication.batch_delay_ms",
+                format!(
+                    "{delay} ms must be at most {BATCH_DELAY_MS_MAX} and below \
+                     raft.request_timeout_ms ({}): a write is held that long before it is \
+                     proposed",
+                    r.request_timeout_ms
+                ),
+            );
         }
         let p = &r.persistence;
         if p.strategy == Strategy::MemFirst && p.flush_policy.is_none() {

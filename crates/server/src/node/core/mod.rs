@@ -123,6 +123,8 @@ struct Core {
     stop_at: Option<Instant>,
     state_bytes_max: u64,
     append_entries_max: usize,
+    /// `raft.replication.batch_delay_ms`: how long a leader holds writes to batch them.
+    batch_delay: Duration,
     last_lag_log: Instant,
 }
 
@@ -142,7 +144,12 @@ impl Core {
     ) -> Result<(), String> {
         let mut next_tick = Instant::now() + self.tick;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            // The tick, or held writes falling due if that is sooner.
+            let wake_at = self
+                .req
+                .held_due(self.batch_delay)
+                .map_or(next_tick, |due| due.min(next_tick));
+            let wait = wake_at.saturating_duration_since(Instant::now());
             // Whichever comes first: a request or message, the tick, or a WAL write
             // completing. The core never stalls on the disk: while a batch syncs it goes
             // on taking requests, and followers' acks can commit before its own sync.
@@ -194,6 +201,13 @@ impl Core {
                     }
                     None => break,
                 }
+            }
+            if self
+                .req
+                .held_due(self.batch_delay)
+                .is_some_and(|due| due <= Instant::now())
+            {
+                self.propose_held();
             }
             if Instant::now() >= next_tick {
                 self.raft.tick(self.shared.now_ns());

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -83,6 +83,10 @@ pub(super) struct Requests {
     pub serving: HashMap<u64, (NodeId, u64)>,
     /// Calls held while no leader is known (at most `PARKED_MAX`), oldest first.
     pub parked: VecDeque<Parked>,
+    /// Writes a leader holds to propose together (`raft.replication.batch_delay_ms`),
+    /// and when the first of them came.
+    pub held: Vec<(Bytes, Origin, Instant)>,
+    pub held_since: Option<Instant>,
 }
 
 impl Requests {
@@ -97,7 +101,14 @@ impl Requests {
             next_fwd: new_incarnation(),
             serving: HashMap::new(),
             parked: VecDeque::new(),
+            held: Vec::new(),
+            held_since: None,
         }
+    }
+
+    /// When the held writes must be proposed (`None`: none held).
+    pub fn held_due(&self, delay: Duration) -> Option<Instant> {
+        self.held_since.map(|t| t + delay)
     }
 
     /// Every call still waiting, with the error each gets when the node stops.
@@ -123,6 +134,9 @@ impl Requests {
                 .drain(..)
                 .map(|p| (p.origin, ApiError::Stopping)),
         );
+        // Held writes were never proposed: nothing was written.
+        self.held_since = None;
+        left.extend(self.held.drain(..).map(|h| (h.1, ApiError::Stopping)));
         left.extend(
             self.serving
                 .drain()
@@ -179,30 +193,16 @@ impl Core {
                     };
                     self.answer(origin, Err(e));
                 }
-                Op::Write(cmd) => match self.raft.propose(vec![cmd.clone()]) {
-                    Ok((index, term)) => {
-                        self.export.metrics.proposals.increment(1);
-                        self.req.writes.insert(
-                            index,
-                            Waiting {
-                                term,
-                                origin,
-                                deadline,
-                            },
-                        );
+                Op::Write(cmd) if self.batch_delay.is_zero() => {
+                    self.propose_writes(vec![(cmd, origin, deadline)])
+                }
+                Op::Write(cmd) => {
+                    self.req.held_since.get_or_insert_with(Instant::now);
+                    self.req.held.push((cmd, origin, deadline));
+                    if self.req.held.len() >= self.append_entries_max {
+                        self.propose_held();
                     }
-                    Err(ProposeError::TransferInProgress) => {
-                        self.park(origin, Op::Write(cmd), deadline)
-                    }
-                    Err(e) => self.answer(
-                        origin,
-                        Err(ApiError::Unavailable {
-                            reason: UnavailableReason::Refused {
-                                reason: e.to_string(),
-                            },
-                        }),
-                    ),
-                },
+                }
                 Op::Read { key, policy } => {
                     let rid = self.req.next_read;
                     self.req.next_read += 1;
@@ -272,6 +272,55 @@ impl Core {
                 }
             }
             Origin::Shard(..) => self.park(origin, op, deadline),
+        }
+    }
+
+    /// Proposes the writes held for `batch_delay_ms` (due, or a full AppendEntries of
+    /// them). Leadership may have moved meanwhile: then each goes where a new call would.
+    pub(super) fn propose_held(&mut self) {
+        self.req.held_since = None;
+        let held = std::mem::take(&mut self.req.held);
+        if held.is_empty() {
+            return;
+        }
+        if self.raft.role() == Role::Leader {
+            self.propose_writes(held);
+        } else {
+            for (cmd, origin, deadline) in held {
+                self.submit(origin, Op::Write(cmd), deadline);
+            }
+        }
+    }
+
+    /// Proposes client writes as one batch (one log append): each is answered when its
+    /// index commits in this term.
+    fn propose_writes(&mut self, batch: Vec<(Bytes, Origin, Instant)>) {
+        let cmds = batch.iter().map(|w| w.0.clone()).collect();
+        match self.raft.propose(cmds) {
+            Ok((first, term)) => {
+                self.export.metrics.proposals.increment(batch.len() as u64);
+                for (i, (_, origin, deadline)) in batch.into_iter().enumerate() {
+                    let w = Waiting {
+                        term,
+                        origin,
+                        deadline,
+                    };
+                    self.req.writes.insert(first + i as Index, w);
+                }
+            }
+            Err(ProposeError::TransferInProgress) => {
+                for (cmd, origin, deadline) in batch {
+                    self.park(origin, Op::Write(cmd), deadline);
+                }
+            }
+            Err(e) => {
+                for (_, origin, _) in batch {
+                    let reason = UnavailableReason::Refused {
+                        reason: e.to_string(),
+                    };
+                    self.answer(origin, Err(ApiError::Unavailable { reason }));
+                }
+            }
         }
     }
 

@@ -359,6 +359,7 @@ pub(in crate::node) async fn run(
         stop_at: None,
         state_bytes_max: cfg.limits.state_bytes_max,
         append_entries_max: cfg.raft.replication.append_entries_max,
+        batch_delay: Duration::from_millis(cfg.raft.replication.batch_delay_ms),
         last_lag_log: Instant::now(),
     };
     for e in early {
