@@ -21,7 +21,9 @@ pub enum FrameKind {
     Handshake = 1,
     /// A Raft message between peers (rkyv `WireMessage`).
     Raft = 2,
-    /// A native client request or reply.
+    /// Client traffic: a native client's request or reply, and on peer connections the
+    /// peers' own client-level frames (forwarded calls and their answers, snapshot chunks
+    /// and acknowledgements, removal notices: `ClientFrame` in the server's `net::wire`).
     Client = 3,
 }
 

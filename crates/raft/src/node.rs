@@ -655,7 +655,10 @@ impl Raft {
         }
     }
 
-    /// The driver applied committed entries (or installed a snapshot) through `index`.
+    /// Committed entries (or an installed snapshot) through `index` are applied, or handed
+    /// in log order to whatever applies them: a driver may call this when it hands them
+    /// out, as long as everything that depends on `applied` (read results, snapshots)
+    /// reaches the state machine after them in the same order.
     pub fn on_applied(&mut self, index: Index) {
         assert!(
             index <= self.applying,

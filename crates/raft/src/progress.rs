@@ -18,7 +18,10 @@ pub enum ReplState {
 
 #[derive(Clone, Debug)]
 pub struct Progress {
-    /// Highest index known to match the leader's log. Invariant: never decreases in a term.
+    /// Highest index known to match the leader's log. Only grows, with one exception: a
+    /// follower found holding less than it acknowledged (a MemFirst crash, damage cut from
+    /// its disk) is lowered to what it holds (`Counters::follower_regressions`); commit
+    /// never goes back with it.
     pub match_index: Index,
     /// Next index to send.
     pub next_index: Index,

@@ -644,6 +644,10 @@ impl Core {
                 }
                 if let Some(last) = rd.committed.last().map(|e| e.index) {
                     self.dispatch(&rd.committed, last);
+                    // Handed out, not yet applied: the shards apply their queues in order,
+                    // and everything that depends on `applied` reaches them after these
+                    // entries (reads wait for a shard's watermark; a snapshot is asked
+                    // for through the same queue), as `Raft::on_applied` allows.
                     self.raft.on_applied(last);
                     self.maybe_snapshot();
                 }
