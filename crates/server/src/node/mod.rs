@@ -29,6 +29,7 @@
 //! Must not: block an executor (disk and sockets go through glommio), or let a shard touch
 //! Raft state other than through these queues and the `LeaseView`.
 
+mod calls;
 mod core;
 mod exporter;
 mod lease;

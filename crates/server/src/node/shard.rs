@@ -1,17 +1,19 @@
-//! A shard executor: client connections and one partition of the key-value state.
+//! A shard executor: the composition of its parts, its queue loops, and its part of the
+//! key-value state.
 //!
 //! Runs on its own glommio executor pinned to one CPU of `runtime.cores` (on the raft
 //! core's CPU the raft core shares it, in another task queue: long work here must yield,
-//! as snapshot encoding does). Owns its
-//! SO_REUSEPORT listener and the connections the kernel gives it, its `Partition` (keys
-//! whose hash routes here), the partition's applied watermark and the readers waiting for
-//! it, and its metric handles (requests by operation and outcome, latencies, in-flight
-//! requests, keys; client connections and traffic). Must not touch Raft state except
-//! through its queues and the published `LeaseView`; connections that turn out to be peers
-//! are handed to the raft core unread past the magic.
+//! as snapshot encoding does). Owns `Shard`, which holds the shard's parts: its
+//! connections (SO_REUSEPORT listener, protocols), `Calls` (carrying out calls, `calls`),
+//! and `KvState` (its `Partition`, the keys whose hash routes here, with the partition's
+//! applied watermark, the readers waiting for it, and the gauges that show them); the
+//! loops draining the raft core's queue (applies, installs, snapshots, resets, answers,
+//! reads to serve) and the other shards' queues (forwarded reads and their answers).
+//! Must not touch Raft state except through its queues and the published `LeaseView`;
+//! connections that turn out to be peers are handed to the raft core unread past the
+//! magic.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::rc::Rc;
@@ -21,24 +23,25 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::channels::local_channel::{self, LocalSender};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::net::{TcpListener, TcpStream};
 
-use super::{AdminCall, CoreAnswer, MeshMsg, ReqId, ShardQueues, Shared, ToRaft, ToShard};
+use super::calls::Calls;
+use super::{CoreAnswer, MeshMsg, ShardQueues, Shared, ToRaft, ToShard};
+use crate::config::NodeConfig;
+use crate::metrics::{ConnKind, NetMetrics, ShardMetrics, Traffic};
+use crate::net::http::{self, ApiCall, HttpLimits, Parsed};
+use crate::shard::{Partition, Snapshot};
+use ringkv_proto::frame::{FrameHeader, FrameKind, HEADER_BYTES, MAGIC};
+use ringkv_proto::native;
+use ringkv_proto::outcome::{Answer, ApiError, Outcome, TimeoutKind};
+use ringkv_raft::{Entry, Index, ReadPolicy};
 
 /// Bytes a snapshot encodes or decodes between checks of glommio's preemption timer.
 const SNAPSHOT_STEP_BYTES: usize = 1 << 20;
 /// Pairs a replaced partition frees between such checks.
 const FREE_STEP_PAIRS: usize = 4096;
-use crate::config::NodeConfig;
-use crate::metrics::{ConnKind, NetMetrics, Op, ShardMetrics, Traffic};
-use crate::net::http::{self, AdminOp, ApiCall, HttpLimits, Parsed};
-use crate::shard::{Command, Partition, Snapshot, route};
-use ringkv_proto::frame::{FrameHeader, FrameKind, HEADER_BYTES, MAGIC};
-use ringkv_proto::native;
-use ringkv_proto::outcome::{Answer, ApiError, Outcome, TimeoutKind, http_status};
-use ringkv_raft::{Index, ReadPolicy};
 
 /// Requests of one native connection carried out at once; more wait to be read.
 const NATIVE_INFLIGHT_MAX: usize = 1024;
@@ -51,28 +54,13 @@ const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Within a request (and for a new connection's first bytes), the longest silence.
 const HTTP_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Extra time a shard waits past a request's deadline for the raft core's own, more
-/// precise, timeout answer.
-const ANSWER_GRACE: Duration = Duration::from_millis(200);
-
+/// One shard: its parts, and the loops that drain its queues.
 struct Shard {
     idx: usize,
-    n: usize,
-    /// Numbers the calls this shard carries out (the `request` span's id at debug level).
-    next_request: Cell<u64>,
-    shared: Arc<Shared>,
-    part: RefCell<Partition>,
-    /// Readers waiting for the watermark to reach an index.
-    waiters: RefCell<Vec<(Index, LocalSender<()>)>>,
-    pending: RefCell<HashMap<ReqId, LocalSender<CoreAnswer>>>,
-    next_req: Cell<ReqId>,
-    to_raft: ConnectedSender<ToRaft>,
-    mesh_out: Vec<Option<ConnectedSender<MeshMsg>>>,
-    default_policy: ReadPolicy,
-    request_timeout: Duration,
+    out: Rc<Senders>,
+    kv: Rc<KvState>,
+    calls: Rc<Calls>,
     limits: HttpLimits,
-    /// Operator calls must carry it when it is set.
-    cluster_token: String,
     frame_bytes_max: usize,
     /// Open client connections on this shard, and its share of `limits.connections_max`.
     connections: Cell<usize>,
@@ -80,9 +68,21 @@ struct Shard {
     /// Refusals since the last warning about them, and when that was.
     refused: Cell<u64>,
     last_refusal_log: Cell<Option<Instant>>,
-    /// Prometheus handles, built on this executor (no-ops without a recorder).
-    metrics: ShardMetrics,
     net: NetMetrics,
+}
+
+/// The sending ends of a shard's queues, shared by its parts.
+pub(super) struct Senders {
+    pub(super) to_raft: ConnectedSender<ToRaft>,
+    /// Index = destination shard; `None` for this shard itself.
+    mesh_out: Vec<Option<ConnectedSender<MeshMsg>>>,
+}
+
+impl Senders {
+    /// The queue to shard `i` (another shard).
+    pub(super) fn to_shard(&self, i: usize) -> &ConnectedSender<MeshMsg> {
+        self.mesh_out[i].as_ref().expect("another shard")
+    }
 }
 
 pub(super) async fn run(
@@ -123,21 +123,27 @@ pub(super) async fn run(
             None => None,
         });
     }
-    let mesh_out = out;
-    let shard = Rc::new(Shard {
+    let out = Rc::new(Senders {
+        to_raft: to_raft.await,
+        mesh_out: out,
+    });
+    // Prometheus handles, built on this executor (no-ops without a recorder).
+    let metrics = Rc::new(ShardMetrics::new(idx));
+    let kv = Rc::new(KvState::new(idx, n, shared.clone(), metrics.clone()));
+    let calls = Rc::new(Calls::new(
         idx,
         n,
-        next_request: Cell::new(1),
+        &cfg,
         shared,
-        part: RefCell::new(Partition::new(idx, n)),
-        waiters: RefCell::default(),
-        pending: RefCell::default(),
-        next_req: Cell::new(1),
-        to_raft: to_raft.await,
-        mesh_out,
-        default_policy: cfg.default_read_policy(),
-        cluster_token: cfg.cluster.cluster_token.clone(),
-        request_timeout: Duration::from_millis(cfg.raft.request_timeout_ms),
+        out.clone(),
+        kv.clone(),
+        metrics,
+    ));
+    let shard = Rc::new(Shard {
+        idx,
+        out,
+        kv,
+        calls,
         limits: HttpLimits {
             head_bytes_max: 16 << 10,
             body_bytes_max: cfg.limits.key_bytes_max * 2 + cfg.limits.value_bytes_max * 2 + 1024,
@@ -149,7 +155,6 @@ pub(super) async fn run(
         connections_max: cfg.limits.connections_max.div_ceil(n),
         refused: Cell::new(0),
         last_refusal_log: Cell::new(None),
-        metrics: ShardMetrics::new(idx),
         net: NetMetrics::new(),
     });
     {
@@ -206,31 +211,6 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 impl Shard {
-    fn register(&self) -> (ReqId, LocalReceiver<CoreAnswer>) {
-        let req = self.next_req.get();
-        self.next_req.set(req + 1);
-        let (tx, rx) = local_channel::new_bounded(1);
-        self.pending.borrow_mut().insert(req, tx);
-        (req, rx)
-    }
-
-    /// Waits for the answer to `req` until `deadline` (plus grace).
-    async fn answer(
-        &self,
-        req: ReqId,
-        rx: LocalReceiver<CoreAnswer>,
-        deadline: Instant,
-    ) -> Option<CoreAnswer> {
-        let wait = (deadline + ANSWER_GRACE).saturating_duration_since(Instant::now());
-        let a = futures_lite::future::or(rx.recv(), async {
-            glommio::timer::sleep(wait).await;
-            None
-        })
-        .await;
-        self.pending.borrow_mut().remove(&req);
-        a
-    }
-
     async fn connection(self: Rc<Self>, mut s: TcpStream) {
         let mut first = [0u8; 4];
         let mut got = 0;
@@ -261,7 +241,11 @@ impl Shard {
                     drop(s);
                     match fd {
                         Ok(fd) => {
-                            let _ = self.to_raft.send(ToRaft::PeerConn { fd, first: h }).await;
+                            let _ = self
+                                .out
+                                .to_raft
+                                .send(ToRaft::PeerConn { fd, first: h })
+                                .await;
                         }
                         Err(e) => {
                             tracing::warn!(
@@ -498,7 +482,7 @@ impl Shard {
             native::Request::Status { .. } => ApiCall::Status,
             native::Request::Admin { op, token, .. } => ApiCall::Admin { op, token },
         };
-        self.handle(call).await
+        self.calls.handle(call).await
     }
 
     async fn serve_http(self: Rc<Self>, mut s: TcpStream, first: Vec<u8>) {
@@ -537,7 +521,7 @@ impl Shard {
                     let out = match call {
                         Err(e) => e.reply(!keep_alive),
                         Ok(call) => {
-                            let r = self.handle(call).await;
+                            let r = self.calls.handle(call).await;
                             http::outcome_response(&r, !keep_alive)
                         }
                     };
@@ -550,198 +534,116 @@ impl Shard {
         }
     }
 
-    /// Carries out one well-formed call, counted by operation and outcome (malformed
-    /// requests were answered by the parser and are not counted here).
-    async fn handle(self: &Rc<Self>, call: ApiCall) -> Outcome {
-        let op = match &call {
-            ApiCall::Put { .. } => Some(Op::Put),
-            ApiCall::Get { .. } => Some(Op::Get),
-            ApiCall::Delete { .. } => Some(Op::Delete),
-            ApiCall::Status | ApiCall::Admin { .. } => None,
-        };
-        let t = Instant::now();
-        self.metrics.in_flight.increment(1.0);
-        // At debug level every call gets a span with an id (shard.number), so its lines
-        // (forwarding, waits, the answer) can be told apart; when debug is off this is a
-        // level check and nothing else.
-        let id = self.next_request.get();
-        self.next_request.set(id + 1);
-        let span = tracing::debug_span!("request", shard = self.idx, id, op = call.name());
-        let r = tracing::Instrument::instrument(
-            async {
-                tracing::debug!("carrying out");
-                let r = self.carry_out(call).await;
-                tracing::debug!(status = http_status(&r), "answered");
-                r
-            },
-            span,
-        )
-        .await;
-        self.metrics.in_flight.decrement(1.0);
-        if let Some(op) = op {
-            self.metrics
-                .request(op, http_status(&r), t.elapsed().as_secs_f64());
+    /// Drains the raft core's queue. Never waits on a queue back to the raft core.
+    async fn from_raft(self: Rc<Self>, rx: ConnectedReceiver<ToShard>) {
+        while let Some(m) = rx.recv().await {
+            match m {
+                ToShard::Install { data } => {
+                    if let Err(e) = self.kv.install(&data).await {
+                        // The raft core checked the snapshot's checksum: this is a bug.
+                        tracing::error!(shard = self.idx, "snapshot does not decode: {e}");
+                        std::process::exit(1);
+                    }
+                }
+                ToShard::Snapshot { index } => {
+                    // Taken between two Apply messages: exactly the state at `index`. The
+                    // shard applies nothing meanwhile (that is the snapshot's write pause
+                    // on this shard; reads of its keys wait too).
+                    let t = Instant::now();
+                    let (pairs, count) = self.kv.snapshot(index).await;
+                    let msg = ToRaft::SnapshotPart {
+                        shard: self.idx,
+                        index,
+                        pairs,
+                        count,
+                        took: t.elapsed(),
+                    };
+                    let out = self.out.clone();
+                    glommio::spawn_local(async move {
+                        let _ = out.to_raft.send(msg).await;
+                    })
+                    .detach();
+                }
+                ToShard::Reset => self.kv.reset(),
+                ToShard::Apply { entries, through } => self.kv.apply(&entries, through),
+                ToShard::Answer { req, answer } => self.calls.answered(req, answer),
+                ToShard::ServeRead {
+                    token,
+                    key,
+                    index,
+                    deadline,
+                } => {
+                    let (kv, out) = (self.kv.clone(), self.out.clone());
+                    glommio::spawn_local(async move {
+                        let outcome = if kv.wait_applied(index, deadline).await {
+                            kv.serve_local(&key)
+                        } else {
+                            Err(read_timeout())
+                        };
+                        let _ = out.to_raft.send(ToRaft::Served { token, outcome }).await;
+                    })
+                    .detach();
+                }
+            }
         }
-        r
     }
 
-    async fn carry_out(self: &Rc<Self>, call: ApiCall) -> Outcome {
-        // The signal itself counts: the raft core may be busy (e.g. in WAL I/O) when it
-        // comes.
-        if self.shared.stopping.load(Ordering::Acquire)
-            || self.shared.stop_requested.load(Ordering::Relaxed)
-        {
-            return Err(ApiError::Stopping);
-        }
-        let deadline = Instant::now() + self.request_timeout;
-        match call {
-            ApiCall::Put { key, value } => {
-                let cmd = Command::Put { key, value };
-                self.write(cmd.encode(), deadline).await
-            }
-            ApiCall::Delete { key } => {
-                let cmd = Command::Delete { key };
-                self.write(cmd.encode(), deadline).await
-            }
-            ApiCall::Get { key, consistency } => {
-                let policy = consistency.unwrap_or(self.default_policy);
-                let owner = route(&key, self.n);
-                if owner == self.idx {
-                    return self.read(key, policy, deadline).await;
-                }
-                let (req, rx) = self.register();
-                let to = self.mesh_out[owner].as_ref().expect("another shard");
-                let msg = MeshMsg::Get {
-                    from: self.idx,
+    /// Drains one other shard's queue. Never waits on a queue back to it.
+    async fn from_mesh(self: Rc<Self>, rx: ConnectedReceiver<MeshMsg>) {
+        while let Some(m) = rx.recv().await {
+            match m {
+                MeshMsg::Get {
+                    from,
                     req,
                     key,
                     policy,
                     deadline,
-                };
-                if to.send(msg).await.is_err() {
-                    self.pending.borrow_mut().remove(&req);
-                    return Err(ApiError::Stopping);
+                } => {
+                    let (calls, out) = (self.calls.clone(), self.out.clone());
+                    glommio::spawn_local(async move {
+                        let outcome = calls.read(key, policy, deadline).await;
+                        let _ = out
+                            .to_shard(from)
+                            .send(MeshMsg::GetReply { req, outcome })
+                            .await;
+                    })
+                    .detach();
                 }
-                match self.answer(req, rx, deadline).await {
-                    Some(CoreAnswer::Done(r)) => r,
-                    _ => Err(read_timeout()),
-                }
-            }
-            ApiCall::Admin { op, token } => {
-                if !self.cluster_token.is_empty()
-                    && token.as_deref() != Some(self.cluster_token.as_str())
-                {
-                    return Err(ApiError::Unauthorized);
-                }
-                let call = match op {
-                    AdminOp::Join { node_id, address } => match address.parse() {
-                        Ok(address) => AdminCall::Join { node_id, address },
-                        Err(e) => {
-                            return Err(ApiError::bad_request(format!("address: {e}")));
-                        }
-                    },
-                    AdminOp::Promote { node_id } => AdminCall::Promote { node_id },
-                    AdminOp::Remove { node_id } => AdminCall::Remove { node_id },
-                    AdminOp::TransferLeader { node_id } => AdminCall::TransferLeader { node_id },
-                    AdminOp::Snapshot => AdminCall::Snapshot,
-                };
-                let (req, rx) = self.register();
-                let msg = ToRaft::Admin {
-                    shard: self.idx,
-                    req,
-                    call,
-                    deadline,
-                };
-                if self.to_raft.send(msg).await.is_err() {
-                    self.pending.borrow_mut().remove(&req);
-                    return Err(ApiError::Stopping);
-                }
-                match self.answer(req, rx, deadline).await {
-                    Some(CoreAnswer::Done(r)) => r,
-                    _ => Err(ApiError::Timeout {
-                        what: TimeoutKind::Call,
-                    }),
-                }
-            }
-            ApiCall::Status => {
-                let (req, rx) = self.register();
-                let msg = ToRaft::Status {
-                    shard: self.idx,
-                    req,
-                };
-                if self.to_raft.send(msg).await.is_err() {
-                    self.pending.borrow_mut().remove(&req);
-                    return Err(ApiError::Stopping);
-                }
-                match self.answer(req, rx, deadline).await {
-                    Some(CoreAnswer::Done(r)) => r,
-                    _ => Err(ApiError::Timeout {
-                        what: TimeoutKind::Status,
-                    }),
+                MeshMsg::GetReply { req, outcome } => {
+                    self.calls.answered(req, CoreAnswer::Done(outcome))
                 }
             }
         }
     }
+}
 
-    async fn write(&self, command: Bytes, deadline: Instant) -> Outcome {
-        let (req, rx) = self.register();
-        let msg = ToRaft::Write {
-            shard: self.idx,
-            req,
-            command,
-            deadline,
-        };
-        if self.to_raft.send(msg).await.is_err() {
-            self.pending.borrow_mut().remove(&req);
-            return Err(ApiError::Stopping);
-        }
-        match self.answer(req, rx, deadline).await {
-            Some(CoreAnswer::Done(r)) => r,
-            _ => Err(ApiError::Timeout {
-                what: TimeoutKind::Write,
-            }),
+/// This shard's part of the key-value state: its partition, the partition's applied
+/// watermark (published for `/status` and gauged), and the readers waiting for it. Only
+/// the raft core's queue loop (`Shard::from_raft`) changes it; calls read from it.
+pub(super) struct KvState {
+    idx: usize,
+    n: usize,
+    shared: Arc<Shared>,
+    part: RefCell<Partition>,
+    /// Readers waiting for the watermark to reach an index.
+    waiters: RefCell<Vec<(Index, LocalSender<()>)>>,
+    metrics: Rc<ShardMetrics>,
+}
+
+impl KvState {
+    fn new(idx: usize, n: usize, shared: Arc<Shared>, metrics: Rc<ShardMetrics>) -> KvState {
+        KvState {
+            idx,
+            n,
+            shared,
+            part: RefCell::new(Partition::new(idx, n)),
+            waiters: RefCell::default(),
+            metrics,
         }
     }
 
-    /// A read of a key this shard owns.
-    async fn read(&self, key: Bytes, policy: ReadPolicy, deadline: Instant) -> Outcome {
-        let at = match policy {
-            ReadPolicy::Eventual => None,
-            ReadPolicy::Lease
-                if let Some(c) = self.shared.lease.valid_commit(self.shared.now_ns()) =>
-            {
-                self.metrics.lease_reads.increment(1);
-                Some(c)
-            }
-            ReadPolicy::Lease | ReadPolicy::Linearizable => {
-                let (req, rx) = self.register();
-                let msg = ToRaft::Read {
-                    shard: self.idx,
-                    req,
-                    key: key.clone(),
-                    policy,
-                    deadline,
-                };
-                if self.to_raft.send(msg).await.is_err() {
-                    self.pending.borrow_mut().remove(&req);
-                    return Err(ApiError::Stopping);
-                }
-                match self.answer(req, rx, deadline).await {
-                    Some(CoreAnswer::ReadAt(i)) => Some(i),
-                    Some(CoreAnswer::Done(r)) => return r,
-                    None => return Err(read_timeout()),
-                }
-            }
-        };
-        if let Some(i) = at
-            && !self.wait_applied(i, deadline).await
-        {
-            return Err(read_timeout());
-        }
-        self.serve_local(&key)
-    }
-
-    fn serve_local(&self, key: &[u8]) -> Outcome {
+    /// The value of `key`, a key this shard owns, as applied so far.
+    pub(super) fn serve_local(&self, key: &[u8]) -> Outcome {
         match self.part.borrow().get(key) {
             Some(v) => Ok(Answer::Value {
                 key: key.to_vec(),
@@ -753,7 +655,7 @@ impl Shard {
     }
 
     /// Waits until this shard has applied through `index`; false at the deadline.
-    async fn wait_applied(&self, index: Index, deadline: Instant) -> bool {
+    pub(super) async fn wait_applied(&self, index: Index, deadline: Instant) -> bool {
         if self.part.borrow().applied() >= index {
             return true;
         }
@@ -770,6 +672,61 @@ impl Shard {
         .await
     }
 
+    /// Applies committed entries this shard owns and moves the watermark to `through`.
+    fn apply(&self, entries: &[Entry], through: Index) {
+        {
+            let mut part = self.part.borrow_mut();
+            for e in entries {
+                if let Err(err) = part.apply(e) {
+                    tracing::error!(
+                        shard = self.idx,
+                        index = e.index,
+                        "committed entry not applied: {err}"
+                    );
+                }
+            }
+            part.advance(through);
+        }
+        self.advanced();
+    }
+
+    /// Replaces the partition with this shard's part of a snapshot body.
+    async fn install(&self, data: &[u8]) -> Result<(), String> {
+        let p = decode_in_steps(data, self.idx, self.n).await?;
+        let old = std::mem::replace(&mut *self.part.borrow_mut(), p);
+        free_in_steps(old);
+        self.advanced();
+        Ok(())
+    }
+
+    /// Empties the partition (watermark 0).
+    fn reset(&self) {
+        let old = std::mem::replace(
+            &mut *self.part.borrow_mut(),
+            Partition::new(self.idx, self.n),
+        );
+        free_in_steps(old);
+        self.advanced();
+    }
+
+    /// This partition's pairs as of `index` (its watermark), and how many there are.
+    // Encoding holds the partition's borrow across yields; only the raft core's queue loop
+    // takes it mutably, and that loop is waiting here (see `ToShard::Snapshot`).
+    #[allow(clippy::await_holding_refcell_ref)]
+    async fn snapshot(&self, index: Index) -> (Vec<u8>, u64) {
+        let p = self.part.borrow();
+        assert_eq!(p.applied(), index, "snapshot between applies");
+        let mut v = Vec::with_capacity(p.state_bytes() as usize);
+        let mut e = p.pair_encoder();
+        // The raft core may share this executor: a large state is encoded in steps,
+        // yielding when glommio's preemption timer says so.
+        while !e.encode(&mut v, SNAPSHOT_STEP_BYTES) {
+            glommio::yield_if_needed().await;
+        }
+        (v, e.count)
+    }
+
+    /// The partition changed: publish its watermark and size, wake the readers it passed.
     fn advanced(&self) {
         let (applied, bytes, keys) = {
             let p = self.part.borrow();
@@ -793,140 +750,9 @@ impl Shard {
             .read_waiters
             .set(self.waiters.borrow().len() as f64);
     }
-
-    /// Drains the raft core's queue. Never waits on a queue back to the raft core.
-    // Snapshot encoding holds the partition's borrow across yields; only this loop takes
-    // it mutably (see `ToShard::Snapshot`).
-    #[allow(clippy::await_holding_refcell_ref)]
-    async fn from_raft(self: Rc<Self>, rx: ConnectedReceiver<ToShard>) {
-        while let Some(m) = rx.recv().await {
-            match m {
-                ToShard::Install { data } => {
-                    match decode_in_steps(&data, self.idx, self.n).await {
-                        Ok(p) => {
-                            let old = std::mem::replace(&mut *self.part.borrow_mut(), p);
-                            free_in_steps(old);
-                            self.advanced();
-                        }
-                        Err(e) => {
-                            // The raft core checked the snapshot's checksum: this is a bug.
-                            tracing::error!(shard = self.idx, "snapshot does not decode: {e}");
-                            std::process::exit(1);
-                        }
-                    }
-                }
-                ToShard::Snapshot { index } => {
-                    // Taken between two Apply messages: exactly the state at `index`. The
-                    // shard applies nothing meanwhile (that is the snapshot's write pause
-                    // on this shard; reads of its keys wait too).
-                    let t = Instant::now();
-                    let (pairs, count) = {
-                        let p = self.part.borrow();
-                        assert_eq!(p.applied(), index, "snapshot between applies");
-                        let mut v = Vec::with_capacity(p.state_bytes() as usize);
-                        let mut e = p.pair_encoder();
-                        // The raft core may share this executor: a large state is encoded
-                        // in steps, yielding when glommio's preemption timer says so.
-                        // Holding the borrow across the yields is safe: only this loop
-                        // changes the partition, and it is here.
-                        while !e.encode(&mut v, SNAPSHOT_STEP_BYTES) {
-                            glommio::yield_if_needed().await;
-                        }
-                        (v, e.count)
-                    };
-                    let msg = ToRaft::SnapshotPart {
-                        shard: self.idx,
-                        index,
-                        pairs,
-                        count,
-                        took: t.elapsed(),
-                    };
-                    let shard = self.clone();
-                    glommio::spawn_local(async move {
-                        let _ = shard.to_raft.send(msg).await;
-                    })
-                    .detach();
-                }
-                ToShard::Reset => {
-                    let old = std::mem::replace(
-                        &mut *self.part.borrow_mut(),
-                        Partition::new(self.idx, self.n),
-                    );
-                    free_in_steps(old);
-                    self.advanced();
-                }
-                ToShard::Apply { entries, through } => {
-                    {
-                        let mut part = self.part.borrow_mut();
-                        for e in &entries {
-                            if let Err(err) = part.apply(e) {
-                                tracing::error!(
-                                    shard = self.idx,
-                                    index = e.index,
-                                    "committed entry not applied: {err}"
-                                );
-                            }
-                        }
-                        part.advance(through);
-                    }
-                    self.advanced();
-                }
-                ToShard::Answer { req, answer } => {
-                    if let Some(tx) = self.pending.borrow_mut().remove(&req) {
-                        let _ = tx.try_send(answer);
-                    }
-                }
-                ToShard::ServeRead {
-                    token,
-                    key,
-                    index,
-                    deadline,
-                } => {
-                    let shard = self.clone();
-                    glommio::spawn_local(async move {
-                        let outcome = if shard.wait_applied(index, deadline).await {
-                            shard.serve_local(&key)
-                        } else {
-                            Err(read_timeout())
-                        };
-                        let _ = shard.to_raft.send(ToRaft::Served { token, outcome }).await;
-                    })
-                    .detach();
-                }
-            }
-        }
-    }
-
-    /// Drains one other shard's queue. Never waits on a queue back to it.
-    async fn from_mesh(self: Rc<Self>, rx: ConnectedReceiver<MeshMsg>) {
-        while let Some(m) = rx.recv().await {
-            match m {
-                MeshMsg::Get {
-                    from,
-                    req,
-                    key,
-                    policy,
-                    deadline,
-                } => {
-                    let shard = self.clone();
-                    glommio::spawn_local(async move {
-                        let outcome = shard.read(key, policy, deadline).await;
-                        let to = shard.mesh_out[from].as_ref().expect("another shard");
-                        let _ = to.send(MeshMsg::GetReply { req, outcome }).await;
-                    })
-                    .detach();
-                }
-                MeshMsg::GetReply { req, outcome } => {
-                    if let Some(tx) = self.pending.borrow_mut().remove(&req) {
-                        let _ = tx.try_send(CoreAnswer::Done(outcome));
-                    }
-                }
-            }
-        }
-    }
 }
 
-fn read_timeout() -> ApiError {
+pub(super) fn read_timeout() -> ApiError {
     ApiError::Timeout {
         what: TimeoutKind::Read,
     }
