@@ -118,7 +118,7 @@ async fn connection(mut s: TcpStream, handle: &PrometheusHandle) {
                 } else {
                     READ_TIMEOUT
                 };
-                match super::shard::read_within(&mut s, &mut chunk, limit).await {
+                match super::conn::read_within(&mut s, &mut chunk, limit).await {
                     Some(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
                     _ => return,
                 }

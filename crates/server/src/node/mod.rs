@@ -30,6 +30,7 @@
 //! Raft state other than through these queues and the `LeaseView`.
 
 mod calls;
+mod conn;
 mod core;
 mod exporter;
 mod lease;
