@@ -5,9 +5,11 @@
 //!   peer transport and request forwarding. When that CPU is also a shard's, the raft
 //!   core runs in a task queue of its own on the shard's executor (one thread per CPU; a
 //!   message between them wakes no other thread); otherwise it has a dedicated executor;
-//! - one **shard** executor (`shard`) per CPU in `runtime.cores`, each with its own
-//!   SO_REUSEPORT listener on `listen_address`, the client connections the kernel hands
-//!   it, and the partition of the key-value state whose keys hash to it;
+//! - one **shard** executor per CPU in `runtime.cores`, each with its own SO_REUSEPORT
+//!   listener on `listen_address` and the client connections the kernel hands it (`conn`),
+//!   the calls it carries out and those waiting for an answer (`calls`), and the partition
+//!   of the key-value state whose keys hash to it with its applied watermark, held together
+//!   with the loops draining its queues (`shard`);
 //! - when `cluster.metrics_address` is set, a small **metrics** executor (`exporter`) on
 //!   the raft core's CPU serving `GET /metrics`. The Prometheus recorder is installed
 //!   before any executor starts; each executor updates its own cached handles
