@@ -16,7 +16,8 @@
 //! Must not touch Raft state except through its queues and the published `LeaseView`, nor
 //! wait, in a loop draining a queue, on a queue back to that queue's sender.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -230,8 +231,12 @@ pub(super) struct KvState {
     n: usize,
     shared: Arc<Shared>,
     part: RefCell<Partition>,
-    /// Readers waiting for the watermark to reach an index.
-    waiters: RefCell<Vec<(Index, LocalSender<()>)>>,
+    /// Readers waiting for the watermark to reach an index, by that index and their
+    /// arrival number: the watermark wakes those at or below it; a reader that gives up
+    /// (times out, or its future is dropped) takes its own entry out (`Waiting`).
+    waiters: RefCell<BTreeMap<(Index, u64), LocalSender<()>>>,
+    /// The next waiter's arrival number.
+    waiter_seq: Cell<u64>,
     metrics: Rc<ShardMetrics>,
 }
 
@@ -243,6 +248,7 @@ impl KvState {
             shared,
             part: RefCell::new(Partition::new(idx, n)),
             waiters: RefCell::default(),
+            waiter_seq: Cell::new(0),
             metrics,
         }
     }
@@ -265,10 +271,12 @@ impl KvState {
             return true;
         }
         let (tx, rx) = local_channel::new_bounded(1);
-        self.waiters.borrow_mut().push((index, tx));
-        self.metrics
-            .read_waiters
-            .set(self.waiters.borrow().len() as f64);
+        let key = (index, self.waiter_seq.get());
+        self.waiter_seq.set(key.1 + 1);
+        self.waiters.borrow_mut().insert(key, tx);
+        self.gauge_waiters();
+        // However the wait ends (woken, timed out, or dropped), its entry goes with it.
+        let _waiting = Waiting { kv: self, key };
         let wait = deadline.saturating_duration_since(Instant::now());
         futures_lite::future::or(async { rx.recv().await.is_some() }, async {
             glommio::timer::sleep(wait).await;
@@ -342,18 +350,43 @@ impl KvState {
         self.metrics.keys.set(keys as f64);
         self.shared.state_bytes[self.idx].store(bytes, Ordering::Relaxed);
         self.shared.watermarks[self.idx].store(applied, Ordering::Release);
-        self.waiters.borrow_mut().retain(|(i, tx)| {
-            if *i <= applied {
-                let _ = tx.try_send(());
-                false
-            } else {
-                // Kept even when its reader timed out: dropped once the watermark passes.
-                true
-            }
-        });
-        self.metrics
-            .read_waiters
-            .set(self.waiters.borrow().len() as f64);
+        let passed = {
+            let mut w = self.waiters.borrow_mut();
+            let above = match applied.checked_add(1) {
+                Some(next) => w.split_off(&(next, 0)),
+                None => BTreeMap::new(),
+            };
+            std::mem::replace(&mut *w, above)
+        };
+        for tx in passed.values() {
+            let _ = tx.try_send(());
+        }
+        self.gauge_waiters();
+    }
+
+    /// Readers waiting for the watermark.
+    fn waiting(&self) -> usize {
+        self.waiters.borrow().len()
+    }
+
+    fn gauge_waiters(&self) {
+        self.metrics.read_waiters.set(self.waiting() as f64);
+    }
+}
+
+/// A reader's entry among the waiters, taken out when the reader stops waiting (the
+/// watermark took it out already if it was woken).
+struct Waiting<'a> {
+    kv: &'a KvState,
+    key: (Index, u64),
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let gone = self.kv.waiters.borrow_mut().remove(&self.key).is_some();
+        if gone {
+            self.kv.gauge_waiters();
+        }
     }
 }
 
@@ -383,4 +416,92 @@ fn free_in_steps(old: Partition) {
         }
     })
     .detach();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::time::Duration;
+
+    use futures_lite::future::poll_once;
+    use glommio::{LocalExecutorBuilder, Placement};
+
+    use super::*;
+    use crate::node::{Clock, LeaseView};
+
+    fn on_executor<F: Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(move || async move { f().await })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    /// One shard's key-value state, with no recorder (its gauges are no-ops).
+    fn kv_state() -> KvState {
+        let shared = Arc::new(Shared {
+            clock: Clock::new(0),
+            lease: LeaseView::default(),
+            watermarks: vec![AtomicU64::new(0)],
+            state_bytes: vec![AtomicU64::new(0)],
+            stop_requested: Arc::new(AtomicBool::new(false)),
+            stopping: AtomicBool::new(false),
+        });
+        KvState::new(0, 1, shared, Rc::new(ShardMetrics::new(0)))
+    }
+
+    fn watermark(kv: &KvState) -> Index {
+        kv.shared.watermarks[0].load(Ordering::Acquire)
+    }
+
+    #[test]
+    fn a_reader_that_gives_up_leaves_no_waiter_behind() {
+        on_executor(|| async {
+            let kv = kv_state();
+            let soon = Instant::now() + Duration::from_millis(20);
+            assert!(
+                !kv.wait_applied(5, soon).await,
+                "nothing applied: timed out"
+            );
+            assert_eq!(kv.waiting(), 0);
+            assert_eq!(watermark(&kv), 0, "the watermark has not moved");
+            // A wait whose future is dropped (its connection went away) is gone as well.
+            {
+                let mut w = pin!(kv.wait_applied(7, Instant::now() + Duration::from_secs(60)));
+                assert_eq!(poll_once(w.as_mut()).await, None);
+                assert_eq!(kv.waiting(), 1);
+            }
+            assert_eq!(kv.waiting(), 0);
+            assert_eq!(watermark(&kv), 0);
+        });
+    }
+
+    #[test]
+    fn the_watermark_wakes_the_readers_it_reaches_and_keeps_the_others() {
+        on_executor(|| async {
+            let kv = kv_state();
+            let later = Instant::now() + Duration::from_secs(60);
+            let mut at3 = pin!(kv.wait_applied(3, later));
+            let mut at5 = pin!(kv.wait_applied(5, later));
+            let mut at5_too = pin!(kv.wait_applied(5, later));
+            let mut at9 = pin!(kv.wait_applied(9, later));
+            for w in [at3.as_mut(), at5.as_mut(), at5_too.as_mut(), at9.as_mut()] {
+                assert_eq!(poll_once(w).await, None);
+            }
+            assert_eq!(kv.waiting(), 4);
+            kv.apply(&[], 5);
+            assert_eq!(watermark(&kv), 5);
+            assert_eq!(kv.waiting(), 1);
+            assert!(at3.await && at5.await && at5_too.await);
+            assert_eq!(poll_once(at9.as_mut()).await, None);
+            kv.apply(&[], 9);
+            assert!(at9.await);
+            assert_eq!(kv.waiting(), 0);
+            // Already applied: no wait at all.
+            assert!(kv.wait_applied(9, Instant::now()).await);
+            assert_eq!(kv.waiting(), 0);
+        });
+    }
 }
