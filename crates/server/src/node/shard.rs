@@ -26,20 +26,35 @@ use std::time::Instant;
 
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
+use glommio::sync::{Semaphore, StaticPermit};
+use glommio::{GlommioError, ResourceType};
 
 use super::calls::Calls;
-use super::conn::{self, Conns};
+use super::conn::{self, Conns, Refusals};
 use super::{CoreAnswer, MeshMsg, ShardQueues, Shared, ToRaft, ToShard};
 use crate::config::NodeConfig;
 use crate::metrics::ShardMetrics;
 use crate::shard::{Partition, Snapshot};
-use ringkv_proto::outcome::{Answer, ApiError, Outcome, TimeoutKind};
+use ringkv_proto::outcome::{Answer, ApiError, Outcome, TimeoutKind, UnavailableReason};
 use ringkv_raft::{Entry, Index};
 
 /// Bytes a snapshot encodes or decodes between checks of glommio's preemption timer.
 const SNAPSHOT_STEP_BYTES: usize = 1 << 20;
 /// Pairs a replaced partition frees between such checks.
 const FREE_STEP_PAIRS: usize = 4096;
+
+/// Reads asked of this shard by other shards (`MeshMsg::Get`) and by the raft core
+/// (`ToShard::ServeRead`, reads followers forwarded) that it carries out at once, each in
+/// a task of its own; past it such a read is answered at once with `Unavailable {
+/// ReadsPending }` (503, retry) instead. 4096, as the raft core's bound on the calls it
+/// holds while no leader is known: a healthy shard stays far below it (such a read waits
+/// for one round of the raft core, a read index or a commit, 0.1-2 ms on this machine, so
+/// 4096 at once would take 2 million such reads per second on one shard, about ten times
+/// what a whole node serves here; the benchmarks' 1000 concurrent clients cannot reach
+/// it), so only a stuck watermark or raft core under load, or a flood, does. It bounds
+/// what these reads hold to 4096 tasks with their keys (`limits.key_bytes_max` each, at
+/// most) and the values read while their answers wait for room in a queue.
+const READS_SPAWNED_MAX: usize = 4096;
 
 /// One shard: its parts, and the loops that drain its queues.
 struct Shard {
@@ -48,6 +63,11 @@ struct Shard {
     kv: Rc<KvState>,
     calls: Rc<Calls>,
     conns: Rc<Conns>,
+    /// One permit per task serving a read asked of this shard by another shard or the raft
+    /// core (`READS_SPAWNED_MAX` in all).
+    reads_spawned: Rc<Semaphore>,
+    /// Such reads refused because no permit was left.
+    reads_refused: Refusals,
 }
 
 /// The sending ends of a shard's queues, shared by its parts.
@@ -61,6 +81,38 @@ impl Senders {
     /// The queue to shard `i` (another shard).
     pub(super) fn to_shard(&self, i: usize) -> &ConnectedSender<MeshMsg> {
         self.mesh_out[i].as_ref().expect("another shard")
+    }
+
+    /// Sends to the raft core without waiting: now if its queue has room, else from a task
+    /// of its own (for the loops draining queues, which never wait on a queue back).
+    fn to_raft_soon(self: &Rc<Self>, msg: ToRaft) {
+        if let Some(msg) = unsent(self.to_raft.try_send(msg)) {
+            let out = self.clone();
+            glommio::spawn_local(async move {
+                let _ = out.to_raft.send(msg).await;
+            })
+            .detach();
+        }
+    }
+
+    /// Sends to shard `i` without waiting, like `to_raft_soon`.
+    fn to_shard_soon(self: &Rc<Self>, i: usize, msg: MeshMsg) {
+        if let Some(msg) = unsent(self.to_shard(i).try_send(msg)) {
+            let out = self.clone();
+            glommio::spawn_local(async move {
+                let _ = out.to_shard(i).send(msg).await;
+            })
+            .detach();
+        }
+    }
+}
+
+/// The message a `try_send` left because its queue was full (one to a closed queue is
+/// dropped, as a `send` to it is: the node is stopping).
+fn unsent<T>(r: Result<(), GlommioError<T>>) -> Option<T> {
+    match r {
+        Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => Some(msg),
+        _ => None,
     }
 }
 
@@ -82,6 +134,19 @@ pub(super) async fn run(
             std::process::exit(1);
         }
     };
+    let shard = start(idx, n, &cfg, shared, q, READS_SPAWNED_MAX).await;
+    shard.conns.clone().accept(listener).await
+}
+
+/// Connects a shard's queues, builds its parts, and starts the loops draining its queues.
+async fn start(
+    idx: usize,
+    n: usize,
+    cfg: &NodeConfig,
+    shared: Arc<Shared>,
+    q: ShardQueues,
+    reads_spawned_max: usize,
+) -> Rc<Shard> {
     // A channel end's `connect` waits for the other end's: connect all at once.
     let to_raft = glommio::spawn_local(q.to_raft.connect());
     let from_raft = glommio::spawn_local(q.from_raft.connect());
@@ -112,19 +177,21 @@ pub(super) async fn run(
     let calls = Rc::new(Calls::new(
         idx,
         n,
-        &cfg,
+        cfg,
         shared,
         out.clone(),
         kv.clone(),
         metrics,
     ));
-    let conns = Rc::new(Conns::new(idx, n, &cfg, calls.clone(), out.clone()));
+    let conns = Rc::new(Conns::new(idx, n, cfg, calls.clone(), out.clone()));
     let shard = Rc::new(Shard {
         idx,
         out,
         kv,
         calls,
         conns,
+        reads_spawned: Rc::new(Semaphore::new(reads_spawned_max as u64)),
+        reads_refused: Refusals::default(),
     });
     {
         let shard = shard.clone();
@@ -136,7 +203,7 @@ pub(super) async fn run(
         let rx = rx.await;
         glommio::spawn_local(async move { shard.from_mesh(rx).await }).detach();
     }
-    shard.conns.clone().accept(listener).await
+    shard
 }
 
 impl Shard {
@@ -179,6 +246,11 @@ impl Shard {
                     index,
                     deadline,
                 } => {
+                    let Some(permit) = self.read_permit() else {
+                        let outcome = Err(reads_pending());
+                        self.out.to_raft_soon(ToRaft::Served { token, outcome });
+                        continue;
+                    };
                     let (kv, out) = (self.kv.clone(), self.out.clone());
                     glommio::spawn_local(async move {
                         let outcome = if kv.wait_applied(index, deadline).await {
@@ -187,6 +259,7 @@ impl Shard {
                             Err(read_timeout())
                         };
                         let _ = out.to_raft.send(ToRaft::Served { token, outcome }).await;
+                        drop(permit);
                     })
                     .detach();
                 }
@@ -205,6 +278,12 @@ impl Shard {
                     policy,
                     deadline,
                 } => {
+                    let Some(permit) = self.read_permit() else {
+                        let outcome = Err(reads_pending());
+                        self.out
+                            .to_shard_soon(from, MeshMsg::GetReply { req, outcome });
+                        continue;
+                    };
                     let (calls, out) = (self.calls.clone(), self.out.clone());
                     glommio::spawn_local(async move {
                         let outcome = calls.read(key, policy, deadline).await;
@@ -212,12 +291,32 @@ impl Shard {
                             .to_shard(from)
                             .send(MeshMsg::GetReply { req, outcome })
                             .await;
+                        drop(permit);
                     })
                     .detach();
                 }
                 MeshMsg::GetReply { req, outcome } => {
                     self.calls.answered(req, CoreAnswer::Done(outcome))
                 }
+            }
+        }
+    }
+
+    /// A permit for a task serving a read asked of this shard, or `None` (counted, and
+    /// warned about at most every 10 s) when `READS_SPAWNED_MAX` of them are running.
+    fn read_permit(&self) -> Option<StaticPermit> {
+        match self.reads_spawned.try_acquire_static_permit(1) {
+            Ok(p) => Some(p),
+            Err(_) => {
+                if let Some(refused) = self.reads_refused.count() {
+                    tracing::warn!(
+                        shard = self.idx,
+                        refused,
+                        "{READS_SPAWNED_MAX} reads asked by other shards and the raft core \
+                         are pending on this shard: answering new ones 503 (reads pending)"
+                    );
+                }
+                None
             }
         }
     }
@@ -396,6 +495,12 @@ pub(super) fn read_timeout() -> ApiError {
     }
 }
 
+fn reads_pending() -> ApiError {
+    ApiError::Unavailable {
+        reason: UnavailableReason::ReadsPending,
+    }
+}
+
 /// Decodes this shard's partition from a snapshot body in steps, like encoding: the raft
 /// core may share this executor.
 async fn decode_in_steps(data: &[u8], shard: usize, shards: usize) -> Result<Partition, String> {
@@ -424,11 +529,13 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicU64};
     use std::time::Duration;
 
+    use bytes::Bytes;
     use futures_lite::future::poll_once;
     use glommio::{LocalExecutorBuilder, Placement};
+    use ringkv_raft::ReadPolicy;
 
     use super::*;
-    use crate::node::{Clock, LeaseView};
+    use crate::node::{Clock, LeaseView, ReqId, queues};
 
     fn on_executor<F: Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
         LocalExecutorBuilder::new(Placement::Unbound)
@@ -439,17 +546,29 @@ mod tests {
             .unwrap();
     }
 
-    /// One shard's key-value state, with no recorder (its gauges are no-ops).
-    fn kv_state() -> KvState {
-        let shared = Arc::new(Shared {
+    /// Fails the test if `f` takes more than 10 s.
+    async fn within<T>(f: impl Future<Output = T>) -> T {
+        futures_lite::future::or(f, async {
+            glommio::timer::sleep(Duration::from_secs(10)).await;
+            panic!("still waiting after 10 s");
+        })
+        .await
+    }
+
+    fn shared(n: usize) -> Arc<Shared> {
+        Arc::new(Shared {
             clock: Clock::new(0),
             lease: LeaseView::default(),
-            watermarks: vec![AtomicU64::new(0)],
-            state_bytes: vec![AtomicU64::new(0)],
+            watermarks: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            state_bytes: (0..n).map(|_| AtomicU64::new(0)).collect(),
             stop_requested: Arc::new(AtomicBool::new(false)),
             stopping: AtomicBool::new(false),
-        });
-        KvState::new(0, 1, shared, Rc::new(ShardMetrics::new(0)))
+        })
+    }
+
+    /// One shard's key-value state, with no recorder (its gauges are no-ops).
+    fn kv_state() -> KvState {
+        KvState::new(0, 1, shared(1), Rc::new(ShardMetrics::new(0)))
     }
 
     fn watermark(kv: &KvState) -> Index {
@@ -502,6 +621,113 @@ mod tests {
             // Already applied: no wait at all.
             assert!(kv.wait_applied(9, Instant::now()).await);
             assert_eq!(kv.waiting(), 0);
+        });
+    }
+
+    const CONFIG: &str = r#"
+[cluster]
+node_id = 1
+listen_address = "127.0.0.1:1"
+initial_cluster = [{ id = 1, address = "127.0.0.1:1", role = 1, status = 2 }]
+"#;
+
+    fn get(req: ReqId) -> MeshMsg {
+        MeshMsg::Get {
+            from: 1,
+            req,
+            key: Bytes::from_static(b"k"),
+            // Each waits for a read index from the raft core (the test), holding its task.
+            policy: ReadPolicy::Linearizable,
+            deadline: Instant::now() + Duration::from_secs(60),
+        }
+    }
+
+    fn is_reads_pending(o: &Outcome) -> bool {
+        matches!(
+            o,
+            Err(ApiError::Unavailable {
+                reason: UnavailableReason::ReadsPending
+            })
+        )
+    }
+
+    /// Shard 0 of two, with room for two tasks serving reads asked of it; the test plays
+    /// the raft core and shard 1.
+    #[test]
+    fn reads_asked_past_the_limit_are_answered_reads_pending_at_once() {
+        on_executor(|| async {
+            let cfg = NodeConfig::parse(CONFIG, "test.toml").unwrap();
+            let (mut core, mut shards) = queues(2);
+            let mut other = shards.pop().unwrap();
+            let mine = shards.pop().unwrap();
+            // Both ends of a queue connect at once.
+            let from_shard = glommio::spawn_local(core.from_shards.remove(0).connect());
+            let to_shard = glommio::spawn_local(core.to_shards.remove(0).connect());
+            let mesh_to = glommio::spawn_local(other.mesh_out[0].take().unwrap().connect());
+            let mesh_from = glommio::spawn_local(other.mesh_in.remove(0).connect());
+            let shard = start(0, 2, &cfg, shared(2), mine, 2).await;
+            let (from_shard, to_shard) = (from_shard.await, to_shard.await);
+            let (mesh_to, mesh_from) = (mesh_to.await, mesh_from.await);
+
+            // Two reads from shard 1 take the two tasks (each asks the raft core for a read
+            // index); the third is answered at once.
+            for req in 1..=3 {
+                assert!(mesh_to.send(get(req)).await.is_ok());
+            }
+            match within(mesh_from.recv()).await {
+                Some(MeshMsg::GetReply { req: 3, outcome }) => {
+                    assert!(is_reads_pending(&outcome), "{outcome:?}")
+                }
+                _ => panic!("not the third read's answer"),
+            }
+            // So is a read the raft core asks for (a follower's, forwarded).
+            let serve = ToShard::ServeRead {
+                token: 7,
+                key: Bytes::from_static(b"k"),
+                index: 1,
+                deadline: Instant::now() + Duration::from_secs(60),
+            };
+            assert!(to_shard.send(serve).await.is_ok());
+            let mut read_index_asked = Vec::new();
+            loop {
+                match within(from_shard.recv()).await {
+                    Some(ToRaft::Read { req, .. }) => read_index_asked.push(req),
+                    Some(ToRaft::Served { token: 7, outcome }) => {
+                        assert!(is_reads_pending(&outcome), "{outcome:?}");
+                        break;
+                    }
+                    _ => panic!("unexpected message to the raft core"),
+                }
+            }
+            while read_index_asked.len() < 2 {
+                match within(from_shard.recv()).await {
+                    Some(ToRaft::Read { req, .. }) => read_index_asked.push(req),
+                    _ => panic!("unexpected message to the raft core"),
+                }
+            }
+            assert_eq!(shard.reads_spawned.available(), 0);
+
+            // One read is answered: its task ends and gives its place to the next read.
+            let answer = ToShard::Answer {
+                req: read_index_asked[0],
+                answer: CoreAnswer::Done(Err(ApiError::NotFound { key: b"k".to_vec() })),
+            };
+            assert!(to_shard.send(answer).await.is_ok());
+            match within(mesh_from.recv()).await {
+                Some(MeshMsg::GetReply { req: 1, outcome }) => {
+                    assert!(
+                        matches!(outcome, Err(ApiError::NotFound { .. })),
+                        "{outcome:?}"
+                    )
+                }
+                _ => panic!("not the first read's answer"),
+            }
+            assert!(mesh_to.send(get(4)).await.is_ok());
+            match within(from_shard.recv()).await {
+                Some(ToRaft::Read { .. }) => {}
+                _ => panic!("the fourth read was not carried out"),
+            }
+            assert_eq!(shard.reads_spawned.available(), 0);
         });
     }
 }
