@@ -54,7 +54,7 @@ fn disk_first_keeps_every_acknowledged_write_when_all_three_nodes_die() {
     }
 }
 
-/// MemFirst's documented bound (README, "Persistence modes"): when every node dies at
+/// MemFirst's documented bound (docs/guide.md, "Persistence modes"): when every node dies at
 /// once, the writes lost are at most those acknowledged within the last flush interval
 /// (plus a tick and the fdatasync itself) before the crash. The test allows 250 ms over
 /// the 20 ms interval for a loaded 2-core machine.
