@@ -2,9 +2,9 @@
 //!
 //! Runs on its own glommio executor (the caller's thread waits). Each client is a task
 //! with one request outstanding, no coalescing on the client side; clients share `conns`
-//! native connections (pipelined) or, over HTTP/1.1, have one keep-alive connection each.
-//! Every client records its latencies in its own HDR histogram; they are merged at the end
-//! (nothing global on the hot path). Writes are never retried: a failed one counts as an
+//! native connections (pipelined) or, over HTTP/1.1, have one keep-alive connection each
+//! (`http1::AsyncConn`). Every client records its latencies in its own HDR histogram; they
+//! are merged at the end (nothing global on the hot path). Writes are never retried: a failed one counts as an
 //! error by kind. Must not touch a node's files: it only talks to its port.
 
 use std::cell::{Cell, RefCell};
@@ -14,10 +14,10 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use hdrhistogram::Histogram;
 
+use crate::http1::AsyncConn;
 use crate::native_client::Conn;
 use ringkv_proto::native::{self, Request};
 use ringkv_proto::outcome;
@@ -243,8 +243,12 @@ impl Plan {
 
 async fn leader(endpoints: &[SocketAddr]) -> Option<SocketAddr> {
     for e in endpoints {
-        if let Ok((200, body)) = http_call(*e, "GET", "/status", "").await
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&body)
+        let Ok(mut c) = http_connect(*e).await else {
+            continue;
+        };
+        if let Ok(r) = c.exchange("GET", "/status", b"").await
+            && r.status == 200
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&r.body)
             && let Some(a) = v["leader_address"].as_str()
         {
             return a.parse().ok();
@@ -341,7 +345,7 @@ async fn client(
 ) -> Histogram<u64> {
     let mut hist = Histogram::<u64>::new(3).expect("valid precision");
     let (mut rng, mut seq) = Plan::client_rng(c);
-    let mut http: Option<TcpStream> = None;
+    let mut http: Option<AsyncConn<TcpStream>> = None;
     let o = &shared.o;
     while shared.take_one() {
         let key = shared.key(&mut rng, &mut seq);
@@ -395,99 +399,43 @@ async fn client(
     hist
 }
 
-/// One HTTP/1.1 exchange on this client's keep-alive connection (opened on demand).
+/// One HTTP/1.1 exchange on this client's keep-alive connection (opened on demand, and
+/// again after the node closed it).
 async fn http_request(
-    conn: &mut Option<TcpStream>,
+    conn: &mut Option<AsyncConn<TcpStream>>,
     addr: SocketAddr,
     key: &str,
     value: &str,
     read: Option<u8>,
 ) -> Result<u16, String> {
-    if conn.is_none() {
-        let s = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let _ = s.set_nodelay(true);
-        *conn = Some(s);
+    if !conn.as_ref().is_some_and(AsyncConn::is_open) {
+        *conn = Some(http_connect(addr).await?);
     }
-    let s = conn.as_mut().expect("connected");
-    let req = match read {
+    let c = conn.as_mut().expect("connected");
+    let r = match read {
         None => {
             let body = format!(r#"{{"key":"{key}","value":"{value}"}}"#);
-            format!(
-                "POST /put HTTP/1.1\r\nHost: b\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
+            c.exchange("POST", "/put", body.as_bytes()).await
         }
-        Some(c) => {
-            let q = match c {
+        Some(consistency) => {
+            let q = match consistency {
                 native::CONSISTENCY_LINEARIZABLE => "&consistency=linearizable",
                 native::CONSISTENCY_LEASE => "&consistency=lease",
                 native::CONSISTENCY_EVENTUAL => "&consistency=eventual",
                 _ => "",
             };
-            format!("GET /get?key={key}{q} HTTP/1.1\r\nHost: b\r\n\r\n")
+            c.exchange("GET", &format!("/get?key={key}{q}"), b"").await
         }
     };
-    s.write_all(req.as_bytes())
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    read_http_answer(s).await.map(|(st, _)| st)
+    r.map(|r| r.status).map_err(|e| e.to_string())
 }
 
-/// Reads one HTTP/1.1 answer with a Content-Length: status and body.
-async fn read_http_answer(s: &mut TcpStream) -> Result<(u16, String), String> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = s
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("receive: {e}"))?;
-        if n == 0 {
-            return Err("connection closed".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                let st = head
-                    .get(9..12)
-                    .and_then(|v| v.parse().ok())
-                    .ok_or("not an HTTP answer")?;
-                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
-                return Ok((st, body));
-            }
-        }
-        if buf.len() > 8 << 20 {
-            return Err("answer too large".into());
-        }
-    }
-}
-
-/// One request on a fresh connection (leader discovery).
-async fn http_call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect(addr)
+async fn http_connect(addr: SocketAddr) -> Result<AsyncConn<TcpStream>, String> {
+    let s = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: b\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes())
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    read_http_answer(&mut s).await
+    let _ = s.set_nodelay(true);
+    Ok(AsyncConn::new(s, &addr.to_string()))
 }
 
 #[cfg(test)]

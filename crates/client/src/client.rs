@@ -25,9 +25,8 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
@@ -37,10 +36,6 @@ use ringkv_proto::native;
 
 /// What `--endpoints` defaults to: the three-node example.
 pub const ENDPOINTS_DEFAULT: &str = "127.0.0.1:9081,127.0.0.1:9082,127.0.0.1:9083";
-/// A reply (head and body) larger than this is refused.
-pub const RESPONSE_BYTES_MAX: usize = 4 << 20;
-/// Response headers parsed at most.
-const RESPONSE_HEADERS_MAX: usize = 32;
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR_REPLY: u8 = 1;
@@ -382,173 +377,4 @@ pub fn parse_endpoints(s: &str) -> Result<Vec<String>, String> {
         return Err("no endpoint given".into());
     }
     Ok(v)
-}
-
-/// An HTTP reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    pub status: u16,
-    pub body: String,
-}
-
-/// How one request/reply exchange failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExchangeError {
-    /// No connection was made: nothing reached the server.
-    NotSent(String),
-    /// Connected and (some of) the request was sent, then no complete reply came: the
-    /// server may have acted on it.
-    AfterSend(String),
-}
-
-/// One HTTP/1.1 request on a new connection to `addr`, all within `timeout` (connect, send
-/// and the whole reply). `headers`: extra (name, value) pairs; values must not hold CR or
-/// LF (the caller checks them).
-pub fn exchange(
-    addr: &str,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    timeout: Duration,
-) -> Result<Response, ExchangeError> {
-    assert!(
-        headers
-            .iter()
-            .all(|(n, v)| !format!("{n}{v}").contains(['\r', '\n'])),
-        "a header holds CR or LF"
-    );
-    let deadline = Instant::now() + timeout;
-    let mut stream = connect(addr, deadline).map_err(ExchangeError::NotSent)?;
-    let after = ExchangeError::AfterSend;
-    let extra: String = headers
-        .iter()
-        .map(|(n, v)| format!("{n}: {v}\r\n"))
-        .collect();
-    let mut req = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(body);
-    stream
-        .set_write_timeout(Some(timeout))
-        .and_then(|()| stream.write_all(&req))
-        .map_err(|e| after(io_error("sending", e, timeout)))?;
-
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let (head_len, status, content_length) = loop {
-        let mut headers = [httparse::EMPTY_HEADER; RESPONSE_HEADERS_MAX];
-        let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(&buf) {
-            Ok(httparse::Status::Complete(n)) => {
-                let mut len = None;
-                for h in resp.headers.iter() {
-                    if h.name.eq_ignore_ascii_case("content-length") {
-                        let v = std::str::from_utf8(h.value).ok();
-                        len = Some(v.and_then(|v| v.trim().parse::<usize>().ok()).ok_or_else(
-                            || after("the reply's Content-Length is not a number".into()),
-                        )?);
-                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                        return Err(after(
-                            "the reply uses Transfer-Encoding (unsupported)".into(),
-                        ));
-                    }
-                }
-                break (n, resp.code.unwrap_or(0), len);
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(e) => return Err(after(format!("the reply is not HTTP/1.1: {e}"))),
-        }
-        if read_some(&mut stream, &mut buf, deadline, timeout).map_err(after)? == 0 {
-            return Err(after(if buf.is_empty() {
-                "the connection was closed before any reply".into()
-            } else {
-                "the connection was closed in the middle of the reply".into()
-            }));
-        }
-    };
-    match content_length {
-        Some(n) => {
-            if head_len + n > RESPONSE_BYTES_MAX {
-                return Err(after(format!(
-                    "the reply is over response_bytes_max ({RESPONSE_BYTES_MAX} bytes)"
-                )));
-            }
-            while buf.len() < head_len + n {
-                if read_some(&mut stream, &mut buf, deadline, timeout).map_err(after)? == 0 {
-                    return Err(after(
-                        "the connection was closed in the middle of the reply".into(),
-                    ));
-                }
-            }
-            buf.truncate(head_len + n);
-        }
-        // No length: the body runs to the end of the connection.
-        None => while read_some(&mut stream, &mut buf, deadline, timeout).map_err(after)? > 0 {},
-    }
-    Ok(Response {
-        status,
-        body: String::from_utf8_lossy(&buf[head_len..]).into_owned(),
-    })
-}
-
-fn connect(addr: &str, deadline: Instant) -> Result<TcpStream, String> {
-    let addrs = addr
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve: {e}"))?;
-    let mut last = String::from("resolves to no address");
-    for sa in addrs {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        match TcpStream::connect_timeout(&sa, left) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(last)
-}
-
-/// Reads what is there into `buf` (at most up to `RESPONSE_BYTES_MAX`); 0 at the end.
-fn read_some(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    deadline: Instant,
-    timeout: Duration,
-) -> Result<usize, String> {
-    if buf.len() >= RESPONSE_BYTES_MAX {
-        return Err(format!(
-            "the reply is over response_bytes_max ({RESPONSE_BYTES_MAX} bytes)"
-        ));
-    }
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(timed_out("waiting for the reply", timeout));
-    }
-    stream
-        .set_read_timeout(Some(left))
-        .map_err(|e| e.to_string())?;
-    let mut chunk = [0u8; 16 << 10];
-    let room = chunk.len().min(RESPONSE_BYTES_MAX - buf.len());
-    match stream.read(&mut chunk[..room]) {
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            Ok(n)
-        }
-        Err(e) => Err(io_error("waiting for the reply", e, timeout)),
-    }
-}
-
-fn io_error(doing: &str, e: io::Error, timeout: Duration) -> String {
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => timed_out(doing, timeout),
-        _ => format!("{doing} failed: {e}"),
-    }
-}
-
-fn timed_out(doing: &str, timeout: Duration) -> String {
-    format!("timed out {doing} (--timeout-ms {})", timeout.as_millis())
 }

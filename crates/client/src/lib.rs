@@ -1,11 +1,12 @@
 //! ringkv's clients, apart from the server: the native-protocol library (`native_client`),
 //! the CLI's client commands (`client`), the load generator (`bench`, and `bench_etcd`
-//! against etcd with the `etcd` feature: the only place tokio and tonic are linked) and
-//! the live view (`top`).
+//! against etcd with the `etcd` feature: the only place tokio and tonic are linked), the
+//! live view (`top`) and the workspace's one HTTP/1.1 client (`http1`).
 
 pub mod bench;
 #[cfg(feature = "etcd")]
 pub mod bench_etcd;
 pub mod client;
+pub mod http1;
 pub mod native_client;
 pub mod top;

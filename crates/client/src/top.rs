@@ -2,7 +2,7 @@
 //! (`--once`: one table, no screen control).
 //!
 //! Runs on the main thread of a short-lived `ringkv` process with blocking HTTP
-//! (`client::exchange`): each refresh reads every endpoint's `/status` and, when the node
+//! (`http1::exchange`): each refresh reads every endpoint's `/status` and, when the node
 //! serves metrics (`metrics_address` in its status), its `/metrics`; rates, the p99 of the
 //! interval and executors' busy fractions come from the difference with the previous
 //! refresh. Not used by the server; must not touch node
@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::client::{self, ExchangeError};
+use crate::client;
+use crate::http1;
 
 /// What one endpoint said at one moment.
 #[derive(Debug, Clone)]
@@ -117,12 +118,12 @@ pub fn sample(endpoints: &[String], timeout: Duration) -> Vec<Sample> {
     endpoints
         .iter()
         .map(|e| {
-            let status = match client::exchange(e, "GET", "/status", &[], b"", timeout) {
+            let status = match http1::exchange(e, "GET", "/status", &[], b"", timeout) {
                 Ok(r) if r.status == 200 => {
                     serde_json::from_str(&r.body).map_err(|e| format!("bad status JSON: {e}"))
                 }
                 Ok(r) => Err(format!("answered {}", r.status)),
-                Err(ExchangeError::NotSent(m) | ExchangeError::AfterSend(m)) => Err(m),
+                Err(e) => Err(e.message().to_string()),
             };
             let metrics = status
                 .as_ref()
@@ -147,7 +148,7 @@ fn scrape(endpoint: &str, addr: &str, timeout: Duration) -> Option<Vec<Metric>> 
     } else {
         host
     };
-    let r = client::exchange(
+    let r = http1::exchange(
         &format!("{host}:{port}"),
         "GET",
         "/metrics",

@@ -421,7 +421,7 @@ fn debug_lines_of_a_call_carry_its_request_span() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut answered = false;
     while !answered && Instant::now() < deadline {
-        answered = ringkv_client::client::exchange(
+        answered = ringkv_client::http1::exchange(
             &addr,
             "POST",
             "/put",

@@ -38,7 +38,7 @@ fn top_once_prints_every_node_with_the_leader_and_rates() {
                     break;
                 }
                 let body = format!(r#"{{"key":"w{i}","value":"v"}}"#);
-                let _ = ringkv_client::client::exchange(
+                let _ = ringkv_client::http1::exchange(
                     &format!("127.0.0.1:{port}"),
                     "POST",
                     "/put",
