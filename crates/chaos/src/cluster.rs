@@ -6,12 +6,12 @@
 //! made for the run: its iptables rules would otherwise change the host's.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ringkv_client::http1;
 use ringkv_raft::NodeId;
 
 /// Every node listens on this port, each on its own address.
@@ -439,21 +439,16 @@ pub fn http(
     body: &str,
     limit: Duration,
 ) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, limit).ok()?;
-    s.set_read_timeout(Some(limit)).ok()?;
-    s.set_write_timeout(Some(limit)).ok()?;
-    write!(
-        s,
-        "{method} {target} HTTP/1.1\r\nHost: ringkv\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+    let r = http1::exchange(
+        &addr.to_string(),
+        method,
+        target,
+        &[],
+        body.as_bytes(),
+        limit,
     )
     .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let status = out.get(9..12)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n").map_or("", |x| x.1).to_string();
-    Some((status, body))
+    Some((r.status, r.body))
 }
 
 /// iptables rules of the run's network namespace.
