@@ -7,63 +7,12 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Opts};
-
-/// One keep-alive connection doing sequential puts.
-struct Client {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    fn new(port: u16) -> Self {
-        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_nodelay(true).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Self {
-            s,
-            buf: Vec::with_capacity(4096),
-        }
-    }
-
-    /// Sends one put and reads its response; returns the status.
-    fn put(&mut self, key: &str, value: &str) -> u16 {
-        let body = format!(r#"{{"key":"{key}","value":"{value}"}}"#);
-        let req = format!(
-            "POST /put HTTP/1.1\r\nHost: b\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        self.s.write_all(req.as_bytes()).expect("send");
-        self.buf.clear();
-        let mut chunk = [0u8; 2048];
-        loop {
-            let n = self.s.read(&mut chunk).expect("receive");
-            assert!(n > 0, "the node closed the connection");
-            self.buf.extend_from_slice(&chunk[..n]);
-            let Some(end) = find(&self.buf, b"\r\n\r\n") else {
-                continue;
-            };
-            let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            if self.buf.len() >= end + 4 + len {
-                return head[9..12].parse().unwrap();
-            }
-        }
-    }
-}
-
-fn find(h: &[u8], n: &[u8]) -> Option<usize> {
-    h.windows(n.len()).position(|w| w == n)
-}
+use common::{Cluster, Opts, put_on};
+use ringkv_client::http1;
 
 struct Run {
     ops: usize,
@@ -79,11 +28,13 @@ fn load(port: u16, clients: usize, secs: u64) -> Run {
         .map(|c| {
             let (stop, value) = (stop.clone(), value.clone());
             std::thread::spawn(move || {
-                let mut cl = Client::new(port);
+                let mut cl =
+                    http1::Conn::connect(&format!("127.0.0.1:{port}"), Duration::from_secs(10))
+                        .expect("connect");
                 let (mut lat, mut errors, mut i) = (Vec::new(), 0usize, 0u64);
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
-                    let st = cl.put(&format!("c{c}-k{}", i % 10_000), &value);
+                    let st = put_on(&mut cl, &format!("c{c}-k{}", i % 10_000), &value);
                     lat.push(t.elapsed().as_micros() as u64);
                     if st != 200 {
                         errors += 1;

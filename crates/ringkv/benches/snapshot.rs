@@ -7,49 +7,15 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Opts, json, wait_until};
+use common::{Cluster, Opts, json, put_on, wait_until};
+use ringkv_client::http1;
 
-fn put(s: &mut TcpStream, key: &str, value: &str) -> u16 {
-    let body = format!(r#"{{"key":"{key}","value":"{value}"}}"#);
-    write!(
-        s,
-        "POST /put HTTP/1.1\r\nHost: b\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = s.read(&mut chunk).unwrap();
-        assert!(n > 0);
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf);
-        if let Some(end) = text.find("\r\n\r\n") {
-            let len: usize = text[..end]
-                .to_ascii_lowercase()
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                return text[9..12].parse().unwrap();
-            }
-        }
-    }
-}
-
-fn connect(port: u16) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
+fn connect(port: u16) -> http1::Conn {
+    http1::Conn::connect(&format!("127.0.0.1:{port}"), Duration::from_secs(10)).unwrap()
 }
 
 /// One client writing for `d`; returns its latencies in µs, sorted.
@@ -60,7 +26,7 @@ fn probe(port: u16, d: Duration, tag: &str) -> Vec<u64> {
     let mut i = 0;
     while t0.elapsed() < d {
         let t = Instant::now();
-        assert_eq!(put(&mut s, &format!("probe-{tag}-{i}"), "p"), 200);
+        assert_eq!(put_on(&mut s, &format!("probe-{tag}-{i}"), "p"), 200);
         lat.push(t.elapsed().as_micros() as u64);
         i += 1;
     }
@@ -99,7 +65,7 @@ fn main() {
             std::thread::spawn(move || {
                 let mut s = connect(port);
                 for k in (th..keys).step_by(32) {
-                    assert_eq!(put(&mut s, &format!("key-{k:08}"), &value), 200);
+                    assert_eq!(put_on(&mut s, &format!("key-{k:08}"), &value), 200);
                 }
             })
         })
@@ -124,7 +90,7 @@ fn main() {
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                assert_eq!(put(&mut s, &format!("probe-during-{i}"), "p"), 200);
+                assert_eq!(put_on(&mut s, &format!("probe-during-{i}"), "p"), 200);
                 lat.push(t.elapsed().as_micros() as u64);
                 i += 1;
             }

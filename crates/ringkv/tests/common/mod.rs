@@ -3,11 +3,13 @@
 //! SIGTERM, other signals (SIGSTOP/SIGCONT) and wiping of single nodes.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use ringkv_client::http1;
 
 pub struct Opts {
     /// The `[raft.persistence]` body.
@@ -266,21 +268,12 @@ impl Cluster {
     }
 
     pub fn raw(&self, i: usize, method: &str, target: &str, body: &[u8]) -> Option<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.ports[i])).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        let head = format!(
-            "{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        s.write_all(head.as_bytes()).ok()?;
-        // A refused request may close the connection before the whole body is sent.
-        let _ = s.write_all(body);
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).ok()?;
-        let out = String::from_utf8_lossy(&out).to_string();
-        let status = out.get(9..12)?.parse().ok()?;
-        let body = out.split("\r\n\r\n").nth(1)?.to_string();
-        Some((status, body))
+        call(
+            &format!("127.0.0.1:{}", self.ports[i]),
+            method,
+            target,
+            body,
+        )
     }
 
     pub fn put(&self, i: usize, key: &str, value: &str) -> (u16, serde_json::Value) {
@@ -331,18 +324,7 @@ impl Cluster {
     /// answer (or has none).
     pub fn metrics_http(&self, i: usize, method: &str, target: &str) -> Option<(u16, String)> {
         let port = self.metrics_ports[i]?;
-        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(
-            s,
-            "{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        let status = out.get(9..12)?.parse().ok()?;
-        let body = out.split_once("\r\n\r\n")?.1.to_string();
-        Some((status, body))
+        call(&format!("127.0.0.1:{port}"), method, target, b"")
     }
 
     /// Node `i`'s `GET /metrics` text (panics unless it answers 200).
@@ -361,18 +343,29 @@ impl Cluster {
 
 /// A put over a fresh connection from any thread: its status, or None without an answer.
 pub fn put_port(port: u16, key: &str, value: &str) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let body = serde_json::json!({ "key": key, "value": value }).to_string();
-    write!(
-        s,
-        "POST /put HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+    call(
+        &format!("127.0.0.1:{port}"),
+        "POST",
+        "/put",
+        body.as_bytes(),
     )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.get(9..12)?.parse().ok()
+    .map(|r| r.0)
+}
+
+/// One put on a keep-alive connection (the benches' clients): its status.
+pub fn put_on(c: &mut http1::Conn, key: &str, value: &str) -> u16 {
+    let body = serde_json::json!({ "key": key, "value": value }).to_string();
+    c.exchange("POST", "/put", body.as_bytes(), Duration::from_secs(10))
+        .expect("a reply to a put")
+        .status
+}
+
+/// One request through the workspace's HTTP client: (status, body), or None without a
+/// whole answer within 10 s.
+fn call(addr: &str, method: &str, target: &str, body: &[u8]) -> Option<(u16, String)> {
+    let r = http1::exchange(addr, method, target, &[], body, Duration::from_secs(10)).ok()?;
+    Some((r.status, r.body))
 }
 
 /// `kill -SIG PID` (e.g. "STOP", "CONT"), from any thread.
