@@ -50,7 +50,7 @@ fn main() {
             heartbeat_ms: 100,
             lease_ms: 500,
             // Only on demand here, so each is measured alone.
-            extra: "[raft.snapshot]\ninterval_entries = 0\n",
+            extra: "[raft.snapshot]\ninterval_entries = 0\n".into(),
             ..Opts::default()
         },
     );

@@ -11,15 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Opts, json, put_port, wait_until};
+use common::{Cluster, Opts, json, loopback, put_port, wait_until};
+use ringkv_harness::api;
 
 const SNAPSHOT_EVERY_500: &str = "[raft.snapshot]\ninterval_entries = 500\n";
 
 fn admin(c: &Cluster, node: usize, path: &str, node_id: u64) -> (u16, serde_json::Value) {
-    let (st, b) = c
-        .http(node, "POST", path, &format!(r#"{{"node_id": {node_id}}}"#))
-        .unwrap_or_else(|| panic!("node {} did not answer {path}", node + 1));
-    (st, json(&b))
+    c.admin(node, path, node_id, None)
 }
 
 fn status(c: &Cluster, node: usize) -> serde_json::Value {
@@ -69,7 +67,7 @@ fn seed_expansion_learners_join_catch_up_are_promoted_and_survive_two_failures()
     let mut c = Cluster::with_joiners(
         "expand",
         Opts {
-            extra: SNAPSHOT_EVERY_500,
+            extra: SNAPSHOT_EVERY_500.into(),
             ..Opts::default()
         },
         2,
@@ -153,7 +151,7 @@ fn a_follower_behind_the_compacted_log_rejoins_by_snapshot() {
     let mut c = Cluster::new(
         "snapjoin",
         Opts {
-            extra: "[raft.snapshot]\ninterval_entries = 100\nchunk_bytes_max = 4096\n",
+            extra: "[raft.snapshot]\ninterval_entries = 100\nchunk_bytes_max = 4096\n".into(),
             ..Opts::default()
         },
     );
@@ -273,18 +271,14 @@ fn bad_operator_calls_are_refused_with_their_codes() {
     c.kill(f2);
     let port = c.ports[l];
     let pending = std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let body = format!(r#"{{"node_id": {}}}"#, f1 + 1);
-        write!(
-            s,
-            "POST /remove HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
+        let node = f1 as u64 + 1;
+        api::admin(
+            loopback(port),
+            "/remove",
+            node,
+            None,
+            Duration::from_secs(30),
         )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
     });
     wait_until(5, "the first change to be pending", || {
         (status(&c, l)["membership_change_in_progress"] == true).then_some(())
@@ -297,8 +291,8 @@ fn bad_operator_calls_are_refused_with_their_codes() {
     );
     let out = pending.join().unwrap();
     assert!(
-        out.starts_with("HTTP/1.1 504") || out.starts_with("HTTP/1.1 503"),
-        "the uncommittable change is not acknowledged: {out}"
+        matches!(out, Some((503 | 504, _))),
+        "the uncommittable change is not acknowledged: {out:?}"
     );
     // The last voter cannot be removed (a fresh cluster: remove down to one voter).
     drop(c);
@@ -325,20 +319,8 @@ fn operator_calls_need_the_cluster_token_when_one_is_set() {
     let (st, b) = admin(&c, l, "/promote", 42);
     assert_eq!((st, b["code"].as_str()), (401, Some("unauthorized")), "{b}");
     // With the token the call goes through (and is judged on its merits).
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", c.ports[l])).unwrap();
-    let body = r#"{"node_id": 42}"#;
-    write!(
-        s,
-        "POST /promote HTTP/1.1\r\nHost: x\r\nX-Ringkv-Token: s3cret\r\nConnection: close\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
-    assert!(out.contains("not_learner"), "{out}");
+    let (st, b) = c.admin(l, "/promote", 42, Some("s3cret"));
+    assert_eq!((st, b["code"].as_str()), (400, Some("not_learner")), "{b}");
     // Client writes need no token.
     assert_eq!(c.put(l, "k", "v").0, 200);
 }

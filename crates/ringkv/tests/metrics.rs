@@ -516,7 +516,7 @@ fn the_raft_core_shares_its_cpus_shard_executor_or_has_its_own_and_is_measured_a
         "layout-own",
         Opts {
             metrics: true,
-            extra: "[runtime]\ncores = [1]\nraft_core = 0\n",
+            extra: "[runtime]\ncores = [1]\nraft_core = 0\n".into(),
             ..Opts::default()
         },
         0,
@@ -577,7 +577,7 @@ fn the_raft_core_shares_its_cpus_shard_executor_or_has_its_own_and_is_measured_a
         let mut c = Cluster::with_joiners(
             "layout-bad-cpu",
             Opts {
-                extra,
+                extra: extra.into(),
                 ..Opts::default()
             },
             0,

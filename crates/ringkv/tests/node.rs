@@ -14,27 +14,6 @@ use ringkv_proto::frame::{FrameHeader, FrameKind, HEADER_BYTES};
 use ringkv_server::net::peer::{ACK_OK, ACK_REFUSED, ArchivedHelloAck, Hello};
 use ringkv_server::net::wire::encode_message;
 
-/// "Became leader" lines of every node's log: (node, term).
-fn leader_lines(c: &Cluster) -> Vec<(u64, u64)> {
-    let field = |line: &str, name: &str| -> Option<u64> {
-        let at = line.find(&format!("{name}="))? + name.len() + 1;
-        line[at..]
-            .split(|ch: char| !ch.is_ascii_digit())
-            .next()?
-            .parse()
-            .ok()
-    };
-    (0..3)
-        .flat_map(|i| {
-            c.log(i)
-                .lines()
-                .filter(|l| l.contains("Became leader"))
-                .map(|l| (field(l, "node").unwrap(), field(l, "term").unwrap()))
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 #[test]
 fn seed_walkthrough_election_writes_reads_failover_and_catch_up() {
     let mut c = Cluster::new("walk", Opts::default());
@@ -43,10 +22,10 @@ fn seed_walkthrough_election_writes_reads_failover_and_catch_up() {
     // `grep -r "Became leader" logs/` finds the leader with its node id and term, and no
     // term ever had two.
     let lines = wait_until(10, "the leader's log line", || {
-        let v = leader_lines(&c);
-        v.contains(&(l as u64 + 1, term)).then_some(v)
+        let v = c.leader_claims();
+        v.contains(&(term, l as u64 + 1)).then_some(v)
     });
-    let mut terms: Vec<u64> = lines.iter().map(|x| x.1).collect();
+    let mut terms: Vec<u64> = lines.iter().map(|x| x.0).collect();
     terms.sort();
     terms.dedup();
     assert_eq!(
@@ -318,7 +297,7 @@ fn bad_input_is_refused_clearly_and_the_node_keeps_serving() {
         ),
         (
             "oversized body",
-            c.raw(n, "POST", "/put", &vec![b' '; 8 << 20]),
+            c.http(n, "POST", "/put", &" ".repeat(8 << 20)),
             413,
         ),
         (

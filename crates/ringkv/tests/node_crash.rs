@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Opts, wait_until};
+use common::{Cluster, Opts, put_at, wait_until};
 
 fn kill_all(c: &mut Cluster) {
     for i in 0..3 {
@@ -30,11 +30,12 @@ fn disk_first_keeps_every_acknowledged_write_when_all_three_nodes_die() {
     let ports = c.ports.clone();
     let threads: Vec<_> = (0..4)
         .map(|t| {
-            let c = ClientPorts(ports.clone());
+            let ports = ports.clone();
             std::thread::spawn(move || {
                 for k in (t..1000).step_by(4) {
-                    let (st, b) = c.put(k % 3, &format!("key-{k}"), &format!("value-{k}"));
-                    assert_eq!(st, 200, "key-{k}: {b}");
+                    let (key, value) = (format!("key-{k}"), format!("value-{k}"));
+                    let r = put_at(ports[k % 3], &key, &value);
+                    assert!(r.as_ref().is_ok_and(|r| r.status == 200), "{key}: {r:?}");
                 }
             })
         })
@@ -105,26 +106,4 @@ fn mem_first_loses_only_writes_acknowledged_just_before_a_crash_of_all_nodes() {
     wait_until(10, "a write after the restart", || {
         (c.put(l, "after", "crash").0 == 200).then_some(())
     });
-}
-
-/// Puts over plain HTTP from a thread (the cluster handle stays on the test thread).
-struct ClientPorts(Vec<u16>);
-
-impl ClientPorts {
-    fn put(&self, i: usize, key: &str, value: &str) -> (u16, String) {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.0[i])).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let body = serde_json::json!({ "key": key, "value": value }).to_string();
-        write!(
-            s,
-            "POST /put HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let st = out[9..12].parse().unwrap();
-        (st, out.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
-    }
 }

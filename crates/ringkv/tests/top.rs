@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Cluster, Opts};
+use common::{Cluster, Opts, put_port};
 
 #[test]
 fn top_once_prints_every_node_with_the_leader_and_rates() {
@@ -37,15 +37,7 @@ fn top_once_prints_every_node_with_the_leader_and_rates() {
                 if stop.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
                 }
-                let body = format!(r#"{{"key":"w{i}","value":"v"}}"#);
-                let _ = ringkv_client::http1::exchange(
-                    &format!("127.0.0.1:{port}"),
-                    "POST",
-                    "/put",
-                    &[],
-                    body.as_bytes(),
-                    std::time::Duration::from_secs(5),
-                );
+                put_port(port, &format!("w{i}"), "v");
             }
         })
     };

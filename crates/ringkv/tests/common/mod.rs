@@ -1,65 +1,37 @@
-//! A three-node cluster of real `ringkv serve` processes on loopback for tests: per-test
-//! ports and directory (removed with every process on drop), HTTP helpers, SIGKILL,
-//! SIGTERM, other signals (SIGSTOP/SIGCONT) and wiping of single nodes.
+//! The tests' (and benches') view of `ringkv_harness::Cluster`: what is theirs only.
+//! Nodes are numbered from 0 here (node `i` has id `i + 1`); each test gets free loopback
+//! ports and its own directory under the target's tmp dir, removed with every process on
+//! drop (`RINGKV_KEEP_TEST_DIR=1` keeps it). Everything else (configs, processes, logs,
+//! HTTP) is the harness's; this only turns indices into ids and a miss into a panic.
+//!
+//! Runs on the test's thread (its nodes die with it). Must not touch node internals.
 #![allow(dead_code)]
 
-use std::io::Read;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use ringkv_client::http1;
+use ringkv_harness::{NodeId, NodeSpec, api};
 
-pub struct Opts {
-    /// The `[raft.persistence]` body.
-    pub persistence: &'static str,
-    pub election_ms: (u64, u64),
-    pub heartbeat_ms: u64,
-    pub lease_ms: u64,
-    /// The `[limits]` body.
-    pub limits: &'static str,
-    /// More TOML appended to every config (e.g. `[raft.snapshot]`).
-    pub extra: &'static str,
-    /// `cluster.cluster_token`.
-    pub token: &'static str,
-    /// Give every node a `cluster.metrics_address` (ports in `Cluster::metrics_ports`).
-    pub metrics: bool,
-}
+pub use ringkv_harness::Opts;
 
-impl Default for Opts {
-    fn default() -> Self {
-        Self {
-            persistence: "strategy = \"DiskFirst\"",
-            election_ms: (300, 600),
-            heartbeat_ms: 50,
-            lease_ms: 200,
-            limits: "",
-            extra: "",
-            token: "",
-            metrics: false,
-        }
-    }
-}
+/// How long one HTTP call of a test may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Cluster {
     pub dir: PathBuf,
     pub ports: Vec<u16>,
     /// Each node's metrics port (`Opts::metrics`), `None` without one.
     pub metrics_ports: Vec<Option<u16>>,
-    procs: Vec<Option<Child>>,
+    h: ringkv_harness::Cluster,
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for p in self.procs.iter_mut().flatten() {
-            // A node a test stopped (SIGSTOP) and did not resume.
-            let _ = Command::new("kill")
-                .args(["-CONT", &p.id().to_string()])
-                .status();
-            let _ = p.kill();
-            let _ = p.wait();
-        }
+        // Before the directory goes: a running node would keep writing into it.
+        self.h.stop_all();
         // RINGKV_KEEP_TEST_DIR=1 keeps data and logs for a post-mortem.
         if std::env::var_os("RINGKV_KEEP_TEST_DIR").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -67,6 +39,16 @@ impl Drop for Cluster {
             eprintln!("kept {}", self.dir.display());
         }
     }
+}
+
+/// Node `i`'s id.
+fn id(i: usize) -> NodeId {
+    i as NodeId + 1
+}
+
+/// 127.0.0.1:`port`.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// A free port below the kernel's ephemeral range (32768 and up): a port from that range
@@ -123,134 +105,66 @@ impl Cluster {
     pub fn with_joiners(tag: &str, o: Opts, joiners: usize) -> Self {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("node-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let bin = Path::new(env!("CARGO_BIN_EXE_ringkv"));
+        let mut h = ringkv_harness::Cluster::new(bin, &dir, o, |_, _| loopback(free_port()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        h.status_timeout = CALL_TIMEOUT;
+        h.call_timeout = CALL_TIMEOUT;
         let n = 3 + joiners;
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let metrics_ports: Vec<Option<u16>> = (0..n).map(|_| o.metrics.then(free_port)).collect();
-        let member = |i: usize, role: u8, status: u8| {
-            format!(
-                "{{ id = {}, address = \"127.0.0.1:{}\", role = {role}, status = {status} }}",
-                i + 1,
-                ports[i]
-            )
-        };
-        let founders: Vec<String> = (0..3).map(|i| member(i, 1, 2)).collect();
-        for (i, p) in ports.iter().enumerate() {
-            let mut m = founders.clone();
-            if i >= 3 {
-                m.push(member(i, 3, 0));
-            }
-            let members = m;
-            let metrics = match metrics_ports[i] {
-                Some(mp) => format!("metrics_address = \"127.0.0.1:{mp}\"\n"),
-                None => String::new(),
+        for i in 0..n {
+            let spec = NodeSpec {
+                joiner: i >= 3,
+                ..NodeSpec::default()
             };
-            let toml = format!(
-                "[cluster]\nnode_id = {id}\ncluster_token = \"{token}\"\nlisten_address = \"127.0.0.1:{p}\"\n{metrics}initial_cluster = [{m}]\n\
-                 data_dir = \"{d}/db/{id}\"\n\n[raft]\nelection_timeout_min_ms = {emin}\n\
-                 election_timeout_max_ms = {emax}\nheartbeat_interval_ms = {hb}\n\n\
-                 [raft.read_consistency]\nlease_duration_ms = {lease}\n\n[raft.persistence]\n{pers}\n\n\
-                 [limits]\n{limits}\n\n{extra}\n",
-                id = i + 1,
-                m = members.join(", "),
-                d = dir.display(),
-                emin = o.election_ms.0,
-                emax = o.election_ms.1,
-                hb = o.heartbeat_ms,
-                lease = o.lease_ms,
-                pers = o.persistence,
-                limits = o.limits,
-                extra = o.extra,
-                token = o.token,
-            );
-            std::fs::write(dir.join(format!("n{}.toml", i + 1)), toml).unwrap();
+            h.add(id(i), spec).unwrap_or_else(|e| panic!("{e}"));
         }
         Self {
             dir,
-            procs: (0..n).map(|_| None).collect(),
-            ports,
-            metrics_ports,
+            ports: (0..n).map(|i| h.address(id(i)).port()).collect(),
+            metrics_ports: (0..n)
+                .map(|i| h.node(id(i)).metrics_address.map(|a| a.port()))
+                .collect(),
+            h,
         }
     }
 
     pub fn config(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("n{}.toml", i + 1))
+        self.h.config_path(id(i))
     }
 
     pub fn log_dir(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("logs/{}", i + 1))
-    }
-
-    fn command(&self, i: usize) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_ringkv"));
-        c.args(["serve", "--config"])
-            .arg(self.config(i))
-            // d.log in the test's directory, not the repository's logs/.
-            .env("LOG_DIR", self.log_dir(i))
-            .env("LOG_LEVEL", "info");
-        c
+        self.h.log_dir(id(i))
     }
 
     pub fn start(&mut self, i: usize) {
-        assert!(self.procs[i].is_none(), "node {} runs already", i + 1);
-        let child = self
-            .command(i)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.procs[i] = Some(child);
+        self.h.start(id(i)).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Starts node `i` expecting it to exit on its own; returns its status and stderr.
     pub fn start_expecting_exit(&mut self, i: usize, secs: u64) -> (ExitStatus, String) {
-        let mut child = self
-            .command(i)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let status = wait_until(secs, "the node to exit", || child.try_wait().unwrap());
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        (status, err)
+        self.h
+            .start_expecting_exit(id(i), Duration::from_secs(secs))
+            .unwrap_or_else(|e| panic!("node {}: {e}", i + 1))
     }
 
     pub fn running(&self, i: usize) -> bool {
-        self.procs[i].is_some()
+        self.h.has_process(id(i))
     }
 
     /// SIGKILL.
     pub fn kill(&mut self, i: usize) {
-        if let Some(mut p) = self.procs[i].take() {
-            p.kill().unwrap();
-            p.wait().unwrap();
-        }
+        self.h.kill(id(i));
     }
 
     /// SIGTERM; waits for the exit and returns its status and how long it took.
     pub fn terminate(&mut self, i: usize) -> (ExitStatus, Duration) {
-        let mut p = self.procs[i].take().expect("running");
-        let t = Instant::now();
-        let ok = Command::new("kill")
-            .args(["-TERM", &p.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let st = wait_until(10, "the node to exit after SIGTERM", || {
-            p.try_wait().unwrap()
-        });
-        (st, t.elapsed())
+        self.h
+            .terminate(id(i), Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn pid(&self, i: usize) -> u32 {
-        self.procs[i].as_ref().expect("running").id()
+        self.h.pid(id(i)).expect("running")
     }
 
     /// Sends `kill -SIG` (e.g. "STOP", "CONT") to node `i`.
@@ -259,120 +173,107 @@ impl Cluster {
     }
 
     pub fn wipe(&self, i: usize) {
-        std::fs::remove_dir_all(self.dir.join(format!("db/{}", i + 1))).unwrap();
+        self.h.wipe(id(i)).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// (status, body) of one request, or None if the node does not answer.
     pub fn http(&self, i: usize, method: &str, target: &str, body: &str) -> Option<(u16, String)> {
-        self.raw(i, method, target, body.as_bytes())
-    }
-
-    pub fn raw(&self, i: usize, method: &str, target: &str, body: &[u8]) -> Option<(u16, String)> {
-        call(
-            &format!("127.0.0.1:{}", self.ports[i]),
-            method,
-            target,
-            body,
-        )
+        let r = self
+            .h
+            .http(id(i), method, target, &[], body.as_bytes())
+            .ok()?;
+        Some((r.status, r.body))
     }
 
     pub fn put(&self, i: usize, key: &str, value: &str) -> (u16, serde_json::Value) {
-        let body = serde_json::json!({ "key": key, "value": value }).to_string();
-        let (st, b) = self
-            .http(i, "POST", "/put", &body)
-            .unwrap_or_else(|| panic!("node {} did not answer a put", i + 1));
-        (st, json(&b))
+        let r = self
+            .h
+            .put(id(i), key, value)
+            .unwrap_or_else(|e| panic!("node {} did not answer a put: {e}", i + 1));
+        (r.status, json(&r.body))
     }
 
     pub fn get(&self, i: usize, key: &str, consistency: &str) -> (u16, serde_json::Value) {
-        let (st, b) = self
-            .http(
-                i,
-                "GET",
-                &format!("/get?key={key}&consistency={consistency}"),
-                "",
-            )
-            .unwrap_or_else(|| panic!("node {} did not answer a get", i + 1));
-        (st, json(&b))
+        let r = self
+            .h
+            .get(id(i), key, consistency)
+            .unwrap_or_else(|e| panic!("node {} did not answer a get: {e}", i + 1));
+        (r.status, json(&r.body))
+    }
+
+    /// An operator call (`/promote`, `/remove`, `/transfer-leader`) about `node_id`.
+    pub fn admin(
+        &self,
+        i: usize,
+        path: &str,
+        node_id: NodeId,
+        token: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        self.h
+            .admin(id(i), path, node_id, token)
+            .unwrap_or_else(|| panic!("node {} did not answer {path}", i + 1))
     }
 
     pub fn status(&self, i: usize) -> Option<serde_json::Value> {
-        let (_, b) = self.http(i, "GET", "/status", "")?;
-        serde_json::from_str(&b).ok()
+        self.h.status(id(i))
     }
 
     /// Waits until the running nodes agree on one leader; returns its index.
     pub fn leader(&self) -> usize {
         wait_until(30, "one leader all running nodes agree on", || {
-            let st: Vec<_> = (0..self.ports.len())
-                .filter(|&i| self.running(i))
-                .map(|i| self.status(i))
-                .collect::<Option<Vec<_>>>()?;
-            let leaders: Vec<_> = st.iter().filter(|s| s["role"] == "leader").collect();
-            // A leader that has not committed an entry of its term refuses admin calls.
-            if leaders.len() != 1 || leaders[0]["leader_ready"] != true {
-                return None;
-            }
-            let id = leaders[0]["node_id"].as_u64()?;
-            st.iter()
-                .all(|s| s["leader_id"] == id)
-                .then_some(id as usize - 1)
+            let running: Vec<NodeId> = self
+                .h
+                .ids()
+                .into_iter()
+                .filter(|n| self.h.has_process(*n))
+                .collect();
+            self.h.agreed_leader(&running).map(|l| l as usize - 1)
         })
+    }
+
+    /// Every (term, node id) some node's log says became leader, each once.
+    pub fn leader_claims(&self) -> Vec<(u64, NodeId)> {
+        self.h.leader_claims()
     }
 
     /// (status, body) of one request to node `i`'s metrics port, or None if it does not
     /// answer (or has none).
     pub fn metrics_http(&self, i: usize, method: &str, target: &str) -> Option<(u16, String)> {
-        let port = self.metrics_ports[i]?;
-        call(&format!("127.0.0.1:{port}"), method, target, b"")
+        let r = self.h.metrics_http(id(i), method, target)?.ok()?;
+        Some((r.status, r.body))
     }
 
     /// Node `i`'s `GET /metrics` text (panics unless it answers 200).
     pub fn metrics(&self, i: usize) -> String {
-        match self.metrics_http(i, "GET", "/metrics") {
-            Some((200, b)) => b,
-            other => panic!("node {}: GET /metrics: {other:?}", i + 1),
-        }
+        self.h
+            .metrics(id(i))
+            .unwrap_or_else(|| panic!("node {}: GET /metrics did not answer 200", i + 1))
     }
 
-    /// The node's `d.log` so far.
+    /// What the node logged so far (its log directory).
     pub fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(self.log_dir(i).join("d.log")).unwrap_or_default()
+        self.h.log(id(i))
     }
 }
 
-/// A put over a fresh connection from any thread: its status, or None without an answer.
+/// A put over a fresh connection from any thread (the cluster handle stays on the test's).
+pub fn put_at(port: u16, key: &str, value: &str) -> Result<http1::Response, http1::ExchangeError> {
+    api::put(loopback(port), key, value, CALL_TIMEOUT)
+}
+
+/// `put_at`'s status, or None without an answer.
 pub fn put_port(port: u16, key: &str, value: &str) -> Option<u16> {
-    let body = serde_json::json!({ "key": key, "value": value }).to_string();
-    call(
-        &format!("127.0.0.1:{port}"),
-        "POST",
-        "/put",
-        body.as_bytes(),
-    )
-    .map(|r| r.0)
+    put_at(port, key, value).ok().map(|r| r.status)
 }
 
 /// One put on a keep-alive connection (the benches' clients): its status.
 pub fn put_on(c: &mut http1::Conn, key: &str, value: &str) -> u16 {
-    let body = serde_json::json!({ "key": key, "value": value }).to_string();
-    c.exchange("POST", "/put", body.as_bytes(), Duration::from_secs(10))
+    api::put_on(c, key, value, CALL_TIMEOUT)
         .expect("a reply to a put")
         .status
 }
 
-/// One request through the workspace's HTTP client: (status, body), or None without a
-/// whole answer within 10 s.
-fn call(addr: &str, method: &str, target: &str, body: &[u8]) -> Option<(u16, String)> {
-    let r = http1::exchange(addr, method, target, &[], body, Duration::from_secs(10)).ok()?;
-    Some((r.status, r.body))
-}
-
 /// `kill -SIG PID` (e.g. "STOP", "CONT"), from any thread.
 pub fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success(), "kill -{sig} {pid}");
+    ringkv_harness::process::signal(pid, sig).unwrap_or_else(|e| panic!("{e}"));
 }
