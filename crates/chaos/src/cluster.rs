@@ -1,17 +1,21 @@
-//! The processes of one fault-campaign cluster: their configs, start, kill -9, pause,
-//! data corruption, iptables partitions, and the HTTP calls the runner makes to them.
+//! One fault-campaign cluster: what is the campaign's own on top of `ringkv_harness`
+//! (which writes the configs, starts, kills and pauses the processes, reads their logs and
+//! makes the HTTP calls): the nodes' addresses in the namespace, link-proxy dialing, a CPU
+//! and a clock rate per node, joiners and retired members, and iptables partitions (`net`).
 //!
-//! Runs on the runner's main thread (blocking calls). Owns the child processes and the
-//! run's directory. Must only be used inside the private network namespace the runner
-//! made for the run: its iptables rules would otherwise change the host's.
+//! Runs on the runner's main thread (blocking calls). Owns the run's directory and, through
+//! the harness, the child processes. Must only be used inside the private network
+//! namespace the runner made for the run: its iptables rules would otherwise change the
+//! host's.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ringkv_client::http1;
+use ringkv_harness::{self as harness, NodeSpec, Opts, Testing};
 use ringkv_raft::NodeId;
 
 /// Every node listens on this port, each on its own address.
@@ -51,27 +55,30 @@ pub struct Settings {
     pub proxied: bool,
 }
 
-/// One node the runner started at some point.
-pub struct Node {
-    pub child: Option<Child>,
-    pub paused: bool,
-    pub founder: bool,
-    /// The clock rate its current process runs with (`testing.clock_rate_ppm`).
-    pub clock_rate_ppm: i32,
-    /// Removed from the cluster (its process stopped, its directory kept for the report).
-    pub retired: bool,
-}
-
+/// A fault-campaign cluster: `ringkv_harness::Cluster` (configs, processes, logs, HTTP;
+/// reached through `Deref`) plus what is the campaign's: node addresses in the namespace,
+/// link proxies in the founders' configs, one CPU per node, clock rates, joiners under
+/// new ids, and retired members.
 pub struct Cluster {
-    bin: PathBuf,
-    pub dir: PathBuf,
+    h: harness::Cluster,
     pub settings: Settings,
-    pub founders: Vec<NodeId>,
-    pub nodes: BTreeMap<NodeId, Node>,
+    /// Removed from the cluster (process stopped, directory kept for the report).
+    retired: BTreeSet<NodeId>,
     next_id: NodeId,
     cpus: usize,
-    /// Processes that exited without the runner killing them: (node, exit status).
-    pub exits: Vec<(NodeId, String)>,
+}
+
+impl Deref for Cluster {
+    type Target = harness::Cluster;
+    fn deref(&self) -> &harness::Cluster {
+        &self.h
+    }
+}
+
+impl DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut harness::Cluster {
+        &mut self.h
+    }
 }
 
 impl Cluster {
@@ -84,219 +91,95 @@ impl Cluster {
         founders: usize,
         rates: &dyn Fn(NodeId) -> i32,
     ) -> Result<Cluster, String> {
-        let _ = std::fs::remove_dir_all(dir);
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut c = Cluster {
-            bin: bin.to_path_buf(),
-            dir: dir.to_path_buf(),
-            settings,
-            founders: (1..=founders as NodeId).collect(),
-            nodes: BTreeMap::new(),
-            next_id: founders as NodeId + 1,
-            cpus,
-            exits: Vec::new(),
+        let s = &settings;
+        let opts = Opts {
+            election_ms: s.election_ms,
+            heartbeat_ms: s.heartbeat_ms,
+            lease_ms: s.lease_ms,
+            drift_ppm_max: Some(s.drift_ppm_max),
+            request_timeout_ms: Some(s.request_timeout_ms),
+            extra: format!(
+                "[raft.snapshot]\ninterval_entries = {}\n",
+                s.snapshot_entries
+            )
+            .into(),
+            ..Opts::default()
         };
-        for id in c.founders.clone() {
-            c.nodes.insert(
-                id,
-                Node {
-                    child: None,
-                    paused: false,
-                    founder: true,
-                    clock_rate_ppm: rates(id),
-                    retired: false,
-                },
-            );
+        let mut h = harness::Cluster::new(bin, dir, opts, |id, _| node_addr(id))?;
+        // Status is asked often, of nodes that may be paused or cut off: move on soon.
+        h.status_timeout = Duration::from_secs(1);
+        h.call_timeout = Duration::from_secs(10);
+        let mut c = Cluster {
+            h,
+            settings,
+            retired: BTreeSet::new(),
+            next_id: founders as NodeId + 1,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let ids: Vec<NodeId> = (1..=founders as NodeId).collect();
+        for id in &ids {
+            let spec = c.spec(*id, &ids, rates(*id));
+            c.h.add(*id, spec)?;
+        }
+        for id in ids {
             c.start(id)?;
         }
         Ok(c)
     }
 
-    pub fn data_dir(&self, id: NodeId) -> PathBuf {
-        self.dir.join(format!("db/{id}"))
-    }
-
-    pub fn log_dir(&self, id: NodeId) -> PathBuf {
-        self.dir.join(format!("logs/{id}"))
-    }
-
-    fn config_path(&self, id: NodeId) -> PathBuf {
-        self.dir.join(format!("n{id}.toml"))
-    }
-
-    fn write_config(&self, id: NodeId) -> Result<(), String> {
+    /// What node `id`'s config says beyond the shared settings. `founders`: the founders'
+    /// ids when `id` is one (it dials the others through the link proxies), else empty.
+    fn spec(&self, id: NodeId, founders: &[NodeId], clock_rate_ppm: i32) -> NodeSpec {
         let s = &self.settings;
-        let node = &self.nodes[&id];
-        let mut members: Vec<String> = self
-            .founders
-            .iter()
-            .map(|f| {
-                format!(
-                    "{{ id = {f}, address = \"{}\", role = 1, status = 2 }}",
-                    node_addr(*f)
-                )
-            })
-            .collect();
-        if !node.founder {
-            members.push(format!(
-                "{{ id = {id}, address = \"{}\", role = 3, status = 0 }}",
-                node_addr(id)
-            ));
-        }
-        let dial: Vec<String> = if s.proxied && node.founder {
-            self.founders
+        let dial = if s.proxied {
+            founders
                 .iter()
                 .filter(|f| **f != id)
-                .map(|f| format!("\"{f}\" = \"{}\"", proxy_addr(id, *f)))
+                .map(|f| (*f, proxy_addr(id, *f)))
                 .collect()
         } else {
             Vec::new()
         };
-        let controls: Vec<String> = s.controls.iter().map(|c| format!("\"{c}\"")).collect();
-        let cpu = (id as usize) % self.cpus;
-        let toml = format!(
-            "[cluster]\nnode_id = {id}\nlisten_address = \"{addr}\"\n\
-             initial_cluster = [{members}]\ndata_dir = \"{data}\"\n\n\
-             [raft]\nelection_timeout_min_ms = {emin}\nelection_timeout_max_ms = {emax}\n\
-             heartbeat_interval_ms = {hb}\nclock_drift_ppm_max = {drift}\n\
-             request_timeout_ms = {rt}\n\n\
-             [raft.read_consistency]\nlease_duration_ms = {lease}\n\n\
-             [raft.persistence]\nstrategy = \"DiskFirst\"\n\n\
-             [raft.snapshot]\ninterval_entries = {snap}\n\n\
-             [runtime]\ncores = [{cpu}]\nraft_core = {cpu}\n\n\
-             [testing]\nclock_rate_ppm = {rate}\nsync_delay_us = {sync}\npeer_dial = {{ {dial} }}\ncontrols = [{controls}]\n",
-            addr = node_addr(id),
-            members = members.join(", "),
-            data = self.data_dir(id).display(),
-            emin = s.election_ms.0,
-            emax = s.election_ms.1,
-            hb = s.heartbeat_ms,
-            drift = s.drift_ppm_max,
-            rt = s.request_timeout_ms,
-            lease = s.lease_ms,
-            snap = s.snapshot_entries,
-            rate = node.clock_rate_ppm,
-            sync = if s.fast_disk == Some(id) {
-                0
-            } else {
-                s.sync_delay_us
-            },
-            dial = dial.join(", "),
-            controls = controls.join(", "),
-        );
-        std::fs::write(self.config_path(id), toml).map_err(|e| format!("config of node {id}: {e}"))
+        NodeSpec {
+            joiner: founders.is_empty(),
+            cpu: Some(id as usize % self.cpus),
+            testing: Some(Testing {
+                clock_rate_ppm,
+                sync_delay_us: if s.fast_disk == Some(id) {
+                    0
+                } else {
+                    s.sync_delay_us
+                },
+                peer_dial: dial,
+                controls: s.controls.clone(),
+            }),
+        }
     }
 
-    /// Starts node `id`'s process (its config rewritten: the clock rate may have changed).
+    /// Starts node `id`'s process, its config rewritten first (the clock rate may have
+    /// changed).
     pub fn start(&mut self, id: NodeId) -> Result<(), String> {
-        self.write_config(id)?;
-        let log_dir = self.log_dir(id);
-        let mut cmd = Command::new(&self.bin);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                // Killed with the runner, whatever ends it (a node must not outlive the
-                // namespace's owner and keep the run directory busy).
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        // Panics go to stderr only: keep it beside the node's log.
-        std::fs::create_dir_all(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log_dir.join("stderr.log"))
-            .map_err(|e| format!("{}: {e}", log_dir.display()))?;
-        let child = cmd
-            .args(["serve", "--config"])
-            .arg(self.config_path(id))
-            .env("LOG_DIR", &log_dir)
-            .env("LOG_LEVEL", "info")
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
-        let n = self.nodes.get_mut(&id).expect("known node");
-        n.child = Some(child);
-        n.paused = false;
-        Ok(())
+        self.h.write_config(id)?;
+        self.h.start(id)
     }
 
-    /// kill -9; waits for the exit.
-    pub fn kill(&mut self, id: NodeId) {
-        self.kill_many(&[id]);
-    }
-
-    /// kill -9 to all of `ids` at once (a power cut hits them together), then waits
-    /// for each to exit.
-    pub fn kill_many(&mut self, ids: &[NodeId]) {
-        // One that already died on its own is recorded, not hidden by this kill.
-        for id in ids {
-            self.running(*id);
-        }
-        for id in ids {
-            if let Some(c) = self.nodes.get_mut(id).and_then(|n| n.child.as_mut()) {
-                let _ = c.kill();
-            }
-        }
-        for id in ids {
-            let n = self.nodes.get_mut(id).expect("known node");
-            if let Some(mut c) = n.child.take() {
-                let _ = c.wait();
-            }
-            n.paused = false;
+    /// The clock rate node `id`'s next process runs with.
+    pub fn set_clock_rate(&mut self, id: NodeId, ppm: i32) {
+        if let Some(t) = self.h.node_mut(id).spec.testing.as_mut() {
+            t.clock_rate_ppm = ppm;
         }
     }
 
-    pub fn pause(&mut self, id: NodeId) {
-        if let Some(pid) = self.pid(id) {
-            signal(pid, "STOP");
-            self.nodes.get_mut(&id).expect("known").paused = true;
-        }
-    }
-
-    pub fn resume(&mut self, id: NodeId) {
-        if let Some(pid) = self.pid(id) {
-            signal(pid, "CONT");
-        }
-        self.nodes.get_mut(&id).expect("known").paused = false;
-    }
-
-    fn pid(&self, id: NodeId) -> Option<u32> {
-        self.nodes.get(&id)?.child.as_ref().map(|c| c.id())
-    }
-
-    /// Whether node `id` has a live process (reaping one that exited).
-    pub fn running(&mut self, id: NodeId) -> bool {
-        let Some(n) = self.nodes.get_mut(&id) else {
-            return false;
-        };
-        match n.child.as_mut().map(|c| c.try_wait()) {
-            Some(Ok(None)) => true,
-            Some(r) => {
-                // Not killed by the runner: it exited on its own.
-                let how = match r {
-                    Ok(Some(s)) => s.to_string(),
-                    Ok(None) => "running".to_string(),
-                    Err(e) => e.to_string(),
-                };
-                self.exits.push((id, how));
-                n.child = None;
-                false
-            }
-            None => false,
-        }
+    pub fn founder(&self, id: NodeId) -> bool {
+        !self.h.node(id).spec.joiner
     }
 
     /// The nodes that are members now (not retired), founders and joiners.
     pub fn members(&self) -> Vec<NodeId> {
-        self.nodes
-            .iter()
-            .filter(|(_, n)| !n.retired)
-            .map(|(id, _)| *id)
+        self.h
+            .ids()
+            .into_iter()
+            .filter(|id| !self.retired.contains(id))
             .collect()
     }
 
@@ -304,34 +187,15 @@ impl Cluster {
     pub fn live(&mut self) -> Vec<NodeId> {
         self.members()
             .into_iter()
-            .filter(|id| self.running(*id) && !self.nodes[id].paused)
+            .filter(|id| self.h.running(*id) && !self.h.node(*id).paused)
             .collect()
-    }
-
-    /// `/status` of node `id`, or None when it does not answer within a second.
-    pub fn status(&self, id: NodeId) -> Option<serde_json::Value> {
-        let (st, body) = http(node_addr(id), "GET", "/status", "", Duration::from_secs(1))?;
-        (st == 200)
-            .then(|| serde_json::from_str(&body).ok())
-            .flatten()
     }
 
     /// The leader the live members agree on (one that says it leads and is ready, with
     /// the highest term), if any.
     pub fn leader(&mut self) -> Option<NodeId> {
-        let mut best: Option<(u64, NodeId)> = None;
-        for id in self.live() {
-            if let Some(s) = self.status(id)
-                && s["role"] == "leader"
-                && s["leader_ready"] == true
-            {
-                let term = s["term"].as_u64().unwrap_or(0);
-                if best.is_none_or(|b| term > b.0) {
-                    best = Some((term, id));
-                }
-            }
-        }
-        best.map(|b| b.1)
+        let live = self.live();
+        self.h.newest_leader(&live)
     }
 
     pub fn wait_leader(&mut self, limit: Duration) -> Option<NodeId> {
@@ -347,108 +211,21 @@ impl Cluster {
         }
     }
 
-    /// An operator call (`/promote`, `/remove`, `/transfer-leader`) through node `via`.
-    pub fn admin(&self, via: NodeId, path: &str, node_id: NodeId) -> (u16, serde_json::Value) {
-        let body = format!("{{\"node_id\": {node_id}}}");
-        match http(node_addr(via), "POST", path, &body, Duration::from_secs(10)) {
-            Some((st, b)) => (st, serde_json::from_str(&b).unwrap_or_default()),
-            None => (0, serde_json::Value::Null),
-        }
-    }
-
     /// A new node id, configured as a joiner (founders plus itself as a learner), started.
     pub fn add_joiner(&mut self, clock_rate_ppm: i32) -> Result<NodeId, String> {
         let id = self.next_id;
         self.next_id += 1;
-        self.nodes.insert(
-            id,
-            Node {
-                child: None,
-                paused: false,
-                founder: false,
-                clock_rate_ppm,
-                retired: false,
-            },
-        );
+        let spec = self.spec(id, &[], clock_rate_ppm);
+        self.h.add(id, spec)?;
         self.start(id)?;
         Ok(id)
     }
 
     /// Marks `id` removed from the cluster and stops its process.
     pub fn retire(&mut self, id: NodeId) {
-        self.kill(id);
-        if let Some(n) = self.nodes.get_mut(&id) {
-            n.retired = true;
-        }
+        self.h.kill(id);
+        self.retired.insert(id);
     }
-
-    /// Every "Became leader" line of every node's logs: (term, node).
-    pub fn leader_claims(&self) -> Vec<(u64, NodeId)> {
-        let mut out = Vec::new();
-        for id in self.nodes.keys() {
-            let Ok(rd) = std::fs::read_dir(self.log_dir(*id)) else {
-                continue;
-            };
-            for f in rd.flatten() {
-                let Ok(text) = std::fs::read_to_string(f.path()) else {
-                    continue;
-                };
-                for line in text.lines().filter(|l| l.contains("Became leader")) {
-                    let field = |name: &str| {
-                        line.split_whitespace()
-                            .find_map(|w| w.strip_prefix(name))
-                            .and_then(|v| v.trim_matches('"').parse::<u64>().ok())
-                    };
-                    if let (Some(n), Some(t)) = (field("node="), field("term=")) {
-                        out.push((t, n));
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// Stops every process (resuming paused ones first).
-    pub fn stop_all(&mut self) {
-        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-        for id in ids {
-            self.kill(id);
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.stop_all();
-    }
-}
-
-/// Sends a signal by name with kill(1).
-pub fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// One HTTP/1.1 request; (status, body), or None when the node does not answer in time.
-pub fn http(
-    addr: SocketAddr,
-    method: &str,
-    target: &str,
-    body: &str,
-    limit: Duration,
-) -> Option<(u16, String)> {
-    let r = http1::exchange(
-        &addr.to_string(),
-        method,
-        target,
-        &[],
-        body.as_bytes(),
-        limit,
-    )
-    .ok()?;
-    Some((r.status, r.body))
 }
 
 /// iptables rules of the run's network namespace.

@@ -254,11 +254,7 @@ impl<'a> Run<'a> {
 
     fn restart(&mut self, id: NodeId) -> Result<(), String> {
         let r = self.rate();
-        self.cluster
-            .nodes
-            .get_mut(&id)
-            .expect("known")
-            .clock_rate_ppm = r;
+        self.cluster.set_clock_rate(id, r);
         self.cluster.start(id)
     }
 
@@ -268,7 +264,7 @@ impl<'a> Run<'a> {
         net::heal()?;
         self.proxies.set(Faults::default());
         for id in self.cluster.members() {
-            if self.cluster.nodes[&id].paused {
+            if self.cluster.node(id).paused {
                 self.cluster.resume(id);
             }
             if !self.cluster.running(id) {
@@ -476,12 +472,12 @@ impl<'a> Run<'a> {
             .cluster
             .members()
             .iter()
-            .filter(|m| self.cluster.nodes[*m].founder)
+            .filter(|m| self.cluster.founder(**m))
             .count();
         let cands: Vec<NodeId> = self
             .followers(l)
             .into_iter()
-            .filter(|f| founders_left > 1 || !self.cluster.nodes[f].founder)
+            .filter(|f| founders_left > 1 || !self.cluster.founder(*f))
             .collect();
         if cands.is_empty() {
             return Err("no follower may be corrupted".into());
@@ -493,13 +489,7 @@ impl<'a> Run<'a> {
         let v = self.victim()?;
         let dir = self.cluster.data_dir(v);
         if n == Nemesis::FlipSnapshot && newest(&dir.join("snapshots"), ".snap").is_none() {
-            let _ = cluster::http(
-                cluster::node_addr(v),
-                "POST",
-                "/snapshot",
-                "",
-                Duration::from_secs(10),
-            );
+            let _ = self.cluster.http(v, "POST", "/snapshot", &[], b"");
             let until = Instant::now() + Duration::from_secs(10);
             while newest(&dir.join("snapshots"), ".snap").is_none() && Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(100));
@@ -517,7 +507,7 @@ impl<'a> Run<'a> {
         while Instant::now() < until && self.cluster.running(v) {
             std::thread::sleep(Duration::from_millis(100));
         }
-        let log = read_logs(&self.cluster.log_dir(v));
+        let log = self.cluster.log(v);
         if self.cluster.running(v) {
             let detected = if log.contains("cut a torn tail") {
                 "it cut the damaged tail and caught up from the leader"
@@ -562,7 +552,7 @@ impl<'a> Run<'a> {
                     .and_then(|m| m["lag"].as_u64())
             });
             if lag.is_some_and(|g| g < 1000) {
-                let (st, b) = self.cluster.admin(l, "/promote", j);
+                let (st, b) = self.admin(l, "/promote", j);
                 if st == 200 {
                     return Ok(());
                 }
@@ -577,12 +567,20 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// An operator call through node `via`: (status, body), or (0, null) without an
+    /// answer within 10 s.
+    fn admin(&self, via: NodeId, path: &str, id: NodeId) -> (u16, serde_json::Value) {
+        self.cluster
+            .admin(via, path, id, None)
+            .unwrap_or((0, serde_json::Value::Null))
+    }
+
     /// An admin call to the leader, retried while the leader changes or is busy.
     fn admin_retry(&mut self, path: &str, id: NodeId) -> Result<(), String> {
         let until = Instant::now() + Duration::from_secs(20);
         loop {
             let l = self.leader()?;
-            let (st, b) = self.cluster.admin(l, path, id);
+            let (st, b) = self.admin(l, path, id);
             match st {
                 200 => return Ok(()),
                 0 | 409 | 503 | 504 if Instant::now() < until => {
@@ -872,18 +870,6 @@ fn truncate_tail(dir: &std::path::Path, rng: &mut Rng) -> Result<String, String>
 fn name(p: &std::path::Path) -> String {
     p.file_name()
         .map_or(String::new(), |n| n.to_string_lossy().into_owned())
-}
-
-fn read_logs(dir: &std::path::Path) -> String {
-    let mut out = String::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
-        files.sort();
-        for f in files {
-            out.push_str(&std::fs::read_to_string(f).unwrap_or_default());
-        }
-    }
-    out
 }
 
 /// A percentile (nearest rank) of `v`, in milliseconds.
