@@ -612,7 +612,7 @@ fn batch_delay_ms_holds_writes_to_propose_them_together() {
         "batchdelay",
         Opts {
             metrics: true,
-            extra: "[raft.replication]\nbatch_delay_ms = 400\n",
+            extra: "[raft.replication]\nbatch_delay_ms = 400\n".into(),
             ..Opts::default()
         },
     );
