@@ -3,15 +3,15 @@
 //! Runs on one glommio executor thread of the runner (`Workload::start`), many client
 //! tasks on it, each with one request outstanding, its own connections, and a plain
 //! record of every call: when it was invoked, when (and whether) it completed, and what it
-//! saw. Values are unique per write, a write is never retried (a lost answer is recorded as
+//! saw. The runner's main thread steers them (new targets, stop) over a bounded flume
+//! channel, the one `Send` link between it and the executor: the clients themselves share
+//! only executor-local state, so no client takes a lock per call. Values are unique per write, a write is never retried (a lost answer is recorded as
 //! unknown), and reads use all three consistency levels. Must not look at node internals:
 //! the history is what clients saw, nothing else.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::cluster::node_addr;
@@ -84,37 +84,43 @@ pub fn is_register(key: &str) -> bool {
     key.starts_with('r')
 }
 
+/// What the runner tells the client executor.
+enum Steer {
+    Targets(Targets),
+    Stop,
+}
+
+/// Steering messages queued at most (the runner sends one per membership change).
+const STEER_QUEUE_MAX: usize = 64;
+
 pub struct Workload {
-    stop: Arc<AtomicBool>,
-    pub targets: Arc<Mutex<Targets>>,
+    steer: flume::Sender<Steer>,
     thread: Option<glommio::ExecutorJoinHandle<Result<Vec<Record>, String>>>,
 }
 
 impl Workload {
     pub fn start(load: Load, t0: Instant, targets: Targets, seed: u64) -> Result<Workload, String> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let targets = Arc::new(Mutex::new(targets));
-        let (s, t) = (stop.clone(), targets.clone());
+        let (steer, steered) = flume::bounded(STEER_QUEUE_MAX);
         let thread = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
             .name("chaos-clients")
             .io_memory(1 << 20)
-            .spawn(move || async move { run_clients(load, t0, t, s, seed).await })
+            .spawn(move || async move { run_clients(load, t0, targets, steered, seed).await })
             .map_err(|e| format!("cannot start the client executor: {e}"))?;
         Ok(Workload {
-            stop,
-            targets,
+            steer,
             thread: Some(thread),
         })
     }
 
     pub fn set_targets(&self, t: Targets) {
-        *self.targets.lock().expect("targets") = t;
+        // Blocks only while the queue is full; the executor drains it at once.
+        let _ = self.steer.send(Steer::Targets(t));
     }
 
     /// Stops the clients (each finishes its call in progress) and returns the history;
     /// an error if the client executor failed (a lost history must not pass as empty).
     pub fn finish(mut self) -> Result<Vec<Record>, String> {
-        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.steer.send(Steer::Stop);
         let t = self
             .thread
             .take()
@@ -126,17 +132,35 @@ impl Workload {
 
 impl Drop for Workload {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        // Dropping the sender would stop them too; say it plainly.
+        let _ = self.steer.try_send(Steer::Stop);
     }
 }
 
 async fn run_clients(
     load: Load,
     t0: Instant,
-    targets: Arc<Mutex<Targets>>,
-    stop: Arc<AtomicBool>,
+    targets: Targets,
+    steered: flume::Receiver<Steer>,
     seed: u64,
 ) -> Result<Vec<Record>, String> {
+    let targets = Rc::new(RefCell::new(targets));
+    let stop = Rc::new(Cell::new(false));
+    {
+        // The runner's messages, applied to the clients' shared state; the runner gone
+        // (its sender dropped) means stop as well.
+        let (targets, stop) = (targets.clone(), stop.clone());
+        glommio::spawn_local(async move {
+            while let Ok(m) = steered.recv_async().await {
+                match m {
+                    Steer::Targets(t) => *targets.borrow_mut() = t,
+                    Steer::Stop => break,
+                }
+            }
+            stop.set(true);
+        })
+        .detach();
+    }
     let history = Rc::new(RefCell::new(Vec::new()));
     let tasks: Vec<_> = (0..load.clients)
         .map(|c| {
@@ -159,8 +183,8 @@ async fn client(
     id: u32,
     load: Load,
     t0: Instant,
-    targets: Arc<Mutex<Targets>>,
-    stop: Arc<AtomicBool>,
+    targets: Rc<RefCell<Targets>>,
+    stop: Rc<Cell<bool>>,
     history: Rc<RefCell<Vec<Record>>>,
     seed: u64,
 ) {
@@ -172,8 +196,8 @@ async fn client(
     // quarter only linearizably. A client stuck behind an unanswerable call (at an
     // isolated leader, say) cannot then hide what its node serves at the other level.
     let role = id / 3 % 4;
-    while !stop.load(Ordering::Relaxed) {
-        let t = targets.lock().expect("targets").clone();
+    while !stop.get() {
+        let t = targets.borrow().clone();
         if t.members.is_empty() {
             glommio::timer::sleep(Duration::from_millis(50)).await;
             continue;
