@@ -2,8 +2,9 @@
 """Writes dashboards/ringkv.json, the Grafana dashboard for ringkv's metrics
 (docs/metrics.md): overview, replication, WAL, and per-shard / raft-core load.
 
-Run after changing a panel: python3 scripts/grafana_dashboard.py. tests/metrics.rs checks
-that every metric the dashboard queries is in the catalogue (src/metrics.rs).
+Run after changing a panel: python3 scripts/grafana_dashboard.py. A unit test in
+crates/server/src/metrics.rs checks that every metric the dashboard queries is in its
+catalogue.
 """
 import json
 import os
