@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::channels::shared_channel::ConnectedSender;
 
 use super::shard::{KvState, Senders, read_timeout};
 use super::{AdminCall, CoreAnswer, MeshMsg, ReqId, Shared, ToRaft};
@@ -142,19 +143,14 @@ impl Calls {
                 if owner == self.idx {
                     return self.read(key, policy, deadline).await;
                 }
-                let (req, rx) = self.pending.register();
-                let msg = MeshMsg::Get {
+                let get = |req| MeshMsg::Get {
                     from: self.idx,
                     req,
                     key,
                     policy,
                     deadline,
                 };
-                if self.out.to_shard(owner).send(msg).await.is_err() {
-                    self.pending.forget(req);
-                    return Err(ApiError::Stopping);
-                }
-                match self.pending.answer(req, rx, deadline).await {
+                match self.ask(self.out.to_shard(owner), get, deadline).await? {
                     Some(CoreAnswer::Done(r)) => r,
                     _ => Err(read_timeout()),
                 }
@@ -177,18 +173,13 @@ impl Calls {
                     AdminOp::TransferLeader { node_id } => AdminCall::TransferLeader { node_id },
                     AdminOp::Snapshot => AdminCall::Snapshot,
                 };
-                let (req, rx) = self.pending.register();
-                let msg = ToRaft::Admin {
+                let admin = |req| ToRaft::Admin {
                     shard: self.idx,
                     req,
                     call,
                     deadline,
                 };
-                if self.out.to_raft.send(msg).await.is_err() {
-                    self.pending.forget(req);
-                    return Err(ApiError::Stopping);
-                }
-                match self.pending.answer(req, rx, deadline).await {
+                match self.ask(&self.out.to_raft, admin, deadline).await? {
                     Some(CoreAnswer::Done(r)) => r,
                     _ => Err(ApiError::Timeout {
                         what: TimeoutKind::Call,
@@ -196,16 +187,11 @@ impl Calls {
                 }
             }
             ApiCall::Status => {
-                let (req, rx) = self.pending.register();
-                let msg = ToRaft::Status {
+                let status = |req| ToRaft::Status {
                     shard: self.idx,
                     req,
                 };
-                if self.out.to_raft.send(msg).await.is_err() {
-                    self.pending.forget(req);
-                    return Err(ApiError::Stopping);
-                }
-                match self.pending.answer(req, rx, deadline).await {
+                match self.ask(&self.out.to_raft, status, deadline).await? {
                     Some(CoreAnswer::Done(r)) => r,
                     _ => Err(ApiError::Timeout {
                         what: TimeoutKind::Status,
@@ -216,23 +202,35 @@ impl Calls {
     }
 
     async fn write(&self, command: Bytes, deadline: Instant) -> Outcome {
-        let (req, rx) = self.pending.register();
-        let msg = ToRaft::Write {
+        let write = |req| ToRaft::Write {
             shard: self.idx,
             req,
             command,
             deadline,
         };
-        if self.out.to_raft.send(msg).await.is_err() {
-            self.pending.forget(req);
-            return Err(ApiError::Stopping);
-        }
-        match self.pending.answer(req, rx, deadline).await {
+        match self.ask(&self.out.to_raft, write, deadline).await? {
             Some(CoreAnswer::Done(r)) => r,
             _ => Err(ApiError::Timeout {
                 what: TimeoutKind::Write,
             }),
         }
+    }
+
+    /// Sends `make(req)` (a fresh request id) to `to` and waits for its answer until
+    /// `deadline` plus grace: `Ok(None)` when none came in time; `Stopping` when the
+    /// queue is closed (nothing was sent).
+    async fn ask<T: Send + Sized>(
+        &self,
+        to: &ConnectedSender<T>,
+        make: impl FnOnce(ReqId) -> T,
+        deadline: Instant,
+    ) -> Result<Option<CoreAnswer>, ApiError> {
+        let (req, rx) = self.pending.register();
+        if to.send(make(req)).await.is_err() {
+            self.pending.forget(req);
+            return Err(ApiError::Stopping);
+        }
+        Ok(self.pending.answer(req, rx, deadline).await)
     }
 
     /// A read of a key this shard owns (a client's, or one another shard forwarded).
@@ -246,19 +244,14 @@ impl Calls {
                 Some(c)
             }
             ReadPolicy::Lease | ReadPolicy::Linearizable => {
-                let (req, rx) = self.pending.register();
-                let msg = ToRaft::Read {
+                let read = |req| ToRaft::Read {
                     shard: self.idx,
                     req,
                     key: key.clone(),
                     policy,
                     deadline,
                 };
-                if self.out.to_raft.send(msg).await.is_err() {
-                    self.pending.forget(req);
-                    return Err(ApiError::Stopping);
-                }
-                match self.pending.answer(req, rx, deadline).await {
+                match self.ask(&self.out.to_raft, read, deadline).await? {
                     Some(CoreAnswer::ReadAt(i)) => Some(i),
                     Some(CoreAnswer::Done(r)) => return r,
                     None => return Err(read_timeout()),
