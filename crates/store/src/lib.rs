@@ -1,0 +1,13 @@
+//! ringkv's etcd data model: what a key-value shard keeps and how revisions are decided.
+//!
+//! Pure code: no I/O, clock, threads or async, so the node's executors and the simulator run
+//! exactly the same store. `types` holds etcd-shaped requests, responses and errors;
+//! `command` the log payload of every write. The design (who decides a txn's outcome and a
+//! revision, what waits on what) is in ARCHITECTURE.md, "The etcd data model across
+//! shards". Must not touch the log, the network or any executor.
+
+pub mod command;
+pub mod types;
+
+pub use command::{Command, CommandError};
+pub use types::*;
