@@ -11,8 +11,8 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::types::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, LeaseId, PutRequest,
-    RangeRequest, RequestOp, Revision, SortOrder, SortTarget, TxnRequest,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, LeaseId, PutRequest, RangeRequest,
+    RequestOp, Revision, SortOrder, SortTarget, TxnRequest,
 };
 
 const V1: u8 = 1;
@@ -551,7 +551,10 @@ mod tests {
             let e = c.encode();
             assert_eq!(Command::decode(&e).unwrap(), c);
             for cut in 0..e.len() {
-                assert!(Command::decode(&e.slice(..cut)).is_err(), "{c:?} cut at {cut}");
+                assert!(
+                    Command::decode(&e.slice(..cut)).is_err(),
+                    "{c:?} cut at {cut}"
+                );
             }
             let mut longer = e.to_vec();
             longer.push(0);

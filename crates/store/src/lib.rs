@@ -7,7 +7,17 @@
 //! shards". Must not touch the log, the network or any executor.
 
 pub mod command;
+pub mod hash;
+pub mod mvcc;
+pub mod parts;
+pub mod sequencer;
+pub mod shard;
+pub mod store;
 pub mod types;
 
 pub use command::{Command, CommandError};
+pub use parts::Index;
+pub use sequencer::Sequencer;
+pub use shard::{Report, Resolution, Routed, ShardStore, ToSequencer, participants, route};
+pub use store::Store;
 pub use types::*;

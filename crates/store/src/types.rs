@@ -197,7 +197,9 @@ impl StoreError {
     pub fn message(&self) -> &'static str {
         match self {
             StoreError::Compacted => "etcdserver: mvcc: required revision has been compacted",
-            StoreError::FutureRevision => "etcdserver: mvcc: required revision is a future revision",
+            StoreError::FutureRevision => {
+                "etcdserver: mvcc: required revision is a future revision"
+            }
             StoreError::KeyNotFound => "etcdserver: key not found",
             StoreError::LeaseNotFound => "etcdserver: requested lease not found",
             StoreError::LeaseExists => "etcdserver: lease already exists",
@@ -305,7 +307,10 @@ impl RequestOp {
 impl TxnRequest {
     /// No op in either branch (at any depth) writes: the txn never changes the store.
     pub fn is_read_only(&self) -> bool {
-        self.success.iter().chain(&self.failure).all(RequestOp::is_read_only)
+        self.success
+            .iter()
+            .chain(&self.failure)
+            .all(RequestOp::is_read_only)
     }
 
     /// etcd's `checkTxnRequest` with `--max-txn-ops` at its default, then `checkIntervals`
@@ -320,7 +325,11 @@ impl TxnRequest {
     /// The largest of compares, success and failure counts against `ops_max`; nested txns
     /// get `ops_max` less that count (etcd's rule, kept exactly).
     fn check(&self, ops_max: usize) -> Result<(), StoreError> {
-        let opc = self.compare.len().max(self.success.len()).max(self.failure.len());
+        let opc = self
+            .compare
+            .len()
+            .max(self.success.len())
+            .max(self.failure.len());
         if opc > ops_max {
             return Err(StoreError::TooManyOps);
         }

@@ -1,0 +1,254 @@
+//! The sequencer: numbers the store's revisions, decides multi-shard txns, and joins the
+//! parts of answers.
+//!
+//! Pure and single-threaded; on the node it lives on the raft core. Input: the entries the
+//! raft core routes (`expect`), shards' reports and partials; output: resolutions (to every
+//! shard), decisions (to a txn's participants) and merged answers. The revision of an
+//! entry is decided here, in index order, from which entries changed something on any
+//! shard: it depends on the log alone. Must not touch shard state.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use crate::command::Command;
+use crate::parts::{Decision, Index, Part, Partial, decide, merge, resolve_part};
+use crate::shard::{Report, Resolution, Routed};
+use crate::types::{Applied, Revision, StoreError};
+
+struct Waiting {
+    cmd: Arc<Command>,
+    participants: u64,
+    answer: bool,
+    parts: Vec<Result<Part, StoreError>>,
+    partials: Vec<Partial>,
+    decided: bool,
+}
+
+pub struct Sequencer {
+    shards: usize,
+    /// Per shard: every entry through here is applied and reported.
+    through: Vec<Index>,
+    /// Per shard: the last resolution it has taken in.
+    seen: Vec<Index>,
+    state_bytes: Vec<u64>,
+    /// Reported changes not numbered yet.
+    changed: BTreeSet<Index>,
+    res_index: Index,
+    res_revision: Revision,
+    /// Numbered changes still needed to fill in answers, after `base`.
+    numbered: VecDeque<(Index, Revision)>,
+    /// The store revision at `base.0`, before the first of `numbered`.
+    base: (Index, Revision),
+    waiting: BTreeMap<Index, Waiting>,
+}
+
+impl Sequencer {
+    /// A sequencer for `shards` shards, all resolved through `index` at `revision`.
+    pub fn new(shards: usize, index: Index, revision: Revision) -> Sequencer {
+        Sequencer {
+            shards,
+            through: vec![index; shards],
+            seen: vec![index; shards],
+            state_bytes: vec![0; shards],
+            changed: BTreeSet::new(),
+            res_index: index,
+            res_revision: revision,
+            numbered: VecDeque::new(),
+            base: (index, revision),
+            waiting: BTreeMap::new(),
+        }
+    }
+
+    /// The last resolution: (index, store revision there).
+    pub fn resolved(&self) -> (Index, Revision) {
+        (self.res_index, self.res_revision)
+    }
+
+    /// Bytes of state over every shard, as last reported.
+    pub fn state_bytes(&self) -> u64 {
+        self.state_bytes.iter().sum()
+    }
+
+    /// Entries waiting for an answer or a decision.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// An entry was routed: track it when someone waits for its answer or its
+    /// participants need a decision.
+    pub fn expect(&mut self, e: &Routed) {
+        let multi_txn = matches!(&*e.cmd, Command::Txn(_)) && e.participants.count_ones() > 1;
+        if !e.answer && !multi_txn {
+            return;
+        }
+        assert!(
+            e.index > self.res_index,
+            "entry {} routed after its resolution",
+            e.index
+        );
+        let old = self.waiting.insert(
+            e.index,
+            Waiting {
+                cmd: e.cmd.clone(),
+                participants: e.participants,
+                answer: e.answer,
+                parts: Vec::new(),
+                partials: Vec::new(),
+                decided: !multi_txn,
+            },
+        );
+        assert!(old.is_none(), "entry {} routed twice", e.index);
+    }
+
+    pub fn report(&mut self, r: Report) {
+        let s = r.shard;
+        assert!(r.through >= self.through[s], "shard {s} went back");
+        self.through[s] = r.through;
+        self.seen[s] = self.seen[s].max(r.resolved_seen);
+        self.state_bytes[s] = r.state_bytes;
+        for i in r.changes {
+            assert!(
+                i > self.res_index,
+                "change at {i} reported after its resolution"
+            );
+            self.changed.insert(i);
+        }
+        for (i, part) in r.parts {
+            let w = self
+                .waiting
+                .get_mut(&i)
+                .unwrap_or_else(|| panic!("a part for entry {i}, which nobody waits for"));
+            w.parts.push(part);
+        }
+    }
+
+    /// A participant's partial: once every participant's is in, the decision for them all
+    /// (the txn's index, its participants, the decision).
+    pub fn partial(&mut self, p: Partial) -> Option<(Index, u64, Arc<Decision>)> {
+        let i = p.index;
+        let w = self
+            .waiting
+            .get_mut(&i)
+            .unwrap_or_else(|| panic!("a partial for entry {i}, which is not a multi-shard txn"));
+        assert!(
+            w.participants >> p.shard & 1 == 1,
+            "partial from a non-participant"
+        );
+        assert!(!w.decided, "partial after the decision");
+        w.partials.push(p);
+        if w.partials.len() < w.participants.count_ones() as usize {
+            return None;
+        }
+        let Command::Txn(t) = &*w.cmd else {
+            unreachable!("partials are for txns")
+        };
+        w.partials.sort_by_key(|p| p.shard);
+        let d = Arc::new(decide(t, &w.partials));
+        w.decided = true;
+        w.partials = Vec::new();
+        let out = (i, w.participants, d);
+        if !w.answer {
+            self.waiting.remove(&i);
+        }
+        Some(out)
+    }
+
+    /// Numbers what every shard has reported through: the resolution for every shard, if
+    /// the point moved.
+    pub fn resolve(&mut self) -> Option<Resolution> {
+        let m = *self.through.iter().min().expect("a shard");
+        if m <= self.res_index {
+            return None;
+        }
+        let mut changes = Vec::new();
+        while let Some(&i) = self.changed.first() {
+            if i > m {
+                break;
+            }
+            self.changed.pop_first();
+            self.res_revision += 1;
+            changes.push((i, self.res_revision));
+            self.numbered.push_back((i, self.res_revision));
+        }
+        self.res_index = m;
+        self.prune();
+        Some(Resolution {
+            through: m,
+            revision: self.res_revision,
+            changes,
+        })
+    }
+
+    /// Keeps only the numbering a later answer may need: above what every shard has taken
+    /// in (their later parts have pending stamps only above it) and from the oldest
+    /// unanswered entry.
+    fn prune(&mut self) {
+        let mut keep_after = *self.seen.iter().min().expect("a shard");
+        if let Some((&first, _)) = self.waiting.first_key_value() {
+            keep_after = keep_after.min(first - 1);
+        }
+        while let Some(&(i, r)) = self.numbered.front() {
+            if i > keep_after {
+                break;
+            }
+            self.base = (i, r);
+            self.numbered.pop_front();
+        }
+    }
+
+    /// The store revision once entry `i` (at or below the resolution) is applied.
+    fn revision_at(&self, i: Index) -> Revision {
+        assert!(
+            i <= self.res_index && i >= self.base.0,
+            "revision of {i} not kept"
+        );
+        let n = self.numbered.partition_point(|c| c.0 <= i);
+        if n == 0 {
+            self.base.1
+        } else {
+            self.numbered[n - 1].1
+        }
+    }
+
+    fn number(&self, i: Index) -> Revision {
+        let at = self
+            .numbered
+            .binary_search_by_key(&i, |c| c.0)
+            .unwrap_or_else(|_| panic!("pending stamp of entry {i}, which has no revision kept"));
+        self.numbered[at].1
+    }
+
+    /// Answers whose entries are resolved and whose parts are all in, in index order.
+    pub fn answers(&mut self) -> Vec<(Index, Applied)> {
+        let mut out = Vec::new();
+        let ready: Vec<Index> = self
+            .waiting
+            .range(..=self.res_index)
+            .filter(|(_, w)| {
+                w.answer && w.decided && w.parts.len() == w.participants.count_ones() as usize
+            })
+            .map(|(&i, _)| i)
+            .collect();
+        for i in ready {
+            let w = self.waiting.remove(&i).expect("ready");
+            let mut parts = w.parts;
+            for p in parts.iter_mut().flatten() {
+                resolve_part(p, &|j| self.number(j));
+            }
+            let result = merge(&w.cmd, parts);
+            out.push((
+                i,
+                Applied {
+                    revision: self.revision_at(i),
+                    result,
+                },
+            ));
+        }
+        self.prune();
+        out
+    }
+
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+}
