@@ -12,6 +12,7 @@ pub mod mvcc;
 pub mod parts;
 pub mod sequencer;
 pub mod shard;
+pub mod snapshot;
 pub mod store;
 pub mod types;
 

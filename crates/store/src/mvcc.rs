@@ -202,12 +202,17 @@ impl Keys {
     }
 
     /// Installs a key's whole history (snapshot loading); versions oldest first.
-    pub fn load(&mut self, key: Bytes, versions: Vec<Version>) {
-        assert!(!versions.is_empty());
+    pub fn load(&mut self, key: Bytes, versions: Vec<Version>) -> Result<(), String> {
+        if versions.is_empty() {
+            return Err("a key without versions".into());
+        }
+        if self.map.contains_key(&key) {
+            return Err("a key listed twice".into());
+        }
         self.bytes += KEY_OVERHEAD_BYTES + key.len() as u64;
         self.bytes += versions.iter().map(Version::bytes).sum::<u64>();
-        let old = self.map.insert(key, versions);
-        assert!(old.is_none(), "a key loaded twice");
+        self.map.insert(key, versions);
+        Ok(())
     }
 }
 

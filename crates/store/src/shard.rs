@@ -220,6 +220,69 @@ impl ShardStore {
         }
     }
 
+    /// A shard holding the store-wide state of a snapshot and no keys yet (`load_key`).
+    pub fn restore(shard: usize, shards: usize, h: &crate::snapshot::Header) -> ShardStore {
+        let mut s = ShardStore::new(shard, shards);
+        s.res_index = h.index;
+        s.res_revision = h.revision;
+        s.applied = h.index;
+        s.compacted = h.compacted;
+        s.nospace = h.nospace;
+        for &(id, ttl, remaining) in &h.leases {
+            s.leases.insert(
+                id,
+                Lease {
+                    ttl,
+                    remaining,
+                    keys: BTreeSet::new(),
+                },
+            );
+        }
+        s
+    }
+
+    /// Installs one key's history from a snapshot (its live version's lease, if any, gets
+    /// the key attached).
+    pub fn load_key(&mut self, key: Bytes, versions: Vec<Version>) -> Result<(), String> {
+        if let Some(last) = versions.last().filter(|v| v.is_live() && v.lease != 0) {
+            match self.leases.get_mut(&last.lease) {
+                Some(l) => {
+                    l.keys.insert(key.clone());
+                }
+                None => {
+                    return Err(format!(
+                        "snapshot: a key is attached to lease {}, which is not in it",
+                        last.lease
+                    ));
+                }
+            }
+        }
+        self.keys
+            .load(key, versions)
+            .map_err(|e| format!("snapshot: {e}"))
+    }
+
+    /// The store-wide state as a snapshot header (the shard must be resolved through
+    /// everything it applied).
+    pub fn header(&self) -> crate::snapshot::Header {
+        assert_eq!(
+            self.res_index, self.applied,
+            "a header with entries unresolved"
+        );
+        assert!(!self.is_waiting() && self.pending.is_empty());
+        crate::snapshot::Header {
+            index: self.applied,
+            revision: self.res_revision,
+            compacted: self.compacted,
+            nospace: self.nospace,
+            leases: self
+                .leases
+                .iter()
+                .map(|(id, l)| (*id, l.ttl, l.remaining))
+                .collect(),
+        }
+    }
+
     pub fn shard(&self) -> usize {
         self.shard
     }
