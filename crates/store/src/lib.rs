@@ -8,6 +8,7 @@
 
 pub mod command;
 pub mod hash;
+pub mod lessor;
 pub mod mvcc;
 pub mod parts;
 pub mod sequencer;

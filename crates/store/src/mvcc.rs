@@ -139,20 +139,21 @@ impl Keys {
         }
     }
 
-    /// Replaces the pending stamps of `key`'s versions by their revisions (`number` maps
-    /// a log index to its revision).
-    pub fn resolve(&mut self, key: &[u8], number: impl Fn(u64) -> Option<Revision>) {
+    /// Replaces the pending stamps through index `through` of `key`'s versions by their
+    /// revisions (`number` maps a log index to its revision). Every such stamp must have
+    /// one: a version written at an index is a change the shard reported there.
+    pub fn resolve(&mut self, key: &[u8], through: u64, number: impl Fn(u64) -> Option<Revision>) {
         let Some(vs) = self.map.get_mut(key) else {
             return;
         };
+        let fix = |s: &mut Stamp| {
+            if is_pending(*s) && *s & !PENDING <= through {
+                let i = *s & !PENDING;
+                let r = number(i).unwrap_or_else(|| panic!("no revision for the change at {i}"));
+                *s = r as Stamp;
+            }
+        };
         for v in vs.iter_mut().rev() {
-            let fix = |s: &mut Stamp| {
-                if is_pending(*s) {
-                    if let Some(r) = number(*s & !PENDING) {
-                        *s = r as Stamp;
-                    }
-                }
-            };
             if !is_pending(v.stamp) && !is_pending(v.create) {
                 break; // older versions are resolved too
             }
@@ -296,7 +297,7 @@ mod tests {
         );
         assert_eq!(keys.len(), 2, "b's tombstone and history are freed");
 
-        keys.resolve(b"c", |i| (i == 9).then_some(6));
+        keys.resolve(b"c", 9, |i| (i == 9).then_some(6));
         let c = keys.get_at(b"c", 6).unwrap();
         assert_eq!((c.stamp, c.create), (6, 6));
     }

@@ -107,8 +107,8 @@ pub struct Report {
     pub through: Index,
     pub changes: Vec<Index>,
     pub parts: Vec<(Index, Result<Part, StoreError>)>,
-    /// The last resolution this shard has taken in: the pending stamps in its later parts
-    /// are all above it.
+    /// The last resolution this shard had taken in when it computed these parts (a shard
+    /// takes resolutions only between pumps): their pending stamps are all above it.
     pub resolved_seen: Index,
     pub state_bytes: u64,
 }
@@ -350,7 +350,7 @@ impl ShardStore {
                 break;
             }
             let (_, key) = self.pending.pop_front().expect("front");
-            self.keys.resolve(&key, number);
+            self.keys.resolve(&key, r.through, number);
         }
         self.res_index = r.through;
         self.res_revision = r.revision;
