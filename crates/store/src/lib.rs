@@ -2,15 +2,19 @@
 //!
 //! Pure code: no I/O, clock, threads or async, so the node's executors and the simulator run
 //! exactly the same store. `types` holds etcd-shaped requests, responses and errors;
-//! `command` the log payload of every write. The design (who decides a txn's outcome and a
-//! revision, what waits on what) is in ARCHITECTURE.md, "The etcd data model across
-//! shards". Must not touch the log, the network or any executor.
+//! `command` the log payload of every write; `hash` the hash of one version record, which a
+//! store hash adds up; `reference` (tests and the `reference` feature) the plain model of
+//! etcd's semantics the real store is checked against. The design (who decides a txn's
+//! outcome and a revision, what waits on what) is in ARCHITECTURE.md, "The etcd data model
+//! across shards". Must not touch the log, the network or any executor.
 
 pub mod command;
 pub mod hash;
 pub mod lessor;
 pub mod mvcc;
 pub mod parts;
+#[cfg(any(test, feature = "reference"))]
+pub mod reference;
 pub mod sequencer;
 pub mod shard;
 pub mod snapshot;
