@@ -217,15 +217,14 @@ impl Reference {
     }
 
     /// `key` as of revision `at`: its latest version at or below `at`, if not a tombstone.
-    fn get(&self, key: &[u8], at: Revision) -> Option<KeyValue> {
-        let k = Bytes::copy_from_slice(key);
+    fn get(&self, key: &Bytes, at: Revision) -> Option<KeyValue> {
         let ((_, rev), record) = self
             .versions
-            .range((k.clone(), Revision::MIN)..=(k, at))
+            .range((key.clone(), Revision::MIN)..=(key.clone(), at))
             .next_back()?;
         let r = record.as_ref()?;
         Some(KeyValue {
-            key: Bytes::copy_from_slice(key),
+            key: key.clone(),
             create_revision: r.create_revision,
             mod_revision: *rev,
             version: r.version,
