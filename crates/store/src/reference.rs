@@ -1742,4 +1742,270 @@ mod tests {
         ops.push(op_put("", "v"));
         assert_eq!(valid(ops), too_many);
     }
+
+    // The cases of etcd's own integration tests (integration/v3_grpc_test.go:
+    // TestV3RangeRequest, TestV3DeleteRange, TestV3TxnInvalidRange, TestV3TxnRevision,
+    // TestV3PutMissingLease, TestV3TxnDuplicateKeys) and key_index.go's compaction
+    // example, replayed on the model.
+
+    fn with_keys(keys: &[&str]) -> Reference {
+        let mut s = Reference::new();
+        for k in keys {
+            s.apply(&put(k, "bar"));
+        }
+        s
+    }
+
+    fn span(k: &[u8], end: &[u8]) -> RangeRequest {
+        RangeRequest {
+            key: Bytes::copy_from_slice(k),
+            range_end: Bytes::copy_from_slice(end),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn etcd_range_request_cases() {
+        let check = |puts: &[&str], reqs: Vec<(RangeRequest, &[&str], bool)>| {
+            let s = with_keys(puts);
+            for (i, (req, want, more)) in reqs.into_iter().enumerate() {
+                let (rev, r) = s.range(&req).unwrap();
+                assert_eq!((keys(&r), r.more), (want.to_vec(), more), "{puts:?} #{i}");
+                assert_eq!(rev, puts.len() as i64 + 1);
+            }
+        };
+        let sorted = |order, target, limit| RangeRequest {
+            sort_order: order,
+            sort_target: target,
+            limit,
+            ..span(b"a", b"z")
+        };
+        let everything = || span(&[0], &[0]);
+        check(
+            &["foo", "bar"],
+            vec![
+                (span(b"foo", b""), &["foo"], false),
+                (span(b"baz", b""), &[], false),
+            ],
+        );
+        let abcde = ["a", "b", "c", "d", "e"];
+        check(
+            &["a", "b", "c", "d", "e"],
+            vec![
+                (span(b"a", b"z"), &abcde, false),
+                (span(b"b", b"d"), &["b", "c"], false),
+                (span(b"f", b"z"), &[], false),
+                (span(b"c", b"c"), &[], false),
+                (span(b"d", b"b"), &[], false),
+                (everything(), &abcde, false),
+            ],
+        );
+        let at = |revision| RangeRequest {
+            revision,
+            ..span(b"a", b"z")
+        };
+        check(
+            &["a", "b", "c", "d", "e"],
+            vec![
+                (at(0), &abcde, false),
+                (at(1), &[], false),
+                (at(2), &["a"], false),
+                (at(3), &["a", "b"], false),
+            ],
+        );
+        let limited = |limit| RangeRequest {
+            limit,
+            ..span(b"a", b"z")
+        };
+        check(
+            &["foo", "bar"],
+            vec![
+                (limited(1), &["bar"], true),
+                (limited(2), &["bar", "foo"], false),
+            ],
+        );
+        use SortOrder::*;
+        use SortTarget::*;
+        check(
+            &["b", "a", "c", "d", "c"],
+            vec![
+                (sorted(Ascend, Key, 1), &["a"], true),
+                (sorted(Descend, Key, 1), &["d"], true),
+                (sorted(Ascend, Create, 1), &["b"], true),
+                (sorted(Descend, Mod, 1), &["c"], true),
+                (
+                    RangeRequest {
+                        key: b("z"),
+                        ..sorted(Descend, Create, 1)
+                    },
+                    &[],
+                    false,
+                ),
+                (sorted(None, Create, 10), &["b", "a", "c", "d"], false),
+            ],
+        );
+        let filtered = |min_mod, max_mod, min_create, max_create| RangeRequest {
+            min_mod_revision: min_mod,
+            max_mod_revision: max_mod,
+            min_create_revision: min_create,
+            max_create_revision: max_create,
+            ..everything()
+        };
+        check(
+            &["rev2", "rev3", "rev4", "rev5", "rev6"],
+            vec![
+                (
+                    filtered(3, 0, 0, 0),
+                    &["rev3", "rev4", "rev5", "rev6"],
+                    false,
+                ),
+                (filtered(0, 3, 0, 0), &["rev2", "rev3"], false),
+                (filtered(3, 5, 0, 0), &["rev3", "rev4", "rev5"], false),
+                (
+                    filtered(0, 10, 0, 0),
+                    &["rev2", "rev3", "rev4", "rev5", "rev6"],
+                    false,
+                ),
+            ],
+        );
+        check(
+            &["rev2", "rev3", "rev2", "rev2", "rev6", "rev3"],
+            vec![
+                (filtered(0, 0, 3, 0), &["rev3", "rev6"], false),
+                (filtered(0, 0, 0, 3), &["rev2", "rev3"], false),
+                (filtered(0, 0, 3, 5), &["rev3"], false),
+                (filtered(0, 0, 0, 10), &["rev2", "rev3", "rev6"], false),
+            ],
+        );
+    }
+
+    #[test]
+    fn etcd_delete_range_cases() {
+        let three = ["foo", "foo/abc", "fop"];
+        for (set, begin, end, prev_kv, left, deleted) in [
+            (&three[..], "foo/", "fop", false, &["foo", "fop"][..], 1),
+            (&three, "foo/", "foo/", false, &three, 0),
+            (&three, "fo", "fop", false, &["fop"], 2),
+            (&three, "foo/", "fos", false, &["foo"], 2),
+            (&three, "foo/abc", "", false, &["foo", "fop"], 1),
+            (&["foo"], "foo", "foo", false, &["foo"], 0),
+            (&three, "foo/", "fop", true, &["foo", "fop"], 1),
+        ] {
+            let mut s = with_keys(set);
+            let a = s.apply(&Command::DeleteRange(DeleteRangeRequest {
+                key: b(begin),
+                range_end: b(end),
+                prev_kv,
+            }));
+            let Ok(Response::DeleteRange(d)) = a.result else {
+                panic!("{a:?}")
+            };
+            assert_eq!(d.deleted, deleted, "{begin}..{end}");
+            assert_eq!(d.prev_kvs.len() as i64, if prev_kv { deleted } else { 0 });
+            let (rev, r) = s.range(&span(&[0], &[0xff])).unwrap();
+            assert_eq!((keys(&r), rev), (left.to_vec(), a.revision));
+        }
+    }
+
+    #[test]
+    fn etcd_txn_invalid_range_revision_and_missing_lease_cases() {
+        let foo = || op_put("foo", "bar");
+        let mut s = with_keys(&["foo", "foo", "foo"]);
+        let compact = Command::Compact {
+            revision: 2,
+            physical: false,
+        };
+        assert!(s.apply(&compact).result.is_ok());
+        let t = |revision| txn(vec![], vec![foo(), op_get("foo", revision)], vec![]);
+        assert_eq!(s.apply(&t(100)).result, Err(StoreError::FutureRevision));
+        assert_eq!(s.apply(&t(1)).result, Err(StoreError::Compacted));
+        // The header revision of a read-only txn, of one whose delete matches nothing, of
+        // one that puts.
+        let mut s = with_keys(&["abc"]);
+        assert_eq!(
+            s.apply(&txn(vec![], vec![op_get("abc", 0)], vec![]))
+                .revision,
+            2
+        );
+        assert_eq!(
+            s.apply(&txn(vec![], vec![op_del("def", b"")], vec![]))
+                .revision,
+            2
+        );
+        assert_eq!(
+            s.apply(&txn(vec![], vec![op_put("abc", "123")], vec![]))
+                .revision,
+            3
+        );
+        // A missing lease: refused in a put, in a txn's success or taken failure branch,
+        // ignored in an untaken one.
+        let mut s = Reference::new();
+        let bad = PutRequest {
+            lease: 123456,
+            ..preq("foo", "")
+        };
+        let created = cmp("bar", CompareResult::Greater, CompareTarget::Create(0));
+        assert_eq!(
+            s.apply(&Command::Put(bad.clone())).result,
+            Err(StoreError::LeaseNotFound)
+        );
+        for t in [
+            txn(vec![], vec![RequestOp::Put(bad.clone())], vec![]),
+            txn(
+                vec![created.clone()],
+                vec![],
+                vec![RequestOp::Put(bad.clone())],
+            ),
+        ] {
+            assert_eq!(s.apply(&t).result, Err(StoreError::LeaseNotFound));
+        }
+        let t = txn(vec![], vec![op_get("bar", 0)], vec![RequestOp::Put(bad)]);
+        assert!(s.apply(&t).result.is_ok());
+        assert_eq!(get(&s, "foo"), None);
+    }
+
+    #[test]
+    fn etcd_key_index_compaction_example() {
+        // key_index.go's example, one revision later (a store starts at 1): put 2, put 3,
+        // delete 4, put 5, delete 6; compacting at 3, 5, 6 keeps {3, 4t, 5, 6t}, {5, 6t}, {}.
+        for (at, want) in [
+            (3, &[("k", 3), ("k", 4), ("k", 5), ("k", 6)][..]),
+            (5, &[("k", 5), ("k", 6)]),
+            (6, &[]),
+        ] {
+            let mut s = Reference::new();
+            for c in [
+                put("k", "1"),
+                put("k", "2"),
+                del("k", ""),
+                put("k", "3"),
+                del("k", ""),
+            ] {
+                s.apply(&c);
+            }
+            let compact = Command::Compact {
+                revision: at,
+                physical: true,
+            };
+            assert!(s.apply(&compact).result.is_ok());
+            assert_eq!(stored(&s), want, "compact {at}");
+        }
+    }
+
+    #[test]
+    fn etcd_txn_duplicate_key_cases() {
+        let put = || op_put("abc", "def");
+        let del_key = || op_del("abc", b"");
+        let del_in = || op_del("a", b"b");
+        let del_out = || op_del("abb", b"abc");
+        let dup = Err(StoreError::DuplicateKey);
+        assert_eq!(valid(vec![put(), put()]), dup);
+        assert_eq!(valid(vec![put(), del_key()]), dup);
+        assert_eq!(valid(vec![put(), del_in()]), dup);
+        assert_eq!(
+            valid(vec![del_key(), del_in(), del_key(), del_in()]),
+            Ok(())
+        );
+        assert_eq!(valid(vec![put(), del_out()]), Ok(()));
+    }
 }
