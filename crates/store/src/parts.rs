@@ -190,9 +190,48 @@ pub fn decide(t: &TxnRequest, partials: &[Partial]) -> Decision {
     d.error = if t.is_read_only() {
         range_err
     } else {
-        put_err.or(range_err)
+        put_err.or(range_err).or_else(|| deleted_then_kept(t, &d))
     };
     d
+}
+
+/// A put with `ignore_value` or `ignore_lease` whose key an earlier op on the taken path
+/// deleted (only a delete with range_end `[0]` gets past `checkIntervals`): etcd 3.4
+/// panics on it in `applyTxn`; the whole txn fails with `KeyNotFound` instead, changing
+/// nothing (the reference model's rule).
+fn deleted_then_kept(t: &TxnRequest, d: &Decision) -> Option<StoreError> {
+    fn walk(
+        t: &TxnRequest,
+        d: &Decision,
+        node: &mut usize,
+        dels: &mut Vec<(bytes::Bytes, bytes::Bytes)>,
+    ) -> bool {
+        let ok = d.succeeded[*node];
+        *node += 1;
+        if !ok {
+            *node += txn_nodes_in(&t.success);
+        }
+        for op in if ok { &t.success } else { &t.failure } {
+            match op {
+                RequestOp::DeleteRange(x) => dels.push((x.key.clone(), x.range_end.clone())),
+                RequestOp::Put(p)
+                    if (p.ignore_value || p.ignore_lease)
+                        && dels
+                            .iter()
+                            .any(|(k, e)| crate::types::End::of(e).admits(k, &p.key)) =>
+                {
+                    return true;
+                }
+                RequestOp::Txn(n) if walk(n, d, node, dels) => return true,
+                _ => {}
+            }
+        }
+        if ok {
+            *node += txn_nodes_in(&t.failure);
+        }
+        false
+    }
+    walk(t, d, &mut 0, &mut Vec::new()).then_some(StoreError::KeyNotFound)
 }
 
 /// The first put error and the first range error on the taken path, in op order.
@@ -309,6 +348,9 @@ pub fn merge_range(req: &RangeRequest, parts: Vec<RangePart>) -> RangeResponse {
     if req.limit > 0 && matched > req.limit as usize {
         kvs.truncate(req.limit as usize);
         more = true;
+    }
+    if req.keys_only {
+        kvs.iter_mut().for_each(|kv| kv.value = bytes::Bytes::new());
     }
     RangeResponse { kvs, more, count }
 }
@@ -441,8 +483,8 @@ pub fn merge(
     })
 }
 
-/// Rewrites the pending revision fields in `part` with their revisions.
-pub fn resolve_part(part: &mut Part, number: &impl Fn(Index) -> Revision) {
+/// Rewrites the pending revision fields in `part` that `number` knows with their revisions.
+pub fn resolve_part(part: &mut Part, number: &impl Fn(Index) -> Option<Revision>) {
     match part {
         Part::Put(p) => resolve_opt(&mut p.prev_kv, number),
         Part::DeleteRange(d) => d.prev_kvs.iter_mut().for_each(|kv| resolve_kv(kv, number)),
@@ -451,7 +493,7 @@ pub fn resolve_part(part: &mut Part, number: &impl Fn(Index) -> Revision) {
     }
 }
 
-fn resolve_txn(t: &mut TxnPart, number: &impl Fn(Index) -> Revision) {
+fn resolve_txn(t: &mut TxnPart, number: &impl Fn(Index) -> Option<Revision>) {
     for r in &mut t.responses {
         match r {
             OpPart::Range(p) => p.kvs.iter_mut().for_each(|kv| resolve_kv(kv, number)),
@@ -462,17 +504,28 @@ fn resolve_txn(t: &mut TxnPart, number: &impl Fn(Index) -> Revision) {
     }
 }
 
-fn resolve_opt(kv: &mut Option<KeyValue>, number: &impl Fn(Index) -> Revision) {
+fn resolve_opt(kv: &mut Option<KeyValue>, number: &impl Fn(Index) -> Option<Revision>) {
     if let Some(kv) = kv {
         resolve_kv(kv, number);
     }
 }
 
-pub fn resolve_kv(kv: &mut KeyValue, number: &impl Fn(Index) -> Revision) {
-    if let Some(i) = pending_index_of_field(kv.mod_revision) {
-        kv.mod_revision = number(i);
+pub fn resolve_kv(kv: &mut KeyValue, number: &impl Fn(Index) -> Option<Revision>) {
+    if let Some(r) = pending_index_of_field(kv.mod_revision).and_then(number) {
+        kv.mod_revision = r;
     }
-    if let Some(i) = pending_index_of_field(kv.create_revision) {
-        kv.create_revision = number(i);
+    if let Some(r) = pending_index_of_field(kv.create_revision).and_then(number) {
+        kv.create_revision = r;
     }
+}
+
+/// Whether `part` still holds a pending revision field.
+pub fn is_resolved(part: &Part) -> bool {
+    let left = std::cell::Cell::new(false);
+    let mut probe = part.clone();
+    resolve_part(&mut probe, &|_| {
+        left.set(true);
+        None
+    });
+    !left.get()
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use crate::command::Command;
-use crate::parts::{Decision, Index, Part, Partial, decide, merge, resolve_part};
+use crate::parts::{Decision, Index, Part, Partial, decide, is_resolved, merge, resolve_part};
 use crate::shard::{Report, Resolution, Routed};
 use crate::types::{Applied, Revision, StoreError};
 
@@ -22,6 +22,8 @@ struct Waiting {
     parts: Vec<Result<Part, StoreError>>,
     partials: Vec<Partial>,
     decided: bool,
+    /// The store revision once this entry is applied (known at its resolution).
+    revision: Option<Revision>,
 }
 
 pub struct Sequencer {
@@ -95,6 +97,7 @@ impl Sequencer {
                 parts: Vec::new(),
                 partials: Vec::new(),
                 decided: !multi_txn,
+                revision: None,
             },
         );
         assert!(old.is_none(), "entry {} routed twice", e.index);
@@ -113,7 +116,12 @@ impl Sequencer {
             );
             self.changed.insert(i);
         }
-        for (i, part) in r.parts {
+        for (i, mut part) in r.parts {
+            // Its pending fields are above what the shard had taken in, whose numbering
+            // is still kept: fill in what is numbered already, the rest at resolutions.
+            if let Ok(p) = &mut part {
+                resolve_part(p, &|j| self.number(j));
+            }
             let w = self
                 .waiting
                 .get_mut(&i)
@@ -170,7 +178,30 @@ impl Sequencer {
             changes.push((i, self.res_revision));
             self.numbered.push_back((i, self.res_revision));
         }
+        let from = self.res_index;
         self.res_index = m;
+        // Entries resolved now learn their revision; parts their pending fields.
+        let mut at = 0;
+        let mut rev = self.revision_at_start(from);
+        let ids: Vec<Index> = self.waiting.range(from + 1..=m).map(|(&i, _)| i).collect();
+        for i in ids {
+            while at < changes.len() && changes[at].0 <= i {
+                rev = changes[at].1;
+                at += 1;
+            }
+            self.waiting.get_mut(&i).expect("listed").revision = Some(rev);
+        }
+        let number = |j: Index| -> Option<Revision> {
+            changes
+                .binary_search_by_key(&j, |c| c.0)
+                .ok()
+                .map(|k| changes[k].1)
+        };
+        for w in self.waiting.values_mut() {
+            for p in w.parts.iter_mut().flatten() {
+                resolve_part(p, &number);
+            }
+        }
         self.prune();
         Some(Resolution {
             through: m,
@@ -179,30 +210,9 @@ impl Sequencer {
         })
     }
 
-    /// Keeps only the numbering a later answer may need: above what every shard has taken
-    /// in (their later parts have pending stamps only above it) and from the oldest
-    /// unanswered entry.
-    fn prune(&mut self) {
-        let mut keep_after = *self.seen.iter().min().expect("a shard");
-        if let Some((&first, _)) = self.waiting.first_key_value() {
-            keep_after = keep_after.min(first - 1);
-        }
-        while let Some(&(i, r)) = self.numbered.front() {
-            if i > keep_after {
-                break;
-            }
-            self.base = (i, r);
-            self.numbered.pop_front();
-        }
-    }
-
-    /// The store revision once entry `i` (at or below the resolution) is applied.
-    fn revision_at(&self, i: Index) -> Revision {
-        assert!(
-            i <= self.res_index && i >= self.base.0,
-            "revision of {i} not kept"
-        );
-        let n = self.numbered.partition_point(|c| c.0 <= i);
+    /// The store revision at index `from` (the previous resolution point).
+    fn revision_at_start(&self, from: Index) -> Revision {
+        let n = self.numbered.partition_point(|c| c.0 <= from);
         if n == 0 {
             self.base.1
         } else {
@@ -210,17 +220,36 @@ impl Sequencer {
         }
     }
 
-    fn number(&self, i: Index) -> Revision {
+    /// Keeps only the numbering a later part may need: above what every shard had taken
+    /// in when it computed the parts still to come.
+    fn prune(&mut self) {
+        let keep_after = *self.seen.iter().min().expect("a shard");
+        while let Some(&(i, r)) = self.numbered.front() {
+            if i > keep_after || i > self.res_index {
+                break;
+            }
+            self.base = (i, r);
+            self.numbered.pop_front();
+        }
+    }
+
+    fn number(&self, i: Index) -> Option<Revision> {
+        if i > self.res_index {
+            return None;
+        }
+        assert!(
+            i > self.base.0,
+            "pending stamp of entry {i}, whose revision is not kept"
+        );
         let at = self
             .numbered
             .binary_search_by_key(&i, |c| c.0)
-            .unwrap_or_else(|_| panic!("pending stamp of entry {i}, which has no revision kept"));
-        self.numbered[at].1
+            .unwrap_or_else(|_| panic!("pending stamp of entry {i}, which changed nothing"));
+        Some(self.numbered[at].1)
     }
 
     /// Answers whose entries are resolved and whose parts are all in, in index order.
     pub fn answers(&mut self) -> Vec<(Index, Applied)> {
-        let mut out = Vec::new();
         let ready: Vec<Index> = self
             .waiting
             .range(..=self.res_index)
@@ -229,22 +258,20 @@ impl Sequencer {
             })
             .map(|(&i, _)| i)
             .collect();
+        let mut out = Vec::with_capacity(ready.len());
         for i in ready {
             let w = self.waiting.remove(&i).expect("ready");
-            let mut parts = w.parts;
-            for p in parts.iter_mut().flatten() {
-                resolve_part(p, &|j| self.number(j));
+            for p in w.parts.iter().flatten() {
+                assert!(is_resolved(p), "entry {i} answered with a pending revision");
             }
-            let result = merge(&w.cmd, parts);
             out.push((
                 i,
                 Applied {
-                    revision: self.revision_at(i),
-                    result,
+                    revision: w.revision.expect("resolved"),
+                    result: merge(&w.cmd, w.parts),
                 },
             ));
         }
-        self.prune();
         out
     }
 

@@ -751,7 +751,8 @@ impl ShardStore {
                 continue;
             }
             let mut kv = v.to_kv(k);
-            if r.keys_only {
+            // Values sort before keys_only drops them (the merge drops the rest).
+            if r.keys_only && r.sort_target != crate::types::SortTarget::Value {
                 kv.value = Bytes::new();
             }
             kvs.push((v.stamp, v.create, kv));
@@ -779,12 +780,14 @@ impl ShardStore {
         if self.nospace {
             return Err(StoreError::NoSpace);
         }
+        // Outside a txn etcd checks the lease first (its `put`), inside one the key first
+        // (`checkRequestPut`).
+        if p.lease != 0 && !self.leases.contains_key(&p.lease) {
+            return Err(StoreError::LeaseNotFound);
+        }
         let exists = self.keys.get_at(&p.key, LATEST).is_some();
         if (p.ignore_value || p.ignore_lease) && !exists {
             return Err(StoreError::KeyNotFound);
-        }
-        if p.lease != 0 && !self.leases.contains_key(&p.lease) {
-            return Err(StoreError::LeaseNotFound);
         }
         self.changes.push(i);
         Ok(Part::Put(self.put(i, p)))
@@ -896,6 +899,13 @@ impl ShardStore {
     fn lease_grant(&mut self, id: LeaseId, ttl: i64) -> Result<Part, StoreError> {
         if self.nospace {
             return Err(StoreError::NoSpace);
+        }
+        // etcd's lessor's Grant: no lease 0, a TTL within its maximum, then uniqueness.
+        if id == 0 {
+            return Err(StoreError::LeaseNotFound);
+        }
+        if ttl > crate::types::LEASE_TTL_MAX_SECS {
+            return Err(StoreError::LeaseTtlTooLarge);
         }
         if self.leases.contains_key(&id) {
             return Err(StoreError::LeaseExists);

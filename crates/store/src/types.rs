@@ -14,6 +14,9 @@ pub type LeaseId = i64;
 /// Ops per txn (all branches, nested ones included), as etcd's `--max-txn-ops` default.
 pub const TXN_OPS_MAX: usize = 128;
 
+/// The longest lease TTL etcd grants (its lessor's `MaxLeaseTTL`), in seconds.
+pub const LEASE_TTL_MAX_SECS: i64 = 9_000_000_000;
+
 /// One key's state at one revision.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyValue {

@@ -30,6 +30,7 @@ use ringkv_store::{
     LeaseInfo, PutRequest, RangeRequest, RangeResponse, RequestOp, Response, ResponseOp, Revision,
     SortOrder, SortTarget, StoreError, TxnRequest, prefix_end,
 };
+use ringkv_store::{Index, Store};
 
 /// What the test compares: the reference model's API, which the real store has too.
 trait Model {
@@ -67,6 +68,62 @@ impl Model for Reference {
     }
     fn hash(&self, rev: Revision) -> Result<u64, StoreError> {
         Reference::hash(self, rev)
+    }
+}
+
+/// The real store on a seeded number of shards; now and then (a seeded chance) it is
+/// snapshotted and restored on another number of shards before a command.
+struct Sharded {
+    store: Store,
+    rng: Rng,
+    restores: usize,
+}
+
+impl Sharded {
+    fn new(seed: u64) -> Sharded {
+        let mut rng = Rng::new(seed ^ 0x5348_4152_4453);
+        let shards = 1 + rng.index(4);
+        Sharded {
+            store: Store::new(shards),
+            rng,
+            restores: 0,
+        }
+    }
+}
+
+impl Model for Sharded {
+    fn apply(&mut self, cmd: &Command) -> Applied {
+        if self.rng.chance(20) {
+            let snap = self.store.snapshot();
+            let shards = 1 + self.rng.index(4);
+            self.store = Store::restore(&snap, shards).expect("a snapshot of ours restores");
+            self.restores += 1;
+        }
+        if self.rng.chance(100) {
+            self.store.skip(); // a no-op or membership entry between commands
+        }
+        self.store.apply(cmd.clone())
+    }
+    fn range(&self, r: &RangeRequest) -> Result<(Revision, RangeResponse), StoreError> {
+        self.store.range(r)
+    }
+    fn revision(&self) -> Revision {
+        self.store.revision()
+    }
+    fn compact_revision(&self) -> Revision {
+        self.store.compact_revision()
+    }
+    fn lease(&self, id: LeaseId) -> Option<LeaseInfo> {
+        self.store.lease(id)
+    }
+    fn leases(&self) -> Vec<LeaseId> {
+        self.store.leases()
+    }
+    fn alarm(&self) -> bool {
+        self.store.alarm()
+    }
+    fn hash(&self, rev: Revision) -> Result<u64, StoreError> {
+        self.store.hash(rev)
     }
 }
 
@@ -566,6 +623,73 @@ fn the_models_agree_on_random_histories() {
             "never reached: {missing:?}\nreached: {:#?}",
             cov.0
         );
+    }
+}
+
+/// The real store, on 1 to 4 shards (snapshotted and restored on another count now and
+/// then), against the reference model, one command at a time.
+#[test]
+fn the_store_agrees_with_the_reference() {
+    let steps = env("MODEL_STEPS").unwrap_or(300) as usize;
+    let seeds: Vec<u64> = match env("MODEL_SEED") {
+        Some(s) => vec![s],
+        None => (0..env("MODEL_SEEDS").unwrap_or(300)).collect(),
+    };
+    let mut cov = Coverage::default();
+    for &seed in &seeds {
+        if let Err(e) = run(seed, steps, Reference::new(), Sharded::new(seed), &mut cov) {
+            panic!("{e}");
+        }
+    }
+}
+
+/// The real store with entries pipelined: batches of commands handed out before any is
+/// applied, the shards and the sequencer stepped in a seeded random order (so entries wait
+/// on pending revisions and on multi-shard decisions), every answer compared with the
+/// reference's.
+#[test]
+fn the_store_agrees_when_entries_are_pipelined_and_interleaved() {
+    let steps = env("MODEL_STEPS").unwrap_or(300) as usize;
+    let seeds: Vec<u64> = match env("MODEL_SEED") {
+        Some(s) => vec![s],
+        None => (0..env("MODEL_SEEDS").unwrap_or(300)).collect(),
+    };
+    for &seed in &seeds {
+        let mut g = Gen {
+            rng: Rng::new(seed),
+        };
+        let mut pick = Rng::new(seed ^ 0x5049_434b);
+        let shards = 2 + pick.index(3);
+        let mut store = Store::new(shards);
+        let mut reference = Reference::new();
+        let mut done = 0;
+        while done < steps {
+            let batch = 1 + pick.index(12);
+            let mut expect: Vec<(Index, Command, Applied)> = Vec::new();
+            for _ in 0..batch {
+                let s = State {
+                    revision: reference.revision(),
+                    compacted: reference.compact_revision(),
+                };
+                let cmd = g.command(&s);
+                let want = reference.apply(&cmd);
+                if pick.chance(50) {
+                    store.skip();
+                }
+                let i = store.submit(cmd.clone());
+                expect.push((i, cmd, want));
+            }
+            store.run(|n| pick.index(n));
+            for (i, cmd, want) in expect {
+                let got = store.take_answer(i).expect("every entry answered");
+                assert_eq!(
+                    got, want,
+                    "seed {seed} (MODEL_SEED={seed}), {shards} shards, entry {i}: {cmd:?}"
+                );
+            }
+            assert_eq!(store.hash(0), reference.hash(0), "seed {seed}: hash");
+            done += batch;
+        }
     }
 }
 
