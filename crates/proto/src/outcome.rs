@@ -22,11 +22,12 @@ pub type Outcome = Result<Answer, ApiError>;
 /// A call carried out.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq)]
 pub enum Answer {
-    /// A put or delete committed at this log index.
+    /// A put or delete applied; the store revision after it (a put's is the key's
+    /// mod_revision).
     Written {
-        index: u64,
+        revision: u64,
     },
-    /// A key's value, and the log index of its last change.
+    /// A key's value, and the revision of its last change (its mod_revision).
     Value {
         key: Vec<u8>,
         value: Vec<u8>,
@@ -221,6 +222,9 @@ pub enum ApiError {
     SnapshotFailed { message: String },
     /// `limits.connections_max` reached on this node.
     TooManyConnections,
+    /// The store refused the request as etcd would (its gRPC `code` and etcd's own
+    /// `message`); nothing was changed.
+    Store { code: u32, message: String },
 }
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -317,6 +321,12 @@ impl ApiError {
             LeaderLost { write: false, .. } => 503,
             LeaderLost { write: true, .. } | Timeout { .. } => 504,
             StateFull { .. } => 507,
+            // gRPC codes: NOT_FOUND, FAILED_PRECONDITION, RESOURCE_EXHAUSTED; the others
+            // (INVALID_ARGUMENT, OUT_OF_RANGE) are the caller's to fix.
+            Store { code: 5, .. } => 404,
+            Store { code: 9, .. } => 409,
+            Store { code: 8, .. } => 507,
+            Store { .. } => 400,
         }
     }
 
@@ -336,6 +346,7 @@ impl ApiError {
             LeaderLost { .. } => "leader_lost",
             Timeout { .. } => "timeout",
             StateFull { .. } => "state_full",
+            Store { .. } => "store",
             ChangeInProgress => "change_in_progress",
             TransferInProgress => "transfer_in_progress",
             LearnerLagging { .. } => "learner_lagging",
@@ -485,6 +496,7 @@ impl fmt::Display for ApiError {
                     "the node stopped before the call completed (outcome unknown): check /status"
                 }
             }),
+            Store { message, .. } => f.write_str(message),
             StateFull { state_bytes_max } => write!(
                 f,
                 "the key-value state would exceed limits.state_bytes_max ({state_bytes_max} \
@@ -560,7 +572,7 @@ impl Answer {
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::json;
         match self {
-            Answer::Written { index } => json!({ "index": index }),
+            Answer::Written { revision } => json!({ "revision": revision }),
             Answer::Value {
                 key,
                 value,

@@ -164,8 +164,8 @@ impl Drop for FakeNode {
     }
 }
 
-fn written(index: u64) -> Answer {
-    Answer::Written { index }
+fn written(revision: u64) -> Answer {
+    Answer::Written { revision }
 }
 
 fn unavailable() -> ApiError {
@@ -306,7 +306,7 @@ fn a_refused_endpoint_or_an_unavailable_node_moves_on_to_the_next() {
     let (code, out, err) = ringkv(&["put", "k", "v", "--endpoints", &eps]);
     assert_eq!(
         (code, out.as_str(), err.as_str()),
-        (0, "{\"index\":7}\n", "")
+        (0, "{\"revision\":7}\n", "")
     );
     // Nothing was written at the busy node (503), so trying the next one was safe. Each
     // was asked its status first (none named a leader), then the write in order.
@@ -321,7 +321,7 @@ fn not_leader_is_retried_once_at_the_leader_it_names() {
     // Its status names no leader, so the write itself meets the not_leader.
     follower.set_status(Act::Reply(Ok(status(1, NodeRole::Follower, None))));
     let (code, out, _) = ringkv(&["delete", "k", "--endpoints", &follower.addr]);
-    assert_eq!((code, out.as_str()), (0, "{\"index\":3}\n"));
+    assert_eq!((code, out.as_str()), (0, "{\"revision\":3}\n"));
     assert_eq!(follower.native(), ["status", r#"delete "k""#]);
     assert_eq!(leader.native(), [r#"delete "k""#]);
 
@@ -333,7 +333,7 @@ fn not_leader_is_retried_once_at_the_leader_it_names() {
         Some(&named.addr),
     ))));
     let (code, out, _) = ringkv(&["put", "k", "v", "--endpoints", &follower.addr]);
-    assert_eq!((code, out.as_str()), (0, "{\"index\":4}\n"));
+    assert_eq!((code, out.as_str()), (0, "{\"revision\":4}\n"));
     assert_eq!(
         follower.writes(),
         [r#"delete "k""#],
@@ -399,7 +399,7 @@ fn a_write_is_never_resent_once_sent() {
     // Reads and status are safe to retry on the next endpoint.
     let eps = endpoints(&[&dropper.addr, &hanger.addr, &slow.addr, &good.addr]);
     let (code, out, err) = ringkv(&["get", "k", "--endpoints", &eps, "--timeout-ms", "300"]);
-    assert_eq!((code, out.as_str()), (0, "{\"index\":9}\n"), "{err}");
+    assert_eq!((code, out.as_str()), (0, "{\"revision\":9}\n"), "{err}");
     let (code, _, err) = ringkv(&["status", "--endpoints", &eps, "--timeout-ms", "300"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(dropper.native()[4..], [r#"get "k" 0"#, "status"]);

@@ -119,7 +119,7 @@ fn pipelined_requests_on_one_connection_are_answered_by_id() {
     let (out, (binary_put, binary_get), empty_key, big_key, bad_consistency, status) = answers;
     assert_eq!(out.len(), 200);
     for (i, put, get) in out {
-        let Ok(Answer::Written { index }) = put.outcome else {
+        let Ok(Answer::Written { revision: index }) = put.outcome else {
             panic!("{put:?}")
         };
         assert_eq!(
@@ -131,7 +131,7 @@ fn pipelined_requests_on_one_connection_are_answered_by_id() {
             })
         );
     }
-    let Ok(Answer::Written { index }) = binary_put.outcome else {
+    let Ok(Answer::Written { revision: index }) = binary_put.outcome else {
         panic!("{binary_put:?}")
     };
     assert_eq!(
@@ -485,7 +485,7 @@ fn a_write_to_a_stopped_leader_is_outcome_unknown_and_not_resent() {
         }
     }
     let resume = Resume(pid);
-    let before = ok(&first)["index"].as_u64().unwrap();
+    let before = ok(&first)["revision"].as_u64().unwrap();
     match &stopped {
         Outcome::Unknown {
             endpoint,
@@ -561,7 +561,7 @@ fn the_cli_commands_run_against_a_real_cluster() {
     };
     let (code, out, err) = ringkv(&["put", "cli", "a value"]);
     assert_eq!(code, 0, "{err}");
-    let index = json(&out)["index"].as_u64().unwrap();
+    let index = json(&out)["revision"].as_u64().unwrap();
     for consistency in ["linearizable", "lease", "eventual"] {
         // An eventual read on the follower may lag a moment.
         let v = wait_until(10, "the value", || {

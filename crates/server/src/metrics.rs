@@ -306,18 +306,23 @@ pub const CATALOGUE: &[Def] = &[
         &["shard"],
         "Reads waiting for the shard's applied watermark.",
     ),
-    def(SHARD_KEYS, G, &["shard"], "Keys in the shard's partition."),
+    def(
+        SHARD_KEYS,
+        G,
+        &["shard"],
+        "Keys that exist in the shard (deleted ones not counted).",
+    ),
     def(
         SHARD_STATE_BYTES,
         G,
         &["shard"],
-        "Bytes the shard's partition counts against state_bytes_max.",
+        "Bytes the shard's store (keys, history since compaction, leases) counts against state_bytes_max.",
     ),
     def(
         SHARD_APPLIED_INDEX,
         G,
         &["shard"],
-        "The shard's applied watermark.",
+        "The shard's watermark: entries through it applied here and numbered.",
     ),
     // executor: what glommio reports about each component's task queue, sampled every second.
     def(

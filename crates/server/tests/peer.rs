@@ -275,7 +275,7 @@ fn forwarded_calls_arrive_in_order_and_expired_ones_are_never_sent() {
         assert!(nodes[0].send_client(2, write(3), later));
         let reply = ClientFrame::Reply {
             id: 3,
-            outcome: Ok(ringkv_proto::outcome::Answer::Written { index: 9 }),
+            outcome: Ok(ringkv_proto::outcome::Answer::Written { revision: 9 }),
         };
         assert!(nodes[1].send_client(1, reply.clone(), later));
         for want in [write(1), write(3)] {

@@ -82,6 +82,8 @@ impl Version {
 pub struct Keys {
     map: BTreeMap<Bytes, Vec<Version>>,
     bytes: u64,
+    /// Keys whose newest version is live.
+    live: usize,
 }
 
 impl Keys {
@@ -90,9 +92,14 @@ impl Keys {
         self.bytes
     }
 
-    /// Keys with any history.
+    /// Keys with any history (deleted ones until compaction frees them).
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Keys that exist now (their newest version is not a deletion).
+    pub fn live(&self) -> usize {
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
@@ -124,10 +131,13 @@ impl Keys {
     /// Appends `v` as the newest version of `key`.
     pub fn write(&mut self, key: &Bytes, v: Version) {
         self.bytes += v.bytes();
+        let now_live = v.is_live();
         match self.map.get_mut(key) {
             Some(vs) => {
                 let last = vs.last().expect("a key has a version");
                 assert!(last.stamp <= v.stamp, "versions out of order");
+                let was_live = last.is_live();
+                self.live = self.live + now_live as usize - was_live as usize;
                 if last.stamp == v.stamp {
                     // A txn writing a key twice (possible through etcd's checkIntervals,
                     // which sees a delete to [0] as empty): one record per key and
@@ -139,6 +149,7 @@ impl Keys {
             }
             None => {
                 self.bytes += KEY_OVERHEAD_BYTES + key.len() as u64;
+                self.live += now_live as usize;
                 self.map.insert(key.clone(), vec![v]);
             }
         }
@@ -203,8 +214,13 @@ impl Keys {
     }
 
     /// Every key with its versions (for snapshots and hashes), in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &[Version])> {
-        self.map.iter().map(|(k, v)| (k, v.as_slice()))
+    pub fn iter(&self) -> std::collections::btree_map::Iter<'_, Bytes, Vec<Version>> {
+        self.map.iter()
+    }
+
+    /// Every key with its history, moved out.
+    pub fn into_entries(self) -> impl Iterator<Item = (Bytes, Vec<Version>)> {
+        self.map.into_iter()
     }
 
     /// Installs a key's whole history (snapshot loading); versions oldest first.
@@ -217,6 +233,7 @@ impl Keys {
         }
         self.bytes += KEY_OVERHEAD_BYTES + key.len() as u64;
         self.bytes += versions.iter().map(Version::bytes).sum::<u64>();
+        self.live += versions.last().is_some_and(Version::is_live) as usize;
         self.map.insert(key, versions);
         Ok(())
     }
@@ -301,6 +318,7 @@ mod tests {
             "history below the compaction is gone"
         );
         assert_eq!(keys.len(), 2, "b's tombstone and history are freed");
+        assert_eq!(keys.live(), 2, "a and c (b was deleted)");
 
         keys.resolve(b"c", 9, |i| (i == 9).then_some(6));
         let c = keys.get_at(b"c", 6).unwrap();

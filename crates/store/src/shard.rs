@@ -194,6 +194,8 @@ pub struct ShardStore {
     out: Vec<ToSequencer>,
     /// Something to report since the last report.
     dirty: bool,
+    /// Apply nothing after this index (a snapshot of the state there is being taken).
+    hold: Option<Index>,
 }
 
 impl ShardStore {
@@ -217,6 +219,7 @@ impl ShardStore {
             parts: Vec::new(),
             out: Vec::new(),
             dirty: false,
+            hold: None,
         }
     }
 
@@ -318,6 +321,12 @@ impl ShardStore {
         &self.keys
     }
 
+    /// Every key with its history, moved out (dropping the iterator part way keeps
+    /// nothing): lets a caller free a large store a step at a time.
+    pub fn into_keys(self) -> impl Iterator<Item = (Bytes, Vec<Version>)> {
+        self.keys.into_entries()
+    }
+
     /// Queues an entry that involves this shard (in index order, after every earlier one).
     pub fn push(&mut self, e: Routed) {
         assert!(
@@ -368,6 +377,29 @@ impl ShardStore {
         }
     }
 
+    /// Applies nothing past `index` until `release` (entries keep queueing): the state at
+    /// `index` stays there for a snapshot. The caller holds right after handing out the
+    /// entries through `index`.
+    pub fn hold_after(&mut self, index: Index) {
+        assert!(
+            self.applied <= index,
+            "holding at {index}, already applied {}",
+            self.applied
+        );
+        self.hold = Some(index);
+    }
+
+    /// Whether the state is exactly the one at `index`, every version numbered: a
+    /// snapshot can be taken (`header`, `snapshot::KeyEncoder`).
+    pub fn at_rest(&self, index: Index) -> bool {
+        self.applied == index && self.res_index >= index && !self.is_waiting()
+    }
+
+    /// Ends a hold.
+    pub fn release(&mut self) {
+        self.hold = None;
+    }
+
     /// Waiting for something (the resolution or the decision named).
     pub fn is_waiting(&self) -> bool {
         self.wait.is_some()
@@ -381,6 +413,8 @@ impl ShardStore {
                 break;
             };
             match w {
+                Work::Through(i) if self.hold.is_some_and(|h| i > h) => break,
+                Work::Entry(e) if self.hold.is_some_and(|h| e.index > h) => break,
                 Work::Through(i) => {
                     assert!(i >= self.applied, "watermark {i} below {}", self.applied);
                     self.applied = i;

@@ -38,16 +38,67 @@ pub fn encode(shards: &[&ShardStore]) -> Vec<u8> {
     for s in shards {
         assert_eq!(s.header(), h, "shards at different points");
     }
+    let parts: Vec<(Vec<u8>, u64)> = shards
+        .iter()
+        .map(|s| {
+            let mut out = Vec::new();
+            let mut e = KeyEncoder::new(s);
+            while !e.encode(&mut out, usize::MAX) {}
+            (out, e.count)
+        })
+        .collect();
+    assemble(&header_bytes(&h), &parts)
+}
+
+/// The header as the snapshot starts with it (without the key count).
+pub fn header_bytes(h: &Header) -> Vec<u8> {
     let mut out = Vec::new();
-    put_header(&mut out, &h);
-    let count_at = out.len();
-    out.put_u64_le(0);
-    let mut keys = 0u64;
-    for s in shards {
-        keys += encode_keys(s, &mut out);
-    }
-    out[count_at..count_at + 8].copy_from_slice(&keys.to_le_bytes());
+    put_header(&mut out, h);
     out
+}
+
+/// A snapshot body from a header (`header_bytes`) and every shard's keys (`KeyEncoder`
+/// output and count).
+pub fn assemble(header: &[u8], parts: &[(Vec<u8>, u64)]) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(header.len() + 8 + parts.iter().map(|p| p.0.len()).sum::<usize>());
+    out.extend_from_slice(header);
+    out.put_u64_le(parts.iter().map(|p| p.1).sum());
+    for (keys, _) in parts {
+        out.extend_from_slice(keys);
+    }
+    out
+}
+
+/// One shard's keys being appended to a snapshot, a chunk at a time (a caller that shares
+/// its thread yields between chunks).
+pub struct KeyEncoder<'a> {
+    keys: std::collections::btree_map::Iter<'a, Bytes, Vec<Version>>,
+    /// Keys appended so far.
+    pub count: u64,
+}
+
+impl<'a> KeyEncoder<'a> {
+    pub fn new(s: &'a ShardStore) -> KeyEncoder<'a> {
+        KeyEncoder {
+            keys: s.keys().iter(),
+            count: 0,
+        }
+    }
+
+    /// Appends keys until `out` grew by at least `bytes_max` or every key is in; true
+    /// once every key is in.
+    pub fn encode(&mut self, out: &mut Vec<u8>, bytes_max: usize) -> bool {
+        let until = out.len().saturating_add(bytes_max);
+        while out.len() < until {
+            let Some((k, vs)) = self.keys.next() else {
+                return true;
+            };
+            put_key(out, k, vs);
+            self.count += 1;
+        }
+        self.keys.len() == 0
+    }
 }
 
 fn put_header(out: &mut Vec<u8>, h: &Header) {
@@ -64,34 +115,28 @@ fn put_header(out: &mut Vec<u8>, h: &Header) {
     }
 }
 
-/// Appends one shard's keys; returns how many.
-pub fn encode_keys(s: &ShardStore, out: &mut Vec<u8>) -> u64 {
-    let mut n = 0;
-    for (k, vs) in s.keys().iter() {
-        out.put_u32_le(k.len() as u32);
-        out.put_slice(k);
-        out.put_u32_le(vs.len() as u32);
-        for v in vs {
-            assert!(
-                !is_pending(v.stamp) && !is_pending(v.create),
-                "snapshot of a pending version"
-            );
-            out.put_i64_le(v.stamp as i64);
-            out.put_i64_le(v.create as i64);
-            out.put_i64_le(v.version);
-            out.put_i64_le(v.lease);
-            match &v.value {
-                Some(val) => {
-                    out.put_u8(1);
-                    out.put_u32_le(val.len() as u32);
-                    out.put_slice(val);
-                }
-                None => out.put_u8(0),
+fn put_key(out: &mut Vec<u8>, k: &[u8], vs: &[Version]) {
+    out.put_u32_le(k.len() as u32);
+    out.put_slice(k);
+    out.put_u32_le(vs.len() as u32);
+    for v in vs {
+        assert!(
+            !is_pending(v.stamp) && !is_pending(v.create),
+            "snapshot of a pending version"
+        );
+        out.put_i64_le(v.stamp as i64);
+        out.put_i64_le(v.create as i64);
+        out.put_i64_le(v.version);
+        out.put_i64_le(v.lease);
+        match &v.value {
+            Some(val) => {
+                out.put_u8(1);
+                out.put_u32_le(val.len() as u32);
+                out.put_slice(val);
             }
+            None => out.put_u8(0),
         }
-        n += 1;
     }
-    n
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -177,52 +222,93 @@ fn read_header(r: &mut Reader<'_>) -> Result<Header, String> {
 
 /// Shard `shard` of `shards` from a snapshot body: its keys, and the store-wide state.
 pub fn decode(data: &[u8], shard: usize, shards: usize) -> Result<ShardStore, String> {
-    let mut r = Reader(data);
-    let h = read_header(&mut r)?;
-    let mut s = ShardStore::restore(shard, shards, &h);
-    let keys = r.u64("key count")?;
-    for i in 0..keys {
-        let key = r.bytes("key")?;
-        let n = r.u32("version count")? as usize;
-        if n == 0 || n.saturating_mul(33) > r.0.remaining() {
-            return Err(format!("snapshot: key {i} has {n} versions"));
-        }
-        let mine = route(key, shards) == shard;
-        let mut versions = Vec::with_capacity(if mine { n } else { 0 });
-        let mut prev: Option<Revision> = None;
-        for _ in 0..n {
-            let stamp = r.i64("mod revision")?;
-            let create = r.i64("create revision")?;
-            let version = r.i64("version")?;
-            let lease = r.i64("lease")?;
-            let value = match r.u8("live flag")? {
-                1 => Some(r.bytes("value")?),
-                0 => None,
-                x => return Err(format!("snapshot: key {i}: live flag {x}")),
-            };
-            if stamp < 1 || stamp > h.revision || prev.is_some_and(|p| p >= stamp) {
-                return Err(format!(
-                    "snapshot: key {i}: revision {stamp} out of order or past {}",
-                    h.revision
-                ));
+    let mut d = Decoder::new(data, shard, shards)?;
+    while !d.step(usize::MAX)? {}
+    d.finish()
+}
+
+/// A snapshot body being decoded into one shard, a step at a time. Only the keys the
+/// shard owns are copied.
+pub struct Decoder<'a> {
+    r: Reader<'a>,
+    header: Header,
+    keys: u64,
+    done: u64,
+    store: ShardStore,
+}
+
+impl<'a> Decoder<'a> {
+    pub fn new(data: &'a [u8], shard: usize, shards: usize) -> Result<Decoder<'a>, String> {
+        let mut r = Reader(data);
+        let header = read_header(&mut r)?;
+        let store = ShardStore::restore(shard, shards, &header);
+        let keys = r.u64("key count")?;
+        Ok(Decoder {
+            r,
+            header,
+            keys,
+            done: 0,
+            store,
+        })
+    }
+
+    /// Decodes keys until at least `bytes_max` bytes were read (or the last key); true
+    /// once every key is decoded.
+    pub fn step(&mut self, bytes_max: usize) -> Result<bool, String> {
+        let (shard, shards) = (self.store.shard(), self.store.shards());
+        let start = self.r.0.len();
+        while self.done < self.keys && start - self.r.0.len() < bytes_max {
+            let i = self.done;
+            let r = &mut self.r;
+            let key = r.bytes("key")?;
+            let n = r.u32("version count")? as usize;
+            if n == 0 || n.saturating_mul(33) > r.0.remaining() {
+                return Err(format!("snapshot: key {i} has {n} versions"));
             }
-            prev = Some(stamp);
+            let mine = route(key, shards) == shard;
+            let mut versions = Vec::with_capacity(if mine { n } else { 0 });
+            let mut prev: Option<Revision> = None;
+            for _ in 0..n {
+                let stamp = r.i64("mod revision")?;
+                let create = r.i64("create revision")?;
+                let version = r.i64("version")?;
+                let lease = r.i64("lease")?;
+                let value = match r.u8("live flag")? {
+                    1 => Some(r.bytes("value")?),
+                    0 => None,
+                    x => return Err(format!("snapshot: key {i}: live flag {x}")),
+                };
+                if stamp < 1 || stamp > self.header.revision || prev.is_some_and(|p| p >= stamp) {
+                    return Err(format!(
+                        "snapshot: key {i}: revision {stamp} out of order or past {}",
+                        self.header.revision
+                    ));
+                }
+                prev = Some(stamp);
+                if mine {
+                    versions.push(Version {
+                        stamp: stamp as u64,
+                        create: create as u64,
+                        version,
+                        lease,
+                        value: value.map(Bytes::copy_from_slice),
+                    });
+                }
+            }
             if mine {
-                versions.push(Version {
-                    stamp: stamp as u64,
-                    create: create as u64,
-                    version,
-                    lease,
-                    value: value.map(Bytes::copy_from_slice),
-                });
+                self.store.load_key(Bytes::copy_from_slice(key), versions)?;
             }
+            self.done += 1;
         }
-        if mine {
-            s.load_key(Bytes::copy_from_slice(key), versions)?;
+        Ok(self.done == self.keys)
+    }
+
+    /// The shard, once `step` returned true.
+    pub fn finish(self) -> Result<ShardStore, String> {
+        assert_eq!(self.done, self.keys, "finish before the last step");
+        if self.r.0.has_remaining() {
+            return Err("snapshot: trailing bytes after the last key".into());
         }
+        Ok(self.store)
     }
-    if r.0.has_remaining() {
-        return Err("snapshot: trailing bytes after the last key".into());
-    }
-    Ok(s)
 }

@@ -24,6 +24,12 @@ pub enum ApiCall {
         consistency: Option<ReadPolicy>,
     },
     Status,
+    /// Free the store's history below `revision` (etcd's Compact; `physical`: answer once
+    /// the space is freed, which ringkv always does before answering).
+    Compact {
+        revision: i64,
+        physical: bool,
+    },
     /// A membership or maintenance call. `token`: from `X-Ringkv-Token` or
     /// `Authorization: Bearer`, `None` when the request carries neither. (Beware: `Debug`
     /// prints it.)
@@ -41,6 +47,7 @@ impl ApiCall {
             ApiCall::Delete { .. } => "delete",
             ApiCall::Get { .. } => "get",
             ApiCall::Status => "status",
+            ApiCall::Compact { .. } => "compact",
             ApiCall::Admin { .. } => "admin",
         }
     }

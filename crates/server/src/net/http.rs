@@ -101,6 +101,14 @@ struct KeyBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct CompactBody {
+    revision: i64,
+    #[serde(default)]
+    physical: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct JoinBody {
     node_id: u64,
     address: String,
@@ -339,6 +347,14 @@ fn route(
             check_key(b.key.as_bytes())?;
             Ok(ApiCall::Delete {
                 key: Bytes::from(b.key),
+            })
+        }
+        "/compact" => {
+            want("POST")?;
+            let b: CompactBody = json(body)?;
+            Ok(ApiCall::Compact {
+                revision: b.revision,
+                physical: b.physical,
             })
         }
         "/get" => {

@@ -31,6 +31,7 @@ use crate::net::http::{AdminOp, ApiCall};
 use crate::shard::{Command, route};
 use ringkv_proto::outcome::{ApiError, Outcome, TimeoutKind, http_status};
 use ringkv_raft::{Index, ReadPolicy};
+use ringkv_store::{DeleteRangeRequest, PutRequest};
 
 /// Extra time a shard waits past a request's deadline for the raft core's own, more
 /// precise, timeout answer.
@@ -91,7 +92,7 @@ impl Calls {
             ApiCall::Put { .. } => Some(Op::Put),
             ApiCall::Get { .. } => Some(Op::Get),
             ApiCall::Delete { .. } => Some(Op::Delete),
-            ApiCall::Status | ApiCall::Admin { .. } => None,
+            ApiCall::Status | ApiCall::Admin { .. } | ApiCall::Compact { .. } => None,
         };
         let t = Instant::now();
         self.metrics.in_flight.increment(1.0);
@@ -130,11 +131,22 @@ impl Calls {
         let deadline = Instant::now() + self.request_timeout;
         match call {
             ApiCall::Put { key, value } => {
-                let cmd = Command::Put { key, value };
+                let cmd = Command::Put(PutRequest {
+                    key,
+                    value,
+                    ..Default::default()
+                });
                 self.write(cmd.encode(), deadline).await
             }
             ApiCall::Delete { key } => {
-                let cmd = Command::Delete { key };
+                let cmd = Command::DeleteRange(DeleteRangeRequest {
+                    key,
+                    ..Default::default()
+                });
+                self.write(cmd.encode(), deadline).await
+            }
+            ApiCall::Compact { revision, physical } => {
+                let cmd = Command::Compact { revision, physical };
                 self.write(cmd.encode(), deadline).await
             }
             ApiCall::Get { key, consistency } => {

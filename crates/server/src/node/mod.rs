@@ -52,7 +52,7 @@ pub use lease::{Lease, LeaseView};
 
 use crate::config::NodeConfig;
 use ringkv_proto::outcome::Outcome;
-use ringkv_raft::{Entry, Index, ReadPolicy};
+use ringkv_raft::{Index, ReadPolicy};
 
 /// How long a busy port is retried at start-up before giving up.
 const PORT_WAIT: Duration = Duration::from_secs(2);
@@ -81,7 +81,7 @@ pub(crate) enum CoreAnswer {
 
 /// Shard -> raft core.
 pub(crate) enum ToRaft {
-    /// A put or delete (an encoded `shard::Command`).
+    /// A write (an encoded `shard::Command`).
     Write {
         shard: usize,
         req: ReqId,
@@ -113,14 +113,22 @@ pub(crate) enum ToRaft {
         call: AdminCall,
         deadline: Instant,
     },
-    /// This shard's pairs for the snapshot at `index` (`ToShard::Snapshot`), and how long
-    /// taking them held the shard up.
+    /// This shard's keys for the snapshot at `index` (`ToShard::Snapshot`), the store-wide
+    /// header as it sees it (every shard's must be the same), and how long taking them
+    /// held the shard up.
     SnapshotPart {
         shard: usize,
         index: Index,
+        header: Vec<u8>,
         pairs: Vec<u8>,
         count: u64,
         took: Duration,
+    },
+    /// What the shard's store tells the sequencer (reports, partials of multi-shard txns),
+    /// for the store `epoch` it was computed in (a replaced store's are dropped).
+    Store {
+        epoch: u64,
+        out: Vec<ringkv_store::ToSequencer>,
     },
     /// An accepted connection that opened with the frame magic: a peer.
     PeerConn {
@@ -131,21 +139,34 @@ pub(crate) enum ToRaft {
 
 /// Raft core -> shard.
 pub(crate) enum ToShard {
-    /// Replace the partition with this shard's part of a key-value snapshot body.
+    /// Replace the store with this shard's part of a snapshot body; its reports are then
+    /// of store `epoch`.
     Install {
         data: Bytes,
+        epoch: u64,
     },
-    /// Send this shard's pairs as of `index` (every entry through it was handed out).
+    /// Send this shard's keys as of `index` (every entry through it was handed out).
     Snapshot {
         index: Index,
     },
-    /// Empty the partition (watermark 0): the log was reset (MemFirst divergence).
-    Reset,
-    /// Committed entries this shard owns; every committed entry up to `through` has been
-    /// handed out (the shard's watermark moves there even when `entries` is empty).
+    /// Empty the store: the log was reset (MemFirst divergence); reports are then of
+    /// store `epoch`.
+    Reset {
+        epoch: u64,
+    },
+    /// Committed entries that involve this shard; every committed entry up to `through`
+    /// has been handed out (the shard's watermark moves there even when `entries` is
+    /// empty).
     Apply {
-        entries: Vec<Entry>,
+        entries: Vec<ringkv_store::Routed>,
         through: Index,
+    },
+    /// The sequencer numbered the entries through `resolution.through`.
+    Resolution(Arc<ringkv_store::Resolution>),
+    /// The decision of the multi-shard txn at `index`.
+    Decision {
+        index: Index,
+        decision: Arc<ringkv_store::parts::Decision>,
     },
     Answer {
         req: ReqId,

@@ -7,12 +7,14 @@
 //! parts: its client connections (`conn::Conns`), the calls it carries out
 //! (`calls::Calls`), its `KvState`, and `Senders`, the sending ends of its queues, which
 //! the parts share; `run`, which connects the queues, builds the parts and serves the
-//! listener; the loop draining the raft core's queue (applies, snapshot installs and
-//! encodings, resets, answers to calls, reads the raft core asks it to serve) and the loops
-//! draining the other shards' queues (reads of keys it owns, answers to its forwarded
-//! reads); and `KvState`: its `Partition` (the keys whose hash routes here), the
-//! partition's applied watermark (published for `/status`) and the readers waiting for it,
-//! and the gauges that show them. Only the raft core's queue loop changes the partition.
+//! listener; the loop draining the raft core's queue (applies, resolutions and decisions
+//! of the sequencer, snapshot installs and encodings, resets, answers to calls, reads the
+//! raft core asks it to serve) and the loops draining the other shards' queues (reads of
+//! keys it owns, answers to its forwarded reads); and `KvState`: its `ShardStore` (the keys
+//! whose hash routes here, their history, its copy of the store-wide state), the
+//! watermark (applied and numbered through; published for `/status`) and the readers
+//! waiting for it, the ordered outbox of what the store tells the sequencer, and the
+//! gauges that show them. Only the raft core's queue loop changes the store.
 //! Must not touch Raft state except through its queues and the published `LeaseView`, nor
 //! wait, in a loop draining a queue, on a queue back to that queue's sender.
 
@@ -34,14 +36,16 @@ use super::conn::{self, Conns, Refusals};
 use super::{CoreAnswer, MeshMsg, ShardQueues, Shared, ToRaft, ToShard};
 use crate::config::NodeConfig;
 use crate::metrics::ShardMetrics;
-use crate::shard::{Partition, Snapshot};
+use crate::shard::{Resolution, Routed, ShardStore, ToSequencer};
 use ringkv_proto::outcome::{Answer, ApiError, Outcome, TimeoutKind, UnavailableReason};
-use ringkv_raft::{Entry, Index};
+use ringkv_raft::Index;
+use ringkv_store::parts::Decision;
+use ringkv_store::{RangeRequest, snapshot};
 
 /// Bytes a snapshot encodes or decodes between checks of glommio's preemption timer.
 const SNAPSHOT_STEP_BYTES: usize = 1 << 20;
-/// Pairs a replaced partition frees between such checks.
-const FREE_STEP_PAIRS: usize = 4096;
+/// Keys a replaced store frees between such checks.
+const FREE_STEP_KEYS: usize = 4096;
 
 /// Reads asked of this shard by other shards (`MeshMsg::Get`) and by the raft core
 /// (`ToShard::ServeRead`, reads followers forwarded) that it carries out at once, each in
@@ -173,7 +177,13 @@ async fn start(
     });
     // Prometheus handles, built on this executor (no-ops without a recorder).
     let metrics = Rc::new(ShardMetrics::new(idx));
-    let kv = Rc::new(KvState::new(idx, n, shared.clone(), metrics.clone()));
+    let kv = Rc::new(KvState::new(
+        idx,
+        n,
+        shared.clone(),
+        out.clone(),
+        metrics.clone(),
+    ));
     let calls = Rc::new(Calls::new(
         idx,
         n,
@@ -207,38 +217,23 @@ async fn start(
 }
 
 impl Shard {
-    /// Drains the raft core's queue. Never waits on a queue back to the raft core.
+    /// Drains the raft core's queue. Never waits on a queue back to the raft core (what
+    /// the store says to the sequencer leaves through `KvState`'s ordered outbox).
     async fn from_raft(self: Rc<Self>, rx: ConnectedReceiver<ToShard>) {
         while let Some(m) = rx.recv().await {
             match m {
-                ToShard::Install { data } => {
-                    if let Err(e) = self.kv.install(&data).await {
+                ToShard::Install { data, epoch } => {
+                    if let Err(e) = self.kv.install(&data, epoch).await {
                         // The raft core checked the snapshot's checksum: this is a bug.
                         tracing::error!(shard = self.idx, "snapshot does not decode: {e}");
                         std::process::exit(1);
                     }
                 }
-                ToShard::Snapshot { index } => {
-                    // Taken between two Apply messages: exactly the state at `index`. The
-                    // shard applies nothing meanwhile (that is the snapshot's write pause
-                    // on this shard; reads of its keys wait too).
-                    let t = Instant::now();
-                    let (pairs, count) = self.kv.snapshot(index).await;
-                    let msg = ToRaft::SnapshotPart {
-                        shard: self.idx,
-                        index,
-                        pairs,
-                        count,
-                        took: t.elapsed(),
-                    };
-                    let out = self.out.clone();
-                    glommio::spawn_local(async move {
-                        let _ = out.to_raft.send(msg).await;
-                    })
-                    .detach();
-                }
-                ToShard::Reset => self.kv.reset(),
-                ToShard::Apply { entries, through } => self.kv.apply(&entries, through),
+                ToShard::Snapshot { index } => self.kv.hold_for_snapshot(index),
+                ToShard::Reset { epoch } => self.kv.reset(epoch),
+                ToShard::Apply { entries, through } => self.kv.apply(entries, through),
+                ToShard::Resolution(r) => self.kv.resolution(&r),
+                ToShard::Decision { index, decision } => self.kv.decision(index, decision),
                 ToShard::Answer { req, answer } => self.calls.answered(req, answer),
                 ToShard::ServeRead {
                     token,
@@ -263,6 +258,23 @@ impl Shard {
                     })
                     .detach();
                 }
+            }
+            // A snapshot asked for is taken as soon as the store rests at its index: the
+            // loop waits for it (nothing is applied meanwhile: the snapshot's write pause
+            // on this shard; reads of its keys wait too).
+            if let Some(index) = self.kv.snapshot_due() {
+                let t = Instant::now();
+                let (header, pairs, count) = self.kv.snapshot(index).await;
+                let msg = ToRaft::SnapshotPart {
+                    shard: self.idx,
+                    index,
+                    header,
+                    pairs,
+                    count,
+                    took: t.elapsed(),
+                };
+                self.out.to_raft_soon(msg);
+                self.kv.snapshot_taken();
             }
         }
     }
@@ -322,14 +334,27 @@ impl Shard {
     }
 }
 
-/// This shard's part of the key-value state: its partition, the partition's applied
-/// watermark (published for `/status` and gauged), and the readers waiting for it. Only
-/// the raft core's queue loop (`Shard::from_raft`) changes it; calls read from it.
+/// This shard's part of the key-value state: its `ShardStore`, the index through which
+/// it is applied and numbered (its watermark, published for `/status`), the readers
+/// waiting for it, and the ordered outbox of what the store tells the sequencer. Only the
+/// raft core's queue loop (`Shard::from_raft`) changes the store; calls read from it.
 pub(super) struct KvState {
     idx: usize,
     n: usize,
     shared: Arc<Shared>,
-    part: RefCell<Partition>,
+    out: Rc<Senders>,
+    store: RefCell<ShardStore>,
+    /// The store's epoch (set by the raft core with each install or reset): the sequencer
+    /// drops what an older store said.
+    epoch: Cell<u64>,
+    /// What the store said and the raft core has not been sent yet, in order, with the
+    /// epoch it was said in. Consecutive reports are merged, so it holds at most one
+    /// report and the partials of the multi-shard txns applied meanwhile.
+    outbox: RefCell<Vec<(u64, ToSequencer)>>,
+    /// A task is sending the outbox.
+    sending: Cell<bool>,
+    /// A snapshot asked for at this index and not taken yet.
+    snapshot_at: Cell<Option<Index>>,
     /// Readers waiting for the watermark to reach an index, by that index and their
     /// arrival number: the watermark wakes those at or below it; a reader that gives up
     /// (times out, or its future is dropped) takes its own entry out (`Waiting`).
@@ -340,33 +365,58 @@ pub(super) struct KvState {
 }
 
 impl KvState {
-    fn new(idx: usize, n: usize, shared: Arc<Shared>, metrics: Rc<ShardMetrics>) -> KvState {
+    fn new(
+        idx: usize,
+        n: usize,
+        shared: Arc<Shared>,
+        out: Rc<Senders>,
+        metrics: Rc<ShardMetrics>,
+    ) -> KvState {
         KvState {
             idx,
             n,
             shared,
-            part: RefCell::new(Partition::new(idx, n)),
+            out,
+            store: RefCell::new(ShardStore::new(idx, n)),
+            epoch: Cell::new(0),
+            outbox: RefCell::default(),
+            sending: Cell::new(false),
+            snapshot_at: Cell::new(None),
             waiters: RefCell::default(),
             waiter_seq: Cell::new(0),
             metrics,
         }
     }
 
-    /// The value of `key`, a key this shard owns, as applied so far.
+    /// The value of `key`, a key this shard owns, at the last numbered revision.
     pub(super) fn serve_local(&self, key: &[u8]) -> Outcome {
-        match self.part.borrow().get(key) {
-            Some(v) => Ok(Answer::Value {
+        let store = self.store.borrow();
+        let req = RangeRequest {
+            key: bytes::Bytes::copy_from_slice(key),
+            ..Default::default()
+        };
+        let part = store
+            .read(&req, store.read_revision())
+            .expect("the current revision is never compacted");
+        match part.kvs.into_iter().next() {
+            Some(kv) => Ok(Answer::Value {
                 key: key.to_vec(),
-                value: v.value.to_vec(),
-                revision: v.revision,
+                value: kv.value.to_vec(),
+                revision: kv.mod_revision as u64,
             }),
             None => Err(ApiError::NotFound { key: key.to_vec() }),
         }
     }
 
-    /// Waits until this shard has applied through `index`; false at the deadline.
+    /// The watermark: every entry through it is applied here and numbered.
+    fn watermark(&self) -> Index {
+        self.store.borrow().resolved().0
+    }
+
+    /// Waits until this shard has applied and numbered every entry through `index`; false
+    /// at the deadline.
     pub(super) async fn wait_applied(&self, index: Index, deadline: Instant) -> bool {
-        if self.part.borrow().applied() >= index {
+        if self.watermark() >= index {
             return true;
         }
         let (tx, rx) = local_channel::new_bounded(1);
@@ -384,74 +434,167 @@ impl KvState {
         .await
     }
 
-    /// Applies committed entries this shard owns and moves the watermark to `through`.
-    fn apply(&self, entries: &[Entry], through: Index) {
+    /// Committed entries that involve this shard, and the watermark of the others.
+    fn apply(self: &Rc<Self>, entries: Vec<Routed>, through: Index) {
         {
-            let mut part = self.part.borrow_mut();
+            let mut store = self.store.borrow_mut();
             for e in entries {
-                if let Err(err) = part.apply(e) {
-                    tracing::error!(
-                        shard = self.idx,
-                        index = e.index,
-                        "committed entry not applied: {err}"
-                    );
+                store.push(e);
+            }
+            store.push_through(through);
+        }
+        self.pump();
+    }
+
+    fn resolution(self: &Rc<Self>, r: &Resolution) {
+        self.store.borrow_mut().resolution(r);
+        self.pump();
+    }
+
+    fn decision(self: &Rc<Self>, index: Index, d: Arc<Decision>) {
+        self.store.borrow_mut().decision(index, d);
+        self.pump();
+    }
+
+    /// Applies what the store can and sends what it says to the sequencer, in order.
+    fn pump(self: &Rc<Self>) {
+        let said = self.store.borrow_mut().pump();
+        if !said.is_empty() {
+            let epoch = self.epoch.get();
+            let mut ob = self.outbox.borrow_mut();
+            for m in said {
+                match (ob.last_mut(), m) {
+                    (Some((e, ToSequencer::Report(last))), ToSequencer::Report(r))
+                        if *e == epoch =>
+                    {
+                        merge_report(last, r)
+                    }
+                    (_, m) => ob.push((epoch, m)),
                 }
             }
-            part.advance(through);
+            drop(ob);
+            self.send_outbox();
         }
         self.advanced();
     }
 
-    /// Replaces the partition with this shard's part of a snapshot body.
-    async fn install(&self, data: &[u8]) -> Result<(), String> {
-        let p = decode_in_steps(data, self.idx, self.n).await?;
-        let old = std::mem::replace(&mut *self.part.borrow_mut(), p);
-        free_in_steps(old);
-        self.advanced();
+    /// Starts the one task that sends the outbox, unless it runs: one sender keeps the
+    /// order, and the queue loops never wait on the raft core's queue.
+    fn send_outbox(self: &Rc<Self>) {
+        if self.sending.replace(true) {
+            return;
+        }
+        let kv = self.clone();
+        glommio::spawn_local(async move {
+            loop {
+                let batch = std::mem::take(&mut *kv.outbox.borrow_mut());
+                if batch.is_empty() {
+                    break;
+                }
+                let mut msgs: Vec<ToSequencer> = Vec::new();
+                let mut epoch = batch[0].0;
+                for (e, m) in batch {
+                    if e != epoch && !msgs.is_empty() {
+                        let out = std::mem::take(&mut msgs);
+                        if kv
+                            .out
+                            .to_raft
+                            .send(ToRaft::Store { epoch, out })
+                            .await
+                            .is_err()
+                        {
+                            return; // the node is stopping
+                        }
+                    }
+                    epoch = e;
+                    msgs.push(m);
+                }
+                if kv
+                    .out
+                    .to_raft
+                    .send(ToRaft::Store { epoch, out: msgs })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            kv.sending.set(false);
+        })
+        .detach();
+    }
+
+    /// Replaces the store with this shard's part of a snapshot body.
+    async fn install(&self, data: &[u8], epoch: u64) -> Result<(), String> {
+        let s = decode_in_steps(data, self.idx, self.n).await?;
+        self.replace(s, epoch);
         Ok(())
     }
 
-    /// Empties the partition (watermark 0).
-    fn reset(&self) {
-        let old = std::mem::replace(
-            &mut *self.part.borrow_mut(),
-            Partition::new(self.idx, self.n),
-        );
+    /// Empties the store (watermark 0).
+    fn reset(&self, epoch: u64) {
+        self.replace(ShardStore::new(self.idx, self.n), epoch);
+    }
+
+    fn replace(&self, s: ShardStore, epoch: u64) {
+        let old = std::mem::replace(&mut *self.store.borrow_mut(), s);
+        self.epoch.set(epoch);
+        self.outbox.borrow_mut().retain(|m| m.0 == epoch);
+        self.snapshot_at.set(None);
         free_in_steps(old);
         self.advanced();
     }
 
-    /// This partition's pairs as of `index` (its watermark), and how many there are.
-    // Encoding holds the partition's borrow across yields; only the raft core's queue loop
-    // takes it mutably, and that loop is waiting here (see `ToShard::Snapshot`).
+    /// A snapshot at `index`: apply nothing past it until it is taken.
+    fn hold_for_snapshot(&self, index: Index) {
+        self.store.borrow_mut().hold_after(index);
+        self.snapshot_at.set(Some(index));
+    }
+
+    /// The index of a snapshot that can be taken now.
+    fn snapshot_due(&self) -> Option<Index> {
+        let i = self.snapshot_at.get()?;
+        self.store.borrow().at_rest(i).then_some(i)
+    }
+
+    fn snapshot_taken(self: &Rc<Self>) {
+        self.snapshot_at.set(None);
+        self.store.borrow_mut().release();
+        self.pump();
+    }
+
+    /// The store-wide header and this shard's keys as of `index`, and how many keys.
+    // Encoding holds the store's borrow across yields; only the raft core's queue loop
+    // takes it mutably, and that loop is waiting here (see `Shard::from_raft`).
     #[allow(clippy::await_holding_refcell_ref)]
-    async fn snapshot(&self, index: Index) -> (Vec<u8>, u64) {
-        let p = self.part.borrow();
-        assert_eq!(p.applied(), index, "snapshot between applies");
-        let mut v = Vec::with_capacity(p.state_bytes() as usize);
-        let mut e = p.pair_encoder();
+    async fn snapshot(&self, index: Index) -> (Vec<u8>, Vec<u8>, u64) {
+        let s = self.store.borrow();
+        assert!(s.at_rest(index), "snapshot between applies");
+        let header = snapshot::header_bytes(&s.header());
+        let mut v = Vec::with_capacity(s.keys().bytes() as usize);
+        let mut e = snapshot::KeyEncoder::new(&s);
         // The raft core may share this executor: a large state is encoded in steps,
         // yielding when glommio's preemption timer says so.
         while !e.encode(&mut v, SNAPSHOT_STEP_BYTES) {
             glommio::yield_if_needed().await;
         }
-        (v, e.count)
+        (header, v, e.count)
     }
 
-    /// The partition changed: publish its watermark and size, wake the readers it passed.
+    /// The store changed: publish its watermark and size, wake the readers it passed.
     fn advanced(&self) {
-        let (applied, bytes, keys) = {
-            let p = self.part.borrow();
-            (p.applied(), p.state_bytes(), p.len())
+        let (watermark, bytes, keys) = {
+            let s = self.store.borrow();
+            (s.resolved().0, s.state_bytes(), s.keys().live())
         };
-        self.metrics.applied_index.set(applied as f64);
+        self.metrics.applied_index.set(watermark as f64);
         self.metrics.state_bytes.set(bytes as f64);
         self.metrics.keys.set(keys as f64);
         self.shared.state_bytes[self.idx].store(bytes, Ordering::Relaxed);
-        self.shared.watermarks[self.idx].store(applied, Ordering::Release);
+        self.shared.watermarks[self.idx].store(watermark, Ordering::Release);
         let passed = {
             let mut w = self.waiters.borrow_mut();
-            let above = match applied.checked_add(1) {
+            let above = match watermark.checked_add(1) {
                 Some(next) => w.split_off(&(next, 0)),
                 None => BTreeMap::new(),
             };
@@ -471,6 +614,16 @@ impl KvState {
     fn gauge_waiters(&self) {
         self.metrics.read_waiters.set(self.waiting() as f64);
     }
+}
+
+/// Folds report `r` into the earlier, unsent `last` (the later facts extend the earlier).
+fn merge_report(last: &mut ringkv_store::Report, r: ringkv_store::Report) {
+    debug_assert_eq!(last.shard, r.shard);
+    last.through = r.through;
+    last.changes.extend(r.changes);
+    last.parts.extend(r.parts);
+    // The merged parts were computed under the earlier, smaller resolution point.
+    last.state_bytes = r.state_bytes;
 }
 
 /// A reader's entry among the waiters, taken out when the reader stops waiting (the
@@ -501,22 +654,22 @@ fn reads_pending() -> ApiError {
     }
 }
 
-/// Decodes this shard's partition from a snapshot body in steps, like encoding: the raft
-/// core may share this executor.
-async fn decode_in_steps(data: &[u8], shard: usize, shards: usize) -> Result<Partition, String> {
-    let mut d = Snapshot::decoder(data, shard, shards)?;
+/// Decodes this shard's store from a snapshot body in steps, like encoding: the raft core
+/// may share this executor.
+async fn decode_in_steps(data: &[u8], shard: usize, shards: usize) -> Result<ShardStore, String> {
+    let mut d = snapshot::Decoder::new(data, shard, shards)?;
     while !d.step(SNAPSHOT_STEP_BYTES)? {
         glommio::yield_if_needed().await;
     }
     d.finish()
 }
 
-/// Frees a replaced partition a few thousand pairs at a time in a task of its own, so a
-/// large state does not hold the executor (and a raft core sharing it) while it goes.
-fn free_in_steps(old: Partition) {
+/// Frees a replaced store a few thousand keys at a time in a task of its own, so a large
+/// state does not hold the executor (and a raft core sharing it) while it goes.
+fn free_in_steps(old: ShardStore) {
     glommio::spawn_local(async move {
-        let mut pairs = old.into_pairs();
-        while pairs.by_ref().take(FREE_STEP_PAIRS).count() == FREE_STEP_PAIRS {
+        let mut keys = old.into_keys();
+        while keys.by_ref().take(FREE_STEP_KEYS).count() == FREE_STEP_KEYS {
             glommio::yield_if_needed().await;
         }
     })
@@ -566,9 +719,29 @@ mod tests {
         })
     }
 
-    /// One shard's key-value state, with no recorder (its gauges are no-ops).
-    fn kv_state() -> KvState {
-        KvState::new(0, 1, shared(1), Rc::new(ShardMetrics::new(0)))
+    /// One shard's key-value state, with no recorder (its gauges are no-ops), and the
+    /// raft core's end of its queue (what its store says arrives there).
+    async fn kv_state() -> (Rc<KvState>, ConnectedReceiver<ToRaft>) {
+        let (mut core, mut shards) = queues(1);
+        let q = shards.pop().unwrap();
+        let from_shard = glommio::spawn_local(core.from_shards.remove(0).connect());
+        let to_raft = q.to_raft.connect().await;
+        let out = Rc::new(Senders {
+            to_raft,
+            mesh_out: vec![None],
+        });
+        let kv = KvState::new(0, 1, shared(1), out, Rc::new(ShardMetrics::new(0)));
+        (Rc::new(kv), from_shard.await)
+    }
+
+    /// The entries through `index` applied and numbered (none changed anything).
+    fn applied_through(kv: &Rc<KvState>, index: Index) {
+        kv.apply(Vec::new(), index);
+        kv.resolution(&Resolution {
+            through: index,
+            revision: 1,
+            changes: Vec::new(),
+        });
     }
 
     fn watermark(kv: &KvState) -> Index {
@@ -578,7 +751,7 @@ mod tests {
     #[test]
     fn a_reader_that_gives_up_leaves_no_waiter_behind() {
         on_executor(|| async {
-            let kv = kv_state();
+            let (kv, _core) = kv_state().await;
             let soon = Instant::now() + Duration::from_millis(20);
             assert!(
                 !kv.wait_applied(5, soon).await,
@@ -600,7 +773,7 @@ mod tests {
     #[test]
     fn the_watermark_wakes_the_readers_it_reaches_and_keeps_the_others() {
         on_executor(|| async {
-            let kv = kv_state();
+            let (kv, _core) = kv_state().await;
             let later = Instant::now() + Duration::from_secs(60);
             let mut at3 = pin!(kv.wait_applied(3, later));
             let mut at5 = pin!(kv.wait_applied(5, later));
@@ -610,12 +783,19 @@ mod tests {
                 assert_eq!(poll_once(w).await, None);
             }
             assert_eq!(kv.waiting(), 4);
-            kv.apply(&[], 5);
+            kv.apply(Vec::new(), 5);
+            assert_eq!(
+                watermark(&kv),
+                0,
+                "applied, not numbered yet: no reader wakes"
+            );
+            assert_eq!(kv.waiting(), 4);
+            applied_through(&kv, 5);
             assert_eq!(watermark(&kv), 5);
             assert_eq!(kv.waiting(), 1);
             assert!(at3.await && at5.await && at5_too.await);
             assert_eq!(poll_once(at9.as_mut()).await, None);
-            kv.apply(&[], 9);
+            applied_through(&kv, 9);
             assert!(at9.await);
             assert_eq!(kv.waiting(), 0);
             // Already applied: no wait at all.

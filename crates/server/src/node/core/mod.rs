@@ -35,7 +35,7 @@ use super::{AdminCall, CoreAnswer, Lease, Shared, ToRaft, ToShard};
 use crate::net::peer::Handshake;
 use crate::net::peer::{Inbound, Transport};
 use crate::net::wire::ClientFrame;
-use crate::shard::{Command, route};
+use crate::shard::{Command, Routed, Sequencer, ToSequencer, participants, route};
 use crate::wal::{DmaDisk, Wal, WalError};
 use ringkv_proto::outcome::{
     Answer, ApiError, MemberRole as StatusMemberRole, MemberStatus, NodeRole, NodeStatus,
@@ -126,6 +126,15 @@ struct Core {
     /// `raft.replication.batch_delay_ms`: how long a leader holds writes to batch them.
     batch_delay: Duration,
     last_lag_log: Instant,
+    /// Numbers the store's revisions from the shards' reports, decides multi-shard txns,
+    /// joins answers (`ringkv_store::sequencer`).
+    seq: Sequencer,
+    /// The shards' store epoch: +1 at every install or reset (what an older store said is
+    /// dropped).
+    store_epoch: u64,
+    /// Writes committed in their term and handed to the shards, waiting for the
+    /// sequencer's answer, by log index.
+    applying: std::collections::HashMap<Index, requests::Origin>,
 }
 
 /// What woke the raft core's loop.
@@ -406,10 +415,12 @@ impl Core {
             Event::Shard(ToRaft::SnapshotPart {
                 shard,
                 index,
+                header,
                 pairs,
                 count,
                 took,
-            }) => self.snapshot_part(shard, index, pairs, count, took),
+            }) => self.snapshot_part(shard, index, header, pairs, count, took),
+            Event::Shard(ToRaft::Store { epoch, out }) => self.store_said(epoch, out),
             Event::Shard(ToRaft::PeerConn { fd, first }) => {
                 // SAFETY: the shard handed over sole ownership of this socket descriptor.
                 let s = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
@@ -593,8 +604,9 @@ impl Core {
                         .map_err(|e| format!("stopping: clearing snapshots: {e}"))?;
                     self.snap.latest = None;
                     self.void_building();
+                    let epoch = self.new_store(0, 1);
                     for s in 0..self.to_shards.len() {
-                        self.out.push((s, ToShard::Reset));
+                        self.out.push((s, ToShard::Reset { epoch }));
                     }
                     tracing::warn!(
                         node = self.id,
@@ -724,12 +736,13 @@ impl Core {
         self.flush_out().await
     }
 
-    /// Hands committed entries to their owner shards, moves every shard's watermark to
-    /// `through`, then answers the writes they complete.
+    /// Hands committed entries to the shards they involve (decoded once, here), moves
+    /// every shard's watermark to `through`, and tells the sequencer which writes someone
+    /// waits for.
     fn dispatch(&mut self, committed: &[ringkv_raft::Entry], through: Index) {
         let n = self.to_shards.len();
-        let mut per: Vec<Vec<ringkv_raft::Entry>> = vec![Vec::new(); n];
-        let mut done = Vec::new();
+        let mut per: Vec<Vec<Routed>> = vec![Vec::new(); n];
+        let mut lost = Vec::new();
         for e in committed {
             if e.kind == EntryKind::Membership
                 && let Some(m) = Membership::decode(&e.data)
@@ -754,35 +767,113 @@ impl Core {
                     }
                 }
             }
-            if e.kind == EntryKind::Normal && members::decode_address(&e.data).is_some() {
-                // An address entry: read when appended, nothing to apply.
-            } else if e.kind == EntryKind::Normal {
-                match Command::decode(&e.data) {
-                    Ok(c) => per[route(c.key(), n)].push(e.clone()),
-                    // The leader encodes every entry; a bad one is a bug, not input.
-                    Err(err) => tracing::error!(
-                        node = self.id,
-                        index = e.index,
-                        "committed entry does not decode: {}",
-                        err.0
-                    ),
+            // A write proposed here is answered by the store if its entry is the one
+            // committed at its index (same term); otherwise it was lost with a leader.
+            let waiting = match self.req.writes.remove(&e.index) {
+                Some(w) if w.term == e.term => Some(w.origin),
+                Some(w) => {
+                    lost.push(w.origin);
+                    None
                 }
+                None => None,
+            };
+            let cmd = if e.kind == EntryKind::Normal && members::decode_address(&e.data).is_none() {
+                match Command::decode(&e.data) {
+                    Ok(c) => Some(c),
+                    // The leader encodes every entry; a bad one is a bug, not input. Every
+                    // replica skips it alike (a no-op for the store).
+                    Err(err) => {
+                        tracing::error!(
+                            node = self.id,
+                            index = e.index,
+                            "committed entry does not decode: {}",
+                            err.0
+                        );
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let Some(cmd) = cmd else {
+                if let Some(o) = waiting {
+                    lost.push(o);
+                }
+                continue;
+            };
+            let routed = Routed {
+                index: e.index,
+                participants: participants(&cmd, n),
+                cmd: Arc::new(cmd),
+                answer: waiting.is_some(),
+            };
+            self.seq.expect(&routed);
+            if let Some(o) = waiting {
+                self.applying.insert(e.index, o);
             }
-            if let Some(w) = self.req.writes.remove(&e.index) {
-                let r = if w.term == e.term {
-                    Ok(Answer::Written { index: e.index })
-                } else {
-                    Err(ApiError::LostLeadership { change: false })
-                };
-                done.push((w.origin, r));
+            for (s, list) in per.iter_mut().enumerate() {
+                if routed.participants >> s & 1 == 1 {
+                    list.push(routed.clone());
+                }
             }
         }
         for (s, entries) in per.into_iter().enumerate() {
             self.out.push((s, ToShard::Apply { entries, through }));
         }
-        for (o, r) in done {
-            self.answer(o, r);
+        for o in lost {
+            self.answer(o, Err(ApiError::LostLeadership { change: false }));
         }
+    }
+
+    /// What a shard's store told the sequencer: decisions go to their participants, a new
+    /// resolution to every shard, finished answers to their callers.
+    fn store_said(&mut self, epoch: u64, out: Vec<ToSequencer>) {
+        if epoch != self.store_epoch {
+            return; // said by a store since replaced
+        }
+        for m in out {
+            match m {
+                ToSequencer::Report(r) => self.seq.report(r),
+                ToSequencer::Partial(p) => {
+                    if let Some((index, parts, decision)) = self.seq.partial(p) {
+                        for s in 0..self.to_shards.len() {
+                            if parts >> s & 1 == 1 {
+                                let decision = decision.clone();
+                                self.out.push((s, ToShard::Decision { index, decision }));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(r) = self.seq.resolve() {
+            let r = Arc::new(r);
+            for s in 0..self.to_shards.len() {
+                self.out.push((s, ToShard::Resolution(r.clone())));
+            }
+        }
+        for (i, applied) in self.seq.answers() {
+            if let Some(o) = self.applying.remove(&i) {
+                self.answer(o, applied_outcome(applied));
+            }
+        }
+    }
+
+    /// A new store epoch with an empty or installed state at (`index`, `revision`): the
+    /// sequencer starts there, and writes still waiting for the old store's answers get
+    /// "outcome unknown" (their entries may be in the new state or not).
+    pub(super) fn new_store(&mut self, index: Index, revision: ringkv_store::Revision) -> u64 {
+        self.store_epoch += 1;
+        self.seq = Sequencer::new(self.to_shards.len(), index, revision);
+        for (_, o) in std::mem::take(&mut self.applying) {
+            self.answer(
+                o,
+                Err(ApiError::Timeout {
+                    what: TimeoutKind::Write,
+                }),
+            );
+        }
+        self.store_epoch
     }
 
     async fn flush_out(&mut self) -> Result<(), String> {
@@ -846,7 +937,10 @@ impl Core {
 
     fn shutdown_done(&self) -> bool {
         let handed_over = self.raft.role() != Role::Leader || self.raft.transfer_target().is_none();
-        handed_over && self.req.writes.is_empty() && self.req.forwards.is_empty()
+        handed_over
+            && self.req.writes.is_empty()
+            && self.req.forwards.is_empty()
+            && self.applying.is_empty()
     }
 
     async fn finish_shutdown(&mut self, wal: &mut Wal<DmaDisk>) -> Result<(), String> {
@@ -856,6 +950,12 @@ impl Core {
                 .waits
                 .drain(..)
                 .map(|w| (w.origin, requests::timeout(TimeoutKind::Stopped))),
+        );
+        // Committed, still being applied: the write is in the log; its answer is unknown.
+        left.extend(
+            self.applying
+                .drain()
+                .map(|(_, o)| (o, requests::timeout(TimeoutKind::Write))),
         );
         for (o, e) in left {
             self.answer(o, Err(e));
@@ -896,4 +996,17 @@ fn refused_start(data_dir: &std::path::Path, why: &str) -> String {
          {} is not the data this node had in the cluster",
         data_dir.display()
     )
+}
+
+/// A write's answer as the store gave it, in the node's typed outcome.
+fn applied_outcome(a: ringkv_store::Applied) -> ringkv_proto::outcome::Outcome {
+    match a.result {
+        Ok(_) => Ok(Answer::Written {
+            revision: a.revision as u64,
+        }),
+        Err(e) => Err(ApiError::Store {
+            code: e.code() as u32,
+            message: e.message().to_string(),
+        }),
+    }
 }

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use super::Core;
 use crate::net::wire::ClientFrame;
 use crate::node::{AdminCall, CoreAnswer, ReqId, ToShard};
-use crate::shard::{Command, pair_bytes};
+use crate::shard::{Command, write_cost};
 use crate::wal::meta::new_incarnation;
 use ringkv_proto::outcome::{ApiError, NoLeaderReason, Outcome, TimeoutKind, UnavailableReason};
 use ringkv_raft::{Index, NodeId, ProposeError, ReadPolicy, Role, Term};
@@ -324,19 +324,23 @@ impl Core {
         }
     }
 
-    /// Whether a put would take the state past `state_bytes_max` (checked by the leader
+    /// Whether a write would take the state past `state_bytes_max` (checked by the leader
     /// before proposing, against what the shards hold; deletes always pass).
     pub(super) fn state_full(&self, cmd: &Bytes) -> bool {
-        let Ok(Command::Put { key, value }) = Command::decode(cmd) else {
+        let Ok(cmd) = Command::decode(cmd) else {
             return false;
         };
+        let cost = write_cost(&cmd);
+        if cost == 0 {
+            return false;
+        }
         let held: u64 = self
             .shared
             .state_bytes
             .iter()
             .map(|b| b.load(Ordering::Relaxed))
             .sum();
-        held + pair_bytes(&key, &value) > self.state_bytes_max
+        held + cost > self.state_bytes_max
     }
 
     pub(super) fn park(&mut self, origin: Origin, op: Op, deadline: Instant) {

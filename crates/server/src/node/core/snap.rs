@@ -33,7 +33,6 @@ use crate::config::NodeConfig;
 use crate::net::wire::ClientFrame;
 use crate::node::ToShard;
 use crate::node::members;
-use crate::shard::Snapshot as KvSnapshot;
 use crate::wal::disk::DmaDiskFile;
 use crate::wal::snapshot::{BodyReader, BodyWriter};
 use crate::wal::{DmaDisk, SnapshotStore};
@@ -112,7 +111,8 @@ pub(super) struct Building {
     /// `Core::snap_epoch` when it started: a reset or an installed snapshot since makes
     /// it void.
     pub epoch: u64,
-    pub parts: Vec<Option<(Vec<u8>, u64)>>,
+    /// Per shard: its part, once it came.
+    pub parts: Vec<Option<ShardPart>>,
     pub started: Instant,
     /// The longest time one shard spent encoding its part (its apply pause).
     pub pause: Duration,
@@ -144,6 +144,10 @@ pub(super) struct Sending {
     progress_at: Instant,
 }
 
+/// A shard's part of a snapshot being taken: the store-wide header as it sees it, its keys
+/// and how many.
+pub(super) type ShardPart = (Vec<u8>, Vec<u8>, u64);
+
 /// A snapshot arriving from the leader, written to a temporary file as it comes.
 pub(super) struct Receiving {
     from: NodeId,
@@ -155,25 +159,25 @@ pub(super) struct Receiving {
     writer: BodyWriter<DmaDisk>,
 }
 
-/// The node snapshot body (address book, then the key-value body of all parts), copied in
-/// 1 MiB steps with a yield between them.
+/// The node snapshot body (address book, then the store body: the header and every
+/// shard's keys, as `ringkv_store::snapshot::assemble`), copied in 1 MiB steps with a
+/// yield between them.
 async fn build_body(
     book: &std::collections::BTreeMap<NodeId, std::net::SocketAddr>,
-    index: Index,
+    header: Vec<u8>,
     parts: Vec<(Vec<u8>, u64)>,
 ) -> Bytes {
     const STEP: usize = 1 << 20;
     let head = members::encode_snapshot(book, &[]);
-    let kv_len: usize = 17 + parts.iter().map(|p| p.0.len()).sum::<usize>();
+    let kv_len: usize = header.len() + 8 + parts.iter().map(|p| p.0.len()).sum::<usize>();
     let mut out = Vec::with_capacity(head.len() + kv_len);
     out.extend_from_slice(&head);
-    // The key-value header, then each shard's pairs (as `shard::Snapshot::assemble`).
-    out.extend_from_slice(&KvSnapshot::assemble(
-        index,
+    out.extend_from_slice(&ringkv_store::snapshot::assemble(
+        &header,
         &[(Vec::new(), parts.iter().map(|p| p.1).sum())],
     ));
-    for (pairs, _) in parts {
-        for chunk in pairs.chunks(STEP) {
+    for (keys, _) in parts {
+        for chunk in keys.chunks(STEP) {
             out.extend_from_slice(chunk);
             futures_lite::future::yield_now().await;
         }
@@ -240,6 +244,7 @@ impl Core {
         &mut self,
         shard: usize,
         index: Index,
+        header: Vec<u8>,
         pairs: Vec<u8>,
         count: u64,
         took: Duration,
@@ -247,13 +252,24 @@ impl Core {
         let Some(b) = self.snap.building.as_mut().filter(|b| b.index == index) else {
             return;
         };
-        b.parts[shard] = Some((pairs, count));
+        b.parts[shard] = Some((header, pairs, count));
         b.pause = b.pause.max(took);
         if b.parts.iter().any(|p| p.is_none()) {
             return;
         }
         let b = self.snap.building.take().expect("checked");
-        let parts: Vec<(Vec<u8>, u64)> = b.parts.into_iter().map(|p| p.expect("all")).collect();
+        let mut header = None;
+        let mut parts: Vec<(Vec<u8>, u64)> = Vec::with_capacity(b.parts.len());
+        for (h, keys, count) in b.parts.into_iter().map(|p| p.expect("all")) {
+            // Every shard keeps a copy of the store-wide state: they must agree.
+            assert!(
+                header.as_ref().is_none_or(|first| *first == h),
+                "shards disagree on the store-wide state at {index}"
+            );
+            header = Some(h);
+            parts.push((keys, count));
+        }
+        let header = header.expect("a shard");
         let keys: u64 = parts.iter().map(|p| p.1).sum();
         let book = self.member_addresses();
         let meta = self.raft.snapshot_meta(index);
@@ -263,7 +279,7 @@ impl Core {
         // Assembling and saving run in a task that yields every MiB: the driver loop goes
         // on between the steps.
         glommio::spawn_local(async move {
-            let data = build_body(&book, index, parts).await;
+            let data = build_body(&book, header, parts).await;
             let result = store.save(&meta, &data).await.map_err(|e| e.to_string());
             let _ = ev
                 .send(Event::SnapshotSaved(Saved {
@@ -772,8 +788,11 @@ impl Core {
         let (book, kv) =
             members::decode_snapshot(&data).map_err(|e| format!("snapshot {}: {e}", meta.index))?;
         let kv_at = data.len() - kv.len();
+        let h = ringkv_store::snapshot::header(kv)
+            .map_err(|e| format!("snapshot {}: {e}", meta.index))?;
         // Any snapshot of our own being taken now describes the state this one replaces.
         self.void_building();
+        let epoch = self.new_store(meta.index, h.revision);
         for (id, addr) in book {
             self.addresses.insert(id, addr);
             if self.raft.membership().is_member(id) {
@@ -785,6 +804,7 @@ impl Core {
                 s,
                 ToShard::Install {
                     data: data.slice(kv_at..),
+                    epoch,
                 },
             ));
         }

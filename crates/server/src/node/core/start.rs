@@ -27,6 +27,7 @@ use crate::config::{MemberRole, NodeConfig};
 use crate::net::peer::{Handshake, Inbound, PeerConfig, PeerRecord, Transport};
 use crate::node::members;
 use crate::node::{CoreQueues, Shared, ToRaft, ToShard};
+use crate::shard::Sequencer;
 use crate::wal::meta::{KnownPeers, NodeMeta, cluster_id, new_incarnation};
 use crate::wal::{DmaDisk, SnapshotStore, Wal};
 use ringkv_raft::{Membership, NodeId, Raft, Restore, Role};
@@ -149,10 +150,22 @@ pub(in crate::node) async fn run(
     }
     let to_shards = connected;
     let mut latest = None;
+    // The sequencer starts where the store does: empty, or the snapshot's state.
+    let mut seq = Sequencer::new(to_shards.len(), 0, 1);
     if let Some((meta, data, kv_at)) = snap {
+        let h = ringkv_store::snapshot::header(&data[kv_at..]).map_err(|e| {
+            format!(
+                "snapshot {} in {}: {e} (a snapshot this version cannot read: an older \
+                 version's, or damaged)",
+                meta.index,
+                cfg.data_dir().display()
+            )
+        })?;
+        seq = Sequencer::new(to_shards.len(), meta.index, h.revision);
         for tx in &to_shards {
             tx.send(ToShard::Install {
                 data: data.slice(kv_at..),
+                epoch: 0,
             })
             .await
             .map_err(|_| "a shard stopped during start-up".to_string())?;
@@ -361,6 +374,9 @@ pub(in crate::node) async fn run(
         append_entries_max: cfg.raft.replication.append_entries_max,
         batch_delay: Duration::from_millis(cfg.raft.replication.batch_delay_ms),
         last_lag_log: Instant::now(),
+        seq,
+        store_epoch: 0,
+        applying: std::collections::HashMap::new(),
     };
     for e in early {
         core.handle(e);
