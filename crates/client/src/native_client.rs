@@ -307,13 +307,33 @@ enum Op<'a> {
         op: &'a AdminOp,
         token: Option<&'a str>,
     },
+    /// An encoded `ringkv_store::Command`.
+    Write {
+        command: &'a [u8],
+    },
+    /// An encoded `ringkv_store::RangeRequest`.
+    Range {
+        request: &'a [u8],
+        consistency: u8,
+    },
+    LeaseKeepAlive {
+        lease: i64,
+    },
+    LeaseTimeToLive {
+        lease: i64,
+        keys: bool,
+    },
+    LeaseLeases,
 }
 
 impl Op<'_> {
     /// Writes and operator calls change the cluster: never resent once they may have
     /// arrived.
     fn is_write(self) -> bool {
-        matches!(self, Op::Put { .. } | Op::Delete { .. } | Op::Admin { .. })
+        matches!(
+            self,
+            Op::Put { .. } | Op::Delete { .. } | Op::Admin { .. } | Op::Write { .. }
+        )
     }
 
     fn request(self, id: u64) -> Request {
@@ -338,6 +358,21 @@ impl Op<'_> {
                 op: op.clone(),
                 token: token.map(str::to_string),
             },
+            Op::Write { command } => Request::Write {
+                id,
+                command: command.to_vec(),
+            },
+            Op::Range {
+                request,
+                consistency,
+            } => Request::Range {
+                id,
+                request: request.to_vec(),
+                consistency,
+            },
+            Op::LeaseKeepAlive { lease } => Request::LeaseKeepAlive { id, lease },
+            Op::LeaseTimeToLive { lease, keys } => Request::LeaseTimeToLive { id, lease, keys },
+            Op::LeaseLeases => Request::LeaseLeases { id },
         }
     }
 }
@@ -393,6 +428,39 @@ impl Client {
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Outcome {
         let key = key.as_ref();
         self.run(Op::Delete { key }).await
+    }
+
+    /// A write of the etcd data model (put with options, delete of a range, txn,
+    /// compaction, lease grant or revoke): answered `Answer::Store` (see `store_answer`).
+    /// A write: never resent once it may have arrived.
+    pub async fn write(&self, cmd: &ringkv_store::Command) -> Outcome {
+        let command = cmd.encode();
+        self.run(Op::Write { command: &command }).await
+    }
+
+    /// A range read; `consistency` as `get`'s.
+    pub async fn range(&self, req: &ringkv_store::RangeRequest, consistency: u8) -> Outcome {
+        let request = ringkv_store::encode_range(req);
+        self.run(Op::Range {
+            request: &request,
+            consistency,
+        })
+        .await
+    }
+
+    /// Restarts a lease's countdown: `Answer::LeaseTtl` (TTL 0: no such lease).
+    pub async fn lease_keep_alive(&self, lease: i64) -> Outcome {
+        self.run(Op::LeaseKeepAlive { lease }).await
+    }
+
+    /// A lease's remaining and granted TTL (TTL -1: no such lease), its keys when `keys`.
+    pub async fn lease_time_to_live(&self, lease: i64, keys: bool) -> Outcome {
+        self.run(Op::LeaseTimeToLive { lease, keys }).await
+    }
+
+    /// Every lease's id.
+    pub async fn leases(&self) -> Outcome {
+        self.run(Op::LeaseLeases).await
     }
 
     /// The status of one node: the first in rotation that answers.
@@ -629,4 +697,18 @@ fn named_leader(a: &Answer) -> Option<SocketAddr> {
         _ => None,
     };
     named?.parse().ok()
+}
+
+/// The header revision and the decoded response of an `Answer::Store`.
+pub fn store_answer(a: &outcome::Answer) -> Option<(i64, ringkv_store::Response)> {
+    match a {
+        outcome::Answer::Store { revision, response } => {
+            let r = ringkv_store::decode_response(&ringkv_store::bytes::Bytes::copy_from_slice(
+                response,
+            ))
+            .ok()?;
+            Some((*revision, r))
+        }
+        _ => None,
+    }
 }

@@ -43,6 +43,34 @@ pub enum Request {
         op: AdminOp,
         token: Option<String>,
     },
+    /// A write of the etcd data model: an encoded `ringkv_store::Command` (a put with its
+    /// options, a delete of a key or range, a txn, a compaction, a lease grant or revoke).
+    Write {
+        id: u64,
+        command: Vec<u8>,
+    },
+    /// A range read: an encoded `ringkv_store::RangeRequest` (`encode_range`);
+    /// `consistency` as `Get`'s.
+    Range {
+        id: u64,
+        request: Vec<u8>,
+        consistency: u8,
+    },
+    /// Restart a lease's countdown (answered by the leader).
+    LeaseKeepAlive {
+        id: u64,
+        lease: i64,
+    },
+    /// A lease's remaining and granted TTL, with its keys when `keys`.
+    LeaseTimeToLive {
+        id: u64,
+        lease: i64,
+        keys: bool,
+    },
+    /// Every lease's id.
+    LeaseLeases {
+        id: u64,
+    },
 }
 
 impl Request {
@@ -52,7 +80,12 @@ impl Request {
             | Request::Get { id, .. }
             | Request::Delete { id, .. }
             | Request::Status { id }
-            | Request::Admin { id, .. } => *id,
+            | Request::Admin { id, .. }
+            | Request::Write { id, .. }
+            | Request::Range { id, .. }
+            | Request::LeaseKeepAlive { id, .. }
+            | Request::LeaseTimeToLive { id, .. }
+            | Request::LeaseLeases { id } => *id,
         }
     }
 }

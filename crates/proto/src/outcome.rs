@@ -58,6 +58,24 @@ pub enum Answer {
         index: u64,
         taken: Option<SnapshotTaken>,
     },
+    /// A store write or read: the response header's revision and the encoded
+    /// `ringkv_store::Response` (`encode_response`).
+    Store {
+        revision: i64,
+        response: Vec<u8>,
+    },
+    /// A lease: its remaining TTL (-1: no such lease, as etcd's TimeToLive; 0 from a
+    /// keep-alive of an unknown lease), the TTL it was granted, its keys when asked.
+    LeaseTtl {
+        id: i64,
+        ttl: i64,
+        granted_ttl: i64,
+        keys: Vec<Vec<u8>>,
+    },
+    /// Every lease's id.
+    LeaseList {
+        ids: Vec<i64>,
+    },
 }
 
 /// What taking a snapshot cost.
@@ -573,6 +591,27 @@ impl Answer {
         use serde_json::json;
         match self {
             Answer::Written { revision } => json!({ "revision": revision }),
+            Answer::Store { revision, response } => json!({
+                "revision": revision,
+                "response_base64": base64::engine::general_purpose::STANDARD.encode(response),
+            }),
+            Answer::LeaseTtl {
+                id,
+                ttl,
+                granted_ttl,
+                keys,
+            } => {
+                let keys: Vec<serde_json::Value> = keys
+                    .iter()
+                    .map(|k| {
+                        let mut v = json!({});
+                        put_bytes(&mut v, "key", k);
+                        v
+                    })
+                    .collect();
+                json!({ "id": id, "ttl": ttl, "granted_ttl": granted_ttl, "keys": keys })
+            }
+            Answer::LeaseList { ids } => json!({ "leases": ids }),
             Answer::Value {
                 key,
                 value,

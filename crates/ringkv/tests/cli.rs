@@ -50,6 +50,15 @@ fn describe(r: &Request) -> String {
         Request::Delete { key, .. } => format!("delete {}", s(key)),
         Request::Status { .. } => "status".into(),
         Request::Admin { op, token, .. } => format!("admin {op:?} token={token:?}"),
+        Request::Write { command, .. } => format!("write {} bytes", command.len()),
+        Request::Range {
+            request,
+            consistency,
+            ..
+        } => format!("range {} bytes {consistency}", request.len()),
+        Request::LeaseKeepAlive { lease, .. } => format!("lease keep-alive {lease}"),
+        Request::LeaseTimeToLive { lease, keys, .. } => format!("lease ttl {lease} {keys}"),
+        Request::LeaseLeases { .. } => "lease list".into(),
     }
 }
 

@@ -298,10 +298,13 @@ fn relay(mut client: TcpStream, node: SocketAddr, counts: &Counts) {
             break;
         }
         let n = match native::decode_request(&body).expect("a native request") {
-            Request::Put { .. } => &counts.puts,
-            Request::Get { .. } => &counts.gets,
+            Request::Put { .. } | Request::Write { .. } => &counts.puts,
+            Request::Get { .. } | Request::Range { .. } => &counts.gets,
             Request::Delete { .. } | Request::Admin { .. } => &counts.deletes,
-            Request::Status { .. } => &counts.statuses,
+            Request::Status { .. }
+            | Request::LeaseKeepAlive { .. }
+            | Request::LeaseTimeToLive { .. }
+            | Request::LeaseLeases { .. } => &counts.statuses,
         };
         n.fetch_add(1, Ordering::SeqCst);
         if up.write_all(&h).and_then(|()| up.write_all(&body)).is_err() {

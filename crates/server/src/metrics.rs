@@ -703,6 +703,10 @@ pub enum Op {
     Put = 0,
     Get = 1,
     Delete = 2,
+    /// A write of the etcd data model over the native protocol (put with options, delete
+    /// range, txn, compaction, lease grant or revoke).
+    Write = 3,
+    Range = 4,
 }
 
 /// Values of the `outcome` label, indexed by `outcome_of`.
@@ -732,8 +736,8 @@ pub fn outcome_of(status: u16) -> usize {
 /// One shard's handles (built on its executor).
 pub struct ShardMetrics {
     /// [op][outcome]
-    requests: [[Counter; 7]; 3],
-    latency: [Histogram; 3],
+    requests: [[Counter; 7]; 5],
+    latency: [Histogram; 5],
     pub in_flight: Gauge,
     pub read_waiters: Gauge,
     pub keys: Gauge,
@@ -744,7 +748,7 @@ pub struct ShardMetrics {
 
 impl ShardMetrics {
     pub fn new(shard: usize) -> Self {
-        let ops = ["put", "get", "delete"];
+        let ops = ["put", "get", "delete", "write", "range"];
         let s = shard.to_string();
         Self {
             requests: ops

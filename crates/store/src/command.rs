@@ -175,7 +175,30 @@ impl Command {
     }
 }
 
-fn put_bytes(b: &mut BytesMut, v: &[u8]) {
+/// A range request on its own (the native protocol's reads), in the same layout as a
+/// txn's range op: `[version u8 = 2][fields]`.
+pub fn encode_range(r: &RangeRequest) -> Bytes {
+    let mut b = BytesMut::with_capacity(64 + r.key.len() + r.range_end.len());
+    b.put_u8(V2);
+    put_range(&mut b, r);
+    b.freeze()
+}
+
+/// The inverse of `encode_range`.
+pub fn decode_range(payload: &Bytes) -> Result<RangeRequest, CommandError> {
+    let mut r = Reader(payload.clone());
+    let v = r.u8("version")?;
+    if v != V2 {
+        return Err(CommandError(format!("range format version {v} is unknown")));
+    }
+    let req = r.range()?;
+    if r.0.has_remaining() {
+        return Err(CommandError("trailing bytes after the range".into()));
+    }
+    Ok(req)
+}
+
+pub(crate) fn put_bytes(b: &mut BytesMut, v: &[u8]) {
     b.put_u32_le(v.len() as u32);
     b.put_slice(v);
 }
@@ -280,7 +303,7 @@ fn put_txn(b: &mut BytesMut, t: &TxnRequest) {
     }
 }
 
-struct Reader(Bytes);
+pub(crate) struct Reader(pub(crate) Bytes);
 
 impl Reader {
     fn need(&self, n: usize, what: &str) -> Result<(), CommandError> {
@@ -290,12 +313,12 @@ impl Reader {
         Ok(())
     }
 
-    fn u8(&mut self, what: &str) -> Result<u8, CommandError> {
+    pub(crate) fn u8(&mut self, what: &str) -> Result<u8, CommandError> {
         self.need(1, what)?;
         Ok(self.0.get_u8())
     }
 
-    fn flag(&mut self, what: &str) -> Result<bool, CommandError> {
+    pub(crate) fn flag(&mut self, what: &str) -> Result<bool, CommandError> {
         match self.u8(what)? {
             0 => Ok(false),
             1 => Ok(true),
@@ -311,12 +334,12 @@ impl Reader {
         Ok(v)
     }
 
-    fn i64(&mut self, what: &str) -> Result<i64, CommandError> {
+    pub(crate) fn i64(&mut self, what: &str) -> Result<i64, CommandError> {
         self.need(8, what)?;
         Ok(self.0.get_i64_le())
     }
 
-    fn bytes(&mut self, what: &str) -> Result<Bytes, CommandError> {
+    pub(crate) fn bytes(&mut self, what: &str) -> Result<Bytes, CommandError> {
         self.need(4, &format!("{what} length"))?;
         let n = self.0.get_u32_le() as usize;
         if self.0.remaining() < n {
@@ -329,7 +352,11 @@ impl Reader {
 
     /// A list length, checked against what the rest of the payload could hold (each item
     /// takes at least `item_bytes_min`), so a corrupt count cannot reserve memory.
-    fn count(&mut self, what: &str, item_bytes_min: usize) -> Result<usize, CommandError> {
+    pub(crate) fn count(
+        &mut self,
+        what: &str,
+        item_bytes_min: usize,
+    ) -> Result<usize, CommandError> {
         self.need(4, &format!("{what} count"))?;
         let n = self.0.get_u32_le() as usize;
         if n.saturating_mul(item_bytes_min) > self.0.remaining() {

@@ -8,6 +8,9 @@
 //! outcome and a revision, what waits on what) is in ARCHITECTURE.md, "The etcd data model
 //! across shards". Must not touch the log, the network or any executor.
 
+// Keys and values are `bytes::Bytes`: callers build them with the same crate.
+pub use bytes;
+pub mod codec;
 pub mod command;
 pub mod hash;
 pub mod lessor;
@@ -21,9 +24,12 @@ pub mod snapshot;
 pub mod store;
 pub mod types;
 
-pub use command::{Command, CommandError};
+pub use codec::{decode_response, encode_response};
+pub use command::{Command, CommandError, decode_range, encode_range};
 pub use parts::Index;
 pub use sequencer::Sequencer;
-pub use shard::{Report, Resolution, Routed, ShardStore, ToSequencer, participants, route};
+pub use shard::{
+    LeaseEvent, Report, Resolution, Routed, ShardStore, ToSequencer, participants, route,
+};
 pub use store::Store;
 pub use types::*;

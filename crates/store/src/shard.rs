@@ -111,6 +111,17 @@ pub struct Report {
     /// takes resolutions only between pumps): their pending stamps are all above it.
     pub resolved_seen: Index,
     pub state_bytes: u64,
+    /// Changes to the lease table applied since the last report (shard 0's only: every
+    /// shard holds the same table), for the raft core's lessor and its copy of the table.
+    pub leases: Vec<LeaseEvent>,
+}
+
+/// A change to the store's lease table, as applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseEvent {
+    Granted { id: LeaseId, ttl: i64 },
+    Revoked { id: LeaseId },
+    Checkpointed { id: LeaseId, remaining: i64 },
 }
 
 /// The sequencer's numbering of entries through `through`.
@@ -196,6 +207,7 @@ pub struct ShardStore {
     dirty: bool,
     /// Apply nothing after this index (a snapshot of the state there is being taken).
     hold: Option<Index>,
+    lease_events: Vec<LeaseEvent>,
 }
 
 impl ShardStore {
@@ -220,6 +232,7 @@ impl ShardStore {
             out: Vec::new(),
             dirty: false,
             hold: None,
+            lease_events: Vec::new(),
         }
     }
 
@@ -440,6 +453,7 @@ impl ShardStore {
                 parts: std::mem::take(&mut self.parts),
                 resolved_seen: self.res_index,
                 state_bytes: self.state_bytes(),
+                leases: std::mem::take(&mut self.lease_events),
             }));
         }
         std::mem::take(&mut self.out)
@@ -484,6 +498,10 @@ impl ShardStore {
                 for (id, rem) in checkpoints {
                     if let Some(l) = self.leases.get_mut(id) {
                         l.remaining = Some(*rem);
+                        self.lease_event(LeaseEvent::Checkpointed {
+                            id: *id,
+                            remaining: *rem,
+                        });
                     }
                 }
                 Ok(Part::Done)
@@ -497,6 +515,21 @@ impl ShardStore {
             self.parts.push((i, result));
         }
         true
+    }
+
+    /// Shard 0 tells the lessor about lease table changes (every shard has the table).
+    fn lease_event(&mut self, e: LeaseEvent) {
+        if self.shard == 0 {
+            self.lease_events.push(e);
+        }
+    }
+
+    /// This shard's keys attached to lease `id`, in key order.
+    pub fn lease_keys(&self, id: LeaseId) -> Vec<Bytes> {
+        self.leases
+            .get(&id)
+            .map(|l| l.keys.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn wait_resolution(&mut self, i: Index) -> bool {
@@ -520,6 +553,7 @@ impl ShardStore {
             parts: std::mem::take(&mut self.parts),
             resolved_seen: self.res_index,
             state_bytes: self.state_bytes(),
+            leases: std::mem::take(&mut self.lease_events),
         }));
     }
 
@@ -952,6 +986,7 @@ impl ShardStore {
                 keys: BTreeSet::new(),
             },
         );
+        self.lease_event(LeaseEvent::Granted { id, ttl });
         Ok(Part::LeaseGranted(LeaseGrantResponse { id, ttl }))
     }
 
@@ -971,6 +1006,7 @@ impl ShardStore {
         if !l.keys.is_empty() {
             self.changes.push(i);
         }
+        self.lease_event(LeaseEvent::Revoked { id });
         Ok(Part::LeaseRevoked)
     }
 

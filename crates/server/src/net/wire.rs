@@ -267,6 +267,20 @@ pub enum ClientFrame {
     Write { id: u64, command: Vec<u8> },
     /// `policy`: 0 linearizable, 1 lease (eventual reads are never forwarded).
     Read { id: u64, key: Vec<u8>, policy: u8 },
+    /// A lease call for the leader's lessor (op: 1 keep-alive, 2 time-to-live, 3 list).
+    Lease {
+        id: u64,
+        op: u8,
+        lease: i64,
+        keys: bool,
+    },
+    /// A range read (an encoded `ringkv_store::RangeRequest`) for the leader to serve;
+    /// `policy` as `Read`'s.
+    Range {
+        id: u64,
+        request: Vec<u8>,
+        policy: u8,
+    },
     /// The leader's outcome for request `id`.
     Reply { id: u64, outcome: Outcome },
     /// An operator call (op: 1 join, 2 promote, 3 remove, 4 transfer leadership).

@@ -24,14 +24,14 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::ConnectedSender;
 
 use super::shard::{KvState, Senders, read_timeout};
-use super::{AdminCall, CoreAnswer, MeshMsg, ReqId, Shared, ToRaft};
+use super::{AdminCall, CoreAnswer, LeaseCall, MeshMsg, ReadTarget, ReqId, Shared, ToRaft};
 use crate::config::NodeConfig;
 use crate::metrics::{Op, ShardMetrics};
 use crate::net::http::{AdminOp, ApiCall};
 use crate::shard::{Command, route};
-use ringkv_proto::outcome::{ApiError, Outcome, TimeoutKind, http_status};
+use ringkv_proto::outcome::{Answer, ApiError, Outcome, TimeoutKind, http_status};
 use ringkv_raft::{Index, ReadPolicy};
-use ringkv_store::{DeleteRangeRequest, PutRequest};
+use ringkv_store::{DeleteRangeRequest, PutRequest, RangeRequest};
 
 /// Extra time a shard waits past a request's deadline for the raft core's own, more
 /// precise, timeout answer.
@@ -50,6 +50,9 @@ pub(super) struct Calls {
     next_request: Cell<u64>,
     default_policy: ReadPolicy,
     request_timeout: Duration,
+    /// A lease's shortest TTL: 1.5 x the longest election timeout, in whole seconds
+    /// (etcd's rule), so a lease outlives a leader change.
+    lease_ttl_min_secs: i64,
     /// Operator calls must carry it when it is set.
     cluster_token: String,
     metrics: Rc<ShardMetrics>,
@@ -75,6 +78,7 @@ impl Calls {
             next_request: Cell::new(1),
             default_policy: cfg.default_read_policy(),
             request_timeout: Duration::from_millis(cfg.raft.request_timeout_ms),
+            lease_ttl_min_secs: (cfg.raft.election_timeout_max_ms * 3).div_ceil(2000) as i64,
             cluster_token: cfg.cluster.cluster_token.clone(),
             metrics,
         }
@@ -92,7 +96,14 @@ impl Calls {
             ApiCall::Put { .. } => Some(Op::Put),
             ApiCall::Get { .. } => Some(Op::Get),
             ApiCall::Delete { .. } => Some(Op::Delete),
-            ApiCall::Status | ApiCall::Admin { .. } | ApiCall::Compact { .. } => None,
+            ApiCall::Write { .. } => Some(Op::Write),
+            ApiCall::Range { .. } => Some(Op::Range),
+            ApiCall::Status
+            | ApiCall::Admin { .. }
+            | ApiCall::Compact { .. }
+            | ApiCall::LeaseKeepAlive { .. }
+            | ApiCall::LeaseTimeToLive { .. }
+            | ApiCall::LeaseLeases => None,
         };
         let t = Instant::now();
         self.metrics.in_flight.increment(1.0);
@@ -130,25 +141,57 @@ impl Calls {
         }
         let deadline = Instant::now() + self.request_timeout;
         match call {
+            // The seed's calls answer with the revision alone.
             ApiCall::Put { key, value } => {
                 let cmd = Command::Put(PutRequest {
                     key,
                     value,
                     ..Default::default()
                 });
-                self.write(cmd.encode(), deadline).await
+                written(self.write(cmd.encode(), deadline).await)
             }
             ApiCall::Delete { key } => {
                 let cmd = Command::DeleteRange(DeleteRangeRequest {
                     key,
                     ..Default::default()
                 });
-                self.write(cmd.encode(), deadline).await
+                written(self.write(cmd.encode(), deadline).await)
             }
             ApiCall::Compact { revision, physical } => {
                 let cmd = Command::Compact { revision, physical };
-                self.write(cmd.encode(), deadline).await
+                written(self.write(cmd.encode(), deadline).await)
             }
+            ApiCall::Write { command } => {
+                let command = self.grant_terms(command)?;
+                self.write(command, deadline).await
+            }
+            ApiCall::Range { req, consistency } => {
+                let policy = consistency.unwrap_or(self.default_policy);
+                self.range(Arc::new(*req), policy, deadline).await
+            }
+            ApiCall::LeaseKeepAlive { lease } => {
+                self.lease(LeaseCall::KeepAlive { lease }, deadline).await
+            }
+            ApiCall::LeaseTimeToLive { lease, keys } => {
+                let ttl = self
+                    .lease(LeaseCall::TimeToLive { lease, keys }, deadline)
+                    .await?;
+                match ttl {
+                    Answer::LeaseTtl {
+                        id,
+                        ttl,
+                        granted_ttl,
+                        ..
+                    } if keys && ttl >= 0 => Ok(Answer::LeaseTtl {
+                        id,
+                        ttl,
+                        granted_ttl,
+                        keys: self.lease_keys(lease, deadline).await?,
+                    }),
+                    other => Ok(other),
+                }
+            }
+            ApiCall::LeaseLeases => self.lease(LeaseCall::Leases, deadline).await,
             ApiCall::Get { key, consistency } => {
                 let policy = consistency.unwrap_or(self.default_policy);
                 let owner = route(&key, self.n);
@@ -247,7 +290,31 @@ impl Calls {
 
     /// A read of a key this shard owns (a client's, or one another shard forwarded).
     pub(super) async fn read(&self, key: Bytes, policy: ReadPolicy, deadline: Instant) -> Outcome {
-        let at: Option<Index> = match policy {
+        let at = match self
+            .read_index(ReadTarget::Key(key.clone()), policy, deadline)
+            .await?
+        {
+            Ok(at) => at,
+            Err(done) => return done,
+        };
+        if let Some(i) = at
+            && !self.kv.wait_applied(i, deadline).await
+        {
+            return Err(read_timeout());
+        }
+        self.kv.serve_local(&key)
+    }
+
+    /// Where a read of `policy` must be served from: `None` (now, eventual), the index the
+    /// shard's watermark must reach first, or (`Err`) the whole answer (a follower's read
+    /// the leader served).
+    async fn read_index(
+        &self,
+        target: ReadTarget,
+        policy: ReadPolicy,
+        deadline: Instant,
+    ) -> Result<Result<Option<Index>, Outcome>, ApiError> {
+        Ok(Ok(match policy {
             ReadPolicy::Eventual => None,
             ReadPolicy::Lease
                 if let Some(c) = self.shared.lease.valid_commit(self.shared.now_ns()) =>
@@ -259,23 +326,157 @@ impl Calls {
                 let read = |req| ToRaft::Read {
                     shard: self.idx,
                     req,
-                    key: key.clone(),
+                    target,
                     policy,
                     deadline,
                 };
                 match self.ask(&self.out.to_raft, read, deadline).await? {
                     Some(CoreAnswer::ReadAt(i)) => Some(i),
-                    Some(CoreAnswer::Done(r)) => return r,
-                    None => return Err(read_timeout()),
+                    Some(CoreAnswer::Done(r)) => return Ok(Err(r)),
+                    _ => return Err(read_timeout()),
                 }
             }
+        }))
+    }
+
+    /// A range read (a client's on this shard).
+    async fn range(&self, r: Arc<RangeRequest>, policy: ReadPolicy, deadline: Instant) -> Outcome {
+        let at = match self
+            .read_index(ReadTarget::Range(r.clone()), policy, deadline)
+            .await?
+        {
+            Ok(at) => at,
+            Err(done) => return done,
         };
+        self.range_at(r, at, deadline).await
+    }
+
+    /// A range served once this shard's watermark reaches `at`: the current revision is
+    /// this shard's there, and every shard the range involves reads its part at the one
+    /// revision asked (or that one), once its own watermark is as far: a consistent cut.
+    pub(super) async fn range_at(
+        &self,
+        r: Arc<RangeRequest>,
+        at: Option<Index>,
+        deadline: Instant,
+    ) -> Outcome {
         if let Some(i) = at
             && !self.kv.wait_applied(i, deadline).await
         {
             return Err(read_timeout());
         }
-        self.kv.serve_local(&key)
+        let (index, current, compacted) = self.kv.read_point();
+        let revision = ringkv_store::store::read_revision(r.revision, current, compacted)
+            .map_err(|e| crate::shard::api_error(&e))?;
+        let shards: Vec<usize> = if r.range_end.is_empty() {
+            vec![route(&r.key, self.n)]
+        } else {
+            (0..self.n).collect()
+        };
+        // Ask the other shards first, then read here while they work.
+        let mut asked = Vec::new();
+        for &s in shards.iter().filter(|&&s| s != self.idx) {
+            let (req, rx) = self.pending.register();
+            let msg = MeshMsg::RangePart {
+                from: self.idx,
+                req,
+                range: r.clone(),
+                revision,
+                index,
+                deadline,
+            };
+            if self.out.to_shard(s).send(msg).await.is_err() {
+                self.pending.forget(req);
+                return Err(ApiError::Stopping);
+            }
+            asked.push((req, rx));
+        }
+        let mut parts = Vec::with_capacity(shards.len());
+        if shards.contains(&self.idx) {
+            parts.push(self.kv.read_part(&r, revision)?);
+        }
+        for (req, rx) in asked {
+            match self.pending.answer(req, rx, deadline).await {
+                Some(CoreAnswer::Part(p)) => parts.push(p?),
+                _ => return Err(read_timeout()),
+            }
+        }
+        let resp = ringkv_store::parts::merge_range(&r, parts);
+        Ok(Answer::Store {
+            revision: current,
+            response: ringkv_store::encode_response(&ringkv_store::Response::Range(resp)).to_vec(),
+        })
+    }
+
+    /// A lease grant's final terms before it is proposed (etcd's server and lessor do the
+    /// same): an id chosen when none was asked for, the TTL raised to the minimum.
+    fn grant_terms(&self, command: Bytes) -> Result<Bytes, ApiError> {
+        let Ok(Command::LeaseGrant { id, ttl }) = Command::decode(&command) else {
+            return Ok(command);
+        };
+        let id = if id == 0 {
+            // A random positive id (etcd's are unique per member and time; a clash is
+            // refused "lease already exists" and the client asks again).
+            (crate::wal::meta::new_incarnation() >> 1).max(1) as i64
+        } else {
+            id
+        };
+        let ttl = ttl.max(self.lease_ttl_min_secs);
+        Ok(Command::LeaseGrant { id, ttl }.encode())
+    }
+
+    /// Every shard's keys of `lease`, in key order.
+    async fn lease_keys(&self, lease: i64, deadline: Instant) -> Result<Vec<Vec<u8>>, ApiError> {
+        let mut asked = Vec::new();
+        for s in (0..self.n).filter(|&s| s != self.idx) {
+            let (req, rx) = self.pending.register();
+            let msg = MeshMsg::LeaseKeys {
+                from: self.idx,
+                req,
+                lease,
+            };
+            if self.out.to_shard(s).send(msg).await.is_err() {
+                self.pending.forget(req);
+                return Err(ApiError::Stopping);
+            }
+            asked.push((req, rx));
+        }
+        let mut keys = self.kv.lease_keys(lease);
+        for (req, rx) in asked {
+            match self.pending.answer(req, rx, deadline).await {
+                Some(CoreAnswer::Keys(k)) => keys.extend(k),
+                _ => return Err(read_timeout()),
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// A lease call: carried out by the raft core (the leader's lessor and, for a
+    /// lease's keys, the shards).
+    async fn lease(&self, call: LeaseCall, deadline: Instant) -> Outcome {
+        let lease = |req| ToRaft::Lease {
+            shard: self.idx,
+            req,
+            call,
+            deadline,
+        };
+        match self.ask(&self.out.to_raft, lease, deadline).await? {
+            Some(CoreAnswer::Done(r)) => r,
+            _ => Err(ApiError::Timeout {
+                what: TimeoutKind::Call,
+            }),
+        }
+    }
+}
+
+/// A store write's answer as the seed's calls give it: the revision alone.
+fn written(o: Outcome) -> Outcome {
+    match o? {
+        Answer::Store { revision, .. } => Ok(Answer::Written {
+            revision: revision as u64,
+        }),
+        other => Ok(other),
     }
 }
 

@@ -375,6 +375,7 @@ impl Conns {
 /// The call a native request asks for, or why it is refused (checked as the HTTP parser
 /// checks its requests: such refusals are answered without being carried out or counted).
 fn native_call(req: native::Request, limits: &HttpLimits) -> Result<ApiCall, ApiError> {
+    use crate::net::call::{check_command, check_range};
     let key_ok = |k: &[u8]| {
         if k.is_empty() {
             Err(ApiError::bad_request("empty key"))
@@ -409,20 +410,9 @@ fn native_call(req: native::Request, limits: &HttpLimits) -> Result<ApiCall, Api
             key, consistency, ..
         } => {
             key_ok(&key)?;
-            let consistency = match consistency {
-                native::CONSISTENCY_DEFAULT => None,
-                native::CONSISTENCY_LINEARIZABLE => Some(ReadPolicy::Linearizable),
-                native::CONSISTENCY_LEASE => Some(ReadPolicy::Lease),
-                native::CONSISTENCY_EVENTUAL => Some(ReadPolicy::Eventual),
-                other => {
-                    return Err(ApiError::bad_request(format!(
-                        "consistency {other} is unknown"
-                    )));
-                }
-            };
             ApiCall::Get {
                 key: Bytes::from(key),
-                consistency,
+                consistency: consistency_of(consistency)?,
             }
         }
         native::Request::Delete { key, .. } => {
@@ -433,6 +423,46 @@ fn native_call(req: native::Request, limits: &HttpLimits) -> Result<ApiCall, Api
         }
         native::Request::Status { .. } => ApiCall::Status,
         native::Request::Admin { op, token, .. } => ApiCall::Admin { op, token },
+        native::Request::Write { command, .. } => {
+            let command = Bytes::from(command);
+            let cmd = crate::shard::Command::decode(&command)
+                .map_err(|e| ApiError::bad_request(format!("command: {}", e.0)))?;
+            check_command(&cmd, limits)?;
+            ApiCall::Write { command }
+        }
+        native::Request::Range {
+            request,
+            consistency,
+            ..
+        } => {
+            let req = ringkv_store::decode_range(&Bytes::from(request))
+                .map_err(|e| ApiError::bad_request(format!("range: {}", e.0)))?;
+            check_range(&req, limits)?;
+            ApiCall::Range {
+                req: Box::new(req),
+                consistency: consistency_of(consistency)?,
+            }
+        }
+        native::Request::LeaseKeepAlive { lease, .. } => ApiCall::LeaseKeepAlive { lease },
+        native::Request::LeaseTimeToLive { lease, keys, .. } => {
+            ApiCall::LeaseTimeToLive { lease, keys }
+        }
+        native::Request::LeaseLeases { .. } => ApiCall::LeaseLeases,
+    })
+}
+
+/// A native request's consistency byte.
+fn consistency_of(c: u8) -> Result<Option<ReadPolicy>, ApiError> {
+    Ok(match c {
+        native::CONSISTENCY_DEFAULT => None,
+        native::CONSISTENCY_LINEARIZABLE => Some(ReadPolicy::Linearizable),
+        native::CONSISTENCY_LEASE => Some(ReadPolicy::Lease),
+        native::CONSISTENCY_EVENTUAL => Some(ReadPolicy::Eventual),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "consistency {other} is unknown"
+            )));
+        }
     })
 }
 

@@ -77,6 +77,10 @@ pub(crate) enum CoreAnswer {
     Done(Outcome),
     /// Serve the read once the shard's watermark reaches this index.
     ReadAt(Index),
+    /// Another shard's part of a range.
+    Part(Result<ringkv_store::parts::RangePart, ringkv_proto::outcome::ApiError>),
+    /// Another shard's keys of a lease.
+    Keys(Vec<Vec<u8>>),
 }
 
 /// Shard -> raft core.
@@ -88,18 +92,25 @@ pub(crate) enum ToRaft {
         command: Bytes,
         deadline: Instant,
     },
-    /// A read index for a linearizable (or lease, when the lease view did not hold) read of
-    /// a key the asking shard owns.
+    /// A read index for a linearizable (or lease, when the lease view did not hold) read
+    /// (of a key the asking shard owns, or a range).
     Read {
         shard: usize,
         req: ReqId,
-        key: Bytes,
+        target: ReadTarget,
         policy: ReadPolicy,
         deadline: Instant,
     },
     Status {
         shard: usize,
         req: ReqId,
+    },
+    /// A lease call for the leader's lessor (a follower forwards it).
+    Lease {
+        shard: usize,
+        req: ReqId,
+        call: LeaseCall,
+        deadline: Instant,
     },
     /// The answer to a `ToShard::ServeRead` (a read a follower forwarded to us).
     Served {
@@ -172,13 +183,36 @@ pub(crate) enum ToShard {
         req: ReqId,
         answer: CoreAnswer,
     },
-    /// Serve a read of `key` at `index` for the raft core (reply `ToRaft::Served`).
+    /// Serve a read at `index` for the raft core (reply `ToRaft::Served`): a key this
+    /// shard owns, or a range this shard gathers from every shard it involves.
     ServeRead {
         token: u64,
-        key: Bytes,
+        target: ReadTarget,
         index: Index,
         deadline: Instant,
     },
+}
+
+/// A lease call the raft core answers (grants and revokes are writes: log commands).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LeaseCall {
+    /// Restart the lease's countdown: its TTL, or 0 for a lease the leader does not know.
+    KeepAlive {
+        lease: i64,
+    },
+    /// Its remaining TTL (-1: unknown) and granted TTL; the calling shard adds the keys.
+    TimeToLive {
+        lease: i64,
+        keys: bool,
+    },
+    Leases,
+}
+
+/// What a read reads: one key (the seed's get), or a range of the etcd data model.
+#[derive(Clone, Debug)]
+pub(crate) enum ReadTarget {
+    Key(Bytes),
+    Range(Arc<ringkv_store::RangeRequest>),
 }
 
 /// An operator call as the raft core carries it out.
@@ -213,6 +247,30 @@ pub(crate) enum MeshMsg {
     GetReply {
         req: ReqId,
         outcome: Outcome,
+    },
+    /// This shard's part of a range, read at `revision` once the shard's watermark reaches
+    /// `index` (the asking shard's, where it read the current revision).
+    RangePart {
+        from: usize,
+        req: ReqId,
+        range: Arc<ringkv_store::RangeRequest>,
+        revision: ringkv_store::Revision,
+        index: Index,
+        deadline: Instant,
+    },
+    RangePartReply {
+        req: ReqId,
+        part: Result<ringkv_store::parts::RangePart, ringkv_proto::outcome::ApiError>,
+    },
+    /// This shard's keys attached to `lease`.
+    LeaseKeys {
+        from: usize,
+        req: ReqId,
+        lease: i64,
+    },
+    LeaseKeysReply {
+        req: ReqId,
+        keys: Vec<Vec<u8>>,
     },
 }
 

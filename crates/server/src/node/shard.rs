@@ -33,7 +33,7 @@ use glommio::{GlommioError, ResourceType};
 
 use super::calls::Calls;
 use super::conn::{self, Conns, Refusals};
-use super::{CoreAnswer, MeshMsg, ShardQueues, Shared, ToRaft, ToShard};
+use super::{CoreAnswer, MeshMsg, ReadTarget, ShardQueues, Shared, ToRaft, ToShard};
 use crate::config::NodeConfig;
 use crate::metrics::ShardMetrics;
 use crate::shard::{Resolution, Routed, ShardStore, ToSequencer};
@@ -237,7 +237,7 @@ impl Shard {
                 ToShard::Answer { req, answer } => self.calls.answered(req, answer),
                 ToShard::ServeRead {
                     token,
-                    key,
+                    target,
                     index,
                     deadline,
                 } => {
@@ -246,12 +246,17 @@ impl Shard {
                         self.out.to_raft_soon(ToRaft::Served { token, outcome });
                         continue;
                     };
-                    let (kv, out) = (self.kv.clone(), self.out.clone());
+                    let (kv, calls, out) = (self.kv.clone(), self.calls.clone(), self.out.clone());
                     glommio::spawn_local(async move {
-                        let outcome = if kv.wait_applied(index, deadline).await {
-                            kv.serve_local(&key)
-                        } else {
-                            Err(read_timeout())
+                        let outcome = match target {
+                            ReadTarget::Key(key) => {
+                                if kv.wait_applied(index, deadline).await {
+                                    kv.serve_local(&key)
+                                } else {
+                                    Err(read_timeout())
+                                }
+                            }
+                            ReadTarget::Range(r) => calls.range_at(r, Some(index), deadline).await,
                         };
                         let _ = out.to_raft.send(ToRaft::Served { token, outcome }).await;
                         drop(permit);
@@ -309,6 +314,46 @@ impl Shard {
                 }
                 MeshMsg::GetReply { req, outcome } => {
                     self.calls.answered(req, CoreAnswer::Done(outcome))
+                }
+                MeshMsg::RangePart {
+                    from,
+                    req,
+                    range,
+                    revision,
+                    index,
+                    deadline,
+                } => {
+                    let Some(permit) = self.read_permit() else {
+                        let part = Err(reads_pending());
+                        self.out
+                            .to_shard_soon(from, MeshMsg::RangePartReply { req, part });
+                        continue;
+                    };
+                    let (kv, out) = (self.kv.clone(), self.out.clone());
+                    glommio::spawn_local(async move {
+                        let part = if kv.wait_applied(index, deadline).await {
+                            kv.read_part(&range, revision)
+                        } else {
+                            Err(read_timeout())
+                        };
+                        let _ = out
+                            .to_shard(from)
+                            .send(MeshMsg::RangePartReply { req, part })
+                            .await;
+                        drop(permit);
+                    })
+                    .detach();
+                }
+                MeshMsg::RangePartReply { req, part } => {
+                    self.calls.answered(req, CoreAnswer::Part(part))
+                }
+                MeshMsg::LeaseKeys { from, req, lease } => {
+                    let keys = self.kv.lease_keys(lease);
+                    self.out
+                        .to_shard_soon(from, MeshMsg::LeaseKeysReply { req, keys });
+                }
+                MeshMsg::LeaseKeysReply { req, keys } => {
+                    self.calls.answered(req, CoreAnswer::Keys(keys))
                 }
             }
         }
@@ -406,6 +451,36 @@ impl KvState {
             }),
             None => Err(ApiError::NotFound { key: key.to_vec() }),
         }
+    }
+
+    /// Where reads are served now: (the watermark, the store revision there, the
+    /// compaction revision).
+    pub(super) fn read_point(&self) -> (Index, ringkv_store::Revision, ringkv_store::Revision) {
+        let s = self.store.borrow();
+        let (i, r) = s.resolved();
+        (i, r, s.compact_revision())
+    }
+
+    /// This shard's part of a range at `revision` (at or below its last numbered one).
+    pub(super) fn read_part(
+        &self,
+        r: &RangeRequest,
+        revision: ringkv_store::Revision,
+    ) -> Result<ringkv_store::parts::RangePart, ApiError> {
+        self.store
+            .borrow()
+            .read(r, revision)
+            .map_err(|e| crate::shard::api_error(&e))
+    }
+
+    /// This shard's keys attached to `lease`.
+    pub(super) fn lease_keys(&self, lease: i64) -> Vec<Vec<u8>> {
+        self.store
+            .borrow()
+            .lease_keys(lease)
+            .into_iter()
+            .map(|k| k.to_vec())
+            .collect()
     }
 
     /// The watermark: every entry through it is applied here and numbered.
@@ -622,6 +697,7 @@ fn merge_report(last: &mut ringkv_store::Report, r: ringkv_store::Report) {
     last.through = r.through;
     last.changes.extend(r.changes);
     last.parts.extend(r.parts);
+    last.leases.extend(r.leases);
     // The merged parts were computed under the earlier, smaller resolution point.
     last.state_bytes = r.state_bytes;
 }
@@ -863,7 +939,7 @@ initial_cluster = [{ id = 1, address = "127.0.0.1:1", role = 1, status = 2 }]
             // So is a read the raft core asks for (a follower's, forwarded).
             let serve = ToShard::ServeRead {
                 token: 7,
-                key: Bytes::from_static(b"k"),
+                target: ReadTarget::Key(Bytes::from_static(b"k")),
                 index: 1,
                 deadline: Instant::now() + Duration::from_secs(60),
             };

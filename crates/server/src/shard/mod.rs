@@ -37,3 +37,11 @@ pub fn write_cost(cmd: &Command) -> u64 {
 fn put_cost(key: &[u8], value: &[u8]) -> u64 {
     mvcc::KEY_OVERHEAD_BYTES + mvcc::VERSION_OVERHEAD_BYTES + key.len() as u64 + value.len() as u64
 }
+
+/// A store refusal in the node's typed outcome (etcd's gRPC code and message).
+pub fn api_error(e: &ringkv_store::StoreError) -> ringkv_proto::outcome::ApiError {
+    ringkv_proto::outcome::ApiError::Store {
+        code: e.code() as u32,
+        message: e.message().to_string(),
+    }
+}

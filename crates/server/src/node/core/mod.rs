@@ -31,7 +31,7 @@ use glommio::channels::shared_channel::ConnectedSender;
 use glommio::net::TcpStream;
 
 use super::members;
-use super::{AdminCall, CoreAnswer, Lease, Shared, ToRaft, ToShard};
+use super::{AdminCall, CoreAnswer, Lease, ReadTarget, Shared, ToRaft, ToShard};
 use crate::net::peer::Handshake;
 use crate::net::peer::{Inbound, Transport};
 use crate::net::wire::ClientFrame;
@@ -51,6 +51,7 @@ const SHUTDOWN_WAIT: Duration = Duration::from_millis(3000);
 mod admin;
 mod export;
 mod join;
+mod leases;
 mod requests;
 mod snap;
 mod start;
@@ -135,6 +136,8 @@ struct Core {
     /// Writes committed in their term and handed to the shards, waiting for the
     /// sequencer's answer, by log index.
     applying: std::collections::HashMap<Index, requests::Origin>,
+    /// The lease table and the leader's lessor (`leases.rs`).
+    leases: leases::Leases,
 }
 
 /// What woke the raft core's loop.
@@ -227,6 +230,7 @@ impl Core {
                     next_tick = Instant::now() + self.tick;
                 }
                 self.expire();
+                self.lease_turn();
                 self.log_replication();
                 self.snapshot_ticks();
                 let now = Instant::now();
@@ -326,8 +330,48 @@ impl Core {
                         _ => ReadPolicy::Lease,
                     };
                     let deadline = now + self.request_timeout;
-                    let key = Bytes::from(key);
-                    self.submit(Origin::Peer(from, id), Op::Read { key, policy }, deadline);
+                    let target = ReadTarget::Key(Bytes::from(key));
+                    self.submit(
+                        Origin::Peer(from, id),
+                        Op::Read { target, policy },
+                        deadline,
+                    );
+                }
+                ClientFrame::Lease {
+                    id,
+                    op,
+                    lease,
+                    keys,
+                } => {
+                    let origin = Origin::Peer(from, id);
+                    match leases::from_wire(op, lease, keys) {
+                        Ok(call) => {
+                            self.submit(origin, Op::Lease(call), now + self.request_timeout)
+                        }
+                        Err(e) => self.answer(origin, Err(ApiError::bad_request(e))),
+                    }
+                }
+                ClientFrame::Range {
+                    id,
+                    request,
+                    policy,
+                } => {
+                    let policy = match policy {
+                        0 => ReadPolicy::Linearizable,
+                        _ => ReadPolicy::Lease,
+                    };
+                    let deadline = now + self.request_timeout;
+                    let origin = Origin::Peer(from, id);
+                    match ringkv_store::decode_range(&Bytes::from(request)) {
+                        Ok(r) => {
+                            let target = ReadTarget::Range(Arc::new(r));
+                            self.submit(origin, Op::Read { target, policy }, deadline)
+                        }
+                        Err(e) => self.answer(
+                            origin,
+                            Err(ApiError::bad_request(format!("forwarded range: {}", e.0))),
+                        ),
+                    }
                 }
                 ClientFrame::Admin {
                     id,
@@ -382,14 +426,20 @@ impl Core {
             Event::Shard(ToRaft::Read {
                 shard,
                 req,
-                key,
+                target,
                 policy,
                 deadline,
             }) => self.submit(
                 Origin::Shard(shard, req),
-                Op::Read { key, policy },
+                Op::Read { target, policy },
                 deadline,
             ),
+            Event::Shard(ToRaft::Lease {
+                shard,
+                req,
+                call,
+                deadline,
+            }) => self.submit(Origin::Shard(shard, req), Op::Lease(call), deadline),
             Event::Shard(ToRaft::Status { shard, req }) => {
                 let st = Answer::Status(Box::new(self.status()));
                 self.answer(Origin::Shard(shard, req), Ok(st));
@@ -604,7 +654,7 @@ impl Core {
                         .map_err(|e| format!("stopping: clearing snapshots: {e}"))?;
                     self.snap.latest = None;
                     self.void_building();
-                    let epoch = self.new_store(0, 1);
+                    let epoch = self.new_store(0, 1, &[]);
                     for s in 0..self.to_shards.len() {
                         self.out.push((s, ToShard::Reset { epoch }));
                     }
@@ -668,6 +718,8 @@ impl Core {
                         continue;
                     };
                     match (r.result, w.origin) {
+                        // The core reads nothing of its own.
+                        (Ok(_), Origin::Core) => {}
                         (Ok(index), Origin::Shard(s, req)) => self.out.push((
                             s,
                             ToShard::Answer {
@@ -676,13 +728,19 @@ impl Core {
                             },
                         )),
                         (Ok(index), Origin::Peer(from, id)) => {
-                            let owner = route(&w.key, self.to_shards.len());
+                            // A key is served by its owner; a range is gathered by the
+                            // shard of its first key.
+                            let n = self.to_shards.len();
+                            let shard = match &w.target {
+                                ReadTarget::Key(k) => route(k, n),
+                                ReadTarget::Range(r) => route(&r.key, n),
+                            };
                             self.req.serving.insert(r.id, (from, id));
                             self.out.push((
-                                owner,
+                                shard,
                                 ToShard::ServeRead {
                                     token: r.id,
-                                    key: w.key,
+                                    target: w.target,
                                     index,
                                     deadline: w.deadline,
                                 },
@@ -692,7 +750,7 @@ impl Core {
                         (Err(ReadError::NotLeader { .. }), o) => self.submit(
                             o,
                             Op::Read {
-                                key: w.key,
+                                target: w.target,
                                 policy: w.policy,
                             },
                             w.deadline,
@@ -833,7 +891,13 @@ impl Core {
         }
         for m in out {
             match m {
-                ToSequencer::Report(r) => self.seq.report(r),
+                ToSequencer::Report(mut r) => {
+                    let events = std::mem::take(&mut r.leases);
+                    if !events.is_empty() {
+                        self.lease_events(events);
+                    }
+                    self.seq.report(r)
+                }
                 ToSequencer::Partial(p) => {
                     if let Some((index, parts, decision)) = self.seq.partial(p) {
                         for s in 0..self.to_shards.len() {
@@ -862,8 +926,14 @@ impl Core {
     /// A new store epoch with an empty or installed state at (`index`, `revision`): the
     /// sequencer starts there, and writes still waiting for the old store's answers get
     /// "outcome unknown" (their entries may be in the new state or not).
-    pub(super) fn new_store(&mut self, index: Index, revision: ringkv_store::Revision) -> u64 {
+    pub(super) fn new_store(
+        &mut self,
+        index: Index,
+        revision: ringkv_store::Revision,
+        leases: &[(ringkv_store::LeaseId, i64, Option<i64>)],
+    ) -> u64 {
         self.store_epoch += 1;
+        self.leases_replaced(leases);
         self.seq = Sequencer::new(self.to_shards.len(), index, revision);
         for (_, o) in std::mem::take(&mut self.applying) {
             self.answer(
@@ -998,15 +1068,14 @@ fn refused_start(data_dir: &std::path::Path, why: &str) -> String {
     )
 }
 
-/// A write's answer as the store gave it, in the node's typed outcome.
+/// A write's answer as the store gave it, in the node's typed outcome (the calls that
+/// want only the revision, the seed's put and delete, take it from there).
 fn applied_outcome(a: ringkv_store::Applied) -> ringkv_proto::outcome::Outcome {
     match a.result {
-        Ok(_) => Ok(Answer::Written {
-            revision: a.revision as u64,
+        Ok(r) => Ok(Answer::Store {
+            revision: a.revision,
+            response: ringkv_store::encode_response(&r).to_vec(),
         }),
-        Err(e) => Err(ApiError::Store {
-            code: e.code() as u32,
-            message: e.message().to_string(),
-        }),
+        Err(e) => Err(crate::shard::api_error(&e)),
     }
 }

@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use super::Core;
 use crate::net::wire::ClientFrame;
-use crate::node::{AdminCall, CoreAnswer, ReqId, ToShard};
+use crate::node::{AdminCall, CoreAnswer, LeaseCall, ReadTarget, ReqId, ToShard};
 use crate::shard::{Command, write_cost};
 use crate::wal::meta::new_incarnation;
 use ringkv_proto::outcome::{ApiError, NoLeaderReason, Outcome, TimeoutKind, UnavailableReason};
@@ -31,12 +31,18 @@ pub(super) enum Origin {
     Shard(usize, ReqId),
     /// A follower's forwarded call, by the follower's id for it.
     Peer(NodeId, u64),
+    /// The raft core's own proposal (a lease's revoke or checkpoint): nobody waits.
+    Core,
 }
 
 pub(super) enum Op {
     Write(Bytes),
-    Read { key: Bytes, policy: ReadPolicy },
+    Read {
+        target: ReadTarget,
+        policy: ReadPolicy,
+    },
     Admin(AdminCall),
+    Lease(LeaseCall),
 }
 
 pub(super) struct Waiting {
@@ -47,7 +53,7 @@ pub(super) struct Waiting {
 
 pub(super) struct ReadWait {
     pub origin: Origin,
-    pub key: Bytes,
+    pub target: ReadTarget,
     pub policy: ReadPolicy,
     pub deadline: Instant,
 }
@@ -162,6 +168,11 @@ impl Core {
                 self.transport
                     .send_client(to, ClientFrame::Reply { id, outcome }, deadline);
             }
+            Origin::Core => {
+                if let Err(e) = outcome {
+                    tracing::debug!(node = self.id, "the raft core's own proposal: {e}");
+                }
+            }
         }
     }
 
@@ -203,14 +214,14 @@ impl Core {
                         self.propose_held();
                     }
                 }
-                Op::Read { key, policy } => {
+                Op::Read { target, policy } => {
                     let rid = self.req.next_read;
                     self.req.next_read += 1;
                     self.req.reads.insert(
                         rid,
                         ReadWait {
                             origin,
-                            key,
+                            target,
                             policy,
                             deadline,
                         },
@@ -219,12 +230,16 @@ impl Core {
                     self.export_counters();
                 }
                 Op::Admin(call) => self.admin(origin, call, deadline),
+                Op::Lease(call) => {
+                    let outcome = self.lease_call(call);
+                    self.answer(origin, outcome);
+                }
             }
             return;
         }
         let leader = self.raft.leader();
         match origin {
-            Origin::Peer(..) => {
+            Origin::Peer(..) | Origin::Core => {
                 let e = self.not_leader();
                 self.answer(origin, Err(e));
             }
@@ -247,11 +262,31 @@ impl Core {
                             address,
                         }
                     }
-                    Op::Read { key, policy } => ClientFrame::Read {
+                    Op::Read {
+                        target: ReadTarget::Key(key),
+                        policy,
+                    } => ClientFrame::Read {
                         id: fid,
                         key: key.to_vec(),
                         policy: u8::from(policy != ReadPolicy::Linearizable),
                     },
+                    Op::Read {
+                        target: ReadTarget::Range(r),
+                        policy,
+                    } => ClientFrame::Range {
+                        id: fid,
+                        request: ringkv_store::encode_range(&r).to_vec(),
+                        policy: u8::from(policy != ReadPolicy::Linearizable),
+                    },
+                    Op::Lease(call) => {
+                        let (op, lease, keys) = super::leases::to_wire(call);
+                        ClientFrame::Lease {
+                            id: fid,
+                            op,
+                            lease,
+                            keys,
+                        }
+                    }
                 };
                 if self.transport.send_client(leader, frame, deadline) {
                     self.req.forwards.insert(

@@ -152,6 +152,7 @@ pub(in crate::node) async fn run(
     let mut latest = None;
     // The sequencer starts where the store does: empty, or the snapshot's state.
     let mut seq = Sequencer::new(to_shards.len(), 0, 1);
+    let mut lease_table = Vec::new();
     if let Some((meta, data, kv_at)) = snap {
         let h = ringkv_store::snapshot::header(&data[kv_at..]).map_err(|e| {
             format!(
@@ -162,6 +163,7 @@ pub(in crate::node) async fn run(
             )
         })?;
         seq = Sequencer::new(to_shards.len(), meta.index, h.revision);
+        lease_table = h.leases;
         for tx in &to_shards {
             tx.send(ToShard::Install {
                 data: data.slice(kv_at..),
@@ -377,6 +379,10 @@ pub(in crate::node) async fn run(
         seq,
         store_epoch: 0,
         applying: std::collections::HashMap::new(),
+        leases: super::leases::Leases::new(
+            Duration::from_millis(cfg.raft.election_timeout_max_ms),
+            &lease_table,
+        ),
     };
     for e in early {
         core.handle(e);
