@@ -1,6 +1,9 @@
-//! The command-line client: `ringkv put|get|delete|status` and the admin commands
+//! The command-line client: `ringkv put|get|delete|status`, the etcd data model's
+//! `get --prefix/--from-key/--limit/--rev/...`, `put`/`del` with options, `txn`, `compact`
+//! and `lease grant|revoke|keep-alive|timetolive|list`, and the admin commands
 //! `ringkv join|promote|remove|transfer-leader|snapshot`, all over the native protocol
-//! (`native_client::Client`), printing each answer as the HTTP API's JSON.
+//! (`native_client::Client`), printing each answer as the HTTP API's JSON (store answers in
+//! etcd's shapes: `header.revision`, `kvs`, `count`, `more`, `succeeded`, ...).
 //!
 //! Runs on the main thread of a short-lived `ringkv` process: a command starts one glommio
 //! executor (unpinned, 1 MiB of io_uring memory) for its `Client` and waits for it. Not used
@@ -33,6 +36,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::native_client::{self, Client};
 pub use ringkv_proto::admin::AdminOp;
 use ringkv_proto::native;
+use ringkv_proto::outcome;
 
 /// What `--endpoints` defaults to: the three-node example.
 pub const ENDPOINTS_DEFAULT: &str = "127.0.0.1:9081,127.0.0.1:9082,127.0.0.1:9083";
@@ -82,6 +86,26 @@ pub enum Request {
         op: AdminOp,
         token: Option<String>,
     },
+    /// A range read (`get` with range flags).
+    Range {
+        req: ringkv_store::RangeRequest,
+        consistency: Option<Consistency>,
+    },
+    /// A write of the etcd data model (`put`/`del` with options, `txn`, `compact`, `lease
+    /// grant`, `lease revoke`), named as the command that makes it.
+    Write {
+        name: &'static str,
+        cmd: ringkv_store::Command,
+    },
+    /// One keep-alive of a lease (`lease keep-alive --once`).
+    LeaseKeepAlive {
+        lease: i64,
+    },
+    LeaseTimeToLive {
+        lease: i64,
+        keys: bool,
+    },
+    LeaseList,
 }
 
 impl Request {
@@ -89,9 +113,13 @@ impl Request {
         match self {
             Request::Put { .. } => "put",
             Request::Delete { .. } => "delete",
-            Request::Get { .. } => "get",
+            Request::Get { .. } | Request::Range { .. } => "get",
             Request::Status => "status",
             Request::Admin { op, .. } => op.name(),
+            Request::Write { name, .. } => name,
+            Request::LeaseKeepAlive { .. } => "lease keep-alive",
+            Request::LeaseTimeToLive { .. } => "lease timetolive",
+            Request::LeaseList => "lease list",
         }
     }
 
@@ -272,6 +300,13 @@ fn run_native(req: &Request, endpoints: &[String], timeout: Duration) -> Ended {
             Request::Get { key, consistency } => c.get(key, Consistency::code(consistency)).await,
             Request::Status => c.status().await,
             Request::Admin { op, token } => c.admin(&op, token.as_deref()).await,
+            Request::Range { req, consistency } => {
+                c.range(&req, Consistency::code(consistency)).await
+            }
+            Request::Write { cmd, .. } => c.write(&cmd).await,
+            Request::LeaseKeepAlive { lease } => c.lease_keep_alive(lease).await,
+            Request::LeaseTimeToLive { lease, keys } => c.lease_time_to_live(lease, keys).await,
+            Request::LeaseList => c.leases().await,
         }
     });
     match outcome {
@@ -290,6 +325,54 @@ fn run_native(req: &Request, endpoints: &[String], timeout: Duration) -> Ended {
             answer,
         }) => Ended::Unknown(r.name(endpoint), why, answer.map(|a| a.to_json().1)),
     }
+}
+
+/// `lease keep-alive`: a keep-alive every third of the lease's TTL, each answer printed as
+/// a line, until the lease is gone (TTL 0: exit 1) or no node answers (exit 3). Like
+/// etcdctl's, it runs until interrupted.
+pub fn keep_alive_loop(lease: i64, endpoints: &[String], timeout: Duration) -> u8 {
+    let r = Resolved::new(endpoints);
+    if r.addrs.is_empty() {
+        eprint!(
+            "{}",
+            render(
+                &Request::LeaseKeepAlive { lease },
+                Ended::Unreachable(r.failed)
+            )
+            .stderr
+        );
+        return EXIT_NO_ANSWER;
+    }
+    let addrs = r.addrs.clone();
+    let code = on_executor(move || async move {
+        let c = Client::new(addrs, timeout);
+        loop {
+            match c.lease_keep_alive(lease).await {
+                native_client::Outcome::Answered(a) => {
+                    println!("{}", a.to_json().1);
+                    match a.outcome {
+                        Ok(outcome::Answer::LeaseTtl { ttl, .. }) if ttl > 0 => {
+                            let every = Duration::from_millis((ttl as u64 * 1000 / 3).max(100));
+                            glommio::timer::sleep(every).await;
+                        }
+                        Ok(_) => {
+                            eprintln!("ringkv lease keep-alive: lease {lease} expired or revoked");
+                            return EXIT_ERROR_REPLY;
+                        }
+                        Err(_) => return EXIT_ERROR_REPLY,
+                    }
+                }
+                other => {
+                    eprintln!("ringkv lease keep-alive: {other:?}");
+                    return EXIT_NO_ANSWER;
+                }
+            }
+        }
+    });
+    code.unwrap_or_else(|e| {
+        eprintln!("ringkv lease keep-alive: {e}");
+        EXIT_NO_ANSWER
+    })
 }
 
 /// `status --all`: one line per endpoint, in order: its status JSON, or

@@ -10,3 +10,4 @@ pub mod client;
 pub mod http1;
 pub mod native_client;
 pub mod top;
+pub mod txn;

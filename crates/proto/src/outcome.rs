@@ -591,10 +591,20 @@ impl Answer {
         use serde_json::json;
         match self {
             Answer::Written { revision } => json!({ "revision": revision }),
-            Answer::Store { revision, response } => json!({
-                "revision": revision,
-                "response_base64": base64::engine::general_purpose::STANDARD.encode(response),
-            }),
+            Answer::Store { revision, response } => {
+                match ringkv_store::decode_response(&ringkv_store::bytes::Bytes::copy_from_slice(
+                    response,
+                )) {
+                    Ok(r) => store_json(*revision, &r),
+                    // Not from a node of this version: shown as it came.
+                    Err(e) => json!({
+                        "header": { "revision": revision },
+                        "undecodable": e.0,
+                        "response_base64":
+                            base64::engine::general_purpose::STANDARD.encode(response),
+                    }),
+                }
+            }
             Answer::LeaseTtl {
                 id,
                 ttl,
@@ -668,6 +678,67 @@ pub fn render_json(outcome: &Outcome) -> (u16, String) {
 /// The HTTP status an outcome is rendered with (and counted under in metrics).
 pub fn http_status(outcome: &Outcome) -> u16 {
     outcome.as_ref().map_or_else(ApiError::http_status, |_| 200)
+}
+
+/// A store answer in etcd's JSON shapes (`header.revision`, `kvs`, `count`, `more`,
+/// `prev_kv(s)`, `deleted`, `succeeded`, `responses`, `ID`/`TTL`), keys and values as the
+/// rest of this API renders bytes.
+fn store_json(revision: i64, r: &ringkv_store::Response) -> serde_json::Value {
+    use ringkv_store::{Response, ResponseOp};
+    use serde_json::json;
+    fn kv(k: &ringkv_store::KeyValue) -> serde_json::Value {
+        let mut v = json!({
+            "create_revision": k.create_revision,
+            "mod_revision": k.mod_revision,
+            "version": k.version,
+            "lease": k.lease,
+        });
+        put_bytes(&mut v, "key", &k.key);
+        put_bytes(&mut v, "value", &k.value);
+        v
+    }
+    fn range(r: &ringkv_store::RangeResponse) -> serde_json::Value {
+        json!({
+            "kvs": r.kvs.iter().map(kv).collect::<Vec<_>>(),
+            "more": r.more,
+            "count": r.count,
+        })
+    }
+    fn put(p: &ringkv_store::PutResponse) -> serde_json::Value {
+        match &p.prev_kv {
+            Some(k) => json!({ "prev_kv": kv(k) }),
+            None => json!({}),
+        }
+    }
+    fn delete(d: &ringkv_store::DeleteRangeResponse) -> serde_json::Value {
+        json!({
+            "deleted": d.deleted,
+            "prev_kvs": d.prev_kvs.iter().map(kv).collect::<Vec<_>>(),
+        })
+    }
+    fn txn(t: &ringkv_store::TxnResponse) -> serde_json::Value {
+        let ops: Vec<serde_json::Value> = t
+            .responses
+            .iter()
+            .map(|op| match op {
+                ResponseOp::Range(r) => json!({ "response_range": range(r) }),
+                ResponseOp::Put(p) => json!({ "response_put": put(p) }),
+                ResponseOp::DeleteRange(d) => json!({ "response_delete_range": delete(d) }),
+                ResponseOp::Txn(t) => json!({ "response_txn": txn(t) }),
+            })
+            .collect();
+        json!({ "succeeded": t.succeeded, "responses": ops })
+    }
+    let mut v = match r {
+        Response::Range(x) => range(x),
+        Response::Put(x) => put(x),
+        Response::DeleteRange(x) => delete(x),
+        Response::Txn(x) => txn(x),
+        Response::LeaseGranted(g) => json!({ "ID": g.id, "TTL": g.ttl }),
+        Response::Compacted | Response::LeaseRevoked | Response::Done => json!({}),
+    };
+    v["header"] = json!({ "revision": revision });
+    v
 }
 
 fn put_bytes(v: &mut serde_json::Value, name: &str, b: &[u8]) {

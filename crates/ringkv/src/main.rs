@@ -1,7 +1,7 @@
-//! The `ringkv` binary: `ringkv serve` (the node, first single-executor version),
-//! `ringkv config check [FILE]`, `ringkv wal check|dump DIR` and the client commands
-//! `ringkv put|get|delete|status` and `ringkv join|promote|remove|transfer-leader|snapshot`
-//! (`ringkv_client::client`).
+//! The `ringkv` binary: `ringkv serve` (the node), `ringkv config check [FILE]`,
+//! `ringkv wal check|dump DIR` and the client commands `ringkv put|get|delete|status`
+//! (with etcdctl's range and option flags), `txn`, `compact`, `lease ...` and
+//! `ringkv join|promote|remove|transfer-leader|snapshot` (`ringkv_client::client`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ringkv_client::client::{self, AdminOp, Consistency, Request};
+use ringkv_store::bytes::Bytes;
+use ringkv_store::{
+    Command, DeleteRangeRequest, PutRequest, RangeRequest, SortOrder, SortTarget, prefix_end,
+};
 
 #[derive(Parser)]
 #[command(name = "ringkv", version, about = "A Raft-replicated key-value server")]
@@ -41,29 +45,104 @@ enum Cmd {
     Put {
         #[arg(allow_hyphen_values = true)]
         key: String,
-        #[arg(allow_hyphen_values = true)]
+        /// The value (may be omitted with --ignore-value).
+        #[arg(allow_hyphen_values = true, default_value = "")]
         value: String,
+        /// Attach the key to this lease (decimal, or 0x-prefixed hexadecimal).
+        #[arg(long, value_parser = parse_lease)]
+        lease: Option<i64>,
+        /// Answer with the previous key-value.
+        #[arg(long)]
+        prev_kv: bool,
+        /// Keep the current value (the key must exist).
+        #[arg(long)]
+        ignore_value: bool,
+        /// Keep the current lease (the key must exist).
+        #[arg(long)]
+        ignore_lease: bool,
         #[command(flatten)]
         conn: Conn,
     },
-    /// Read a key.
+    /// Read a key, or (with a range flag) the keys of a range, etcdctl's `get`.
     #[command(after_help = CLIENT_EXIT_CODES)]
     Get {
         #[arg(allow_hyphen_values = true)]
         key: String,
+        /// The end of the range [KEY, RANGE_END).
+        #[arg(allow_hyphen_values = true)]
+        range_end: Option<String>,
         /// Default: the node's raft.read_consistency.default_policy.
         #[arg(long, value_enum)]
         consistency: Option<Consistency>,
+        /// Every key starting with KEY.
+        #[arg(long, conflicts_with_all = ["range_end", "from_key"])]
+        prefix: bool,
+        /// Every key >= KEY.
+        #[arg(long, conflicts_with = "range_end")]
+        from_key: bool,
+        /// At most this many keys (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: i64,
+        /// Read at this revision (0: the current one).
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+        #[arg(long)]
+        keys_only: bool,
+        #[arg(long)]
+        count_only: bool,
+        /// Sort order: ascend or descend (by --sort-by).
+        #[arg(long, value_parser = ["ascend", "descend"])]
+        order: Option<String>,
+        /// Sort target: key, version, create, modify or value.
+        #[arg(long, value_parser = ["key", "version", "create", "modify", "value"])]
+        sort_by: Option<String>,
         #[command(flatten)]
         conn: Conn,
     },
-    /// Delete a key (redirected to the leader; never resent once it may have arrived).
-    #[command(after_help = CLIENT_EXIT_CODES)]
+    /// Delete a key, or (with a range flag) the keys of a range (redirected to the leader;
+    /// never resent once it may have arrived).
+    #[command(after_help = CLIENT_EXIT_CODES, visible_alias = "del")]
     Delete {
         #[arg(allow_hyphen_values = true)]
         key: String,
+        /// The end of the range [KEY, RANGE_END).
+        #[arg(allow_hyphen_values = true)]
+        range_end: Option<String>,
+        /// Every key starting with KEY.
+        #[arg(long, conflicts_with_all = ["range_end", "from_key"])]
+        prefix: bool,
+        /// Every key >= KEY.
+        #[arg(long, conflicts_with = "range_end")]
+        from_key: bool,
+        /// Answer with the deleted key-values.
+        #[arg(long)]
+        prev_kv: bool,
         #[command(flatten)]
         conn: Conn,
+    },
+    /// A transaction, read from standard input in etcdctl's txn syntax: compares, an empty
+    /// line, the ops if they all hold, an empty line, the ops otherwise (e.g.
+    /// `mod("k") = "5"`, `put k v`, `get k --prefix`, `del k`).
+    #[command(after_help = CLIENT_EXIT_CODES)]
+    Txn {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Free the history below REVISION (reads of older revisions are then refused).
+    #[command(after_help = CLIENT_EXIT_CODES)]
+    Compact {
+        revision: i64,
+        /// Answer once the space is freed (ringkv always does).
+        #[arg(long)]
+        physical: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Leases: keys attached to one are deleted when it expires or is revoked.
+    #[command(after_help = CLIENT_EXIT_CODES)]
+    Lease {
+        #[command(subcommand)]
+        cmd: LeaseCmd,
     },
     /// A live view of the cluster: one line per node (role, term, commit and applied
     /// index, follower lag, commits, fsyncs, WAL entries and requests per second, p99 of
@@ -132,6 +211,51 @@ enum Cmd {
         #[command(flatten)]
         admin: AdminConn,
     },
+}
+
+#[derive(Subcommand)]
+enum LeaseCmd {
+    /// Grant a lease of TTL seconds (raised to the cluster's minimum); prints its ID.
+    Grant {
+        ttl: i64,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Revoke a lease: its keys are deleted.
+    Revoke {
+        #[arg(value_parser = parse_lease)]
+        id: i64,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Keep a lease alive (every third of its TTL until interrupted, or once).
+    KeepAlive {
+        #[arg(value_parser = parse_lease)]
+        id: i64,
+        #[arg(long)]
+        once: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// A lease's remaining and granted TTL (-1: no such lease).
+    Timetolive {
+        #[arg(value_parser = parse_lease)]
+        id: i64,
+        /// With the keys attached to it.
+        #[arg(long)]
+        keys: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Every lease's ID.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+fn parse_lease(s: &str) -> Result<i64, String> {
+    ringkv_client::txn::parse_lease(s)
 }
 
 const CLIENT_EXIT_CODES: &str = "Exit codes: 0 done (the reply's JSON on stdout); 1 the \
@@ -237,13 +361,153 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Bench(a) => bench(a),
-        Cmd::Put { key, value, conn } => finish(conn.run(&Request::Put { key, value })),
-        Cmd::Delete { key, conn } => finish(conn.run(&Request::Delete { key })),
+        Cmd::Put {
+            key,
+            value,
+            lease,
+            prev_kv,
+            ignore_value,
+            ignore_lease,
+            conn,
+        } => {
+            if lease.is_none() && !prev_kv && !ignore_value && !ignore_lease {
+                return finish(conn.run(&Request::Put { key, value }));
+            }
+            let cmd = Command::Put(PutRequest {
+                key: Bytes::from(key.into_bytes()),
+                value: Bytes::from(value.into_bytes()),
+                lease: lease.unwrap_or(0),
+                prev_kv,
+                ignore_value,
+                ignore_lease,
+            });
+            finish(conn.run(&Request::Write { name: "put", cmd }))
+        }
+        Cmd::Delete {
+            key,
+            range_end,
+            prefix,
+            from_key,
+            prev_kv,
+            conn,
+        } => {
+            if range_end.is_none() && !prefix && !from_key && !prev_kv {
+                return finish(conn.run(&Request::Delete { key }));
+            }
+            let end = range_of(&key, range_end, prefix, from_key);
+            let cmd = Command::DeleteRange(DeleteRangeRequest {
+                key: Bytes::from(key.into_bytes()),
+                range_end: end,
+                prev_kv,
+            });
+            finish(conn.run(&Request::Write {
+                name: "delete",
+                cmd,
+            }))
+        }
         Cmd::Get {
             key,
+            range_end,
             consistency,
+            prefix,
+            from_key,
+            limit,
+            rev,
+            keys_only,
+            count_only,
+            order,
+            sort_by,
             conn,
-        } => finish(conn.run(&Request::Get { key, consistency })),
+        } => {
+            let plain = range_end.is_none()
+                && !prefix
+                && !from_key
+                && limit == 0
+                && rev == 0
+                && !keys_only
+                && !count_only
+                && order.is_none()
+                && sort_by.is_none();
+            if plain {
+                return finish(conn.run(&Request::Get { key, consistency }));
+            }
+            let end = range_of(&key, range_end, prefix, from_key);
+            let req = RangeRequest {
+                key: Bytes::from(key.into_bytes()),
+                range_end: end,
+                limit,
+                revision: rev,
+                keys_only,
+                count_only,
+                sort_order: match order.as_deref() {
+                    Some("ascend") => SortOrder::Ascend,
+                    Some("descend") => SortOrder::Descend,
+                    _ => SortOrder::None,
+                },
+                sort_target: match sort_by.as_deref() {
+                    Some("version") => SortTarget::Version,
+                    Some("create") => SortTarget::Create,
+                    Some("modify") => SortTarget::Mod,
+                    Some("value") => SortTarget::Value,
+                    _ => SortTarget::Key,
+                },
+                ..Default::default()
+            };
+            finish(conn.run(&Request::Range { req, consistency }))
+        }
+        Cmd::Txn { conn } => {
+            let mut text = String::new();
+            if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+                eprintln!("ringkv txn: cannot read standard input: {e}");
+                return ExitCode::from(2);
+            }
+            match ringkv_client::txn::parse(&text) {
+                Ok(t) => finish(conn.run(&Request::Write {
+                    name: "txn",
+                    cmd: Command::Txn(t),
+                })),
+                Err(e) => {
+                    eprintln!("ringkv txn: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Compact {
+            revision,
+            physical,
+            conn,
+        } => finish(conn.run(&Request::Write {
+            name: "compact",
+            cmd: Command::Compact { revision, physical },
+        })),
+        Cmd::Lease { cmd } => match cmd {
+            LeaseCmd::Grant { ttl, conn } => finish(conn.run(&Request::Write {
+                name: "lease grant",
+                cmd: Command::LeaseGrant { id: 0, ttl },
+            })),
+            LeaseCmd::Revoke { id, conn } => finish(conn.run(&Request::Write {
+                name: "lease revoke",
+                cmd: Command::LeaseRevoke { id },
+            })),
+            LeaseCmd::KeepAlive {
+                id,
+                once: true,
+                conn,
+            } => finish(conn.run(&Request::LeaseKeepAlive { lease: id })),
+            LeaseCmd::KeepAlive {
+                id,
+                once: false,
+                conn,
+            } => ExitCode::from(client::keep_alive_loop(
+                id,
+                &conn.endpoints.0,
+                Duration::from_millis(conn.timeout_ms),
+            )),
+            LeaseCmd::Timetolive { id, keys, conn } => {
+                finish(conn.run(&Request::LeaseTimeToLive { lease: id, keys }))
+            }
+            LeaseCmd::List { conn } => finish(conn.run(&Request::LeaseList)),
+        },
         Cmd::Status { all: false, conn } => finish(conn.run(&Request::Status)),
         Cmd::Status { all: true, conn } => finish(client::status_all(
             &conn.endpoints.0,
@@ -461,6 +725,17 @@ impl AdminConn {
             },
         };
         finish(self.conn.run(&Request::Admin { op, token }))
+    }
+}
+
+/// The range_end of a range given as an explicit end, `--prefix` or `--from-key`.
+fn range_of(key: &str, end: Option<String>, prefix: bool, from_key: bool) -> Bytes {
+    if prefix {
+        prefix_end(key.as_bytes())
+    } else if from_key {
+        Bytes::from_static(&[0])
+    } else {
+        end.map(|e| Bytes::from(e.into_bytes())).unwrap_or_default()
     }
 }
 

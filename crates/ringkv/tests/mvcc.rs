@@ -413,3 +413,144 @@ fn a_lease_keeps_its_keys_while_kept_alive_and_the_leader_revokes_it_when_it_exp
         );
     });
 }
+
+#[test]
+fn the_etcdctl_style_cli_commands_run_against_a_real_cluster() {
+    let c = Cluster::new("mvcccli", Opts::default());
+    c.leader();
+    let eps: Vec<String> = c.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let eps = eps.join(",");
+    let ringkv = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"))
+            .args(args)
+            .args(["--endpoints", &eps])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let ok = |args: &[&str], stdin: &str| {
+        let (code, out, err) = ringkv(args, stdin);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        common::json(&out)
+    };
+    for (k, v) in [
+        ("app/a", "1"),
+        ("app/b", "2"),
+        ("app/c", "3"),
+        ("other", "x"),
+    ] {
+        ok(&["put", k, v], "");
+    }
+    // get with range flags: etcd's JSON shapes.
+    let r = ok(&["get", "app/", "--prefix", "--limit", "2"], "");
+    assert_eq!(
+        (r["count"].as_i64(), r["more"].as_bool()),
+        (Some(3), Some(true))
+    );
+    assert_eq!(r["kvs"][0]["key"], "app/a");
+    assert_eq!(r["kvs"][1]["value"], "2");
+    assert_eq!(r["header"]["revision"], 5);
+    let r = ok(&["get", "app/", "--prefix", "--count-only"], "");
+    assert_eq!(
+        (r["count"].as_i64(), r["kvs"].as_array().map(Vec::len)),
+        (Some(3), Some(0))
+    );
+    let r = ok(&["get", "app/b", "--from-key", "--keys-only"], "");
+    let keys: Vec<&str> = r["kvs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|kv| kv["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["app/b", "app/c", "other"]);
+    assert!(r["kvs"][0]["value"] == "");
+    let r = ok(
+        &[
+            "get",
+            "app/a",
+            "app/c",
+            "--order",
+            "descend",
+            "--sort-by",
+            "modify",
+        ],
+        "",
+    );
+    assert_eq!(r["kvs"][0]["key"], "app/b");
+    let r = ok(&["get", "app/a", "--rev", "2"], "");
+    assert_eq!(r["kvs"][0]["value"], "1");
+    // put with options.
+    let r = ok(&["put", "app/a", "one", "--prev-kv"], "");
+    assert_eq!(r["prev_kv"]["value"], "1");
+    let rev = r["header"]["revision"].as_i64().unwrap();
+    // txn from standard input, etcdctl's syntax: the compare holds, then it does not.
+    let script = format!("mod(\"app/a\") = \"{rev}\"\n\nput app/b two\n\nget app/b\n");
+    let r = ok(&["txn"], &script);
+    assert_eq!(r["succeeded"], true);
+    let r = ok(&["txn"], &script);
+    assert_eq!(r["succeeded"], true, "app/a did not change");
+    let r = ok(
+        &["txn"],
+        "value(\"app/b\") = \"2\"\n\nput app/b nope\n\nget app/b\n",
+    );
+    assert_eq!(r["succeeded"], false);
+    assert_eq!(
+        r["responses"][0]["response_range"]["kvs"][0]["value"],
+        "two"
+    );
+    let (code, _, err) = ringkv(&["txn"], "size(\"k\") = \"1\"\n");
+    assert_eq!(code, 2);
+    assert!(err.contains("line 1: compare target"), "{err}");
+    // del with flags.
+    let r = ok(&["del", "app/", "--prefix", "--prev-kv"], "");
+    assert_eq!(r["deleted"], 3);
+    assert_eq!(r["prev_kvs"].as_array().map(Vec::len), Some(3));
+    // compact, and reading below it.
+    let rev = r["header"]["revision"].as_i64().unwrap();
+    ok(&["compact", &(rev - 1).to_string()], "");
+    let (code, _, err) = ringkv(&["get", "other", "--rev", "2"], "");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("required revision has been compacted"),
+        "{err}"
+    );
+    // leases.
+    let g = ok(&["lease", "grant", "30"], "");
+    let id = g["ID"].as_i64().unwrap();
+    assert_eq!(g["TTL"], 30);
+    let id_s = id.to_string();
+    ok(&["put", "leased", "v", "--lease", &id_s], "");
+    let t = ok(&["lease", "timetolive", &id_s, "--keys"], "");
+    assert_eq!(t["granted_ttl"], 30);
+    assert_eq!(t["keys"][0]["key"], "leased");
+    let k = ok(&["lease", "keep-alive", &id_s, "--once"], "");
+    assert_eq!(k["ttl"], 30);
+    let l = ok(&["lease", "list"], "");
+    assert!(l["leases"].as_array().unwrap().contains(&id.into()));
+    ok(&["lease", "revoke", &format!("0x{id:x}")], "");
+    let r = ok(&["get", "leased", "--count-only"], "");
+    assert_eq!(r["count"], 0, "the lease's key went with it");
+    let t = ok(&["lease", "timetolive", &id_s], "");
+    assert_eq!(t["ttl"], -1);
+    let (code, _, err) = ringkv(&["lease", "revoke", &id_s], "");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("etcdserver: requested lease not found"),
+        "{err}"
+    );
+}
