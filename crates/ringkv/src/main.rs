@@ -45,9 +45,9 @@ enum Cmd {
     Put {
         #[arg(allow_hyphen_values = true)]
         key: String,
-        /// The value (may be omitted with --ignore-value).
-        #[arg(allow_hyphen_values = true, default_value = "")]
-        value: String,
+        /// The value (omitted with --ignore-value).
+        #[arg(allow_hyphen_values = true, required_unless_present = "ignore_value")]
+        value: Option<String>,
         /// Attach the key to this lease (decimal, or 0x-prefixed hexadecimal).
         #[arg(long, value_parser = parse_lease)]
         lease: Option<i64>,
@@ -370,6 +370,7 @@ fn main() -> ExitCode {
             ignore_lease,
             conn,
         } => {
+            let value = value.unwrap_or_default();
             if lease.is_none() && !prev_kv && !ignore_value && !ignore_lease {
                 return finish(conn.run(&Request::Put { key, value }));
             }
