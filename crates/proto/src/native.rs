@@ -71,6 +71,11 @@ pub enum Request {
     LeaseLeases {
         id: u64,
     },
+    /// This node's store hash at `revision` (0: its current one).
+    Hash {
+        id: u64,
+        revision: i64,
+    },
 }
 
 impl Request {
@@ -85,7 +90,8 @@ impl Request {
             | Request::Range { id, .. }
             | Request::LeaseKeepAlive { id, .. }
             | Request::LeaseTimeToLive { id, .. }
-            | Request::LeaseLeases { id } => *id,
+            | Request::LeaseLeases { id }
+            | Request::Hash { id, .. } => *id,
         }
     }
 }

@@ -76,6 +76,14 @@ pub enum Answer {
     LeaseList {
         ids: Vec<i64>,
     },
+    /// The node's store hash (etcd's HashKV idea) at `hash_revision`: equal on every node
+    /// that applied it; `revision` is the node's current one.
+    Hash {
+        revision: i64,
+        hash_revision: i64,
+        compact_revision: i64,
+        hash: u64,
+    },
 }
 
 /// What taking a snapshot cost.
@@ -622,6 +630,17 @@ impl Answer {
                 json!({ "id": id, "ttl": ttl, "granted_ttl": granted_ttl, "keys": keys })
             }
             Answer::LeaseList { ids } => json!({ "leases": ids }),
+            Answer::Hash {
+                revision,
+                hash_revision,
+                compact_revision,
+                hash,
+            } => json!({
+                "header": { "revision": revision },
+                "hash_revision": hash_revision,
+                "compact_revision": compact_revision,
+                "hash": hash,
+            }),
             Answer::Value {
                 key,
                 value,

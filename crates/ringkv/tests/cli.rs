@@ -59,6 +59,7 @@ fn describe(r: &Request) -> String {
         Request::LeaseKeepAlive { lease, .. } => format!("lease keep-alive {lease}"),
         Request::LeaseTimeToLive { lease, keys, .. } => format!("lease ttl {lease} {keys}"),
         Request::LeaseLeases { .. } => "lease list".into(),
+        Request::Hash { revision, .. } => format!("hash {revision}"),
     }
 }
 

@@ -86,10 +86,10 @@ fn range(o: Outcome) -> (Revision, ringkv_store::RangeResponse) {
 
 #[test]
 fn revisions_ranges_txns_and_compaction_follow_etcd_across_shards() {
-    let c = Cluster::new("mvcc", Opts::default());
+    let mut c = Cluster::new("mvcc", Opts::default());
     c.leader();
     let eps = endpoints(&c);
-    on_executor(move || async move {
+    let rev = on_executor(move || async move {
         let cl = Client::new(eps, Duration::from_secs(5));
         // A fresh store is at revision 1: each put makes one more.
         let mut rev = 1;
@@ -306,7 +306,36 @@ fn revisions_ranges_txns_and_compaction_follow_etcd_across_shards() {
                 "etcdserver: mvcc: required revision has been compacted".into()
             )
         );
+        rev
     });
+    // Every node hashes the same store at that revision, also after a snapshot and a
+    // restart from it.
+    let hashes = |c: &Cluster| -> Vec<u64> {
+        (0..3)
+            .map(|n| {
+                common::wait_until(10, "the node's hash at the revision", || {
+                    let (st, b) = c.http(n, "GET", &format!("/hash?revision={rev}"), "")?;
+                    let v = common::json(&b);
+                    (st == 200).then(|| v["hash"].as_u64()).flatten()
+                })
+            })
+            .collect()
+    };
+    let before = hashes(&c);
+    assert!(before.iter().all(|h| *h == before[0]), "{before:?}");
+    let f = (c.leader() + 1) % 3;
+    let (st, b) = c.http(f, "POST", "/snapshot", "").unwrap();
+    assert_eq!(st, 200, "{b}");
+    c.kill(f);
+    c.start(f);
+    let after = hashes(&c);
+    assert_eq!(after, before);
+    println!("hashes at revision {rev}: {after:?}");
+    let (st, b) = c
+        .http(f, "GET", &format!("/hash?revision={}", rev - 5), "")
+        .unwrap();
+    assert_eq!(st, 400, "{b}");
+    assert!(b.contains("required revision has been compacted"), "{b}");
 }
 
 #[test]

@@ -304,7 +304,8 @@ fn relay(mut client: TcpStream, node: SocketAddr, counts: &Counts) {
             Request::Status { .. }
             | Request::LeaseKeepAlive { .. }
             | Request::LeaseTimeToLive { .. }
-            | Request::LeaseLeases { .. } => &counts.statuses,
+            | Request::LeaseLeases { .. }
+            | Request::Hash { .. } => &counts.statuses,
         };
         n.fetch_add(1, Ordering::SeqCst);
         if up.write_all(&h).and_then(|()| up.write_all(&body)).is_err() {

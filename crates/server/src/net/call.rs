@@ -53,6 +53,10 @@ pub enum ApiCall {
         keys: bool,
     },
     LeaseLeases,
+    /// This node's store hash at `revision` (0: the current one).
+    Hash {
+        revision: i64,
+    },
     /// A membership or maintenance call. `token`: from `X-Ringkv-Token` or
     /// `Authorization: Bearer`, `None` when the request carries neither. (Beware: `Debug`
     /// prints it.)
@@ -76,6 +80,7 @@ impl ApiCall {
             ApiCall::LeaseKeepAlive { .. } => "lease_keep_alive",
             ApiCall::LeaseTimeToLive { .. } => "lease_time_to_live",
             ApiCall::LeaseLeases => "lease_leases",
+            ApiCall::Hash { .. } => "hash",
             ApiCall::Admin { .. } => "admin",
         }
     }

@@ -406,6 +406,31 @@ fn route(
             want("GET")?;
             Ok(ApiCall::Status)
         }
+        "/hash" => {
+            want("GET")?;
+            let mut revision = 0;
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                match pair.split_once('=') {
+                    Some(("revision", v)) => {
+                        revision = v.parse().map_err(|_| {
+                            HttpError::new(
+                                400,
+                                "bad_request",
+                                format!("revision {v:?} is not a number"),
+                            )
+                        })?
+                    }
+                    _ => {
+                        return Err(HttpError::new(
+                            400,
+                            "bad_request",
+                            format!("unknown query parameter {pair:?}"),
+                        ));
+                    }
+                }
+            }
+            Ok(ApiCall::Hash { revision })
+        }
         "/join" | "/promote" | "/remove" | "/transfer-leader" | "/snapshot" => {
             want("POST")?;
             let op = match path {

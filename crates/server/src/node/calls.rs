@@ -103,7 +103,8 @@ impl Calls {
             | ApiCall::Compact { .. }
             | ApiCall::LeaseKeepAlive { .. }
             | ApiCall::LeaseTimeToLive { .. }
-            | ApiCall::LeaseLeases => None,
+            | ApiCall::LeaseLeases
+            | ApiCall::Hash { .. } => None,
         };
         let t = Instant::now();
         self.metrics.in_flight.increment(1.0);
@@ -192,6 +193,7 @@ impl Calls {
                 }
             }
             ApiCall::LeaseLeases => self.lease(LeaseCall::Leases, deadline).await,
+            ApiCall::Hash { revision } => self.hash(revision, deadline).await,
             ApiCall::Get { key, consistency } => {
                 let policy = consistency.unwrap_or(self.default_policy);
                 let owner = route(&key, self.n);
@@ -405,6 +407,43 @@ impl Calls {
         Ok(Answer::Store {
             revision: current,
             response: ringkv_store::encode_response(&ringkv_store::Response::Range(resp)).to_vec(),
+        })
+    }
+
+    /// This node's store hash at `revision` (0: its current one): every shard's part at
+    /// that one revision, added up.
+    async fn hash(&self, revision: ringkv_store::Revision, deadline: Instant) -> Outcome {
+        let (index, current, compacted) = self.kv.read_point();
+        let at = ringkv_store::store::read_revision(revision, current, compacted)
+            .map_err(|e| crate::shard::api_error(&e))?;
+        let mut asked = Vec::new();
+        for s in (0..self.n).filter(|&s| s != self.idx) {
+            let (req, rx) = self.pending.register();
+            let msg = MeshMsg::Hash {
+                from: self.idx,
+                req,
+                revision: at,
+                index,
+                deadline,
+            };
+            if self.out.to_shard(s).send(msg).await.is_err() {
+                self.pending.forget(req);
+                return Err(ApiError::Stopping);
+            }
+            asked.push((req, rx));
+        }
+        let mut hash = self.kv.hash(at);
+        for (req, rx) in asked {
+            match self.pending.answer(req, rx, deadline).await {
+                Some(CoreAnswer::Hash(Some(h))) => hash = hash.wrapping_add(h),
+                _ => return Err(read_timeout()),
+            }
+        }
+        Ok(Answer::Hash {
+            revision: current,
+            hash_revision: at,
+            compact_revision: compacted,
+            hash,
         })
     }
 

@@ -448,6 +448,7 @@ fn native_call(req: native::Request, limits: &HttpLimits) -> Result<ApiCall, Api
             ApiCall::LeaseTimeToLive { lease, keys }
         }
         native::Request::LeaseLeases { .. } => ApiCall::LeaseLeases,
+        native::Request::Hash { revision, .. } => ApiCall::Hash { revision },
     })
 }
 

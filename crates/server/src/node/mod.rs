@@ -81,6 +81,8 @@ pub(crate) enum CoreAnswer {
     Part(Result<ringkv_store::parts::RangePart, ringkv_proto::outcome::ApiError>),
     /// Another shard's keys of a lease.
     Keys(Vec<Vec<u8>>),
+    /// Another shard's part of the store hash (`None`: it could not catch up in time).
+    Hash(Option<u64>),
 }
 
 /// Shard -> raft core.
@@ -271,6 +273,19 @@ pub(crate) enum MeshMsg {
     LeaseKeysReply {
         req: ReqId,
         keys: Vec<Vec<u8>>,
+    },
+    /// This shard's part of the store hash at `revision`, once its watermark reaches
+    /// `index`.
+    Hash {
+        from: usize,
+        req: ReqId,
+        revision: ringkv_store::Revision,
+        index: Index,
+        deadline: Instant,
+    },
+    HashReply {
+        req: ReqId,
+        hash: Option<u64>,
     },
 }
 

@@ -355,6 +355,30 @@ impl Shard {
                 MeshMsg::LeaseKeysReply { req, keys } => {
                     self.calls.answered(req, CoreAnswer::Keys(keys))
                 }
+                MeshMsg::Hash {
+                    from,
+                    req,
+                    revision,
+                    index,
+                    deadline,
+                } => {
+                    let (kv, out) = (self.kv.clone(), self.out.clone());
+                    glommio::spawn_local(async move {
+                        let hash = if kv.wait_applied(index, deadline).await {
+                            Some(kv.hash(revision))
+                        } else {
+                            None
+                        };
+                        let _ = out
+                            .to_shard(from)
+                            .send(MeshMsg::HashReply { req, hash })
+                            .await;
+                    })
+                    .detach();
+                }
+                MeshMsg::HashReply { req, hash } => {
+                    self.calls.answered(req, CoreAnswer::Hash(hash))
+                }
             }
         }
     }
@@ -471,6 +495,12 @@ impl KvState {
             .borrow()
             .read(r, revision)
             .map_err(|e| crate::shard::api_error(&e))
+    }
+
+    /// This shard's part of the store hash at `revision` (at or below its last numbered
+    /// one).
+    pub(super) fn hash(&self, revision: ringkv_store::Revision) -> u64 {
+        self.store.borrow().hash(revision)
     }
 
     /// This shard's keys attached to `lease`.
