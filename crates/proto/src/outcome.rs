@@ -122,6 +122,9 @@ pub struct NodeStatus {
     /// Where this node serves `/metrics`, if it does.
     pub metrics_address: Option<String>,
     pub wal: WalStatus,
+    /// Alarms raised in the store as this node applied it: `"NOSPACE"` (writes refused
+    /// until disarmed).
+    pub alarms: Vec<String>,
 }
 
 #[derive(
@@ -371,7 +374,8 @@ impl ApiError {
             LostLeadership { .. } => "lost_leadership",
             LeaderLost { .. } => "leader_lost",
             Timeout { .. } => "timeout",
-            StateFull { .. } => "state_full",
+            // The NOSPACE alarm refuses a write as a full state does before proposing.
+            StateFull { .. } | Store { code: 8, .. } => "state_full",
             Store { .. } => "store",
             ChangeInProgress => "change_in_progress",
             TransferInProgress => "transfer_in_progress",

@@ -138,6 +138,13 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Disarm the NOSPACE alarm (raised when the state reached limits.state_bytes_max;
+    /// writes are refused until it is disarmed; `ringkv status` lists alarms).
+    #[command(after_help = CLIENT_EXIT_CODES)]
+    AlarmDisarm {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Leases: keys attached to one are deleted when it expires or is revoked.
     #[command(after_help = CLIENT_EXIT_CODES)]
     Lease {
@@ -480,6 +487,10 @@ fn main() -> ExitCode {
         } => finish(conn.run(&Request::Write {
             name: "compact",
             cmd: Command::Compact { revision, physical },
+        })),
+        Cmd::AlarmDisarm { conn } => finish(conn.run(&Request::Write {
+            name: "alarm-disarm",
+            cmd: Command::Alarm { nospace: false },
         })),
         Cmd::Lease { cmd } => match cmd {
             LeaseCmd::Grant { ttl, conn } => finish(conn.run(&Request::Write {

@@ -216,6 +216,7 @@ fn status(node_id: u64, role: NodeRole, leader: Option<&str>) -> Answer {
         members: Vec::new(),
         metrics_address: None,
         wal: WalStatus::default(),
+        alarms: Vec::new(),
     }))
 }
 

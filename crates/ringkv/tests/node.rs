@@ -530,20 +530,38 @@ fn a_full_state_or_too_many_connections_are_refused_and_recovered_from() {
         stored >= 4,
         "room for several pairs before the limit: {stored}"
     );
-    // Deletes always pass; with the history below them compacted, puts fit again
-    // (a delete alone keeps the deleted version in the history, as etcd's).
+    // The refusal raised etcd's NOSPACE alarm on every node.
+    wait_until(5, "the NOSPACE alarm on every node", || {
+        (0..3)
+            .all(|n| {
+                c.status(n)
+                    .is_some_and(|s| s["alarms"] == serde_json::json!(["NOSPACE"]))
+            })
+            .then_some(())
+    });
+    // Deletes and compaction still work; with the history below them compacted there is
+    // room again (a delete alone keeps the deleted version in the history, as etcd's),
+    // but writes stay refused until the alarm is disarmed.
     let (st, b) = c.http(l, "POST", "/delete", r#"{"key":"k0"}"#).unwrap();
     assert_eq!(st, 200, "{b}");
-    assert_eq!(
-        c.put(l, "again", &value).0,
-        507,
-        "a delete frees nothing by itself"
-    );
     let rev = json(&b)["revision"].as_u64().unwrap();
     let (st, b) = c
         .http(l, "POST", "/compact", &format!(r#"{{"revision":{rev}}}"#))
         .unwrap();
     assert_eq!(st, 200, "{b}");
+    let (st, b) = c.put(l, "again", "v");
+    assert_eq!(st, 507, "{b}");
+    assert_eq!(b["code"], "state_full");
+    assert_eq!(b["error"], "etcdserver: mvcc: database space exceeded");
+    let (st, b) = c.http(l, "POST", "/alarm/disarm", "").unwrap();
+    assert_eq!(st, 200, "{b}");
+    assert!(
+        c.status(l).unwrap()["alarms"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "disarmed"
+    );
     wait_until(5, "the freed room to be usable", || {
         (c.put(l, "again", &value).0 == 200).then_some(())
     });

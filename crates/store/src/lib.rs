@@ -29,7 +29,7 @@ pub use command::{Command, CommandError, decode_range, encode_range};
 pub use parts::Index;
 pub use sequencer::Sequencer;
 pub use shard::{
-    LeaseEvent, Report, Resolution, Routed, ShardStore, ToSequencer, participants, route,
+    Report, Resolution, Routed, ShardStore, StoreEvent, ToSequencer, participants, route,
 };
 pub use store::Store;
 pub use types::*;

@@ -111,17 +111,30 @@ pub struct Report {
     /// takes resolutions only between pumps): their pending stamps are all above it.
     pub resolved_seen: Index,
     pub state_bytes: u64,
-    /// Changes to the lease table applied since the last report (shard 0's only: every
-    /// shard holds the same table), for the raft core's lessor and its copy of the table.
-    pub leases: Vec<LeaseEvent>,
+    /// Changes to the store-wide state applied since the last report (shard 0's only:
+    /// every shard holds the same copy), for the raft core: its lessor, its copy of the
+    /// lease table, the alarm.
+    pub events: Vec<StoreEvent>,
 }
 
-/// A change to the store's lease table, as applied.
+/// A change to the store-wide state, as applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LeaseEvent {
-    Granted { id: LeaseId, ttl: i64 },
-    Revoked { id: LeaseId },
-    Checkpointed { id: LeaseId, remaining: i64 },
+pub enum StoreEvent {
+    Granted {
+        id: LeaseId,
+        ttl: i64,
+    },
+    Revoked {
+        id: LeaseId,
+    },
+    Checkpointed {
+        id: LeaseId,
+        remaining: i64,
+    },
+    /// The NOSPACE alarm was raised (true) or disarmed.
+    Alarm {
+        nospace: bool,
+    },
 }
 
 /// The sequencer's numbering of entries through `through`.
@@ -207,7 +220,7 @@ pub struct ShardStore {
     dirty: bool,
     /// Apply nothing after this index (a snapshot of the state there is being taken).
     hold: Option<Index>,
-    lease_events: Vec<LeaseEvent>,
+    lease_events: Vec<StoreEvent>,
 }
 
 impl ShardStore {
@@ -453,7 +466,7 @@ impl ShardStore {
                 parts: std::mem::take(&mut self.parts),
                 resolved_seen: self.res_index,
                 state_bytes: self.state_bytes(),
-                leases: std::mem::take(&mut self.lease_events),
+                events: std::mem::take(&mut self.lease_events),
             }));
         }
         std::mem::take(&mut self.out)
@@ -498,7 +511,7 @@ impl ShardStore {
                 for (id, rem) in checkpoints {
                     if let Some(l) = self.leases.get_mut(id) {
                         l.remaining = Some(*rem);
-                        self.lease_event(LeaseEvent::Checkpointed {
+                        self.lease_event(StoreEvent::Checkpointed {
                             id: *id,
                             remaining: *rem,
                         });
@@ -508,6 +521,7 @@ impl ShardStore {
             }
             Command::Alarm { nospace } => {
                 self.nospace = *nospace;
+                self.lease_event(StoreEvent::Alarm { nospace: *nospace });
                 Ok(Part::Done)
             }
         };
@@ -517,8 +531,8 @@ impl ShardStore {
         true
     }
 
-    /// Shard 0 tells the lessor about lease table changes (every shard has the table).
-    fn lease_event(&mut self, e: LeaseEvent) {
+    /// Shard 0 tells the raft core about store-wide changes (every shard has them).
+    fn lease_event(&mut self, e: StoreEvent) {
         if self.shard == 0 {
             self.lease_events.push(e);
         }
@@ -553,7 +567,7 @@ impl ShardStore {
             parts: std::mem::take(&mut self.parts),
             resolved_seen: self.res_index,
             state_bytes: self.state_bytes(),
-            leases: std::mem::take(&mut self.lease_events),
+            events: std::mem::take(&mut self.lease_events),
         }));
     }
 
@@ -986,7 +1000,7 @@ impl ShardStore {
                 keys: BTreeSet::new(),
             },
         );
-        self.lease_event(LeaseEvent::Granted { id, ttl });
+        self.lease_event(StoreEvent::Granted { id, ttl });
         Ok(Part::LeaseGranted(LeaseGrantResponse { id, ttl }))
     }
 
@@ -1006,7 +1020,7 @@ impl ShardStore {
         if !l.keys.is_empty() {
             self.changes.push(i);
         }
-        self.lease_event(LeaseEvent::Revoked { id });
+        self.lease_event(StoreEvent::Revoked { id });
         Ok(Part::LeaseRevoked)
     }
 

@@ -145,11 +145,16 @@ pub fn check_command(cmd: &Command, limits: &HttpLimits) -> Result<(), ApiError>
             }
             walk(t, &mut key, &mut values);
         }
+        // The cluster's own: a client could shorten or stretch leases, or stop writes.
+        Command::LeaseCheckpoint { .. } | Command::Alarm { nospace: true } => {
+            return Err(ApiError::bad_request(
+                "lease checkpoints and raising the NOSPACE alarm are the cluster's own entries",
+            ));
+        }
         Command::Compact { .. }
         | Command::LeaseGrant { .. }
         | Command::LeaseRevoke { .. }
-        | Command::LeaseCheckpoint { .. }
-        | Command::Alarm { .. } => {}
+        | Command::Alarm { nospace: false } => {}
     }
     sizes?;
     if values > limits.value_bytes_max {

@@ -349,6 +349,12 @@ fn route(
                 key: Bytes::from(b.key),
             })
         }
+        "/alarm/disarm" => {
+            want("POST")?;
+            Ok(ApiCall::Write {
+                command: crate::shard::Command::Alarm { nospace: false }.encode(),
+            })
+        }
         "/compact" => {
             want("POST")?;
             let b: CompactBody = json(body)?;

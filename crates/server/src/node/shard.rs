@@ -727,7 +727,7 @@ fn merge_report(last: &mut ringkv_store::Report, r: ringkv_store::Report) {
     last.through = r.through;
     last.changes.extend(r.changes);
     last.parts.extend(r.parts);
-    last.leases.extend(r.leases);
+    last.events.extend(r.events);
     // The merged parts were computed under the earlier, smaller resolution point.
     last.state_bytes = r.state_bytes;
 }

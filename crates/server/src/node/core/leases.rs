@@ -1,4 +1,4 @@
-//! Leases on the raft core: every node's copy of the store's lease table (from shard 0's
+//! Leases (and the store-wide events shard 0 reports) on the raft core: every node's copy of the store's lease table (from shard 0's
 //! lease events), the leader's lessor (`ringkv_store::lessor`: countdowns, keep-alives,
 //! checkpoints), and the revokes and checkpoints the leader proposes.
 //!
@@ -17,7 +17,7 @@ use crate::shard::Command;
 use ringkv_proto::outcome::{Answer, Outcome};
 use ringkv_raft::Role;
 use ringkv_store::lessor::{Lessor, LessorConfig};
-use ringkv_store::{LeaseEvent, LeaseId};
+use ringkv_store::{LeaseId, StoreEvent};
 
 /// How often the leader checkpoints remaining TTLs (leases longer than this): how much a
 /// run of elections can extend a lease beyond its TTL at most, per election.
@@ -68,22 +68,24 @@ impl Leases {
     }
 
     /// A change shard 0 applied.
-    pub fn applied(&mut self, now_ms: u64, e: LeaseEvent) {
+    pub fn applied(&mut self, now_ms: u64, e: StoreEvent) {
         match e {
-            LeaseEvent::Granted { id, ttl } => {
+            StoreEvent::Granted { id, ttl } => {
                 self.table.insert(id, (ttl, None));
                 self.lessor.granted(now_ms, id, ttl);
             }
-            LeaseEvent::Revoked { id } => {
+            StoreEvent::Revoked { id } => {
                 self.table.remove(&id);
                 self.revoking.remove(&id);
                 self.lessor.revoked(id);
             }
-            LeaseEvent::Checkpointed { id, remaining } => {
+            StoreEvent::Checkpointed { id, remaining } => {
                 if let Some(l) = self.table.get_mut(&id) {
                     l.1 = Some(remaining);
                 }
             }
+            // Not a lease's: the raft core keeps it (`store_events`).
+            StoreEvent::Alarm { .. } => {}
         }
     }
 
@@ -119,11 +121,27 @@ impl Core {
         self.shared.now_ns() / 1_000_000
     }
 
-    /// Shard 0's lease events of a report.
-    pub(super) fn lease_events(&mut self, events: Vec<LeaseEvent>) {
+    /// Shard 0's events of a report: lease table changes, the alarm.
+    pub(super) fn store_events(&mut self, events: Vec<StoreEvent>) {
         let now = self.now_ms();
         for e in events {
-            self.leases.applied(now, e);
+            match e {
+                StoreEvent::Alarm { nospace } => {
+                    if nospace != self.nospace {
+                        tracing::warn!(
+                            node = self.id,
+                            "NOSPACE alarm {}",
+                            if nospace {
+                                "raised: writes refused until it is disarmed"
+                            } else {
+                                "disarmed"
+                            }
+                        );
+                    }
+                    self.nospace = nospace;
+                }
+                e => self.leases.applied(now, e),
+            }
         }
     }
 

@@ -138,6 +138,10 @@ struct Core {
     applying: std::collections::HashMap<Index, requests::Origin>,
     /// The lease table and the leader's lessor (`leases.rs`).
     leases: leases::Leases,
+    /// The store's NOSPACE alarm as applied here (from shard 0's events).
+    nospace: bool,
+    /// When this leader last proposed raising it (at most one a second).
+    nospace_proposed: Option<Instant>,
 }
 
 /// What woke the raft core's loop.
@@ -574,6 +578,11 @@ impl Core {
                 bytes_written: w.bytes_written,
                 segments_created: w.segments_created,
             },
+            alarms: if self.nospace {
+                vec!["NOSPACE".into()]
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -654,7 +663,7 @@ impl Core {
                         .map_err(|e| format!("stopping: clearing snapshots: {e}"))?;
                     self.snap.latest = None;
                     self.void_building();
-                    let epoch = self.new_store(0, 1, &[]);
+                    let epoch = self.new_store(0, 1, &[], false);
                     for s in 0..self.to_shards.len() {
                         self.out.push((s, ToShard::Reset { epoch }));
                     }
@@ -892,9 +901,9 @@ impl Core {
         for m in out {
             match m {
                 ToSequencer::Report(mut r) => {
-                    let events = std::mem::take(&mut r.leases);
+                    let events = std::mem::take(&mut r.events);
                     if !events.is_empty() {
-                        self.lease_events(events);
+                        self.store_events(events);
                     }
                     self.seq.report(r)
                 }
@@ -931,9 +940,11 @@ impl Core {
         index: Index,
         revision: ringkv_store::Revision,
         leases: &[(ringkv_store::LeaseId, i64, Option<i64>)],
+        nospace: bool,
     ) -> u64 {
         self.store_epoch += 1;
         self.leases_replaced(leases);
+        self.nospace = nospace;
         self.seq = Sequencer::new(self.to_shards.len(), index, revision);
         for (_, o) in std::mem::take(&mut self.applying) {
             self.answer(

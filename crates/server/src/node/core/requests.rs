@@ -199,6 +199,9 @@ impl Core {
         if self.raft.role() == Role::Leader {
             match op {
                 Op::Write(cmd) if self.state_full(&cmd) => {
+                    // etcd's quota: the write is refused and the NOSPACE alarm raised (in
+                    // the log, so every member refuses writes until it is disarmed).
+                    self.raise_nospace(deadline);
                     let e = ApiError::StateFull {
                         state_bytes_max: self.state_bytes_max,
                     };
@@ -357,6 +360,27 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Proposes raising the NOSPACE alarm, unless it is raised or was proposed within the
+    /// last second.
+    fn raise_nospace(&mut self, deadline: Instant) {
+        let now = Instant::now();
+        if self.nospace
+            || self
+                .nospace_proposed
+                .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.nospace_proposed = Some(now);
+        tracing::warn!(
+            node = self.id,
+            state_bytes_max = self.state_bytes_max,
+            "the state is full: raising the NOSPACE alarm"
+        );
+        let cmd = Command::Alarm { nospace: true }.encode();
+        self.propose_writes(vec![(cmd, Origin::Core, deadline)]);
     }
 
     /// Whether a write would take the state past `state_bytes_max` (checked by the leader

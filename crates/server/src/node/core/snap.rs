@@ -792,7 +792,7 @@ impl Core {
             .map_err(|e| format!("snapshot {}: {e}", meta.index))?;
         // Any snapshot of our own being taken now describes the state this one replaces.
         self.void_building();
-        let epoch = self.new_store(meta.index, h.revision, &h.leases);
+        let epoch = self.new_store(meta.index, h.revision, &h.leases, h.nospace);
         for (id, addr) in book {
             self.addresses.insert(id, addr);
             if self.raft.membership().is_member(id) {

@@ -153,6 +153,7 @@ pub(in crate::node) async fn run(
     // The sequencer starts where the store does: empty, or the snapshot's state.
     let mut seq = Sequencer::new(to_shards.len(), 0, 1);
     let mut lease_table = Vec::new();
+    let mut nospace = false;
     if let Some((meta, data, kv_at)) = snap {
         let h = ringkv_store::snapshot::header(&data[kv_at..]).map_err(|e| {
             format!(
@@ -164,6 +165,7 @@ pub(in crate::node) async fn run(
         })?;
         seq = Sequencer::new(to_shards.len(), meta.index, h.revision);
         lease_table = h.leases;
+        nospace = h.nospace;
         for tx in &to_shards {
             tx.send(ToShard::Install {
                 data: data.slice(kv_at..),
@@ -383,6 +385,8 @@ pub(in crate::node) async fn run(
             Duration::from_millis(cfg.raft.election_timeout_max_ms),
             &lease_table,
         ),
+        nospace,
+        nospace_proposed: None,
     };
     for e in early {
         core.handle(e);
