@@ -583,3 +583,51 @@ fn the_etcdctl_style_cli_commands_run_against_a_real_cluster() {
         "{err}"
     );
 }
+
+#[test]
+fn the_leader_compacts_automatically_keeping_the_revisions_configured() {
+    let c = Cluster::new(
+        "autocompact",
+        Opts {
+            extra: "[compaction]\nmode = \"revision\"\nretention_revisions = 5\ncheck_interval_ms = 200\n"
+                .into(),
+            ..Opts::default()
+        },
+    );
+    c.leader();
+    let eps = endpoints(&c);
+    on_executor(move || async move {
+        let cl = Client::new(eps, Duration::from_secs(5));
+        let mut rev = 1;
+        for i in 0..20 {
+            rev = store(cl.write(&put("auto", &format!("v{i}"))).await).0;
+        }
+        assert_eq!(rev, 21);
+        let at = |revision| RangeRequest {
+            key: b("auto"),
+            revision,
+            ..Default::default()
+        };
+        // Within a few checks, history older than 5 revisions is gone; the last 5 stay.
+        let t = Instant::now();
+        loop {
+            match cl.range(&at(2), native::CONSISTENCY_LINEARIZABLE).await {
+                Outcome::Answered(a) if a.outcome.is_err() => {
+                    assert!(
+                        matches!(&a.outcome, Err(ApiError::Store { code: 11, message }) if message.contains("compacted")),
+                        "{a:?}"
+                    );
+                    break;
+                }
+                _ => {}
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "never compacted");
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+        let (_, r) = range(
+            cl.range(&at(rev - 5), native::CONSISTENCY_LINEARIZABLE)
+                .await,
+        );
+        assert_eq!(r.kvs[0].value, b("v14"));
+    });
+}

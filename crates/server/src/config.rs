@@ -70,6 +70,8 @@ pub struct NodeConfig {
     pub limits: Limits,
     #[serde(default)]
     pub runtime: Runtime,
+    #[serde(default)]
+    pub compaction: CompactionSection,
     /// Fault-injection settings of the fault campaign; refused by ordinary builds.
     #[serde(default)]
     pub testing: Testing,
@@ -333,6 +335,44 @@ impl Default for SnapshotSection {
         }
     }
 }
+
+/// `[compaction]`: automatic compaction of the store's history, as etcd's
+/// `--auto-compaction-mode` and `--auto-compaction-retention`; off by default. The leader
+/// proposes the compactions (a compaction is a log entry like any write).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionSection {
+    pub mode: CompactionMode,
+    /// `periodic`: keep this much time of history (etcd's retention as a duration).
+    pub retention_ms: u64,
+    /// `revision`: keep this many revisions of history.
+    pub retention_revisions: u64,
+    /// How often the leader looks (etcd's revision mode looks every 5 minutes).
+    pub check_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompactionMode {
+    Off,
+    Periodic,
+    Revision,
+}
+
+impl Default for CompactionSection {
+    fn default() -> Self {
+        Self {
+            mode: CompactionMode::Off,
+            retention_ms: 3_600_000,
+            retention_revisions: 10_000,
+            check_interval_ms: 300_000,
+        }
+    }
+}
+
+/// Bounds of `compaction.check_interval_ms`.
+pub const COMPACTION_CHECK_INTERVAL_MS_MIN: u64 = 100;
+pub const COMPACTION_CHECK_INTERVAL_MS_MAX: u64 = 24 * 3_600_000;
 
 /// `[raft.membership]`: rules of membership changes.
 #[derive(Debug, Clone, Deserialize)]
@@ -607,7 +647,8 @@ impl NodeConfig {
     /// these at start-up; `ringkv config check` prints them.
     pub fn warnings(&self) -> Vec<ConfigWarning> {
         let p = &self.raft.persistence;
-        p.strategy_keys()
+        let mut w: Vec<ConfigWarning> = p
+            .strategy_keys()
             .into_iter()
             .filter(|&(_, applies, set)| set && applies != p.strategy)
             .map(|(key, applies, _)| ConfigWarning {
@@ -618,7 +659,33 @@ impl NodeConfig {
                     p.strategy.name()
                 ),
             })
-            .collect()
+            .collect();
+        // A retention of the other compaction mode has no effect: said, not ignored.
+        let (c, d) = (&self.compaction, CompactionSection::default());
+        for (key, set, mode) in [
+            (
+                "compaction.retention_ms",
+                c.retention_ms != d.retention_ms,
+                CompactionMode::Periodic,
+            ),
+            (
+                "compaction.retention_revisions",
+                c.retention_revisions != d.retention_revisions,
+                CompactionMode::Revision,
+            ),
+        ] {
+            if set && c.mode != mode {
+                w.push(ConfigWarning {
+                    key: key.into(),
+                    reason: format!(
+                        "applies only to compaction.mode = \"{}\" and is ignored under \"{}\"",
+                        format!("{mode:?}").to_lowercase(),
+                        format!("{:?}", c.mode).to_lowercase()
+                    ),
+                });
+            }
+        }
+        w
     }
 
     /// The WAL's settings.
@@ -944,6 +1011,31 @@ impl NodeConfig {
                 ),
             );
         }
+        let comp = &self.compaction;
+        if !(COMPACTION_CHECK_INTERVAL_MS_MIN..=COMPACTION_CHECK_INTERVAL_MS_MAX)
+            .contains(&comp.check_interval_ms)
+        {
+            return err(
+                "compaction.check_interval_ms",
+                format!(
+                    "{} is not between {COMPACTION_CHECK_INTERVAL_MS_MIN} and \
+                     {COMPACTION_CHECK_INTERVAL_MS_MAX}",
+                    comp.check_interval_ms
+                ),
+            );
+        }
+        if comp.mode == CompactionMode::Periodic && comp.retention_ms < 1000 {
+            return err(
+                "compaction.retention_ms",
+                format!("{} is under a second of history", comp.retention_ms),
+            );
+        }
+        if comp.mode == CompactionMode::Revision && comp.retention_revisions == 0 {
+            return err(
+                "compaction.retention_revisions",
+                "must keep at least 1 revision".into(),
+            );
+        }
         let rt = &self.runtime;
         if rt.cores.is_empty() {
             return err("runtime.cores", "lists no CPU".into());
@@ -1092,6 +1184,52 @@ fn allowed_cpus() -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[cluster]
+node_id = 1
+listen_address = "127.0.0.1:1"
+initial_cluster = [{ id = 1, address = "127.0.0.1:1", role = 1, status = 2 }]
+"#;
+
+    fn with(extra: &str) -> Result<NodeConfig, String> {
+        NodeConfig::parse(&format!("{BASE}{extra}"), "n.toml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn compaction_is_off_by_default_and_checked_when_set() {
+        let c = with("").unwrap();
+        assert_eq!(c.compaction.mode, CompactionMode::Off);
+        let c = with("[compaction]\nmode = \"revision\"\nretention_revisions = 5\n").unwrap();
+        assert_eq!(
+            (c.compaction.mode, c.compaction.retention_revisions),
+            (CompactionMode::Revision, 5)
+        );
+        assert!(c.warnings().is_empty());
+        for (extra, key) in [
+            ("mode = \"hourly\"", "mode"),
+            (
+                "mode = \"revision\"\nretention_revisions = 0",
+                "compaction.retention_revisions",
+            ),
+            (
+                "mode = \"periodic\"\nretention_ms = 10",
+                "compaction.retention_ms",
+            ),
+            ("check_interval_ms = 5", "compaction.check_interval_ms"),
+            ("retention = 5", "retention"),
+        ] {
+            let e = with(&format!("[compaction]\n{extra}\n")).unwrap_err();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+        // The other mode's retention: accepted, named in a warning.
+        let c = with("[compaction]\nmode = \"periodic\"\nretention_revisions = 7\n").unwrap();
+        let w = c.warnings();
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].key, "compaction.retention_revisions");
+    }
+
     /// `allowed_cpus` agrees with the kernel's own account of this thread's mask
     /// (`Cpus_allowed_list` in /proc/thread-self/status, e.g. `0-1` or `0,2-5`).
     #[test]

@@ -49,6 +49,7 @@ use ringkv_raft::{
 const SHUTDOWN_WAIT: Duration = Duration::from_millis(3000);
 
 mod admin;
+mod compactor;
 mod export;
 mod join;
 mod leases;
@@ -142,6 +143,8 @@ struct Core {
     nospace: bool,
     /// When this leader last proposed raising it (at most one a second).
     nospace_proposed: Option<Instant>,
+    /// Automatic compaction (`compactor.rs`).
+    compactor: compactor::Compactor,
 }
 
 /// What woke the raft core's loop.
@@ -235,6 +238,7 @@ impl Core {
                 }
                 self.expire();
                 self.lease_turn();
+                self.compaction_turn();
                 self.log_replication();
                 self.snapshot_ticks();
                 let now = Instant::now();

@@ -387,6 +387,7 @@ pub(in crate::node) async fn run(
         ),
         nospace,
         nospace_proposed: None,
+        compactor: super::compactor::Compactor::new(cfg.compaction.clone()),
     };
     for e in early {
         core.handle(e);
