@@ -121,6 +121,8 @@ pub struct RunReport {
     /// Nodes that exited on their own: a failed run, though its history was checked.
     pub crashes: Vec<String>,
     pub proxy_counts: (u64, u64, u64),
+    /// Rounds after which every member's store hash was compared (and equal).
+    pub hash_checks: usize,
 }
 
 /// The settings of a normal run: 5% drift bound, lease under it.
@@ -152,6 +154,7 @@ struct Run<'a> {
     rng: Rng,
     t0: Instant,
     events: Vec<Event>,
+    hash_checks: usize,
 }
 
 impl<'a> Run<'a> {
@@ -176,6 +179,7 @@ impl<'a> Run<'a> {
             ),
             t0,
             events: Vec::new(),
+            hash_checks: 0,
         };
         r.cluster
             .wait_leader(Duration::from_secs(20))
@@ -311,6 +315,41 @@ impl<'a> Run<'a> {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Every live member's store hash at one revision (the lowest current one among them)
+    /// is the same: the members applied the same log to the same state (`GET /hash`).
+    fn same_store(&mut self) -> Result<(), String> {
+        let hash =
+            |c: &cluster::Cluster, m: NodeId, q: &str| -> Result<serde_json::Value, String> {
+                let r = c
+                    .http(m, "GET", &format!("/hash{q}"), &[], b"")
+                    .map_err(|e| format!("GET /hash on node {m}: {e}"))?;
+                let v: serde_json::Value = serde_json::from_str(&r.body)
+                    .map_err(|e| format!("GET /hash on node {m}: {e}"))?;
+                if r.status != 200 {
+                    return Err(format!("GET /hash on node {m}: {} {v}", r.status));
+                }
+                Ok(v)
+            };
+        let members = self.cluster.live();
+        let mut revision = i64::MAX;
+        for &m in &members {
+            let v = hash(&self.cluster, m, "")?;
+            revision = revision.min(v["header"]["revision"].as_i64().unwrap_or(0));
+        }
+        let mut seen: Vec<(NodeId, u64)> = Vec::new();
+        for &m in &members {
+            let v = hash(&self.cluster, m, &format!("?revision={revision}"))?;
+            seen.push((m, v["hash"].as_u64().unwrap_or(0)));
+        }
+        if seen.windows(2).any(|w| w[0].1 != w[1].1) {
+            return Err(format!(
+                "store hashes differ at revision {revision}: {seen:?}"
+            ));
+        }
+        self.hash_checks += 1;
+        Ok(())
     }
 
     fn record(&mut self, nemesis: Nemesis, at_us: u64, note: String) {
@@ -459,6 +498,7 @@ impl<'a> Run<'a> {
     fn after(&mut self) -> Result<(), String> {
         self.heal()?;
         self.settle(Duration::from_secs(30))?;
+        self.same_store()?;
         // Some load with no fault before the next one.
         self.hold_ms(500, 1000);
         Ok(())
@@ -678,6 +718,11 @@ impl<'a> Run<'a> {
                 let _ = self.settle(Duration::from_secs(10));
             }
             states = last;
+            if error.is_none()
+                && let Err(e) = self.same_store()
+            {
+                error = Some(format!("after the run: {e}"));
+            }
             if let Ok(l) = self.leader() {
                 match workload::read_all(l, &keys, CONSISTENCY_LINEARIZABLE) {
                     Ok(s) => final_state = s,
@@ -760,6 +805,7 @@ impl<'a> Run<'a> {
             leader_recovery_us,
             error,
             crashes,
+            hash_checks: self.hash_checks,
             proxy_counts: (
                 self.proxies
                     .dropped
@@ -985,6 +1031,7 @@ impl RunReport {
             self.error = r.error;
         }
         self.crashes.extend(r.crashes);
+        self.hash_checks += r.hash_checks;
         // The proxies' counters run for the whole process.
         self.proxy_counts = r.proxy_counts;
     }
@@ -999,6 +1046,7 @@ fn failed_start(e: String) -> RunReport {
         error: Some(e),
         crashes: Vec::new(),
         proxy_counts: (0, 0, 0),
+        hash_checks: 0,
     }
 }
 
@@ -1290,7 +1338,7 @@ pub fn run(o: &Options) -> Result<bool, String> {
     );
     let c = |k: &str| counts.get(k).copied().unwrap_or(0);
     println!(
-        "chaos: ops={} acked_writes={} lost={} linearizable={} nemeses=kill:{},pause:{},partition:{},corrupt:{},membership:{} controls_caught={caught}/{}",
+        "chaos: ops={} acked_writes={} lost={} linearizable={} nemeses=kill:{},pause:{},partition:{},corrupt:{},membership:{} store_hashes_equal={} controls_caught={caught}/{}",
         f.ops,
         f.acked_writes,
         f.lost,
@@ -1304,6 +1352,7 @@ pub fn run(o: &Options) -> Result<bool, String> {
         c("partition"),
         c("corrupt"),
         c("membership"),
+        main.hash_checks,
         Control::ALL.len()
     );
     Ok(pass)
