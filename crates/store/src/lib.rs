@@ -16,6 +16,7 @@ pub mod hash;
 pub mod lessor;
 pub mod mvcc;
 pub mod parts;
+pub mod read;
 #[cfg(any(test, feature = "reference"))]
 pub mod reference;
 pub mod sequencer;

@@ -220,6 +220,34 @@ impl Store {
         Ok((current, merge_range(r, parts)))
     }
 
+    /// A read-only txn served as a read at the current revision, as a node does: every
+    /// participant's partial at that revision, one decision, every participant's part.
+    pub fn read_txn(
+        &self,
+        t: &crate::types::TxnRequest,
+    ) -> Result<(Revision, crate::types::TxnResponse), StoreError> {
+        assert!(self.is_quiet(), "reading a store with work in flight");
+        let at = self.revision();
+        let shards = participants(&Command::Txn(t.clone()), self.shards.len());
+        let involved: Vec<&ShardStore> = (0..self.shards.len())
+            .filter(|s| shards >> s & 1 == 1)
+            .map(|s| &self.shards[s])
+            .collect();
+        let partials: Vec<_> = involved.iter().map(|s| s.read_partial(t, at)).collect();
+        let d = crate::parts::decide(t, &partials);
+        if let Some(e) = d.error {
+            return Err(e);
+        }
+        let parts = involved
+            .iter()
+            .map(|s| Ok(crate::parts::Part::Txn(s.read_txn(t, &d, at))))
+            .collect();
+        match crate::parts::merge(&Command::Txn(t.clone()), parts)? {
+            crate::types::Response::Txn(r) => Ok((at, r)),
+            other => unreachable!("a txn answered {other:?}"),
+        }
+    }
+
     /// The store hash at `revision` (0: the current one).
     pub fn hash(&self, revision: Revision) -> Result<u64, StoreError> {
         assert!(self.is_quiet());

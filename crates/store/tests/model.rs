@@ -71,6 +71,9 @@ impl Model for Reference {
     }
 }
 
+/// Read-only txns compared with their reads, over every run.
+static READ_TXNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// The real store on a seeded number of shards; now and then (a seeded chance) it is
 /// snapshotted and restored on another number of shards before a command.
 struct Sharded {
@@ -99,10 +102,31 @@ impl Model for Sharded {
             self.store = Store::restore(&snap, shards).expect("a snapshot of ours restores");
             self.restores += 1;
         }
+        // A read-only txn is served as a read too (no log entry): the same answer.
+        let read = match cmd {
+            Command::Txn(t) if t.is_read_only() => Some(self.store.read_txn(t)),
+            _ => None,
+        };
         if self.rng.chance(100) {
             self.store.skip(); // a no-op or membership entry between commands
         }
-        self.store.apply(cmd.clone())
+        let applied = self.store.apply(cmd.clone());
+        if let Some(read) = read {
+            let read = read.map(|(rev, r)| Applied {
+                revision: rev,
+                result: Ok(Response::Txn(r)),
+            });
+            let as_read = match read {
+                Ok(a) => a,
+                Err(e) => Applied {
+                    revision: applied.revision,
+                    result: Err(e),
+                },
+            };
+            assert_eq!(as_read, applied, "a read-only txn read vs applied: {cmd:?}");
+            READ_TXNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        applied
     }
     fn range(&self, r: &RangeRequest) -> Result<(Revision, RangeResponse), StoreError> {
         self.store.range(r)
@@ -640,6 +664,10 @@ fn the_store_agrees_with_the_reference() {
         if let Err(e) = run(seed, steps, Reference::new(), Sharded::new(seed), &mut cov) {
             panic!("{e}");
         }
+    }
+    let reads = READ_TXNS.load(std::sync::atomic::Ordering::Relaxed);
+    if seeds.len() >= 100 {
+        assert!(reads >= 500, "only {reads} read-only txns were served as reads");
     }
 }
 
