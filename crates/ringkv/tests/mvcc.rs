@@ -245,6 +245,45 @@ fn revisions_ranges_txns_and_compaction_follow_etcd_across_shards() {
         assert_eq!(r, rev);
         assert!(matches!(resp, Response::Txn(ref t) if !t.succeeded));
 
+        // A txn that only reads is served as a read over both shards: no log entry, no
+        // revision, the compares and ranges at one revision.
+        let ro = Command::Txn(TxnRequest {
+            compare: vec![Compare {
+                result: CompareResult::Equal,
+                target: CompareTarget::Version(1),
+                key: b("p/00"),
+                range_end: prefix_end(b"p/"),
+            }],
+            success: vec![],
+            failure: vec![
+                RequestOp::Range(RangeRequest {
+                    limit: 3,
+                    ..prefix("p/")
+                }),
+                RequestOp::Range(prefix("q/")),
+            ],
+        });
+        let commit = |st: Outcome| match st.ok() {
+            Some(Answer::Status(s)) => s.commit_index,
+            other => panic!("{other:?}"),
+        };
+        let ep = cl.leader().expect("a leader found by the writes");
+        let before = commit(Outcome::Answered(cl.status_at(ep).await.unwrap()));
+        let (r, resp) = store(cl.write(&ro).await);
+        assert_eq!(r, rev);
+        let Response::Txn(t) = resp else { panic!() };
+        assert!(!t.succeeded, "p/03 and p/07 are at version 2");
+        let ResponseOp::Range(p) = &t.responses[0] else {
+            panic!()
+        };
+        assert_eq!((p.count, p.kvs.len(), p.more), (20, 3, true));
+        let ResponseOp::Range(q) = &t.responses[1] else {
+            panic!()
+        };
+        assert_eq!(q.count, 2);
+        let after = commit(Outcome::Answered(cl.status_at(ep).await.unwrap()));
+        assert_eq!(after, before, "a read-only txn appends nothing to the log");
+
         // A duplicate key is refused before anything is proposed, with etcd's words.
         let dup = Command::Txn(TxnRequest {
             success: vec![

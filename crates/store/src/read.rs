@@ -37,7 +37,10 @@ impl ShardStore {
     /// This shard's partial of read-only txn `t` at revision `at` (numbered here).
     pub fn read_partial(&self, t: &TxnRequest, at: Revision) -> Partial {
         assert!(t.is_read_only(), "a txn that writes is not a read");
-        assert!(at <= self.read_revision(), "reading at an unnumbered revision");
+        assert!(
+            at <= self.read_revision(),
+            "reading at an unnumbered revision"
+        );
         let mut p = Partial {
             index: 0,
             shard: self.shard(),

@@ -667,7 +667,10 @@ fn the_store_agrees_with_the_reference() {
     }
     let reads = READ_TXNS.load(std::sync::atomic::Ordering::Relaxed);
     if seeds.len() >= 100 {
-        assert!(reads >= 500, "only {reads} read-only txns were served as reads");
+        assert!(
+            reads >= 500,
+            "only {reads} read-only txns were served as reads"
+        );
     }
 }
 

@@ -274,6 +274,13 @@ pub enum ClientFrame {
         lease: i64,
         keys: bool,
     },
+    /// A read-only txn (an encoded `ringkv_store::Command::Txn`) for the leader to serve
+    /// as a read; `policy` as `Read`'s.
+    ReadTxn {
+        id: u64,
+        command: Vec<u8>,
+        policy: u8,
+    },
     /// A range read (an encoded `ringkv_store::RangeRequest`) for the leader to serve;
     /// `policy` as `Read`'s.
     Range {

@@ -163,6 +163,12 @@ impl Calls {
                 written(self.write(cmd.encode(), deadline).await)
             }
             ApiCall::Write { command } => {
+                // A txn that writes nothing is a read (no log entry, no revision).
+                if let Ok(Command::Txn(t)) = Command::decode(&command)
+                    && t.is_read_only()
+                {
+                    return self.read_txn(Arc::new(t), deadline).await;
+                }
                 let command = self.grant_terms(command)?;
                 self.write(command, deadline).await
             }
@@ -444,6 +450,114 @@ impl Calls {
             hash_revision: at,
             compact_revision: compacted,
             hash,
+        })
+    }
+
+    /// A read-only txn (a client's on this shard): linearizable unless every range in it
+    /// is serializable (etcd's rule).
+    async fn read_txn(&self, t: Arc<ringkv_store::TxnRequest>, deadline: Instant) -> Outcome {
+        let policy = if ringkv_store::read::is_serializable(&t) {
+            ReadPolicy::Eventual
+        } else {
+            ReadPolicy::Linearizable
+        };
+        let at = match self
+            .read_index(ReadTarget::Txn(t.clone()), policy, deadline)
+            .await?
+        {
+            Ok(at) => at,
+            Err(done) => return done,
+        };
+        self.txn_at(t, at, deadline).await
+    }
+
+    /// A read-only txn served once this shard's watermark reaches `at`, at the current
+    /// revision there: every shard it involves gives its partial at that revision, one
+    /// decision, then every shard its part of the answer (a consistent cut, no log entry).
+    pub(super) async fn txn_at(
+        &self,
+        t: Arc<ringkv_store::TxnRequest>,
+        at: Option<Index>,
+        deadline: Instant,
+    ) -> Outcome {
+        if let Some(i) = at
+            && !self.kv.wait_applied(i, deadline).await
+        {
+            return Err(read_timeout());
+        }
+        let (index, current, _) = self.kv.read_point();
+        let cmd = Command::Txn((*t).clone());
+        let mask = crate::shard::participants(&cmd, self.n);
+        let shards: Vec<usize> = (0..self.n).filter(|s| mask >> s & 1 == 1).collect();
+        // Round one: the partials.
+        let mut asked = Vec::new();
+        for &s in shards.iter().filter(|&&s| s != self.idx) {
+            let (req, rx) = self.pending.register();
+            let msg = MeshMsg::TxnPartial {
+                from: self.idx,
+                req,
+                txn: t.clone(),
+                revision: current,
+                index,
+                deadline,
+            };
+            if self.out.to_shard(s).send(msg).await.is_err() {
+                self.pending.forget(req);
+                return Err(ApiError::Stopping);
+            }
+            asked.push((req, rx));
+        }
+        let mut partials = Vec::with_capacity(shards.len());
+        if shards.contains(&self.idx) {
+            partials.push(self.kv.txn_partial(&t, current));
+        }
+        for (req, rx) in asked {
+            match self.pending.answer(req, rx, deadline).await {
+                Some(CoreAnswer::Partial(p)) => partials.push(p?),
+                _ => return Err(read_timeout()),
+            }
+        }
+        let d = ringkv_store::parts::decide(&t, &partials);
+        if let Some(e) = &d.error {
+            return Err(crate::shard::api_error(e));
+        }
+        let d = Arc::new(d);
+        // Round two: the parts of the answer on the path taken.
+        let mut asked = Vec::new();
+        for &s in shards.iter().filter(|&&s| s != self.idx) {
+            let (req, rx) = self.pending.register();
+            let msg = MeshMsg::TxnPart {
+                from: self.idx,
+                req,
+                txn: t.clone(),
+                decision: d.clone(),
+                revision: current,
+                index,
+                deadline,
+            };
+            if self.out.to_shard(s).send(msg).await.is_err() {
+                self.pending.forget(req);
+                return Err(ApiError::Stopping);
+            }
+            asked.push((req, rx));
+        }
+        let mut parts = Vec::with_capacity(shards.len());
+        if shards.contains(&self.idx) {
+            parts.push(Ok(ringkv_store::parts::Part::Txn(
+                self.kv.txn_part(&t, &d, current),
+            )));
+        }
+        for (req, rx) in asked {
+            match self.pending.answer(req, rx, deadline).await {
+                Some(CoreAnswer::TxnPart(p)) => parts.push(Ok(ringkv_store::parts::Part::Txn(p?))),
+                _ => return Err(read_timeout()),
+            }
+        }
+        let resp =
+            ringkv_store::parts::merge(&cmd, parts).map_err(|e| crate::shard::api_error(&e))?;
+        Ok(Answer::Store {
+            revision: current,
+            response: ringkv_store::encode_response(&resp).to_vec(),
         })
     }
 

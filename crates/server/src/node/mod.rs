@@ -83,6 +83,10 @@ pub(crate) enum CoreAnswer {
     Keys(Vec<Vec<u8>>),
     /// Another shard's part of the store hash (`None`: it could not catch up in time).
     Hash(Option<u64>),
+    /// Another shard's partial of a read-only txn.
+    Partial(Result<ringkv_store::parts::Partial, ringkv_proto::outcome::ApiError>),
+    /// Another shard's part of a read-only txn's answer.
+    TxnPart(Result<ringkv_store::parts::TxnPart, ringkv_proto::outcome::ApiError>),
 }
 
 /// Shard -> raft core.
@@ -215,6 +219,8 @@ pub(crate) enum LeaseCall {
 pub(crate) enum ReadTarget {
     Key(Bytes),
     Range(Arc<ringkv_store::RangeRequest>),
+    /// A txn that writes nothing.
+    Txn(Arc<ringkv_store::TxnRequest>),
 }
 
 /// An operator call as the raft core carries it out.
@@ -286,6 +292,34 @@ pub(crate) enum MeshMsg {
     HashReply {
         req: ReqId,
         hash: Option<u64>,
+    },
+    /// This shard's partial of a read-only txn at `revision`, once its watermark reaches
+    /// `index`.
+    TxnPartial {
+        from: usize,
+        req: ReqId,
+        txn: Arc<ringkv_store::TxnRequest>,
+        revision: ringkv_store::Revision,
+        index: Index,
+        deadline: Instant,
+    },
+    TxnPartialReply {
+        req: ReqId,
+        partial: Result<ringkv_store::parts::Partial, ringkv_proto::outcome::ApiError>,
+    },
+    /// This shard's part of a read-only txn's answer on the path decided.
+    TxnPart {
+        from: usize,
+        req: ReqId,
+        txn: Arc<ringkv_store::TxnRequest>,
+        decision: Arc<ringkv_store::parts::Decision>,
+        revision: ringkv_store::Revision,
+        index: Index,
+        deadline: Instant,
+    },
+    TxnPartReply {
+        req: ReqId,
+        part: Result<ringkv_store::parts::TxnPart, ringkv_proto::outcome::ApiError>,
     },
 }
 

@@ -257,6 +257,7 @@ impl Shard {
                                 }
                             }
                             ReadTarget::Range(r) => calls.range_at(r, Some(index), deadline).await,
+                            ReadTarget::Txn(t) => calls.txn_at(t, Some(index), deadline).await,
                         };
                         let _ = out.to_raft.send(ToRaft::Served { token, outcome }).await;
                         drop(permit);
@@ -379,6 +380,57 @@ impl Shard {
                 MeshMsg::HashReply { req, hash } => {
                     self.calls.answered(req, CoreAnswer::Hash(hash))
                 }
+                MeshMsg::TxnPartial {
+                    from,
+                    req,
+                    txn,
+                    revision,
+                    index,
+                    deadline,
+                } => {
+                    let (kv, out) = (self.kv.clone(), self.out.clone());
+                    glommio::spawn_local(async move {
+                        let partial = if kv.wait_applied(index, deadline).await {
+                            Ok(kv.txn_partial(&txn, revision))
+                        } else {
+                            Err(read_timeout())
+                        };
+                        let _ = out
+                            .to_shard(from)
+                            .send(MeshMsg::TxnPartialReply { req, partial })
+                            .await;
+                    })
+                    .detach();
+                }
+                MeshMsg::TxnPartialReply { req, partial } => {
+                    self.calls.answered(req, CoreAnswer::Partial(partial))
+                }
+                MeshMsg::TxnPart {
+                    from,
+                    req,
+                    txn,
+                    decision,
+                    revision,
+                    index,
+                    deadline,
+                } => {
+                    let (kv, out) = (self.kv.clone(), self.out.clone());
+                    glommio::spawn_local(async move {
+                        let part = if kv.wait_applied(index, deadline).await {
+                            Ok(kv.txn_part(&txn, &decision, revision))
+                        } else {
+                            Err(read_timeout())
+                        };
+                        let _ = out
+                            .to_shard(from)
+                            .send(MeshMsg::TxnPartReply { req, part })
+                            .await;
+                    })
+                    .detach();
+                }
+                MeshMsg::TxnPartReply { req, part } => {
+                    self.calls.answered(req, CoreAnswer::TxnPart(part))
+                }
             }
         }
     }
@@ -495,6 +547,25 @@ impl KvState {
             .borrow()
             .read(r, revision)
             .map_err(|e| crate::shard::api_error(&e))
+    }
+
+    /// This shard's partial of read-only txn `t` at `revision` (numbered here).
+    pub(super) fn txn_partial(
+        &self,
+        t: &ringkv_store::TxnRequest,
+        revision: ringkv_store::Revision,
+    ) -> ringkv_store::parts::Partial {
+        self.store.borrow().read_partial(t, revision)
+    }
+
+    /// This shard's part of read-only txn `t`'s answer at `revision` on the path `d`.
+    pub(super) fn txn_part(
+        &self,
+        t: &ringkv_store::TxnRequest,
+        d: &ringkv_store::parts::Decision,
+        revision: ringkv_store::Revision,
+    ) -> ringkv_store::parts::TxnPart {
+        self.store.borrow().read_txn(t, d, revision)
     }
 
     /// This shard's part of the store hash at `revision` (at or below its last numbered

@@ -359,6 +359,30 @@ impl Core {
                         Err(e) => self.answer(origin, Err(ApiError::bad_request(e))),
                     }
                 }
+                ClientFrame::ReadTxn {
+                    id,
+                    command,
+                    policy,
+                } => {
+                    let policy = match policy {
+                        0 => ReadPolicy::Linearizable,
+                        _ => ReadPolicy::Lease,
+                    };
+                    let deadline = now + self.request_timeout;
+                    let origin = Origin::Peer(from, id);
+                    match Command::decode(&Bytes::from(command)) {
+                        Ok(Command::Txn(t)) if t.is_read_only() => {
+                            let target = ReadTarget::Txn(Arc::new(t));
+                            self.submit(origin, Op::Read { target, policy }, deadline)
+                        }
+                        _ => self.answer(
+                            origin,
+                            Err(ApiError::bad_request(
+                                "forwarded read txn: not a read-only txn",
+                            )),
+                        ),
+                    }
+                }
                 ClientFrame::Range {
                     id,
                     request,
@@ -747,6 +771,7 @@ impl Core {
                             let shard = match &w.target {
                                 ReadTarget::Key(k) => route(k, n),
                                 ReadTarget::Range(r) => route(&r.key, n),
+                                ReadTarget::Txn(_) => 0,
                             };
                             self.req.serving.insert(r.id, (from, id));
                             self.out.push((

@@ -281,6 +281,14 @@ impl Core {
                         request: ringkv_store::encode_range(&r).to_vec(),
                         policy: u8::from(policy != ReadPolicy::Linearizable),
                     },
+                    Op::Read {
+                        target: ReadTarget::Txn(t),
+                        policy,
+                    } => ClientFrame::ReadTxn {
+                        id: fid,
+                        command: crate::shard::Command::Txn((*t).clone()).encode().to_vec(),
+                        policy: u8::from(policy != ReadPolicy::Linearizable),
+                    },
                     Op::Lease(call) => {
                         let (op, lease, keys) = super::leases::to_wire(call);
                         ClientFrame::Lease {
