@@ -4,14 +4,17 @@
 //! exactly the same store. `types` holds etcd-shaped requests, responses and errors;
 //! `command` the log payload of every write; `hash` the hash of one version record, which a
 //! store hash adds up; `reference` (tests and the `reference` feature) the plain model of
-//! etcd's semantics the real store is checked against. The design (who decides a txn's
-//! outcome and a revision, what waits on what) is in ARCHITECTURE.md, "The etcd data model
-//! across shards". Must not touch the log, the network or any executor.
+//! etcd's semantics the real store is checked against; `controls` the deliberate bugs the
+//! simulator's negative controls switch on (honoured only with `negative-controls`). The
+//! design (who decides a txn's outcome and a revision, what waits on what) is in
+//! ARCHITECTURE.md, "The etcd data model across shards". Must not touch the log, the
+//! network or any executor.
 
 // Keys and values are `bytes::Bytes`: callers build them with the same crate.
 pub use bytes;
 pub mod codec;
 pub mod command;
+pub mod controls;
 pub mod hash;
 pub mod lessor;
 pub mod mvcc;
@@ -27,6 +30,7 @@ pub mod types;
 
 pub use codec::{decode_response, encode_response};
 pub use command::{Command, CommandError, decode_range, encode_range};
+pub use controls::Controls;
 pub use parts::Index;
 pub use sequencer::Sequencer;
 pub use shard::{

@@ -8,6 +8,7 @@
 
 use std::cmp::Ordering;
 
+use crate::controls::Controls;
 use crate::mvcc::pending_index_of_field;
 use crate::types::{
     Compare, CompareResult, CompareTarget, DeleteRangeResponse, KeyValue, LeaseGrantResponse,
@@ -340,6 +341,20 @@ pub fn range_order(req: &RangeRequest, a: &KeyValue, b: &KeyValue) -> Ordering {
 
 /// Joins range parts into etcd's answer.
 pub fn merge_range(req: &RangeRequest, parts: Vec<RangePart>) -> RangeResponse {
+    merge_range_with(req, parts, &Controls::default())
+}
+
+/// `merge_range` under the store's negative controls (`range_drops_a_part`).
+pub fn merge_range_with(
+    req: &RangeRequest,
+    mut parts: Vec<RangePart>,
+    controls: &Controls,
+) -> RangeResponse {
+    if controls.on(|c| c.range_drops_a_part) && parts.len() > 1 {
+        if let Some(at) = parts.iter().rposition(|p| p.count > 0) {
+            parts.remove(at);
+        }
+    }
     let matched: usize = parts.iter().map(|p| p.matched).sum();
     let count = parts.iter().map(|p| p.count).sum();
     let mut kvs: Vec<KeyValue> = parts.into_iter().flat_map(|p| p.kvs).collect();
@@ -360,7 +375,7 @@ fn merge_kvs(mut kvs: Vec<KeyValue>) -> Vec<KeyValue> {
     kvs
 }
 
-fn merge_txn(t: &TxnRequest, parts: Vec<TxnPart>) -> TxnResponse {
+fn merge_txn(t: &TxnRequest, parts: Vec<TxnPart>, controls: &Controls) -> TxnResponse {
     let succeeded = parts[0].succeeded;
     assert!(
         parts.iter().all(|p| p.succeeded == succeeded),
@@ -377,7 +392,7 @@ fn merge_txn(t: &TxnRequest, parts: Vec<TxnPart>) -> TxnResponse {
     let responses = ops
         .iter()
         .zip(columns)
-        .map(|(op, col)| merge_op(op, col))
+        .map(|(op, col)| merge_op(op, col, controls))
         .collect();
     TxnResponse {
         succeeded,
@@ -385,9 +400,9 @@ fn merge_txn(t: &TxnRequest, parts: Vec<TxnPart>) -> TxnResponse {
     }
 }
 
-fn merge_op(op: &RequestOp, col: Vec<OpPart>) -> ResponseOp {
+fn merge_op(op: &RequestOp, col: Vec<OpPart>, controls: &Controls) -> ResponseOp {
     match op {
-        RequestOp::Range(r) => ResponseOp::Range(merge_range(
+        RequestOp::Range(r) => ResponseOp::Range(merge_range_with(
             r,
             col.into_iter()
                 .map(|p| match p {
@@ -395,6 +410,7 @@ fn merge_op(op: &RequestOp, col: Vec<OpPart>) -> ResponseOp {
                     other => panic!("range part expected, got {other:?}"),
                 })
                 .collect(),
+            controls,
         )),
         RequestOp::Put(_) => ResponseOp::Put(PutResponse {
             prev_kv: col.into_iter().find_map(|p| match p {
@@ -425,6 +441,7 @@ fn merge_op(op: &RequestOp, col: Vec<OpPart>) -> ResponseOp {
                     other => panic!("txn part expected, got {other:?}"),
                 })
                 .collect(),
+            controls,
         )),
     }
 }
@@ -435,6 +452,15 @@ fn merge_op(op: &RequestOp, col: Vec<OpPart>) -> ResponseOp {
 pub fn merge(
     cmd: &crate::Command,
     parts: Vec<Result<Part, StoreError>>,
+) -> Result<Response, StoreError> {
+    merge_with(cmd, parts, &Controls::default())
+}
+
+/// `merge` under the store's negative controls.
+pub fn merge_with(
+    cmd: &crate::Command,
+    parts: Vec<Result<Part, StoreError>>,
+    controls: &Controls,
 ) -> Result<Response, StoreError> {
     use crate::Command;
     assert!(!parts.is_empty(), "an answer with no part");
@@ -472,6 +498,7 @@ pub fn merge(
                     other => panic!("txn part expected, got {other:?}"),
                 })
                 .collect(),
+            controls,
         )),
         _ => match ok.into_iter().next().expect("a part") {
             Part::Compacted => Response::Compacted,

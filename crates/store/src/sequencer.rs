@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use crate::command::Command;
-use crate::parts::{Decision, Index, Part, Partial, decide, is_resolved, merge, resolve_part};
+use crate::controls::{Controls, SKIP_EVERY};
+use crate::parts::{Decision, Index, Part, Partial, decide, is_resolved, merge_with, resolve_part};
 use crate::shard::{Report, Resolution, Routed};
 use crate::types::{Applied, Revision, StoreError};
 
@@ -42,6 +43,7 @@ pub struct Sequencer {
     /// The store revision at `base.0`, before the first of `numbered`.
     base: (Index, Revision),
     waiting: BTreeMap<Index, Waiting>,
+    controls: Controls,
 }
 
 impl Sequencer {
@@ -58,7 +60,14 @@ impl Sequencer {
             numbered: VecDeque::new(),
             base: (index, revision),
             waiting: BTreeMap::new(),
+            controls: Controls::default(),
         }
+    }
+
+    /// Turns negative controls on (simulator builds with `negative-controls` only).
+    pub fn set_controls(&mut self, controls: Controls) {
+        controls.check();
+        self.controls = controls;
     }
 
     /// The last resolution: (index, store revision there).
@@ -175,6 +184,11 @@ impl Sequencer {
             }
             self.changed.pop_first();
             self.res_revision += 1;
+            if self.controls.on(|c| c.sequencer_skips_revisions)
+                && (self.res_revision - 1) % SKIP_EVERY == 0
+            {
+                self.res_revision += 1;
+            }
             changes.push((i, self.res_revision));
             self.numbered.push_back((i, self.res_revision));
         }
@@ -268,7 +282,7 @@ impl Sequencer {
                 i,
                 Applied {
                     revision: w.revision.expect("resolved"),
-                    result: merge(&w.cmd, w.parts),
+                    result: merge_with(&w.cmd, w.parts, &self.controls),
                 },
             ));
         }

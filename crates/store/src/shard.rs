@@ -14,6 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::command::Command;
+use crate::controls::Controls;
 use crate::mvcc::{Keys, LATEST, Stamp, Version, is_pending, pending};
 use crate::parts::{
     CmpPart, Decision, Index, OpPart, Part, Partial, RangePart, TxnPart, holds, range_order,
@@ -221,6 +222,7 @@ pub struct ShardStore {
     /// Apply nothing after this index (a snapshot of the state there is being taken).
     hold: Option<Index>,
     lease_events: Vec<StoreEvent>,
+    controls: Controls,
 }
 
 impl ShardStore {
@@ -246,7 +248,14 @@ impl ShardStore {
             dirty: false,
             hold: None,
             lease_events: Vec::new(),
+            controls: Controls::default(),
         }
+    }
+
+    /// Turns negative controls on (simulator builds with `negative-controls` only).
+    pub fn set_controls(&mut self, controls: Controls) {
+        controls.check();
+        self.controls = controls;
     }
 
     /// A shard holding the store-wide state of a snapshot and no keys yet (`load_key`).
@@ -586,6 +595,17 @@ impl ShardStore {
         }
     }
 
+    /// `bounds` for a compare (the `compare_without_waiting` control takes the lowest bound
+    /// as exact, so the compare never waits for the resolution).
+    fn compare_bounds(&self, s: Stamp) -> (Revision, Revision) {
+        let (lo, hi) = self.bounds(s);
+        if self.controls.on(|c| c.compare_without_waiting) {
+            (lo, lo)
+        } else {
+            (lo, hi)
+        }
+    }
+
     /// The store revision before entry `i` (exact once resolved through `i - 1`).
     fn current_bounds(&self, i: Index) -> (Revision, Revision) {
         let lo = self.res_revision;
@@ -703,11 +723,11 @@ impl ShardStore {
                 CompareTarget::Version(x) => tri(holds(c.result, v.version.cmp(x))),
                 CompareTarget::Lease(x) => tri(holds(c.result, v.lease.cmp(x))),
                 CompareTarget::Mod(x) => {
-                    let (lo, hi) = self.bounds(v.stamp);
+                    let (lo, hi) = self.compare_bounds(v.stamp);
                     Self::cmp_bounds(c.result, lo, hi, *x)
                 }
                 CompareTarget::Create(x) => {
-                    let (lo, hi) = self.bounds(v.create);
+                    let (lo, hi) = self.compare_bounds(v.create);
                     Self::cmp_bounds(c.result, lo, hi, *x)
                 }
             };
@@ -744,6 +764,9 @@ impl ShardStore {
         let mut node = 0;
         let mut changed = false;
         let part = self.txn_apply(i, t, d, &mut node, &mut changed);
+        if self.controls.on(|c| c.read_only_txn_bumps_revision) && t.is_read_only() {
+            changed = true;
+        }
         if changed {
             self.changes.push(i);
         }

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use crate::command::Command;
-use crate::parts::{Decision, Index, merge_range};
+use crate::controls::Controls;
+use crate::parts::{Decision, Index, merge_range_with};
 use crate::sequencer::Sequencer;
 use crate::shard::{Resolution, Routed, ShardStore, ToSequencer, participants};
 use crate::types::{
@@ -30,6 +31,7 @@ pub struct Store {
     inbox: Vec<VecDeque<ToShard>>,
     to_seq: VecDeque<ToSequencer>,
     answers: BTreeMap<Index, Applied>,
+    controls: Controls,
 }
 
 impl Store {
@@ -50,6 +52,18 @@ impl Store {
             inbox: (0..n).map(|_| VecDeque::new()).collect(),
             to_seq: VecDeque::new(),
             answers: BTreeMap::new(),
+            controls: Controls::default(),
+        }
+    }
+
+    /// Turns negative controls on in every part (simulator builds with
+    /// `negative-controls` only; panics otherwise).
+    pub fn set_controls(&mut self, controls: Controls) {
+        controls.check();
+        self.controls = controls;
+        self.seq.set_controls(controls);
+        for s in &mut self.shards {
+            s.set_controls(controls);
         }
     }
 
@@ -217,7 +231,7 @@ impl Store {
         for s in &self.shards {
             parts.push(s.read(r, at)?);
         }
-        Ok((current, merge_range(r, parts)))
+        Ok((current, merge_range_with(r, parts, &self.controls)))
     }
 
     /// A read-only txn served as a read at the current revision, as a node does: every
@@ -511,6 +525,76 @@ mod tests {
             }
             assert_eq!(get_all(&s), get_all(&one));
             assert_eq!(s.hash(0), one.hash(0));
+        }
+    }
+
+    /// Each switch changes what the store answers (the simulator shows its checkers catch
+    /// it; here only that it does something).
+    #[cfg(feature = "negative-controls")]
+    #[test]
+    fn each_negative_control_changes_an_answer() {
+        let on = |f: fn(&mut Controls)| {
+            let mut c = Controls::default();
+            f(&mut c);
+            c
+        };
+        let range_all = RangeRequest {
+            key: Bytes::from_static(&[0]),
+            range_end: Bytes::from_static(&[0]),
+            ..Default::default()
+        };
+        let read_only = || {
+            Command::Txn(TxnRequest {
+                compare: vec![],
+                success: vec![RequestOp::Range(range_all.clone())],
+                failure: vec![],
+            })
+        };
+        for (name, controls) in [
+            ("off", Controls::default()),
+            (
+                "read-only txn",
+                on(|c| c.read_only_txn_bumps_revision = true),
+            ),
+            ("skips", on(|c| c.sequencer_skips_revisions = true)),
+            ("drops", on(|c| c.range_drops_a_part = true)),
+            ("no wait", on(|c| c.compare_without_waiting = true)),
+        ] {
+            let mut s = Store::new(4);
+            s.set_controls(controls);
+            for i in 0..45 {
+                s.apply(put(&format!("k{i}"), "v"));
+            }
+            let rev = s.revision();
+            assert_eq!(rev == 47, name == "skips", "{name}: revision {rev}");
+            let after = s.apply(read_only()).revision;
+            assert_eq!(after == rev + 1, name == "read-only txn", "{name}");
+            let (_, all) = s.range(&range_all).unwrap();
+            assert_eq!(all.count < 45, name == "drops", "{name}: {}", all.count);
+            // A compare on a mod revision still pending: put a, put b, put a, then
+            // mod(a) == its revision, the shard applying all four before any resolution.
+            let mut s = Store::new(1);
+            s.set_controls(controls);
+            let base = s.revision();
+            s.submit(put("a", "1"));
+            s.submit(put("b", "1"));
+            s.submit(put("a", "2"));
+            let i = s.submit(Command::Txn(TxnRequest {
+                compare: vec![Compare {
+                    result: CompareResult::Equal,
+                    target: CompareTarget::Mod(base + 3),
+                    key: b("a"),
+                    range_end: Bytes::new(),
+                }],
+                success: vec![],
+                failure: vec![],
+            }));
+            s.step(0);
+            s.run_in_order();
+            let Ok(Response::Txn(t)) = s.take_answer(i).unwrap().result else {
+                panic!()
+            };
+            assert_eq!(t.succeeded, name != "no wait", "{name}");
         }
     }
 
