@@ -307,8 +307,14 @@ pub(crate) struct Reader(pub(crate) Bytes);
 
 impl Reader {
     fn need(&self, n: usize, what: &str) -> Result<(), CommandError> {
+        self.need_of(n, what, "")
+    }
+
+    /// `need` for a part of a field (`what` then `part`, e.g. "key" " length"): the message
+    /// is only put together for a payload that is cut off.
+    fn need_of(&self, n: usize, what: &str, part: &str) -> Result<(), CommandError> {
         if self.0.remaining() < n {
-            return Err(CommandError(format!("{what} is cut off")));
+            return Err(CommandError(format!("{what}{part} is cut off")));
         }
         Ok(())
     }
@@ -340,7 +346,7 @@ impl Reader {
     }
 
     pub(crate) fn bytes(&mut self, what: &str) -> Result<Bytes, CommandError> {
-        self.need(4, &format!("{what} length"))?;
+        self.need_of(4, what, " length")?;
         let n = self.0.get_u32_le() as usize;
         if self.0.remaining() < n {
             return Err(CommandError(format!(
@@ -352,12 +358,8 @@ impl Reader {
 
     /// A list length, checked against what the rest of the payload could hold (each item
     /// takes at least `item_bytes_min`), so a corrupt count cannot reserve memory.
-    pub(crate) fn count(
-        &mut self,
-        what: &str,
-        item_bytes_min: usize,
-    ) -> Result<usize, CommandError> {
-        self.need(4, &format!("{what} count"))?;
+    pub(crate) fn count(&mut self, what: &str, item_bytes_min: usize) -> Result<usize, CommandError> {
+        self.need_of(4, what, " count")?;
         let n = self.0.get_u32_le() as usize;
         if n.saturating_mul(item_bytes_min) > self.0.remaining() {
             return Err(CommandError(format!(
