@@ -1,20 +1,30 @@
 //! The invariants a run is held to, and what they remember: on every step one leader per
 //! term, log matching, leader completeness, entries applied in order and the same apply
-//! sequence on every node; at the end liveness, convergence, no lost acknowledged write,
-//! eventual reads of written values only, and linearizability (`checker`). `Violation` is
-//! what a broken one reports.
+//! sequence on every node; as each node's store runs through what it applied, the
+//! revision rules (each entry's revision is the previous +1 if its answer says it changed
+//! something, else the same: never a repeat or a gap) and, DiskFirst, the same revision
+//! and answer for each index and the same store hash at every `STORE_HASH_EVERY`th index
+//! on every node; at the end liveness, convergence (same revision and store hash),
+//! no lost acknowledged write, eventual reads of written values only, linearizability of
+//! the register operations (`checker`), and the store's (`storecheck`: the log replayed on
+//! the reference model). `Violation` is what a broken one reports.
 //!
 //! Runs on the simulator's thread (one per seed), called by `World` as each event is
 //! handled. Only reads the world, besides its own `Checks`, each node's last role and term,
 //! the elections-won count and the trace: a check that changed the run, or drew from its
-//! random stream, would make the run depend on being checked. Must not touch real I/O or
-//! clocks.
+//! random stream, would make the run depend on being checked (the final checks first let
+//! every live node's store run through what it was handed, as a read would). Must not
+//! touch real I/O or clocks.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use bytes::Bytes;
+
 use super::checker::{self, Op, OpKind, Verdict};
+use super::storecheck;
 use super::world::{Micros, World};
-use ringkv_raft::{Entry, Index, NodeId, Persistence, ReadPolicy, Role, Term};
+use ringkv_raft::{Entry, EntryKind, Index, NodeId, Persistence, ReadPolicy, Role, Term};
+use ringkv_store::{Applied, Response, ResponseOp, Revision, TxnResponse};
 
 /// A broken invariant or a failed history check.
 #[derive(Clone, Debug)]
@@ -52,6 +62,15 @@ pub(crate) struct Checks {
     entries_seen: HashMap<(Index, Term), u64>,
     /// Every value ever proposed for a key (eventual reads may return only these).
     written: HashMap<u64, BTreeSet<u64>>,
+    /// DiskFirst: the payload of each applied entry as first applied (`None` for no-ops and
+    /// membership entries), replayed on the reference model at the end.
+    pub(crate) log: BTreeMap<Index, Option<Bytes>>,
+    /// DiskFirst: the store revision after each index and the answer of each command, as
+    /// the first node to apply it computed them; every other node must compute the same.
+    pub(crate) store_entries: BTreeMap<Index, (Revision, Option<Applied>)>,
+    /// DiskFirst: the store hash at each multiple of `STORE_HASH_EVERY`, as first computed,
+    /// and by which node.
+    store_hashes: BTreeMap<Index, (u64, NodeId)>,
 }
 
 impl Checks {
@@ -133,9 +152,94 @@ impl World {
             Some(_) => {}
             None => {
                 self.checks.applied.insert(e.index, (e.term, h));
+                if self.opts.persistence == Persistence::DiskFirst {
+                    let payload = (e.kind == EntryKind::Normal).then(|| e.data.clone());
+                    self.checks.log.insert(e.index, payload);
+                }
             }
         }
         Ok(())
+    }
+
+    /// Node `id`'s store has applied and numbered `entries` (in index order, each with its
+    /// answer if it is a command), right after an entry whose revision was `prev`: each
+    /// entry's revision is the previous one +1 if its answer says it changed something,
+    /// else the same (never a repeat or a gap), the store rests at the last one's, and
+    /// (DiskFirst) every node computes the same revision and answer for the same index.
+    /// Returns the revision after the last entry.
+    pub(crate) fn check_store_entries(
+        &mut self,
+        id: NodeId,
+        mut prev: Revision,
+        entries: &[(Index, Option<Applied>)],
+    ) -> Result<Revision, Violation> {
+        let strict = self.opts.persistence == Persistence::DiskFirst;
+        for (i, a) in entries {
+            let rev = a.as_ref().map_or(prev, |a| a.revision);
+            if let Some(a) = a {
+                let ok = match must_change(a) {
+                    Some(true) => rev == prev + 1,
+                    Some(false) => rev == prev,
+                    None => rev == prev || rev == prev + 1,
+                };
+                if !ok {
+                    let says = match must_change(a) {
+                        Some(true) => "it changed the store",
+                        Some(false) => "it changed nothing",
+                        None => "it changed the store or nothing",
+                    };
+                    return Err(self.fail(format!(
+                        "revisions: node {id} numbered entry {i} revision {rev} after {prev}, but \
+                         its answer says {says}: {a:?}"
+                    )));
+                }
+            }
+            if strict {
+                match self.checks.store_entries.get(i) {
+                    Some((r, b)) if *r != rev || b.as_ref() != a.as_ref() => {
+                        return Err(self.fail(format!(
+                            "store: node {id} computed revision {rev} and answer {a:?} for \
+                             entry {i}; another node revision {r} and answer {b:?}"
+                        )));
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.checks.store_entries.insert(*i, (rev, a.clone()));
+                    }
+                }
+            }
+            prev = rev;
+        }
+        let at = self.nodes[&id].store.revision();
+        if at != prev {
+            return Err(self.fail(format!(
+                "revisions: node {id}'s store rests at revision {at} after entries whose \
+                 last revision is {prev}"
+            )));
+        }
+        Ok(prev)
+    }
+
+    /// Node `id`'s store is at rest at a multiple of `STORE_HASH_EVERY` (DiskFirst): its
+    /// hash must be the one every other node had there.
+    pub(crate) fn check_store_hash(&mut self, id: NodeId) -> Result<(), Violation> {
+        if self.opts.persistence != Persistence::DiskFirst {
+            return Ok(());
+        }
+        let n = &self.nodes[&id];
+        let i = n.applied_index;
+        let h = n.store.hash(0).expect("the current revision hashes");
+        match self.checks.store_hashes.get(&i) {
+            Some(&(h0, other)) if h0 != h => Err(self.fail(format!(
+                "store: node {id} ({} shards) hashes {h:#x} at index {i}, node {other} {h0:#x}",
+                n.store.shard_count()
+            ))),
+            Some(_) => Ok(()),
+            None => {
+                self.checks.store_hashes.insert(i, (h, id));
+                Ok(())
+            }
+        }
     }
 
     /// Checks live node `id` after a step: when it has just become leader, one leader per
@@ -197,6 +301,16 @@ impl World {
 
     /// After the settle phase: what the whole run must have been and done.
     pub(crate) fn final_checks(&mut self) -> Result<(), Violation> {
+        // Every live node's store runs through what it was handed (and is checked).
+        let up: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.up)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in up {
+            self.settle_store(id, false)?;
+        }
         // The run must have been what it claims: enough load, at least one crash or
         // partition, enough simulated time.
         if self.stats.ops < 500 || self.stats.crashes + self.stats.partitions == 0 {
@@ -225,12 +339,12 @@ impl World {
                 )));
             }
         }
-        // All members converge to the same state.
-        let states: BTreeSet<Vec<(u64, u64)>> = self
+        // All members converge to the same state: the same revision and store hash.
+        let states: BTreeSet<(Revision, u64)> = self
             .nodes
             .iter()
             .filter(|(id, _)| members.is_member(**id))
-            .map(|(_, n)| n.kv.iter().map(|(&k, &v)| (k, v)).collect())
+            .map(|(_, n)| (n.revision, n.store.hash(0).expect("hash")))
             .collect();
         if states.len() > 1 {
             return Err(self.fail(format!("{} different final states", states.len())));
@@ -268,6 +382,20 @@ impl World {
                 }
             }
         }
+        // The committed log replayed on the reference model: every node's revisions and
+        // answers (as compared across nodes on the way) must be the reference's
+        // (storecheck.rs).
+        if self.opts.persistence == Persistence::DiskFirst {
+            let checks = &self.checks;
+            if let Err(what) = storecheck::replay(&checks.log, &checks.store_entries) {
+                // "sim:": the simulator's own bookkeeping failed, which catches nothing.
+                return Err(if what.starts_with("sim:") {
+                    self.fail_liveness(what)
+                } else {
+                    self.fail(what)
+                });
+            }
+        }
         // Linearizability of writes, linearizable and lease reads (MemFirst may lose
         // acknowledged writes by design, so its histories are not held to it).
         if self.opts.persistence == Persistence::DiskFirst {
@@ -294,4 +422,30 @@ impl World {
         }
         Ok(())
     }
+}
+
+/// Whether an entry answered `a` must have changed the store (and so taken a revision):
+/// `Some(true)` must, `Some(false)` must not, `None` either (a lease revoke changes the
+/// store when keys were attached to the lease, which its answer does not say).
+fn must_change(a: &Applied) -> Option<bool> {
+    match &a.result {
+        Err(_) => Some(false),
+        Ok(Response::Put(_)) => Some(true),
+        Ok(Response::DeleteRange(d)) => Some(d.deleted > 0),
+        Ok(Response::Txn(t)) => Some(txn_writes(t)),
+        Ok(Response::LeaseRevoked) => None,
+        Ok(
+            Response::Range(_) | Response::Compacted | Response::LeaseGranted(_) | Response::Done,
+        ) => Some(false),
+    }
+}
+
+/// A txn's answer shows a write: a put on its path, or a delete that deleted something.
+fn txn_writes(t: &TxnResponse) -> bool {
+    t.responses.iter().any(|r| match r {
+        ResponseOp::Put(_) => true,
+        ResponseOp::DeleteRange(d) => d.deleted > 0,
+        ResponseOp::Txn(n) => txn_writes(n),
+        ResponseOp::Range(_) => false,
+    })
 }

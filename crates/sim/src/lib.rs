@@ -1,8 +1,9 @@
 //! The deterministic cluster simulator, its checkers, and `testkit` (the in-memory
 //! driver of real Raft cores that the core's scenario and paper tests use).
 //!
-//! Owns simulated time, network, disks and clients for a cluster of real Raft cores; pure
-//! and single-threaded per seed, driven by that seed. Must not touch real I/O or clocks.
+//! Owns simulated time, network, disks and clients for a cluster of real Raft cores, each
+//! applying through the real store (`ringkv-store`); pure and single-threaded per seed,
+//! driven by that seed. Must not touch real I/O or clocks.
 //! `make sim SEEDS=N` runs many seeds; `make sim SEED=S` replays one with its trace.
 
 use std::cell::Cell;
@@ -12,6 +13,7 @@ mod faults;
 mod invariants;
 mod options;
 pub mod scripted;
+mod storecheck;
 pub mod testkit;
 mod world;
 

@@ -2,9 +2,16 @@
 //! clients, faults and invariant checks on every step.
 //!
 //! Owns simulated time (microseconds), the event queue and its loop, each node's disk and
-//! key-value state, message delivery, and the clients and their history. What a run is
-//! configured with is in `options`, which faults it suffers in `faults`, and what it is
-//! checked against in `invariants`; the loop calls both as events are handled.
+//! state machine, message delivery, and the clients and their history. A node's state
+//! machine is the real store (`ringkv_store::Store`) on 1 to 4 shards, drawn at each boot:
+//! committed entries are decoded `Command`s handed to it in order (no-op and membership
+//! entries as `Store::skip`), and it runs (its shards and sequencer stepped in an order
+//! the node's seeded generator picks) whenever an answer, a read, a snapshot or a hash
+//! check needs it, so it applies in batches of varying length; its snapshots are
+//! `Store::snapshot()` bodies, restored with `Store::restore` on the shard count of the
+//! node that installs them. What a run is configured with is in `options`, which faults it
+//! suffers in `faults`, and what it is checked against in `invariants`; the loop calls
+//! both as events are handled.
 //! Single-threaded and deterministic for a seed: the same seed replays the same run event
 //! for event. Must not touch real clocks, files or sockets.
 
@@ -22,6 +29,7 @@ use ringkv_raft::{
     Raft, ReadPolicy, Ready, Restore, Role, SnapshotMeta, Term,
 };
 use ringkv_rng::Rng;
+use ringkv_store::{Applied, Command, PutRequest, RangeRequest, Revision, Store};
 
 /// Simulated microseconds.
 pub(crate) type Micros = u64;
@@ -36,6 +44,11 @@ const OP_TIMEOUT_US: Micros = 1_000_000;
 /// A node snapshots and compacts after applying this many entries since its last one.
 const SNAPSHOT_EVERY_ENTRIES: u64 = 150;
 const CLIENTS: usize = 8;
+/// Shards a node's store is split into: drawn per node and boot from 1 to this.
+const SHARDS_MAX: usize = 4;
+/// A node's store is run to rest and hashed at every index that is a multiple of this (the
+/// hashes are compared across nodes).
+pub(crate) const STORE_HASH_EVERY: Index = 64;
 
 /// Totals of one run.
 #[derive(Clone, Copy, Debug, Default)]
@@ -67,27 +80,41 @@ impl Stats {
     }
 }
 
-type Kv = BTreeMap<u64, u64>;
+/// A snapshot as a node stores and sends it: the Raft metadata and `Store::snapshot()`'s
+/// body (independent of the shard count).
+type Snapshot = (SnapshotMeta, Bytes);
 
-/// Entry payload: key and value, little-endian.
-fn encode(key: u64, value: u64) -> Bytes {
-    let mut v = Vec::with_capacity(16);
-    v.extend_from_slice(&key.to_le_bytes());
-    v.extend_from_slice(&value.to_le_bytes());
-    Bytes::from(v)
+/// The store key of register key `k` (the keys the per-key linearizability checker sees).
+pub(crate) fn register_key(k: u64) -> Bytes {
+    Bytes::from(format!("r/{k}"))
 }
 
-fn decode(b: &[u8]) -> (u64, u64) {
-    let k = u64::from_le_bytes(b[..8].try_into().expect("key"));
-    let v = u64::from_le_bytes(b[8..16].try_into().expect("value"));
-    (k, v)
+/// A register value as stored: the unique number, little-endian.
+pub(crate) fn value_bytes(v: u64) -> Bytes {
+    Bytes::copy_from_slice(&v.to_le_bytes())
+}
+
+/// The number a stored value holds; `u64::MAX` (never written) for anything else.
+pub(crate) fn value_of(b: &[u8]) -> u64 {
+    b.try_into().map_or(u64::MAX, u64::from_le_bytes)
+}
+
+/// A register key's value as a node's store holds it now (the store is at rest between
+/// events).
+fn read_register(store: &Store, key: &Bytes) -> Option<u64> {
+    let r = RangeRequest {
+        key: key.clone(),
+        ..Default::default()
+    };
+    let (_, resp) = store.range(&r).expect("a read at the current revision");
+    resp.kvs.first().map(|kv| value_of(&kv.value))
 }
 
 /// What a node has on its simulated disk.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Disk {
     hard_state: HardState,
-    snapshot: Option<(SnapshotMeta, Kv)>,
+    snapshot: Option<Snapshot>,
     entries: Vec<Entry>,
 }
 
@@ -139,7 +166,7 @@ struct PersistJob {
     number: Option<u64>,
     hard_state: Option<HardState>,
     reset: bool,
-    snapshot: Option<(SnapshotMeta, Kv)>,
+    snapshot: Option<Snapshot>,
     entries: Vec<Entry>,
 }
 
@@ -155,7 +182,14 @@ pub(crate) struct Node {
     /// A flush takes everything queued when it starts: one write and one fdatasync for
     /// many Readies, as the WAL will do.
     flushing: usize,
-    pub(crate) kv: Kv,
+    /// The state machine: the real store, on `store.shard_count()` shards.
+    pub(crate) store: Store,
+    /// Picks which of the store's shards or its sequencer moves next (seeded at boot).
+    store_rng: Rng,
+    /// The store revision after `applied_index` (as checked entry by entry).
+    pub(crate) revision: Revision,
+    /// Entries handed to the store and not yet run and checked: (index, a command?).
+    unsettled: Vec<(Index, bool)>,
     pub(crate) applied_index: Index,
     applied_since_snapshot: u64,
     /// Relative clock rate error of this node, ppm.
@@ -163,7 +197,7 @@ pub(crate) struct Node {
     /// Local ticks taken so far (drives the next tick's time).
     ticks: u64,
     /// Snapshot received from a leader, waiting for the core to install it.
-    received_snapshot: Option<(SnapshotMeta, Kv)>,
+    received_snapshot: Option<Snapshot>,
     /// Writes proposed here: index -> (term, client op).
     pending_writes: HashMap<Index, (Term, usize)>,
     /// Reads issued here: read id -> client op.
@@ -227,6 +261,23 @@ pub(crate) struct HistOp {
     pub(crate) failed: bool,
     /// For writes: (index, term) once acknowledged.
     pub(crate) acked_at: Option<(Index, Term)>,
+    /// For acknowledged writes: the store's answer.
+    pub(crate) applied: Option<Applied>,
+}
+
+impl HistOp {
+    pub(crate) fn new(key: u64, kind: OpKind, policy: Option<ReadPolicy>, call: Micros) -> Self {
+        HistOp {
+            key,
+            kind,
+            policy,
+            call,
+            ret: None,
+            failed: false,
+            acked_at: None,
+            applied: None,
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -278,6 +329,8 @@ pub struct World {
     clients: Vec<Client>,
     pub(crate) history: Vec<HistOp>,
     next_value: u64,
+    /// The store keys of the register keys, by number.
+    register_keys: Vec<Bytes>,
     next_read_id: u64,
     /// What the invariants remember (invariants.rs).
     pub(crate) checks: Checks,
@@ -308,6 +361,7 @@ impl World {
                 .collect(),
             history: Vec::new(),
             next_value: 1,
+            register_keys: (0..opts.profile.params().keys).map(register_key).collect(),
             next_read_id: 1,
             checks: Checks::default(),
             faults,
@@ -358,10 +412,15 @@ impl World {
             initial_membership: initial.clone(),
         };
         let raft = Raft::new(cfg.clone(), restore).expect("valid simulator config");
-        let (kv, applied_index) = match &disk.snapshot {
-            Some((meta, kv)) => (kv.clone(), meta.index),
-            None => (Kv::new(), 0),
+        // Each boot its own shard count (snapshots do not depend on it) and stepping order.
+        let shards = 1 + self.rng.index(SHARDS_MAX);
+        let store_rng = Rng::new(self.rng.next_u64());
+        let (store, applied_index) = match &disk.snapshot {
+            Some((meta, data)) => (self.restored_store(data, shards), meta.index),
+            None => (self.empty_store(shards), 0),
         };
+        let revision = store.revision();
+        self.log(|| format!("node {id} boots on {shards} store shards at index {applied_index}"));
         let drift_ppm = self.clock_drift();
         let incarnation = self.nodes.get(&id).map_or(0, |n| n.incarnation + 1);
         let node = Node {
@@ -371,7 +430,10 @@ impl World {
             disk,
             disk_queue: VecDeque::new(),
             flushing: 0,
-            kv,
+            store,
+            store_rng,
+            revision,
+            unsettled: Vec::new(),
             applied_index,
             applied_since_snapshot: 0,
             drift_ppm,
@@ -390,6 +452,16 @@ impl World {
         let at = node.next_tick_at();
         self.nodes.insert(id, node);
         self.schedule(at, Event::Tick(id, incarnation));
+    }
+
+    fn empty_store(&self, shards: usize) -> Store {
+        Store::new(shards)
+    }
+
+    /// A store of `shards` shards from a snapshot body one of the nodes took.
+    fn restored_store(&self, data: &[u8], shards: usize) -> Store {
+        Store::restore(data, shards)
+            .unwrap_or_else(|e| panic!("sim: a node's own store snapshot does not restore: {e}"))
     }
 
     pub(crate) fn schedule(&mut self, at: Micros, e: Event) {
@@ -628,7 +700,7 @@ impl World {
             self.send(m);
         }
         for r in std::mem::take(&mut rd.reads) {
-            self.read_done(id, r.id, r.result.is_ok());
+            self.read_done(id, r.id, r.result.is_ok())?;
         }
         Ok(())
     }
@@ -672,61 +744,155 @@ impl World {
     }
 
     fn apply(&mut self, id: NodeId, rd: &Ready) -> Result<(), Violation> {
-        let n = self.nodes.get_mut(&id).expect("node");
         if rd.reset {
-            n.kv.clear();
+            self.settle_store(id, false)?;
+            let shards = self.nodes[&id].store.shard_count();
+            let store = self.empty_store(shards);
+            let n = self.nodes.get_mut(&id).expect("node");
+            n.revision = store.revision();
+            n.store = store;
             n.applied_index = 0;
         }
         if let Some(meta) = &rd.snapshot {
-            let (m, kv) = n.received_snapshot.clone().expect("snapshot received");
+            self.settle_store(id, false)?;
+            let n = &self.nodes[&id];
+            let (m, data) = n.received_snapshot.clone().expect("snapshot received");
             assert_eq!(&m, meta);
-            n.kv = kv;
+            let store = self.restored_store(&data, n.store.shard_count());
+            let n = self.nodes.get_mut(&id).expect("node");
+            n.revision = store.revision();
+            n.store = store;
             n.applied_index = meta.index;
             n.applied_since_snapshot = 0;
             n.raft.on_applied(meta.index);
             self.stats.snapshots_installed += 1;
         }
         let mut acks = Vec::new();
+        let mut answers: BTreeMap<Index, Applied> = BTreeMap::new();
         for e in &rd.committed {
             self.check_apply(id, e)?;
             let n = self.nodes.get_mut(&id).expect("node");
+            if n.store.index() + 1 != e.index {
+                let at = n.store.index();
+                return Err(self.fail(format!(
+                    "node {id}: its store is at index {at} applying entry {}",
+                    e.index
+                )));
+            }
             n.applied_index = e.index;
             n.applied_since_snapshot += 1;
-            if e.kind == EntryKind::Normal {
-                let (k, v) = decode(&e.data);
-                n.kv.insert(k, v);
-            }
+            let command = e.kind == EntryKind::Normal;
+            if command {
+                match Command::decode(&e.data) {
+                    Ok(cmd) => n.store.submit(cmd),
+                    Err(err) => {
+                        return Err(self.fail(format!(
+                            "node {id}: entry {} is not a store command: {err}",
+                            e.index
+                        )));
+                    }
+                }
+            } else {
+                // No-op and membership entries: no revision, only the watermark moves.
+                n.store.skip()
+            };
+            n.unsettled.push((e.index, command));
             if let Some((term, op)) = n.pending_writes.remove(&e.index) {
                 acks.push((op, term == e.term, e.index, e.term));
             }
+            if e.index % STORE_HASH_EVERY == 0 {
+                answers.extend(self.settle_store(id, true)?);
+            }
+        }
+        // Answers someone waits for are needed now; the rest may wait for a read, a
+        // snapshot or the next hash, so that the store applies longer batches.
+        if !acks.is_empty() {
+            answers.extend(self.settle_store(id, false)?);
         }
         let n = self.nodes.get_mut(&id).expect("node");
         if let Some(last) = rd.committed.last() {
             n.raft.on_applied(last.index);
         }
         for (op, ok, index, term) in acks {
-            self.write_done(op, ok, index, term);
+            let applied = answers.remove(&index);
+            self.write_done(op, ok, index, term, applied);
         }
         // Snapshot and compact now and then (the driver's policy).
-        let n = self.nodes.get_mut(&id).expect("node");
+        let n = &self.nodes[&id];
         if n.applied_since_snapshot >= SNAPSHOT_EVERY_ENTRIES && n.raft.applied() == n.applied_index
         {
+            self.settle_store(id, false)?;
+            let n = self.nodes.get_mut(&id).expect("node");
             let meta = n.raft.compact(n.applied_index);
             n.applied_since_snapshot = 0;
-            // Taken synchronously with the state it describes; written at once.
-            // Written in order with the Readies before it (a snapshot file, then the WAL
-            // is compacted behind it).
+            // Taken synchronously with the state it describes (the store run to rest just
+            // above); written at once, in order with the Readies before it (a snapshot
+            // file, then the WAL is compacted behind it).
             let job = PersistJob {
                 number: None,
                 hard_state: None,
                 reset: false,
-                snapshot: Some((meta, n.kv.clone())),
+                snapshot: Some((meta, Bytes::from(n.store.snapshot()))),
                 entries: Vec::new(),
             };
             n.disk_queue.push_back(job);
             self.start_flush(id);
         }
         Ok(())
+    }
+
+    /// Runs node `id`'s store until everything handed to it is applied and numbered, its
+    /// shards and sequencer moving in an order its seeded generator picks; then checks the
+    /// entries settled (invariants.rs) and returns the answers of the commands among them.
+    /// With `hash`, the store hash is compared with other nodes' at the same index.
+    pub(crate) fn settle_store(
+        &mut self,
+        id: NodeId,
+        hash: bool,
+    ) -> Result<Vec<(Index, Applied)>, Violation> {
+        let n = self.nodes.get_mut(&id).expect("node");
+        if n.unsettled.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Node {
+            store, store_rng, ..
+        } = n;
+        // Seeded picks until a round of them moves nothing, then the rest in a fixed order
+        // (`Store::run` with a shorter idle stretch).
+        let actors = store.shard_count() + 1;
+        let mut idle = 0;
+        while idle < actors {
+            if store.step(store_rng.index(actors)) {
+                idle = 0;
+            } else {
+                idle += 1;
+            }
+        }
+        store.run_in_order();
+        let mut entries = Vec::with_capacity(n.unsettled.len());
+        for (i, command) in std::mem::take(&mut n.unsettled) {
+            let applied = if command {
+                match n.store.take_answer(i) {
+                    Some(a) => Some(a),
+                    None => {
+                        return Err(self.fail(format!("node {id}: entry {i} has no answer")));
+                    }
+                }
+            } else {
+                None
+            };
+            entries.push((i, applied));
+        }
+        let prev = self.nodes[&id].revision;
+        let revision = self.check_store_entries(id, prev, &entries)?;
+        self.nodes.get_mut(&id).expect("node").revision = revision;
+        if hash {
+            self.check_store_hash(id)?;
+        }
+        Ok(entries
+            .into_iter()
+            .filter_map(|(i, a)| a.map(|a| (i, a)))
+            .collect())
     }
 
     // ----- clients -----
@@ -755,6 +921,7 @@ impl World {
         } else {
             up[self.rng.below(up.len() as u64) as usize]
         };
+        self.stats.ops += 1;
         let key = self.rng.below(self.params.keys);
         let op_index = self.history.len();
         let roll = if sticky {
@@ -762,58 +929,62 @@ impl World {
         } else {
             self.rng.below(100)
         };
-        let now = self.now;
-        let n = self.nodes.get_mut(&node).expect("node");
-        let local = n.local_ns(now);
         if roll < 50 {
             let value = self.next_value;
             self.next_value += 1;
             self.checks.proposed(key, value);
-            self.history.push(HistOp {
-                key,
-                kind: OpKind::Write(Some(value)),
-                policy: None,
-                call: now,
-                ret: None,
-                failed: false,
-                acked_at: None,
+            self.history
+                .push(HistOp::new(key, OpKind::Write(Some(value)), None, self.now));
+            let put = Command::Put(PutRequest {
+                key: self.register_keys[key as usize].clone(),
+                value: value_bytes(value),
+                // Now and then the previous value too (checked against the reference).
+                prev_kv: value % 4 == 0,
+                ..Default::default()
             });
-            match n.raft.propose(vec![encode(key, value)]) {
-                Ok((index, term)) => {
-                    n.pending_writes.insert(index, (term, op_index));
-                    self.wait(c, op_index, node);
-                }
-                Err(ringkv_raft::ProposeError::NotLeader { leader }) => {
-                    self.clients[c].leader_hint = leader;
-                    self.finish(c, op_index, None, false);
-                }
-                Err(_) => self.finish(c, op_index, None, false),
-            }
+            self.propose(c, node, op_index, put.encode());
         } else {
             let policy = match roll {
                 50..=69 => ReadPolicy::Linearizable,
                 70..=89 => ReadPolicy::Lease,
                 _ => ReadPolicy::Eventual,
             };
-            let id = self.next_read_id;
-            self.next_read_id += 1;
-            self.history.push(HistOp {
-                key,
-                kind: OpKind::Read(None),
-                policy: Some(policy),
-                call: now,
-                ret: None,
-                failed: false,
-                acked_at: None,
-            });
-            n.pending_reads.insert(id, op_index);
-            n.raft.read(id, policy, local);
-            if n.raft.role() != Role::Leader && policy != ReadPolicy::Eventual {
-                self.clients[c].leader_hint = n.raft.leader();
-            }
-            self.wait(c, op_index, node);
+            self.history
+                .push(HistOp::new(key, OpKind::Read(None), Some(policy), self.now));
+            self.read(c, node, op_index, policy);
         }
-        self.stats.ops += 1;
+    }
+
+    /// Client `c` proposes the write `op` of the history at `node`.
+    pub(crate) fn propose(&mut self, c: usize, node: NodeId, op: usize, payload: Bytes) {
+        let n = self.nodes.get_mut(&node).expect("node");
+        match n.raft.propose(vec![payload]) {
+            Ok((index, term)) => {
+                n.pending_writes.insert(index, (term, op));
+                self.wait(c, op, node);
+            }
+            Err(ringkv_raft::ProposeError::NotLeader { leader }) => {
+                self.clients[c].leader_hint = leader;
+                self.finish(c, op, None, false);
+            }
+            Err(_) => self.finish(c, op, None, false),
+        }
+    }
+
+    /// Client `c` asks `node` for the read `op` of the history under `policy` (served
+    /// from the node's store once the core says it may be: `read_done`).
+    pub(crate) fn read(&mut self, c: usize, node: NodeId, op: usize, policy: ReadPolicy) {
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        let now = self.now;
+        let n = self.nodes.get_mut(&node).expect("node");
+        let local = n.local_ns(now);
+        n.pending_reads.insert(id, op);
+        n.raft.read(id, policy, local);
+        if n.raft.role() != Role::Leader && policy != ReadPolicy::Eventual {
+            self.clients[c].leader_hint = n.raft.leader();
+        }
+        self.wait(c, op, node);
     }
 
     fn wait(&mut self, c: usize, op: usize, node: NodeId) {
@@ -841,10 +1012,18 @@ impl World {
             .position(|cl| matches!(cl.state, ClientState::Waiting { op: o, .. } if o == op))
     }
 
-    fn write_done(&mut self, op: usize, ok: bool, index: Index, term: Term) {
+    fn write_done(
+        &mut self,
+        op: usize,
+        ok: bool,
+        index: Index,
+        term: Term,
+        applied: Option<Applied>,
+    ) {
         let Some(c) = self.client_of(op) else { return };
         if ok {
             self.history[op].acked_at = Some((index, term));
+            self.history[op].applied = applied;
             let now = self.now;
             self.finish(c, op, Some(now), false);
         } else {
@@ -853,21 +1032,27 @@ impl World {
         }
     }
 
-    fn read_done(&mut self, node: NodeId, id: u64, ok: bool) {
+    fn read_done(&mut self, node: NodeId, id: u64, ok: bool) -> Result<(), Violation> {
         let n = self.nodes.get_mut(&node).expect("node");
         let Some(op) = n.pending_reads.remove(&id) else {
-            return;
+            return Ok(());
         };
-        let key = self.history[op].key;
-        let value = n.kv.get(&key).copied();
-        let Some(c) = self.client_of(op) else { return };
+        let Some(c) = self.client_of(op) else {
+            return Ok(());
+        };
         if ok {
+            self.settle_store(node, false)?;
+        }
+        if ok {
+            let key = self.history[op].key;
+            let value = read_register(&self.nodes[&node].store, &self.register_keys[key as usize]);
             self.history[op].kind = OpKind::Read(value);
             let now = self.now;
             self.finish(c, op, Some(now), false);
         } else {
             self.finish(c, op, None, false);
         }
+        Ok(())
     }
 
     // ----- after each step -----
