@@ -6,8 +6,9 @@
 //! and answer for each index and the same store hash at every `STORE_HASH_EVERY`th index
 //! on every node; at the end liveness, convergence (same revision and store hash),
 //! no lost acknowledged write, eventual reads of written values only, linearizability of
-//! the register operations (`checker`), and the store's (`storecheck`: the log replayed on
-//! the reference model). `Violation` is what a broken one reports.
+//! the register operations (`checker`), and the whole-store check (`storecheck`: the log
+//! replayed on the reference model, the store operations' linearizability). `Violation`
+//! is what a broken one reports.
 //!
 //! Runs on the simulator's thread (one per seed), called by `World` as each event is
 //! handled. Only reads the world, besides its own `Checks`, each node's last role and term,
@@ -366,7 +367,7 @@ impl World {
             }
         }
         // Eventual reads return only written values.
-        for op in &self.history {
+        for op in self.history.iter().filter(|o| o.store.is_none()) {
             if op.policy == Some(ReadPolicy::Eventual) {
                 if let (OpKind::Read(Some(v)), Some(_)) = (op.kind, op.ret) {
                     if !self
@@ -383,11 +384,12 @@ impl World {
             }
         }
         // The committed log replayed on the reference model: every node's revisions and
-        // answers (as compared across nodes on the way) must be the reference's
-        // (storecheck.rs).
+        // answers (as compared across nodes on the way) must be the reference's, and the
+        // store operations linearizable (storecheck.rs).
         if self.opts.persistence == Persistence::DiskFirst {
             let checks = &self.checks;
-            if let Err(what) = storecheck::replay(&checks.log, &checks.store_entries) {
+            if let Err(what) = storecheck::check(&checks.log, &checks.store_entries, &self.history)
+            {
                 // "sim:": the simulator's own bookkeeping failed, which catches nothing.
                 return Err(if what.starts_with("sim:") {
                     self.fail_liveness(what)
@@ -402,7 +404,9 @@ impl World {
             let ops: Vec<Op> = self
                 .history
                 .iter()
-                .filter(|o| !o.failed && o.policy != Some(ReadPolicy::Eventual))
+                .filter(|o| {
+                    !o.failed && o.store.is_none() && o.policy != Some(ReadPolicy::Eventual)
+                })
                 .map(|o| Op {
                     key: o.key,
                     kind: o.kind,

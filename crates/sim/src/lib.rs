@@ -15,6 +15,7 @@ mod options;
 pub mod scripted;
 mod storecheck;
 pub mod testkit;
+mod workload;
 mod world;
 
 pub use invariants::Violation;

@@ -26,10 +26,12 @@ pub struct Options {
 /// Workload and fault mixes, each aimed at a class of bugs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Profile {
-    /// Everything a little: crashes, partitions, membership, transfers, 4 keys.
+    /// Everything a little: crashes, partitions, membership, transfers, 4 register keys,
+    /// the most store operations (30%).
     Standard,
-    /// One key, readers that stay on their node, the leader often isolated, fast links:
-    /// a leader that answers reads it should not shows up as a stale read.
+    /// One register key, readers that stay on their node (reading ranges now and then),
+    /// the leader often isolated, fast links: a leader that answers reads it should not
+    /// shows up as a stale read.
     StaleReads,
     /// Whole-cluster crashes and stalling disks: anything acknowledged before it is
     /// durable on a quorum shows up as a lost write.
@@ -41,7 +43,11 @@ pub enum Profile {
 
 /// The knobs a profile sets.
 pub(crate) struct Params {
+    /// Register keys (the per-key checker's).
     pub(crate) keys: u64,
+    /// Chance (per mille) that a client's operation is a store operation (workload.rs; a
+    /// range read for a sticky reader) rather than a register one.
+    pub(crate) store_ops_per_mille: u64,
     /// Half the clients only read, each always from the same node.
     pub(crate) sticky_readers: bool,
     /// Relative weights: crash all, crash one, partition, membership, transfer, quiet.
@@ -60,6 +66,7 @@ impl Profile {
     pub(crate) fn params(self) -> Params {
         let standard = Params {
             keys: 4,
+            store_ops_per_mille: 300,
             sticky_readers: false,
             fault_weights: [3, 27, 25, 15, 10, 20],
             isolate_leader_per_mille: 400,
@@ -73,6 +80,7 @@ impl Profile {
             Profile::Standard => standard,
             Profile::StaleReads => Params {
                 keys: 1,
+                store_ops_per_mille: 150,
                 sticky_readers: true,
                 fault_weights: [0, 10, 70, 0, 10, 10],
                 isolate_leader_per_mille: 800,
@@ -80,12 +88,14 @@ impl Profile {
                 ..standard
             },
             Profile::Durability => Params {
+                store_ops_per_mille: 250,
                 fault_weights: [30, 30, 20, 5, 5, 10],
                 slow_disk_per_mille: 150,
                 ..standard
             },
             Profile::Churn => Params {
                 keys: 2,
+                store_ops_per_mille: 250,
                 fault_weights: [5, 40, 30, 20, 5, 0],
                 isolate_leader_per_mille: 600,
                 fault_gap_us: (100_000, 600_000),

@@ -10,8 +10,8 @@
 //! check needs it, so it applies in batches of varying length; its snapshots are
 //! `Store::snapshot()` bodies, restored with `Store::restore` on the shard count of the
 //! node that installs them. What a run is configured with is in `options`, which faults it
-//! suffers in `faults`, and what it is checked against in `invariants`; the loop calls
-//! both as events are handled.
+//! suffers in `faults`, what the store clients ask in `workload`, and what it is checked
+//! against in `invariants`; the loop calls them as events are handled.
 //! Single-threaded and deterministic for a seed: the same seed replays the same run event
 //! for event. Must not touch real clocks, files or sockets.
 
@@ -24,6 +24,7 @@ use super::checker::OpKind;
 use super::faults::Faults;
 use super::invariants::{Checks, Violation};
 use super::options::{Options, Params};
+use super::workload::{Seen, StoreOp};
 use ringkv_raft::{
     Body, Config, Entry, EntryKind, HardState, Index, Membership, Message, NodeId, Persistence,
     Raft, ReadPolicy, Ready, Restore, Role, SnapshotMeta, Term,
@@ -56,6 +57,8 @@ pub struct Stats {
     pub sim_us: u64,
     pub ops: u64,
     pub ops_ok: u64,
+    /// Of `ops`, the store workload's (workload.rs).
+    pub store_ops: u64,
     pub crashes: u64,
     pub partitions: u64,
     pub membership_changes: u64,
@@ -70,6 +73,7 @@ impl Stats {
         self.sim_us += o.sim_us;
         self.ops += o.ops;
         self.ops_ok += o.ops_ok;
+        self.store_ops += o.store_ops;
         self.crashes += o.crashes;
         self.partitions += o.partitions;
         self.membership_changes += o.membership_changes;
@@ -243,13 +247,16 @@ enum ClientState {
     },
 }
 
-struct Client {
+pub(crate) struct Client {
     state: ClientState,
     /// Node this client believes leads.
     leader_hint: NodeId,
+    /// What its store operations' answers told it (workload.rs).
+    pub(crate) seen: Seen,
 }
 
-/// A client operation of the history.
+/// A client operation of the history: a register operation (`key`, `kind`), or a store
+/// operation (`store`; `key` and `kind` then mean nothing).
 #[derive(Clone, Debug)]
 pub(crate) struct HistOp {
     pub(crate) key: u64,
@@ -263,6 +270,8 @@ pub(crate) struct HistOp {
     pub(crate) acked_at: Option<(Index, Term)>,
     /// For acknowledged writes: the store's answer.
     pub(crate) applied: Option<Applied>,
+    /// A store operation (workload.rs): what it asked and, for a read, what it saw.
+    pub(crate) store: Option<Box<StoreOp>>,
 }
 
 impl HistOp {
@@ -276,6 +285,7 @@ impl HistOp {
             failed: false,
             acked_at: None,
             applied: None,
+            store: None,
         }
     }
 }
@@ -326,9 +336,9 @@ pub struct World {
     seq: u64,
     events: BinaryHeap<Reverse<(Micros, u64, Event)>>,
     pub(crate) nodes: BTreeMap<NodeId, Node>,
-    clients: Vec<Client>,
+    pub(crate) clients: Vec<Client>,
     pub(crate) history: Vec<HistOp>,
-    next_value: u64,
+    pub(crate) next_value: u64,
     /// The store keys of the register keys, by number.
     register_keys: Vec<Bytes>,
     next_read_id: u64,
@@ -357,6 +367,7 @@ impl World {
                 .map(|_| Client {
                     state: ClientState::Idle,
                     leader_hint: 0,
+                    seen: Seen::default(),
                 })
                 .collect(),
             history: Vec::new(),
@@ -922,6 +933,21 @@ impl World {
             up[self.rng.below(up.len() as u64) as usize]
         };
         self.stats.ops += 1;
+        // The store workload (workload.rs) takes its share; a reader that stays on its
+        // node reads ranges.
+        if self.rng.chance(self.params.store_ops_per_mille) {
+            if sticky {
+                let policy = if self.rng.chance(500) {
+                    ReadPolicy::Linearizable
+                } else {
+                    ReadPolicy::Lease
+                };
+                self.store_read(c, node, policy);
+            } else {
+                self.store_op(c, node);
+            }
+            return;
+        }
         let key = self.rng.below(self.params.keys);
         let op_index = self.history.len();
         let roll = if sticky {
@@ -1023,6 +1049,9 @@ impl World {
         let Some(c) = self.client_of(op) else { return };
         if ok {
             self.history[op].acked_at = Some((index, term));
+            if let (Some(store_op), Some(a)) = (&self.history[op].store, &applied) {
+                self.clients[c].seen.learn_write(store_op, a);
+            }
             self.history[op].applied = applied;
             let now = self.now;
             self.finish(c, op, Some(now), false);
@@ -1043,7 +1072,14 @@ impl World {
         if ok {
             self.settle_store(node, false)?;
         }
-        if ok {
+        if ok && self.history[op].store.is_some() {
+            let n = &self.nodes[&node];
+            let store_op = self.history[op].store.as_mut().expect("a store op");
+            store_op.serve(&n.store);
+            self.clients[c].seen.learn_read(store_op);
+            let now = self.now;
+            self.finish(c, op, Some(now), false);
+        } else if ok {
             let key = self.history[op].key;
             let value = read_register(&self.nodes[&node].store, &self.register_keys[key as usize]);
             self.history[op].kind = OpKind::Read(value);

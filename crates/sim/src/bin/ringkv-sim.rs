@@ -220,14 +220,15 @@ fn main() {
     );
     println!(
         "sim: seeds={seeds} violations={} negative_controls_caught={caught_n}/{} sim_seconds={:.0} \
-         ops={} crashes={} partitions={} membership_changes={}",
+         ops={} crashes={} partitions={} membership_changes={} store_ops={}",
         violations.len(),
         Control::ALL.len(),
         stats.sim_us as f64 / 1e6,
         stats.ops,
         stats.crashes,
         stats.partitions,
-        stats.membership_changes
+        stats.membership_changes,
+        stats.store_ops
     );
     if !violations.is_empty() || caught_n != Control::ALL.len() {
         std::process::exit(1);
