@@ -40,6 +40,11 @@ pub fn run_seed(
             Control::AckBeforePersist => Profile::Durability,
             Control::CommitOlderTermByCounting | Control::MembershipBeforeNoop => Profile::Churn,
             Control::VoteWithoutLogCheck => Profile::Standard,
+            // The store's controls: the mix with the most store operations.
+            Control::CompareWithoutWaiting
+            | Control::ReadOnlyTxnBumpsRevision
+            | Control::RangeDropsShardPart
+            | Control::SequencerSkipsRevision => Profile::Standard,
         };
     }
     // An assertion inside the core (an invariant asserted in code) is a violation too.

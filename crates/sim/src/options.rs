@@ -8,6 +8,7 @@
 //! a draw here would shift every later one and change the run.
 
 use ringkv_raft::{Controls, Persistence};
+use ringkv_store::Controls as StoreControls;
 
 /// What a seed is run with.
 #[derive(Clone, Debug)]
@@ -107,7 +108,8 @@ impl Profile {
     }
 }
 
-/// The negative controls: each breaks the protocol in one way the checkers must catch.
+/// The negative controls: each breaks the protocol (the first six, in the Raft core) or
+/// the store (the last four, in `ringkv-store`) in one way the checkers must catch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Control {
     CommitOlderTermByCounting,
@@ -116,19 +118,31 @@ pub enum Control {
     LeaseIgnoresDrift,
     VoteWithoutLogCheck,
     MembershipBeforeNoop,
+    /// A shard decides a txn compare on a pending revision from its lowest bound.
+    CompareWithoutWaiting,
+    /// A read-only txn takes a revision.
+    ReadOnlyTxnBumpsRevision,
+    /// A range merged from several shards leaves one shard's part out.
+    RangeDropsShardPart,
+    /// The sequencer skips a revision number now and then.
+    SequencerSkipsRevision,
 }
 
 impl Control {
-    pub const ALL: [Control; 6] = [
+    pub const ALL: [Control; 10] = [
         Control::CommitOlderTermByCounting,
         Control::ReadIndexWithoutQuorum,
         Control::AckBeforePersist,
         Control::LeaseIgnoresDrift,
         Control::VoteWithoutLogCheck,
         Control::MembershipBeforeNoop,
+        Control::CompareWithoutWaiting,
+        Control::ReadOnlyTxnBumpsRevision,
+        Control::RangeDropsShardPart,
+        Control::SequencerSkipsRevision,
     ];
 
-    /// The switches this control turns on.
+    /// The Raft core's switches this control turns on.
     pub fn controls(self) -> Controls {
         let mut c = Controls::default();
         self.apply(&mut c);
@@ -143,7 +157,24 @@ impl Control {
             Control::LeaseIgnoresDrift => c.lease_ignores_drift = true,
             Control::VoteWithoutLogCheck => c.vote_without_log_check = true,
             Control::MembershipBeforeNoop => c.membership_before_noop = true,
+            Control::CompareWithoutWaiting
+            | Control::ReadOnlyTxnBumpsRevision
+            | Control::RangeDropsShardPart
+            | Control::SequencerSkipsRevision => {}
         }
+    }
+
+    /// The store's switches this control turns on (none for a control of the core).
+    pub fn store_controls(self) -> StoreControls {
+        let mut c = StoreControls::default();
+        match self {
+            Control::CompareWithoutWaiting => c.compare_without_waiting = true,
+            Control::ReadOnlyTxnBumpsRevision => c.read_only_txn_bumps_revision = true,
+            Control::RangeDropsShardPart => c.range_drops_a_part = true,
+            Control::SequencerSkipsRevision => c.sequencer_skips_revisions = true,
+            _ => {}
+        }
+        c
     }
 }
 

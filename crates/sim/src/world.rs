@@ -466,13 +466,27 @@ impl World {
     }
 
     fn empty_store(&self, shards: usize) -> Store {
-        Store::new(shards)
+        self.with_controls(Store::new(shards))
     }
 
     /// A store of `shards` shards from a snapshot body one of the nodes took.
     fn restored_store(&self, data: &[u8], shards: usize) -> Store {
-        Store::restore(data, shards)
-            .unwrap_or_else(|e| panic!("sim: a node's own store snapshot does not restore: {e}"))
+        let store = Store::restore(data, shards)
+            .unwrap_or_else(|e| panic!("sim: a node's own store snapshot does not restore: {e}"));
+        self.with_controls(store)
+    }
+
+    /// The store under the run's negative control, if it is one of the store's.
+    fn with_controls(&self, mut store: Store) -> Store {
+        let c = self
+            .opts
+            .control
+            .map(|c| c.store_controls())
+            .unwrap_or_default();
+        if c != Default::default() {
+            store.set_controls(c);
+        }
+        store
     }
 
     pub(crate) fn schedule(&mut self, at: Micros, e: Event) {

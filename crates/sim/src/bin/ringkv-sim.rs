@@ -32,6 +32,17 @@ enum Caught {
     Scripted(Script, u64, String),
 }
 
+/// A violation's first line, cut to a summary's width (the store's checks print whole
+/// answers; `make sim SEED=S CONTROL=Name` shows them in full).
+fn headline(what: &str) -> String {
+    const WIDTH: usize = 200;
+    let first = what.lines().next().unwrap_or("");
+    match first.char_indices().nth(WIDTH) {
+        Some((cut, _)) => format!("{} ...", &first[..cut]),
+        None => first.to_string(),
+    }
+}
+
 fn value<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     let i = args.iter().position(|a| a == name)?;
     Some(
@@ -187,7 +198,7 @@ fn main() {
         match caught[ci].lock().expect("lock").take() {
             Some(Caught::Random(v)) => {
                 caught_n += 1;
-                let first = v.what.lines().next().unwrap_or("").to_string();
+                let first = headline(&v.what);
                 println!(
                     "control {control:?}: caught at seed {} ({:.3}s): {first}",
                     v.seed,
@@ -196,7 +207,7 @@ fn main() {
             }
             Some(Caught::Scripted(script, seed, what)) => {
                 caught_n += 1;
-                let first = what.lines().next().unwrap_or("").to_string();
+                let first = headline(&what);
                 println!(
                     "control {control:?}: caught by scripted {script:?} at seed {seed}: {first}"
                 );
