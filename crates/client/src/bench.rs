@@ -131,6 +131,9 @@ pub(crate) struct Plan {
     issued: Cell<u64>,
     /// Requests answered (or failed) so far: the progress display reads it.
     done: Cell<u64>,
+    /// The next key of `--sequential-keys`, shared by every client so that a pass of
+    /// `key_space` requests writes every key exactly once.
+    next_key: Cell<u64>,
     started: Instant,
     deadline: Option<Instant>,
     pub value: String,
@@ -143,6 +146,7 @@ impl Plan {
             value: "v".repeat(o.val_size),
             issued: Cell::new(0),
             done: Cell::new(0),
+            next_key: Cell::new(0),
             started: Instant::now(),
             o,
         }
@@ -192,12 +196,9 @@ impl Plan {
         }
     }
 
-    /// Client `c`'s own random stream and sequence start.
-    pub fn client_rng(c: usize) -> (Rng, u64) {
-        (
-            Rng::new(0x5eed ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-            c as u64 * 1_000_003,
-        )
+    /// Client `c`'s own random stream.
+    pub fn client_rng(c: usize) -> Rng {
+        Rng::new(0x5eed ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
 
     /// The next operation: `Some(consistency)` for a read, `None` for a put.
@@ -225,13 +226,24 @@ impl Plan {
         true
     }
 
-    pub fn key(&self, rng: &mut Rng, seq: &mut u64) -> String {
-        let k = if self.o.sequential_keys {
-            *seq += 1;
-            *seq % self.o.key_space
+    /// The next key's number: random over the key space, or with `--sequential-keys` the
+    /// next one in order over all clients (0, 1, ..., key_space - 1, then 0 again).
+    pub fn key_index(&self, rng: &mut Rng) -> u64 {
+        if self.o.sequential_keys {
+            let n = self.next_key.get();
+            self.next_key.set(n + 1);
+            n % self.o.key_space
         } else {
             rng.below(self.o.key_space)
-        };
+        }
+    }
+
+    pub fn key(&self, rng: &mut Rng) -> String {
+        self.key_name(self.key_index(rng))
+    }
+
+    /// Key number `k` as text, padded with leading zeros to `key_size`.
+    pub fn key_name(&self, k: u64) -> String {
         let s = k.to_string();
         if s.len() >= self.o.key_size {
             s
@@ -344,11 +356,11 @@ async fn client(
     errors: Rc<RefCell<BTreeMap<String, u64>>>,
 ) -> Histogram<u64> {
     let mut hist = Histogram::<u64>::new(3).expect("valid precision");
-    let (mut rng, mut seq) = Plan::client_rng(c);
+    let mut rng = Plan::client_rng(c);
     let mut http: Option<AsyncConn<TcpStream>> = None;
     let o = &shared.o;
     while shared.take_one() {
-        let key = shared.key(&mut rng, &mut seq);
+        let key = shared.key(&mut rng);
         let read = shared.pick_read(&mut rng);
         let t = Instant::now();
         let call = async {
@@ -457,6 +469,23 @@ mod tests {
             sequential_keys: false,
             timeout: Duration::from_secs(1),
         })
+    }
+
+    #[test]
+    fn sequential_keys_write_every_key_once_per_pass_whatever_the_clients() {
+        let mut p = plan(Some(30), None);
+        p.o.sequential_keys = true;
+        // Clients take turns (as the tasks of one executor do); each has its own rng,
+        // which sequential keys do not use.
+        let mut rngs: Vec<Rng> = (0..4).map(Plan::client_rng).collect();
+        let keys: Vec<String> = (0..30).map(|i| p.key(&mut rngs[i % 4])).collect();
+        let mut first: Vec<String> = keys[..10].to_vec();
+        first.sort();
+        first.dedup();
+        assert_eq!(first.len(), 10, "{keys:?}");
+        assert_eq!(keys[0], "00000000");
+        assert_eq!(keys[9], "00000009");
+        assert_eq!(keys[10..20], keys[..10]);
     }
 
     #[test]

@@ -154,9 +154,9 @@ async fn run_local(o: Options) -> Result<Report, String> {
         let (plan, errors) = (plan.clone(), errors.clone());
         tasks.push(tokio::task::spawn_local(async move {
             let mut hist = Histogram::<u64>::new(3).expect("valid precision");
-            let (mut rng, mut seq) = Plan::client_rng(c);
+            let mut rng = Plan::client_rng(c);
             while plan.take_one() {
-                let key = plan.key(&mut rng, &mut seq).into_bytes();
+                let key = plan.key(&mut rng).into_bytes();
                 let read = plan.pick_read(&mut rng);
                 let t = Instant::now();
                 let call = async {
