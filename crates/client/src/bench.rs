@@ -8,7 +8,7 @@
 //! error by kind. Must not touch a node's files: it only talks to its port.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -43,6 +43,79 @@ pub enum Workload {
         read_ratio: f64,
         consistency: u8,
     },
+    /// Kubernetes' update: `Txn{compare: MOD(key) == r, success: [Put key value],
+    /// failure: [Range key]}` with `r` the key's mod_revision last seen by the bench (one
+    /// round trip per op). A failed compare is a completed op, counted in
+    /// `Report::conflicts`.
+    TxnPut,
+    /// A range over one of `key_space` prefixes of `PREFIX_KEYS` keys each
+    /// (`prefix_name`), with this consistency code. The prefixes must be full
+    /// (`PopulatePrefixes`): checked before timing starts.
+    RangePrefix {
+        consistency: u8,
+    },
+    /// LeaseGrant (`LEASE_TTL_SECS`), then a Put of a key (`lease_key_name`) with that
+    /// lease: one op is the pair.
+    LeasePut,
+    /// Setup for `RangePrefix`: puts every key of the `key_space` prefixes, in order
+    /// (`key_space * PREFIX_KEYS` requests, whatever `total` says).
+    PopulatePrefixes,
+    /// Cleanup after `LeasePut`: lists the cluster's leases and revokes every one (as many
+    /// requests as leases; one already gone counts as revoked).
+    RevokeLeases,
+}
+
+impl Workload {
+    /// Whether the HTTP target has it (the etcd data model's calls are native only).
+    pub fn on_http(self) -> bool {
+        matches!(
+            self,
+            Workload::Put | Workload::Range { .. } | Workload::Mixed { .. }
+        )
+    }
+
+    /// Whether every request is a write, sent to the leader.
+    pub fn writes_only(self) -> bool {
+        matches!(
+            self,
+            Workload::Put
+                | Workload::TxnPut
+                | Workload::LeasePut
+                | Workload::PopulatePrefixes
+                | Workload::RevokeLeases
+        )
+    }
+}
+
+/// Keys under each prefix of `Workload::RangePrefix`.
+pub const PREFIX_KEYS: u64 = 100;
+/// The TTL of `Workload::LeasePut`'s leases, in seconds: longer than a row of the suite,
+/// which revokes them afterwards (`RevokeLeases`).
+pub const LEASE_TTL_SECS: i64 = 60;
+
+/// Prefix `i` of `Workload::RangePrefix`: `p` and six digits, then `/`. It starts with a
+/// letter, so plain keys (digits) and prefixed keys never share a range.
+pub fn prefix_name(i: u64) -> String {
+    format!("p{i:06}/")
+}
+
+/// Key `j` (0..PREFIX_KEYS) under prefix `i`.
+pub fn prefix_key_name(i: u64, j: u64) -> String {
+    format!("{}{j:03}", prefix_name(i))
+}
+
+/// The key a `LeasePut` writes for key number `k`: `l/` and the plain key, apart from the
+/// plain keys so that revoking the leases deletes none of those.
+pub fn lease_key_name(plain: &str) -> String {
+    format!("l/{plain}")
+}
+
+/// What one op came to, when it did not fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Done {
+    Ok,
+    /// A `TxnPut` whose compare failed: its failure branch ran (nothing was written).
+    Conflict,
 }
 
 #[derive(Clone, Debug)]
@@ -77,12 +150,16 @@ pub struct Report {
     pub max_ms: f64,
     pub errors: u64,
     pub errors_by_kind: BTreeMap<String, u64>,
+    /// `txn-put` ops whose compare failed (another client had changed the key since the
+    /// revision this one compared against): completed ops, counted in `requests` and the
+    /// latencies, not errors. 0 for every other workload.
+    pub conflicts: u64,
 }
 
 impl Report {
     pub fn line(&self) -> String {
         format!(
-            "{} requests in {:.2} s: {:.0} ops/s; latency ms avg {:.3} p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3}; errors {}{}",
+            "{} requests in {:.2} s: {:.0} ops/s; latency ms avg {:.3} p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3}; errors {}{}{}",
             self.requests,
             self.seconds,
             self.ops_per_sec,
@@ -97,6 +174,11 @@ impl Report {
                 String::new()
             } else {
                 format!(" {:?}", self.errors_by_kind)
+            },
+            if self.conflicts > 0 {
+                format!("; conflicts {}", self.conflicts)
+            } else {
+                String::new()
             }
         )
     }
@@ -109,6 +191,17 @@ pub fn run(o: Options) -> Result<Report, String> {
     }
     if o.total.is_none() == o.duration.is_none() {
         return Err("give exactly one of --total and --duration".into());
+    }
+    let mut o = o;
+    if o.workload == Workload::PopulatePrefixes {
+        // Every key of every prefix once, whatever --total or --duration said.
+        o.total = Some(o.key_space * PREFIX_KEYS);
+        o.duration = None;
+    }
+    if o.target == Target::Http && !o.workload.on_http() {
+        return Err(
+            "txn-put, range-prefix and lease-put run on --target native or etcd only".into(),
+        );
     }
     if o.target == Target::Etcd {
         #[cfg(feature = "etcd")]
@@ -134,6 +227,12 @@ pub(crate) struct Plan {
     /// The next key of `--sequential-keys`, shared by every client so that a pass of
     /// `key_space` requests writes every key exactly once.
     next_key: Cell<u64>,
+    /// TxnPut: each key's mod_revision as last seen, and the header revision of the answer
+    /// that showed it (a later answer replaces an earlier one, whatever order they come in).
+    mod_revisions: RefCell<HashMap<String, (i64, i64)>>,
+    /// RevokeLeases: the leases still to revoke.
+    leases: RefCell<Vec<i64>>,
+    conflicts: Cell<u64>,
     started: Instant,
     deadline: Option<Instant>,
     pub value: String,
@@ -147,9 +246,79 @@ impl Plan {
             issued: Cell::new(0),
             done: Cell::new(0),
             next_key: Cell::new(0),
+            mod_revisions: RefCell::default(),
+            leases: RefCell::default(),
+            conflicts: Cell::new(0),
             started: Instant::now(),
             o,
         }
+    }
+
+    /// What the run learnt before timing started.
+    pub(crate) fn prepare(&self, p: Prepared) {
+        let mut m = self.mod_revisions.borrow_mut();
+        for (key, mod_revision, at) in p.mod_revisions {
+            m.insert(key, (mod_revision, at));
+        }
+        *self.leases.borrow_mut() = p.leases;
+    }
+
+    /// TxnPut: the mod_revision to compare `key` against (0: never seen, so absent as far
+    /// as the bench knows; etcd compares an absent key's mod_revision as 0).
+    pub fn known_mod_revision(&self, key: &str) -> i64 {
+        self.mod_revisions.borrow().get(key).map_or(0, |&(r, _)| r)
+    }
+
+    /// TxnPut: an answer at header revision `at` showed `key` at `mod_revision` (0:
+    /// absent).
+    pub fn saw_mod_revision(&self, key: &str, mod_revision: i64, at: i64) {
+        let mut m = self.mod_revisions.borrow_mut();
+        match m.get_mut(key) {
+            Some(e) if e.1 > at => {}
+            Some(e) => *e = (mod_revision, at),
+            None => {
+                m.insert(key.to_string(), (mod_revision, at));
+            }
+        }
+    }
+
+    /// RevokeLeases: the next lease to revoke.
+    pub fn next_lease(&self) -> Option<i64> {
+        self.leases.borrow_mut().pop()
+    }
+
+    /// PopulatePrefixes: the next key, in order over every prefix.
+    pub fn populate_key(&self) -> String {
+        let n = self.next_key.get();
+        self.next_key.set(n + 1);
+        prefix_key_name(n / PREFIX_KEYS, n % PREFIX_KEYS)
+    }
+
+    /// RangePrefix: a range over a random prefix (`key_index`), with the range's end.
+    pub fn prefix_range(&self, rng: &mut Rng) -> (Vec<u8>, Vec<u8>) {
+        let p = prefix_name(self.key_index(rng)).into_bytes();
+        let end = ringkv_store::prefix_end(&p).to_vec();
+        (p, end)
+    }
+
+    /// RangePrefix: whether an answer holds the whole prefix.
+    pub fn check_prefix(&self, kvs: usize) -> Result<Done, String> {
+        if kvs as u64 == PREFIX_KEYS {
+            Ok(Done::Ok)
+        } else {
+            Err(format!("prefix of {kvs} keys, not {PREFIX_KEYS}"))
+        }
+    }
+
+    /// Counts a completed op's outcome.
+    pub(crate) fn count(&self, d: Done) {
+        if d == Done::Conflict {
+            self.conflicts.set(self.conflicts.get() + 1);
+        }
+    }
+
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.get()
     }
 
     /// A client finished a request (whatever its outcome).
@@ -201,11 +370,18 @@ impl Plan {
         Rng::new(0x5eed ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
 
-    /// The next operation: `Some(consistency)` for a read, `None` for a put.
+    /// The next operation of a put, range or mixed run: `Some(consistency)` for a read,
+    /// `None` for a put (the other workloads pick their own ops).
     pub fn pick_read(&self, rng: &mut Rng) -> Option<u8> {
         match self.o.workload {
-            Workload::Put => None,
-            Workload::Range { consistency } => Some(consistency),
+            Workload::Range { consistency } | Workload::RangePrefix { consistency } => {
+                Some(consistency)
+            }
+            Workload::Put
+            | Workload::TxnPut
+            | Workload::LeasePut
+            | Workload::PopulatePrefixes
+            | Workload::RevokeLeases => None,
             Workload::Mixed {
                 read_ratio,
                 consistency,
@@ -253,6 +429,50 @@ impl Plan {
     }
 }
 
+/// What a run learns before timing starts (untimed).
+#[derive(Default)]
+pub(crate) struct Prepared {
+    /// TxnPut: (key, mod_revision, header revision it was read at) of every plain key.
+    pub mod_revisions: Vec<(String, i64, i64)>,
+    /// RevokeLeases: every lease of the cluster.
+    pub leases: Vec<i64>,
+}
+
+/// TxnPut's untimed first read, page by page: the plain keys are digits, so the range
+/// `[from, ":")` holds all of them (and none of the `p...` and `l/...` keys).
+pub(crate) const WARMUP_FIRST: &[u8] = b"0";
+pub(crate) const WARMUP_END: &[u8] = b":";
+pub(crate) const WARMUP_PAGE: i64 = 10_000;
+
+/// The key after `key`: where the next page starts.
+pub(crate) fn after(key: &[u8]) -> Vec<u8> {
+    let mut k = key.to_vec();
+    k.push(0);
+    k
+}
+
+/// RangePrefix's untimed check: the keys in the `key_space` prefixes (`count`) must be
+/// all of them.
+pub(crate) fn check_populated(o: &Options, count: i64) -> Result<(), String> {
+    let want = o.key_space * PREFIX_KEYS;
+    if count as u64 == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "the {} prefixes hold {count} keys, not {want}: run `ringkv bench range-prefix \
+             --populate --key-space {}` (same target and endpoints) first",
+            o.key_space, o.key_space
+        ))
+    }
+}
+
+/// The range of the prefixes `0..key_space`, for `check_populated`.
+pub(crate) fn prefixes_range(o: &Options) -> (Vec<u8>, Vec<u8>) {
+    let first = prefix_name(0).into_bytes();
+    let last = prefix_name(o.key_space.saturating_sub(1)).into_bytes();
+    (first, ringkv_store::prefix_end(&last).to_vec())
+}
+
 async fn leader(endpoints: &[SocketAddr]) -> Option<SocketAddr> {
     for e in endpoints {
         let Ok(mut c) = http_connect(*e).await else {
@@ -269,10 +489,9 @@ async fn leader(endpoints: &[SocketAddr]) -> Option<SocketAddr> {
     None
 }
 
-async fn run_on_executor(o: Options) -> Result<Report, String> {
+async fn run_on_executor(mut o: Options) -> Result<Report, String> {
     // Writes go to the leader (followers would forward them); reads spread over all.
-    let writes_to_leader = matches!(o.workload, Workload::Put);
-    let targets: Vec<SocketAddr> = if writes_to_leader {
+    let targets: Vec<SocketAddr> = if o.workload.writes_only() {
         vec![
             leader(&o.endpoints)
                 .await
@@ -292,7 +511,12 @@ async fn run_on_executor(o: Options) -> Result<Report, String> {
             );
         }
     }
+    let prepared = match conns.first() {
+        Some(conn) => prepare_native(&mut o, conn).await?,
+        None => Prepared::default(),
+    };
     let shared = Rc::new(Plan::new(o));
+    shared.prepare(prepared);
     let errors: Rc<RefCell<BTreeMap<String, u64>>> = Rc::default();
     let t0 = Instant::now();
     let tty = std::io::stderr().is_terminal();
@@ -326,7 +550,9 @@ async fn run_on_executor(o: Options) -> Result<Report, String> {
         eprintln!("{}", shared.progress(tty));
     }
     let errors = errors.borrow().clone();
-    Ok(report(&hist, t0.elapsed().as_secs_f64(), errors))
+    let mut r = report(&hist, t0.elapsed().as_secs_f64(), errors);
+    r.conflicts = shared.conflicts();
+    Ok(r)
 }
 
 /// A report from the merged latency histogram (µs) of a run of `seconds`.
@@ -344,6 +570,7 @@ pub fn report(hist: &Histogram<u64>, seconds: f64, errors: BTreeMap<String, u64>
         max_ms: ms(hist.max()),
         errors: errors.values().sum(),
         errors_by_kind: errors,
+        conflicts: 0,
     }
 }
 
@@ -360,6 +587,26 @@ async fn client(
     let mut http: Option<AsyncConn<TcpStream>> = None;
     let o = &shared.o;
     while shared.take_one() {
+        if !o.workload.on_http() {
+            // The etcd data model's workloads (native only: `run` refuses the others).
+            let conn = conn.as_ref().expect("a native connection");
+            let t = Instant::now();
+            let outcome = futures_lite::future::or(native_op(&shared, conn, &mut rng), async {
+                glommio::timer::sleep(o.timeout).await;
+                Err("timeout".to_string())
+            })
+            .await;
+            let us = t.elapsed().as_micros() as u64;
+            shared.finished_one();
+            match outcome {
+                Ok(done) => {
+                    shared.count(done);
+                    let _ = hist.record(us.max(1));
+                }
+                Err(e) => *errors.borrow_mut().entry(e).or_default() += 1,
+            }
+            continue;
+        }
         let key = shared.key(&mut rng);
         let read = shared.pick_read(&mut rng);
         let t = Instant::now();
@@ -409,6 +656,215 @@ async fn client(
         }
     }
     hist
+}
+
+/// A store call's answer: the header revision and the store's response, or why not
+/// (`status N` for a refusal, as the other workloads count them).
+async fn store_call(
+    conn: &Conn,
+    make: impl FnOnce(u64) -> Request,
+) -> Result<(i64, ringkv_store::Response), String> {
+    match conn.call(make).await?.outcome {
+        Ok(outcome::Answer::Store { revision, response }) => {
+            let r = ringkv_store::decode_response(&ringkv_store::bytes::Bytes::from(response))
+                .map_err(|e| e.to_string())?;
+            Ok((revision, r))
+        }
+        Ok(_) => Err("unexpected answer".into()),
+        Err(e) => Err(format!("status {}", e.http_status())),
+    }
+}
+
+async fn native_write(
+    conn: &Conn,
+    cmd: &ringkv_store::Command,
+) -> Result<(i64, ringkv_store::Response), String> {
+    let command = cmd.encode().to_vec();
+    store_call(conn, move |id| Request::Write { id, command }).await
+}
+
+async fn native_range(
+    conn: &Conn,
+    req: &ringkv_store::RangeRequest,
+    consistency: u8,
+) -> Result<(i64, ringkv_store::RangeResponse), String> {
+    let request = ringkv_store::encode_range(req).to_vec();
+    match store_call(conn, move |id| Request::Range {
+        id,
+        request,
+        consistency,
+    })
+    .await?
+    {
+        (rev, ringkv_store::Response::Range(r)) => Ok((rev, r)),
+        _ => Err("unexpected answer".into()),
+    }
+}
+
+/// One op of an etcd data model workload over the native protocol (the same requests as
+/// `bench_etcd`'s).
+async fn native_op(shared: &Plan, conn: &Conn, rng: &mut Rng) -> Result<Done, String> {
+    use ringkv_store::bytes::Bytes;
+    use ringkv_store::{
+        Command, Compare, CompareResult, CompareTarget, PutRequest, RangeRequest, RequestOp,
+        Response, ResponseOp, TxnRequest,
+    };
+    let value = || Bytes::from(shared.value.clone().into_bytes());
+    match shared.o.workload {
+        Workload::TxnPut => {
+            let key = shared.key(rng);
+            let k = Bytes::from(key.clone().into_bytes());
+            let cmd = Command::Txn(TxnRequest {
+                compare: vec![Compare {
+                    result: CompareResult::Equal,
+                    target: CompareTarget::Mod(shared.known_mod_revision(&key)),
+                    key: k.clone(),
+                    range_end: Bytes::new(),
+                }],
+                success: vec![RequestOp::Put(PutRequest {
+                    key: k.clone(),
+                    value: value(),
+                    ..Default::default()
+                })],
+                failure: vec![RequestOp::Range(RangeRequest {
+                    key: k,
+                    ..Default::default()
+                })],
+            });
+            match native_write(conn, &cmd).await? {
+                // The put's revision is the txn's: the key's new mod_revision.
+                (rev, Response::Txn(t)) if t.succeeded => {
+                    shared.saw_mod_revision(&key, rev, rev);
+                    Ok(Done::Ok)
+                }
+                (rev, Response::Txn(t)) => match t.responses.first() {
+                    Some(ResponseOp::Range(r)) => {
+                        let m = r.kvs.first().map_or(0, |kv| kv.mod_revision);
+                        shared.saw_mod_revision(&key, m, rev);
+                        Ok(Done::Conflict)
+                    }
+                    _ => Err("txn failure without its range".into()),
+                },
+                _ => Err("unexpected answer".into()),
+            }
+        }
+        Workload::RangePrefix { consistency } => {
+            let (key, end) = shared.prefix_range(rng);
+            let req = RangeRequest {
+                key: Bytes::from(key),
+                range_end: Bytes::from(end),
+                serializable: consistency == native::CONSISTENCY_EVENTUAL,
+                ..Default::default()
+            };
+            let (_, r) = native_range(conn, &req, consistency).await?;
+            shared.check_prefix(r.kvs.len())
+        }
+        Workload::LeasePut => {
+            let key = lease_key_name(&shared.key(rng));
+            let grant = Command::LeaseGrant {
+                id: 0,
+                ttl: LEASE_TTL_SECS,
+            };
+            let Response::LeaseGranted(g) = native_write(conn, &grant).await?.1 else {
+                return Err("unexpected answer".into());
+            };
+            let put = Command::Put(PutRequest {
+                key: Bytes::from(key.into_bytes()),
+                value: value(),
+                lease: g.id,
+                ..Default::default()
+            });
+            match native_write(conn, &put).await?.1 {
+                Response::Put(_) => Ok(Done::Ok),
+                _ => Err("unexpected answer".into()),
+            }
+        }
+        Workload::PopulatePrefixes => {
+            let key = shared.populate_key().into_bytes();
+            let r = conn
+                .call(|id| Request::Put {
+                    id,
+                    key,
+                    value: shared.value.clone().into_bytes(),
+                })
+                .await?;
+            match outcome::http_status(&r.outcome) {
+                200 => Ok(Done::Ok),
+                st => Err(format!("status {st}")),
+            }
+        }
+        Workload::RevokeLeases => {
+            let Some(id) = shared.next_lease() else {
+                return Ok(Done::Ok);
+            };
+            match native_write(conn, &Command::LeaseRevoke { id }).await {
+                // Expired (or revoked by someone else) meanwhile: gone all the same.
+                Ok(_) => Ok(Done::Ok),
+                Err(e) if e == "status 404" => Ok(Done::Ok),
+                Err(e) => Err(e),
+            }
+        }
+        Workload::Put | Workload::Range { .. } | Workload::Mixed { .. } => {
+            unreachable!("served by the plain put/get path")
+        }
+    }
+}
+
+/// The untimed reads a workload needs before timing starts (over the native protocol).
+async fn prepare_native(o: &mut Options, conn: &Conn) -> Result<Prepared, String> {
+    use ringkv_store::RangeRequest;
+    use ringkv_store::bytes::Bytes;
+    let mut p = Prepared::default();
+    match o.workload {
+        Workload::TxnPut => {
+            let mut from = WARMUP_FIRST.to_vec();
+            loop {
+                let req = RangeRequest {
+                    key: Bytes::from(from),
+                    range_end: Bytes::from_static(WARMUP_END),
+                    limit: WARMUP_PAGE,
+                    keys_only: true,
+                    ..Default::default()
+                };
+                let (rev, r) = native_range(conn, &req, native::CONSISTENCY_LINEARIZABLE)
+                    .await
+                    .map_err(|e| format!("reading the keys' revisions: {e}"))?;
+                for kv in &r.kvs {
+                    let key = String::from_utf8_lossy(&kv.key).into_owned();
+                    p.mod_revisions.push((key, kv.mod_revision, rev));
+                }
+                match r.kvs.last() {
+                    Some(last) if r.more => from = after(&last.key),
+                    _ => break,
+                }
+            }
+        }
+        Workload::RangePrefix { .. } => {
+            let (key, end) = prefixes_range(o);
+            let req = RangeRequest {
+                key: Bytes::from(key),
+                range_end: Bytes::from(end),
+                count_only: true,
+                ..Default::default()
+            };
+            let (_, r) = native_range(conn, &req, native::CONSISTENCY_LINEARIZABLE)
+                .await
+                .map_err(|e| format!("counting the prefixes' keys: {e}"))?;
+            check_populated(o, r.count)?;
+        }
+        Workload::RevokeLeases => {
+            let r = conn.call(|id| Request::LeaseLeases { id }).await?;
+            match r.outcome {
+                Ok(outcome::Answer::LeaseList { ids }) => p.leases = ids,
+                Ok(_) => return Err("listing the leases: unexpected answer".into()),
+                Err(e) => return Err(format!("listing the leases: {}", e.http_status())),
+            }
+            o.total = Some(p.leases.len() as u64);
+            o.duration = None;
+        }
+        _ => {}
+    }
+    Ok(p)
 }
 
 /// One HTTP/1.1 exchange on this client's keep-alive connection (opened on demand, and

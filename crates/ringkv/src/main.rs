@@ -294,9 +294,21 @@ struct Conn {
 
 #[derive(clap::Args)]
 struct BenchArgs {
-    /// put, range (gets) or mixed (gets and puts).
-    #[arg(value_parser = ["put", "range", "mixed"])]
+    /// put, range (gets) or mixed (gets and puts); the etcd data model's (native and etcd
+    /// targets): txn-put (Kubernetes' update: Txn{MOD(key) == r ? Put : Range}, conflicts
+    /// counted apart), range-prefix (a range over one prefix of 100 keys; --populate
+    /// first), lease-put (LeaseGrant then a Put with the lease, one op; --revoke-leases
+    /// after).
+    #[arg(value_parser = ["put", "range", "mixed", "txn-put", "range-prefix", "lease-put"])]
     workload: String,
+    /// range-prefix: instead of ranges, write every key of the --key-space prefixes (100
+    /// keys each, 'p000000/000'...), once, and report that run.
+    #[arg(long)]
+    populate: bool,
+    /// lease-put: instead of the workload, revoke every lease the cluster holds (their
+    /// keys go with them) and report that run.
+    #[arg(long)]
+    revoke_leases: bool,
     /// Nodes: host:port,host:port,... (puts go to the leader, reads to all).
     #[arg(long, default_value = client::ENDPOINTS_DEFAULT, value_parser = parse_endpoints)]
     endpoints: Endpoints,
@@ -320,9 +332,10 @@ struct BenchArgs {
     key_size: usize,
     #[arg(long, default_value_t = 256)]
     val_size: usize,
-    /// Distinct keys (10 for a hot-key run).
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
-    key_space: u64,
+    /// Distinct keys (10 for a hot-key run); for range-prefix the number of prefixes
+    /// (default 100,000 keys; 100 prefixes for range-prefix).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    key_space: Option<u64>,
     #[arg(long)]
     sequential_keys: bool,
     /// Reads: l (linearizable), lease, s (serializable: eventual, local).
@@ -648,6 +661,14 @@ fn bench(a: BenchArgs) -> ExitCode {
             }
         }
     }
+    if a.populate && a.workload != "range-prefix" {
+        eprintln!("ringkv bench: --populate goes with range-prefix");
+        return ExitCode::from(2);
+    }
+    if a.revoke_leases && a.workload != "lease-put" {
+        eprintln!("ringkv bench: --revoke-leases goes with lease-put");
+        return ExitCode::from(2);
+    }
     let o = Options {
         endpoints,
         target: match a.target.as_str() {
@@ -658,6 +679,11 @@ fn bench(a: BenchArgs) -> ExitCode {
         workload: match a.workload.as_str() {
             "put" => Workload::Put,
             "range" => Workload::Range { consistency },
+            "txn-put" => Workload::TxnPut,
+            "range-prefix" if a.populate => Workload::PopulatePrefixes,
+            "range-prefix" => Workload::RangePrefix { consistency },
+            "lease-put" if a.revoke_leases => Workload::RevokeLeases,
+            "lease-put" => Workload::LeasePut,
             _ => Workload::Mixed {
                 read_ratio: a.read_ratio,
                 consistency,
@@ -672,7 +698,11 @@ fn bench(a: BenchArgs) -> ExitCode {
         duration: a.duration.map(Duration::from_secs_f64),
         key_size: a.key_size,
         val_size: a.val_size,
-        key_space: a.key_space,
+        key_space: a.key_space.unwrap_or(if a.workload == "range-prefix" {
+            100
+        } else {
+            100_000
+        }),
         sequential_keys: a.sequential_keys,
         timeout: Duration::from_millis(a.timeout_ms),
     };

@@ -232,6 +232,92 @@ fn ringkv_bench_runs_every_workload_against_a_cluster() {
     }
 }
 
+/// `ringkv bench`'s etcd data model workloads over the native protocol: txn-put (a lone
+/// client never conflicts: it knows every revision it compares against), range-prefix
+/// refused until populated, then every range whole, lease-put, and its cleanup revoking
+/// exactly the leases it granted.
+#[test]
+fn ringkv_bench_runs_the_etcd_data_model_workloads_against_a_cluster() {
+    let c = Cluster::new("benchmvcc", Opts::default());
+    c.leader();
+    let endpoints: Vec<String> = c.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let bench = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"))
+            .arg("bench")
+            .args(args)
+            .args(["--endpoints", &endpoints.join(","), "--json"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.success() {
+            Ok(json(&String::from_utf8_lossy(&out.stdout)))
+        } else {
+            Err(err)
+        }
+    };
+    let ok = |args: &[&str], requests: u64| {
+        let r = bench(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert_eq!(r["requests"], requests, "{args:?}: {r}");
+        assert_eq!(r["errors"], 0, "{args:?}: {r}");
+        r
+    };
+    // Half the key space exists: the other half is created by txn-put's MOD == 0 compare.
+    let put = [
+        "put",
+        "--sequential-keys",
+        "--key-space",
+        "50",
+        "--total",
+        "50",
+    ];
+    ok(&put, 50);
+    let ks = ["--key-space", "100"];
+    let r = ok(&[&["txn-put", "--total", "200"][..], &ks].concat(), 200);
+    assert_eq!(r["conflicts"], 0, "{r}");
+    let r = ok(
+        &[&["txn-put", "--total", "300", "--clients", "16"][..], &ks].concat(),
+        300,
+    );
+    assert!(r["conflicts"].as_u64().unwrap() < 300, "{r}");
+
+    let e = bench(&["range-prefix", "--key-space", "3", "--total", "10"]).unwrap_err();
+    assert!(e.contains("--populate"), "{e}");
+    ok(
+        &[
+            "range-prefix",
+            "--populate",
+            "--key-space",
+            "3",
+            "--clients",
+            "8",
+        ],
+        300,
+    );
+    for consistency in ["l", "s"] {
+        ok(
+            &[
+                "range-prefix",
+                "--key-space",
+                "3",
+                "--total",
+                "60",
+                "--clients",
+                "4",
+                "--consistency",
+                consistency,
+            ],
+            60,
+        );
+    }
+
+    ok(&["lease-put", "--total", "40", "--clients", "4"], 40);
+    ok(&["lease-put", "--revoke-leases", "--clients", "4"], 40);
+    ok(&["lease-put", "--revoke-leases"], 0);
+
+    let e = bench(&["txn-put", "--target", "http", "--total", "1"]).unwrap_err();
+    assert!(e.contains("native or etcd"), "{e}");
+}
+
 /// Native requests a `Proxy` passed on, by kind.
 #[derive(Default)]
 struct Counts {
