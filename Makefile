@@ -69,7 +69,8 @@ bench-http:
 	$(CARGO) bench -p ringkv --bench http
 
 # ringkv (DiskFirst) and etcd side by side on this machine, median of 3 alternating runs
-# (QUICK=1: put 1/1, put 100/1000, range-l and range-s 100/1000). Installs etcd-server when
+# (QUICK=1: put 1/1, put 100/1000, range-l and range-s 100/1000, txn-put, range-prefix-l
+# and lease-put 100/1000). Installs etcd-server when
 # missing. Writes benches/reports/latest/summary.json and summary.md.
 bench-etcd: need-etcd
 	$(CARGO) build --release -p ringkv --features etcd

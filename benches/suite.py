@@ -38,12 +38,22 @@ FULL = [
     ("mixed-90", ["mixed", "--read-ratio", "0.9"], 100, 1000, 100_000),
     ("mixed-50", ["mixed", "--read-ratio", "0.5"], 100, 1000, 100_000),
     ("hot-key", ["mixed", "--read-ratio", "0.5", "--key-space", "10"], 100, 1000, 100_000),
+    # The etcd data model (benches/README.md): Kubernetes' update txn, 100-key prefix
+    # ranges, lease grant + put.
+    ("txn-put", ["txn-put"], 1, 1, 10_000),
+    ("txn-put", ["txn-put"], 100, 1000, 100_000),
+    ("range-prefix-l", ["range-prefix", "--consistency", "l", "--key-space", "PREFIXES"], 100, 1000, 20_000),
+    ("range-prefix-s", ["range-prefix", "--consistency", "s", "--key-space", "PREFIXES"], 100, 1000, 20_000),
+    ("lease-put", ["lease-put"], 100, 1000, 50_000),
 ]
 QUICK = [
     ("put", ["put"], 1, 1, 10_000),
     ("put", ["put"], 100, 1000, 100_000),
     ("range-l", ["range", "--consistency", "l"], 100, 1000, 100_000),
     ("range-s", ["range", "--consistency", "s"], 100, 1000, 100_000),
+    ("txn-put", ["txn-put"], 100, 1000, 100_000),
+    ("range-prefix-l", ["range-prefix", "--consistency", "l", "--key-space", "PREFIXES"], 100, 1000, 20_000),
+    ("lease-put", ["lease-put"], 100, 1000, 50_000),
 ]
 # ringkv only: reads etcd has no equivalent of (extras.json).
 EXTRAS_LEASE = [
@@ -51,6 +61,11 @@ EXTRAS_LEASE = [
     ("range-lease", ["range", "--consistency", "lease"], 100, 1000, 100_000),
 ]
 KEY_SPACE = 10_000
+# range-prefix: prefixes of 100 keys each (as many keys as KEY_SPACE), written once per
+# system before the runs (`ringkv bench range-prefix --populate`).
+PREFIXES = 100
+# Every row is driven by the same client.
+CLIENT = "ringkv-bench"
 
 
 def sh(cmd, **kw):
@@ -184,6 +199,7 @@ def cpu_seconds(pids):
 
 
 def bench(system, args, conns, clients, total, extra=()):
+    args = [str(PREFIXES) if a == "PREFIXES" else a for a in args]
     target = ["--target", "etcd", "--endpoints", ",".join(ETCD)] if system == "etcd" else [
         "--target", "native", "--endpoints", ",".join(RINGKV)]
     cmd = [BIN, "bench", *args, *target, "--conns", str(conns), "--clients", str(clients),
@@ -206,6 +222,7 @@ def medians(results):
     for (s, label, conns, clients), rs in sorted(results.items()):
         rows.append({
             "system": s, "workload": label, "conns": conns, "clients": clients,
+            "client": CLIENT,
             "ops_per_sec": med(rs, "ops_per_sec", 1),
             "p50_ms": med(rs, "p50_ms", 3),
             "p99_ms": med(rs, "p99_ms", 3),
@@ -217,6 +234,12 @@ def medians(results):
             "fsyncs": med(rs, "fsyncs", 0),
             "entries_per_fsync": med(rs, "entries_per_fsync", 2),
         })
+        if label == "txn-put":
+            # Failed compares (the key changed since the revision compared): completed
+            # ops, in ops_per_sec and the latencies, not errors; summed over the runs.
+            done = sum(r["requests"] for r in rs)
+            rows[-1]["conflicts"] = sum(r.get("conflicts", 0) for r in rs)
+            rows[-1]["conflicts_per_op"] = round(rows[-1]["conflicts"] / done, 4) if done else None
     return rows
 
 
@@ -280,9 +303,12 @@ def main():
         return r
 
     try:
-        # Keys the reads find: the same key space filled on both systems.
+        # Keys the reads find: the same key space filled on both systems (and the
+        # range-prefix rows' prefixes).
         for s in systems:
             bench(s, ["put", "--sequential-keys"], 8, 64, KEY_SPACE)
+            if any(row[1][0] == "range-prefix" for row in suite):
+                bench(s, ["range-prefix", "--populate", "--key-space", "PREFIXES"], 8, 64, 1)
         for run in range(o.runs):
             for row in suite:
                 label, args, conns, clients, total = row
@@ -290,10 +316,16 @@ def main():
                 for s in order:
                     r = measured(s, args, conns, clients, total)
                     results.setdefault((s, label, conns, clients), []).append(r)
+                    conflicts = f" conflicts {r['conflicts']}" if r.get("conflicts") else ""
                     print(f"run {run + 1} {s:6} {label:8} {conns:>3}/{clients:<4} "
                           f"{r['ops_per_sec']:>9.0f} ops/s p50 {r['p50_ms']:.2f} ms "
-                          f"p99 {r['p99_ms']:.2f} ms errors {r['errors']} "
+                          f"p99 {r['p99_ms']:.2f} ms errors {r['errors']}{conflicts} "
                           f"fsyncs {r['fsyncs']:.0f}", flush=True)
+                    if args[0] == "lease-put":
+                        # Untimed, outside the row's counters: revoke the row's leases
+                        # (and so their l/ keys) before the next row, rather than let
+                        # them expire under it.
+                        bench(s, ["lease-put", "--revoke-leases"], 8, 64, 1)
             if "ringkv" in systems:
                 # Extras (not compared): lease reads, which etcd does not have.
                 for label, args, conns, clients, total in EXTRAS_LEASE:
@@ -373,11 +405,18 @@ def main():
                   "|---|---|---|---|---|"]
         lines += [f"| {r['workload']} | {r['conns']}/{r['clients']} | {r['ops_per_sec']:.0f} | "
                   f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} | {per_fsync(r)} |" for r in extra_rows]
+    conflict_lines = [
+        f"txn-put {r['conns']}/{r['clients']} {r['system']}: {r['conflicts']} failed compares "
+        f"over the {o.runs} runs ({100 * (r['conflicts_per_op'] or 0):.2f}% of the ops; counted "
+        "as completed ops, not errors)"
+        for r in rows if r["workload"] == "txn-put"]
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(f"# ringkv vs etcd ({'quick' if o.quick else 'full'} suite, median of {o.runs} alternating runs)\n\n")
         f.write("\n".join(lines) + "\n")
+        if conflict_lines:
+            f.write("\n" + "\n".join(conflict_lines) + "\n")
         f.write("\nCharts: throughput.svg (ops/s against clients), latency.svg (p50/p90/p99/p99.9).\n")
-    print("\n".join(lines))
+    print("\n".join(lines + conflict_lines))
     print(f"wrote {out}/summary.json and summary.md")
 
 
