@@ -4,7 +4,7 @@ CARGO ?= cargo
 
 .PHONY: help build test lint fmt bench-raft bench-wal soak-wal sim start-cluster stop-cluster clean clean-log-db start-node1 start-node2 start-node3 stop-node1 stop-node2 stop-node3
 .PHONY: perf-cluster perf-node1 perf-node2 perf-node3 need-samply console-cluster
-.PHONY: chaos need-iptables fuzz need-cargo-fuzz kill-leader need-curl bench-http bench-snapshot bench-etcd bench need-etcd join-node4 join-node5 stop-node4 stop-node5 test-long
+.PHONY: chaos need-iptables fuzz need-cargo-fuzz kill-leader need-curl bench-http bench-snapshot bench-etcd bench-memory bench need-etcd join-node4 join-node5 stop-node4 stop-node5 test-long
 
 # Extra cargo features of the `ringkv` binary, e.g. `CARGO_FEATURES=crash-sim` (power-cut WAL).
 CARGO_FEATURES ?=
@@ -33,6 +33,7 @@ help:
 	@echo "make bench-wal      WAL appends/s and sync latency beside raw O_DIRECT+fdatasync"
 	@echo "make bench-http     puts/s and latency over HTTP against a real 3-node cluster, 1 and 64 clients"
 	@echo "make bench-etcd     ringkv and etcd side by side (QUICK=1 for the short suite); make bench: ringkv only"
+	@echo "make bench-memory   resident memory per key, ringkv and etcd: MEMORY_KEYS (200000) keys x 1 and x 10 versions"
 	@echo "make bench-snapshot snapshot of 100,000 keys: size, creation time, write pause, install time"
 	@echo "make soak-wal       the WAL power-cut property test with WAL_SEEDS seeds (default 4000)"
 	@echo "make chaos QUICK=1  fault campaign on real clusters: every nemesis once, then the negative controls (under 10 min)"
@@ -75,6 +76,15 @@ bench-http:
 bench-etcd: need-etcd
 	$(CARGO) build --release -p ringkv --features etcd
 	python3 benches/suite.py $(if $(QUICK),--quick --name latest,--name full)
+
+# Resident memory per key, ringkv and etcd side by side: MEMORY_KEYS keys (default
+# 200,000) of 256 B into a fresh cluster of each, 1 version each then 10 (no compaction);
+# the three servers' VmRSS after the load minus right after start, over the keys. Writes
+# benches/reports/memory/memory.json and memory.md. Measure on a quiet machine.
+MEMORY_KEYS ?= 200000
+bench-memory: need-etcd
+	$(CARGO) build --release -p ringkv --features etcd
+	python3 benches/suite.py --memory --memory-keys $(MEMORY_KEYS) --name memory
 
 # The ringkv half of the suite alone.
 bench:

@@ -7,6 +7,8 @@ both under target/bench-data (same filesystem, tmpfs refused), runs the suite wi
 same client (`ringkv bench`, closed loop) on each system, alternating systems, three
 times; every reported figure is the median of the three. Writes
 benches/reports/<name>/summary.json and summary.md (and extras.json for non-default rows).
+`--memory` (`make bench-memory`) measures resident memory per key instead, into
+benches/reports/<name>/memory.json and memory.md.
 """
 import argparse
 import json
@@ -268,18 +270,119 @@ def wait_exit(proc, secs=10):
         proc.wait()
 
 
+def rss_kib(pids):
+    """VmRSS, RssAnon and RssFile (KiB) of the server processes, summed."""
+    total = {"VmRSS": 0, "RssAnon": 0, "RssFile": 0}
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                k = line.split(":", 1)[0]
+                if k in total:
+                    total[k] += int(line.split()[1])
+    return total
+
+
+def memory(o, systems):
+    """Resident memory per key (`make bench-memory`): N keys of 256 B loaded into a fresh
+    cluster with one version each, then 9 more versions each (no compaction), measured
+    as the servers' summed VmRSS minus their VmRSS right after start, over N."""
+    n = o.memory_keys
+    settle = 3  # seconds after a load (and after start) before reading /proc
+    results = []
+    for s in systems:
+        procs, pids = [], []
+        if s == "ringkv":
+            procs = start_ringkv()
+            pids = [p.pid for p in procs]
+        else:
+            pids = start_etcd()
+        try:
+            time.sleep(settle)
+            base = rss_kib(pids)
+            phases = []
+            for versions, total in [(1, n), (10, 9 * n)]:
+                # Keys 0..N-1 in order over all clients: every key once per pass.
+                r = bench(s, ["put", "--sequential-keys", "--key-space", str(n)], 8, 64, total)
+                if r["errors"] or r["requests"] != total:
+                    sys.exit(f"{s}: loading {total} puts: {r['requests']} done, "
+                             f"errors {r['errors_by_kind']}")
+                time.sleep(settle)
+                now = rss_kib(pids)
+                phases.append({
+                    "versions": versions,
+                    "rss_kib": now,
+                    "bytes_per_key": round((now["VmRSS"] - base["VmRSS"]) * 1024 / n, 1),
+                    "anon_bytes_per_key": round((now["RssAnon"] - base["RssAnon"]) * 1024 / n, 1),
+                    "file_bytes_per_key": round((now["RssFile"] - base["RssFile"]) * 1024 / n, 1),
+                    "load_ops_per_sec": round(r["ops_per_sec"], 1),
+                })
+                print(f"memory {s:6} {n} keys x {versions:>2} versions: "
+                      f"{phases[-1]['bytes_per_key']:.0f} B/key resident "
+                      f"(anon {phases[-1]['anon_bytes_per_key']:.0f}, "
+                      f"file {phases[-1]['file_bytes_per_key']:.0f})", flush=True)
+            results.append({"system": s, "client": CLIENT, "keys": n, "value_bytes": 256,
+                            "rss_kib_after_start": base, "phases": phases})
+        finally:
+            if s == "etcd":
+                subprocess.run([os.path.join(ROOT, "benches", "etcd-cluster.sh"), "stop",
+                                os.path.join(DATA, "etcd")])
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for p in procs:
+                wait_exit(p)
+    out = os.path.join(ROOT, "benches", "reports", o.name)
+    os.makedirs(out, exist_ok=True)
+    meta = {
+        "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "cpu": cpu_model()},
+        "versions": {"ringkv": subprocess.run([BIN, "--version"], capture_output=True, text=True).stdout.strip(),
+                     "etcd": (subprocess.run(["etcd", "--version"], capture_output=True, text=True)
+                              .stdout.splitlines() or [None])[0] if "etcd" in systems else None},
+        "figure": "(sum of the three servers' VmRSS after the load - the same right after "
+                  "start) / keys; anon and file: the same for RssAnon and RssFile",
+        "load": f"ringkv bench put --sequential-keys --key-space {n}, 8 conns / 64 clients: "
+                f"{n} puts (1 version each), then {9 * n} more (10 versions each); no compaction",
+        "ringkv_config": "DiskFirst, 3 nodes, as the suite (benches/suite.py)",
+        "etcd_config": "etcd defaults, 3 members, benches/etcd-cluster.sh",
+    }
+    with open(os.path.join(out, "memory.json"), "w") as f:
+        json.dump({"meta": meta, "rows": results}, f, indent=2)
+    lines = ["| system | RSS after start (MiB, 3 servers) | bytes/key, 1 version | bytes/key, 10 versions | "
+             "of which anon / file, 10 versions |",
+             "|---|---|---|---|---|"]
+    for r in results:
+        one, ten = r["phases"]
+        lines.append(f"| {r['system']} | {r['rss_kib_after_start']['VmRSS'] / 1024:.1f} | "
+                     f"{one['bytes_per_key']:.0f} | {ten['bytes_per_key']:.0f} | "
+                     f"{ten['anon_bytes_per_key']:.0f} / {ten['file_bytes_per_key']:.0f} |")
+    with open(os.path.join(out, "memory.md"), "w") as f:
+        f.write(f"# Resident memory per key: {n} keys of 256 B, 1 and 10 versions each\n\n")
+        f.write("\n".join(lines) + "\n\n")
+        f.write("Summed VmRSS of the three servers after the load, minus the same right after "
+                "start, divided by the number of keys (so 10 versions is per key, not per "
+                "version). A server's file-backed pages (etcd's bbolt mmap) count in VmRSS as "
+                "RssFile.\n")
+    print("\n".join(lines))
+    print(f"wrote {out}/memory.json and memory.md")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--systems", default="ringkv,etcd")
     ap.add_argument("--name", default="latest")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--memory", action="store_true",
+                    help="measure resident memory per key instead of the suite (memory.json/md)")
+    ap.add_argument("--memory-keys", type=int, default=200_000)
     o = ap.parse_args()
     systems = o.systems.split(",")
     suite = QUICK if o.quick else FULL
     os.makedirs(DATA, exist_ok=True)
     if subprocess.run(["stat", "-f", "-c", "%T", DATA], capture_output=True, text=True).stdout.strip() == "tmpfs":
         sys.exit(f"{DATA} is on tmpfs: refusing (no fsync cost)")
+    if o.memory:
+        memory(o, systems)
+        return
     servers = {}
     ringkv_procs = []
     if "ringkv" in systems:
