@@ -358,7 +358,11 @@ impl Reader {
 
     /// A list length, checked against what the rest of the payload could hold (each item
     /// takes at least `item_bytes_min`), so a corrupt count cannot reserve memory.
-    pub(crate) fn count(&mut self, what: &str, item_bytes_min: usize) -> Result<usize, CommandError> {
+    pub(crate) fn count(
+        &mut self,
+        what: &str,
+        item_bytes_min: usize,
+    ) -> Result<usize, CommandError> {
         self.need_of(4, what, " count")?;
         let n = self.0.get_u32_le() as usize;
         if n.saturating_mul(item_bytes_min) > self.0.remaining() {
