@@ -381,34 +381,25 @@ impl Calls {
         } else {
             (0..self.n).collect()
         };
-        // Ask the other shards first, then read here while they work.
-        let mut asked = Vec::new();
-        for &s in shards.iter().filter(|&&s| s != self.idx) {
-            let (req, rx) = self.pending.register();
-            let msg = MeshMsg::RangePart {
-                from: self.idx,
-                req,
-                range: r.clone(),
-                revision,
-                index,
+        let parts = self
+            .gather(
+                &shards,
+                |req| MeshMsg::RangePart {
+                    from: self.idx,
+                    req,
+                    range: r.clone(),
+                    revision,
+                    index,
+                    deadline,
+                },
+                || self.kv.read_part(&r, revision),
+                |a| match a {
+                    CoreAnswer::Part(p) => Some(p),
+                    _ => None,
+                },
                 deadline,
-            };
-            if self.out.to_shard(s).send(msg).await.is_err() {
-                self.pending.forget(req);
-                return Err(ApiError::Stopping);
-            }
-            asked.push((req, rx));
-        }
-        let mut parts = Vec::with_capacity(shards.len());
-        if shards.contains(&self.idx) {
-            parts.push(self.kv.read_part(&r, revision)?);
-        }
-        for (req, rx) in asked {
-            match self.pending.answer(req, rx, deadline).await {
-                Some(CoreAnswer::Part(p)) => parts.push(p?),
-                _ => return Err(read_timeout()),
-            }
-        }
+            )
+            .await?;
         let resp = ringkv_store::parts::merge_range(&r, parts);
         Ok(Answer::Store {
             revision: current,
@@ -422,29 +413,26 @@ impl Calls {
         let (index, current, compacted) = self.kv.read_point();
         let at = ringkv_store::store::read_revision(revision, current, compacted)
             .map_err(|e| crate::shard::api_error(&e))?;
-        let mut asked = Vec::new();
-        for s in (0..self.n).filter(|&s| s != self.idx) {
-            let (req, rx) = self.pending.register();
-            let msg = MeshMsg::Hash {
-                from: self.idx,
-                req,
-                revision: at,
-                index,
+        let all: Vec<usize> = (0..self.n).collect();
+        let parts = self
+            .gather(
+                &all,
+                |req| MeshMsg::Hash {
+                    from: self.idx,
+                    req,
+                    revision: at,
+                    index,
+                    deadline,
+                },
+                || Ok(self.kv.hash(at)),
+                |a| match a {
+                    CoreAnswer::Hash(h) => Some(h),
+                    _ => None,
+                },
                 deadline,
-            };
-            if self.out.to_shard(s).send(msg).await.is_err() {
-                self.pending.forget(req);
-                return Err(ApiError::Stopping);
-            }
-            asked.push((req, rx));
-        }
-        let mut hash = self.kv.hash(at);
-        for (req, rx) in asked {
-            match self.pending.answer(req, rx, deadline).await {
-                Some(CoreAnswer::Hash(Some(h))) => hash = hash.wrapping_add(h),
-                _ => return Err(read_timeout()),
-            }
-        }
+            )
+            .await?;
+        let hash = parts.into_iter().fold(0u64, u64::wrapping_add);
         Ok(Answer::Hash {
             revision: current,
             hash_revision: at,
@@ -490,69 +478,55 @@ impl Calls {
         let mask = crate::shard::participants(&cmd, self.n);
         let shards: Vec<usize> = (0..self.n).filter(|s| mask >> s & 1 == 1).collect();
         // Round one: the partials.
-        let mut asked = Vec::new();
-        for &s in shards.iter().filter(|&&s| s != self.idx) {
-            let (req, rx) = self.pending.register();
-            let msg = MeshMsg::TxnPartial {
-                from: self.idx,
-                req,
-                txn: t.clone(),
-                revision: current,
-                index,
+        let partials = self
+            .gather(
+                &shards,
+                |req| MeshMsg::TxnPartial {
+                    from: self.idx,
+                    req,
+                    txn: t.clone(),
+                    revision: current,
+                    index,
+                    deadline,
+                },
+                || Ok(self.kv.txn_partial(&t, current)),
+                |a| match a {
+                    CoreAnswer::Partial(p) => Some(p),
+                    _ => None,
+                },
                 deadline,
-            };
-            if self.out.to_shard(s).send(msg).await.is_err() {
-                self.pending.forget(req);
-                return Err(ApiError::Stopping);
-            }
-            asked.push((req, rx));
-        }
-        let mut partials = Vec::with_capacity(shards.len());
-        if shards.contains(&self.idx) {
-            partials.push(self.kv.txn_partial(&t, current));
-        }
-        for (req, rx) in asked {
-            match self.pending.answer(req, rx, deadline).await {
-                Some(CoreAnswer::Partial(p)) => partials.push(p?),
-                _ => return Err(read_timeout()),
-            }
-        }
+            )
+            .await?;
         let d = ringkv_store::parts::decide(&t, &partials);
         if let Some(e) = &d.error {
             return Err(crate::shard::api_error(e));
         }
         let d = Arc::new(d);
         // Round two: the parts of the answer on the path taken.
-        let mut asked = Vec::new();
-        for &s in shards.iter().filter(|&&s| s != self.idx) {
-            let (req, rx) = self.pending.register();
-            let msg = MeshMsg::TxnPart {
-                from: self.idx,
-                req,
-                txn: t.clone(),
-                decision: d.clone(),
-                revision: current,
-                index,
+        let parts = self
+            .gather(
+                &shards,
+                |req| MeshMsg::TxnPart {
+                    from: self.idx,
+                    req,
+                    txn: t.clone(),
+                    decision: d.clone(),
+                    revision: current,
+                    index,
+                    deadline,
+                },
+                || Ok(self.kv.txn_part(&t, &d, current)),
+                |a| match a {
+                    CoreAnswer::TxnPart(p) => Some(p),
+                    _ => None,
+                },
                 deadline,
-            };
-            if self.out.to_shard(s).send(msg).await.is_err() {
-                self.pending.forget(req);
-                return Err(ApiError::Stopping);
-            }
-            asked.push((req, rx));
-        }
-        let mut parts = Vec::with_capacity(shards.len());
-        if shards.contains(&self.idx) {
-            parts.push(Ok(ringkv_store::parts::Part::Txn(
-                self.kv.txn_part(&t, &d, current),
-            )));
-        }
-        for (req, rx) in asked {
-            match self.pending.answer(req, rx, deadline).await {
-                Some(CoreAnswer::TxnPart(p)) => parts.push(Ok(ringkv_store::parts::Part::Txn(p?))),
-                _ => return Err(read_timeout()),
-            }
-        }
+            )
+            .await?;
+        let parts = parts
+            .into_iter()
+            .map(|p| Ok(ringkv_store::parts::Part::Txn(p)))
+            .collect();
         let resp =
             ringkv_store::parts::merge(&cmd, parts).map_err(|e| crate::shard::api_error(&e))?;
         Ok(Answer::Store {
@@ -580,29 +554,61 @@ impl Calls {
 
     /// Every shard's keys of `lease`, in key order.
     async fn lease_keys(&self, lease: i64, deadline: Instant) -> Result<Vec<Vec<u8>>, ApiError> {
+        let all: Vec<usize> = (0..self.n).collect();
+        let parts = self
+            .gather(
+                &all,
+                |req| MeshMsg::LeaseKeys {
+                    from: self.idx,
+                    req,
+                    lease,
+                },
+                || Ok(self.kv.lease_keys(lease)),
+                |a| match a {
+                    CoreAnswer::Keys(k) => Some(Ok(k)),
+                    _ => None,
+                },
+                deadline,
+            )
+            .await?;
+        let mut keys: Vec<Vec<u8>> = parts.into_iter().flatten().collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Asks each of `shards` but this one for its part (`make`: the message, given the
+    /// request id its answer comes back under), computes this shard's own part with
+    /// `local` meanwhile when it is one of them, and gathers the answers (`take`: the part
+    /// in an answer): every part, or the first error; a shard that does not answer in time
+    /// is a read timeout.
+    async fn gather<T>(
+        &self,
+        shards: &[usize],
+        make: impl Fn(ReqId) -> MeshMsg,
+        local: impl FnOnce() -> Result<T, ApiError>,
+        take: impl Fn(CoreAnswer) -> Option<Result<T, ApiError>>,
+        deadline: Instant,
+    ) -> Result<Vec<T>, ApiError> {
         let mut asked = Vec::new();
-        for s in (0..self.n).filter(|&s| s != self.idx) {
+        for &s in shards.iter().filter(|&&s| s != self.idx) {
             let (req, rx) = self.pending.register();
-            let msg = MeshMsg::LeaseKeys {
-                from: self.idx,
-                req,
-                lease,
-            };
-            if self.out.to_shard(s).send(msg).await.is_err() {
+            if self.out.to_shard(s).send(make(req)).await.is_err() {
                 self.pending.forget(req);
                 return Err(ApiError::Stopping);
             }
             asked.push((req, rx));
         }
-        let mut keys = self.kv.lease_keys(lease);
+        let mut parts = Vec::with_capacity(shards.len());
+        if shards.contains(&self.idx) {
+            parts.push(local()?);
+        }
         for (req, rx) in asked {
-            match self.pending.answer(req, rx, deadline).await {
-                Some(CoreAnswer::Keys(k)) => keys.extend(k),
-                _ => return Err(read_timeout()),
+            match self.pending.answer(req, rx, deadline).await.and_then(&take) {
+                Some(p) => parts.push(p?),
+                None => return Err(read_timeout()),
             }
         }
-        keys.sort();
-        Ok(keys)
+        Ok(parts)
     }
 
     /// A lease call: carried out by the raft core (the leader's lessor and, for a

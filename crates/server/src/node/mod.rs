@@ -81,8 +81,8 @@ pub(crate) enum CoreAnswer {
     Part(Result<ringkv_store::parts::RangePart, ringkv_proto::outcome::ApiError>),
     /// Another shard's keys of a lease.
     Keys(Vec<Vec<u8>>),
-    /// Another shard's part of the store hash (`None`: it could not catch up in time).
-    Hash(Option<u64>),
+    /// Another shard's part of the store hash.
+    Hash(Result<u64, ringkv_proto::outcome::ApiError>),
     /// Another shard's partial of a read-only txn.
     Partial(Result<ringkv_store::parts::Partial, ringkv_proto::outcome::ApiError>),
     /// Another shard's part of a read-only txn's answer.
@@ -291,7 +291,7 @@ pub(crate) enum MeshMsg {
     },
     HashReply {
         req: ReqId,
-        hash: Option<u64>,
+        hash: Result<u64, ringkv_proto::outcome::ApiError>,
     },
     /// This shard's partial of a read-only txn at `revision`, once its watermark reaches
     /// `index`.

@@ -323,28 +323,13 @@ impl Shard {
                     revision,
                     index,
                     deadline,
-                } => {
-                    let Some(permit) = self.read_permit() else {
-                        let part = Err(reads_pending());
-                        self.out
-                            .to_shard_soon(from, MeshMsg::RangePartReply { req, part });
-                        continue;
-                    };
-                    let (kv, out) = (self.kv.clone(), self.out.clone());
-                    glommio::spawn_local(async move {
-                        let part = if kv.wait_applied(index, deadline).await {
-                            kv.read_part(&range, revision)
-                        } else {
-                            Err(read_timeout())
-                        };
-                        let _ = out
-                            .to_shard(from)
-                            .send(MeshMsg::RangePartReply { req, part })
-                            .await;
-                        drop(permit);
-                    })
-                    .detach();
-                }
+                } => self.serve_part(
+                    from,
+                    index,
+                    deadline,
+                    move |kv| kv.read_part(&range, revision),
+                    move |part| MeshMsg::RangePartReply { req, part },
+                ),
                 MeshMsg::RangePartReply { req, part } => {
                     self.calls.answered(req, CoreAnswer::Part(part))
                 }
@@ -362,21 +347,13 @@ impl Shard {
                     revision,
                     index,
                     deadline,
-                } => {
-                    let (kv, out) = (self.kv.clone(), self.out.clone());
-                    glommio::spawn_local(async move {
-                        let hash = if kv.wait_applied(index, deadline).await {
-                            Some(kv.hash(revision))
-                        } else {
-                            None
-                        };
-                        let _ = out
-                            .to_shard(from)
-                            .send(MeshMsg::HashReply { req, hash })
-                            .await;
-                    })
-                    .detach();
-                }
+                } => self.serve_part(
+                    from,
+                    index,
+                    deadline,
+                    move |kv| Ok(kv.hash(revision)),
+                    move |hash| MeshMsg::HashReply { req, hash },
+                ),
                 MeshMsg::HashReply { req, hash } => {
                     self.calls.answered(req, CoreAnswer::Hash(hash))
                 }
@@ -387,21 +364,13 @@ impl Shard {
                     revision,
                     index,
                     deadline,
-                } => {
-                    let (kv, out) = (self.kv.clone(), self.out.clone());
-                    glommio::spawn_local(async move {
-                        let partial = if kv.wait_applied(index, deadline).await {
-                            Ok(kv.txn_partial(&txn, revision))
-                        } else {
-                            Err(read_timeout())
-                        };
-                        let _ = out
-                            .to_shard(from)
-                            .send(MeshMsg::TxnPartialReply { req, partial })
-                            .await;
-                    })
-                    .detach();
-                }
+                } => self.serve_part(
+                    from,
+                    index,
+                    deadline,
+                    move |kv| Ok(kv.txn_partial(&txn, revision)),
+                    move |partial| MeshMsg::TxnPartialReply { req, partial },
+                ),
                 MeshMsg::TxnPartialReply { req, partial } => {
                     self.calls.answered(req, CoreAnswer::Partial(partial))
                 }
@@ -413,26 +382,47 @@ impl Shard {
                     revision,
                     index,
                     deadline,
-                } => {
-                    let (kv, out) = (self.kv.clone(), self.out.clone());
-                    glommio::spawn_local(async move {
-                        let part = if kv.wait_applied(index, deadline).await {
-                            Ok(kv.txn_part(&txn, &decision, revision))
-                        } else {
-                            Err(read_timeout())
-                        };
-                        let _ = out
-                            .to_shard(from)
-                            .send(MeshMsg::TxnPartReply { req, part })
-                            .await;
-                    })
-                    .detach();
-                }
+                } => self.serve_part(
+                    from,
+                    index,
+                    deadline,
+                    move |kv| Ok(kv.txn_part(&txn, &decision, revision)),
+                    move |part| MeshMsg::TxnPartReply { req, part },
+                ),
                 MeshMsg::TxnPartReply { req, part } => {
                     self.calls.answered(req, CoreAnswer::TxnPart(part))
                 }
             }
         }
+    }
+
+    /// Serves a part of a read another shard gathers (a range's, a hash's, a read-only
+    /// txn's): in a task of its own (one of `READS_SPAWNED_MAX`; past them, answered
+    /// "reads pending" at once) that waits for this shard's watermark to reach `index`,
+    /// computes it (or times out) and sends `reply` of it to shard `from`.
+    fn serve_part<T: 'static>(
+        &self,
+        from: usize,
+        index: Index,
+        deadline: Instant,
+        compute: impl FnOnce(&KvState) -> Result<T, ApiError> + 'static,
+        reply: impl FnOnce(Result<T, ApiError>) -> MeshMsg + 'static,
+    ) {
+        let Some(permit) = self.read_permit() else {
+            self.out.to_shard_soon(from, reply(Err(reads_pending())));
+            return;
+        };
+        let (kv, out) = (self.kv.clone(), self.out.clone());
+        glommio::spawn_local(async move {
+            let part = if kv.wait_applied(index, deadline).await {
+                compute(&kv)
+            } else {
+                Err(read_timeout())
+            };
+            let _ = out.to_shard(from).send(reply(part)).await;
+            drop(permit);
+        })
+        .detach();
     }
 
     /// A permit for a task serving a read asked of this shard, or `None` (counted, and
