@@ -467,16 +467,7 @@ impl ShardStore {
             }
         }
         if self.dirty {
-            self.dirty = false;
-            self.out.push(ToSequencer::Report(Report {
-                shard: self.shard,
-                through: self.applied,
-                changes: std::mem::take(&mut self.changes),
-                parts: std::mem::take(&mut self.parts),
-                resolved_seen: self.res_index,
-                state_bytes: self.state_bytes(),
-                events: std::mem::take(&mut self.lease_events),
-            }));
+            self.flush_report();
         }
         std::mem::take(&mut self.out)
     }
@@ -566,7 +557,8 @@ impl ShardStore {
         false
     }
 
-    /// Sends the report now (before waiting: the sequencer needs it to answer the wait).
+    /// Sends the report now (at the end of a pump, and before waiting: the sequencer needs
+    /// it to answer the wait).
     fn flush_report(&mut self) {
         self.dirty = false;
         self.out.push(ToSequencer::Report(Report {

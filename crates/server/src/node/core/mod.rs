@@ -41,9 +41,7 @@ use ringkv_proto::outcome::{
     Answer, ApiError, MemberRole as StatusMemberRole, MemberStatus, NodeRole, NodeStatus,
     TimeoutKind, UnavailableReason, WalStatus,
 };
-use ringkv_raft::{
-    Body, EntryKind, Index, Membership, NodeId, Raft, ReadError, ReadPolicy, Role, Term,
-};
+use ringkv_raft::{Body, EntryKind, Index, Membership, NodeId, Raft, ReadError, Role, Term};
 
 /// How long a stopping leader waits for its transfer and pending writes.
 const SHUTDOWN_WAIT: Duration = Duration::from_millis(3000);
@@ -333,10 +331,7 @@ impl Core {
                     }
                 }
                 ClientFrame::Read { id, key, policy } => {
-                    let policy = match policy {
-                        0 => ReadPolicy::Linearizable,
-                        _ => ReadPolicy::Lease,
-                    };
+                    let policy = requests::policy_from_wire(policy);
                     let deadline = now + self.request_timeout;
                     let target = ReadTarget::Key(Bytes::from(key));
                     self.submit(
@@ -364,10 +359,7 @@ impl Core {
                     command,
                     policy,
                 } => {
-                    let policy = match policy {
-                        0 => ReadPolicy::Linearizable,
-                        _ => ReadPolicy::Lease,
-                    };
+                    let policy = requests::policy_from_wire(policy);
                     let deadline = now + self.request_timeout;
                     let origin = Origin::Peer(from, id);
                     match Command::decode(&Bytes::from(command)) {
@@ -388,10 +380,7 @@ impl Core {
                     request,
                     policy,
                 } => {
-                    let policy = match policy {
-                        0 => ReadPolicy::Linearizable,
-                        _ => ReadPolicy::Lease,
-                    };
+                    let policy = requests::policy_from_wire(policy);
                     let deadline = now + self.request_timeout;
                     let origin = Origin::Peer(from, id);
                     match ringkv_store::decode_range(&Bytes::from(request)) {

@@ -271,7 +271,7 @@ impl Core {
                     } => ClientFrame::Read {
                         id: fid,
                         key: key.to_vec(),
-                        policy: u8::from(policy != ReadPolicy::Linearizable),
+                        policy: policy_to_wire(policy),
                     },
                     Op::Read {
                         target: ReadTarget::Range(r),
@@ -279,7 +279,7 @@ impl Core {
                     } => ClientFrame::Range {
                         id: fid,
                         request: ringkv_store::encode_range(&r).to_vec(),
-                        policy: u8::from(policy != ReadPolicy::Linearizable),
+                        policy: policy_to_wire(policy),
                     },
                     Op::Read {
                         target: ReadTarget::Txn(t),
@@ -287,7 +287,7 @@ impl Core {
                     } => ClientFrame::ReadTxn {
                         id: fid,
                         command: crate::shard::Command::Txn((*t).clone()).encode().to_vec(),
-                        policy: u8::from(policy != ReadPolicy::Linearizable),
+                        policy: policy_to_wire(policy),
                     },
                     Op::Lease(call) => {
                         let (op, lease, keys) = super::leases::to_wire(call);
@@ -497,4 +497,18 @@ pub(super) fn forward_late(write: bool) -> ApiError {
     } else {
         TimeoutKind::Read
     })
+}
+
+/// A forwarded read's policy on the wire: 0 linearizable, 1 lease (a follower forwards
+/// only those two; eventual reads are served where they arrive).
+pub(super) fn policy_to_wire(p: ReadPolicy) -> u8 {
+    u8::from(p != ReadPolicy::Linearizable)
+}
+
+/// The inverse of `policy_to_wire`.
+pub(super) fn policy_from_wire(p: u8) -> ReadPolicy {
+    match p {
+        0 => ReadPolicy::Linearizable,
+        _ => ReadPolicy::Lease,
+    }
 }
