@@ -7,7 +7,7 @@
 //! revision and pending stamps order among themselves by log index (the order their
 //! revisions will have). Must not touch anything but its own map.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use bytes::Bytes;
@@ -22,7 +22,7 @@ pub const PENDING: Stamp = 1 << 63;
 pub const LATEST: Stamp = u64::MAX;
 
 /// Bytes a key costs against the state limit beyond its own length (map node, vector).
-pub const KEY_OVERHEAD_BYTES: u64 = 64;
+pub const KEY_OVERHEAD_BYTES: u64 = 128;
 /// Bytes a version costs beyond its value.
 pub const VERSION_OVERHEAD_BYTES: u64 = 48;
 
@@ -78,9 +78,25 @@ impl Version {
     }
 }
 
+/// Where a key's history lives in `Keys` (stable while the key exists), so that work
+/// queued against a key (a pending stamp to resolve) needs no second search by key.
+pub type Slot = u32;
+
+/// Keys a shard can hold (slots are `u32`).
+pub const KEYS_MAX: usize = u32::MAX as usize;
+
 #[derive(Debug, Default)]
 pub struct Keys {
-    map: BTreeMap<Bytes, Vec<Version>>,
+    /// Key order for ranges; the history itself is in `hist`.
+    map: BTreeMap<Bytes, Slot>,
+    /// The same keys hashed, for the point lookups of every put, get and compare: a
+    /// B-tree search compares the key with a dozen or more others, each a cache miss
+    /// away (keys are slices of log buffers); this is one hash and one compare.
+    index: HashMap<Bytes, Slot>,
+    /// Each key's versions by slot; a free slot holds an empty vector.
+    hist: Vec<Vec<Version>>,
+    /// Slots freed by compaction, reused before `hist` grows.
+    free: Vec<Slot>,
     bytes: u64,
     /// Keys whose newest version is live.
     live: usize,
@@ -106,9 +122,19 @@ impl Keys {
         self.map.is_empty()
     }
 
+    /// The slot of `key`'s history, if it has any.
+    pub fn find(&self, key: &[u8]) -> Option<Slot> {
+        self.index.get(key).copied()
+    }
+
+    /// The newest version of the key at `slot` if it is live (the key exists now).
+    pub fn newest_live(&self, slot: Slot) -> Option<&Version> {
+        self.hist[slot as usize].last().filter(|v| v.is_live())
+    }
+
     /// The live version of `key` visible at `at` (the newest with a stamp <= `at`).
     pub fn get_at(&self, key: &[u8], at: Stamp) -> Option<&Version> {
-        visible(self.map.get(key)?, at)
+        visible(&self.hist[self.find(key)? as usize], at)
     }
 
     /// Live versions visible at `at` of the keys in `[key, end)`, in key order.
@@ -125,43 +151,63 @@ impl Keys {
             End::Before(e) => Bound::Excluded(e),
         };
         let range = self.map.range::<[u8], _>((Bound::Included(key), upper));
-        range.filter_map(move |(k, vs)| visible(vs, at).map(|v| (k, v)))
+        range.filter_map(move |(k, s)| visible(&self.hist[*s as usize], at).map(|v| (k, v)))
     }
 
-    /// Appends `v` as the newest version of `key`.
-    pub fn write(&mut self, key: &Bytes, v: Version) {
-        self.bytes += v.bytes();
-        let now_live = v.is_live();
-        match self.map.get_mut(key) {
-            Some(vs) => {
-                let last = vs.last().expect("a key has a version");
-                assert!(last.stamp <= v.stamp, "versions out of order");
-                let was_live = last.is_live();
-                self.live = self.live + now_live as usize - was_live as usize;
-                if last.stamp == v.stamp {
-                    // A txn writing a key twice (possible through etcd's checkIntervals,
-                    // which sees a delete to [0] as empty): one record per key and
-                    // revision, the last write's (the reference model's rule).
-                    let old = vs.pop().expect("last");
-                    self.bytes -= old.bytes();
-                }
-                vs.push(v);
+    /// Appends `v` as the newest version of `key`; returns the key's slot.
+    pub fn write(&mut self, key: &Bytes, v: Version) -> Slot {
+        match self.find(key) {
+            Some(slot) => {
+                self.write_slot(slot, v);
+                slot
             }
             None => {
-                self.bytes += KEY_OVERHEAD_BYTES + key.len() as u64;
-                self.live += now_live as usize;
-                self.map.insert(key.clone(), vec![v]);
+                self.bytes += v.bytes() + KEY_OVERHEAD_BYTES + key.len() as u64;
+                self.live += v.is_live() as usize;
+                let slot = self.alloc(vec![v]);
+                self.map.insert(key.clone(), slot);
+                self.index.insert(key.clone(), slot);
+                slot
             }
         }
     }
 
-    /// Replaces the pending stamps through index `through` of `key`'s versions by their
-    /// revisions (`number` maps a log index to its revision). Every such stamp must have
-    /// one: a version written at an index is a change the shard reported there.
-    pub fn resolve(&mut self, key: &[u8], through: u64, number: impl Fn(u64) -> Option<Revision>) {
-        let Some(vs) = self.map.get_mut(key) else {
-            return;
-        };
+    /// Appends `v` as the newest version of the key at `slot` (found by `find`).
+    pub fn write_slot(&mut self, slot: Slot, v: Version) {
+        let vs = &mut self.hist[slot as usize];
+        let last = vs.last().expect("a key has a version");
+        assert!(last.stamp <= v.stamp, "versions out of order");
+        self.bytes += v.bytes();
+        self.live = self.live + v.is_live() as usize - last.is_live() as usize;
+        if last.stamp == v.stamp {
+            // A txn writing a key twice (possible through etcd's checkIntervals, which
+            // sees a delete to [0] as empty): one record per key and revision, the last
+            // write's (the reference model's rule).
+            let old = vs.pop().expect("last");
+            self.bytes -= old.bytes();
+        }
+        vs.push(v);
+    }
+
+    fn alloc(&mut self, vs: Vec<Version>) -> Slot {
+        match self.free.pop() {
+            Some(s) => {
+                debug_assert!(self.hist[s as usize].is_empty());
+                self.hist[s as usize] = vs;
+                s
+            }
+            None => {
+                assert!(self.hist.len() < KEYS_MAX, "more than {KEYS_MAX} keys");
+                self.hist.push(vs);
+                (self.hist.len() - 1) as Slot
+            }
+        }
+    }
+
+    /// Replaces the pending stamps through index `through` of the versions at `slot` by
+    /// their revisions (`number` maps a log index to its revision). Every such stamp must
+    /// have one: a version written at an index is a change the shard reported there.
+    pub fn resolve(&mut self, slot: Slot, through: u64, number: impl Fn(u64) -> Option<Revision>) {
         let fix = |s: &mut Stamp| {
             if is_pending(*s) && *s & !PENDING <= through {
                 let i = *s & !PENDING;
@@ -169,7 +215,7 @@ impl Keys {
                 *s = r as Stamp;
             }
         };
-        for v in vs.iter_mut().rev() {
+        for v in self.hist[slot as usize].iter_mut().rev() {
             if !is_pending(v.stamp) && !is_pending(v.create) {
                 break; // older versions are resolved too
             }
@@ -179,13 +225,16 @@ impl Keys {
     }
 
     /// Frees history below `revision`: each key keeps its newest version at or below it
-    /// (unless that is a tombstone) and everything after. Returns the bytes freed.
+    /// (unless that is a tombstone) and everything after. Returns the bytes freed. A key
+    /// with nothing left gives up its slot (it had no pending version: those are newer
+    /// than any revision compaction may reach).
     pub fn compact(&mut self, revision: Revision) -> u64 {
         let at = revision as Stamp;
         let before = self.bytes;
         let mut freed = 0;
         let mut emptied = Vec::new();
-        for (k, vs) in self.map.iter_mut() {
+        for (k, s) in self.map.iter() {
+            let vs = &mut self.hist[*s as usize];
             // Versions with stamp <= at: the newest of them may stay.
             let upto = vs.partition_point(|v| v.stamp <= at);
             if upto == 0 {
@@ -207,20 +256,29 @@ impl Keys {
             }
         }
         for k in emptied {
-            self.map.remove(&k);
+            let s = self.map.remove(&k).expect("emptied key");
+            self.index.remove(&k);
+            self.hist[s as usize] = Vec::new();
+            self.free.push(s);
         }
         self.bytes -= freed;
         before - self.bytes
     }
 
     /// Every key with its versions (for snapshots and hashes), in key order.
-    pub fn iter(&self) -> std::collections::btree_map::Iter<'_, Bytes, Vec<Version>> {
-        self.map.iter()
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            keys: self.map.iter(),
+            hist: &self.hist,
+        }
     }
 
     /// Every key with its history, moved out.
     pub fn into_entries(self) -> impl Iterator<Item = (Bytes, Vec<Version>)> {
-        self.map.into_iter()
+        let mut hist = self.hist;
+        self.map
+            .into_iter()
+            .map(move |(k, s)| (k, std::mem::take(&mut hist[s as usize])))
     }
 
     /// Installs a key's whole history (snapshot loading); versions oldest first.
@@ -228,16 +286,39 @@ impl Keys {
         if versions.is_empty() {
             return Err("a key without versions".into());
         }
-        if self.map.contains_key(&key) {
+        if self.index.contains_key(&key) {
             return Err("a key listed twice".into());
         }
         self.bytes += KEY_OVERHEAD_BYTES + key.len() as u64;
         self.bytes += versions.iter().map(Version::bytes).sum::<u64>();
         self.live += versions.last().is_some_and(Version::is_live) as usize;
-        self.map.insert(key, versions);
+        let slot = self.alloc(versions);
+        self.index.insert(key.clone(), slot);
+        self.map.insert(key, slot);
         Ok(())
     }
 }
+
+/// `Keys::iter`: keys in order with their versions.
+pub struct Iter<'a> {
+    keys: std::collections::btree_map::Iter<'a, Bytes, Slot>,
+    hist: &'a [Vec<Version>],
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a Bytes, &'a [Version]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (k, s) = self.keys.next()?;
+        Some((k, &self.hist[*s as usize][..]))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.keys.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Iter<'_> {}
 
 fn visible(vs: &[Version], at: Stamp) -> Option<&Version> {
     let n = vs.partition_point(|v| v.stamp <= at);
@@ -320,7 +401,7 @@ mod tests {
         assert_eq!(keys.len(), 2, "b's tombstone and history are freed");
         assert_eq!(keys.live(), 2, "a and c (b was deleted)");
 
-        keys.resolve(b"c", 9, |i| (i == 9).then_some(6));
+        keys.resolve(keys.find(b"c").unwrap(), 9, |i| (i == 9).then_some(6));
         let c = keys.get_at(b"c", 6).unwrap();
         assert_eq!((c.stamp, c.create), (6, 6));
     }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use crate::command::Command;
 use crate::controls::Controls;
-use crate::mvcc::{Keys, LATEST, Stamp, Version, is_pending, pending};
+use crate::mvcc::{Keys, LATEST, Slot, Stamp, Version, is_pending, pending};
 use crate::parts::{
     CmpPart, Decision, Index, OpPart, Part, Partial, RangePart, TxnPart, holds, range_order,
 };
@@ -209,8 +209,8 @@ pub struct ShardStore {
     res_revision: Revision,
     /// Every entry through here is applied (or did not involve this shard).
     applied: Index,
-    /// Keys with versions still pending, by the index that wrote them.
-    pending: VecDeque<(Index, Bytes)>,
+    /// Keys (by slot) with versions still pending, by the index that wrote them.
+    pending: VecDeque<(Index, Slot)>,
     backlog: VecDeque<Work>,
     decisions: BTreeMap<Index, Arc<Decision>>,
     wait: Option<Wait>,
@@ -393,8 +393,8 @@ impl ShardStore {
             if *i > r.through {
                 break;
             }
-            let (_, key) = self.pending.pop_front().expect("front");
-            self.keys.resolve(&key, r.through, number);
+            let (_, slot) = self.pending.pop_front().expect("front");
+            self.keys.resolve(slot, r.through, number);
         }
         self.res_index = r.through;
         self.res_revision = r.revision;
@@ -882,52 +882,61 @@ impl ShardStore {
         if p.lease != 0 && !self.leases.contains_key(&p.lease) {
             return Err(StoreError::LeaseNotFound);
         }
-        let exists = self.keys.get_at(&p.key, LATEST).is_some();
+        let slot = self.keys.find(&p.key);
+        let exists = slot.is_some_and(|s| self.keys.newest_live(s).is_some());
         if (p.ignore_value || p.ignore_lease) && !exists {
             return Err(StoreError::KeyNotFound);
         }
         self.changes.push(i);
-        Ok(Part::Put(self.put(i, p)))
+        Ok(Part::Put(self.put_found(i, p, slot)))
     }
 
     /// Writes a put whose checks passed.
     fn put(&mut self, i: Index, p: &PutRequest) -> PutResponse {
+        let slot = self.keys.find(&p.key);
+        self.put_found(i, p, slot)
+    }
+
+    /// `put` of a key whose slot (if it has one) was looked up: one search per put.
+    fn put_found(&mut self, i: Index, p: &PutRequest, slot: Option<Slot>) -> PutResponse {
         let stamp = pending(i);
-        let prev = self.keys.get_at(&p.key, LATEST).cloned();
-        let value = match (&prev, p.ignore_value) {
-            (Some(prev), true) => prev.value.clone().expect("live"),
+        let prev = slot.and_then(|s| self.keys.newest_live(s));
+        // What the new version keeps of the previous one (no copy of a value not needed).
+        let prev_kv = prev.filter(|_| p.prev_kv).map(|v| v.to_kv(&p.key));
+        let value = match prev {
+            Some(prev) if p.ignore_value => prev.value.clone().expect("live"),
             _ => p.value.clone(),
         };
-        let lease = match (&prev, p.ignore_lease) {
-            (Some(prev), true) => prev.lease,
-            _ => p.lease,
+        let old_lease = prev.map_or(0, |v| v.lease);
+        let lease = if prev.is_some() && p.ignore_lease {
+            old_lease
+        } else {
+            p.lease
         };
         let v = Version {
             stamp,
-            create: prev.as_ref().map_or(stamp, |v| v.create),
-            version: prev.as_ref().map_or(1, |v| v.version + 1),
+            create: prev.map_or(stamp, |v| v.create),
+            version: prev.map_or(1, |v| v.version + 1),
             lease,
             value: Some(value),
         };
-        if let Some(old) = prev.as_ref().map(|v| v.lease).filter(|l| *l != 0) {
-            if let Some(l) = self.leases.get_mut(&old) {
+        if old_lease != lease {
+            if let Some(l) = self.leases.get_mut(&old_lease) {
                 l.keys.remove(&p.key);
             }
-        }
-        if lease != 0 {
             if let Some(l) = self.leases.get_mut(&lease) {
                 l.keys.insert(p.key.clone());
             }
         }
-        self.keys.write(&p.key, v);
-        self.pending.push_back((i, p.key.clone()));
-        PutResponse {
-            prev_kv: if p.prev_kv {
-                prev.map(|v| v.to_kv(&p.key))
-            } else {
-                None
-            },
-        }
+        let slot = match slot {
+            Some(s) => {
+                self.keys.write_slot(s, v);
+                s
+            }
+            None => self.keys.write(&p.key, v),
+        };
+        self.pending.push_back((i, slot));
+        PutResponse { prev_kv }
     }
 
     fn delete(&mut self, i: Index, d: &DeleteRangeRequest) -> DeleteRangeResponse {
@@ -964,7 +973,7 @@ impl ShardStore {
                 l.keys.remove(key);
             }
         }
-        self.keys.write(
+        let slot = self.keys.write(
             key,
             Version {
                 stamp: pending(i),
@@ -974,7 +983,7 @@ impl ShardStore {
                 value: None,
             },
         );
-        self.pending.push_back((i, key.clone()));
+        self.pending.push_back((i, slot));
     }
 
     fn compact(&mut self, i: Index, revision: Revision) -> Result<Result<Part, StoreError>, Need> {

@@ -73,7 +73,7 @@ pub fn assemble(header: &[u8], parts: &[(Vec<u8>, u64)]) -> Vec<u8> {
 /// One shard's keys being appended to a snapshot, a chunk at a time (a caller that shares
 /// its thread yields between chunks).
 pub struct KeyEncoder<'a> {
-    keys: std::collections::btree_map::Iter<'a, Bytes, Vec<Version>>,
+    keys: crate::mvcc::Iter<'a>,
     /// Keys appended so far.
     pub count: u64,
 }
