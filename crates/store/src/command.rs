@@ -75,7 +75,8 @@ impl std::error::Error for CommandError {}
 
 impl Command {
     pub fn encode(&self) -> Bytes {
-        let mut b = BytesMut::with_capacity(64);
+        // Sized up front: growing the buffer copied every value once or twice.
+        let mut b = BytesMut::with_capacity(2 + self.encoded_len_bound());
         b.put_u8(V2);
         match self {
             Command::Put(p) => {
@@ -117,7 +118,48 @@ impl Command {
                 b.put_u8(*nospace as u8);
             }
         }
+        debug_assert!(b.len() <= 2 + self.encoded_len_bound(), "bound too low");
         b.freeze()
+    }
+
+    /// At least the bytes `encode` writes after the version and operation bytes (an upper
+    /// bound, so the buffer never grows).
+    fn encoded_len_bound(&self) -> usize {
+        fn ops(o: &[RequestOp]) -> usize {
+            o.iter()
+                .map(|op| {
+                    1 + match op {
+                        RequestOp::Range(r) => RANGE_FIXED_BYTES + r.key.len() + r.range_end.len(),
+                        RequestOp::Put(p) => PUT_FIXED_BYTES + p.key.len() + p.value.len(),
+                        RequestOp::DeleteRange(d) => 16 + d.key.len() + d.range_end.len(),
+                        RequestOp::Txn(t) => txn(t),
+                    }
+                })
+                .sum()
+        }
+        fn txn(t: &TxnRequest) -> usize {
+            let compares: usize = t
+                .compare
+                .iter()
+                .map(|c| {
+                    COMPARE_FIXED_BYTES
+                        + c.key.len()
+                        + c.range_end.len()
+                        + match &c.target {
+                            CompareTarget::Value(v) => v.len(),
+                            _ => 0,
+                        }
+                })
+                .sum();
+            12 + compares + ops(&t.success) + ops(&t.failure)
+        }
+        match self {
+            Command::Put(p) => PUT_FIXED_BYTES + p.key.len() + p.value.len(),
+            Command::DeleteRange(d) => 16 + d.key.len() + d.range_end.len(),
+            Command::Txn(t) => txn(t),
+            Command::LeaseCheckpoint { checkpoints } => 4 + 16 * checkpoints.len(),
+            _ => 32,
+        }
     }
 
     /// Decodes without copying: keys and values are slices of `payload`.
@@ -202,6 +244,12 @@ pub(crate) fn put_bytes(b: &mut BytesMut, v: &[u8]) {
     b.put_u32_le(v.len() as u32);
     b.put_slice(v);
 }
+
+/// Bytes of a put, a range and a compare besides their keys, values and range ends (upper
+/// bounds for `Command::encoded_len_bound`; the encoders below write fewer).
+const PUT_FIXED_BYTES: usize = 24;
+const RANGE_FIXED_BYTES: usize = 80;
+const COMPARE_FIXED_BYTES: usize = 32;
 
 fn put_put(b: &mut BytesMut, p: &PutRequest) {
     put_bytes(b, &p.key);

@@ -403,7 +403,9 @@ impl Calls {
         let resp = ringkv_store::parts::merge_range(&r, parts);
         Ok(Answer::Store {
             revision: current,
-            response: ringkv_store::encode_response(&ringkv_store::Response::Range(resp)).to_vec(),
+            response: Vec::from(ringkv_store::encode_response(
+                &ringkv_store::Response::Range(resp),
+            )),
         })
     }
 
@@ -531,7 +533,7 @@ impl Calls {
             ringkv_store::parts::merge(&cmd, parts).map_err(|e| crate::shard::api_error(&e))?;
         Ok(Answer::Store {
             revision: current,
-            response: ringkv_store::encode_response(&resp).to_vec(),
+            response: Vec::from(ringkv_store::encode_response(&resp)),
         })
     }
 

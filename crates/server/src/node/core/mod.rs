@@ -1103,7 +1103,7 @@ fn applied_outcome(a: ringkv_store::Applied) -> ringkv_proto::outcome::Outcome {
     match a.result {
         Ok(r) => Ok(Answer::Store {
             revision: a.revision,
-            response: ringkv_store::encode_response(&r).to_vec(),
+            response: Vec::from(ringkv_store::encode_response(&r)),
         }),
         Err(e) => Err(crate::shard::api_error(&e)),
     }
