@@ -8,6 +8,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+/// mimalloc instead of glibc's malloc: under a large MVCC heap (every version of every key
+/// until compaction) glibc's free lists fragment, and a put's few small allocations (its
+/// answer channel, timer, task) spent more time in `malloc` than the store spent applying
+/// it (profile in benches/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use ringkv_client::client::{self, AdminOp, Consistency, Request};
 use ringkv_store::bytes::Bytes;
 use ringkv_store::{
