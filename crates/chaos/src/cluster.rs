@@ -98,8 +98,10 @@ impl Cluster {
             lease_ms: s.lease_ms,
             drift_ppm_max: Some(s.drift_ppm_max),
             request_timeout_ms: Some(s.request_timeout_ms),
+            // Snapshots every `snapshot_entries` whatever the state's size: the campaign
+            // wants many taken and installed.
             extra: format!(
-                "[raft.snapshot]\ninterval_entries = {}\n",
+                "[raft.snapshot]\ninterval_entries = {}\nlog_growth_percent_min = 0\n",
                 s.snapshot_entries
             )
             .into(),

@@ -688,20 +688,30 @@ fn snapshot_section_defaults_and_rules() {
     let c = NodeConfig::parse(BASE, "n.toml").unwrap();
     let s = &c.raft.snapshot;
     assert_eq!(
-        (s.interval_entries, s.keep, s.chunk_bytes_max),
-        (100_000, 2, 1 << 20)
+        (
+            s.interval_entries,
+            s.log_growth_percent_min,
+            s.keep,
+            s.chunk_bytes_max
+        ),
+        (100_000, 100, 2, 1 << 20)
     );
     let c = NodeConfig::parse(
         &format!(
-            "{BASE}\n[raft.snapshot]\ninterval_entries = 0\nkeep = 5\nchunk_bytes_max = 4096\n"
+            "{BASE}\n[raft.snapshot]\ninterval_entries = 0\nlog_growth_percent_min = 0\nkeep = 5\nchunk_bytes_max = 4096\n"
         ),
         "n.toml",
     )
     .unwrap();
     let s = &c.raft.snapshot;
     assert_eq!(
-        (s.interval_entries, s.keep, s.chunk_bytes_max),
-        (0, 5, 4096)
+        (
+            s.interval_entries,
+            s.log_growth_percent_min,
+            s.keep,
+            s.chunk_bytes_max
+        ),
+        (0, 0, 5, 4096)
     );
     assert_refused(
         &format!("{BASE}\n[raft.snapshot]\nkeep = 0\n"),

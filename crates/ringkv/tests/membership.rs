@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use common::{Cluster, Opts, json, loopback, put_port, wait_until};
 use ringkv_harness::api;
 
-const SNAPSHOT_EVERY_500: &str = "[raft.snapshot]\ninterval_entries = 500\n";
+const SNAPSHOT_EVERY_500: &str =
+    "[raft.snapshot]\ninterval_entries = 500\nlog_growth_percent_min = 0\n";
 
 fn admin(c: &Cluster, node: usize, path: &str, node_id: u64) -> (u16, serde_json::Value) {
     c.admin(node, path, node_id, None)
@@ -151,7 +152,7 @@ fn a_follower_behind_the_compacted_log_rejoins_by_snapshot() {
     let mut c = Cluster::new(
         "snapjoin",
         Opts {
-            extra: "[raft.snapshot]\ninterval_entries = 100\nchunk_bytes_max = 4096\n".into(),
+            extra: "[raft.snapshot]\ninterval_entries = 100\nlog_growth_percent_min = 0\nchunk_bytes_max = 4096\n".into(),
             ..Opts::default()
         },
     );

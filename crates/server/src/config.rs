@@ -319,6 +319,11 @@ pub struct SnapshotSection {
     /// Take a snapshot every this many applied entries; 0: never automatically (only
     /// `POST /snapshot`).
     pub interval_entries: u64,
+    /// An automatic snapshot also waits until the log applied since the last snapshot is
+    /// at least this percentage of that snapshot's size (0: entries alone decide). A
+    /// snapshot copies the whole state, every version of history included: without this a
+    /// large state was copied every `interval_entries` however little each entry added.
+    pub log_growth_percent_min: u64,
     /// Snapshots retained on disk (at least 1). Was `raft.persistence.snapshots_kept`.
     pub keep: usize,
     /// One snapshot chunk on the wire: `SNAPSHOT_CHUNK_BYTES_MIN` ..=
@@ -330,6 +335,7 @@ impl Default for SnapshotSection {
     fn default() -> Self {
         Self {
             interval_entries: 100_000,
+            log_growth_percent_min: 100,
             keep: 2,
             chunk_bytes_max: 1 << 20,
         }

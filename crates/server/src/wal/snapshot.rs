@@ -39,34 +39,9 @@ pub struct Snapshot {
     pub data: Vec<u8>,
 }
 
-/// Encodes a whole snapshot file (aligned length), in 1 MiB steps with a yield between
-/// them, so the raft core's driver runs meanwhile. A shard sharing the executor gets its
-/// turns when glommio's preemption timer fires (10 ms on a shared executor).
-async fn encode_snapshot_cooperatively(meta: &SnapshotMeta, data: &[u8], out: &mut [u8]) {
-    const STEP: usize = 1 << 20;
-    let m = meta.membership.encode();
-    let len = BLOCK + m.len() + data.len();
-    assert_eq!(out.len(), align_up(len));
-    out[..BLOCK].fill(0);
-    out[len..].fill(0);
-    out[BLOCK..BLOCK + m.len()].copy_from_slice(&m);
-    let mut crc = crc32c::crc32c(&m);
-    let base = BLOCK + m.len();
-    for (i, chunk) in data.chunks(STEP).enumerate() {
-        let at = base + i * STEP;
-        out[at..at + chunk.len()].copy_from_slice(chunk);
-        crc = crc32c::crc32c_append(crc, chunk);
-        futures_lite::future::yield_now().await;
-    }
-    encode_header(
-        &mut out[..BLOCK],
-        meta.index,
-        meta.term,
-        m.len() as u64,
-        data.len() as u64,
-        crc,
-    );
-}
+/// A snapshot file is written through a buffer of this size (a multiple of `BLOCK`).
+const SNAPSHOT_WRITE_STEP_BYTES: usize = 4 << 20;
+const _: () = assert!(SNAPSHOT_WRITE_STEP_BYTES % BLOCK == 0);
 
 /// The checksummed header block of a snapshot file.
 fn encode_header(h: &mut [u8], index: Index, term: Term, mlen: u64, dlen: u64, body_crc: u32) {
@@ -312,6 +287,13 @@ impl<D: Disk> SnapshotStore<D> {
 
     /// Writes a snapshot durably and atomically, then prunes beyond `keep`.
     pub async fn save(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), WalError> {
+        self.save_parts(meta, &[data]).await
+    }
+
+    /// `save` of a body given as parts (concatenated in order): the body is copied once,
+    /// into the file's aligned buffer, never assembled in memory first.
+    pub async fn save_parts(&self, meta: &SnapshotMeta, parts: &[&[u8]]) -> Result<(), WalError> {
+        let data_len: usize = parts.iter().map(|p| p.len()).sum();
         let name = snapshot_name(meta.index, meta.term);
         let tmp = self.dir.join(format!("{name}.tmp"));
         let path = self.dir.join(&name);
@@ -327,13 +309,56 @@ impl<D: Disk> SnapshotStore<D> {
             .open(&tmp, true)
             .await
             .map_err(|e| err("creating", e))?;
-        let len = align_up(BLOCK + meta.membership.encode().len() + data.len());
-        f.allocate(len as u64)
+        let m = meta.membership.encode();
+        let len = BLOCK + m.len() + data_len;
+        f.allocate(align_up(len) as u64)
             .await
             .map_err(|e| err("allocating", e))?;
-        let mut b = f.alloc(len);
-        encode_snapshot_cooperatively(meta, data, &mut b).await;
-        f.write_at(b, 0).await.map_err(|e| err("writing", e))?;
+        // The membership and the body go out in aligned steps through one buffer at a
+        // time, never a buffer of the whole file (a large state's snapshot was copied
+        // into a fresh allocation of its full size, every page of it faulted in); the
+        // header, with the body's checksum, goes last.
+        let mut crc = 0;
+        let mut pos = BLOCK as u64;
+        let mut buf = f.alloc(SNAPSHOT_WRITE_STEP_BYTES);
+        let mut fill = 0;
+        for piece in std::iter::once(&m[..]).chain(parts.iter().copied()) {
+            let mut rest = piece;
+            while !rest.is_empty() {
+                let n = rest.len().min(SNAPSHOT_WRITE_STEP_BYTES - fill);
+                buf[fill..fill + n].copy_from_slice(&rest[..n]);
+                crc = crc32c::crc32c_append(crc, &rest[..n]);
+                fill += n;
+                rest = &rest[n..];
+                if fill == SNAPSHOT_WRITE_STEP_BYTES {
+                    let full = std::mem::replace(&mut buf, f.alloc(SNAPSHOT_WRITE_STEP_BYTES));
+                    f.write_at(full, pos)
+                        .await
+                        .map_err(|e| err("writing", e))?;
+                    pos += SNAPSHOT_WRITE_STEP_BYTES as u64;
+                    fill = 0;
+                }
+            }
+        }
+        if fill > 0 {
+            let mut tail = f.alloc(align_up(fill));
+            tail[..fill].copy_from_slice(&buf[..fill]);
+            tail[fill..].fill(0);
+            f.write_at(tail, pos)
+                .await
+                .map_err(|e| err("writing", e))?;
+        }
+        drop(buf);
+        let mut h = f.alloc(BLOCK);
+        encode_header(
+            &mut h,
+            meta.index,
+            meta.term,
+            m.len() as u64,
+            data_len as u64,
+            crc,
+        );
+        f.write_at(h, 0).await.map_err(|e| err("writing", e))?;
         f.fdatasync().await.map_err(|e| err("syncing", e))?;
         let _ = f.close().await;
         self.disk

@@ -862,6 +862,7 @@ impl Core {
                 }
                 None => None,
             };
+            self.snap.log_bytes_since += e.data.len() as u64;
             let cmd = if e.kind == EntryKind::Normal && members::decode_address(&e.data).is_none() {
                 match Command::decode(&e.data) {
                     Ok(c) => Some(c),

@@ -59,6 +59,12 @@ pub(super) struct Snapshots {
     pub snap_epoch: u64,
     /// Entries applied between automatic snapshots (0: only on demand).
     pub snap_interval: u64,
+    /// `raft.snapshot.log_growth_percent_min`.
+    pub log_growth_percent_min: u64,
+    /// Payload bytes of the entries applied since the last snapshot was started.
+    pub log_bytes_since: u64,
+    /// The body size of the newest snapshot taken here (0: none yet).
+    pub last_bytes: u64,
     pub chunk_bytes_max: usize,
     /// A received snapshot larger than this is refused.
     pub snapshot_bytes_max: u64,
@@ -87,6 +93,9 @@ impl Snapshots {
             latest,
             snap_epoch: 0,
             snap_interval: cfg.raft.snapshot.interval_entries,
+            log_growth_percent_min: cfg.raft.snapshot.log_growth_percent_min,
+            log_bytes_since: 0,
+            last_bytes: 0,
             chunk_bytes_max: cfg.raft.snapshot.chunk_bytes_max,
             // A snapshot holds the state (at most state_bytes_max) plus its framing.
             snapshot_bytes_max: cfg
@@ -123,7 +132,8 @@ pub(super) struct Building {
 /// A snapshot save that finished (an event for the driver loop).
 pub(super) struct Saved {
     pub meta: SnapshotMeta,
-    pub data: Bytes,
+    /// The body's length.
+    pub bytes: u64,
     /// When it started, the longest shard pause, its keys, the operators waiting for it.
     #[allow(clippy::type_complexity)]
     pub own: (Instant, Duration, u64, Vec<Origin>),
@@ -159,38 +169,37 @@ pub(super) struct Receiving {
     writer: BodyWriter<DmaDisk>,
 }
 
-/// The node snapshot body (address book, then the store body: the header and every
-/// shard's keys, as `ringkv_store::snapshot::assemble`), copied in 1 MiB steps with a
-/// yield between them.
-async fn build_body(
+/// The start of the node snapshot body: the address book, then the store body's header
+/// and key count (`ringkv_store::snapshot::assemble` with the shards' keys left out). The
+/// shards' keys follow it in the file as they are (`SnapshotStore::save_parts`), so the
+/// body is never assembled in memory.
+fn body_head(
     book: &std::collections::BTreeMap<NodeId, std::net::SocketAddr>,
-    header: Vec<u8>,
-    parts: Vec<(Vec<u8>, u64)>,
-) -> Bytes {
-    const STEP: usize = 1 << 20;
-    let head = members::encode_snapshot(book, &[]);
-    let kv_len: usize = header.len() + 8 + parts.iter().map(|p| p.0.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(head.len() + kv_len);
-    out.extend_from_slice(&head);
-    out.extend_from_slice(&ringkv_store::snapshot::assemble(
-        &header,
+    header: &[u8],
+    parts: &[(Vec<u8>, u64)],
+) -> Vec<u8> {
+    let mut head = members::encode_snapshot(book, &[]);
+    head.extend_from_slice(&ringkv_store::snapshot::assemble(
+        header,
         &[(Vec::new(), parts.iter().map(|p| p.1).sum())],
     ));
-    for (keys, _) in parts {
-        for chunk in keys.chunks(STEP) {
-            out.extend_from_slice(chunk);
-            futures_lite::future::yield_now().await;
-        }
-    }
-    Bytes::from(out)
+    head
 }
 
 impl Core {
-    /// Takes a snapshot when `interval_entries` entries were applied since the last one.
+    /// Takes a snapshot when `interval_entries` entries were applied since the last one
+    /// and the log grew by `log_growth_percent_min` of the last one's size: copying the
+    /// state then costs at most a fixed multiple of the bytes written, however large it is.
     pub(super) fn maybe_snapshot(&mut self) {
         let applied = self.raft.applied();
+        let grown = self.snap.log_bytes_since.saturating_mul(100)
+            >= self
+                .snap
+                .last_bytes
+                .saturating_mul(self.snap.log_growth_percent_min);
         if self.snap.snap_interval > 0
             && applied >= self.last_snapshot_index() + self.snap.snap_interval
+            && grown
             && self.snap.building.is_none()
             && !self.snap.saving
         {
@@ -229,6 +238,7 @@ impl Core {
         for s in 0..n {
             self.out.push((s, ToShard::Snapshot { index }));
         }
+        self.snap.log_bytes_since = 0;
         self.snap.building = Some(Building {
             index,
             epoch: self.snap.snap_epoch,
@@ -279,12 +289,19 @@ impl Core {
         // Assembling and saving run in a task that yields every MiB: the driver loop goes
         // on between the steps.
         glommio::spawn_local(async move {
-            let data = build_body(&book, header, parts).await;
-            let result = store.save(&meta, &data).await.map_err(|e| e.to_string());
+            let head = body_head(&book, &header, &parts);
+            let mut body: Vec<&[u8]> = vec![&head];
+            body.extend(parts.iter().map(|p| &p.0[..]));
+            let bytes = body.iter().map(|p| p.len() as u64).sum();
+            let result = store
+                .save_parts(&meta, &body)
+                .await
+                .map_err(|e| e.to_string());
+            drop(body);
             let _ = ev
                 .send(Event::SnapshotSaved(Saved {
                     meta,
-                    data,
+                    bytes,
                     own: (started, pause, keys, waiting),
                     epoch,
                     result,
@@ -320,7 +337,7 @@ impl Core {
     pub(super) fn snapshot_saved(&mut self, saved: Saved) -> Result<(), String> {
         let Saved {
             meta,
-            data,
+            bytes,
             own,
             epoch,
             result,
@@ -362,21 +379,21 @@ impl Core {
                 tracing::info!(
                     node = self.id,
                     index,
-                    bytes = data.len(),
+                    bytes,
                     keys,
                     took_ms = started.elapsed().as_millis() as u64,
                     shard_pause_ms = pause.as_secs_f64() * 1000.0,
                     "snapshot taken; log compacted"
                 );
-                let bytes = data.len();
                 self.set_latest(meta);
+                self.snap.last_bytes = bytes;
                 for o in waiting {
                     self.answer(
                         o,
                         Ok(Answer::Snapshot {
                             index,
                             taken: Some(SnapshotTaken {
-                                bytes: bytes as u64,
+                                bytes,
                                 keys,
                                 took_ms: started.elapsed().as_millis() as u64,
                                 shard_pause_ms: pause.as_secs_f64() * 1000.0,
