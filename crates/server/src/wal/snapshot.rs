@@ -332,9 +332,7 @@ impl<D: Disk> SnapshotStore<D> {
                 rest = &rest[n..];
                 if fill == SNAPSHOT_WRITE_STEP_BYTES {
                     let full = std::mem::replace(&mut buf, f.alloc(SNAPSHOT_WRITE_STEP_BYTES));
-                    f.write_at(full, pos)
-                        .await
-                        .map_err(|e| err("writing", e))?;
+                    f.write_at(full, pos).await.map_err(|e| err("writing", e))?;
                     pos += SNAPSHOT_WRITE_STEP_BYTES as u64;
                     fill = 0;
                 }
@@ -344,9 +342,7 @@ impl<D: Disk> SnapshotStore<D> {
             let mut tail = f.alloc(align_up(fill));
             tail[..fill].copy_from_slice(&buf[..fill]);
             tail[fill..].fill(0);
-            f.write_at(tail, pos)
-                .await
-                .map_err(|e| err("writing", e))?;
+            f.write_at(tail, pos).await.map_err(|e| err("writing", e))?;
         }
         drop(buf);
         let mut h = f.alloc(BLOCK);

@@ -1,5 +1,5 @@
-//! Snapshots on the raft core: taking them (every `interval_entries` applied entries and on
-//! demand), compacting the log and the WAL behind them, sending them to followers that need
+//! Snapshots on the raft core: taking them (every `interval_entries` applied entries once
+//! the log grew by `log_growth_percent_min` of the last one's size, and on demand), compacting the log and the WAL behind them, sending them to followers that need
 //! compacted entries, receiving and installing them. Part of the raft core's driver (same
 //! executor, same state); shard state is reached only through `ToShard` messages.
 //!
@@ -83,6 +83,17 @@ pub(super) struct Snapshots {
 }
 
 impl Snapshots {
+    /// Whether an automatic snapshot is due, `entries` applied since the last one.
+    fn due(&self, entries: u64) -> bool {
+        snapshot_due(
+            entries,
+            self.snap_interval,
+            self.log_bytes_since,
+            self.last_bytes,
+            self.log_growth_percent_min,
+        )
+    }
+
     pub fn new(
         store: Rc<SnapshotStore<DmaDisk>>,
         latest: Option<SnapshotMeta>,
@@ -113,6 +124,20 @@ impl Snapshots {
             compact_wal: None,
         }
     }
+}
+
+/// The automatic snapshot rule: `interval` entries applied since the last snapshot (0:
+/// never), and log bytes applied since then at least `growth_percent` of its size.
+fn snapshot_due(
+    entries: u64,
+    interval: u64,
+    log_bytes_since: u64,
+    last_bytes: u64,
+    growth_percent: u64,
+) -> bool {
+    interval > 0
+        && entries >= interval
+        && log_bytes_since.saturating_mul(100) >= last_bytes.saturating_mul(growth_percent)
 }
 
 pub(super) struct Building {
@@ -192,14 +217,9 @@ impl Core {
     /// state then costs at most a fixed multiple of the bytes written, however large it is.
     pub(super) fn maybe_snapshot(&mut self) {
         let applied = self.raft.applied();
-        let grown = self.snap.log_bytes_since.saturating_mul(100)
-            >= self
-                .snap
-                .last_bytes
-                .saturating_mul(self.snap.log_growth_percent_min);
-        if self.snap.snap_interval > 0
-            && applied >= self.last_snapshot_index() + self.snap.snap_interval
-            && grown
+        if self
+            .snap
+            .due(applied - applied.min(self.last_snapshot_index()))
             && self.snap.building.is_none()
             && !self.snap.saving
         {
@@ -854,5 +874,28 @@ impl Receiving {
     /// Body bytes received so far.
     fn writer_offset(&self) -> u64 {
         self.writer.received()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snapshot_due;
+
+    #[test]
+    fn a_snapshot_waits_for_its_interval_and_for_the_log_to_grow_by_its_share_of_the_last() {
+        // The first one: no size to compare with.
+        assert!(snapshot_due(100, 100, 5_000, 0, 100));
+        assert!(!snapshot_due(99, 100, 5_000, 0, 100));
+        // A 1 MB snapshot: 100 entries are not enough until the log since adds up to 1 MB
+        // (100%), or 500 kB at 50%; 0% is the entries rule alone.
+        assert!(!snapshot_due(100, 100, 999_999, 1_000_000, 100));
+        assert!(snapshot_due(100, 100, 1_000_000, 1_000_000, 100));
+        assert!(snapshot_due(100, 100, 500_000, 1_000_000, 50));
+        assert!(snapshot_due(100, 100, 0, 1_000_000, 0));
+        // Grown enough, but not enough entries; and interval 0 never.
+        assert!(!snapshot_due(50, 100, 5_000_000, 1_000_000, 100));
+        assert!(!snapshot_due(1_000, 0, 5_000_000, 0, 0));
+        // No overflow at the extremes.
+        assert!(snapshot_due(100, 100, u64::MAX, u64::MAX, 100));
     }
 }
