@@ -151,9 +151,10 @@ impl Core {
         self.leases.replaced(now, table);
     }
 
-    /// Each loop turn: the lessor follows leadership; on the leader, expired leases get a
-    /// revoke proposed and remaining TTLs a checkpoint.
-    pub(super) fn lease_turn(&mut self) {
+    /// The lessor follows leadership: promoted when this node leads, demoted when not.
+    /// Called each tick and before a lease call is served (the role may have changed
+    /// since the last tick, within the same loop turn).
+    fn lessor_follows_role(&mut self) -> bool {
         let leader = self.raft.role() == Role::Leader;
         let now = self.now_ms();
         if leader && !self.leases.primary {
@@ -165,7 +166,14 @@ impl Core {
             self.leases.revoking.clear();
             self.leases.primary = false;
         }
-        if !leader {
+        leader
+    }
+
+    /// Each tick: the lessor follows leadership; on the leader, expired leases get a
+    /// revoke proposed and remaining TTLs a checkpoint.
+    pub(super) fn lease_turn(&mut self) {
+        let now = self.now_ms();
+        if !self.lessor_follows_role() {
             return;
         }
         let t = Instant::now();
@@ -192,6 +200,8 @@ impl Core {
 
     /// A lease call on the leader.
     pub(super) fn lease_call(&mut self, call: LeaseCall) -> Outcome {
+        // Elected since the last tick: the lessor must count down before it answers.
+        self.lessor_follows_role();
         let now = self.now_ms();
         Ok(match call {
             LeaseCall::KeepAlive { lease } => match self.leases.lessor.keep_alive(now, lease) {
