@@ -1010,5 +1010,19 @@ fn testing_section_is_for_fault_campaign_builds_only() {
             "testing.controls",
             "negative-controls",
         );
+        // The store's control too: its sequencer would refuse it at start-up.
+        assert_refused(
+            &t("controls = [\"sequencer_skips_revisions\"]"),
+            "testing.controls",
+            "negative-controls",
+        );
+    } else {
+        let c = NodeConfig::parse(
+            &t("controls = [\"sequencer_skips_revisions\", \"ack_before_persist\"]"),
+            "n.toml",
+        )
+        .unwrap();
+        assert!(c.testing.store_controls().sequencer_skips_revisions);
+        assert!(c.testing.raft_controls().unwrap().ack_before_persist);
     }
 }

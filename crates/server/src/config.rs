@@ -475,18 +475,24 @@ pub const SYNC_DELAY_US_MAX: u64 = 100_000;
 /// latency than the batches it builds are worth.
 pub const BATCH_DELAY_MS_MAX: u64 = 1000;
 
-/// The names `testing.controls` accepts.
-pub const CONTROL_NAMES: [&str; 6] = [
+/// The names `testing.controls` accepts: the Raft core's controls, then the store's.
+pub const CONTROL_NAMES: [&str; 7] = [
     "commit_older_term_by_counting",
     "read_index_without_quorum",
     "ack_before_persist",
     "lease_ignores_drift",
     "vote_without_log_check",
     "membership_before_noop",
+    "sequencer_skips_revisions",
 ];
 
+/// The store's controls among `CONTROL_NAMES` (`ringkv_store::Controls`); the raft core's
+/// sequencer honours them.
+const STORE_CONTROL_NAMES: [&str; 1] = ["sequencer_skips_revisions"];
+
 impl Testing {
-    /// The `Controls` the names switch on; `Err(name)` for an unknown one.
+    /// The Raft core's `Controls` the names switch on; `Err(name)` for a name that is
+    /// no control at all (a store control's name is left to `store_controls`).
     pub fn raft_controls(&self) -> Result<ringkv_raft::Controls, String> {
         let mut c = ringkv_raft::Controls::default();
         for name in &self.controls {
@@ -497,11 +503,24 @@ impl Testing {
                 "lease_ignores_drift" => &mut c.lease_ignores_drift,
                 "vote_without_log_check" => &mut c.vote_without_log_check,
                 "membership_before_noop" => &mut c.membership_before_noop,
+                n if STORE_CONTROL_NAMES.contains(&n) => continue,
                 _ => return Err(name.clone()),
             };
             *flag = true;
         }
         Ok(c)
+    }
+
+    /// The store's `Controls` the names switch on (the Raft core's names are left to
+    /// `raft_controls`, which also refuses unknown ones).
+    pub fn store_controls(&self) -> ringkv_store::Controls {
+        let mut c = ringkv_store::Controls::default();
+        for name in &self.controls {
+            if name == "sequencer_skips_revisions" {
+                c.sequencer_skips_revisions = true;
+            }
+        }
+        c
     }
 
     /// `peer_dial` with parsed keys and addresses (validated at load).
@@ -1095,6 +1114,16 @@ impl NodeConfig {
                     "{name:?} is not a control; known: {}",
                     CONTROL_NAMES.join(", ")
                 ),
+            );
+        }
+        // The store refuses (panics on) a control its build cannot honour: said here.
+        if !cfg!(feature = "negative-controls")
+            && t.store_controls() != ringkv_store::Controls::default()
+        {
+            return err(
+                "testing.controls",
+                "the store's negative controls need the negative-controls build feature"
+                    .to_string(),
             );
         }
         // The core's own rules, as a backstop, named in this file's terms.

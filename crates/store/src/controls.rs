@@ -1,11 +1,12 @@
-//! Deliberate bugs in the store, for the simulator's negative controls: each breaks one rule
-//! of the design (ARCHITECTURE.md, "The etcd data model across shards") in a way the
-//! simulator's store checkers must catch.
+//! Deliberate bugs in the store, for the negative controls: each breaks one rule of the
+//! design (ARCHITECTURE.md, "The etcd data model across shards") in a way the simulator's
+//! store checkers must catch; `sequencer_skips_revisions` also runs in the fault
+//! campaign's nodes (`[testing] controls`), whose store checker must catch it too.
 //!
 //! Plain data. The switches are honoured only in builds with the `negative-controls`
 //! feature (`on` is always false without it), and `Store::set_controls` refuses to turn one
 //! on in a build without it, as the Raft core's `Config::validate` does for its own
-//! controls. Never set outside the simulator.
+//! controls. Never set outside the simulator and the fault campaign's builds.
 
 /// The store's negative controls (all off by default).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

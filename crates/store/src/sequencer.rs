@@ -64,7 +64,8 @@ impl Sequencer {
         }
     }
 
-    /// Turns negative controls on (simulator builds with `negative-controls` only).
+    /// Turns negative controls on (builds with `negative-controls` only: the simulator and
+    /// the fault campaign's nodes).
     pub fn set_controls(&mut self, controls: Controls) {
         controls.check();
         self.controls = controls;

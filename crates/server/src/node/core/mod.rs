@@ -129,6 +129,9 @@ struct Core {
     /// Numbers the store's revisions from the shards' reports, decides multi-shard txns,
     /// joins answers (`ringkv_store::sequencer`).
     seq: Sequencer,
+    /// The store's negative controls every new sequencer gets (the fault campaign's
+    /// `[testing] controls`; all off otherwise).
+    store_controls: ringkv_store::Controls,
     /// The shards' store epoch: +1 at every install or reset (what an older store said is
     /// dropped).
     store_epoch: u64,
@@ -965,6 +968,7 @@ impl Core {
         self.leases_replaced(leases);
         self.nospace = nospace;
         self.seq = Sequencer::new(self.to_shards.len(), index, revision);
+        self.seq.set_controls(self.store_controls);
         for (_, o) in std::mem::take(&mut self.applying) {
             self.answer(
                 o,

@@ -152,6 +152,10 @@ pub(in crate::node) async fn run(
     let mut latest = None;
     // The sequencer starts where the store does: empty, or the snapshot's state.
     let mut seq = Sequencer::new(to_shards.len(), 0, 1);
+    // The fault campaign's store control (`[testing] controls`; refused by the config in
+    // a build without `negative-controls`).
+    let store_controls = cfg.testing.store_controls();
+    seq.set_controls(store_controls);
     let mut lease_table = Vec::new();
     let mut nospace = false;
     if let Some((meta, data, kv_at)) = snap {
@@ -164,6 +168,7 @@ pub(in crate::node) async fn run(
             )
         })?;
         seq = Sequencer::new(to_shards.len(), meta.index, h.revision);
+        seq.set_controls(store_controls);
         lease_table = h.leases;
         nospace = h.nospace;
         for tx in &to_shards {
@@ -379,6 +384,7 @@ pub(in crate::node) async fn run(
         batch_delay: Duration::from_millis(cfg.raft.replication.batch_delay_ms),
         last_lag_log: Instant::now(),
         seq,
+        store_controls,
         store_epoch: 0,
         applying: std::collections::HashMap::new(),
         leases: super::leases::Leases::new(
