@@ -13,6 +13,7 @@
 pub mod check;
 pub mod cluster;
 pub mod proxy;
+pub mod storecheck;
 pub mod workload;
 
 use std::collections::BTreeMap;
