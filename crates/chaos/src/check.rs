@@ -3,7 +3,8 @@
 //! a negative control flipped).
 //!
 //! Pure and single-threaded; runs on the runner's main thread after a run. Linearizability
-//! is the simulator's checker (`sim::checker`), per key.
+//! is the simulator's checker (`sim::checker`), per key. The store clients' history has a
+//! checker of its own (`storecheck`), whose findings `Findings` carries.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -31,6 +32,8 @@ pub struct Findings {
     /// Nodes whose final state differs from the first node's.
     pub diverged: Vec<NodeId>,
     pub examples: Vec<String>,
+    /// The store clients' history against the store's states (`storecheck`).
+    pub store: super::storecheck::StoreFindings,
 }
 
 impl Findings {
@@ -40,6 +43,7 @@ impl Findings {
             && self.two_leaders.is_empty()
             && self.phantom_reads == 0
             && self.diverged.is_empty()
+            && self.store.ok()
     }
 
     /// Why the run failed, one reason a line (empty when it passed).
@@ -67,6 +71,7 @@ impl Findings {
             ));
         }
         f.extend(self.examples.iter().cloned());
+        f.extend(self.store.failures());
         f
     }
 }

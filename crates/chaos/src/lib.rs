@@ -5,15 +5,16 @@
 //! nodes) run through the same harness and must be caught by the same checkers.
 //!
 //! Runs in the `ringkv-chaos` process: nemeses on its main thread (blocking), clients on
-//! one glommio executor (`workload`), link proxies on plain threads (`proxy`). Owns the
-//! run directory, the child processes and the namespace's iptables rules. Must not reach
-//! into a node other than through its sockets, signals and files, as an operator (or a
-//! data center) would.
+//! one glommio executor (`workload`, with the store clients of `storeload`), link proxies
+//! on plain threads (`proxy`). Owns the run directory, the child processes and the
+//! namespace's iptables rules. Must not reach into a node other than through its sockets,
+//! signals and files, as an operator (or a data center) would.
 
 pub mod check;
 pub mod cluster;
 pub mod proxy;
 pub mod storecheck;
+pub mod storeload;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,8 @@ pub struct Options {
     pub duration: Duration,
     pub seed: u64,
     pub clients: u32,
+    /// Store clients (`storeload`) besides the register clients.
+    pub store_clients: u32,
 }
 
 /// One fault the runner can apply.
@@ -147,6 +150,18 @@ pub fn main_settings() -> Settings {
 /// Acknowledged writes, and answered linearizable or lease reads, every run needs.
 const ACTIVITY_MIN: usize = 1000;
 
+/// Acknowledged store writes, and answered store reads, every run with store clients needs.
+const STORE_ACTIVITY_MIN: usize = 100;
+
+/// TTLs the store clients ask for, in seconds: above every run's minimum (1.5 x the
+/// longest election timeout: 2 s for the drift control's 1050 ms), short enough that
+/// abandoned leases expire within a run.
+const LEASE_TTL_SECS: (i64, i64) = (3, 4);
+
+/// Beyond its TTL, an abandoned lease may live this much longer after its last renewal
+/// and after the cluster healed (leader changes restart countdowns from checkpoints).
+const LEASE_GRACE: Duration = Duration::from_secs(20);
+
 /// A campaign in progress: the cluster, its clients and what happened.
 struct Run<'a> {
     cluster: Cluster,
@@ -156,6 +171,7 @@ struct Run<'a> {
     t0: Instant,
     events: Vec<Event>,
     hash_checks: usize,
+    store_clients: u32,
 }
 
 impl<'a> Run<'a> {
@@ -181,6 +197,7 @@ impl<'a> Run<'a> {
             t0,
             events: Vec::new(),
             hash_checks: 0,
+            store_clients: o.store_clients,
         };
         r.cluster
             .wait_leader(Duration::from_secs(20))
@@ -192,6 +209,17 @@ impl<'a> Run<'a> {
                 epoch_secs: 10,
                 write_timeout: Duration::from_millis(2500),
                 read_timeout: Duration::from_millis(1000),
+                store: storeload::StoreLoad {
+                    clients: o.store_clients,
+                    keys_per_epoch: 8,
+                    epoch_secs: 20,
+                    lease_ttl_secs: LEASE_TTL_SECS,
+                    leases_kept_max: 3,
+                    keys_per_lease_max: 3,
+                    pause_ms: (5, 15),
+                    write_timeout: Duration::from_millis(2500),
+                    read_timeout: Duration::from_millis(1000),
+                },
             },
             t0,
             r.targets(),
@@ -676,15 +704,15 @@ impl<'a> Run<'a> {
     /// Stops the clients, heals, reads the final state and checks everything.
     fn finish(mut self) -> RunReport {
         let mut error = None;
-        let history = match self.workload.take().map(|w| w.finish()) {
-            Some(Ok(h)) => h,
+        let (history, store_history) = match self.workload.take().map(|w| w.finish()) {
+            Some(Ok(h)) => (h.records, h.store),
             Some(Err(e)) => {
                 error = Some(e);
-                Vec::new()
+                (Vec::new(), Vec::new())
             }
             None => {
                 error = Some("the run had no clients".into());
-                Vec::new()
+                (Vec::new(), Vec::new())
             }
         };
         let end_us = self.now_us() + 1;
@@ -696,6 +724,7 @@ impl<'a> Run<'a> {
         {
             error = Some(format!("after the run: {e}"));
         }
+        let heal_us = self.now_us();
         let mut keys: Vec<String> = history.iter().map(|r| r.key.clone()).collect();
         keys.sort();
         keys.dedup();
@@ -729,6 +758,29 @@ impl<'a> Run<'a> {
                     Ok(s) => final_state = s,
                     Err(e) => error = Some(format!("final reads: {e}")),
                 }
+            }
+        }
+        // The store's states, every revision from every member, for the store checker.
+        let mut reading = None;
+        if error.is_none() && !store_history.is_empty() {
+            let mut nodes = self.cluster.live();
+            if let Ok(l) = self.leader() {
+                nodes.retain(|n| *n != l);
+                nodes.insert(0, l);
+            }
+            let wait = Duration::from_secs(LEASE_TTL_SECS.1 as u64) + LEASE_GRACE;
+            let started = Instant::now();
+            match storeload::read_states(&nodes, self.t0, wait) {
+                Ok(r) => {
+                    eprintln!(
+                        "chaos: read the store's states at revisions {} ..= {} from nodes {nodes:?} in {:.1} s",
+                        r.states.first,
+                        r.states.last,
+                        started.elapsed().as_secs_f64()
+                    );
+                    reading = Some(r);
+                }
+                Err(e) => error = Some(format!("the store's states: {e}")),
             }
         }
         // Members whose process is gone now show up in `exits` too.
@@ -774,15 +826,55 @@ impl<'a> Run<'a> {
                  linearizable or lease reads (at least {ACTIVITY_MIN} of each needed)"
             ));
         }
+        let store_acked = store_history
+            .iter()
+            .filter(|r| {
+                matches!(r.op, storecheck::StoreOp::Write(_))
+                    && matches!(r.outcome, storecheck::StoreOutcome::Done { .. })
+            })
+            .count();
+        let store_reads = store_history
+            .iter()
+            .filter(|r| {
+                matches!(r.op, storecheck::StoreOp::Range { .. })
+                    && matches!(r.outcome, storecheck::StoreOutcome::Done { .. })
+            })
+            .count();
+        if error.is_none()
+            && self.store_clients > 0
+            && (store_acked < STORE_ACTIVITY_MIN || store_reads < STORE_ACTIVITY_MIN)
+        {
+            error = Some(format!(
+                "too little happened: {store_acked} acknowledged store writes and \
+                 {store_reads} answered store reads (at least {STORE_ACTIVITY_MIN} of each \
+                 needed)"
+            ));
+        }
         let claims = self.cluster.leader_claims();
         let have_final = error.is_none();
-        let findings = check::check(
+        let mut findings = check::check(
             &history,
             end_us,
             have_final.then_some(&final_state),
             &states,
             &claims,
         );
+        match &reading {
+            Some(r) => {
+                findings.store = storecheck::check(
+                    &store_history,
+                    &r.states,
+                    storecheck::LeaseTimes {
+                        heal_us,
+                        end_us: r.end_us,
+                        grace_us: LEASE_GRACE.as_micros() as u64,
+                    },
+                );
+                findings.store.diverged.extend(r.diverged.iter().cloned());
+            }
+            // Unchecked (the run failed to read them, or had no store clients): counted.
+            None => findings.store.ops = store_history.len(),
+        }
         if !findings.ok() || error.is_some() || !crashes.is_empty() {
             // The evidence, for whoever reads the failure.
             let mut out =
@@ -794,6 +886,14 @@ impl<'a> Run<'a> {
                 ));
             }
             let _ = std::fs::write(self.cluster.dir.join("history.tsv"), out);
+            let mut out = String::from("client\tnode\top\tcall_us\tret_us\toutcome\n");
+            for r in &store_history {
+                out.push_str(&format!(
+                    "{}\t{}\t{:?}\t{}\t{}\t{:?}\n",
+                    r.client, r.node, r.op, r.call_us, r.ret_us, r.outcome
+                ));
+            }
+            let _ = std::fs::write(self.cluster.dir.join("store_history.tsv"), out);
         }
         let leader_recovery_us = recovery_times(&self.events, &history);
         let seconds = self.t0.elapsed().as_secs_f64();
@@ -1025,6 +1125,7 @@ impl RunReport {
         f.phantom_reads += r.findings.phantom_reads;
         f.diverged.extend(r.findings.diverged);
         f.examples.extend(r.findings.examples);
+        f.store.absorb(r.findings.store);
         self.events.extend(r.events);
         self.seconds += r.seconds;
         self.leader_recovery_us.extend(r.leader_recovery_us);
@@ -1058,20 +1159,24 @@ pub enum Control {
     AckBeforePersist,
     ReadIndexWithoutQuorum,
     LeaseIgnoresDrift,
+    /// The store's sequencer skips a revision now and then (`ringkv_store::controls`).
+    SequencerSkipsRevisions,
 }
 
 impl Control {
-    pub const ALL: [Control; 3] = [
+    pub const ALL: [Control; 4] = [
         Control::AckBeforePersist,
         Control::ReadIndexWithoutQuorum,
         Control::LeaseIgnoresDrift,
+        Control::SequencerSkipsRevisions,
     ];
 
     /// Whether a run with this control switched on was caught by the checker the bug
     /// must trip: loss for the fsync control, linearizability for the two read
-    /// controls. For the fsync control the old leader's own safety assertion (a new
-    /// leader's entry conflicting with one it had committed) also counts: it is what the
-    /// lost acknowledgement looks like from inside, and it is not the switch.
+    /// controls, the store checker's revision gaps for the sequencer control. For the
+    /// fsync control the old leader's own safety assertion (a new leader's entry
+    /// conflicting with one it had committed) also counts: it is what the lost
+    /// acknowledgement looks like from inside, and it is not the switch.
     fn caught(self, r: &RunReport) -> bool {
         r.error.is_none()
             && match self {
@@ -1081,6 +1186,7 @@ impl Control {
                             .iter()
                             .any(|x| x.contains("conflicts with committed entry"))
                 }
+                Control::SequencerSkipsRevisions => r.findings.store.gaps > 0,
                 _ => r.findings.not_linearizable.is_some(),
             }
     }
@@ -1090,6 +1196,7 @@ impl Control {
             Control::AckBeforePersist => "ack_before_persist",
             Control::ReadIndexWithoutQuorum => "read_index_without_quorum",
             Control::LeaseIgnoresDrift => "lease_ignores_drift",
+            Control::SequencerSkipsRevisions => "sequencer_skips_revisions",
         }
     }
 }
@@ -1141,8 +1248,12 @@ fn control_run(
     };
     let mut error = None;
     // One power cut for the fsync control: after it the old leader's log conflicts with
-    // what the others committed, and its own assertions stop it for good.
-    let rounds = if matches!(c, Control::AckBeforePersist) {
+    // what the others committed, and its own assertions stop it for good. The sequencer
+    // control needs no fault: load alone makes revisions to skip.
+    let rounds = if matches!(
+        c,
+        Control::AckBeforePersist | Control::SequencerSkipsRevisions
+    ) {
         1
     } else {
         4
@@ -1172,6 +1283,10 @@ fn control_run(
                 run.hold(Duration::from_secs(1));
                 run.apply(Nemesis::IsolateLeader)
             })(),
+            Control::SequencerSkipsRevisions => {
+                run.hold(Duration::from_secs(6));
+                run.after()
+            }
         };
         if let Err(e) = r {
             error = Some(e);
@@ -1209,6 +1324,14 @@ fn judge_control(o: &Options, proxies: &Proxies, c: Control) -> bool {
     };
     let flagged = c.caught(&r);
     let why = r.findings.failures();
+    if let Some(s) = r.findings.store.failures().first() {
+        // What the store checker saw of the same bug, whichever checker must catch it.
+        println!(
+            "chaos: control {}: the store checker: {}",
+            c.switch(),
+            s.chars().take(300).collect::<String>()
+        );
+    }
     for crash in &r.crashes {
         // The protocol's own assertions may stop a node running a broken protocol;
         // reported, but the catch must still come from the checker.
@@ -1285,6 +1408,28 @@ pub fn run(o: &Options) -> Result<bool, String> {
         "chaos: link proxies dropped {} frames, reordered {}, delayed {}",
         main.proxy_counts.0, main.proxy_counts.1, main.proxy_counts.2
     );
+    let st = &f.store;
+    println!(
+        "chaos: store workload: {} ops, {} acknowledged writes ({} txns failed their \
+         compares), {} answered ranges, {} changes of its span ({} by writes whose answer was \
+         lost, {} lease ends); phantom {}, lost {}, wrong answers {}, gaps {}, repeats {}, out \
+         of real-time order {}, lease rules broken {}, diverged {}",
+        st.ops,
+        st.acked_writes,
+        st.failed_txns,
+        st.reads,
+        st.changes,
+        st.unknown_applied,
+        st.lease_ends,
+        st.phantom,
+        st.lost,
+        st.wrong_answers,
+        st.gaps,
+        st.repeats,
+        st.real_time,
+        st.lease,
+        st.diverged.len()
+    );
     if let Some(e) = &main.error {
         println!("chaos: FAILED to run: {e}");
     }
@@ -1339,15 +1484,21 @@ pub fn run(o: &Options) -> Result<bool, String> {
     );
     let c = |k: &str| counts.get(k).copied().unwrap_or(0);
     println!(
-        "chaos: ops={} acked_writes={} lost={} linearizable={} nemeses=kill:{},pause:{},partition:{},corrupt:{},membership:{} store_hashes_equal={} controls_caught={caught}/{}",
+        "chaos: ops={} acked_writes={} lost={} linearizable={} store_ops={} store_changes={} nemeses=kill:{},pause:{},partition:{},corrupt:{},membership:{} store_hashes_equal={} controls_caught={caught}/{}",
         f.ops,
         f.acked_writes,
         f.lost,
-        if f.not_linearizable.is_none() && main.error.is_none() && main.crashes.is_empty() {
+        if f.not_linearizable.is_none()
+            && f.store.real_time == 0
+            && main.error.is_none()
+            && main.crashes.is_empty()
+        {
             "yes"
         } else {
             "no"
         },
+        f.store.ops,
+        f.store.changes,
         c("kill"),
         c("pause"),
         c("partition"),

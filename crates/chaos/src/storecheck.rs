@@ -273,8 +273,16 @@ const EXAMPLES_MAX: usize = 12;
 pub struct StoreFindings {
     pub ops: usize,
     pub acked_writes: usize,
+    /// Answered ranges.
+    pub reads: usize,
     /// Changes of the span (revisions at which it changed).
     pub changes: usize,
+    /// Txns answered with their failure branch.
+    pub failed_txns: usize,
+    /// Writes whose answer was lost that the states show applied.
+    pub unknown_applied: usize,
+    /// Lease ends seen in the states (every key of a lease deleted at once).
+    pub lease_ends: usize,
     /// Changes no write of the history explains (or that a refused write made).
     pub phantom: usize,
     /// Acknowledged writes whose change is not where their answer says.
@@ -349,7 +357,11 @@ impl StoreFindings {
     pub fn absorb(&mut self, o: StoreFindings) {
         self.ops += o.ops;
         self.acked_writes += o.acked_writes;
+        self.reads += o.reads;
         self.changes += o.changes;
+        self.failed_txns += o.failed_txns;
+        self.unknown_applied += o.unknown_applied;
+        self.lease_ends += o.lease_ends;
         self.phantom += o.phantom;
         self.lost += o.lost;
         self.wrong_answers += o.wrong_answers;
@@ -551,11 +563,20 @@ pub fn check(history: &[StoreRecord], states: &States, times: LeaseTimes) -> Sto
                 p.by_value.entry(&put.value[..]).or_insert((i, success));
             }
         }
-        if let StoreOutcome::Done { revision, .. } = r.outcome {
+        if let StoreOutcome::Done { revision, response } = &r.outcome {
             p.f.acked_writes += 1;
-            p.acked_at.entry(revision).or_default().push(i);
+            p.acked_at.entry(*revision).or_default().push(i);
+            if matches!(response, Response::Txn(t) if !t.succeeded) {
+                p.f.failed_txns += 1;
+            }
         }
     }
+    p.f.reads = history
+        .iter()
+        .filter(|r| {
+            matches!(r.op, StoreOp::Range { .. }) && matches!(r.outcome, StoreOutcome::Done { .. })
+        })
+        .count();
     p.revisions();
     // At each revision: the change that made it, then what was answered there.
     let mut at: BTreeMap<Revision, Vec<usize>> = BTreeMap::new();
@@ -601,6 +622,12 @@ pub fn check(history: &[StoreRecord], states: &States, times: LeaseTimes) -> Sto
     p.acked_effects();
     p.real_time();
     p.abandoned(&state, times);
+    p.f.unknown_applied = p
+        .applied
+        .keys()
+        .filter(|&&i| history[i].outcome == StoreOutcome::Unknown)
+        .count();
+    p.f.lease_ends = p.lease_end.len();
     p.f
 }
 

@@ -1,13 +1,15 @@
 //! The campaign's clients and the history they record.
 //!
 //! Runs on one glommio executor thread of the runner (`Workload::start`), many client
-//! tasks on it, each with one request outstanding, its own connections, and a plain
-//! record of every call: when it was invoked, when (and whether) it completed, and what it
-//! saw. The runner's main thread steers them (new targets, stop) over a bounded flume
-//! channel, the one `Send` link between it and the executor: the clients themselves share
-//! only executor-local state, so no client takes a lock per call. Values are unique per write, a write is never retried (a lost answer is recorded as
-//! unknown), and reads use all three consistency levels. Must not look at node internals:
-//! the history is what clients saw, nothing else.
+//! tasks on it (the register clients here, the store clients of `storeload` beside them),
+//! each with one request outstanding, its own connections, and a plain record of every
+//! call: when it was invoked, when (and whether) it completed, and what it saw. The
+//! runner's main thread steers them (new targets, stop) over a bounded flume channel, the
+//! one `Send` link between it and the executor: the clients themselves share only
+//! executor-local state, so no client takes a lock per call. Values are unique per write,
+//! a write is never retried (a lost answer is recorded as unknown), and reads use all
+//! three consistency levels. Must not look at node internals: the history is what clients
+//! saw, nothing else.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -15,6 +17,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::cluster::node_addr;
+use super::storecheck::StoreRecord;
+use super::storeload::{self, StoreLoad};
 use ringkv_client::native_client::{CallError, Conn};
 use ringkv_proto::native::{
     CONSISTENCY_EVENTUAL, CONSISTENCY_LEASE, CONSISTENCY_LINEARIZABLE, Request,
@@ -76,6 +80,14 @@ pub struct Load {
     /// A read's answer must come within this (then: dropped). Short, so a client stuck on
     /// a paused node soon asks again, and a read served after the pause was invoked late.
     pub read_timeout: Duration,
+    /// The store clients beside the register clients.
+    pub store: StoreLoad,
+}
+
+/// What the clients saw: the register clients' calls and the store clients'.
+pub struct History {
+    pub records: Vec<Record>,
+    pub store: Vec<StoreRecord>,
 }
 
 /// Keys written once each (`u<client>-<seq>`) check loss at scale; register keys
@@ -95,7 +107,7 @@ const STEER_QUEUE_MAX: usize = 64;
 
 pub struct Workload {
     steer: flume::Sender<Steer>,
-    thread: Option<glommio::ExecutorJoinHandle<Result<Vec<Record>, String>>>,
+    thread: Option<glommio::ExecutorJoinHandle<Result<History, String>>>,
 }
 
 impl Workload {
@@ -119,7 +131,7 @@ impl Workload {
 
     /// Stops the clients (each finishes its call in progress) and returns the history;
     /// an error if the client executor failed (a lost history must not pass as empty).
-    pub fn finish(mut self) -> Result<Vec<Record>, String> {
+    pub fn finish(mut self) -> Result<History, String> {
         let _ = self.steer.send(Steer::Stop);
         let t = self
             .thread
@@ -143,7 +155,7 @@ async fn run_clients(
     targets: Targets,
     steered: flume::Receiver<Steer>,
     seed: u64,
-) -> Result<Vec<Record>, String> {
+) -> Result<History, String> {
     let targets = Rc::new(RefCell::new(targets));
     let stop = Rc::new(Cell::new(false));
     {
@@ -171,12 +183,29 @@ async fn run_clients(
             })
         })
         .collect();
+    let store = Rc::new(RefCell::new(Vec::new()));
+    let store_tasks: Vec<_> = (0..load.store.clients)
+        .map(|c| {
+            let (load, targets, stop, store) = (
+                load.store.clone(),
+                targets.clone(),
+                stop.clone(),
+                store.clone(),
+            );
+            glommio::spawn_local(storeload::client(c, load, t0, targets, stop, store, seed))
+        })
+        .collect();
     for t in tasks {
         t.await;
     }
-    Rc::try_unwrap(history)
-        .map(|h| h.into_inner())
-        .map_err(|_| "a client task still holds the history".to_string())
+    for t in store_tasks {
+        t.await;
+    }
+    let held = || "a client task still holds the history".to_string();
+    Ok(History {
+        records: Rc::try_unwrap(history).map_err(|_| held())?.into_inner(),
+        store: Rc::try_unwrap(store).map_err(|_| held())?.into_inner(),
+    })
 }
 
 async fn client(

@@ -32,8 +32,12 @@ struct Args {
     /// Concurrent client tasks.
     #[arg(long, default_value_t = 48)]
     clients: u32,
+    /// Store clients (txns, ranges, leases) besides them.
+    #[arg(long, default_value_t = 4)]
+    store_clients: u32,
     /// Run only this negative control (ack_before_persist, read_index_without_quorum,
-    /// lease_ignores_drift), to study it; exit status 1 when its checker missed it.
+    /// lease_ignores_drift, sequencer_skips_revisions), to study it; exit status 1 when its
+    /// checker missed it.
     #[arg(long)]
     control: Option<String>,
 }
@@ -69,6 +73,7 @@ fn main() {
         duration: a.duration,
         seed: a.seed,
         clients: a.clients,
+        store_clients: a.store_clients,
     };
     let r = match &a.control {
         Some(name) => ringkv_chaos::run_control(&o, name),
