@@ -38,7 +38,7 @@ help:
 	@echo "make soak-wal       the WAL power-cut property test with WAL_SEEDS seeds (default 4000)"
 	@echo "make chaos QUICK=1  fault campaign on real clusters: every nemesis once, then the negative controls (under 10 min)"
 	@echo "make chaos DURATION=1h  the same with random nemeses for DURATION (soak; default 10m)"
-	@echo "make chaos CONTROL=ack_before_persist  one negative control alone (or read_index_without_quorum, lease_ignores_drift)"
+	@echo "make chaos CONTROL=ack_before_persist  one negative control alone (or read_index_without_quorum, lease_ignores_drift, sequencer_skips_revisions)"
 	@echo "make fuzz           coverage-guided fuzzing of frames, peer messages stepped into a core, HTTP, WAL recovery, config (FUZZ_SECONDS per target, default 60)"
 	@echo "make sim SEEDS=N    N seeds of the deterministic simulator, then every negative control"
 	@echo "make sim SEED=S     replay one seed and print its trace (CONTROL=Name for a control run)"

@@ -5,7 +5,8 @@
 //! `command` the log payload of every write; `hash` the hash of one version record, which a
 //! store hash adds up; `reference` (tests and the `reference` feature) the plain model of
 //! etcd's semantics the real store is checked against; `controls` the deliberate bugs the
-//! simulator's negative controls switch on (honoured only with `negative-controls`). The
+//! negative controls of the simulator and the fault campaign switch on (honoured only with
+//! `negative-controls`). The
 //! design (who decides a txn's outcome and a revision, what waits on what) is in
 //! ARCHITECTURE.md, "The etcd data model across shards". Must not touch the log, the
 //! network or any executor.
