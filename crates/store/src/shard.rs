@@ -435,6 +435,27 @@ impl ShardStore {
         self.hold = None;
     }
 
+    /// Where the shard stands, in one line (for a stall report).
+    pub fn describe(&self) -> String {
+        let next = self.backlog.front().map(|w| match w {
+            Work::Entry(e) => format!("entry {} ({:#b})", e.index, e.participants),
+            Work::Through(i) => format!("through {i}"),
+        });
+        format!(
+            "applied {}, resolved through {} (revision {}), waiting {:?}, hold {:?}, next {:?} \
+             of {} queued, {} decisions early, {} pending versions",
+            self.applied,
+            self.res_index,
+            self.res_revision,
+            self.wait,
+            self.hold,
+            next,
+            self.backlog.len(),
+            self.decisions.len(),
+            self.pending.len()
+        )
+    }
+
     /// Waiting for something (the resolution or the decision named).
     pub fn is_waiting(&self) -> bool {
         self.wait.is_some()
@@ -458,6 +479,16 @@ impl ShardStore {
                 }
                 Work::Entry(e) => {
                     assert!(e.index > self.applied, "entry {} applied twice", e.index);
+                    // Every entry before `e` that involves this shard was pushed before it:
+                    // the ones between are none of its business, so it is through them.
+                    // Said now, not at the batch's watermark: a wait below (for a
+                    // resolution or a decision) may depend on another shard that waits for
+                    // this shard to report through them (a deadlock the fault campaign
+                    // found on a two-shard node).
+                    if e.index - 1 > self.applied {
+                        self.applied = e.index - 1;
+                        self.dirty = true;
+                    }
                     if self.step(&e) {
                         self.applied = e.index;
                         self.dirty = true;

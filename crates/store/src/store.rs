@@ -29,6 +29,8 @@ pub struct Store {
     /// The last index handed out.
     index: Index,
     inbox: Vec<VecDeque<ToShard>>,
+    /// Per shard: the watermark it was last handed (`step` hands it the current index).
+    handed: Vec<Index>,
     to_seq: VecDeque<ToSequencer>,
     answers: BTreeMap<Index, Applied>,
     controls: Controls,
@@ -50,6 +52,7 @@ impl Store {
             shards,
             index,
             inbox: (0..n).map(|_| VecDeque::new()).collect(),
+            handed: vec![index; n],
             to_seq: VecDeque::new(),
             answers: BTreeMap::new(),
             controls: Controls::default(),
@@ -85,8 +88,6 @@ impl Store {
         for (s, shard) in self.shards.iter_mut().enumerate() {
             if e.participants >> s & 1 == 1 {
                 shard.push(e.clone());
-            } else {
-                shard.push_through(i);
             }
         }
         i
@@ -95,9 +96,6 @@ impl Store {
     /// An entry that is not a store command (no-op, membership): only the watermark moves.
     pub fn skip(&mut self) -> Index {
         self.index += 1;
-        for shard in &mut self.shards {
-            shard.push_through(self.index);
-        }
         self.index
     }
 
@@ -107,6 +105,14 @@ impl Store {
         let n = self.shards.len();
         if a < n {
             let mut moved = false;
+            // The watermark comes once per batch of entries, as the node's raft core hands
+            // them out (`ToShard::Apply { entries, through }`): a shard that took part in
+            // none of the last few entries learns that only now.
+            if self.handed[a] < self.index {
+                self.handed[a] = self.index;
+                self.shards[a].push_through(self.index);
+                moved = true;
+            }
             while let Some(m) = self.inbox[a].pop_front() {
                 moved = true;
                 match m {
