@@ -57,8 +57,8 @@ pub struct Settings {
 
 /// A fault-campaign cluster: `ringkv_harness::Cluster` (configs, processes, logs, HTTP;
 /// reached through `Deref`) plus what is the campaign's: node addresses in the namespace,
-/// link proxies in the founders' configs, one CPU per node, clock rates, joiners under
-/// new ids, and retired members.
+/// link proxies in the founders' configs, the nodes' CPUs (`Cluster::cores`), clock rates,
+/// joiners under new ids, and retired members.
 pub struct Cluster {
     h: harness::Cluster,
     pub settings: Settings,
@@ -82,6 +82,19 @@ impl DerefMut for Cluster {
 }
 
 impl Cluster {
+    /// A node's CPUs: one each, spread over the machine's, except every third node
+    /// (1, 4, ...), which runs two shards: the campaign then holds the cross-shard
+    /// coordination (revisions from the sequencer, txns and ranges over both shards) to
+    /// the one-shard replicas' states and hashes, under the same faults.
+    fn cores(&self, id: NodeId) -> Vec<usize> {
+        let first = id as usize % self.cpus;
+        if id % 3 == 1 && self.cpus > 1 {
+            vec![first, (first + 1) % self.cpus]
+        } else {
+            vec![first]
+        }
+    }
+
     /// Writes the founders' configs under `dir` (emptied first) and starts them, each
     /// with the clock rate `rates` gives it.
     pub fn start_new(
@@ -144,7 +157,7 @@ impl Cluster {
         };
         NodeSpec {
             joiner: founders.is_empty(),
-            cpu: Some(id as usize % self.cpus),
+            cores: Some(self.cores(id)),
             testing: Some(Testing {
                 clock_rate_ppm,
                 sync_delay_us: if s.fast_disk == Some(id) {

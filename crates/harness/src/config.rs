@@ -69,8 +69,9 @@ pub struct NodeSpec {
     /// Joins the founders as a learner: its `initial_cluster` is the founders plus itself
     /// (role 3, status 0). A founder's is the founders (role 1, status 2).
     pub joiner: bool,
-    /// `[runtime]`: every executor of the node on this CPU; the node's default when `None`.
-    pub cpu: Option<usize>,
+    /// `[runtime]`: one shard executor on each of these CPUs, the raft core on the first;
+    /// the node's default when `None`.
+    pub cores: Option<Vec<usize>>,
     /// `[testing]` (fault-campaign builds only: others refuse the section).
     pub testing: Option<Testing>,
 }
@@ -138,8 +139,14 @@ pub fn node_toml(
     );
     let _ = writeln!(t, "[raft.persistence]\n{}\n", o.persistence);
     let _ = writeln!(t, "[limits]\n{}\n", o.limits);
-    if let Some(cpu) = spec.cpu {
-        let _ = writeln!(t, "[runtime]\ncores = [{cpu}]\nraft_core = {cpu}\n");
+    if let Some(cores) = spec.cores.as_ref().filter(|c| !c.is_empty()) {
+        let list: Vec<String> = cores.iter().map(|c| c.to_string()).collect();
+        let _ = writeln!(
+            t,
+            "[runtime]\ncores = [{}]\nraft_core = {}\n",
+            list.join(", "),
+            cores[0]
+        );
     }
     if let Some(x) = &spec.testing {
         let dial: Vec<String> = x
@@ -241,7 +248,7 @@ mod tests {
         };
         let spec = NodeSpec {
             joiner: false,
-            cpu: Some(1),
+            cores: Some(vec![1]),
             testing: Some(Testing {
                 clock_rate_ppm: -290_000,
                 sync_delay_us: 2000,
@@ -284,7 +291,7 @@ mod tests {
             ..Opts::default()
         };
         let spec = NodeSpec {
-            cpu: Some(0),
+            cores: Some(vec![0, 1]),
             ..NodeSpec::default()
         };
         let text = joiner_toml(&o, 4, spec, &founders);
@@ -299,6 +306,9 @@ mod tests {
         assert_eq!(c.raft.clock_drift_ppm_max, 60_000);
         assert_eq!(c.raft.snapshot.interval_entries, 500);
         assert_eq!(c.limits.connections_max, 4);
-        assert_eq!((c.runtime.cores.clone(), c.runtime.raft_core), (vec![0], 0));
+        assert_eq!(
+            (c.runtime.cores.clone(), c.runtime.raft_core),
+            (vec![0, 1], 0)
+        );
     }
 }

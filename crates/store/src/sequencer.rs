@@ -81,6 +81,37 @@ impl Sequencer {
         self.state_bytes.iter().sum()
     }
 
+    /// The sequencer's progress in one line, for a stall report: what each shard reported
+    /// through and had taken in, and the first entries still waiting.
+    pub fn describe(&self) -> String {
+        let first: Vec<String> = self
+            .waiting
+            .iter()
+            .take(3)
+            .map(|(i, w)| {
+                format!(
+                    "{i}: participants {:#b}, partials {}, decided {}, parts {}, revision {:?}",
+                    w.participants,
+                    w.partials.len(),
+                    w.decided,
+                    w.parts.len(),
+                    w.revision
+                )
+            })
+            .collect();
+        format!(
+            "resolved through {} (revision {}); shards through {:?}, seen {:?}; \
+             {} changes unnumbered; {} waiting, first: [{}]",
+            self.res_index,
+            self.res_revision,
+            self.through,
+            self.seen,
+            self.changed.len(),
+            self.waiting.len(),
+            first.join("; ")
+        )
+    }
+
     /// Entries waiting for an answer or a decision.
     pub fn waiting(&self) -> usize {
         self.waiting.len()

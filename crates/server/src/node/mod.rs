@@ -171,6 +171,8 @@ pub(crate) enum ToShard {
     Reset {
         epoch: u64,
     },
+    /// The raft core found the store stalled: log where this shard's store stands.
+    Describe,
     /// Committed entries that involve this shard; every committed entry up to `through`
     /// has been handed out (the shard's watermark moves there even when `entries` is
     /// empty).

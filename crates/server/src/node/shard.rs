@@ -231,6 +231,15 @@ impl Shard {
                 }
                 ToShard::Snapshot { index } => self.kv.hold_for_snapshot(index),
                 ToShard::Reset { epoch } => self.kv.reset(epoch),
+                ToShard::Describe => tracing::error!(
+                    shard = self.idx,
+                    epoch = self.kv.epoch.get(),
+                    snapshot_at = ?self.kv.snapshot_at.get(),
+                    outbox = self.kv.outbox.borrow().len(),
+                    sending = self.kv.sending.get(),
+                    "stalled store: {}",
+                    self.kv.store.borrow().describe()
+                ),
                 ToShard::Apply { entries, through } => self.kv.apply(entries, through),
                 ToShard::Resolution(r) => self.kv.resolution(&r),
                 ToShard::Decision { index, decision } => self.kv.decision(index, decision),

@@ -45,6 +45,9 @@ use ringkv_raft::{Body, EntryKind, Index, Membership, NodeId, Raft, ReadError, R
 
 /// How long a stopping leader waits for its transfer and pending writes.
 const SHUTDOWN_WAIT: Duration = Duration::from_millis(3000);
+/// A store whose resolution point stands still this long below the entries handed out is
+/// reported (`Core::check_store_progress`).
+const STORE_STALL_REPORT: Duration = Duration::from_secs(10);
 
 mod admin;
 mod compactor;
@@ -135,6 +138,10 @@ struct Core {
     /// The shards' store epoch: +1 at every install or reset (what an older store said is
     /// dropped).
     store_epoch: u64,
+    /// The last index handed to the shards, and since when the sequencer's resolution
+    /// point has stood still below it (a stalled store is reported once per stall).
+    dispatched: Index,
+    store_stall: Option<(Index, Instant, bool)>,
     /// Writes committed in their term and handed to the shards, waiting for the
     /// sequencer's answer, by log index.
     applying: std::collections::HashMap<Index, requests::Origin>,
@@ -238,6 +245,7 @@ impl Core {
                     next_tick = Instant::now() + self.tick;
                 }
                 self.expire();
+                self.check_store_progress();
                 self.lease_turn();
                 self.compaction_turn();
                 self.log_replication();
@@ -909,8 +917,39 @@ impl Core {
         for (s, entries) in per.into_iter().enumerate() {
             self.out.push((s, ToShard::Apply { entries, through }));
         }
+        self.dispatched = self.dispatched.max(through);
         for o in lost {
             self.answer(o, Err(ApiError::LostLeadership { change: false }));
+        }
+    }
+
+    /// Reports a store whose resolution point stood still below the entries handed out for
+    /// `STORE_STALL_REPORT`: a bug (every wait is for a smaller index), said with what the
+    /// sequencer knows.
+    fn check_store_progress(&mut self) {
+        let resolved = self.seq.resolved().0;
+        if resolved >= self.dispatched {
+            self.store_stall = None;
+            return;
+        }
+        match &mut self.store_stall {
+            Some((at, since, reported)) if *at == resolved => {
+                if !*reported && since.elapsed() >= STORE_STALL_REPORT {
+                    *reported = true;
+                    tracing::error!(
+                        node = self.id,
+                        dispatched = self.dispatched,
+                        epoch = self.store_epoch,
+                        "the store has not moved for {} s: {}",
+                        STORE_STALL_REPORT.as_secs(),
+                        self.seq.describe()
+                    );
+                    for s in 0..self.to_shards.len() {
+                        self.out.push((s, ToShard::Describe));
+                    }
+                }
+            }
+            _ => self.store_stall = Some((resolved, Instant::now(), false)),
         }
     }
 
@@ -965,6 +1004,8 @@ impl Core {
         nospace: bool,
     ) -> u64 {
         self.store_epoch += 1;
+        self.dispatched = index;
+        self.store_stall = None;
         self.leases_replaced(leases);
         self.nospace = nospace;
         self.seq = Sequencer::new(self.to_shards.len(), index, revision);

@@ -386,6 +386,8 @@ pub(in crate::node) async fn run(
         seq,
         store_controls,
         store_epoch: 0,
+        dispatched: 0,
+        store_stall: None,
         applying: std::collections::HashMap::new(),
         leases: super::leases::Leases::new(
             Duration::from_millis(cfg.raft.election_timeout_max_ms),
