@@ -47,8 +47,8 @@ use ringkv_proto::native::CONSISTENCY_EVENTUAL;
 use ringkv_raft::NodeId;
 use ringkv_store::bytes::Bytes;
 use ringkv_store::{
-    Command, Compare, CompareResult, CompareTarget, End, KeyValue, LeaseId, PutRequest,
-    RangeRequest, RangeResponse, RequestOp, Response, ResponseOp, Revision,
+    Command, Compare, CompareTarget, End, KeyValue, LeaseId, PutRequest, RangeRequest,
+    RangeResponse, RequestOp, Response, ResponseOp, Revision,
 };
 
 /// The span's keys at one revision, by key.
@@ -419,25 +419,9 @@ fn range(kvs: &Kvs, req: &RangeRequest) -> RangeResponse {
 fn holds(kvs: &Kvs, c: &Compare) -> bool {
     let found = live(kvs, &c.key, &c.range_end);
     if found.is_empty() {
-        return !matches!(c.target, CompareTarget::Value(_)) && compare(c, &KeyValue::default());
+        return !matches!(c.target, CompareTarget::Value(_)) && c.holds_for(&KeyValue::default());
     }
-    found.iter().all(|kv| compare(c, kv))
-}
-
-fn compare(c: &Compare, kv: &KeyValue) -> bool {
-    let ord = match &c.target {
-        CompareTarget::Version(v) => kv.version.cmp(v),
-        CompareTarget::Create(v) => kv.create_revision.cmp(v),
-        CompareTarget::Mod(v) => kv.mod_revision.cmp(v),
-        CompareTarget::Value(v) => kv.value[..].cmp(&v[..]),
-        CompareTarget::Lease(v) => kv.lease.cmp(v),
-    };
-    match c.result {
-        CompareResult::Equal => ord.is_eq(),
-        CompareResult::NotEqual => ord.is_ne(),
-        CompareResult::Greater => ord.is_gt(),
-        CompareResult::Less => ord.is_lt(),
-    }
+    found.iter().all(|kv| c.holds_for(kv))
 }
 
 /// The puts of a write's branch (`success`; a plain put is its own success branch).
@@ -1398,7 +1382,7 @@ mod tests {
     fn cas(k: &str, expect: Revision, v: &str) -> TxnRequest {
         TxnRequest {
             compare: vec![Compare {
-                result: CompareResult::Equal,
+                result: ringkv_store::CompareResult::Equal,
                 target: CompareTarget::Mod(expect),
                 key: b(k),
                 range_end: Bytes::new(),

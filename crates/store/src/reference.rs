@@ -36,10 +36,10 @@ use bytes::Bytes;
 use crate::command::Command;
 use crate::hash::record_hash;
 use crate::types::{
-    Applied, Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, End,
-    KeyValue, LeaseGrantResponse, LeaseId, LeaseInfo, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, RequestOp, Response, ResponseOp, Revision, SortOrder, SortTarget, StoreError,
-    TxnRequest, TxnResponse,
+    Applied, Compare, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, End, KeyValue,
+    LeaseGrantResponse, LeaseId, LeaseInfo, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestOp, Response, ResponseOp, Revision, SortOrder, SortTarget, StoreError, TxnRequest,
+    TxnResponse,
 };
 
 /// etcd's `lease.MaxLeaseTTL`: the largest TTL `lessor.Grant` accepts, in seconds.
@@ -453,9 +453,9 @@ impl Reference {
         let kvs = self.live(&c.key, &c.range_end, self.revision);
         if kvs.is_empty() {
             return !matches!(c.target, CompareTarget::Value(_))
-                && compare_kv(c, &KeyValue::default());
+                && c.holds_for(&KeyValue::default());
         }
-        kvs.iter().all(|kv| compare_kv(c, kv))
+        kvs.iter().all(|kv| c.holds_for(kv))
     }
 
     /// apply.go `checkRequests` with `checkRequestPut` over the taken path: the key first
@@ -620,27 +620,10 @@ fn taken<'a>(t: &'a TxnRequest, path: &Path) -> &'a [RequestOp] {
     }
 }
 
-/// apply.go `compareKV`: VALUE compares bytes lexicographically, the others integers.
-fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
-    let ord = match &c.target {
-        CompareTarget::Version(v) => kv.version.cmp(v),
-        CompareTarget::Create(v) => kv.create_revision.cmp(v),
-        CompareTarget::Mod(v) => kv.mod_revision.cmp(v),
-        CompareTarget::Value(v) => kv.value[..].cmp(&v[..]),
-        CompareTarget::Lease(v) => kv.lease.cmp(v),
-    };
-    match c.result {
-        CompareResult::Equal => ord.is_eq(),
-        CompareResult::NotEqual => ord.is_ne(),
-        CompareResult::Greater => ord.is_gt(),
-        CompareResult::Less => ord.is_lt(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::TXN_OPS_MAX;
+    use crate::types::{CompareResult, TXN_OPS_MAX};
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())

@@ -132,6 +132,27 @@ pub struct Compare {
     pub range_end: Bytes,
 }
 
+impl Compare {
+    /// Whether the compare holds for `kv` (etcd's apply.go `compareKV`: VALUE compares
+    /// bytes lexicographically, the others integers). A missing key is compared as
+    /// `KeyValue::default()` by the callers that allow it.
+    pub fn holds_for(&self, kv: &KeyValue) -> bool {
+        let ord = match &self.target {
+            CompareTarget::Version(v) => kv.version.cmp(v),
+            CompareTarget::Create(v) => kv.create_revision.cmp(v),
+            CompareTarget::Mod(v) => kv.mod_revision.cmp(v),
+            CompareTarget::Value(v) => kv.value[..].cmp(&v[..]),
+            CompareTarget::Lease(v) => kv.lease.cmp(v),
+        };
+        match self.result {
+            CompareResult::Equal => ord.is_eq(),
+            CompareResult::NotEqual => ord.is_ne(),
+            CompareResult::Greater => ord.is_gt(),
+            CompareResult::Less => ord.is_lt(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RequestOp {
     Range(RangeRequest),
