@@ -4,12 +4,17 @@
 //! and by the clients. Must not touch node state.
 //!
 //! - `admin`: operator calls (join, promote, remove, transfer leadership, snapshot).
+//! - `etcdpb`: etcd's v3 API messages, with etcd's field numbers.
 //! - `frame`: the 16-byte frame header (magic, version, kind, length, CRC32C), checked
 //!   before a body is read.
+//! - `grpc`: gRPC status codes, etcd's error codes and messages, message framing,
+//!   `grpc-timeout`.
 //! - `native`: the native client protocol (pipelined rkyv frames with request ids).
 //! - `outcome`: typed answers and errors of client calls, and their JSON rendering.
 
 pub mod admin;
+pub mod etcdpb;
 pub mod frame;
+pub mod grpc;
 pub mod native;
 pub mod outcome;

@@ -249,6 +249,8 @@ pub enum ApiError {
     SnapshotVoid,
     /// Saving a snapshot failed.
     SnapshotFailed { message: String },
+    /// The node broke one of its own rules answering the call (a bug, logged where found).
+    Internal { message: String },
     /// `limits.connections_max` reached on this node.
     TooManyConnections,
     /// The store refused the request as etcd would (its gRPC `code` and etcd's own
@@ -337,7 +339,7 @@ impl ApiError {
             | LearnerLagging { .. }
             | MemberConflict { .. } => 409,
             TooLarge { .. } => 413,
-            SnapshotFailed { .. } => 500,
+            SnapshotFailed { .. } | Internal { .. } => 500,
             NotLeader { .. }
             | NoLeader { .. }
             | Stopping
@@ -386,6 +388,7 @@ impl ApiError {
             TransferFailed { .. } => "transfer_failed",
             SnapshotVoid => "snapshot_void",
             SnapshotFailed { .. } => "snapshot_failed",
+            Internal { .. } => "internal",
             TooManyConnections => "too_many_connections",
         }
     }
@@ -586,6 +589,7 @@ impl fmt::Display for ApiError {
             ),
             SnapshotVoid => f.write_str("the state was replaced meanwhile; retry"),
             SnapshotFailed { message } => f.write_str(message),
+            Internal { message } => write!(f, "internal error: {message}"),
             TooManyConnections => {
                 f.write_str("limits.connections_max reached on this node; retry later or elsewhere")
             }

@@ -608,6 +608,7 @@ pub enum ConnKind {
     PeerIn = 2,
     PeerOut = 3,
     Metrics = 4,
+    Grpc = 5,
 }
 
 /// Traffic of one kind of connection.
@@ -616,16 +617,17 @@ pub enum Traffic {
     Peer = 0,
     Native = 1,
     Http = 2,
+    Grpc = 3,
 }
 
 /// Network handles (one bundle per executor: each shard, the raft core's transport).
 pub struct NetMetrics {
-    connections: [Gauge; 5],
-    /// Peer and native only: HTTP has no frames.
+    connections: [Gauge; 6],
+    /// Peer and native only: HTTP and gRPC (HTTP/2) are counted in bytes.
     frames_in: [Counter; 2],
     frames_out: [Counter; 2],
-    bytes_in: [Counter; 3],
-    bytes_out: [Counter; 3],
+    bytes_in: [Counter; 4],
+    bytes_out: [Counter; 4],
     pub peer_connects: Counter,
     pub peer_reconnects: Counter,
     pub peer_connect_failures: Counter,
@@ -634,11 +636,12 @@ pub struct NetMetrics {
 
 impl NetMetrics {
     pub fn new() -> Self {
-        let by =
-            |name: &'static str| ["peer", "native", "http"].map(|k| counter!(name, "kind" => k));
+        let by = |name: &'static str| {
+            ["peer", "native", "http", "grpc"].map(|k| counter!(name, "kind" => k))
+        };
         let frames = |name: &'static str| ["peer", "native"].map(|k| counter!(name, "kind" => k));
         Self {
-            connections: ["native", "http", "peer_in", "peer_out", "metrics"]
+            connections: ["native", "http", "peer_in", "peer_out", "metrics", "grpc"]
                 .map(|k| gauge!(NET_CONNECTIONS, "kind" => k)),
             frames_in: frames(NET_FRAMES_RECEIVED),
             frames_out: frames(NET_FRAMES_SENT),
@@ -658,19 +661,25 @@ impl NetMetrics {
         ConnGuard(g)
     }
 
-    /// `frames` must be 0 for HTTP.
+    /// `frames` must be 0 for HTTP and gRPC.
     pub fn received(&self, t: Traffic, frames: u64, bytes: u64) {
-        debug_assert!(frames == 0 || t != Traffic::Http, "HTTP has no frames");
-        if frames > 0 && t != Traffic::Http {
+        debug_assert!(
+            frames == 0 || (t as usize) < 2,
+            "only peer and native count frames"
+        );
+        if frames > 0 && (t as usize) < 2 {
             self.frames_in[t as usize].increment(frames);
         }
         self.bytes_in[t as usize].increment(bytes);
     }
 
-    /// `frames` must be 0 for HTTP.
+    /// `frames` must be 0 for HTTP and gRPC.
     pub fn sent(&self, t: Traffic, frames: u64, bytes: u64) {
-        debug_assert!(frames == 0 || t != Traffic::Http, "HTTP has no frames");
-        if frames > 0 && t != Traffic::Http {
+        debug_assert!(
+            frames == 0 || (t as usize) < 2,
+            "only peer and native count frames"
+        );
+        if frames > 0 && (t as usize) < 2 {
             self.frames_out[t as usize].increment(frames);
         }
         self.bytes_out[t as usize].increment(bytes);

@@ -5,6 +5,7 @@
 //! on through bounded channels.
 //!
 //! - `call`: a client call as the node carries it out, whatever protocol it came by.
+//! - `etcd`: etcd's v3 messages to store requests, store answers to etcd's messages.
 //! - `http`: the curl API: request parsing with limits, routes, JSON replies; and the
 //!   metrics port's parsing (`GET /metrics` only).
 //! - `peer`: the peer transport (handshake, per-peer queues, reconnects) on glommio sockets.
@@ -12,6 +13,7 @@
 //!   receive buffer.
 
 pub mod call;
+pub mod etcd;
 pub mod http;
 pub mod peer;
 pub mod wire;

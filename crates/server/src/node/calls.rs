@@ -55,6 +55,9 @@ pub(super) struct Calls {
     lease_ttl_min_secs: i64,
     /// Operator calls must carry it when it is set.
     cluster_token: String,
+    /// etcd's response header names the cluster and the member that answered.
+    header_cluster_id: u64,
+    node_id: u64,
     metrics: Rc<ShardMetrics>,
 }
 
@@ -80,8 +83,39 @@ impl Calls {
             request_timeout: Duration::from_millis(cfg.raft.request_timeout_ms),
             lease_ttl_min_secs: (cfg.raft.election_timeout_max_ms * 3).div_ceil(2000) as i64,
             cluster_token: cfg.cluster.cluster_token.clone(),
+            header_cluster_id: super::core::header_cluster_id(cfg),
+            node_id: cfg.cluster.node_id,
             metrics,
         }
+    }
+
+    /// The response header of etcd's API at `revision`.
+    pub(super) fn etcd_header(&self, revision: i64) -> ringkv_proto::etcdpb::ResponseHeader {
+        ringkv_proto::etcdpb::ResponseHeader {
+            cluster_id: self.header_cluster_id,
+            member_id: self.node_id,
+            revision,
+            raft_term: self.shared.lease.read().term,
+        }
+    }
+
+    /// The store revision this shard has applied.
+    pub(super) fn revision(&self) -> i64 {
+        self.kv.read_point().1
+    }
+
+    /// Whether this node knows a leader now.
+    pub(super) fn leader_known(&self) -> bool {
+        self.shared.leader.load(Ordering::Relaxed) != 0
+    }
+
+    /// Bytes the key-value state holds, over every shard.
+    pub(super) fn state_bytes(&self) -> u64 {
+        self.shared
+            .state_bytes
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The answer to a call of this shard came (from the raft core or another shard).

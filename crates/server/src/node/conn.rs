@@ -28,6 +28,7 @@ use glommio::net::{TcpListener, TcpStream};
 
 use super::ToRaft;
 use super::calls::Calls;
+use super::grpc::Grpc;
 use super::shard::Senders;
 use crate::config::NodeConfig;
 use crate::metrics::{ConnKind, NetMetrics, Traffic};
@@ -67,6 +68,8 @@ pub(super) struct Conns {
     /// Connections refused over `connections_max`.
     refused: Refusals,
     net: NetMetrics,
+    /// etcd's gRPC API, for connections that open with the HTTP/2 preface.
+    grpc: Rc<Grpc>,
 }
 
 impl Conns {
@@ -77,23 +80,30 @@ impl Conns {
         calls: Rc<Calls>,
         out: Rc<Senders>,
     ) -> Conns {
+        let limits = HttpLimits {
+            head_bytes_max: 16 << 10,
+            body_bytes_max: cfg.limits.key_bytes_max * 2 + cfg.limits.value_bytes_max * 2 + 1024,
+            key_bytes_max: cfg.limits.key_bytes_max,
+            value_bytes_max: cfg.limits.value_bytes_max,
+        };
+        let grpc = Rc::new(Grpc {
+            calls: calls.clone(),
+            limits,
+            message_bytes_max: cfg.limits.frame_bytes_max,
+            net: Rc::new(NetMetrics::new()),
+            idx,
+        });
         Conns {
             idx,
             calls,
             out,
-            limits: HttpLimits {
-                head_bytes_max: 16 << 10,
-                body_bytes_max: cfg.limits.key_bytes_max * 2
-                    + cfg.limits.value_bytes_max * 2
-                    + 1024,
-                key_bytes_max: cfg.limits.key_bytes_max,
-                value_bytes_max: cfg.limits.value_bytes_max,
-            },
+            limits,
             frame_bytes_max: cfg.limits.frame_bytes_max,
             connections: Cell::new(0),
             connections_max: cfg.limits.connections_max.div_ceil(n),
             refused: Refusals::default(),
             net: NetMetrics::new(),
+            grpc,
         }
     }
 
@@ -202,6 +212,11 @@ impl Conns {
             Some(hdr) => {
                 let _open = self.net.open(ConnKind::Native);
                 self.clone().serve_native(s, hdr).await
+            }
+            // HTTP/2's client preface ("PRI * HTTP/2.0..."): a gRPC client.
+            None if &first == b"PRI " => {
+                let _open = self.net.open(ConnKind::Grpc);
+                self.grpc.clone().serve(s, first, HTTP_READ_TIMEOUT).await
             }
             None => {
                 let _open = self.net.open(ConnKind::Http);

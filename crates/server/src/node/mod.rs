@@ -35,6 +35,7 @@ mod calls;
 mod conn;
 mod core;
 mod exporter;
+mod grpc;
 mod lease;
 pub mod members;
 mod shard;
@@ -330,6 +331,9 @@ pub(crate) struct Shared {
     /// The node's clock: raft core ticks and lease expiries are its nanoseconds.
     clock: Clock,
     lease: LeaseView,
+    /// The leader this node knows of (0: none), published by the raft core with the
+    /// lease view (etcd's `hasleader` and Status read it).
+    leader: AtomicU64,
     /// Each shard's applied watermark (for `/status`).
     watermarks: Vec<AtomicU64>,
     /// Bytes each shard's partition holds (for `state_bytes_max`).
@@ -502,6 +506,7 @@ pub fn serve(cfg: NodeConfig) -> Result<(), String> {
     let shared = Arc::new(Shared {
         clock: Clock::new(cfg.testing.clock_rate_ppm),
         lease: LeaseView::default(),
+        leader: AtomicU64::new(0),
         watermarks: (0..n).map(|_| AtomicU64::new(0)).collect(),
         state_bytes: (0..n).map(|_| AtomicU64::new(0)).collect(),
         stop_requested,

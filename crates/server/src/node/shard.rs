@@ -888,6 +888,7 @@ mod tests {
         Arc::new(Shared {
             clock: Clock::new(0),
             lease: LeaseView::default(),
+            leader: AtomicU64::new(0),
             watermarks: (0..n).map(|_| AtomicU64::new(0)).collect(),
             state_bytes: (0..n).map(|_| AtomicU64::new(0)).collect(),
             stop_requested: Arc::new(AtomicBool::new(false)),

@@ -59,7 +59,7 @@ mod snap;
 mod start;
 
 use requests::{Op, Origin};
-pub(super) use start::run;
+pub(super) use start::{header_cluster_id, run};
 
 enum Event {
     Shard(ToRaft),
@@ -651,6 +651,9 @@ impl Core {
     }
 
     fn publish(&self) {
+        self.shared
+            .leader
+            .store(self.raft.leader(), std::sync::atomic::Ordering::Relaxed);
         self.shared.lease.publish(Lease {
             term: self.raft.term(),
             expiry_ns: self.raft.lease_expiry().unwrap_or(0),

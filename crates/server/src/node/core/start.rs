@@ -32,6 +32,22 @@ use crate::wal::meta::{KnownPeers, NodeMeta, cluster_id, new_incarnation};
 use crate::wal::{DmaDisk, SnapshotStore, Wal};
 use ringkv_raft::{Membership, NodeId, Raft, Restore, Role};
 
+/// The founders (voters of initial_cluster) name the cluster: a joiner lists them and
+/// itself as a learner, and gets the same id.
+fn founders(members: &[(NodeId, SocketAddr, MemberRole)]) -> Vec<(NodeId, String)> {
+    members
+        .iter()
+        .filter(|m| m.2 == MemberRole::Voter)
+        .map(|(i, a, _)| (*i, a.to_string()))
+        .collect()
+}
+
+/// The cluster id etcd's response headers carry: the founders' alone, so clients learn
+/// nothing about the cluster token (which names the cluster in the data directory).
+pub(in crate::node) fn header_cluster_id(cfg: &NodeConfig) -> u64 {
+    cluster_id(&founders(&cfg.members()), "")
+}
+
 /// Starts the raft core: claims or checks the data directory, recovers the WAL and the
 /// newest snapshot, connects the shards' queues, starts the peer transport, joins the
 /// cluster (a learner) or waits for the founders' handshakes (a fresh node), then runs
@@ -44,16 +60,7 @@ pub(in crate::node) async fn run(
     let id = cfg.cluster.node_id;
     let data_dir = cfg.data_dir();
     let members = cfg.members();
-    let cid = cluster_id(
-        // The founders (voters of initial_cluster) name the cluster: a joiner lists them
-        // and itself as a learner, and gets the same id.
-        &members
-            .iter()
-            .filter(|m| m.2 == MemberRole::Voter)
-            .map(|(i, a, _)| (*i, a.to_string()))
-            .collect::<Vec<_>>(),
-        &cfg.cluster.cluster_token,
-    );
+    let cid = cluster_id(&founders(&members), &cfg.cluster.cluster_token);
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let has_state = data_dir.join("wal").exists() || data_dir.join("hardstate").exists();
