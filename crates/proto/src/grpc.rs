@@ -337,7 +337,10 @@ mod tests {
     fn deframer_refuses_compressed_and_oversized_messages() {
         let mut d = Deframer::new(10);
         d.push(&[0, 0, 0, 0, 11]);
-        assert_eq!(d.next_message(), Err(FrameError::TooLarge { len: 11, max: 10 }));
+        assert_eq!(
+            d.next_message(),
+            Err(FrameError::TooLarge { len: 11, max: 10 })
+        );
         assert_eq!(
             FrameError::TooLarge { len: 11, max: 10 }.status().message,
             "grpc: received message larger than max (11 vs. 10)"

@@ -6,6 +6,8 @@
 //!
 //! - `call`: a client call as the node carries it out, whatever protocol it came by.
 //! - `etcd`: etcd's v3 messages to store requests, store answers to etcd's messages.
+//! - `h2c`: inbound HTTP/2 bytes on their way to h2, with grpc-go's URL authorities
+//!   repaired.
 //! - `http`: the curl API: request parsing with limits, routes, JSON replies; and the
 //!   metrics port's parsing (`GET /metrics` only).
 //! - `peer`: the peer transport (handshake, per-peer queues, reconnects) on glommio sockets.
@@ -14,6 +16,7 @@
 
 pub mod call;
 pub mod etcd;
+pub mod h2c;
 pub mod http;
 pub mod peer;
 pub mod wire;

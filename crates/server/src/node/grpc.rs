@@ -18,7 +18,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use h2::RecvStream;
@@ -30,6 +30,7 @@ use super::calls::Calls;
 use crate::metrics::{NetMetrics, Traffic};
 use crate::net::call::{check_command, check_range};
 use crate::net::etcd;
+use crate::net::h2c::Inbound;
 use crate::net::http::{ApiCall, HttpLimits};
 use crate::shard::Command;
 use ringkv_proto::admin::AdminOp;
@@ -48,6 +49,8 @@ const STREAM_WINDOW_BYTES: u32 = 1 << 20;
 const CONNECTION_WINDOW_BYTES: u32 = 8 << 20;
 /// The largest header block a client may send.
 const HEADER_LIST_BYTES_MAX: u32 = 16 << 10;
+/// The smallest `db_size` Status reports.
+const DB_SIZE_MIN_BYTES: u64 = 4096;
 /// The etcd API version this node implements (Status `version`): the 3.4 API, checked
 /// against etcd 3.4.23 by the differential tests.
 pub(super) const ETCD_API_VERSION: &str = "3.4.23";
@@ -62,14 +65,19 @@ pub(super) struct Grpc {
     pub(super) idx: usize,
 }
 
-/// A glommio socket as h2 wants it (tokio's I/O traits; no tokio runtime is involved),
-/// with the bytes `conn` read to classify the connection given back first.
+/// A glommio socket as h2 wants it (tokio's I/O traits; no tokio runtime is involved).
+/// Inbound bytes pass `h2c::Inbound` (which repairs grpc-go's URL authorities) until it
+/// says the rest may go straight through.
 struct H2Io {
-    first: [u8; 4],
-    first_at: usize,
     s: TcpStream,
+    inbound: Inbound,
+    /// Bytes `inbound` released that h2 has not read yet.
+    ready: BytesMut,
     net: Rc<NetMetrics>,
 }
+
+/// Bytes read from the socket at a time while `Inbound` examines them.
+const EXAMINE_READ_BYTES: usize = 16 << 10;
 
 impl tokio::io::AsyncRead for H2Io {
     fn poll_read(
@@ -78,21 +86,37 @@ impl tokio::io::AsyncRead for H2Io {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let me = &mut *self;
-        if me.first_at < me.first.len() {
-            let n = buf.remaining().min(me.first.len() - me.first_at);
-            buf.put_slice(&me.first[me.first_at..me.first_at + n]);
-            me.first_at += n;
-            return Poll::Ready(Ok(()));
-        }
-        let dst = buf.initialize_unfilled();
-        match Pin::new(&mut me.s).poll_read(cx, dst) {
-            Poll::Ready(Ok(n)) => {
-                buf.advance(n);
-                me.net.received(Traffic::Grpc, 0, n as u64);
-                Poll::Ready(Ok(()))
+        loop {
+            if !me.ready.is_empty() {
+                let n = buf.remaining().min(me.ready.len());
+                buf.put_slice(&me.ready.split_to(n));
+                return Poll::Ready(Ok(()));
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
+            if me.inbound.passing_through() {
+                let dst = buf.initialize_unfilled();
+                return match Pin::new(&mut me.s).poll_read(cx, dst) {
+                    Poll::Ready(Ok(n)) => {
+                        buf.advance(n);
+                        me.net.received(Traffic::Grpc, 0, n as u64);
+                        Poll::Ready(Ok(()))
+                    }
+                    other => other.map_ok(|_| ()),
+                };
+            }
+            let mut tmp = [0u8; EXAMINE_READ_BYTES];
+            match Pin::new(&mut me.s).poll_read(cx, &mut tmp) {
+                Poll::Ready(Ok(0)) => {
+                    me.inbound.finish_input(&mut me.ready);
+                    if me.ready.is_empty() {
+                        return Poll::Ready(Ok(())); // end of stream
+                    }
+                }
+                Poll::Ready(Ok(n)) => {
+                    me.net.received(Traffic::Grpc, 0, n as u64);
+                    me.inbound.feed(&tmp[..n], &mut me.ready);
+                }
+                other => return other.map_ok(|_| ()),
+            }
         }
     }
 }
@@ -143,10 +167,13 @@ impl Grpc {
         first: [u8; 4],
         handshake_within: Duration,
     ) {
+        let mut inbound = Inbound::new();
+        let mut ready = BytesMut::new();
+        inbound.feed(&first, &mut ready);
         let io = H2Io {
-            first,
-            first_at: 0,
             s,
+            inbound,
+            ready,
             net: self.net.clone(),
         };
         let mut b = h2::server::Builder::new();
@@ -449,7 +476,9 @@ impl Grpc {
             ("etcdserverpb.Maintenance", "Status") => {
                 let _ = decode!(pb::StatusRequest);
                 let st_ = self.node_status().await.map_err(st)?;
-                let db = self.calls.state_bytes() as i64;
+                // At least one page: an empty store still occupies memory (and etcdctl
+                // divides by this number).
+                let db = self.calls.state_bytes().max(DB_SIZE_MIN_BYTES) as i64;
                 pb::StatusResponse {
                     header: Some(self.header_now()),
                     version: ETCD_API_VERSION.to_string(),
