@@ -4,7 +4,7 @@ CARGO ?= cargo
 
 .PHONY: help build test lint fmt bench-raft bench-wal soak-wal sim start-cluster stop-cluster clean clean-log-db start-node1 start-node2 start-node3 stop-node1 stop-node2 stop-node3
 .PHONY: perf-cluster perf-node1 perf-node2 perf-node3 need-samply console-cluster
-.PHONY: chaos need-iptables fuzz need-cargo-fuzz kill-leader need-curl bench-http bench-snapshot bench-etcd bench-memory bench need-etcd join-node4 join-node5 stop-node4 stop-node5 test-long
+.PHONY: chaos need-iptables fuzz need-cargo-fuzz kill-leader need-curl bench-http bench-snapshot bench-etcd bench-memory bench need-etcd need-protoc join-node4 join-node5 stop-node4 stop-node5 test-long
 
 # Extra cargo features of the `ringkv` binary, e.g. `CARGO_FEATURES=crash-sim` (power-cut WAL).
 CARGO_FEATURES ?=
@@ -46,14 +46,16 @@ help:
 build:
 	$(CARGO) build --release -p ringkv $(FEATURES_FLAG)
 
-lint:
+lint: need-protoc
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
 
-test: lint
+# The etcd comparisons (tests/etcd_client.rs and the other etcd_* tests) need a real etcd
+# and etcdctl.
+test: lint need-etcd
 	$(CARGO) test --workspace
 	$(CARGO) test -p ringkv --features crash-sim --test wal --test node_crash --test config
 	$(SIM) --seeds $(TEST_SEEDS)
@@ -92,13 +94,22 @@ bench:
 	python3 benches/suite.py --systems ringkv $(if $(QUICK),--quick) --name ringkv-only
 
 need-etcd:
-	@command -v etcd >/dev/null || { \
-	  echo "installing etcd-server"; \
+	@{ command -v etcd && command -v etcdctl; } >/dev/null || { \
+	  echo "installing etcd-server and etcd-client"; \
 	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null; \
 	}
 	@command -v python3 >/dev/null || { \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null; \
+	}
+
+# protoc: the etcd-client crate (a dev-dependency the etcd comparison tests use) compiles
+# etcd's .proto files when it builds. ringkv itself declares its messages with prost.
+need-protoc:
+	@command -v protoc >/dev/null || { \
+	  echo "installing protobuf-compiler"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null; \
 	}
 
 # Snapshot of 100,000 keys x 256 B on a real 3-node cluster: size, creation time, the write

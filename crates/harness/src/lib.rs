@@ -10,7 +10,8 @@
 //! - `logs`: a node's log files, and the "Became leader" claims in them;
 //! - `api`: HTTP calls to a node through `ringkv_client::http1` (status, leader, admin,
 //!   put, get, metrics);
-//! - `cluster`: `Cluster`, the nodes of one run in one directory, tying the four together.
+//! - `cluster`: `Cluster`, the nodes of one run in one directory, tying the four together;
+//! - `etcd`: real etcd clusters beside ringkv's, for the comparisons with etcd.
 //!
 //! Runs on the caller's threads (a test's, or the campaign runner's main thread): every
 //! call blocks. A dev tool: the production `ringkv` binary does not depend on it. Must not
@@ -22,6 +23,7 @@
 pub mod api;
 pub mod cluster;
 pub mod config;
+pub mod etcd;
 pub mod logs;
 pub mod process;
 

@@ -54,7 +54,7 @@ pub fn loopback(port: u16) -> SocketAddr {
 /// A free port below the kernel's ephemeral range (32768 and up): a port from that range
 /// can be taken as the local end of some other test's outbound connection while its node
 /// is down, and the node could not restart.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let seed = std::process::id() as u64 * 7919
