@@ -127,10 +127,12 @@ impl Lessor {
         Some(((c.ttl_ms / 1000) as i64, reset))
     }
 
-    /// Remaining TTL in whole seconds (rounded up as etcd), `None` for an unknown lease.
+    /// Remaining TTL in whole seconds, rounded down as etcd's TimeToLive does (its Go
+    /// code truncates the remaining duration's seconds: a 60 s lease reads 59 at once;
+    /// etcdctl against etcd 3.4.23 shows it), `None` for an unknown lease.
     pub fn remaining_secs(&self, now_ms: u64, id: LeaseId) -> Option<i64> {
         let c = self.clocks.get(&id)?;
-        Some(c.deadline_ms.saturating_sub(now_ms).div_ceil(1000) as i64)
+        Some((c.deadline_ms.saturating_sub(now_ms) / 1000) as i64)
     }
 
     /// Leases past their deadline (at most `revokes_per_call_max`, soonest first): the
@@ -206,7 +208,8 @@ mod tests {
         assert!(l.expired(2_999).is_empty());
         assert_eq!(l.expired(3_000), vec![2]);
         assert_eq!(l.keep_alive(2_000, 1), Some((10, false)));
-        assert_eq!(l.remaining_secs(2_500, 1), Some(10));
+        assert_eq!(l.remaining_secs(2_500, 1), Some(9), "9.5 s left reads 9");
+        assert_eq!(l.remaining_secs(2_000, 1), Some(10));
         assert_eq!(l.expired(11_000), vec![2], "1 was kept alive at 2 s");
         assert_eq!(l.expired(12_000), vec![2, 1]);
         assert_eq!(l.keep_alive(12_000, 1), None, "expired: no renewal");

@@ -182,26 +182,60 @@ pub fn delete_response(
     }
 }
 
-/// A txn's answer; every nested response carries the same header (etcd's do).
-pub fn txn_response(t: ringkv_store::TxnResponse, h: &pb::ResponseHeader) -> pb::TxnResponse {
+/// A txn's answer. The top header is the node's (`h`, at the revision after the txn);
+/// nested responses carry a header with a revision alone, as etcd's applier fills it: a
+/// range reads at the revision before the txn, or after it once an earlier op of the txn
+/// changed something; a put at the revision after; a delete as a range, counting itself;
+/// a nested txn's own header is empty. (etcdctl's `txn -w json` against etcd 3.4.23 shows
+/// these numbers.)
+pub fn txn_response(t: ringkv_store::TxnResponse, h: pb::ResponseHeader) -> pb::TxnResponse {
+    let begin = h.revision - i64::from(writes(&t));
+    let mut changed = false;
+    let mut r = nested_txn(t, begin, &mut changed);
+    r.header = Some(h);
+    r
+}
+
+/// Whether a txn's ops changed anything.
+fn writes(t: &ringkv_store::TxnResponse) -> bool {
+    t.responses.iter().any(|r| match r {
+        ResponseOp::Put(_) => true,
+        ResponseOp::DeleteRange(d) => d.deleted > 0,
+        ResponseOp::Txn(t) => writes(t),
+        ResponseOp::Range(_) => false,
+    })
+}
+
+fn nested_txn(t: ringkv_store::TxnResponse, begin: i64, changed: &mut bool) -> pb::TxnResponse {
     use pb::response_op::Response as R;
+    let at = |revision| pb::ResponseHeader {
+        revision,
+        ..Default::default()
+    };
+    let responses = t
+        .responses
+        .into_iter()
+        .map(|r| pb::ResponseOp {
+            response: Some(match r {
+                ResponseOp::Range(r) => {
+                    R::ResponseRange(range_response(r, at(begin + i64::from(*changed))))
+                }
+                ResponseOp::Put(p) => {
+                    *changed = true;
+                    R::ResponsePut(put_response(p, at(begin + 1)))
+                }
+                ResponseOp::DeleteRange(d) => {
+                    *changed |= d.deleted > 0;
+                    R::ResponseDeleteRange(delete_response(d, at(begin + i64::from(*changed))))
+                }
+                ResponseOp::Txn(t) => R::ResponseTxn(nested_txn(t, begin, changed)),
+            }),
+        })
+        .collect();
     pb::TxnResponse {
-        header: Some(h.clone()),
+        header: Some(pb::ResponseHeader::default()),
         succeeded: t.succeeded,
-        responses: t
-            .responses
-            .into_iter()
-            .map(|r| pb::ResponseOp {
-                response: Some(match r {
-                    ResponseOp::Range(r) => R::ResponseRange(range_response(r, h.clone())),
-                    ResponseOp::Put(p) => R::ResponsePut(put_response(p, h.clone())),
-                    ResponseOp::DeleteRange(d) => {
-                        R::ResponseDeleteRange(delete_response(d, h.clone()))
-                    }
-                    ResponseOp::Txn(t) => R::ResponseTxn(txn_response(t, h)),
-                }),
-            })
-            .collect(),
+        responses,
     }
 }
 
@@ -302,30 +336,76 @@ mod tests {
         );
 
         let h = pb::ResponseHeader {
+            cluster_id: 9,
             revision: 7,
             ..Default::default()
         };
+        let range = || ResponseOp::Range(ringkv_store::RangeResponse::default());
+        let del = |deleted| {
+            ResponseOp::DeleteRange(ringkv_store::DeleteRangeResponse {
+                deleted,
+                prev_kvs: vec![],
+            })
+        };
+        // range, delete of nothing, nested txn (range, put, range), delete of two: the txn
+        // began at 6 and ended at 7.
         let out = txn_response(
             ringkv_store::TxnResponse {
                 succeeded: true,
-                responses: vec![ResponseOp::Txn(ringkv_store::TxnResponse {
-                    succeeded: false,
-                    responses: vec![ResponseOp::DeleteRange(ringkv_store::DeleteRangeResponse {
-                        deleted: 2,
-                        prev_kvs: vec![],
-                    })],
-                })],
+                responses: vec![
+                    range(),
+                    del(0),
+                    ResponseOp::Txn(ringkv_store::TxnResponse {
+                        succeeded: false,
+                        responses: vec![
+                            range(),
+                            ResponseOp::Put(ringkv_store::PutResponse::default()),
+                            range(),
+                        ],
+                    }),
+                    del(2),
+                ],
             },
-            &h,
+            h.clone(),
         );
-        let Some(pb::response_op::Response::ResponseTxn(inner)) = &out.responses[0].response else {
+        use pb::response_op::Response as Rs;
+        let rev = |r: &pb::ResponseOp| match r.response.as_ref().unwrap() {
+            Rs::ResponseRange(x) => x.header.clone(),
+            Rs::ResponsePut(x) => x.header.clone(),
+            Rs::ResponseDeleteRange(x) => x.header.clone(),
+            Rs::ResponseTxn(x) => x.header.clone(),
+        };
+        assert_eq!(out.header, Some(h));
+        let revs: Vec<i64> = out
+            .responses
+            .iter()
+            .map(|r| rev(r).unwrap().revision)
+            .collect();
+        assert_eq!(revs, [6, 6, 0, 7]);
+        let Some(Rs::ResponseTxn(inner)) = &out.responses[2].response else {
             panic!("{out:?}")
         };
-        assert_eq!(inner.header.as_ref().unwrap().revision, 7);
         assert!(!inner.succeeded);
-        assert!(matches!(
-            &inner.responses[0].response,
-            Some(pb::response_op::Response::ResponseDeleteRange(d)) if d.deleted == 2
-        ));
+        assert_eq!(inner.header, Some(pb::ResponseHeader::default()));
+        let revs: Vec<i64> = inner
+            .responses
+            .iter()
+            .map(|r| rev(r).unwrap().revision)
+            .collect();
+        assert_eq!(revs, [6, 7, 7]);
+        // Nested headers hold a revision alone.
+        assert_eq!(rev(&out.responses[0]).unwrap().cluster_id, 0);
+        // A read-only txn reads at its own revision.
+        let ro = txn_response(
+            ringkv_store::TxnResponse {
+                succeeded: true,
+                responses: vec![range()],
+            },
+            pb::ResponseHeader {
+                revision: 5,
+                ..Default::default()
+            },
+        );
+        assert_eq!(rev(&ro.responses[0]).unwrap().revision, 5);
     }
 }

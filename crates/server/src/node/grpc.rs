@@ -388,7 +388,7 @@ impl Grpc {
                 let cmd = Command::Txn(etcd::txn_request(decode!(pb::TxnRequest)).map_err(st)?);
                 match self.write(cmd).await.map_err(st)? {
                     (rev, StoreResponse::Txn(t)) => {
-                        etcd::txn_response(t, &self.header(rev)).framed()
+                        etcd::txn_response(t, self.header(rev)).framed()
                     }
                     (_, r) => return Err(st(etcd::unexpected("txn", &r))),
                 }
