@@ -355,9 +355,15 @@ pub fn merge_range_with(
             parts.remove(at);
         }
     }
-    let matched: usize = parts.iter().map(|p| p.matched).sum();
+    let mut matched: usize = parts.iter().map(|p| p.matched).sum();
     let count = parts.iter().map(|p| p.count).sum();
     let mut kvs: Vec<KeyValue> = parts.into_iter().flat_map(|p| p.kvs).collect();
+    if let Some(w) = req.key_window() {
+        // etcd's first limit + 1 keys of the whole range, then their order.
+        kvs.sort_by(|a, b| a.key.cmp(&b.key));
+        kvs.truncate(w);
+        matched = kvs.len();
+    }
     kvs.sort_by(|a, b| range_order(req, a, b));
     let mut more = false;
     if req.limit > 0 && matched > req.limit as usize {

@@ -274,6 +274,11 @@ impl Reference {
         if r.count_only {
             kvs.clear();
         }
+        // With no sort order and no filter, etcd fetches the first limit + 1 keys only,
+        // and the sort below orders those.
+        if let Some(w) = r.key_window() {
+            kvs.truncate(w);
+        }
         // pruneKVs, each only when its bound is non-zero, in this order.
         if r.max_mod_revision != 0 {
             kvs.retain(|kv| kv.mod_revision <= r.max_mod_revision);
@@ -989,6 +994,12 @@ mod tests {
             sorted(SortOrder::None, SortTarget::Key, 0),
             ["a", "b", "c", "d", "e"]
         );
+        // No order and a limit: etcd sorts only the first limit + 1 keys by key (a, b,
+        // c here), so d, second by value over the range, is not in the answer; with an
+        // order it is. (Found by the differential tester against etcd 3.4.23.)
+        assert_eq!(sorted(SortOrder::None, SortTarget::Value, 2), ["b", "c"]);
+        assert_eq!(sorted(SortOrder::Ascend, SortTarget::Value, 2), ["b", "d"]);
+        assert_eq!(sorted(SortOrder::None, SortTarget::Key, 2), ["a", "b"]);
         // keys_only clears values after sorting by them; the limit applies after the sort.
         let r = range(
             &s,

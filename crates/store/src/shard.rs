@@ -709,7 +709,7 @@ impl ShardStore {
                     None
                 };
                 // Filters over revisions still pending cannot be decided yet.
-                if has_filters(r) && cur_lo != cur_hi {
+                if r.has_filters() && cur_lo != cur_hi {
                     need = true;
                 }
                 p.ranges.push(err);
@@ -856,9 +856,13 @@ impl ShardStore {
         let end = End::of(&r.range_end);
         let mut count = 0i64;
         let mut kvs = Vec::new();
-        let filtered = has_filters(r);
-        let sorted = r.sort_order != crate::types::SortOrder::None
-            || r.sort_target != crate::types::SortTarget::Key;
+        let filtered = r.has_filters();
+        // etcd's first limit + 1 keys by key (`key_window`): kept in key order here, the
+        // merge picks the window over every part and sorts it.
+        let window = r.key_window();
+        let sorted = window.is_none()
+            && (r.sort_order != crate::types::SortOrder::None
+                || r.sort_target != crate::types::SortTarget::Key);
         for (k, v) in self.keys.scan_at(&r.key, end, at) {
             count += 1;
             if r.count_only {
@@ -892,7 +896,7 @@ impl ShardStore {
             kvs.sort_by(|a, b| stamp_order(r, a, b));
         }
         let mut kvs: Vec<KeyValue> = kvs.into_iter().map(|(_, _, kv)| kv).collect();
-        if r.limit > 0 && kvs.len() > r.limit as usize {
+        if window.is_none() && r.limit > 0 && kvs.len() > r.limit as usize {
             kvs.truncate(r.limit as usize);
         }
         RangePart {
@@ -1155,11 +1159,4 @@ fn stamp_order(
 
 fn tri(b: bool) -> Tri {
     if b { Tri::True } else { Tri::False }
-}
-
-fn has_filters(r: &RangeRequest) -> bool {
-    r.min_mod_revision != 0
-        || r.max_mod_revision != 0
-        || r.min_create_revision != 0
-        || r.max_create_revision != 0
 }

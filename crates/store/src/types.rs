@@ -68,6 +68,25 @@ pub struct RangeRequest {
     pub max_create_revision: Revision,
 }
 
+impl RangeRequest {
+    /// Whether a revision filter (min/max mod/create revision) is set.
+    pub fn has_filters(&self) -> bool {
+        self.min_mod_revision != 0
+            || self.max_mod_revision != 0
+            || self.min_create_revision != 0
+            || self.max_create_revision != 0
+    }
+
+    /// etcd fetches only the first `limit + 1` keys in key order, and sorts and cuts
+    /// those, when no sort order and no revision filter is given (its applier's Range):
+    /// with a sort target other than the key, the answer is then the smallest of those
+    /// keys by the target, not of the whole range. `Some(limit + 1)` in that case.
+    pub fn key_window(&self) -> Option<usize> {
+        (self.sort_order == SortOrder::None && !self.has_filters() && self.limit > 0)
+            .then(|| self.limit as usize + 1)
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RangeResponse {
     pub kvs: Vec<KeyValue>,
