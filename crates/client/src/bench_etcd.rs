@@ -3,10 +3,9 @@
 //!
 //! Runs on its own single-threaded tokio runtime (as the ringkv targets run on one glommio
 //! executor), `conns` gRPC channels (one HTTP/2 connection each) shared by the clients.
-//! Message types are declared here with prost (the fields of etcd's rpc.proto that the
-//! bench uses; others are skipped on decode), so no protoc is needed. Writes (puts, txns,
-//! lease grants and revokes) go to the leader (found with Maintenance/Status), reads to
-//! every endpoint. Never retries.
+//! Messages are `ringkv_proto::etcdpb`'s and calls go through `etcd_grpc` (so no protoc is
+//! needed). Writes (puts, txns, lease grants and revokes) go to the leader (found with
+//! Maintenance/Status), reads to every endpoint. Never retries.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -16,94 +15,22 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
-use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::bench::{
     Done, LEASE_TTL_SECS, Options, Plan, Prepared, Report, WARMUP_END, WARMUP_FIRST, WARMUP_PAGE,
     Workload, after, check_populated, lease_key_name, prefixes_range, report,
 };
+use crate::etcd_grpc::{self, CallError, connect, leader};
+use ringkv_proto::etcdpb::{
+    Compare, LeaseGrantRequest, LeaseGrantResponse, LeaseLeasesRequest, LeaseLeasesResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestOp, TxnRequest, TxnResponse, compare::TargetUnion, request_op::Request,
+    response_op::Response,
+};
 use ringkv_proto::native;
 use ringkv_rng::Rng;
-
-// Field numbers are etcd's (api/etcdserverpb/rpc.proto, and mvccpb's kv.proto for
-// KeyValue); fields the bench never sets or reads are left out (prost skips unknown
-// fields on decode, and proto3 never encodes a field at its default).
-
-/// rpc.proto `PutRequest`: key = 1, value = 2, lease = 3.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PutRequest {
-    #[prost(bytes = "vec", tag = "1")]
-    pub key: Vec<u8>,
-    #[prost(bytes = "vec", tag = "2")]
-    pub value: Vec<u8>,
-    #[prost(int64, tag = "3")]
-    pub lease: i64,
-}
-
-/// rpc.proto `PutResponse` (header = 1 and prev_kv = 2 not read).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PutResponse {}
-
-/// rpc.proto `RangeRequest`: key = 1, range_end = 2, limit = 3, serializable = 7,
-/// keys_only = 8, count_only = 9 (revision = 4, the sorts and the min/max filters not
-/// used).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RangeRequest {
-    #[prost(bytes = "vec", tag = "1")]
-    pub key: Vec<u8>,
-    #[prost(bytes = "vec", tag = "2")]
-    pub range_end: Vec<u8>,
-    #[prost(int64, tag = "3")]
-    pub limit: i64,
-    /// etcd's serializable read: served by the member without a quorum round.
-    #[prost(bool, tag = "7")]
-    pub serializable: bool,
-    #[prost(bool, tag = "8")]
-    pub keys_only: bool,
-    #[prost(bool, tag = "9")]
-    pub count_only: bool,
-}
-
-/// rpc.proto `RangeResponse` as the single-key `range` and `mixed` rows read it: count = 4
-/// only (the key-value pairs are skipped on decode).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RangeResponse {
-    #[prost(int64, tag = "4")]
-    pub count: i64,
-}
-
-/// rpc.proto `RangeResponse` whole, as the etcd data model workloads read it:
-/// header = 1, kvs = 2, more = 3, count = 4.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RangeKvsResponse {
-    #[prost(message, optional, tag = "1")]
-    pub header: Option<ResponseHeader>,
-    #[prost(message, repeated, tag = "2")]
-    pub kvs: Vec<KeyValue>,
-    #[prost(bool, tag = "3")]
-    pub more: bool,
-    #[prost(int64, tag = "4")]
-    pub count: i64,
-}
-
-/// kv.proto `mvccpb.KeyValue`: key = 1, create_revision = 2, mod_revision = 3,
-/// version = 4, value = 5, lease = 6.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct KeyValue {
-    #[prost(bytes = "vec", tag = "1")]
-    pub key: Vec<u8>,
-    #[prost(int64, tag = "2")]
-    pub create_revision: i64,
-    #[prost(int64, tag = "3")]
-    pub mod_revision: i64,
-    #[prost(int64, tag = "4")]
-    pub version: i64,
-    #[prost(bytes = "vec", tag = "5")]
-    pub value: Vec<u8>,
-    #[prost(int64, tag = "6")]
-    pub lease: i64,
-}
+use ringkv_store::bytes::Bytes;
 
 /// rpc.proto `Compare.CompareResult`: EQUAL = 0 (GREATER = 1, LESS = 2, NOT_EQUAL = 3).
 pub const COMPARE_EQUAL: i32 = 0;
@@ -111,212 +38,24 @@ pub const COMPARE_EQUAL: i32 = 0;
 /// LEASE = 4).
 pub const COMPARE_MOD: i32 = 2;
 
-/// rpc.proto `Compare`: result = 1, target = 2, key = 3, the oneof target_union
-/// (version = 4, create_revision = 5, mod_revision = 6, value = 7, lease = 8),
-/// range_end = 64.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Compare {
-    #[prost(int32, tag = "1")]
-    pub result: i32,
-    #[prost(int32, tag = "2")]
-    pub target: i32,
-    #[prost(bytes = "vec", tag = "3")]
-    pub key: Vec<u8>,
-    #[prost(oneof = "TargetUnion", tags = "4, 5, 6, 7, 8")]
-    pub target_union: Option<TargetUnion>,
-    #[prost(bytes = "vec", tag = "64")]
-    pub range_end: Vec<u8>,
+/// A failed call as the error map counts it: `grpc <code>` (e.g. "grpc Unavailable"), or
+/// `not ready: ...` when the channel never became ready.
+fn error_key(e: CallError) -> String {
+    let code = tonic::Code::from(e.code);
+    // etcd_grpc reports a channel that is not ready as Unavailable with this message.
+    if code == tonic::Code::Unavailable && e.message.starts_with("not ready: ") {
+        return e.message;
+    }
+    format!("grpc {code:?}")
 }
 
-/// rpc.proto `Compare.target_union`.
-#[derive(Clone, PartialEq, prost::Oneof)]
-pub enum TargetUnion {
-    #[prost(int64, tag = "4")]
-    Version(i64),
-    #[prost(int64, tag = "5")]
-    CreateRevision(i64),
-    #[prost(int64, tag = "6")]
-    ModRevision(i64),
-    #[prost(bytes, tag = "7")]
-    Value(Vec<u8>),
-    #[prost(int64, tag = "8")]
-    Lease(i64),
-}
-
-/// rpc.proto `RequestOp`: the oneof request (request_range = 1, request_put = 2;
-/// request_delete_range = 3 and request_txn = 4 not used by the bench).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RequestOp {
-    #[prost(oneof = "Request", tags = "1, 2")]
-    pub request: Option<Request>,
-}
-
-/// rpc.proto `RequestOp.request`.
-#[derive(Clone, PartialEq, prost::Oneof)]
-pub enum Request {
-    #[prost(message, tag = "1")]
-    RequestRange(RangeRequest),
-    #[prost(message, tag = "2")]
-    RequestPut(PutRequest),
-}
-
-/// rpc.proto `ResponseOp`: the oneof response (response_range = 1, response_put = 2;
-/// response_delete_range = 3 and response_txn = 4 are skipped on decode).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ResponseOp {
-    #[prost(oneof = "Response", tags = "1, 2")]
-    pub response: Option<Response>,
-}
-
-/// rpc.proto `ResponseOp.response`.
-#[derive(Clone, PartialEq, prost::Oneof)]
-pub enum Response {
-    #[prost(message, tag = "1")]
-    ResponseRange(RangeKvsResponse),
-    #[prost(message, tag = "2")]
-    ResponsePut(PutResponse),
-}
-
-/// rpc.proto `TxnRequest`: compare = 1, success = 2, failure = 3.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct TxnRequest {
-    #[prost(message, repeated, tag = "1")]
-    pub compare: Vec<Compare>,
-    #[prost(message, repeated, tag = "2")]
-    pub success: Vec<RequestOp>,
-    #[prost(message, repeated, tag = "3")]
-    pub failure: Vec<RequestOp>,
-}
-
-/// rpc.proto `TxnResponse`: header = 1, succeeded = 2, responses = 3.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct TxnResponse {
-    #[prost(message, optional, tag = "1")]
-    pub header: Option<ResponseHeader>,
-    #[prost(bool, tag = "2")]
-    pub succeeded: bool,
-    #[prost(message, repeated, tag = "3")]
-    pub responses: Vec<ResponseOp>,
-}
-
-/// rpc.proto `LeaseGrantRequest`: TTL = 1, ID = 2 (0: the lessor chooses).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LeaseGrantRequest {
-    #[prost(int64, tag = "1")]
-    pub ttl: i64,
-    #[prost(int64, tag = "2")]
-    pub id: i64,
-}
-
-/// rpc.proto `LeaseGrantResponse`: header = 1, ID = 2, TTL = 3, error = 4.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LeaseGrantResponse {
-    #[prost(message, optional, tag = "1")]
-    pub header: Option<ResponseHeader>,
-    #[prost(int64, tag = "2")]
-    pub id: i64,
-    #[prost(int64, tag = "3")]
-    pub ttl: i64,
-    #[prost(string, tag = "4")]
-    pub error: String,
-}
-
-/// rpc.proto `LeaseRevokeRequest`: ID = 1.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LeaseRevokeRequest {
-    #[prost(int64, tag = "1")]
-    pub id: i64,
-}
-
-/// rpc.proto `LeaseRevokeResponse` (header = 1 not read).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LeaseRevokeResponse {}
-
-/// rpc.proto `LeaseLeasesRequest` (no fields).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LeaseLeasesRequest {}
-
-/// rpc.proto `LeaseStatus`: ID = 1.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LeaseStatus {
-    #[prost(int64, tag = "1")]
-    pub id: i64,
-}
-
-/// rpc.proto `LeaseLeasesResponse`: header = 1, leases = 2.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LeaseLeasesResponse {
-    #[prost(message, optional, tag = "1")]
-    pub header: Option<ResponseHeader>,
-    #[prost(message, repeated, tag = "2")]
-    pub leases: Vec<LeaseStatus>,
-}
-
-/// rpc.proto `StatusRequest` (no fields).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct StatusRequest {}
-
-/// rpc.proto `ResponseHeader`: member_id = 2, revision = 3 (cluster_id = 1 and
-/// raft_term = 4 not read).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ResponseHeader {
-    #[prost(uint64, tag = "2")]
-    pub member_id: u64,
-    #[prost(int64, tag = "3")]
-    pub revision: i64,
-}
-
-/// rpc.proto `StatusResponse`: header = 1, leader = 4.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct StatusResponse {
-    #[prost(message, optional, tag = "1")]
-    pub header: Option<ResponseHeader>,
-    #[prost(uint64, tag = "4")]
-    pub leader: u64,
-}
-
-async fn unary<Q, R>(ch: &Channel, path: &'static str, req: Q) -> Result<R, String>
+/// `etcd_grpc::unary` with its error as the error map's key.
+async fn call<Q, R>(ch: &Channel, path: &'static str, req: Q) -> Result<R, String>
 where
     Q: prost::Message + Send + Sync + 'static,
     R: prost::Message + Default + Send + Sync + 'static,
 {
-    let mut grpc = tonic::client::Grpc::new(ch.clone());
-    grpc.ready().await.map_err(|e| format!("not ready: {e}"))?;
-    let codec = tonic_prost::ProstCodec::<Q, R>::default();
-    grpc.unary(
-        tonic::Request::new(req),
-        PathAndQuery::from_static(path),
-        codec,
-    )
-    .await
-    .map(|r| r.into_inner())
-    .map_err(|s| format!("grpc {:?}", s.code()))
-}
-
-async fn connect(addr: SocketAddr) -> Result<Channel, String> {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))
-}
-
-/// The endpoint of the member that leads.
-async fn leader(endpoints: &[SocketAddr]) -> Result<SocketAddr, String> {
-    let mut ids = Vec::new();
-    let mut leader = 0;
-    for e in endpoints {
-        let ch = connect(*e).await?;
-        let st: StatusResponse =
-            unary(&ch, "/etcdserverpb.Maintenance/Status", StatusRequest {}).await?;
-        ids.push((st.header.map_or(0, |h| h.member_id), *e));
-        leader = st.leader;
-    }
-    ids.iter()
-        .find(|(id, _)| *id == leader && leader != 0)
-        .map(|(_, e)| *e)
-        .ok_or_else(|| "no etcd member reports a leader among the endpoints".to_string())
+    etcd_grpc::unary(ch, path, req).await.map_err(error_key)
 }
 
 /// Runs the load against etcd.
@@ -387,23 +126,23 @@ async fn run_local(mut o: Options) -> Result<Report, String> {
                     }
                     continue;
                 }
-                let key = plan.key(&mut rng).into_bytes();
+                let key = Bytes::from(plan.key(&mut rng).into_bytes());
                 let read = plan.pick_read(&mut rng);
                 let t = Instant::now();
                 let call = async {
                     match read {
-                        None => unary::<_, PutResponse>(
+                        None => call::<_, PutResponse>(
                             &ch,
                             "/etcdserverpb.KV/Put",
                             PutRequest {
                                 key,
-                                value: plan.value.clone().into_bytes(),
+                                value: Bytes::from(plan.value.clone().into_bytes()),
                                 ..Default::default()
                             },
                         )
                         .await
                         .map(|_| ()),
-                        Some(c) => unary::<_, RangeResponse>(
+                        Some(c) => call::<_, RangeResponse>(
                             &ch,
                             "/etcdserverpb.KV/Range",
                             RangeRequest {
@@ -450,19 +189,19 @@ async fn op(plan: &Plan, ch: &Channel, rng: &mut Rng) -> Result<Done, String> {
     match plan.o.workload {
         Workload::TxnPut => {
             let key = plan.key(rng);
-            let k = key.clone().into_bytes();
+            let k = Bytes::from(key.clone().into_bytes());
             let txn = TxnRequest {
                 compare: vec![Compare {
                     result: COMPARE_EQUAL,
                     target: COMPARE_MOD,
                     key: k.clone(),
                     target_union: Some(TargetUnion::ModRevision(plan.known_mod_revision(&key))),
-                    range_end: Vec::new(),
+                    range_end: Bytes::new(),
                 }],
                 success: vec![RequestOp {
                     request: Some(Request::RequestPut(PutRequest {
                         key: k.clone(),
-                        value: plan.value.clone().into_bytes(),
+                        value: Bytes::from(plan.value.clone().into_bytes()),
                         ..Default::default()
                     })),
                 }],
@@ -473,7 +212,7 @@ async fn op(plan: &Plan, ch: &Channel, rng: &mut Rng) -> Result<Done, String> {
                     })),
                 }],
             };
-            let r: TxnResponse = unary(ch, "/etcdserverpb.KV/Txn", txn).await?;
+            let r: TxnResponse = call(ch, "/etcdserverpb.KV/Txn", txn).await?;
             let rev = r.header.map_or(0, |h| h.revision);
             if r.succeeded {
                 // The put's revision is the txn's: the key's new mod_revision.
@@ -492,12 +231,12 @@ async fn op(plan: &Plan, ch: &Channel, rng: &mut Rng) -> Result<Done, String> {
         Workload::RangePrefix { consistency } => {
             let (key, range_end) = plan.prefix_range(rng);
             let req = RangeRequest {
-                key,
-                range_end,
+                key: Bytes::from(key),
+                range_end: Bytes::from(range_end),
                 serializable: consistency == native::CONSISTENCY_EVENTUAL,
                 ..Default::default()
             };
-            let r: RangeKvsResponse = unary(ch, "/etcdserverpb.KV/Range", req).await?;
+            let r: RangeResponse = call(ch, "/etcdserverpb.KV/Range", req).await?;
             plan.check_prefix(r.kvs.len())
         }
         Workload::LeasePut => {
@@ -506,32 +245,33 @@ async fn op(plan: &Plan, ch: &Channel, rng: &mut Rng) -> Result<Done, String> {
                 ttl: LEASE_TTL_SECS,
                 id: 0,
             };
-            let g: LeaseGrantResponse = unary(ch, "/etcdserverpb.Lease/LeaseGrant", grant).await?;
+            let g: LeaseGrantResponse = call(ch, "/etcdserverpb.Lease/LeaseGrant", grant).await?;
             if !g.error.is_empty() {
                 return Err(format!("lease grant: {}", g.error));
             }
             let put = PutRequest {
-                key: key.into_bytes(),
-                value: plan.value.clone().into_bytes(),
+                key: Bytes::from(key.into_bytes()),
+                value: Bytes::from(plan.value.clone().into_bytes()),
                 lease: g.id,
+                ..Default::default()
             };
-            unary::<_, PutResponse>(ch, "/etcdserverpb.KV/Put", put).await?;
+            call::<_, PutResponse>(ch, "/etcdserverpb.KV/Put", put).await?;
             Ok(Done::Ok)
         }
         Workload::PopulatePrefixes => {
             let put = PutRequest {
-                key: plan.populate_key().into_bytes(),
-                value: plan.value.clone().into_bytes(),
+                key: Bytes::from(plan.populate_key().into_bytes()),
+                value: Bytes::from(plan.value.clone().into_bytes()),
                 ..Default::default()
             };
-            unary::<_, PutResponse>(ch, "/etcdserverpb.KV/Put", put).await?;
+            call::<_, PutResponse>(ch, "/etcdserverpb.KV/Put", put).await?;
             Ok(Done::Ok)
         }
         Workload::RevokeLeases => {
             let Some(id) = plan.next_lease() else {
                 return Ok(Done::Ok);
             };
-            let r = unary::<_, LeaseRevokeResponse>(
+            let r = etcd_grpc::unary::<_, LeaseRevokeResponse>(
                 ch,
                 "/etcdserverpb.Lease/LeaseRevoke",
                 LeaseRevokeRequest { id },
@@ -540,8 +280,8 @@ async fn op(plan: &Plan, ch: &Channel, rng: &mut Rng) -> Result<Done, String> {
             match r {
                 Ok(_) => Ok(Done::Ok),
                 // Expired meanwhile: gone all the same.
-                Err(e) if e == "grpc NotFound" => Ok(Done::Ok),
-                Err(e) => Err(e),
+                Err(e) if tonic::Code::from(e.code) == tonic::Code::NotFound => Ok(Done::Ok),
+                Err(e) => Err(error_key(e)),
             }
         }
         Workload::Put | Workload::Range { .. } | Workload::Mixed { .. } => {
@@ -558,13 +298,13 @@ async fn prepare(o: &mut Options, ch: &Channel) -> Result<Prepared, String> {
             let mut from = WARMUP_FIRST.to_vec();
             loop {
                 let req = RangeRequest {
-                    key: from,
-                    range_end: WARMUP_END.to_vec(),
+                    key: Bytes::from(from),
+                    range_end: Bytes::from_static(WARMUP_END),
                     limit: WARMUP_PAGE,
                     keys_only: true,
                     ..Default::default()
                 };
-                let r: RangeKvsResponse = unary(ch, "/etcdserverpb.KV/Range", req)
+                let r: RangeResponse = call(ch, "/etcdserverpb.KV/Range", req)
                     .await
                     .map_err(|e| format!("reading the keys' revisions: {e}"))?;
                 let rev = r.header.as_ref().map_or(0, |h| h.revision);
@@ -581,19 +321,19 @@ async fn prepare(o: &mut Options, ch: &Channel) -> Result<Prepared, String> {
         Workload::RangePrefix { .. } => {
             let (key, range_end) = prefixes_range(o);
             let req = RangeRequest {
-                key,
-                range_end,
+                key: Bytes::from(key),
+                range_end: Bytes::from(range_end),
                 count_only: true,
                 ..Default::default()
             };
-            let r: RangeKvsResponse = unary(ch, "/etcdserverpb.KV/Range", req)
+            let r: RangeResponse = call(ch, "/etcdserverpb.KV/Range", req)
                 .await
                 .map_err(|e| format!("counting the prefixes' keys: {e}"))?;
             check_populated(o, r.count)?;
         }
         Workload::RevokeLeases => {
             let r: LeaseLeasesResponse =
-                unary(ch, "/etcdserverpb.Lease/LeaseLeases", LeaseLeasesRequest {})
+                call(ch, "/etcdserverpb.Lease/LeaseLeases", LeaseLeasesRequest {})
                     .await
                     .map_err(|e| format!("listing the leases: {e}"))?;
             p.leases = r.leases.into_iter().map(|l| l.id).collect();
