@@ -4,7 +4,7 @@ CARGO ?= cargo
 
 .PHONY: help build test lint fmt bench-raft bench-wal soak-wal sim start-cluster stop-cluster clean clean-log-db start-node1 start-node2 start-node3 stop-node1 stop-node2 stop-node3
 .PHONY: perf-cluster perf-node1 perf-node2 perf-node3 need-samply console-cluster
-.PHONY: chaos need-iptables fuzz need-cargo-fuzz kill-leader need-curl bench-http bench-snapshot bench-etcd bench-memory bench need-etcd need-protoc join-node4 join-node5 stop-node4 stop-node5 test-long
+.PHONY: chaos need-iptables fuzz need-cargo-fuzz kill-leader need-curl bench-http bench-snapshot bench-etcd bench-memory bench need-etcd need-protoc compat join-node4 join-node5 stop-node4 stop-node5 test-long
 
 # Extra cargo features of the `ringkv` binary, e.g. `CARGO_FEATURES=crash-sim` (power-cut WAL).
 CARGO_FEATURES ?=
@@ -40,6 +40,7 @@ help:
 	@echo "make chaos DURATION=1h  the same with random nemeses for DURATION (soak; default 10m)"
 	@echo "make chaos CONTROL=ack_before_persist  one negative control alone (or read_index_without_quorum, lease_ignores_drift, sequencer_skips_revisions)"
 	@echo "make fuzz           coverage-guided fuzzing of frames, peer messages stepped into a core, HTTP, WAL recovery, config (FUZZ_SECONDS per target, default 60)"
+	@echo "make compat         the differential tester against etcd: COMPAT_SEEDS (50) x COMPAT_CALLS (1000) calls"
 	@echo "make sim SEEDS=N    N seeds of the deterministic simulator, then every negative control"
 	@echo "make sim SEED=S     replay one seed and print its trace (CONTROL=Name for a control run)"
 
@@ -102,6 +103,17 @@ need-etcd:
 	@command -v python3 >/dev/null || { \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null; \
 	}
+
+# The differential tester's long run: COMPAT_SEEDS sequences of COMPAT_CALLS etcd API
+# calls each to a fresh etcd and a fresh three-node ringkv (release build), every answer
+# compared; a difference is shrunk and printed, and the run fails.
+COMPAT_SEEDS ?= 50
+COMPAT_CALLS ?= 1000
+COMPAT_FIRST_SEED ?= 1
+compat: need-etcd need-protoc
+	$(CARGO) build --release -p ringkv -p ringkv-compat
+	target/release/ringkv-compat --bin target/release/ringkv --dir target/compat \
+	  --seeds $(COMPAT_SEEDS) --calls $(COMPAT_CALLS) --first-seed $(COMPAT_FIRST_SEED)
 
 # protoc: the etcd-client crate (a dev-dependency the etcd comparison tests use) compiles
 # etcd's .proto files when it builds. ringkv itself declares its messages with prost.

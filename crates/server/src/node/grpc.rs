@@ -167,6 +167,11 @@ impl Grpc {
         first: [u8; 4],
         handshake_within: Duration,
     ) {
+        // h2 may write a reply's frames in more than one send: without NODELAY, Nagle's
+        // algorithm holds the later ones for the client's delayed ACK (40 ms a call).
+        if let Err(e) = s.set_nodelay(true) {
+            tracing::debug!(shard = self.idx, "TCP_NODELAY on a gRPC connection: {e}");
+        }
         let mut inbound = Inbound::new();
         let mut ready = BytesMut::new();
         inbound.feed(&first, &mut ready);
