@@ -4,7 +4,7 @@ CARGO ?= cargo
 
 .PHONY: help build test lint fmt bench-raft bench-wal soak-wal sim start-cluster stop-cluster clean clean-log-db start-node1 start-node2 start-node3 stop-node1 stop-node2 stop-node3
 .PHONY: perf-cluster perf-node1 perf-node2 perf-node3 need-samply console-cluster
-.PHONY: chaos need-iptables fuzz need-cargo-fuzz kill-leader need-curl bench-http bench-snapshot bench-etcd bench-memory bench need-etcd need-protoc compat join-node4 join-node5 stop-node4 stop-node5 test-long
+.PHONY: chaos need-iptables fuzz need-cargo-fuzz kill-leader need-curl bench-http bench-snapshot bench-etcd bench-memory bench need-etcd need-etcd-benchmark need-protoc compat join-node4 join-node5 stop-node4 stop-node5 test-long
 
 # Extra cargo features of the `ringkv` binary, e.g. `CARGO_FEATURES=crash-sim` (power-cut WAL).
 CARGO_FEATURES ?=
@@ -72,13 +72,21 @@ bench-wal:
 bench-http:
 	$(CARGO) bench -p ringkv --bench http
 
-# ringkv (DiskFirst) and etcd side by side on this machine, median of 3 alternating runs
-# (QUICK=1: put 1/1, put 100/1000, range-l and range-s 100/1000, txn-put, range-prefix-l
-# and lease-put 100/1000). Installs etcd-server when
-# missing. Writes benches/reports/latest/summary.json and summary.md.
-bench-etcd: need-etcd
+# ringkv (DiskFirst) and etcd side by side on this machine, median of 3 alternating runs,
+# driven by etcd's own benchmark tool (put 1/1, 8/64, 100/1000; range-l and range-s 1/1
+# and 100/1000; txn-put and lease-keepalive 100/1000; QUICK=1: the 100/1000 rows and put
+# 1/1) and by `ringkv bench` (QUICK=1: put 1/1, put 100/1000, range-l and range-s
+# 100/1000, txn-put, range-prefix-l and lease-put 100/1000). Installs etcd-server, and
+# builds etcd's benchmark tool, when missing. Writes benches/reports/latest/summary.json
+# and summary.md.
+bench-etcd: need-etcd need-etcd-benchmark
 	$(CARGO) build --release -p ringkv --features etcd
 	python3 benches/suite.py $(if $(QUICK),--quick --name latest,--name full)
+
+# etcd's own benchmark tool, built from Debian's etcd source package (no binary package
+# has it): target/etcd-benchmark/benchmark.
+need-etcd-benchmark:
+	scripts/etcd-benchmark.sh
 
 # Resident memory per key, ringkv and etcd side by side: MEMORY_KEYS keys (default
 # 200,000) of 256 B into a fresh cluster of each, 1 version each then 10 (no compaction);
@@ -92,7 +100,7 @@ bench-memory: need-etcd
 # The ringkv half of the suite alone.
 bench:
 	$(CARGO) build --release -p ringkv
-	python3 benches/suite.py --systems ringkv $(if $(QUICK),--quick) --name ringkv-only
+	python3 benches/suite.py --systems ringkv --no-etcd-benchmark $(if $(QUICK),--quick) --name ringkv-only
 
 need-etcd:
 	@{ command -v etcd && command -v etcdctl; } >/dev/null || { \

@@ -4,8 +4,11 @@
 Starts a fresh 3-member etcd (default flags) and a fresh 3-node ringkv (DiskFirst: a
 majority fsyncs before the acknowledgement, as etcd) on 127.0.0.1, data directories of
 both under target/bench-data (same filesystem, tmpfs refused), runs the suite with the
-same client (`ringkv bench`, closed loop) on each system, alternating systems, three
-times; every reported figure is the median of the three. Writes
+same clients on each system, alternating systems, three times: etcd's own benchmark
+tool (tools/benchmark, built from Debian's etcd source by scripts/etcd-benchmark.sh;
+rows with "client": "etcd-benchmark") and `ringkv bench` (closed loop; "client":
+"ringkv-bench"); every reported figure is the median of the three, with the servers'
+and the client's CPU seconds. Writes
 benches/reports/<name>/summary.json and summary.md (and extras.json for non-default rows).
 `--memory` (`make bench-memory`) measures resident memory per key instead, into
 benches/reports/<name>/memory.json and memory.md.
@@ -66,8 +69,26 @@ KEY_SPACE = 10_000
 # range-prefix: prefixes of 100 keys each (as many keys as KEY_SPACE), written once per
 # system before the runs (`ringkv bench range-prefix --populate`).
 PREFIXES = 100
-# Every row is driven by the same client.
+# The rows of the main table are driven by ringkv's own client (`ringkv bench`: native
+# protocol to ringkv, gRPC to etcd); the etcd-benchmark rows by etcd's own benchmark tool
+# over gRPC on both systems (scripts/etcd-benchmark.sh builds it).
 CLIENT = "ringkv-bench"
+ETCD_BENCHMARK = os.path.join(ROOT, "target", "etcd-benchmark", "benchmark")
+# (workload label, etcd benchmark args, conns, clients, total). Writes go to the leader
+# (--target-leader) on both systems, as etcd's performance guide runs them; keys are
+# random over KEY_SPACE; range rows read one key of 256 B.
+ETCD_BENCH_FULL = [
+    ("put", ["--target-leader", "put", "--key-size=8", "--val-size=256", "--key-space-size=KEY_SPACE"], 1, 1, 10_000),
+    ("put", ["--target-leader", "put", "--key-size=8", "--val-size=256", "--key-space-size=KEY_SPACE"], 8, 64, 100_000),
+    ("put", ["--target-leader", "put", "--key-size=8", "--val-size=256", "--key-space-size=KEY_SPACE"], 100, 1000, 100_000),
+    ("range-l", ["range", "bench-range-key", "--consistency=l"], 1, 1, 10_000),
+    ("range-l", ["range", "bench-range-key", "--consistency=l"], 100, 1000, 100_000),
+    ("range-s", ["range", "bench-range-key", "--consistency=s"], 1, 1, 10_000),
+    ("range-s", ["range", "bench-range-key", "--consistency=s"], 100, 1000, 100_000),
+    ("txn-put", ["--target-leader", "txn-put", "--key-size=8", "--val-size=256", "--key-space-size=KEY_SPACE"], 100, 1000, 100_000),
+    ("lease-keepalive", ["--target-leader", "lease-keepalive"], 100, 1000, 100_000),
+]
+ETCD_BENCH_QUICK = [r for r in ETCD_BENCH_FULL if (r[0], r[2]) not in {("put", 8), ("range-l", 1), ("range-s", 1)}]
 
 
 def sh(cmd, **kw):
@@ -209,10 +230,51 @@ def bench(system, args, conns, clients, total, extra=()):
     if "--key-space" in args:
         cmd = [BIN, "bench", *args, *target, "--conns", str(conns), "--clients", str(clients),
                "--total", str(total), "--json", *extra]
+    cpu0 = child_cpu()
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"{system} {args}: {r.stderr}")
-    return json.loads(r.stdout)
+    out = json.loads(r.stdout)
+    out["client_cpu_s"] = child_cpu() - cpu0
+    return out
+
+
+def child_cpu():
+    """CPU seconds (user + system) of this script's reaped children so far: a client's
+    own CPU time, read around its run (nothing else runs as a child meanwhile)."""
+    import resource
+    u = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return u.ru_utime + u.ru_stime
+
+
+def etcd_benchmark(system, args, conns, clients, total):
+    """One run of etcd's benchmark tool against `system`: its throughput, latency
+    percentiles, errors and the tool's own CPU seconds (on two cores the Go client is a
+    large share of the work)."""
+    import re
+    eps = ETCD if system == "etcd" else RINGKV
+    args = [a.replace("KEY_SPACE", str(KEY_SPACE)) for a in args]
+    cmd = [ETCD_BENCHMARK, f"--endpoints={','.join(eps)}", f"--conns={conns}",
+           f"--clients={clients}", "--precise", *args, f"--total={total}"]
+    cpu0 = child_cpu()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate()
+    client_cpu = child_cpu() - cpu0
+    if p.returncode != 0:
+        sys.exit(f"etcd benchmark on {system} {args}: exit {p.returncode}: {err[-2000:]}")
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    pct = {float(a): float(b) * 1000 for a, b in re.findall(r"([\d.]+)% in ([\d.]+) secs", out)}
+    avg = re.search(r"Average:\s+([\d.]+) secs", out)
+    errors = 0
+    if "Error distribution:" in out:
+        for n in re.findall(r"\[(\d+)\]\s", out.split("Error distribution:", 1)[1]):
+            errors += int(n)
+    if not rps:
+        sys.exit(f"etcd benchmark on {system} {args}: no Requests/sec in its output:\n{out[-2000:]}")
+    return {"ops_per_sec": float(rps.group(1)), "p50_ms": pct.get(50.0), "p90_ms": pct.get(90.0),
+            "p99_ms": pct.get(99.0), "p999_ms": pct.get(99.9),
+            "avg_ms": float(avg.group(1)) * 1000 if avg else None,
+            "errors": errors, "requests": total, "client_cpu_s": client_cpu}
 
 
 def medians(results):
@@ -221,10 +283,11 @@ def medians(results):
         v = [r[k] for r in rs if r.get(k) is not None]
         return round(statistics.median(v), nd) if v else None
     rows = []
-    for (s, label, conns, clients), rs in sorted(results.items()):
+    for key, rs in sorted(results.items()):
+        s, label, conns, clients = key[:4]
         rows.append({
             "system": s, "workload": label, "conns": conns, "clients": clients,
-            "client": CLIENT,
+            "client": key[4] if len(key) > 4 else CLIENT,
             "ops_per_sec": med(rs, "ops_per_sec", 1),
             "p50_ms": med(rs, "p50_ms", 3),
             "p99_ms": med(rs, "p99_ms", 3),
@@ -233,6 +296,8 @@ def medians(results):
             "p999_ms": med(rs, "p999_ms", 3),
             "avg_ms": med(rs, "avg_ms", 3),
             "server_cpu_s": med(rs, "server_cpu_s", 2),
+            "client_cpu_s": med(rs, "client_cpu_s", 2),
+            "requests_median": med(rs, "requests", 0),
             "fsyncs": med(rs, "fsyncs", 0),
             "entries_per_fsync": med(rs, "entries_per_fsync", 2),
         })
@@ -374,9 +439,14 @@ def main():
     ap.add_argument("--memory", action="store_true",
                     help="measure resident memory per key instead of the suite (memory.json/md)")
     ap.add_argument("--memory-keys", type=int, default=200_000)
+    ap.add_argument("--no-etcd-benchmark", action="store_true",
+                    help="leave out the rows driven by etcd's own benchmark tool")
     o = ap.parse_args()
     systems = o.systems.split(",")
     suite = QUICK if o.quick else FULL
+    etcd_suite = [] if o.no_etcd_benchmark or o.memory else (ETCD_BENCH_QUICK if o.quick else ETCD_BENCH_FULL)
+    if etcd_suite and not os.path.exists(ETCD_BENCHMARK):
+        sh([os.path.join(ROOT, "scripts", "etcd-benchmark.sh")])
     os.makedirs(DATA, exist_ok=True)
     if subprocess.run(["stat", "-f", "-c", "%T", DATA], capture_output=True, text=True).stdout.strip() == "tmpfs":
         sys.exit(f"{DATA} is on tmpfs: refusing (no fsync cost)")
@@ -393,10 +463,13 @@ def main():
     results = {}
     extras = {}
 
-    def measured(s, args, conns, clients, total):
+    def measured(s, args, conns, clients, total, tool=CLIENT):
         """One bench run with the servers' CPU seconds and WAL work during it."""
         cpu0, (f0, e0) = cpu_seconds(servers[s]), disk_counters(s)
-        r = bench(s, args, conns, clients, total)
+        if tool == "etcd-benchmark":
+            r = etcd_benchmark(s, args, conns, clients, total)
+        else:
+            r = bench(s, args, conns, clients, total)
         # Past a MemFirst flush interval (20 ms): this row's last flush counts here.
         time.sleep(0.05)
         cpu1, (f1, e1) = cpu_seconds(servers[s]), disk_counters(s)
@@ -412,6 +485,11 @@ def main():
             bench(s, ["put", "--sequential-keys"], 8, 64, KEY_SPACE)
             if any(row[1][0] == "range-prefix" for row in suite):
                 bench(s, ["range-prefix", "--populate", "--key-space", "PREFIXES"], 8, 64, 1)
+            if etcd_suite:
+                # The one key etcd's range rows read (etcdctl: any etcd v3 client works).
+                eps = ETCD if s == "etcd" else RINGKV
+                sh(["etcdctl", f"--endpoints={','.join(eps)}", "put", "bench-range-key", "v" * 256],
+                   stdout=subprocess.DEVNULL)
         for run in range(o.runs):
             for row in suite:
                 label, args, conns, clients, total = row
@@ -429,6 +507,15 @@ def main():
                         # (and so their l/ keys) before the next row, rather than let
                         # them expire under it.
                         bench(s, ["lease-put", "--revoke-leases"], 8, 64, 1)
+            for label, args, conns, clients, total in etcd_suite:
+                order = systems if run % 2 == 0 else list(reversed(systems))
+                for s in order:
+                    r = measured(s, args, conns, clients, total, tool="etcd-benchmark")
+                    results.setdefault((s, label, conns, clients, "etcd-benchmark"), []).append(r)
+                    print(f"run {run + 1} {s:6} {label:15} {conns:>3}/{clients:<4} "
+                          f"{r['ops_per_sec']:>9.0f} ops/s p50 {r['p50_ms']:.2f} ms "
+                          f"p99 {r['p99_ms']:.2f} ms errors {r['errors']} "
+                          f"client CPU {r['client_cpu_s']:.1f} s (etcd-benchmark)", flush=True)
             if "ringkv" in systems:
                 # Extras (not compared): lease reads, which etcd does not have.
                 for label, args, conns, clients, total in EXTRAS_LEASE:
@@ -482,20 +569,40 @@ def main():
         json.dump({"meta": meta, "rows": rows}, f, indent=2)
     with open(os.path.join(out, "extras.json"), "w") as f:
         json.dump({"meta": meta, "rows": extra_rows}, f, indent=2)
-    charts.write(out, rows, systems)
-    lines = ["| workload | conns/clients | ringkv ops/s | etcd ops/s | ratio | ringkv p50 / p99 ms | etcd p50 / p99 ms | entries per fsync ringkv / etcd | server CPU s ringkv / etcd |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    by = {(r["system"], r["workload"], r["conns"], r["clients"]): r for r in rows}
-    for label, _, conns, clients, _ in suite:
-        a, b = by.get(("ringkv", label, conns, clients)), by.get(("etcd", label, conns, clients))
-        if not a or not b:
-            continue
-        lines.append(f"| {label} | {conns}/{clients} | {a['ops_per_sec']:.0f} | {b['ops_per_sec']:.0f} | "
-                     f"{a['ops_per_sec'] / b['ops_per_sec']:.2f}x | {a['p50_ms']:.2f} / {a['p99_ms']:.2f} | "
-                     f"{b['p50_ms']:.2f} / {b['p99_ms']:.2f} | {per_fsync(a)} / {per_fsync(b)} | "
-                     f"{a['server_cpu_s']:.1f} / {b['server_cpu_s']:.1f} |")
+    charts.write(out, [r for r in rows if r["client"] == CLIENT], systems)
+
+    def table(client, rows_of_suite, title):
+        by = {(r["system"], r["workload"], r["conns"], r["clients"]): r for r in rows if r["client"] == client}
+        out_lines = [title, "",
+                     "| workload | conns/clients | ringkv ops/s | etcd ops/s | ratio | ringkv p50 / p99 ms | "
+                     "etcd p50 / p99 ms | server CPU s ringkv / etcd | server CPU per op ringkv / etcd | "
+                     "client CPU s on ringkv / etcd |",
+                     "|---|---|---|---|---|---|---|---|---|---|"]
+        for label, conns, clients in rows_of_suite:
+            a, b = by.get(("ringkv", label, conns, clients)), by.get(("etcd", label, conns, clients))
+            if not a or not b:
+                continue
+            per_op = (a["server_cpu_s"] / a["requests_median"]) / (b["server_cpu_s"] / b["requests_median"]) \
+                if a.get("requests_median") and b.get("requests_median") and b["server_cpu_s"] else None
+            out_lines.append(
+                f"| {label} | {conns}/{clients} | {a['ops_per_sec']:.0f} | {b['ops_per_sec']:.0f} | "
+                f"{a['ops_per_sec'] / b['ops_per_sec']:.2f}x | {a['p50_ms']:.2f} / {a['p99_ms']:.2f} | "
+                f"{b['p50_ms']:.2f} / {b['p99_ms']:.2f} | {a['server_cpu_s']:.1f} / {b['server_cpu_s']:.1f} | "
+                f"{'-' if per_op is None else f'{per_op:.2f}x'} | "
+                f"{a['client_cpu_s'] or 0:.1f} / {b['client_cpu_s'] or 0:.1f} |")
+        return out_lines
+
+    lines = []
+    if etcd_suite:
+        lines += table("etcd-benchmark", [(r[0], r[2], r[3]) for r in etcd_suite],
+                       "etcd's own benchmark tool (tools/benchmark of etcd 3.4.23) driving both systems "
+                       "over gRPC:")
+        lines += [""]
+    lines += table(CLIENT, [(r[0], r[2], r[3]) for r in suite],
+                   "ringkv bench driving both (ringkv's native protocol, etcd's gRPC API):")
     if len(systems) == 1:
         # One system alone (`make bench`): its rows, nothing to compare.
+        by = {(r["system"], r["workload"], r["conns"], r["clients"]): r for r in rows if r["client"] == CLIENT}
         lines = ["| workload | conns/clients | ops/s | p50 / p99 ms | entries per fsync | server CPU s |",
                  "|---|---|---|---|---|---|"]
         lines += [f"| {r['workload']} | {r['conns']}/{r['clients']} | {r['ops_per_sec']:.0f} | "
