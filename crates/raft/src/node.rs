@@ -269,7 +269,10 @@ impl Raft {
             id: cfg.id,
             rng: SplitMix64::new(cfg.seed),
             cfg,
-            term: hs.term,
+            // At least the snapshot's term: a node restored from a snapshot file alone
+            // (`ringkv snapshot restore`) has no hard state yet, and its term must not
+            // be below its log's last term.
+            term: hs.term.max(base_term),
             vote: hs.vote,
             leader: 0,
             role: Role::Follower,

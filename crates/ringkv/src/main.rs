@@ -219,9 +219,11 @@ enum Cmd {
         #[command(flatten)]
         admin: AdminConn,
     },
-    /// Take a snapshot now, at the first endpoint that takes the request.
-    #[command(after_help = CLIENT_EXIT_CODES)]
+    /// Take a snapshot now, at the first endpoint that takes the request; or `restore`.
+    #[command(after_help = CLIENT_EXIT_CODES, args_conflicts_with_subcommands = true)]
     Snapshot {
+        #[command(subcommand)]
+        cmd: Option<SnapshotCmd>,
         #[command(flatten)]
         admin: AdminConn,
     },
@@ -357,6 +359,21 @@ struct BenchArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Build the data directory of one founder of a new cluster from FILE, a snapshot
+    /// saved from ringkv (`etcdctl snapshot save`): the state at the file's revision, the
+    /// members of the node's config. Run it for every founder (same FILE), then start them.
+    /// Exit 0 restored, 1 refused (the reason on stderr).
+    Restore {
+        file: PathBuf,
+        /// The new node's config: its node id, data_dir (must hold no node state) and the
+        /// new cluster's initial_cluster.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -563,7 +580,25 @@ fn main() -> ExitCode {
         Cmd::Promote { node_id, admin } => admin.run(AdminOp::Promote { node_id }),
         Cmd::Remove { node_id, admin } => admin.run(AdminOp::Remove { node_id }),
         Cmd::TransferLeader { node_id, admin } => admin.run(AdminOp::TransferLeader { node_id }),
-        Cmd::Snapshot { admin } => admin.run(AdminOp::Snapshot),
+        Cmd::Snapshot { cmd: None, admin } => admin.run(AdminOp::Snapshot),
+        Cmd::Snapshot {
+            cmd: Some(SnapshotCmd::Restore { file, config }),
+            ..
+        } => {
+            let restored = ringkv_server::config::NodeConfig::load(&config)
+                .map_err(|e| format!("{}: {e}", config.display()))
+                .and_then(|c| ringkv_server::node::restore::restore(&file, &c));
+            match restored {
+                Ok(said) => {
+                    println!("{said}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ringkv snapshot restore: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::Wal { cmd } => {
             let r = match cmd {
                 WalCmd::Check { dir } => ringkv_server::wal::inspect::check(&dir),

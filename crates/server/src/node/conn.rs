@@ -92,6 +92,8 @@ impl Conns {
             message_bytes_max: cfg.limits.frame_bytes_max,
             net: Rc::new(NetMetrics::new()),
             idx,
+            snapshots_dir: cfg.data_dir().join("snapshots"),
+            cluster_token: cfg.cluster.cluster_token.clone(),
         });
         Conns {
             idx,

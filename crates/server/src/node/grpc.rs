@@ -25,6 +25,7 @@ use h2::RecvStream;
 use h2::server::SendResponse;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use prost::Message;
+use sha2::{Digest, Sha256};
 
 use super::calls::Calls;
 use crate::metrics::{NetMetrics, Traffic};
@@ -49,6 +50,10 @@ const STREAM_WINDOW_BYTES: u32 = 1 << 20;
 const CONNECTION_WINDOW_BYTES: u32 = 8 << 20;
 /// The largest header block a client may send.
 const HEADER_LIST_BYTES_MAX: u32 = 16 << 10;
+/// The checksum that ends a Maintenance.Snapshot stream.
+const SHA256_BYTES: u64 = 32;
+/// Bytes of the snapshot file per Maintenance.Snapshot message.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// The smallest `db_size` Status reports.
 const DB_SIZE_MIN_BYTES: u64 = 4096;
 /// The etcd API version this node implements (Status `version`): the 3.4 API, checked
@@ -63,6 +68,11 @@ pub(super) struct Grpc {
     pub(super) message_bytes_max: usize,
     pub(super) net: Rc<NetMetrics>,
     pub(super) idx: usize,
+    /// Where Maintenance.Snapshot finds the snapshot files it streams.
+    pub(super) snapshots_dir: std::path::PathBuf,
+    /// The cluster token: taking a snapshot for Maintenance.Snapshot is an operator call
+    /// the node makes itself (etcd lets any client save a snapshot).
+    pub(super) cluster_token: String,
 }
 
 /// A glommio socket as h2 wants it (tokio's I/O traits; no tokio runtime is involved).
@@ -251,6 +261,7 @@ impl Grpc {
         }
         match path {
             "/etcdserverpb.Lease/LeaseKeepAlive" => self.keep_alive(body, respond).await,
+            "/etcdserverpb.Maintenance/Snapshot" => self.snapshot(body, respond).await,
             "/etcdserverpb.Watch/Watch" => send_status(
                 respond,
                 &Status::new(
@@ -635,12 +646,6 @@ impl Grpc {
                      HashKV",
                 ));
             }
-            ("etcdserverpb.Maintenance", "Snapshot") => {
-                return Err(Status::new(
-                    Code::Unimplemented,
-                    "ringkv: Maintenance.Snapshot is not implemented yet",
-                ));
-            }
             ("etcdserverpb.Auth", m) => {
                 return Err(Status::new(
                     Code::Unimplemented,
@@ -744,6 +749,131 @@ impl Grpc {
             members: all,
         }
         .framed())
+    }
+
+    /// etcd's Maintenance.Snapshot: a snapshot taken now (or the newest, if it covers
+    /// everything applied) streamed as its file is on disk, in `SNAPSHOT_CHUNK_BYTES`
+    /// pieces, each sent once HTTP/2 flow control has room for it (a large state is never
+    /// buffered whole). `ringkv snapshot restore` reads the saved file.
+    async fn snapshot(&self, body: RecvStream, respond: SendResponse<Bytes>) {
+        match self.snapshot_file(body).await {
+            Ok((file, size)) => self.stream_file(respond, file, size).await,
+            Err(s) => send_status(respond, &s),
+        }
+    }
+
+    async fn snapshot_file(&self, body: RecvStream) -> Result<(glommio::io::DmaFile, u64), Status> {
+        let msg = self.read_unary(body).await?;
+        pb::SnapshotRequest::decode(msg).map_err(|e| {
+            Status::new(
+                Code::Internal,
+                format!("grpc: error unmarshalling request: {e}"),
+            )
+        })?;
+        let token = (!self.cluster_token.is_empty()).then(|| self.cluster_token.clone());
+        let out = self
+            .calls
+            .handle(ApiCall::Admin {
+                op: AdminOp::Snapshot,
+                token,
+            })
+            .await
+            .map_err(|e| grpc::status_of(&e))?;
+        let Answer::Snapshot { index, .. } = out else {
+            return Err(grpc::status_of(&internal("snapshot", &out)));
+        };
+        // The file of that index (its name also holds the term). Opened now, it stays
+        // readable even if a newer snapshot prunes it meanwhile.
+        let prefix = format!("{index:020}-");
+        let name = std::fs::read_dir(&self.snapshots_dir)
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with(&prefix) && n.ends_with(".snap"))
+            .ok_or_else(|| {
+                Status::new(
+                    Code::Unavailable,
+                    format!("ringkv: snapshot {index} was replaced before it could be read: retry"),
+                )
+            })?;
+        let path = self.snapshots_dir.join(name);
+        let file = glommio::io::DmaFile::open(&path).await.map_err(|e| {
+            Status::new(
+                Code::Internal,
+                format!("ringkv: cannot open {}: {e}", path.display()),
+            )
+        })?;
+        let size = file.file_size().await.map_err(|e| {
+            Status::new(
+                Code::Internal,
+                format!("ringkv: cannot stat {}: {e}", path.display()),
+            )
+        })?;
+        Ok((file, size))
+    }
+
+    async fn stream_file(
+        &self,
+        mut respond: SendResponse<Bytes>,
+        file: glommio::io::DmaFile,
+        size: u64,
+    ) {
+        let Ok(mut send) = respond.send_response(ok_head(), false) else {
+            return;
+        };
+        let header = self.header_now();
+        let mut at = 0u64;
+        let mut failed = None;
+        // etcd's stream ends with the SHA-256 of what came before, and etcdctl refuses a
+        // stream without it (its length must be 32 more than a multiple of 512).
+        let mut sha = Sha256::new();
+        while at < size {
+            let len = (size - at).min(SNAPSHOT_CHUNK_BYTES as u64) as usize;
+            let chunk = match file.read_at(at, len).await {
+                Ok(c) => Bytes::copy_from_slice(&c[..len.min(c.len())]),
+                Err(e) => {
+                    failed = Some(Status::new(
+                        Code::Internal,
+                        format!("ringkv: reading the snapshot: {e}"),
+                    ));
+                    break;
+                }
+            };
+            if chunk.is_empty() {
+                failed = Some(Status::new(
+                    Code::Internal,
+                    "ringkv: the snapshot file ended early",
+                ));
+                break;
+            }
+            at += chunk.len() as u64;
+            sha.update(&chunk);
+            let msg = pb::SnapshotResponse {
+                header: Some(header.clone()),
+                remaining_bytes: size - at + SHA256_BYTES,
+                blob: chunk,
+            }
+            .framed();
+            if send_flow_controlled(&mut send, msg).await.is_err() {
+                let _ = file.close().await;
+                return; // the client went away
+            }
+        }
+        let _ = file.close().await;
+        if failed.is_none() {
+            let msg = pb::SnapshotResponse {
+                header: Some(header),
+                remaining_bytes: 0,
+                blob: Bytes::copy_from_slice(&sha.finalize()),
+            }
+            .framed();
+            if send_flow_controlled(&mut send, msg).await.is_err() {
+                return;
+            }
+        }
+        let _ = send.send_trailers(trailers(failed.as_ref()));
     }
 
     /// etcd's LeaseKeepAlive: a stream of requests, each answered in turn.
@@ -851,6 +981,25 @@ fn members(s: &ringkv_proto::outcome::NodeStatus) -> Vec<pb::Member> {
             }
         })
         .collect()
+}
+
+/// Sends `data` once HTTP/2 flow control grants room for it, piece by piece: a stream
+/// that sends more than the client reads waits here instead of buffering.
+async fn send_flow_controlled(
+    send: &mut h2::SendStream<Bytes>,
+    mut data: Bytes,
+) -> Result<(), h2::Error> {
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let granted = match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => return Err(e),
+            None => return Err(h2::Error::from(h2::Reason::CANCEL)),
+        };
+        let piece = data.split_to(granted.min(data.len()));
+        send.send_data(piece, false)?;
+    }
+    Ok(())
 }
 
 fn ok_head() -> Response<()> {

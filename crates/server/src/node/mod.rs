@@ -38,6 +38,7 @@ mod exporter;
 mod grpc;
 mod lease;
 pub mod members;
+pub mod restore;
 mod shard;
 
 use std::net::SocketAddr;
