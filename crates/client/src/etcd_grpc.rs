@@ -49,20 +49,40 @@ where
     Q: prost::Message + Send + Sync + 'static,
     R: prost::Message + Default + Send + Sync + 'static,
 {
+    unary_with(ch, path, req, &[], None).await
+}
+
+/// `unary` with request metadata (e.g. etcd's `hasleader: true`) and a deadline (sent as
+/// `grpc-timeout`).
+pub async fn unary_with<Q, R>(
+    ch: &Channel,
+    path: &'static str,
+    req: Q,
+    metadata: &[(&'static str, &'static str)],
+    timeout: Option<std::time::Duration>,
+) -> Result<R, CallError>
+where
+    Q: prost::Message + Send + Sync + 'static,
+    R: prost::Message + Default + Send + Sync + 'static,
+{
     let mut grpc = tonic::client::Grpc::new(ch.clone());
     grpc.ready().await.map_err(|e| CallError {
         code: tonic::Code::Unavailable as i32,
         message: format!("not ready: {e}"),
     })?;
     let codec = tonic_prost::ProstCodec::<Q, R>::default();
-    grpc.unary(
-        tonic::Request::new(req),
-        PathAndQuery::from_static(path),
-        codec,
-    )
-    .await
-    .map(|r| r.into_inner())
-    .map_err(CallError::from)
+    let mut r = tonic::Request::new(req);
+    for (k, v) in metadata {
+        r.metadata_mut()
+            .insert(*k, tonic::metadata::MetadataValue::from_static(v));
+    }
+    if let Some(t) = timeout {
+        r.set_timeout(t);
+    }
+    grpc.unary(r, PathAndQuery::from_static(path), codec)
+        .await
+        .map(|r| r.into_inner())
+        .map_err(CallError::from)
 }
 
 /// etcd's KeepAliveOnce: a LeaseKeepAlive stream opened, one request sent, its one reply
