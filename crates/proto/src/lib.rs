@@ -9,6 +9,8 @@
 //!   before a body is read.
 //! - `grpc`: gRPC status codes, etcd's error codes and messages, message framing,
 //!   `grpc-timeout`.
+//! - `jsonpb`: `etcdpb` messages as JSON the way etcd's HTTP gateway writes and reads them,
+//!   and its renderings of errors and streams.
 //! - `native`: the native client protocol (pipelined rkyv frames with request ids).
 //! - `outcome`: typed answers and errors of client calls, and their JSON rendering.
 
@@ -16,5 +18,6 @@ pub mod admin;
 pub mod etcdpb;
 pub mod frame;
 pub mod grpc;
+pub mod jsonpb;
 pub mod native;
 pub mod outcome;
