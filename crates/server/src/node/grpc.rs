@@ -327,6 +327,11 @@ impl Grpc {
         self.calls.etcd_header(self.calls.revision())
     }
 
+    /// The header of the Cluster service's answers: etcd's has no revision.
+    fn cluster_header(&self) -> pb::ResponseHeader {
+        self.calls.etcd_header(0)
+    }
+
     /// Carries out a store write; its revision and the store's answer.
     async fn write(&self, cmd: Command) -> Result<(i64, StoreResponse), ApiError> {
         check_command(&cmd, &self.limits)?;
@@ -554,8 +559,9 @@ impl Grpc {
                 } else {
                     Vec::new()
                 };
+                // etcd's Alarm answer has no header.
                 pb::AlarmResponse {
-                    header: Some(self.header_now()),
+                    header: None,
                     alarms,
                 }
                 .framed()
@@ -593,16 +599,14 @@ impl Grpc {
                 })
                 .await
                 .map_err(st)?;
-                pb::HeaderResponse {
-                    header: Some(self.header_now()),
-                }
-                .framed()
+                // etcd's MoveLeader answer has no header.
+                pb::HeaderResponse { header: None }.framed()
             }
             ("etcdserverpb.Cluster", "MemberList") => {
                 let _ = decode!(pb::MemberListRequest);
                 let s = self.node_status().await.map_err(st)?;
                 pb::MembersResponse {
-                    header: Some(self.header_now()),
+                    header: Some(self.cluster_header()),
                     members: members(&s),
                 }
                 .framed()
@@ -691,7 +695,7 @@ impl Grpc {
     async fn members_reply(&self) -> Reply {
         let s = self.node_status().await.map_err(|e| grpc::status_of(&e))?;
         Ok(pb::MembersResponse {
-            header: Some(self.header_now()),
+            header: Some(self.cluster_header()),
             members: members(&s),
         }
         .framed())
@@ -744,7 +748,7 @@ impl Grpc {
             })
         });
         Ok(pb::MemberAddResponse {
-            header: Some(self.header_now()),
+            header: Some(self.cluster_header()),
             member,
             members: all,
         }
