@@ -386,7 +386,7 @@ pub const COMPACTION_CHECK_INTERVAL_MS_MAX: u64 = 24 * 3_600_000;
 pub struct MembershipSection {
     /// A learner's promotion waits (up to `raft.request_timeout_ms`, then 409
     /// `learner_lagging`) while its match index is more than this many entries behind the
-    /// leader's last index.
+    /// leader's last index, or while it has acknowledged nothing.
     pub promote_lag_entries_max: u64,
 }
 

@@ -224,12 +224,15 @@ impl Core {
             .collect()
     }
 
-    /// Entries the learner is behind the leader's log (unknown: as far as it can be).
+    /// Entries the learner is behind the leader's log (unknown: as far as it can be). A
+    /// learner that has acknowledged nothing yet (never started, unreachable) is as far
+    /// behind as it can be however short the log is: promoting it would add a voter that
+    /// cannot vote.
     fn learner_lag(&self, id: NodeId) -> u64 {
         let st = self.raft.status();
         st.progress
             .iter()
-            .find(|p| p.0 == id)
+            .find(|p| p.0 == id && p.1 > 0)
             .map_or(u64::MAX, |p| st.last_index.saturating_sub(p.1))
     }
 
