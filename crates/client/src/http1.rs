@@ -5,9 +5,9 @@
 //! Owns what a client does with HTTP/1.1, in two layers:
 //! - a sans-IO core: a request's bytes (`request`) and the reading of responses from
 //!   bytes as they arrive (`parse_head`, `Decoder`): the status, where the head ends, the
-//!   body by Content-Length or, without one, up to the end of the connection, everything
-//!   bounded by `RESPONSE_BYTES_MAX`, and each way a reply can be wrong named
-//!   (`ReplyError`);
+//!   body by Content-Length, in chunks (etcd's JSON gateway sends its errors and streams
+//!   so) or, without either, up to the end of the connection, everything bounded by
+//!   `RESPONSE_BYTES_MAX`, and each way a reply can be wrong named (`ReplyError`);
 //! - drivers that only move bytes between a socket and that core: `exchange` (one request
 //!   on a new blocking connection, all within one timeout), `Conn` (a blocking keep-alive
 //!   connection) and `AsyncConn` (a keep-alive connection on any futures-lite stream, such
@@ -16,9 +16,8 @@
 //! Runs on the caller's thread (blocking: `exchange`, `Conn`) or the caller's glommio
 //! executor (async: `AsyncConn`, which keeps no timer: the caller races it against its
 //! own). Must
-//! not touch node internals: it only speaks HTTP on a socket it opens or is given. No
-//! chunked bodies: the node never sends them, so a reply that uses one is refused rather
-//! than misread.
+//! not touch node internals: it only speaks HTTP on a socket it opens or is given. A
+//! transfer coding other than chunked is refused rather than misread.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -77,8 +76,11 @@ pub enum ReplyError {
     NotHttp(String),
     /// A Content-Length that is not a number.
     BadContentLength,
-    /// A Transfer-Encoding (chunked bodies are not supported).
+    /// A Transfer-Encoding other than chunked.
     TransferEncoding,
+    /// A chunked body whose framing is broken (a size that is not hex, a chunk without
+    /// its CRLF).
+    BadChunk,
     /// Head and body over the limit.
     TooLarge { bytes_max: usize },
     /// The connection ended before the first byte of a reply.
@@ -95,8 +97,9 @@ impl fmt::Display for ReplyError {
                 f.write_str("the reply's Content-Length is not a number")
             }
             ReplyError::TransferEncoding => {
-                f.write_str("the reply uses Transfer-Encoding (unsupported)")
+                f.write_str("the reply uses a Transfer-Encoding other than chunked")
             }
+            ReplyError::BadChunk => f.write_str("the reply's chunked body is malformed"),
             ReplyError::TooLarge { bytes_max } => {
                 write!(
                     f,
@@ -156,6 +159,8 @@ pub fn request(
 pub enum BodyLength {
     /// Content-Length bytes after the head.
     Bytes(usize),
+    /// `Transfer-Encoding: chunked`: the body ends with its zero-size chunk.
+    Chunked,
     /// No length given: the body runs to the end of the connection.
     ToClose,
 }
@@ -182,6 +187,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, ReplyError> {
         Err(e) => return Err(ReplyError::NotHttp(e.to_string())),
     };
     let mut body = BodyLength::ToClose;
+    let mut chunked = false;
     let mut close = false;
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -191,11 +197,18 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, ReplyError> {
                 .ok_or(ReplyError::BadContentLength)?;
             body = BodyLength::Bytes(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(ReplyError::TransferEncoding);
+            if !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(ReplyError::TransferEncoding);
+            }
+            chunked = true;
         } else if h.name.eq_ignore_ascii_case("connection") {
             close |= std::str::from_utf8(h.value)
                 .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
         }
+    }
+    if chunked {
+        // It overrides any Content-Length (RFC 9112, 6.3).
+        body = BodyLength::Chunked;
     }
     Ok(Some(Head {
         // httparse only completes a head with a status code.
@@ -269,8 +282,14 @@ impl Decoder {
                 if self.buf.len() < end {
                     return Ok(None);
                 }
-                Ok(Some(self.take(head, end)))
+                let body = self.buf[head.len..end].to_vec();
+                Ok(Some(self.take(head, end, body)))
             }
+            BodyLength::Chunked => match dechunk(&self.buf[head.len..])? {
+                Some((n, body)) => Ok(Some(self.take(head, head.len + n, body))),
+                None if self.buf.len() >= self.bytes_max => Err(too_large),
+                None => Ok(None),
+            },
             BodyLength::ToClose if self.buf.len() >= self.bytes_max => Err(too_large),
             BodyLength::ToClose => Ok(None),
         }
@@ -287,7 +306,8 @@ impl Decoder {
         match parse_head(&self.buf)? {
             Some(head) if head.body == BodyLength::ToClose => {
                 let end = self.buf.len();
-                Ok(self.take(head, end))
+                let body = self.buf[head.len..].to_vec();
+                Ok(self.take(head, end, body))
             }
             _ => Err(ReplyError::ClosedInReply),
         }
@@ -298,14 +318,65 @@ impl Decoder {
         self.closing
     }
 
-    fn take(&mut self, head: Head, end: usize) -> Response {
-        let body = String::from_utf8_lossy(&self.buf[head.len..end]).into_owned();
+    /// The response of `head` and `body`, whose bytes end at `end`.
+    fn take(&mut self, head: Head, end: usize, body: Vec<u8>) -> Response {
+        let body = String::from_utf8_lossy(&body).into_owned();
         self.buf.drain(..end);
         self.closing = head.close;
         Response {
             status: head.status,
             body,
         }
+    }
+}
+
+/// A chunked body at the start of `buf`: the bytes it takes (trailers included) and its
+/// data; `None` while it is incomplete.
+fn dechunk(buf: &[u8]) -> Result<Option<(usize, Vec<u8>)>, ReplyError> {
+    let line_end = |from: usize| {
+        buf[from..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map(|i| from + i)
+    };
+    let mut at = 0;
+    let mut data = Vec::new();
+    loop {
+        let Some(eol) = line_end(at) else {
+            return Ok(None);
+        };
+        // The size, then maybe `;extensions`.
+        let size = buf[at..eol]
+            .split(|&b| b == b';')
+            .next()
+            .unwrap_or_default();
+        let size = std::str::from_utf8(size)
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+            .ok_or(ReplyError::BadChunk)?;
+        at = eol + 2;
+        if size == 0 {
+            // Trailer lines up to an empty one.
+            loop {
+                let Some(eol) = line_end(at) else {
+                    return Ok(None);
+                };
+                let empty = eol == at;
+                at = eol + 2;
+                if empty {
+                    return Ok(Some((at, data)));
+                }
+            }
+        }
+        let end = at.checked_add(size).ok_or(ReplyError::BadChunk)?;
+        if buf.len() < end + 2 {
+            return Ok(None);
+        }
+        if &buf[end..end + 2] != b"\r\n" {
+            return Err(ReplyError::BadChunk);
+        }
+        data.extend_from_slice(&buf[at..end]);
+        at = end + 2;
     }
 }
 
@@ -650,8 +721,16 @@ mod tests {
             Err(ReplyError::BadContentLength)
         );
         assert_eq!(
-            bad(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+            bad(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
             Err(ReplyError::TransferEncoding)
+        );
+        assert_eq!(
+            bad(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nz\r\n"),
+            Err(ReplyError::BadChunk)
+        );
+        assert_eq!(
+            bad(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n"),
+            Err(ReplyError::BadChunk)
         );
         let e = bad(b"HTTP/1.1 2x0 OK\r\n\r\n").unwrap_err().to_string();
         assert!(e.starts_with("the reply is not HTTP/1.1: "), "{e}");
@@ -663,6 +742,33 @@ mod tests {
             self.next_response()?;
             self.finish()
         }
+    }
+
+    #[test]
+    fn chunked_bodies_are_joined_with_trailers_and_extensions_skipped() {
+        // As etcd's gateway answers an error: chunks, then a trailer.
+        let reply = b"HTTP/1.1 400 Bad Request\r\nTrailer: Grpc-Trailer-Content-Type\r\n\
+                      Transfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\nA\r\n, world!!!\r\n\
+                      0\r\nGrpc-Trailer-Content-Type: application/grpc\r\n\r\n";
+        let mut both = reply.to_vec();
+        both.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        // Byte by byte: nothing is taken before the body's end.
+        let mut d = Decoder::new();
+        for (i, b) in both.iter().enumerate() {
+            let r = decode_all(&mut d, &[*b]).unwrap();
+            if i + 1 == reply.len() {
+                assert_eq!(r, Some(ok(400, "hello, world!!!")));
+            } else if i + 1 == both.len() {
+                assert_eq!(r, Some(ok(200, "ok")));
+            } else {
+                assert_eq!(r, None, "at byte {i}");
+            }
+        }
+        // Cut short: the connection ended inside the reply.
+        assert_eq!(
+            Decoder::new().finish_after(&reply[..reply.len() - 2]),
+            Err(ReplyError::ClosedInReply)
+        );
     }
 
     #[test]
