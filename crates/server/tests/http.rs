@@ -3,7 +3,8 @@
 //! admin routes with their token headers and refusals.
 
 use ringkv_raft::ReadPolicy;
-use ringkv_server::net::http::{AdminOp, ApiCall, HttpLimits, Parsed, parse, response};
+use ringkv_server::net::gateway::GatewayCall;
+use ringkv_server::net::http::{AdminOp, ApiCall, HttpCall, HttpLimits, Parsed, parse, response};
 
 const LIMITS: HttpLimits = HttpLimits {
     head_bytes_max: 8192,
@@ -25,7 +26,7 @@ fn get(target: &str) -> String {
     )
 }
 
-fn call(req: &str) -> Result<ApiCall, (u16, &'static str, String)> {
+fn http_call(req: &str) -> Result<HttpCall, (u16, &'static str, String)> {
     match parse(req.as_bytes(), &LIMITS) {
         Parsed::Request { consumed, call, .. } => {
             assert_eq!(consumed, req.len());
@@ -33,6 +34,20 @@ fn call(req: &str) -> Result<ApiCall, (u16, &'static str, String)> {
         }
         Parsed::Fatal(e) => Err((e.status, e.code, e.message)),
         Parsed::Incomplete => panic!("incomplete: {req}"),
+    }
+}
+
+fn call(req: &str) -> Result<ApiCall, (u16, &'static str, String)> {
+    http_call(req).map(|c| match c {
+        HttpCall::Api(c) => c,
+        other => panic!("not ringkv's own route: {other:?}"),
+    })
+}
+
+fn gateway(req: &str) -> GatewayCall {
+    match http_call(req) {
+        Ok(HttpCall::Gateway(g)) => g,
+        other => panic!("not a gateway call: {other:?}"),
     }
 }
 
@@ -91,14 +106,14 @@ fn pipelined_and_partial_requests() {
     };
     assert_eq!(consumed, a.len());
     assert!(keep_alive);
-    assert!(matches!(call, Ok(ApiCall::Put { .. })));
+    assert!(matches!(call, Ok(HttpCall::Api(ApiCall::Put { .. }))));
     assert!(matches!(
         parse(&both.as_bytes()[consumed..], &LIMITS),
         Parsed::Request {
-            call: Ok(ApiCall::Get {
+            call: Ok(HttpCall::Api(ApiCall::Get {
                 consistency: Some(ReadPolicy::Lease),
                 ..
-            }),
+            })),
             ..
         }
     ));
@@ -496,4 +511,45 @@ fn responses_are_complete_http() {
             "{r}"
         );
     }
+}
+
+#[test]
+fn v3_paths_are_etcds_gateway() {
+    let GatewayCall::Call { method, body } = gateway(&post("/v3/kv/range", r#"{"key":"YQ=="}"#))
+    else {
+        panic!()
+    };
+    assert_eq!(method.grpc, "/etcdserverpb.KV/Range");
+    assert_eq!(&body[..], br#"{"key":"YQ=="}"#);
+    // The lease routes have a second path under /v3/kv/; the query string is not read.
+    for (path, grpc) in [
+        ("/v3/kv/lease/revoke", "/etcdserverpb.Lease/LeaseRevoke"),
+        (
+            "/v3/lease/timetolive?x=1",
+            "/etcdserverpb.Lease/LeaseTimeToLive",
+        ),
+        ("/v3/kv/compaction", "/etcdserverpb.KV/Compact"),
+        (
+            "/v3/maintenance/transfer-leadership",
+            "/etcdserverpb.Maintenance/MoveLeader",
+        ),
+        ("/v3/lease/keepalive", "/etcdserverpb.Lease/LeaseKeepAlive"),
+    ] {
+        match gateway(&post(path, "")) {
+            GatewayCall::Call { method, .. } => assert_eq!(method.grpc, grpc, "{path}"),
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+    // etcd's gateway has no HashKV route, and serves POST only.
+    assert_eq!(
+        gateway(&post("/v3/maintenance/hashkv", "{}")),
+        GatewayCall::NotServed { status: 404 }
+    );
+    assert_eq!(
+        gateway(&get("/v3/kv/range")),
+        GatewayCall::NotServed { status: 405 }
+    );
+    // Over the body limit: refused from the head, as every request.
+    let big = format!(r#"{{"key":"{}"}}"#, "A".repeat(LIMITS.body_bytes_max));
+    assert_eq!(http_call(&post("/v3/kv/put", &big)).unwrap_err().0, 413);
 }

@@ -3,7 +3,7 @@
 //! Pure (bytes in, calls and bytes out), used by the connection tasks on the shard
 //! executors, and (`parse_metrics`, `response_with`) by the metrics listener on its own
 //! executor, whose only route is `GET /metrics`. Must not touch the Raft core or shard
-//! state: it only turns requests into `ApiCall`s and typed outcomes into bytes
+//! state: it only turns requests into `HttpCall`s and typed outcomes into bytes
 //! (`outcome_response`, rendering `ringkv_proto::outcome`).
 //!
 //! Routes (the node issue): `POST /put {"key","value"}`, `POST /delete {"key"}`,
@@ -26,10 +26,15 @@
 //! Errors are JSON `{"error": "...", "code": "..."}` with 400, 404, 405, 411, 413, 431; a
 //! JSON error names the field (`bad JSON body: node_id: invalid type ...`). The node adds
 //! 503 and 504 (and for admin calls e.g. 409 `learner_lagging`).
+//!
+//! Paths under `/v3/` are etcd's JSON gateway (`net::gateway`): they become a
+//! `HttpCall::Gateway`, answered in etcd's JSON rather than ringkv's. The head's limits and
+//! framing rules apply to them as to every request.
 
 use serde::Deserialize;
 
 pub use super::call::ApiCall;
+use super::gateway::{self, GatewayCall};
 use bytes::Bytes;
 pub use ringkv_proto::admin::AdminOp;
 use ringkv_proto::outcome::{Outcome, render_json};
@@ -69,10 +74,19 @@ impl HttpError {
     }
 }
 
+/// What a request on the API port asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HttpCall {
+    /// ringkv's own routes.
+    Api(ApiCall),
+    /// etcd's gateway routes (`/v3/...`).
+    Gateway(GatewayCall),
+}
+
 /// Outcome of looking at the start of a connection's buffer (`C`: what a request asks
-/// for: an `ApiCall` on the API port, `()` for `GET /metrics` on the metrics port).
+/// for: an `HttpCall` on the API port, `()` for `GET /metrics` on the metrics port).
 #[derive(Debug, PartialEq, Eq)]
-pub enum Parsed<C = ApiCall> {
+pub enum Parsed<C = HttpCall> {
     /// Not a whole request yet.
     Incomplete,
     /// A request of `consumed` bytes: the call, or the error to answer it with.
@@ -291,6 +305,20 @@ fn route(
     body: &[u8],
     tokens: &TokenHeaders<'_>,
     limits: &HttpLimits,
+) -> Result<HttpCall, HttpError> {
+    if path.starts_with("/v3/") {
+        return Ok(HttpCall::Gateway(gateway::route(method, path, body)));
+    }
+    api_route(method, path, query, body, tokens, limits).map(HttpCall::Api)
+}
+
+fn api_route(
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &[u8],
+    tokens: &TokenHeaders<'_>,
+    limits: &HttpLimits,
 ) -> Result<ApiCall, HttpError> {
     let want = |m: &str| {
         if method == m {
@@ -484,7 +512,7 @@ fn route(
             "not_found",
             format!(
                 "no such path {other:?}: use /put, /get, /delete, /status, /join, /promote, \
-                 /remove, /transfer-leader or /snapshot"
+                 /remove, /transfer-leader or /snapshot (or etcd's /v3/ gateway paths)"
             ),
         )),
     }
@@ -607,9 +635,12 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         409 => "Conflict",
         411 => "Length Required",
+        412 => "Precondition Failed",
         413 => "Payload Too Large",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",

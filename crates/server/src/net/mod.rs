@@ -6,6 +6,8 @@
 //!
 //! - `call`: a client call as the node carries it out, whatever protocol it came by.
 //! - `etcd`: etcd's v3 messages to store requests, store answers to etcd's messages.
+//! - `gateway`: etcd's v3 JSON gateway on the HTTP port: `/v3/` routes to gRPC methods,
+//!   JSON bodies to protobuf and back, the gateway's error and stream renderings.
 //! - `h2c`: inbound HTTP/2 bytes on their way to h2, with grpc-go's URL authorities
 //!   repaired.
 //! - `http`: the curl API: request parsing with limits, routes, JSON replies; and the
@@ -16,6 +18,7 @@
 
 pub mod call;
 pub mod etcd;
+pub mod gateway;
 pub mod h2c;
 pub mod http;
 pub mod peer;

@@ -8,7 +8,9 @@
 //! concurrently under `NATIVE_INFLIGHT_MAX` permits, replies batched by a writer task),
 //! with their protocol limits (`HttpLimits`, `frame_bytes_max`) and the network metrics.
 //! Requests become `ApiCall`s here (the HTTP parser's, or `native_call`) and their
-//! outcomes are rendered here; carrying them out is `calls`'.
+//! outcomes are rendered here; carrying them out is `calls`'. etcd's JSON gateway calls
+//! (`/v3/` paths) are transcoded here (`net::gateway`) and carried out by the gRPC service
+//! (`grpc`), so they answer as the gRPC calls do.
 //!
 //! Runs on its shard's executor (which the raft core may share, in another task queue):
 //! every loop waits on its socket, and nothing runs long between waits. Must not touch
@@ -32,10 +34,13 @@ use super::grpc::Grpc;
 use super::shard::Senders;
 use crate::config::NodeConfig;
 use crate::metrics::{ConnKind, NetMetrics, Traffic};
-use crate::net::http::{self, ApiCall, HttpLimits, Parsed};
+use crate::net::gateway::{self, GatewayCall, Kind};
+use crate::net::http::{self, ApiCall, HttpCall, HttpLimits, Parsed};
+use ringkv_proto::etcdpb as pb;
 use ringkv_proto::frame::{FrameHeader, FrameKind, HEADER_BYTES, MAGIC};
-use ringkv_proto::native;
+use ringkv_proto::grpc::{Code, Status};
 use ringkv_proto::outcome::{ApiError, Outcome};
+use ringkv_proto::{jsonpb, native};
 use ringkv_raft::ReadPolicy;
 
 /// Requests of one native connection carried out at once; more wait to be read.
@@ -374,9 +379,13 @@ impl Conns {
                     buf.drain(..consumed);
                     let out = match call {
                         Err(e) => e.reply(!keep_alive),
-                        Ok(call) => {
+                        Ok(HttpCall::Api(call)) => {
                             let r = self.calls.handle(call).await;
                             http::outcome_response(&r, !keep_alive)
+                        }
+                        Ok(HttpCall::Gateway(call)) => {
+                            let r = self.gateway(call).await;
+                            http::response_with(r.status, r.content_type, &r.body, !keep_alive)
                         }
                     };
                     self.net.sent(Traffic::Http, 0, out.len() as u64);
@@ -384,6 +393,58 @@ impl Conns {
                         return;
                     }
                 }
+            }
+        }
+    }
+
+    /// A gateway call, carried out by the gRPC service: JSON to protobuf, the call, the
+    /// reply to JSON.
+    async fn gateway(&self, call: GatewayCall) -> gateway::Reply {
+        let (method, body) = match call {
+            GatewayCall::NotServed { status } => return gateway::not_served(status),
+            GatewayCall::Call { method, body } => (method, body),
+        };
+        match method.kind {
+            Kind::Unary { request, reply } => {
+                let r = match request(&body) {
+                    Ok(msg) => match self.grpc.unary(method.grpc, msg).await {
+                        Ok(framed) => gateway::unframe(&framed).and_then(reply),
+                        Err(s) => Err(s),
+                    },
+                    Err(s) => Err(s),
+                };
+                gateway::unary_reply(r)
+            }
+            Kind::KeepAlive => {
+                let mut answers = Vec::new();
+                let mut end = None;
+                for (i, v) in jsonpb::values(&body).enumerate() {
+                    let id = match v.and_then(jsonpb::from_value::<pb::LeaseKeepAliveRequest>) {
+                        Ok(r) => r.id,
+                        Err(e) if i == 0 => return gateway::stream_refused(e),
+                        // Later requests that do not decode end the requests, not the
+                        // stream (etcd's gateway stops sending).
+                        Err(_) => break,
+                    };
+                    match self.grpc.keep_alive_once(id).await {
+                        Ok(a) => answers.push(a),
+                        Err(s) => {
+                            end = Some(s);
+                            break;
+                        }
+                    }
+                }
+                gateway::stream_reply(&answers, end.as_ref())
+            }
+            Kind::Refused => {
+                let end = match self.grpc.unary(method.grpc, Bytes::new()).await {
+                    Err(s) => s,
+                    Ok(_) => Status::new(
+                        Code::Unimplemented,
+                        "ringkv: the gateway does not stream this method",
+                    ),
+                };
+                gateway::stream_reply::<pb::HeaderResponse>(&[], Some(&end))
             }
         }
     }

@@ -6,7 +6,9 @@
 //! gRPC framing of requests and replies, `grpc-timeout` and `hasleader`, and the mapping
 //! of each etcd method onto the node's calls (`Calls::handle`, the same path the native
 //! and HTTP APIs take) and of their outcomes onto etcd's response messages and error
-//! statuses. Watch answers Unimplemented until the watch issue lands.
+//! statuses. Watch answers Unimplemented until the watch issue lands. The JSON gateway's
+//! calls (`conn`, `/v3/` paths) are carried out here too, by `unary` and
+//! `keep_alive_once`.
 //!
 //! Runs on its shard's executor: a call is carried out where its connection is, with no
 //! hop to another thread. Must not touch Raft state or the key-value state other than
@@ -59,6 +61,9 @@ const DB_SIZE_MIN_BYTES: u64 = 4096;
 /// The etcd API version this node implements (Status `version`): the 3.4 API, checked
 /// against etcd 3.4.23 by the differential tests.
 pub(super) const ETCD_API_VERSION: &str = "3.4.23";
+
+const WATCH_UNIMPLEMENTED: &str =
+    "ringkv: Watch is not implemented yet (it comes with ringkv's watch release)";
 
 /// What the gRPC service needs beyond `Calls`.
 pub(super) struct Grpc {
@@ -262,12 +267,10 @@ impl Grpc {
         match path {
             "/etcdserverpb.Lease/LeaseKeepAlive" => self.keep_alive(body, respond).await,
             "/etcdserverpb.Maintenance/Snapshot" => self.snapshot(body, respond).await,
+            // A Watch stream stays open: refused before its requests are read.
             "/etcdserverpb.Watch/Watch" => send_status(
                 respond,
-                &Status::new(
-                    Code::Unimplemented,
-                    "ringkv: Watch is not implemented yet (it comes with ringkv's watch release)",
-                ),
+                &Status::new(Code::Unimplemented, WATCH_UNIMPLEMENTED),
             ),
             _ => {
                 let path = path.to_owned();
@@ -344,7 +347,9 @@ impl Grpc {
         store_answer(out)
     }
 
-    async fn unary(&self, path: &str, msg: Bytes) -> Reply {
+    /// Carries out the unary method at gRPC path `path` on request message `msg` (the
+    /// gateway's calls come here too); the framed reply.
+    pub(super) async fn unary(&self, path: &str, msg: Bytes) -> Reply {
         let st = |e: ApiError| grpc::status_of(&e);
         let decode_err = |e: prost::DecodeError| {
             Status::new(
@@ -650,6 +655,16 @@ impl Grpc {
                      HashKV",
                 ));
             }
+            // Over gRPC a stream (`snapshot`); the JSON gateway does not stream it.
+            ("etcdserverpb.Maintenance", "Snapshot") => {
+                return Err(Status::new(
+                    Code::Unimplemented,
+                    "ringkv: Maintenance.Snapshot is served over gRPC only (etcdctl snapshot save)",
+                ));
+            }
+            ("etcdserverpb.Watch", "Watch") => {
+                return Err(Status::new(Code::Unimplemented, WATCH_UNIMPLEMENTED));
+            }
             ("etcdserverpb.Auth", m) => {
                 return Err(Status::new(
                     Code::Unimplemented,
@@ -880,6 +895,27 @@ impl Grpc {
         let _ = send.send_trailers(trailers(failed.as_ref()));
     }
 
+    /// One LeaseKeepAlive request's answer (the stream's, and the gateway's for each
+    /// request in its body).
+    pub(super) async fn keep_alive_once(
+        &self,
+        id: i64,
+    ) -> Result<pb::LeaseKeepAliveResponse, Status> {
+        match self
+            .calls
+            .handle(ApiCall::LeaseKeepAlive { lease: id })
+            .await
+        {
+            Ok(Answer::LeaseTtl { id, ttl, .. }) => Ok(pb::LeaseKeepAliveResponse {
+                header: Some(self.header_now()),
+                id,
+                ttl,
+            }),
+            Ok(other) => Err(grpc::status_of(&internal("lease keep-alive", &other))),
+            Err(e) => Err(grpc::status_of(&e)),
+        }
+    }
+
     /// etcd's LeaseKeepAlive: a stream of requests, each answered in turn.
     async fn keep_alive(&self, mut body: RecvStream, mut respond: SendResponse<Bytes>) {
         let Ok(mut send) = respond.send_response(ok_head(), false) else {
@@ -915,27 +951,14 @@ impl Grpc {
                         break;
                     }
                 };
-                match self
-                    .calls
-                    .handle(ApiCall::LeaseKeepAlive { lease: id })
-                    .await
-                {
-                    Ok(Answer::LeaseTtl { id, ttl, .. }) => {
-                        let reply = pb::LeaseKeepAliveResponse {
-                            header: Some(self.header_now()),
-                            id,
-                            ttl,
-                        };
+                match self.keep_alive_once(id).await {
+                    Ok(reply) => {
                         if send.send_data(frame(&reply), false).is_err() {
                             return;
                         }
                     }
-                    Ok(other) => {
-                        failed = Some(grpc::status_of(&internal("lease keep-alive", &other)));
-                        break;
-                    }
-                    Err(e) => {
-                        failed = Some(grpc::status_of(&e));
+                    Err(s) => {
+                        failed = Some(s);
                         break;
                     }
                 }
