@@ -849,7 +849,10 @@ fn ringkv_refusals(node: SocketAddr) -> usize {
             "{path}: {body}"
         );
     }
-    for path in ["/v3/watch", "/v3/maintenance/snapshot"] {
+    for (path, says) in [
+        ("/v3/watch", "not implemented yet"),
+        ("/v3/maintenance/snapshot", "served over gRPC only"),
+    ] {
         let (status, body) = exchange(node, "POST", path, "{}");
         assert_eq!(status, 501, "{path}: {body}");
         let e = &json(&body)["error"];
@@ -859,10 +862,7 @@ fn ringkv_refusals(node: SocketAddr) -> usize {
             "{path}: {body}"
         );
         assert!(
-            e["message"]
-                .as_str()
-                .unwrap()
-                .contains("not implemented yet"),
+            e["message"].as_str().unwrap().contains(says),
             "{path}: {body}"
         );
     }
