@@ -619,7 +619,7 @@ def main():
         f"txn-put {r['conns']}/{r['clients']} {r['system']}: {r['conflicts']} failed compares "
         f"over the {o.runs} runs ({100 * (r['conflicts_per_op'] or 0):.2f}% of the ops; counted "
         "as completed ops, not errors)"
-        for r in rows if r["workload"] == "txn-put"]
+        for r in rows if r["workload"] == "txn-put" and r["client"] == CLIENT]
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(f"# ringkv vs etcd ({'quick' if o.quick else 'full'} suite, median of {o.runs} alternating runs)\n\n")
         f.write("\n".join(lines) + "\n")
