@@ -194,11 +194,13 @@ async fn script(endpoints: Vec<String>) -> Vec<String> {
         .lease_time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))
         .await
         .unwrap();
-    let keys: Vec<String> = t
+    // etcd lists a lease's keys in Go's map order (it varies); ringkv in key order.
+    let mut keys: Vec<String> = t
         .keys()
         .iter()
         .map(|k| String::from_utf8_lossy(k).into_owned())
         .collect();
+    keys.sort();
     log(format!(
         "lease ttl: granted {} remaining within {} keys {keys:?}",
         t.granted_ttl(),
