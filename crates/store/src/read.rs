@@ -20,17 +20,14 @@ pub fn is_read(t: &TxnRequest) -> bool {
     t.is_read_only()
 }
 
-/// Whether a read-only txn may be served from the local state (etcd's rule: every range
-/// in it is serializable).
+/// Whether a read-only txn may be served from the local state: etcd's rule (every op of
+/// both branches is a serializable range; a nested txn is not one), except that a txn
+/// with no op at all is served linearizably here. etcd serves that one from local state
+/// too, so on a follower its compares decide on a stale state: the stronger answer is
+/// within etcd's contract and never stale.
 pub fn is_serializable(t: &TxnRequest) -> bool {
-    fn all(ops: &[RequestOp]) -> bool {
-        ops.iter().all(|op| match op {
-            RequestOp::Range(r) => r.serializable,
-            RequestOp::Txn(t) => all(&t.success) && all(&t.failure),
-            _ => true,
-        })
-    }
-    all(&t.success) && all(&t.failure)
+    let mut ops = t.success.iter().chain(&t.failure).peekable();
+    ops.peek().is_some() && ops.all(|op| matches!(op, RequestOp::Range(r) if r.serializable))
 }
 
 impl ShardStore {
@@ -139,5 +136,40 @@ fn walk(t: &TxnRequest, f: &mut dyn FnMut(&RangeRequest)) {
             RequestOp::Txn(n) => walk(n, f),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod serializable_tests {
+    use super::*;
+    use crate::types::{PutRequest, RangeRequest};
+
+    fn range(serializable: bool) -> RequestOp {
+        RequestOp::Range(RangeRequest {
+            serializable,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn only_serializable_ranges_make_a_serializable_txn() {
+        let txn = |success: Vec<RequestOp>, failure: Vec<RequestOp>| TxnRequest {
+            compare: vec![],
+            success,
+            failure,
+        };
+        assert!(is_serializable(&txn(vec![range(true)], vec![range(true)])));
+        assert!(!is_serializable(&txn(
+            vec![range(true)],
+            vec![range(false)]
+        )));
+        // etcd does not look inside a nested txn: it is not a serializable range.
+        let nested = RequestOp::Txn(txn(vec![range(true)], vec![]));
+        assert!(!is_serializable(&txn(vec![nested], vec![])));
+        // No op at all: linearizable here (etcd would read local state, and a follower's
+        // compares would decide on a stale state).
+        assert!(!is_serializable(&txn(vec![], vec![])));
+        let put = RequestOp::Put(PutRequest::default());
+        assert!(!is_serializable(&txn(vec![put], vec![])));
     }
 }
