@@ -897,20 +897,7 @@ fn the_json_gateway_answers_as_etcds() {
     assert!(find("lease keepalive").contains("{\"result\":"));
     assert!(find("lease grant of an id in use").contains("-> 412 "));
     assert!(find("member list").contains("\"members\":[{\"ID\":<member>,"));
-    let mut diffs = Vec::new();
-    for (t, o) in theirs.iter().zip(&ours) {
-        if t != o {
-            diffs.push(format!("--- etcd\n{t}\n--- ringkv\n{o}"));
-        }
-    }
-    assert!(
-        diffs.is_empty(),
-        "{} of {} replies differ:\n{}",
-        diffs.len(),
-        theirs.len(),
-        diffs.join("\n")
-    );
-    assert_eq!(ours.len(), theirs.len());
+    common::assert_records_equal(&theirs, &ours, "replies");
     let refusals = ringkv_refusals(nodes[0]);
     eprintln!(
         "{} gateway replies equal to etcd's; {refusals} refusals of ringkv's own checked",

@@ -8,26 +8,11 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{Cluster, Opts, wait_until};
 
 fn etcdctl(endpoints: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoints}"))
-        .arg("--command-timeout=10s")
-        .args(args)
-        .output()
-        .expect("etcdctl runs");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let (code, out, err) = common::etcdctl(endpoints, args, "");
+    (code == 0, format!("{out}{err}"))
 }
 
 fn members(ep: &str) -> Vec<String> {

@@ -14,18 +14,8 @@ use std::process::Command;
 use common::{Cluster, Opts};
 
 fn etcdctl(port: u16, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints=127.0.0.1:{port}"))
-        .arg("--command-timeout=10s")
-        .args(args)
-        .output()
-        .expect("etcdctl runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (code, out, err) = common::etcdctl(&format!("127.0.0.1:{port}"), args, "");
+    (code == 0, out, err)
 }
 
 fn ok(port: u16, args: &[&str]) -> String {
@@ -36,29 +26,8 @@ fn ok(port: u16, args: &[&str]) -> String {
 
 /// An interactive `etcdctl txn` (its input on stdin) that must succeed.
 fn txn(port: u16, input: &str) {
-    use std::io::Write;
-    let mut child = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints=127.0.0.1:{port}"))
-        .arg("txn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("SUCCESS"),
-        "txn: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, out, err) = common::etcdctl(&format!("127.0.0.1:{port}"), &["txn"], input);
+    assert!(code == 0 && out.starts_with("SUCCESS"), "txn: {out}{err}");
 }
 
 /// Every key with its value, versions and revisions, and the header's revision.

@@ -9,10 +9,8 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use common::{Cluster, Opts, loopback};
 use ringkv_harness::etcd::{EtcdCluster, installed};
@@ -20,34 +18,13 @@ use ringkv_harness::etcd::{EtcdCluster, installed};
 /// One etcdctl run: its exit code, its stdout and its stderr without the client's log
 /// lines (JSON, with timestamps); `endpoint health` reports there, so do errors.
 fn ctl(endpoints: &str, args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoints}"))
-        .arg("--command-timeout=10s")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("etcdctl runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stdout, stderr) = common::etcdctl(endpoints, args, stdin);
     let error = stderr
         .lines()
         .filter(|l| !l.starts_with('{'))
         .collect::<Vec<_>>()
         .join("\n");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        error,
-    )
+    (code, stdout, error)
 }
 
 /// Replaces every match of `pattern` (a tiny matcher: `#` is a run of digits, `%` a run of
@@ -385,19 +362,6 @@ fn etcdctl_sees_ringkv_as_it_sees_etcd() {
             .any(|r| r.contains("required revision has been compacted"))
     );
     assert!(theirs.iter().any(|r| r.contains("is healthy")));
-    let mut diffs = Vec::new();
-    for (t, o) in theirs.iter().zip(&ours) {
-        if t != o {
-            diffs.push(format!("--- etcd\n{t}\n--- ringkv\n{o}"));
-        }
-    }
-    assert!(
-        diffs.is_empty(),
-        "{} of {} commands differ:\n{}",
-        diffs.len(),
-        theirs.len(),
-        diffs.join("\n")
-    );
-    assert_eq!(ours.len(), theirs.len());
+    common::assert_records_equal(&theirs, &ours, "commands");
     eprintln!("{} etcdctl commands, outputs equal", ours.len());
 }

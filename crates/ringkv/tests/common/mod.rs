@@ -277,3 +277,51 @@ pub fn put_on(c: &mut http1::Conn, key: &str, value: &str) -> u16 {
 pub fn signal(pid: u32, sig: &str) {
     ringkv_harness::process::signal(pid, sig).unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// One etcdctl run (v3 API, a 10 s command timeout) against `endpoints` with `stdin` as
+/// its input: exit code, stdout, stderr.
+pub fn etcdctl(endpoints: &str, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("etcdctl runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Fails with every differing entry when etcd's record and ringkv's differ (`what`: what
+/// an entry is, for the message).
+pub fn assert_records_equal(theirs: &[String], ours: &[String], what: &str) {
+    let diffs: Vec<String> = theirs
+        .iter()
+        .zip(ours)
+        .filter(|(t, o)| t != o)
+        .map(|(t, o)| format!("--- etcd\n{t}\n--- ringkv\n{o}"))
+        .collect();
+    assert!(
+        diffs.is_empty(),
+        "{} of {} {what} differ:\n{}",
+        diffs.len(),
+        theirs.len(),
+        diffs.join("\n")
+    );
+    assert_eq!(ours.len(), theirs.len());
+}
