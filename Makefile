@@ -241,15 +241,19 @@ PERF_SECONDS ?= 20
 PERF_WORKLOAD ?= mixed
 PERF_BENCH_ARGS ?= --read-ratio 0.5 --conns 8 --clients 64
 PERF_RATE ?= 1000
+# PERF_CLIENT=etcd-benchmark: etcd's benchmark tool makes the load over gRPC, PERF_BENCH_ARGS
+# being its arguments, e.g. "--conns 100 --clients 1000 put --total 100000000".
+PERF_CLIENT ?= ringkv-bench
 # samply on PATH, else where `cargo install` puts it.
 SAMPLY ?= $(or $(shell command -v samply 2>/dev/null),$(or $(CARGO_HOME),$(HOME)/.cargo)/bin/samply)
 PERF_ENV = BIN=$(BIN) SAMPLY=$(SAMPLY) PERF_SECONDS=$(PERF_SECONDS) PERF_WORKLOAD=$(PERF_WORKLOAD) \
-	PERF_BENCH_ARGS="$(PERF_BENCH_ARGS)" PERF_RATE=$(PERF_RATE) OUT=samply_reports
+	PERF_BENCH_ARGS="$(PERF_BENCH_ARGS)" PERF_RATE=$(PERF_RATE) PERF_CLIENT=$(PERF_CLIENT) OUT=samply_reports
+PERF_NEEDS = build need-curl need-samply $(if $(filter etcd-benchmark,$(PERF_CLIENT)),need-etcd-benchmark)
 
-perf-cluster: build need-curl need-samply
+perf-cluster: $(PERF_NEEDS)
 	$(PERF_ENV) scripts/perf-cluster.sh 1 2 3
 
-perf-node1 perf-node2 perf-node3: perf-node%: build need-curl need-samply
+perf-node1 perf-node2 perf-node3: perf-node%: $(PERF_NEEDS)
 	$(PERF_ENV) scripts/perf-cluster.sh $*
 
 need-samply:

@@ -441,9 +441,11 @@ def main():
     ap.add_argument("--memory-keys", type=int, default=200_000)
     ap.add_argument("--no-etcd-benchmark", action="store_true",
                     help="leave out the rows driven by etcd's own benchmark tool")
+    ap.add_argument("--only-etcd-benchmark", action="store_true",
+                    help="only the rows driven by etcd's own benchmark tool (no ringkv-bench rows, no extras)")
     o = ap.parse_args()
     systems = o.systems.split(",")
-    suite = QUICK if o.quick else FULL
+    suite = [] if o.only_etcd_benchmark else (QUICK if o.quick else FULL)
     etcd_suite = [] if o.no_etcd_benchmark or o.memory else (ETCD_BENCH_QUICK if o.quick else ETCD_BENCH_FULL)
     if etcd_suite and not os.path.exists(ETCD_BENCHMARK):
         sh([os.path.join(ROOT, "scripts", "etcd-benchmark.sh")])
@@ -516,7 +518,7 @@ def main():
                           f"{r['ops_per_sec']:>9.0f} ops/s p50 {r['p50_ms']:.2f} ms "
                           f"p99 {r['p99_ms']:.2f} ms errors {r['errors']} "
                           f"client CPU {r['client_cpu_s']:.1f} s (etcd-benchmark)", flush=True)
-            if "ringkv" in systems:
+            if "ringkv" in systems and not o.only_etcd_benchmark:
                 # Extras (not compared): lease reads, which etcd does not have.
                 for label, args, conns, clients, total in EXTRAS_LEASE:
                     r = measured("ringkv", args, conns, clients, total)
@@ -524,7 +526,7 @@ def main():
                     print(f"run {run + 1} extra  {label:11} {conns:>3}/{clients:<4} "
                           f"{r['ops_per_sec']:>9.0f} ops/s p99 {r['p99_ms']:.2f} ms", flush=True)
         usage = {s: [proc_usage(p) for p in pids] for s, pids in servers.items()}
-        if "ringkv" in systems and not o.quick:
+        if "ringkv" in systems and not o.quick and not o.only_etcd_benchmark:
             # MemFirst (acknowledged on a majority's memory, flushed in batches): a fresh
             # cluster, the put rows only.
             for p in ringkv_procs:

@@ -11,6 +11,10 @@
 #
 # Environment (the Makefile sets these): BIN, SAMPLY, PERF_SECONDS, PERF_WORKLOAD,
 # PERF_BENCH_ARGS, PERF_RATE (samples/s), OUT (the reports directory).
+# PERF_CLIENT=etcd-benchmark drives the load with etcd's benchmark tool over gRPC instead
+# (ETCD_BENCHMARK, built by `make need-etcd-benchmark`): PERF_BENCH_ARGS is then its
+# command line after --endpoints, e.g. `--conns 100 --clients 1000 range k --consistency s
+# --total 100000000`, and it is stopped after PERF_SECONDS.
 set -euo pipefail
 
 BIN=${BIN:-./target/release/ringkv}
@@ -19,6 +23,8 @@ PERF_SECONDS=${PERF_SECONDS:-20}
 PERF_WORKLOAD=${PERF_WORKLOAD:-mixed}
 PERF_BENCH_ARGS=${PERF_BENCH_ARGS:---read-ratio 0.5 --conns 8 --clients 64}
 PERF_RATE=${PERF_RATE:-1000}
+PERF_CLIENT=${PERF_CLIENT:-ringkv-bench}
+ETCD_BENCHMARK=${ETCD_BENCHMARK:-./target/etcd-benchmark/benchmark}
 OUT=${OUT:-samply_reports}
 LEADER_WAIT_S=30   # for a leader after start-up
 STOP_WAIT_S=20     # for a node to exit after SIGTERM (it aims at 3 s)
@@ -40,6 +46,11 @@ port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 [ -x "$BIN" ] || die "$BIN is missing (make build)"
 command -v "$SAMPLY" >/dev/null || die "samply not found at '$SAMPLY' (cargo install samply --locked)"
 command -v curl >/dev/null || die "curl is missing (make need-curl)"
+case "$PERF_CLIENT" in
+  ringkv-bench) ;;
+  etcd-benchmark) [ -x "$ETCD_BENCHMARK" ] || die "$ETCD_BENCHMARK is missing (make need-etcd-benchmark)" ;;
+  *) die "PERF_CLIENT is 'ringkv-bench' or 'etcd-benchmark', not '$PERF_CLIENT'" ;;
+esac
 
 # samply needs perf events: perf_event_paranoid at most 1 (it refuses 2, even as root).
 paranoid=$(cat /proc/sys/kernel/perf_event_paranoid)
@@ -167,15 +178,25 @@ done
 [ -n "$leader" ] && [ "$answering" -eq "${#NODES[@]}" ] ||
   die "no leader, or a profiled node not answering /status, within ${LEADER_WAIT_S}s; see $OUT/N.out and logs/N/d.log"
 for n in 1 2 3; do port_open "908$n" && endpoints+=("127.0.0.1:908$n"); done
-echo "perf: node $leader leads; load: ringkv bench $PERF_WORKLOAD $PERF_BENCH_ARGS --duration $PERF_SECONDS"
-
-# --- Load ------------------------------------------------------------------------------
 eps=$(IFS=,; echo "${endpoints[*]}")
 # In the background so that a SIGTERM to this script is handled at once, not after the run.
-# shellcheck disable=SC2086 # PERF_BENCH_ARGS is a list of options
-"$BIN" bench "$PERF_WORKLOAD" --endpoints "$eps" --duration "$PERF_SECONDS" $PERF_BENCH_ARGS &
-BENCH_PID=$!
-wait "$BENCH_PID" || die "ringkv bench failed"
+if [ "$PERF_CLIENT" = etcd-benchmark ]; then
+  echo "perf: node $leader leads; load for ${PERF_SECONDS}s: benchmark --endpoints $eps $PERF_BENCH_ARGS"
+  # shellcheck disable=SC2086 # PERF_BENCH_ARGS is a list of options
+  timeout --signal=INT "$PERF_SECONDS" "$ETCD_BENCHMARK" --endpoints "$eps" $PERF_BENCH_ARGS \
+    > "$OUT/load.out" 2>&1 &
+  BENCH_PID=$!
+  status=0
+  wait "$BENCH_PID" || status=$?
+  # timeout's 124 is the expected end: the load ran for PERF_SECONDS.
+  [ "$status" -eq 0 ] || [ "$status" -eq 124 ] || die "etcd's benchmark failed ($status); see $OUT/load.out"
+else
+  echo "perf: node $leader leads; load: ringkv bench $PERF_WORKLOAD $PERF_BENCH_ARGS --duration $PERF_SECONDS"
+  # shellcheck disable=SC2086 # PERF_BENCH_ARGS is a list of options
+  "$BIN" bench "$PERF_WORKLOAD" --endpoints "$eps" --duration "$PERF_SECONDS" $PERF_BENCH_ARGS &
+  BENCH_PID=$!
+  wait "$BENCH_PID" || die "ringkv bench failed"
+fi
 BENCH_PID=
 
 # --- Stop and check ----------------------------------------------------------------------

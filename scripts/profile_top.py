@@ -115,6 +115,10 @@ def main():
     ap.add_argument("--in", dest="in_lib", metavar="LIB",
                     help="charge each sample to its innermost frame in library LIB (e.g. ringkv: "
                          "which of our functions the time in libc and syscalls comes from)")
+    ap.add_argument("--callers", metavar="TEXT",
+                    help="instead of the table: for the samples whose innermost function's name "
+                         "contains TEXT, the commonest chains of the --depth frames above it")
+    ap.add_argument("--depth", type=int, default=4, help="frames per chain for --callers (4)")
     opts = ap.parse_args()
 
     profile = load_json(opts.profile)
@@ -129,6 +133,10 @@ def main():
         if res is None or res < 0:
             return None
         return libs[t["resourceTable"]["lib"][res]]["name"]
+
+    if opts.callers:
+        callers(profile, sidecar, opts)
+        return
 
     # Self samples per (library index, address) of the innermost frame.
     leaf = collections.Counter()
@@ -208,6 +216,45 @@ def main():
         lines = func_lines.get((name, libname))
         line = f"; {lines.most_common(1)[0][0]}" if lines else ""
         print(f"{n:7d} {100 * n / total:5.1f}%  {name} [{libname}] ({thread}{line})")
+
+
+def callers(profile, sidecar, opts):
+    """Prints the commonest caller chains of the samples whose leaf matches opts.callers."""
+    libs = profile["libs"]
+    cache = {}
+
+    def frame_name(t, frame):
+        func = t["frameTable"]["func"][frame]
+        res = t["funcTable"]["resource"][func]
+        lib = t["resourceTable"]["lib"][res] if res is not None and res >= 0 else None
+        if lib is None or sidecar is None:
+            return t["stringArray"][t["funcTable"]["name"][func]]
+        key = (lib, t["frameTable"]["address"][frame])
+        if key not in cache:
+            cache[key] = sidecar.name(libs[lib], key[1]) or hex(key[1])
+        return cache[key]
+
+    chains = collections.Counter()
+    matched = total = 0
+    for t in profile["threads"]:
+        stacks = t["stackTable"]
+        weights = t["samples"].get("weight") or [1] * t["samples"]["length"]
+        for stack, w in zip(t["samples"]["stack"], weights):
+            if stack is None:
+                continue
+            total += w
+            if opts.callers not in frame_name(t, stacks["frame"][stack]):
+                continue
+            matched += w
+            chain, s = [], stacks["prefix"][stack]
+            while s is not None and len(chain) < opts.depth:
+                chain.append(re.sub(r"::\{\{closure\}\}", "{c}", frame_name(t, stacks["frame"][s])))
+                s = stacks["prefix"][s]
+            chains[" <- ".join(chain)] += w
+    print(f"{opts.profile}: {matched} of {total} samples end in a function named *{opts.callers}*; "
+          f"their callers, innermost first:")
+    for chain, n in chains.most_common(opts.top):
+        print(f"{n:7d} {100 * n / max(matched, 1):5.1f}%  {chain}")
 
 
 if __name__ == "__main__":
