@@ -8,8 +8,8 @@
 //! - `etcd`: etcd's v3 messages to store requests, store answers to etcd's messages.
 //! - `gateway`: etcd's v3 JSON gateway on the HTTP port: `/v3/` routes to gRPC methods,
 //!   JSON bodies to protobuf and back, the gateway's error and stream renderings.
-//! - `h2c`: inbound HTTP/2 bytes on their way to h2, with grpc-go's URL authorities
-//!   repaired.
+//! - `http2`: the server side of HTTP/2 as gRPC uses it, as a pure state machine (frames,
+//!   HPACK, streams, flow control).
 //! - `http`: the curl API: request parsing with limits, routes, JSON replies; and the
 //!   metrics port's parsing (`GET /metrics` only).
 //! - `peer`: the peer transport (handshake, per-peer queues, reconnects) on glommio sockets.
@@ -19,7 +19,7 @@
 pub mod call;
 pub mod etcd;
 pub mod gateway;
-pub mod h2c;
 pub mod http;
+pub mod http2;
 pub mod peer;
 pub mod wire;

@@ -14,18 +14,16 @@
 //! hop to another thread. Must not touch Raft state or the key-value state other than
 //! through `Calls`.
 
-use std::io;
-use std::pin::Pin;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use futures_lite::{AsyncRead, AsyncWrite};
+use bytes::Bytes;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
-use h2::RecvStream;
-use h2::server::SendResponse;
-use http::{HeaderMap, HeaderValue, Request, Response};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
@@ -33,12 +31,12 @@ use super::calls::Calls;
 use crate::metrics::{NetMetrics, Traffic};
 use crate::net::call::{check_command, check_range};
 use crate::net::etcd;
-use crate::net::h2c::Inbound;
 use crate::net::http::{ApiCall, HttpLimits};
+use crate::net::http2::{self, End};
 use crate::shard::Command;
 use ringkv_proto::admin::AdminOp;
 use ringkv_proto::etcdpb as pb;
-use ringkv_proto::grpc::{self, Code, Deframer, Status, frame, percent_encode};
+use ringkv_proto::grpc::{self, Code, Deframer, Status, frame};
 use ringkv_proto::outcome::{Answer, ApiError, MemberRole as StatusMemberRole, NodeRole};
 use ringkv_raft::ReadPolicy;
 use ringkv_store::Response as StoreResponse;
@@ -80,83 +78,102 @@ pub(super) struct Grpc {
     pub(super) cluster_token: String,
 }
 
-/// A glommio socket as h2 wants it (tokio's I/O traits; no tokio runtime is involved).
-/// Inbound bytes pass `h2c::Inbound` (which repairs grpc-go's URL authorities) until it
-/// says the rest may go straight through.
-struct H2Io {
-    s: TcpStream,
-    inbound: Inbound,
-    /// Bytes `inbound` released that h2 has not read yet.
-    ready: BytesMut,
-    net: Rc<NetMetrics>,
+/// Bytes read from the socket at a time.
+const READ_BYTES: usize = 64 << 10;
+/// Output waiting for a client that does not read, before its connection is closed.
+const OUTPUT_BYTES_MAX: usize = 64 << 20;
+/// The largest header block as received (HEADERS and its CONTINUATION frames).
+const HEADER_BLOCK_BYTES_MAX: usize = 64 << 10;
+/// LeaseKeepAlive requests read ahead of their answers on one stream.
+const KEEP_ALIVE_QUEUE_MAX: usize = 64;
+/// How often a Maintenance.Snapshot stream looks whether the client took its last chunk.
+const SNAPSHOT_DRAIN_POLL: Duration = Duration::from_millis(1);
+
+/// A wake-up for one waiting task: `notify` before or during `wait` ends the wait.
+#[derive(Default)]
+struct Signal {
+    set: Cell<bool>,
+    waker: Cell<Option<Waker>>,
 }
 
-/// Bytes read from the socket at a time while `Inbound` examines them.
-const EXAMINE_READ_BYTES: usize = 16 << 10;
+impl Signal {
+    fn notify(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
 
-impl tokio::io::AsyncRead for H2Io {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let me = &mut *self;
-        loop {
-            if !me.ready.is_empty() {
-                let n = buf.remaining().min(me.ready.len());
-                buf.put_slice(&me.ready.split_to(n));
-                return Poll::Ready(Ok(()));
+    async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.set.replace(false) {
+                Poll::Ready(())
+            } else {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
             }
-            if me.inbound.passing_through() {
-                let dst = buf.initialize_unfilled();
-                return match Pin::new(&mut me.s).poll_read(cx, dst) {
-                    Poll::Ready(Ok(n)) => {
-                        buf.advance(n);
-                        me.net.received(Traffic::Grpc, 0, n as u64);
-                        Poll::Ready(Ok(()))
-                    }
-                    other => other.map_ok(|_| ()),
-                };
+        })
+        .await
+    }
+}
+
+/// One gRPC connection, shared by its reader (the connection's task), its writer task
+/// and its calls' tasks: the HTTP/2 state, and the writer's wake-up. Replies that become
+/// ready together leave in one write.
+struct Link {
+    conn: RefCell<http2::Conn>,
+    wake: Signal,
+    /// The reader stopped: the writer sends what is queued and ends.
+    done: Cell<bool>,
+}
+
+impl Link {
+    /// Sends one framed message on `stream`; false when the stream is gone.
+    fn send(&self, stream: u32, msg: Bytes) -> bool {
+        let sent = self.conn.borrow_mut().send_message(stream, msg);
+        self.wake.notify();
+        sent
+    }
+
+    /// Ends `stream` with OK, or with `status`.
+    fn end(&self, stream: u32, status: Option<&Status>) {
+        let end = match status {
+            None => End::Grpc {
+                code: 0,
+                message: "",
+            },
+            Some(s) => End::Grpc {
+                code: s.code as u32,
+                message: &s.message,
+            },
+        };
+        self.conn.borrow_mut().end(stream, end);
+        self.wake.notify();
+    }
+
+    /// A unary call's whole reply.
+    fn reply(&self, stream: u32, reply: Reply) {
+        match reply {
+            Ok(msg) => {
+                self.conn.borrow_mut().reply(stream, msg);
+                self.wake.notify();
             }
-            let mut tmp = [0u8; EXAMINE_READ_BYTES];
-            match Pin::new(&mut me.s).poll_read(cx, &mut tmp) {
-                Poll::Ready(Ok(0)) => {
-                    me.inbound.finish_input(&mut me.ready);
-                    if me.ready.is_empty() {
-                        return Poll::Ready(Ok(())); // end of stream
-                    }
-                }
-                Poll::Ready(Ok(n)) => {
-                    me.net.received(Traffic::Grpc, 0, n as u64);
-                    me.inbound.feed(&tmp[..n], &mut me.ready);
-                }
-                other => return other.map_ok(|_| ()),
-            }
+            Err(s) => self.end(stream, Some(&s)),
         }
     }
 }
 
-impl tokio::io::AsyncWrite for H2Io {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let me = &mut *self;
-        let r = Pin::new(&mut me.s).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            me.net.sent(Traffic::Grpc, 0, n as u64);
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.s).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.s).poll_close(cx)
-    }
+/// A stream whose request is still arriving.
+enum Inbound {
+    /// A unary (or server-streaming) call: its one message, once complete.
+    Unary {
+        path: String,
+        timeout: Option<Duration>,
+        d: Deframer,
+        msg: Option<Bytes>,
+    },
+    /// LeaseKeepAlive: each request message goes to the stream's task as it completes.
+    KeepAlive { d: Deframer, tx: LocalSender<Bytes> },
 }
 
 /// A call's result: the framed reply message, or the status to end with.
@@ -182,143 +199,301 @@ impl Grpc {
         first: [u8; 4],
         handshake_within: Duration,
     ) {
-        // h2 may write a reply's frames in more than one send: without NODELAY, Nagle's
-        // algorithm holds the later ones for the client's delayed ACK (40 ms a call).
+        // A reply may leave in more than one send: without NODELAY, Nagle's algorithm
+        // holds the later ones for the client's delayed ACK (40 ms a call).
         if let Err(e) = s.set_nodelay(true) {
             tracing::debug!(shard = self.idx, "TCP_NODELAY on a gRPC connection: {e}");
         }
-        let mut inbound = Inbound::new();
-        let mut ready = BytesMut::new();
-        inbound.feed(&first, &mut ready);
-        let io = H2Io {
-            s,
-            inbound,
-            ready,
-            net: self.net.clone(),
+        let (mut rd, mut wr) = futures_lite::io::split(s);
+        let limits = http2::Limits {
+            streams_max: GRPC_STREAMS_MAX,
+            stream_window_bytes: STREAM_WINDOW_BYTES,
+            connection_window_bytes: CONNECTION_WINDOW_BYTES,
+            header_list_bytes_max: HEADER_LIST_BYTES_MAX,
+            header_block_bytes_max: HEADER_BLOCK_BYTES_MAX,
+            output_bytes_max: OUTPUT_BYTES_MAX,
         };
-        let mut b = h2::server::Builder::new();
-        b.max_concurrent_streams(GRPC_STREAMS_MAX)
-            .initial_window_size(STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-            .max_header_list_size(HEADER_LIST_BYTES_MAX);
-        let hs = b.handshake::<_, Bytes>(io);
-        let mut conn = match futures_lite::future::or(async { Some(hs.await) }, async {
-            glommio::timer::sleep(handshake_within).await;
-            None
-        })
-        .await
-        {
-            Some(Ok(c)) => c,
-            Some(Err(e)) => {
-                tracing::debug!(shard = self.idx, "HTTP/2 handshake failed: {e}");
-                return;
-            }
-            None => {
-                tracing::debug!(shard = self.idx, "HTTP/2 handshake timed out");
-                return;
-            }
-        };
-        while let Some(r) = conn.accept().await {
-            match r {
-                Ok((req, respond)) => {
-                    let me = self.clone();
-                    glommio::spawn_local(async move { me.call(req, respond).await }).detach();
+        let link = Rc::new(Link {
+            conn: RefCell::new(http2::Conn::new(limits)),
+            wake: Signal::default(),
+            done: Cell::new(false),
+        });
+        let writer = {
+            let (link, net) = (link.clone(), self.net.clone());
+            glommio::spawn_local(async move {
+                loop {
+                    link.wake.wait().await;
+                    let out = link.conn.borrow_mut().take_output();
+                    if !out.is_empty() {
+                        if wr.write_all(&out).await.is_err() {
+                            link.done.set(true);
+                            return;
+                        }
+                        net.sent(Traffic::Grpc, 0, out.len() as u64);
+                    }
+                    if link.done.get() && !link.conn.borrow().has_output() {
+                        let _ = wr.flush().await;
+                        return;
+                    }
                 }
-                Err(e) => {
-                    tracing::debug!(shard = self.idx, "HTTP/2 connection ended: {e}");
-                    break;
+            })
+        };
+        link.wake.notify(); // the server's SETTINGS
+        let mut calls: HashMap<u32, Inbound> = HashMap::new();
+        let mut events = Vec::new();
+        let mut buf = vec![0u8; READ_BYTES];
+        let mut fed = self.feed(&link, &first, &mut events);
+        // The client's preface and SETTINGS must come promptly; then a connection may idle.
+        let handshake_by = Instant::now() + handshake_within;
+        while fed {
+            for ev in events.drain(..) {
+                self.event(&link, &mut calls, ev).await;
+            }
+            if link.done.get() {
+                break; // the writer failed: the client is gone
+            }
+            let n = if Instant::now() < handshake_by && !link.conn.borrow().preface_done() {
+                let left = handshake_by.saturating_duration_since(Instant::now());
+                let read =
+                    futures_lite::future::or(async { Some(rd.read(&mut buf).await) }, async {
+                        glommio::timer::sleep(left).await;
+                        None
+                    });
+                match read.await {
+                    Some(r) => r,
+                    None => {
+                        tracing::debug!(shard = self.idx, "HTTP/2 handshake timed out");
+                        break;
+                    }
+                }
+            } else {
+                rd.read(&mut buf).await
+            };
+            let n = match n {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            self.net.received(Traffic::Grpc, 0, n as u64);
+            fed = self.feed(&link, &buf[..n], &mut events);
+        }
+        // What the last bytes asked for still counts (a GOAWAY, a reset).
+        for ev in events.drain(..) {
+            self.event(&link, &mut calls, ev).await;
+        }
+        drop(calls); // ends the keep-alive streams' request queues
+        link.done.set(true);
+        link.wake.notify();
+        writer.await;
+    }
+
+    /// Feeds received bytes to the connection; false when it is over.
+    fn feed(&self, link: &Link, data: &[u8], events: &mut Vec<http2::Event>) -> bool {
+        let mut c = link.conn.borrow_mut();
+        let r = c.feed(data, events);
+        let overflow = c.output_overflow();
+        drop(c);
+        link.wake.notify();
+        match r {
+            Err(e) => {
+                tracing::debug!(shard = self.idx, "HTTP/2 connection ended: {}", e.detail);
+                false
+            }
+            Ok(()) if overflow => {
+                tracing::debug!(
+                    shard = self.idx,
+                    "HTTP/2 connection closed: over {OUTPUT_BYTES_MAX} bytes wait for a client that does not read"
+                );
+                false
+            }
+            Ok(()) => true,
+        }
+    }
+
+    /// Acts on one thing the client did.
+    async fn event(
+        self: &Rc<Self>,
+        link: &Rc<Link>,
+        calls: &mut HashMap<u32, Inbound>,
+        ev: http2::Event,
+    ) {
+        let (stream, data, end_stream) = match ev {
+            http2::Event::Call {
+                stream,
+                head,
+                end_stream,
+            } => {
+                self.open(link, calls, stream, head, end_stream);
+                return;
+            }
+            http2::Event::Reset { stream } => {
+                calls.remove(&stream);
+                return;
+            }
+            http2::Event::End { stream } => (stream, Bytes::new(), true),
+            http2::Event::Data {
+                stream,
+                data,
+                end_stream,
+            } => (stream, data, end_stream),
+        };
+        let Some(inbound) = calls.get_mut(&stream) else {
+            return; // already answered (an oversized request) or reset
+        };
+        match inbound {
+            Inbound::Unary { d, msg, .. } => {
+                d.push(&data);
+                let mut failed = None;
+                loop {
+                    match d.next_message() {
+                        Ok(Some(m)) => {
+                            if msg.replace(m).is_some() {
+                                failed = Some(Status::new(
+                                    Code::Unimplemented,
+                                    "grpc: a unary call got more than one request message",
+                                ));
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            failed = Some(e.status());
+                            break;
+                        }
+                    }
+                }
+                if let Some(s) = failed {
+                    calls.remove(&stream);
+                    link.end(stream, Some(&s));
+                } else if end_stream
+                    && let Some(Inbound::Unary {
+                        path, timeout, msg, ..
+                    }) = calls.remove(&stream)
+                {
+                    self.start(link, stream, path, timeout, msg);
+                }
+            }
+            Inbound::KeepAlive { d, tx } => {
+                d.push(&data);
+                let mut failed = None;
+                loop {
+                    match d.next_message() {
+                        Ok(Some(m)) => {
+                            // Waiting here holds back this connection's reads: the client
+                            // sends no faster than its requests are answered.
+                            if tx.send(m).await.is_err() {
+                                break; // the stream's task ended it
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            failed = Some(e.status());
+                            break;
+                        }
+                    }
+                }
+                if let Some(s) = failed {
+                    calls.remove(&stream);
+                    link.end(stream, Some(&s));
+                } else if end_stream {
+                    calls.remove(&stream); // the task answers what is queued, then ends
                 }
             }
         }
     }
 
-    async fn call(self: Rc<Self>, req: Request<RecvStream>, respond: SendResponse<Bytes>) {
-        let (parts, body) = req.into_parts();
-        let grpc_content = parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/grpc"));
-        if !grpc_content {
-            let mut respond = respond;
-            let r = Response::builder()
-                .status(415)
-                .body(())
-                .expect("static response");
-            let _ = respond.send_response(r, true);
+    /// A new call: refused at once, or registered to gather its request.
+    fn open(
+        self: &Rc<Self>,
+        link: &Rc<Link>,
+        calls: &mut HashMap<u32, Inbound>,
+        stream: u32,
+        head: http2::Head,
+        end_stream: bool,
+    ) {
+        if !head.grpc {
+            link.conn.borrow_mut().end(stream, End::Http(415));
+            link.wake.notify();
             return;
         }
-        let path = parts.uri.path();
-        let timeout = parts
-            .headers
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(grpc::parse_timeout);
         // etcd's clients set `hasleader` to be told at once when the member has no leader
         // (instead of waiting for an election).
-        let wants_leader = parts
-            .headers
-            .get("hasleader")
-            .is_some_and(|v| v.as_bytes() == b"true");
-        if wants_leader && !self.calls.leader_known() {
-            send_status(respond, &Status::new(Code::Unavailable, grpc::NO_LEADER));
+        if head.wants_leader && !self.calls.leader_known() {
+            link.end(
+                stream,
+                Some(&Status::new(Code::Unavailable, grpc::NO_LEADER)),
+            );
             return;
         }
-        match path {
-            "/etcdserverpb.Lease/LeaseKeepAlive" => self.keep_alive(body, respond).await,
-            "/etcdserverpb.Maintenance/Snapshot" => self.snapshot(body, respond).await,
+        let d = Deframer::new(self.message_bytes_max);
+        match head.path.as_str() {
             // A Watch stream stays open: refused before its requests are read.
-            "/etcdserverpb.Watch/Watch" => send_status(
-                respond,
-                &Status::new(Code::Unimplemented, WATCH_UNIMPLEMENTED),
+            "/etcdserverpb.Watch/Watch" => link.end(
+                stream,
+                Some(&Status::new(Code::Unimplemented, WATCH_UNIMPLEMENTED)),
             ),
-            _ => {
-                let path = path.to_owned();
-                let reply = async {
-                    let msg = self.read_unary(body).await?;
-                    self.unary(&path, msg).await
-                };
-                let reply = match timeout {
-                    Some(t) => {
-                        futures_lite::future::or(reply, async {
-                            glommio::timer::sleep(t).await;
-                            Err(Status::new(Code::DeadlineExceeded, grpc::DEADLINE_EXCEEDED))
-                        })
-                        .await
-                    }
-                    None => reply.await,
-                };
-                match reply {
-                    Ok(msg) => send_message(respond, msg),
-                    Err(s) => send_status(respond, &s),
+            "/etcdserverpb.Lease/LeaseKeepAlive" => {
+                let (tx, rx) = local_channel::new_bounded(KEEP_ALIVE_QUEUE_MAX);
+                let (me, l) = (self.clone(), link.clone());
+                glommio::spawn_local(async move { me.keep_alive(&l, stream, rx).await }).detach();
+                if !end_stream {
+                    calls.insert(stream, Inbound::KeepAlive { d, tx });
                 }
+            }
+            _ if end_stream => self.start(link, stream, head.path, head.timeout, None),
+            _ => {
+                calls.insert(
+                    stream,
+                    Inbound::Unary {
+                        path: head.path,
+                        timeout: head.timeout,
+                        d,
+                        msg: None,
+                    },
+                );
             }
         }
     }
 
-    /// A unary call's one request message (the stream must end after it).
-    async fn read_unary(&self, mut body: RecvStream) -> Result<Bytes, Status> {
-        let mut d = Deframer::new(self.message_bytes_max);
-        let mut msg = None;
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk.map_err(|e| Status::new(Code::Canceled, format!("grpc: {e}")))?;
-            let _ = body.flow_control().release_capacity(chunk.len());
-            d.push(&chunk);
-            while let Some(m) = d.next_message().map_err(|e| e.status())? {
-                if msg.replace(m).is_some() {
-                    return Err(Status::new(
-                        Code::Unimplemented,
-                        "grpc: a unary call got more than one request message",
-                    ));
-                }
-            }
+    /// Carries out a unary (or server-streaming) call whose request is complete.
+    fn start(
+        self: &Rc<Self>,
+        link: &Rc<Link>,
+        stream: u32,
+        path: String,
+        timeout: Option<Duration>,
+        msg: Option<Bytes>,
+    ) {
+        let Some(msg) = msg else {
+            link.end(
+                stream,
+                Some(&Status::new(
+                    Code::Unimplemented,
+                    "grpc: the request stream ended without a message",
+                )),
+            );
+            return;
+        };
+        let (me, link) = (self.clone(), link.clone());
+        if path == "/etcdserverpb.Maintenance/Snapshot" {
+            glommio::spawn_local(async move { me.snapshot(&link, stream, msg).await }).detach();
+            return;
         }
-        msg.ok_or_else(|| {
-            Status::new(
-                Code::Unimplemented,
-                "grpc: the request stream ended without a message",
-            )
+        glommio::spawn_local(async move {
+            // Boxed: the spawned task stays small whatever the methods' futures hold.
+            let reply = Box::pin(me.unary(&path, msg));
+            let reply = match timeout {
+                Some(t) => {
+                    futures_lite::future::or(reply, async {
+                        glommio::timer::sleep(t).await;
+                        Err(Status::new(Code::DeadlineExceeded, grpc::DEADLINE_EXCEEDED))
+                    })
+                    .await
+                }
+                None => reply.await,
+            };
+            link.reply(stream, reply);
         })
+        .detach();
     }
 
     fn header(&self, revision: i64) -> pb::ResponseHeader {
@@ -774,15 +949,14 @@ impl Grpc {
     /// everything applied) streamed as its file is on disk, in `SNAPSHOT_CHUNK_BYTES`
     /// pieces, each sent once HTTP/2 flow control has room for it (a large state is never
     /// buffered whole). `ringkv snapshot restore` reads the saved file.
-    async fn snapshot(&self, body: RecvStream, respond: SendResponse<Bytes>) {
-        match self.snapshot_file(body).await {
-            Ok((file, size)) => self.stream_file(respond, file, size).await,
-            Err(s) => send_status(respond, &s),
+    async fn snapshot(&self, link: &Link, stream: u32, msg: Bytes) {
+        match self.snapshot_file(msg).await {
+            Ok((file, size)) => self.stream_file(link, stream, file, size).await,
+            Err(s) => link.end(stream, Some(&s)),
         }
     }
 
-    async fn snapshot_file(&self, body: RecvStream) -> Result<(glommio::io::DmaFile, u64), Status> {
-        let msg = self.read_unary(body).await?;
+    async fn snapshot_file(&self, msg: Bytes) -> Result<(glommio::io::DmaFile, u64), Status> {
         pb::SnapshotRequest::decode(msg).map_err(|e| {
             Status::new(
                 Code::Internal,
@@ -833,15 +1007,7 @@ impl Grpc {
         Ok((file, size))
     }
 
-    async fn stream_file(
-        &self,
-        mut respond: SendResponse<Bytes>,
-        file: glommio::io::DmaFile,
-        size: u64,
-    ) {
-        let Ok(mut send) = respond.send_response(ok_head(), false) else {
-            return;
-        };
+    async fn stream_file(&self, link: &Link, stream: u32, file: glommio::io::DmaFile, size: u64) {
         let header = self.header_now();
         let mut at = 0u64;
         let mut failed = None;
@@ -875,7 +1041,7 @@ impl Grpc {
                 blob: chunk,
             }
             .framed();
-            if send_flow_controlled(&mut send, msg).await.is_err() {
+            if !send_flow_controlled(link, stream, msg).await {
                 let _ = file.close().await;
                 return; // the client went away
             }
@@ -888,11 +1054,11 @@ impl Grpc {
                 blob: Bytes::copy_from_slice(&sha.finalize()),
             }
             .framed();
-            if send_flow_controlled(&mut send, msg).await.is_err() {
+            if !send_flow_controlled(link, stream, msg).await {
                 return;
             }
         }
-        let _ = send.send_trailers(trailers(failed.as_ref()));
+        link.end(stream, failed.as_ref());
     }
 
     /// One LeaseKeepAlive request's answer (the stream's, and the gateway's for each
@@ -916,58 +1082,34 @@ impl Grpc {
         }
     }
 
-    /// etcd's LeaseKeepAlive: a stream of requests, each answered in turn.
-    async fn keep_alive(&self, mut body: RecvStream, mut respond: SendResponse<Bytes>) {
-        let Ok(mut send) = respond.send_response(ok_head(), false) else {
-            return;
-        };
-        let mut d = Deframer::new(self.message_bytes_max);
-        let end = loop {
-            let Some(chunk) = body.data().await else {
-                break None; // the client closed its side: end the call
+    /// etcd's LeaseKeepAlive: a stream of requests (from the connection's reader), each
+    /// answered in turn.
+    async fn keep_alive(&self, link: &Link, stream: u32, rx: LocalReceiver<Bytes>) {
+        let mut failed = None;
+        while let Some(m) = rx.recv().await {
+            let id = match pb::LeaseKeepAliveRequest::decode(m) {
+                Ok(r) => r.id,
+                Err(e) => {
+                    failed = Some(Status::new(
+                        Code::Internal,
+                        format!("grpc: error unmarshalling request: {e}"),
+                    ));
+                    break;
+                }
             };
-            let Ok(chunk) = chunk else {
-                return; // reset by the client
-            };
-            let _ = body.flow_control().release_capacity(chunk.len());
-            d.push(&chunk);
-            let mut failed = None;
-            loop {
-                let m = match d.next_message() {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(e) => {
-                        failed = Some(e.status());
-                        break;
-                    }
-                };
-                let id = match pb::LeaseKeepAliveRequest::decode(m) {
-                    Ok(r) => r.id,
-                    Err(e) => {
-                        failed = Some(Status::new(
-                            Code::Internal,
-                            format!("grpc: error unmarshalling request: {e}"),
-                        ));
-                        break;
-                    }
-                };
-                match self.keep_alive_once(id).await {
-                    Ok(reply) => {
-                        if send.send_data(frame(&reply), false).is_err() {
-                            return;
-                        }
-                    }
-                    Err(s) => {
-                        failed = Some(s);
-                        break;
+            match self.keep_alive_once(id).await {
+                Ok(reply) => {
+                    if !link.send(stream, frame(&reply)) {
+                        return; // reset by the client
                     }
                 }
+                Err(s) => {
+                    failed = Some(s);
+                    break;
+                }
             }
-            if failed.is_some() {
-                break failed;
-            }
-        };
-        let _ = send.send_trailers(trailers(end.as_ref()));
+        }
+        link.end(stream, failed.as_ref());
     }
 }
 
@@ -1010,61 +1152,19 @@ fn members(s: &ringkv_proto::outcome::NodeStatus) -> Vec<pb::Member> {
         .collect()
 }
 
-/// Sends `data` once HTTP/2 flow control grants room for it, piece by piece: a stream
-/// that sends more than the client reads waits here instead of buffering.
-async fn send_flow_controlled(
-    send: &mut h2::SendStream<Bytes>,
-    mut data: Bytes,
-) -> Result<(), h2::Error> {
-    while !data.is_empty() {
-        send.reserve_capacity(data.len());
-        let granted = match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
-            Some(Ok(n)) => n,
-            Some(Err(e)) => return Err(e),
-            None => return Err(h2::Error::from(h2::Reason::CANCEL)),
-        };
-        let piece = data.split_to(granted.min(data.len()));
-        send.send_data(piece, false)?;
+/// Sends one message of a long reply, then waits while more than a chunk of the stream's
+/// reply is still held back by the client's flow control: a stream that sends more than
+/// the client reads waits here instead of buffering. False when the stream is gone.
+async fn send_flow_controlled(link: &Link, stream: u32, msg: Bytes) -> bool {
+    if !link.send(stream, msg) {
+        return false;
     }
-    Ok(())
-}
-
-fn ok_head() -> Response<()> {
-    Response::builder()
-        .status(200)
-        .header(http::header::CONTENT_TYPE, "application/grpc")
-        .body(())
-        .expect("static response")
-}
-
-fn trailers(status: Option<&Status>) -> HeaderMap {
-    let mut t = HeaderMap::new();
-    match status {
-        None => {
-            t.insert("grpc-status", HeaderValue::from_static("0"));
+    loop {
+        match link.conn.borrow().queued_bytes(stream) {
+            None => return false,
+            Some(q) if q > SNAPSHOT_CHUNK_BYTES => {}
+            Some(_) => return true,
         }
-        Some(s) => {
-            t.insert("grpc-status", HeaderValue::from((s.code as u32) as u64));
-            if let Ok(v) = HeaderValue::from_str(&percent_encode(&s.message)) {
-                t.insert("grpc-message", v);
-            }
-        }
+        glommio::timer::sleep(SNAPSHOT_DRAIN_POLL).await;
     }
-    t
-}
-
-fn send_message(mut respond: SendResponse<Bytes>, msg: Bytes) {
-    let Ok(mut send) = respond.send_response(ok_head(), false) else {
-        return;
-    };
-    if send.send_data(msg, false).is_ok() {
-        let _ = send.send_trailers(trailers(None));
-    }
-}
-
-/// A failed call: a trailers-only reply (status in the one HEADERS frame).
-fn send_status(mut respond: SendResponse<Bytes>, s: &Status) {
-    let mut head = ok_head();
-    head.headers_mut().extend(trailers(Some(s)));
-    let _ = respond.send_response(head, true);
 }
