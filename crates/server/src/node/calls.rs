@@ -17,10 +17,10 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::ConnectedSender;
 
 use super::shard::{KvState, Senders, read_timeout};
@@ -36,6 +36,8 @@ use ringkv_store::{DeleteRangeRequest, PutRequest, RangeRequest};
 /// Extra time a shard waits past a request's deadline for the raft core's own, more
 /// precise, timeout answer.
 const ANSWER_GRACE: Duration = Duration::from_millis(200);
+/// How often overdue waits for answers are ended: a timeout comes this much late at most.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
 
 /// One shard's calls: what carrying them out needs, and those waiting for an answer.
 pub(super) struct Calls {
@@ -116,6 +118,15 @@ impl Calls {
             .iter()
             .map(|b| b.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// Ends the waits of calls whose answer is overdue, every `SWEEP_INTERVAL`, for as
+    /// long as the shard runs.
+    pub(super) async fn sweep(self: Rc<Self>) {
+        loop {
+            glommio::timer::sleep(SWEEP_INTERVAL).await;
+            self.pending.expire(Instant::now());
+        }
     }
 
     /// The answer to a call of this shard came (from the raft core or another shard).
@@ -322,12 +333,12 @@ impl Calls {
         make: impl FnOnce(ReqId) -> T,
         deadline: Instant,
     ) -> Result<Option<CoreAnswer>, ApiError> {
-        let (req, rx) = self.pending.register();
+        let req = self.pending.register(deadline);
         if to.send(make(req)).await.is_err() {
             self.pending.forget(req);
             return Err(ApiError::Stopping);
         }
-        Ok(self.pending.answer(req, rx, deadline).await)
+        Ok(self.pending.answer(req).await)
     }
 
     /// A read of a key this shard owns (a client's, or one another shard forwarded).
@@ -627,19 +638,19 @@ impl Calls {
     ) -> Result<Vec<T>, ApiError> {
         let mut asked = Vec::new();
         for &s in shards.iter().filter(|&&s| s != self.idx) {
-            let (req, rx) = self.pending.register();
+            let req = self.pending.register(deadline);
             if self.out.to_shard(s).send(make(req)).await.is_err() {
                 self.pending.forget(req);
                 return Err(ApiError::Stopping);
             }
-            asked.push((req, rx));
+            asked.push(req);
         }
         let mut parts = Vec::with_capacity(shards.len());
         if shards.contains(&self.idx) {
             parts.push(local()?);
         }
-        for (req, rx) in asked {
-            match self.pending.answer(req, rx, deadline).await.and_then(&take) {
+        for req in asked {
+            match self.pending.answer(req).await.and_then(&take) {
                 Some(p) => parts.push(p?),
                 None => return Err(read_timeout()),
             }
@@ -678,9 +689,29 @@ fn written(o: Outcome) -> Outcome {
 /// Calls of one shard waiting for an answer from the raft core or another shard, by the
 /// request id they were sent with.
 pub(super) struct Pending {
-    waiting: RefCell<HashMap<ReqId, LocalSender<CoreAnswer>>>,
+    waiting: RefCell<HashMap<ReqId, Slot>>,
     /// The next request id (ids start at 1).
     next: Cell<ReqId>,
+}
+
+/// One call's wait for its answer. No timer per call: `expire`, run by the shard's
+/// sweep every `SWEEP_INTERVAL`, ends the waits whose time is up (a timer armed and
+/// cancelled per request cost more than the rest of its bookkeeping).
+struct Slot {
+    answer: Option<CoreAnswer>,
+    waker: Option<Waker>,
+    /// The deadline plus grace: no answer by then is a timeout.
+    expires: Instant,
+}
+
+/// Forgets a request when its wait ends, however it ends (answered, timed out, or the
+/// call dropped).
+struct Forget<'a>(&'a Pending, ReqId);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.forget(self.1);
+    }
 }
 
 impl Pending {
@@ -691,41 +722,65 @@ impl Pending {
         }
     }
 
-    /// A new request id, and where its answer will arrive.
-    fn register(&self) -> (ReqId, LocalReceiver<CoreAnswer>) {
+    /// A new request id, answered until `deadline` (plus grace).
+    fn register(&self, deadline: Instant) -> ReqId {
         let req = self.next.get();
         self.next.set(req + 1);
-        let (tx, rx) = local_channel::new_bounded(1);
-        self.waiting.borrow_mut().insert(req, tx);
-        (req, rx)
+        let slot = Slot {
+            answer: None,
+            waker: None,
+            expires: deadline + ANSWER_GRACE,
+        };
+        self.waiting.borrow_mut().insert(req, slot);
+        req
     }
 
-    /// Waits for the answer to `req` until `deadline` (plus grace), then forgets `req`.
-    async fn answer(
-        &self,
-        req: ReqId,
-        rx: LocalReceiver<CoreAnswer>,
-        deadline: Instant,
-    ) -> Option<CoreAnswer> {
-        let wait = (deadline + ANSWER_GRACE).saturating_duration_since(Instant::now());
-        let a = futures_lite::future::or(rx.recv(), async {
-            glommio::timer::sleep(wait).await;
-            None
+    /// Waits for the answer to `req` until its deadline (plus grace; `expire` ends the
+    /// wait), then forgets `req`.
+    async fn answer(&self, req: ReqId) -> Option<CoreAnswer> {
+        let _forget = Forget(self, req);
+        std::future::poll_fn(|cx| {
+            let mut w = self.waiting.borrow_mut();
+            let Some(slot) = w.get_mut(&req) else {
+                return Poll::Ready(None); // expired
+            };
+            if let Some(a) = slot.answer.take() {
+                return Poll::Ready(Some(a));
+            }
+            match &slot.waker {
+                Some(k) if k.will_wake(cx.waker()) => {}
+                _ => slot.waker = Some(cx.waker().clone()),
+            }
+            Poll::Pending
         })
-        .await;
-        self.forget(req);
-        a
+        .await
     }
 
-    /// `req` will not be answered (its request was never sent).
+    /// `req` will not be answered (its request was never sent), or its wait ended.
     fn forget(&self, req: ReqId) {
         self.waiting.borrow_mut().remove(&req);
     }
 
     /// Hands an answer to the call waiting for it; one that gave up is not there.
     fn deliver(&self, req: ReqId, answer: CoreAnswer) {
-        if let Some(tx) = self.waiting.borrow_mut().remove(&req) {
-            let _ = tx.try_send(answer);
+        if let Some(slot) = self.waiting.borrow_mut().get_mut(&req) {
+            slot.answer = Some(answer);
+            if let Some(k) = slot.waker.take() {
+                k.wake();
+            }
         }
+    }
+
+    /// Ends the waits whose time is up at `now`: they answer None (a timeout).
+    fn expire(&self, now: Instant) {
+        self.waiting.borrow_mut().retain(|_, slot| {
+            if slot.expires > now || slot.answer.is_some() {
+                return true;
+            }
+            if let Some(k) = slot.waker.take() {
+                k.wake();
+            }
+            false
+        });
     }
 }

@@ -223,6 +223,9 @@ impl Grpc {
             glommio::spawn_local(async move {
                 loop {
                     link.wake.wait().await;
+                    // Let the other tasks ready now run first: replies that complete in
+                    // the same round leave in this one write.
+                    futures_lite::future::yield_now().await;
                     let out = link.conn.borrow_mut().take_output();
                     if !out.is_empty() {
                         if wr.write_all(&out).await.is_err() {

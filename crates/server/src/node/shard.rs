@@ -193,6 +193,7 @@ async fn start(
         kv.clone(),
         metrics,
     ));
+    glommio::spawn_local(calls.clone().sweep()).detach();
     let conns = Rc::new(Conns::new(idx, n, cfg, calls.clone(), out.clone()));
     let shard = Rc::new(Shard {
         idx,
