@@ -2,13 +2,13 @@
 //! node's one port.
 //!
 //! Owns the gRPC connections `conn` hands over (those opening with the HTTP/2 preface):
-//! the HTTP/2 connection (h2, driven by this connection's task), one task per call, the
-//! gRPC framing of requests and replies, `grpc-timeout` and `hasleader`, and the mapping
-//! of each etcd method onto the node's calls (`Calls::handle`, the same path the native
-//! and HTTP APIs take) and of their outcomes onto etcd's response messages and error
-//! statuses. Watch answers Unimplemented until the watch issue lands. The JSON gateway's
-//! calls (`conn`, `/v3/` paths) are carried out here too, by `unary` and
-//! `keep_alive_once`.
+//! each connection's reader (its task: socket bytes into `net::http2`, requests gathered
+//! until complete) and writer (a task sending whatever output is ready in one write),
+//! one task per call, `grpc-timeout` and `hasleader`, and the mapping of each etcd method
+//! onto the node's calls (`Calls::handle`, the same path the native and HTTP APIs take)
+//! and of their outcomes onto etcd's response messages and error statuses. Watch answers
+//! Unimplemented until the watch issue lands. The JSON gateway's calls (`conn`, `/v3/`
+//! paths) are carried out here too, by `unary` and `keep_alive_once`.
 //!
 //! Runs on its shard's executor: a call is carried out where its connection is, with no
 //! hop to another thread. Must not touch Raft state or the key-value state other than
