@@ -39,7 +39,7 @@ help:
 	@echo "make chaos QUICK=1  fault campaign on real clusters: every nemesis once, then the negative controls (under 10 min)"
 	@echo "make chaos DURATION=1h  the same with random nemeses for DURATION (soak; default 10m)"
 	@echo "make chaos CONTROL=ack_before_persist  one negative control alone (or read_index_without_quorum, lease_ignores_drift, sequencer_skips_revisions)"
-	@echo "make fuzz           coverage-guided fuzzing of frames, peer messages stepped into a core, HTTP, WAL recovery, config (FUZZ_SECONDS per target, default 60)"
+	@echo "make fuzz           coverage-guided fuzzing of frames, peer messages stepped into a core, HTTP, HTTP/2, WAL recovery, config (FUZZ_SECONDS per target, default 60)"
 	@echo "make compat         the differential tester against etcd: COMPAT_SEEDS (50) x COMPAT_CALLS (1000) calls"
 	@echo "make sim SEEDS=N    N seeds of the deterministic simulator, then every negative control"
 	@echo "make sim SEED=S     replay one seed and print its trace (CONTROL=Name for a control run)"
@@ -279,10 +279,11 @@ chaos: need-iptables
 	  $(if $(CONTROL),--control $(CONTROL))
 
 # Coverage-guided fuzzing (cargo fuzz: libFuzzer with AddressSanitizer, nightly
-# toolchain) of the frame decoders, the HTTP parser, WAL recovery and config parsing;
+# toolchain) of the frame decoders, the HTTP parser, the HTTP/2 server, WAL recovery and
+# config parsing;
 # FUZZ_SECONDS per target. Crashes land in fuzz/artifacts/<target>/.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= frame peer_message http wal_recovery config
+FUZZ_TARGETS ?= frame peer_message http http2 wal_recovery config
 fuzz: need-cargo-fuzz
 	@for t in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz/corpus/$$t; \

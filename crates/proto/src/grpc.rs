@@ -247,7 +247,9 @@ impl Deframer {
 
 /// A `grpc-timeout` header value: up to 8 digits and a unit (H, M, S, m, u, n).
 pub fn parse_timeout(v: &str) -> Option<Duration> {
-    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    // `split_at_checked`: a value ending in a multi-byte character (any UTF-8 a client
+    // sends, as `net::http2` passes it) is refused instead of panicking in `split_at`.
+    let (digits, unit) = v.split_at_checked(v.len().checked_sub(1)?)?;
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -361,7 +363,7 @@ mod tests {
             Some(Duration::from_micros(99_999_999))
         );
         assert_eq!(parse_timeout("10n"), Some(Duration::from_nanos(10)));
-        for bad in ["", "S", "123456789S", "5s", "-5S", "5 S", "5"] {
+        for bad in ["", "S", "123456789S", "5s", "-5S", "5 S", "5", "5é", "˩"] {
             assert_eq!(parse_timeout(bad), None, "{bad:?}");
         }
     }

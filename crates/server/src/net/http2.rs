@@ -424,6 +424,17 @@ impl Conn {
                     }
                     let _ = p.split_to(5);
                 }
+                // The block's limit counts this first fragment too (checking only the
+                // CONTINUATION frames let a single HEADERS frame exceed it).
+                if p.len() > self.limits.header_block_bytes_max {
+                    return Err(err(
+                        Reason::EnhanceYourCalm,
+                        format!(
+                            "a header block over {} bytes",
+                            self.limits.header_block_bytes_max
+                        ),
+                    ));
+                }
                 let mut fragment = BytesMut::with_capacity(p.len());
                 fragment.extend_from_slice(&p);
                 self.block = Some(Block {
@@ -608,7 +619,13 @@ impl Conn {
         }
         let stream = b.stream;
         if let Some(s) = self.streams.get_mut(&stream) {
-            // Trailers from the client (gRPC clients send none): they end its side.
+            // Trailers from the client (gRPC clients send none): they end its side. On a
+            // side already ended they are a stream error STREAM_CLOSED (RFC 9113 5.1), as
+            // DATA is: without this check they made a second `End` event.
+            if s.recv_closed {
+                self.reset(stream, Reason::StreamClosed, events);
+                return Ok(());
+            }
             if !b.end_stream {
                 self.reset(stream, Reason::Protocol, events);
                 return Ok(());
@@ -904,4 +921,1311 @@ fn integer(b: &mut BytesMut, first: u8, prefix_bits: u32, mut v: usize) {
         v /= 128;
     }
     b.put_u8(v as u8);
+}
+
+#[cfg(test)]
+mod tests {
+    //! A tiny client: frames built by hand, request headers HPACK-encoded with
+    //! `loona_hpack::Encoder`, the server's output parsed back into frames and its header
+    //! blocks decoded with `loona_hpack::Decoder`.
+
+    use super::*;
+    use loona_hpack::Encoder;
+
+    const CLIENT_SETTINGS_ACK: &[u8] = b"\0\0\0\x04\x01\0\0\0\0";
+
+    fn limits() -> Limits {
+        Limits {
+            streams_max: 4,
+            stream_window_bytes: 1 << 16,
+            connection_window_bytes: 1 << 20,
+            header_list_bytes_max: 4096,
+            header_block_bytes_max: 32 << 10,
+            output_bytes_max: 1 << 20,
+        }
+    }
+
+    /// A unary call's request headers, as grpc-go and etcd's clients send them.
+    const UNARY: &[(&str, &str)] = &[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/etcdserverpb.KV/Range"),
+        (":authority", "localhost:2379"),
+        ("content-type", "application/grpc"),
+        ("user-agent", "grpc-go/1.60.0"),
+        ("te", "trailers"),
+        ("grpc-timeout", "5S"),
+        ("hasleader", "true"),
+    ];
+
+    fn unary_head() -> Head {
+        Head {
+            path: "/etcdserverpb.KV/Range".into(),
+            grpc: true,
+            timeout: Some(Duration::from_secs(5)),
+            wants_leader: true,
+        }
+    }
+
+    /// A frame: its 9-byte header and `payload`.
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        put_frame_head(&mut b, payload.len(), kind, flags, stream);
+        b.extend_from_slice(payload);
+        b.to_vec()
+    }
+
+    fn settings_frame(values: &[(u16, u32)]) -> Vec<u8> {
+        let mut p = Vec::new();
+        for &(id, v) in values {
+            p.extend_from_slice(&id.to_be_bytes());
+            p.extend_from_slice(&v.to_be_bytes());
+        }
+        frame(SETTINGS, 0, 0, &p)
+    }
+
+    fn window_update_frame(stream: u32, inc: u32) -> Vec<u8> {
+        frame(WINDOW_UPDATE, 0, stream, &inc.to_be_bytes())
+    }
+
+    fn data_frame(stream: u32, data: &[u8], end_stream: bool) -> Vec<u8> {
+        frame(DATA, if end_stream { END_STREAM } else { 0 }, stream, data)
+    }
+
+    fn rst_frame(stream: u32, reason: Reason) -> Vec<u8> {
+        frame(RST_STREAM, 0, stream, &(reason as u32).to_be_bytes())
+    }
+
+    /// A gRPC message: uncompressed, its length, the bytes.
+    fn message(body: &[u8]) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_u8(0);
+        b.put_u32(body.len() as u32);
+        b.extend_from_slice(body);
+        b.freeze()
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    struct Frame {
+        kind: u8,
+        flags: u8,
+        stream: u32,
+        payload: Vec<u8>,
+    }
+
+    /// Splits output into frames; panics on a cut or malformed one.
+    fn frames(mut b: &[u8]) -> Vec<Frame> {
+        let mut v = Vec::new();
+        while !b.is_empty() {
+            assert!(b.len() >= FRAME_HEADER_BYTES, "a cut frame header: {b:?}");
+            let len = (usize::from(b[0]) << 16) | (usize::from(b[1]) << 8) | usize::from(b[2]);
+            assert!(b.len() >= FRAME_HEADER_BYTES + len, "a cut frame");
+            assert_eq!(b[5] & 0x80, 0, "the reserved bit is set");
+            v.push(Frame {
+                kind: b[3],
+                flags: b[4],
+                stream: u32::from_be_bytes([b[5], b[6], b[7], b[8]]),
+                payload: b[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len].to_vec(),
+            });
+            b = &b[FRAME_HEADER_BYTES + len..];
+        }
+        v
+    }
+
+    fn u32_at(p: &[u8], at: usize) -> u32 {
+        u32::from_be_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]])
+    }
+
+    /// The server's output, frame by frame, header blocks decoded.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    enum Out {
+        Settings {
+            ack: bool,
+            values: Vec<(u16, u32)>,
+        },
+        WindowUpdate {
+            stream: u32,
+            inc: u32,
+        },
+        /// A HEADERS frame and its CONTINUATION frames.
+        Headers {
+            stream: u32,
+            end_stream: bool,
+            fields: Vec<(String, String)>,
+        },
+        Data {
+            stream: u32,
+            end_stream: bool,
+            data: Blob,
+        },
+        Rst {
+            stream: u32,
+            code: u32,
+        },
+        Ping {
+            ack: bool,
+            payload: Vec<u8>,
+        },
+        GoAway {
+            last_stream: u32,
+            code: u32,
+        },
+    }
+
+    /// Bytes that print short (a failed assertion on a large reply stays readable).
+    #[derive(Clone, PartialEq, Eq)]
+    struct Blob(Vec<u8>);
+
+    impl std::fmt::Debug for Blob {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let head = &self.0[..self.0.len().min(8)];
+            write!(f, "{} bytes {head:?}", self.0.len())
+        }
+    }
+
+    fn headers(stream: u32, end_stream: bool, fields: &[(&str, &str)]) -> Out {
+        Out::Headers {
+            stream,
+            end_stream,
+            fields: fields
+                .iter()
+                .map(|&(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn data(stream: u32, end_stream: bool, data: &[u8]) -> Out {
+        Out::Data {
+            stream,
+            end_stream,
+            data: Blob(data.to_vec()),
+        }
+    }
+
+    const OK_HEAD: &[(&str, &str)] = &[(":status", "200"), ("content-type", "application/grpc")];
+
+    fn ok_trailers(stream: u32) -> Out {
+        headers(stream, true, &[("grpc-status", "0")])
+    }
+
+    struct Client {
+        conn: Conn,
+        enc: Encoder<'static>,
+        dec: Decoder<'static>,
+    }
+
+    impl Client {
+        /// A connection whose server preface is still in its output.
+        fn bare(limits: Limits) -> Client {
+            Client {
+                conn: Conn::new(limits),
+                enc: Encoder::new(),
+                dec: Decoder::new(),
+            }
+        }
+
+        /// A connection past the preface and the client's SETTINGS (`settings`), the
+        /// server's output so far checked and taken.
+        fn connect(limits: Limits, settings: &[(u16, u32)]) -> Client {
+            let mut c = Client::bare(limits);
+            c.conn.take_output();
+            assert!(c.feed(PREFACE).is_empty());
+            assert!(c.feed(&settings_frame(settings)).is_empty());
+            assert!(c.conn.preface_done());
+            assert_eq!(
+                c.read(),
+                vec![Out::Settings {
+                    ack: true,
+                    values: vec![]
+                }]
+            );
+            c
+        }
+
+        fn feed(&mut self, bytes: &[u8]) -> Vec<Event> {
+            let mut events = Vec::new();
+            if let Err(e) = self.conn.feed(bytes, &mut events) {
+                panic!("a connection error: {e:?}");
+            }
+            events
+        }
+
+        /// Feeds bytes that must end the connection; returns its error.
+        fn feed_err(&mut self, bytes: &[u8]) -> ConnError {
+            let mut events = Vec::new();
+            let e = self
+                .conn
+                .feed(bytes, &mut events)
+                .expect_err("a connection error");
+            assert!(self.conn.is_closed());
+            e
+        }
+
+        fn block(&mut self, fields: &[(&str, &str)]) -> Vec<u8> {
+            self.enc
+                .encode(fields.iter().map(|&(n, v)| (n.as_bytes(), v.as_bytes())))
+        }
+
+        /// One HEADERS frame (END_HEADERS) with `fields`.
+        fn headers(&mut self, stream: u32, fields: &[(&str, &str)], end_stream: bool) -> Vec<u8> {
+            let block = self.block(fields);
+            let flags = END_HEADERS | if end_stream { END_STREAM } else { 0 };
+            frame(HEADERS, flags, stream, &block)
+        }
+
+        /// Opens `stream` with a unary call's headers and checks its `Call`.
+        fn call(&mut self, stream: u32, end_stream: bool) {
+            let f = self.headers(stream, UNARY, end_stream);
+            assert_eq!(
+                self.feed(&f),
+                vec![Event::Call {
+                    stream,
+                    head: unary_head(),
+                    end_stream
+                }]
+            );
+        }
+
+        fn decode(&mut self, block: &[u8]) -> Vec<(String, String)> {
+            self.dec
+                .decode(block)
+                .expect("the server's header block decodes")
+                .into_iter()
+                .map(|(n, v)| (String::from_utf8(n).unwrap(), String::from_utf8(v).unwrap()))
+                .collect()
+        }
+
+        /// The server's output since the last read.
+        fn read(&mut self) -> Vec<Out> {
+            let out = self.conn.take_output();
+            self.describe(&frames(&out))
+        }
+
+        fn describe(&mut self, frames: &[Frame]) -> Vec<Out> {
+            let mut v = Vec::new();
+            let mut it = frames.iter();
+            while let Some(f) = it.next() {
+                let p = &f.payload;
+                v.push(match f.kind {
+                    SETTINGS => {
+                        assert_eq!(f.stream, 0);
+                        assert_eq!(p.len() % 6, 0);
+                        Out::Settings {
+                            ack: f.flags & ACK != 0,
+                            values: p
+                                .chunks(6)
+                                .map(|s| (u16::from_be_bytes([s[0], s[1]]), u32_at(s, 2)))
+                                .collect(),
+                        }
+                    }
+                    WINDOW_UPDATE => {
+                        assert_eq!(p.len(), 4);
+                        let inc = u32_at(p, 0);
+                        assert!(inc > 0, "a WINDOW_UPDATE of 0");
+                        Out::WindowUpdate {
+                            stream: f.stream,
+                            inc,
+                        }
+                    }
+                    HEADERS => {
+                        assert_eq!(f.flags & (PADDED | PRIORITY_FLAG), 0);
+                        let mut block = p.clone();
+                        let mut last = f.flags & END_HEADERS != 0;
+                        while !last {
+                            let c = it.next().expect("a CONTINUATION follows");
+                            assert_eq!((c.kind, c.stream), (CONTINUATION, f.stream));
+                            block.extend_from_slice(&c.payload);
+                            last = c.flags & END_HEADERS != 0;
+                        }
+                        Out::Headers {
+                            stream: f.stream,
+                            end_stream: f.flags & END_STREAM != 0,
+                            fields: self.decode(&block),
+                        }
+                    }
+                    DATA => {
+                        assert_eq!(f.flags & PADDED, 0);
+                        assert!(f.stream != 0);
+                        Out::Data {
+                            stream: f.stream,
+                            end_stream: f.flags & END_STREAM != 0,
+                            data: Blob(p.clone()),
+                        }
+                    }
+                    RST_STREAM => {
+                        assert_eq!(p.len(), 4);
+                        Out::Rst {
+                            stream: f.stream,
+                            code: u32_at(p, 0),
+                        }
+                    }
+                    PING => {
+                        assert_eq!(p.len(), 8);
+                        Out::Ping {
+                            ack: f.flags & ACK != 0,
+                            payload: p.clone(),
+                        }
+                    }
+                    GOAWAY => {
+                        assert_eq!(p.len(), 8);
+                        Out::GoAway {
+                            last_stream: u32_at(p, 0),
+                            code: u32_at(p, 4),
+                        }
+                    }
+                    k => panic!("an unexpected frame of type {k}"),
+                });
+            }
+            v
+        }
+    }
+
+    /// The DATA frames' payload sizes in `out`, and whether all else is as `rest`.
+    fn data_sizes(out: &[Out]) -> Vec<(u32, usize)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Out::Data { stream, data, .. } => Some((*stream, data.0.len())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn server_preface_carries_the_limits_and_the_connection_window() {
+        let mut c = Client::bare(limits());
+        assert_eq!(
+            c.read(),
+            vec![
+                Out::Settings {
+                    ack: false,
+                    values: vec![
+                        (SETTINGS_ENABLE_PUSH, 0),
+                        (SETTINGS_MAX_CONCURRENT_STREAMS, 4),
+                        (SETTINGS_INITIAL_WINDOW_SIZE, 1 << 16),
+                        (SETTINGS_MAX_HEADER_LIST_SIZE, 4096),
+                    ]
+                },
+                Out::WindowUpdate {
+                    stream: 0,
+                    inc: (1 << 20) - 65_535
+                },
+            ]
+        );
+        // A connection window no larger than the protocol's default needs no update.
+        let mut c = Client::bare(Limits {
+            connection_window_bytes: 65_535,
+            ..limits()
+        });
+        let out = c.read();
+        assert_eq!(out.len(), 1);
+        assert!(matches!(out[0], Out::Settings { ack: false, .. }));
+    }
+
+    #[test]
+    fn client_settings_are_acknowledged_and_end_the_preface() {
+        let mut c = Client::bare(limits());
+        c.conn.take_output();
+        assert!(!c.conn.preface_done());
+        // The preface in pieces.
+        assert!(c.feed(&PREFACE[..5]).is_empty());
+        assert!(c.feed(&PREFACE[5..]).is_empty());
+        assert!(!c.conn.preface_done(), "no SETTINGS yet");
+        // A SETTINGS ACK (of the server's SETTINGS) is not the client's SETTINGS.
+        assert!(c.feed(CLIENT_SETTINGS_ACK).is_empty());
+        assert!(!c.conn.preface_done());
+        assert_eq!(c.read(), vec![]);
+        // The client's SETTINGS, cut in two.
+        let s = settings_frame(&[(SETTINGS_HEADER_TABLE_SIZE, 0), (0x99, 7)]);
+        assert!(c.feed(&s[..4]).is_empty());
+        assert!(!c.conn.preface_done());
+        assert!(c.feed(&s[4..]).is_empty());
+        assert!(c.conn.preface_done());
+        assert_eq!(
+            c.read(),
+            vec![Out::Settings {
+                ack: true,
+                values: vec![]
+            }]
+        );
+        // Every SETTINGS is acknowledged.
+        c.feed(&settings_frame(&[]));
+        assert_eq!(
+            c.read(),
+            vec![Out::Settings {
+                ack: true,
+                values: vec![]
+            }]
+        );
+    }
+
+    #[test]
+    fn a_wrong_preface_is_a_protocol_error() {
+        let mut c = Client::bare(limits());
+        c.conn.take_output();
+        let e = c.feed_err(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(e.reason, Reason::Protocol);
+        assert_eq!(
+            c.read(),
+            vec![Out::GoAway {
+                last_stream: 0,
+                code: Reason::Protocol as u32
+            }]
+        );
+        assert!(!c.conn.preface_done());
+
+        // Wrong in its second piece.
+        let mut c = Client::bare(limits());
+        c.conn.take_output();
+        assert!(c.feed(&PREFACE[..10]).is_empty());
+        let e = c.feed_err(b"XXXXXXXXXXXXXXXXXXXXXXXX");
+        assert_eq!(e.reason, Reason::Protocol);
+        assert_eq!(
+            c.read(),
+            vec![Out::GoAway {
+                last_stream: 0,
+                code: Reason::Protocol as u32
+            }]
+        );
+    }
+
+    #[test]
+    fn a_unary_call_and_its_reply() {
+        let mut c = Client::connect(limits(), &[]);
+        let h = c.headers(1, UNARY, false);
+        assert_eq!(
+            c.feed(&h),
+            vec![Event::Call {
+                stream: 1,
+                head: unary_head(),
+                end_stream: false
+            }]
+        );
+        let req = message(b"\x0a\x03foo");
+        assert_eq!(
+            c.feed(&data_frame(1, &req, true)),
+            vec![Event::Data {
+                stream: 1,
+                data: req.clone(),
+                end_stream: true
+            }]
+        );
+        assert_eq!(c.read(), vec![], "nothing to say before the reply");
+        assert!(c.conn.is_open(1));
+
+        let resp = message(b"\x0a\x02ok");
+        c.conn.reply(1, resp.clone());
+        assert_eq!(
+            c.read(),
+            vec![
+                headers(1, false, OK_HEAD),
+                data(1, false, &resp),
+                ok_trailers(1)
+            ]
+        );
+        // The stream is over.
+        assert!(!c.conn.is_open(1));
+        assert_eq!(c.conn.queued_bytes(1), None);
+        assert!(!c.conn.send_message(1, resp));
+        c.conn.end(
+            1,
+            End::Grpc {
+                code: 2,
+                message: "late",
+            },
+        );
+        assert_eq!(c.read(), vec![]);
+    }
+
+    #[test]
+    fn a_call_fed_byte_by_byte_is_the_same_call() {
+        let mut c = Client::bare(limits());
+        c.conn.take_output();
+        let mut bytes = PREFACE.to_vec();
+        bytes.extend(settings_frame(&[]));
+        bytes.extend(c.headers(1, UNARY, false));
+        bytes.extend(data_frame(1, b"\0\0\0\0\x01z", true));
+        let mut events = Vec::new();
+        for b in &bytes {
+            c.conn.feed(std::slice::from_ref(b), &mut events).unwrap();
+        }
+        assert_eq!(
+            events,
+            vec![
+                Event::Call {
+                    stream: 1,
+                    head: unary_head(),
+                    end_stream: false
+                },
+                Event::Data {
+                    stream: 1,
+                    data: Bytes::from_static(b"\0\0\0\0\x01z"),
+                    end_stream: true
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn odd_header_values_are_read_not_trusted() {
+        let mut c = Client::connect(limits(), &[]);
+        // A timeout ending in a multi-byte character (this panicked in parse_timeout),
+        // one with a bad unit, `hasleader` not `true`, a content-type not gRPC's.
+        for (stream, timeout, leader, ctype) in [
+            (1, "5é", "true", "application/grpc+proto"),
+            (3, "˩", "false", "application/grpc"),
+            (5, "5x", "TRUE", "text/plain"),
+        ] {
+            let h = c.headers(
+                stream,
+                &[
+                    (":method", "POST"),
+                    (":path", "/p"),
+                    ("content-type", ctype),
+                    ("grpc-timeout", timeout),
+                    ("hasleader", leader),
+                ],
+                true,
+            );
+            assert_eq!(
+                c.feed(&h),
+                vec![Event::Call {
+                    stream,
+                    head: Head {
+                        path: "/p".into(),
+                        grpc: ctype.starts_with("application/grpc"),
+                        timeout: None,
+                        wants_leader: leader == "true",
+                    },
+                    end_stream: true
+                }]
+            );
+        }
+    }
+
+    #[test]
+    fn an_error_before_any_message_is_a_trailers_only_reply() {
+        let mut c = Client::connect(limits(), &[]);
+        c.call(1, true);
+        let text = "no such key: café 100%";
+        c.conn.end(
+            1,
+            End::Grpc {
+                code: 5,
+                message: text,
+            },
+        );
+        let out = c.read();
+        assert_eq!(
+            out,
+            vec![headers(
+                1,
+                true,
+                &[
+                    (":status", "200"),
+                    ("content-type", "application/grpc"),
+                    ("grpc-status", "5"),
+                    ("grpc-message", "no such key: caf%C3%A9 100%25"),
+                ]
+            )]
+        );
+        let Out::Headers { fields, .. } = &out[0] else {
+            unreachable!()
+        };
+        assert_eq!(ringkv_proto::grpc::percent_decode(&fields[3].1), text);
+        assert!(!c.conn.is_open(1));
+    }
+
+    #[test]
+    fn an_error_after_a_message_is_in_the_trailers() {
+        let mut c = Client::connect(limits(), &[]);
+        c.call(1, true);
+        let m = message(b"part");
+        assert!(c.conn.send_message(1, m.clone()));
+        assert!(c.conn.send_message(1, m.clone()));
+        c.conn.end(
+            1,
+            End::Grpc {
+                code: 14,
+                message: "gone",
+            },
+        );
+        assert!(!c.conn.send_message(1, m.clone()));
+        assert_eq!(
+            c.read(),
+            vec![
+                headers(1, false, OK_HEAD),
+                data(1, false, &m),
+                data(1, false, &m),
+                headers(1, true, &[("grpc-status", "14"), ("grpc-message", "gone")]),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_http_status_ends_the_stream() {
+        let mut c = Client::connect(limits(), &[]);
+        let h = c.headers(
+            1,
+            &[
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", "/x"),
+                ("content-type", "application/json"),
+            ],
+            true,
+        );
+        let ev = c.feed(&h);
+        assert_eq!(
+            ev,
+            vec![Event::Call {
+                stream: 1,
+                head: Head {
+                    path: "/x".into(),
+                    grpc: false,
+                    timeout: None,
+                    wants_leader: false
+                },
+                end_stream: true
+            }]
+        );
+        c.conn.end(1, End::Http(415));
+        assert_eq!(c.read(), vec![headers(1, true, &[(":status", "415")])]);
+        assert!(!c.conn.is_open(1));
+    }
+
+    #[test]
+    fn a_request_not_a_post_or_without_a_path_is_answered_here() {
+        let mut c = Client::connect(limits(), &[]);
+        let h = c.headers(1, &[(":method", "GET"), (":path", "/x")], true);
+        assert_eq!(c.feed(&h), vec![]);
+        let h = c.headers(3, &[(":method", "POST"), (":scheme", "http")], true);
+        assert_eq!(c.feed(&h), vec![]);
+        assert_eq!(
+            c.read(),
+            vec![
+                headers(1, true, &[(":status", "405")]),
+                headers(3, true, &[(":status", "400")]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_header_block_over_continuation_frames() {
+        let mut c = Client::connect(limits(), &[]);
+        let block = c.block(UNARY);
+        let (a, rest) = block.split_at(7);
+        let (b, d) = rest.split_at(20);
+        assert!(c.feed(&frame(HEADERS, END_STREAM, 1, a)).is_empty());
+        assert!(c.feed(&frame(CONTINUATION, 0, 1, b)).is_empty());
+        assert!(c.feed(&frame(CONTINUATION, 0, 1, &[])).is_empty());
+        assert_eq!(
+            c.feed(&frame(CONTINUATION, END_HEADERS, 1, d)),
+            vec![Event::Call {
+                stream: 1,
+                head: unary_head(),
+                end_stream: true
+            }]
+        );
+        // The decoder's dynamic table carried on: the next request's block refers to it.
+        c.call(3, true);
+    }
+
+    #[test]
+    fn padded_headers_with_priority_and_padded_data() {
+        let mut c = Client::connect(limits(), &[]);
+        let block = c.block(UNARY);
+        let mut p = vec![3u8]; // pad length
+        p.extend_from_slice(&[0x80, 0, 0, 0, 16]); // exclusive on stream 0, weight 17
+        p.extend_from_slice(&block);
+        p.extend_from_slice(&[0, 0, 0]);
+        assert_eq!(
+            c.feed(&frame(HEADERS, PADDED | PRIORITY_FLAG | END_HEADERS, 1, &p)),
+            vec![Event::Call {
+                stream: 1,
+                head: unary_head(),
+                end_stream: false
+            }]
+        );
+        let msg = message(b"body");
+        let mut p = vec![4u8];
+        p.extend_from_slice(&msg);
+        p.extend_from_slice(&[0; 4]);
+        assert_eq!(
+            c.feed(&frame(DATA, PADDED | END_STREAM, 1, &p)),
+            vec![Event::Data {
+                stream: 1,
+                data: msg,
+                end_stream: true
+            }]
+        );
+        // A PRIORITY frame is read and ignored.
+        assert!(c.feed(&frame(PRIORITY, 0, 1, &[0, 0, 0, 0, 7])).is_empty());
+        assert_eq!(c.read(), vec![]);
+        // Padding longer than the frame is a connection error.
+        let e = c.feed_err(&frame(DATA, PADDED, 1, &[9, 1, 2]));
+        assert_eq!(e.reason, Reason::Protocol);
+    }
+
+    #[test]
+    fn a_frame_inside_a_header_block_is_a_connection_error() {
+        let mut c = Client::connect(limits(), &[]);
+        let block = c.block(UNARY);
+        assert!(c.feed(&frame(HEADERS, 0, 1, &block[..10])).is_empty());
+        let e = c.feed_err(&frame(PING, 0, 0, &[0; 8]));
+        assert_eq!(e.reason, Reason::Protocol);
+        assert_eq!(
+            c.read(),
+            vec![Out::GoAway {
+                last_stream: 0,
+                code: Reason::Protocol as u32
+            }],
+            "no PING ACK: the PING was not read"
+        );
+
+        // A CONTINUATION on another stream.
+        let mut c = Client::connect(limits(), &[]);
+        let block = c.block(UNARY);
+        assert!(c.feed(&frame(HEADERS, 0, 1, &block[..10])).is_empty());
+        let e = c.feed_err(&frame(CONTINUATION, END_HEADERS, 3, &block[10..]));
+        assert_eq!(e.reason, Reason::Protocol);
+
+        // A CONTINUATION without a HEADERS.
+        let mut c = Client::connect(limits(), &[]);
+        let e = c.feed_err(&frame(CONTINUATION, END_HEADERS, 1, &[0x82]));
+        assert_eq!(e.reason, Reason::Protocol);
+    }
+
+    #[test]
+    fn a_header_block_over_its_limit_is_a_connection_error() {
+        let mut c = Client::connect(
+            Limits {
+                header_block_bytes_max: 100,
+                ..limits()
+            },
+            &[],
+        );
+        let block = c.block(UNARY);
+        assert!(block.len() > 100);
+        assert!(c.feed(&frame(HEADERS, 0, 1, &block[..60])).is_empty());
+        let e = c.feed_err(&frame(CONTINUATION, END_HEADERS, 1, &[0x82; 41]));
+        assert_eq!(e.reason, Reason::EnhanceYourCalm);
+
+        // A HEADERS frame alone over the limit.
+        let mut c = Client::connect(
+            Limits {
+                header_block_bytes_max: 100,
+                ..limits()
+            },
+            &[],
+        );
+        let h = c.headers(1, UNARY, true);
+        let e = c.feed_err(&h);
+        assert_eq!(e.reason, Reason::EnhanceYourCalm);
+    }
+
+    #[test]
+    fn an_undecodable_header_block_is_a_compression_error() {
+        let mut c = Client::connect(limits(), &[]);
+        // Index 70: past the static table, and the dynamic table is empty.
+        let e = c.feed_err(&frame(HEADERS, END_HEADERS, 1, &[0x80 | 70]));
+        assert_eq!(e.reason, Reason::Compression);
+    }
+
+    #[test]
+    fn the_stream_window_holds_the_reply() {
+        let mut c = Client::connect(limits(), &[(SETTINGS_INITIAL_WINDOW_SIZE, 10)]);
+        c.call(1, true);
+        let m: Bytes = (0..25u8).collect::<Vec<_>>().into();
+        c.conn.reply(1, m.clone());
+        assert_eq!(
+            c.read(),
+            vec![headers(1, false, OK_HEAD), data(1, false, &m[..10])]
+        );
+        assert_eq!(c.conn.queued_bytes(1), Some(15));
+        // A connection WINDOW_UPDATE does not open the stream's window.
+        c.feed(&window_update_frame(0, 1000));
+        assert_eq!(c.read(), vec![]);
+        c.feed(&window_update_frame(1, 5));
+        assert_eq!(c.read(), vec![data(1, false, &m[10..15])]);
+        assert_eq!(c.conn.queued_bytes(1), Some(10));
+        // The trailers wait for the last byte.
+        c.feed(&window_update_frame(1, 100));
+        assert_eq!(c.read(), vec![data(1, false, &m[15..]), ok_trailers(1)]);
+        assert_eq!(c.conn.queued_bytes(1), None);
+    }
+
+    #[test]
+    fn a_larger_initial_window_releases_held_replies() {
+        let mut c = Client::connect(limits(), &[(SETTINGS_INITIAL_WINDOW_SIZE, 10)]);
+        c.call(1, true);
+        let m: Bytes = vec![7u8; 25].into();
+        c.conn.reply(1, m.clone());
+        assert_eq!(
+            c.read(),
+            vec![headers(1, false, OK_HEAD), data(1, false, &m[..10])]
+        );
+        c.feed(&settings_frame(&[(SETTINGS_INITIAL_WINDOW_SIZE, 100)]));
+        assert_eq!(
+            c.read(),
+            vec![
+                Out::Settings {
+                    ack: true,
+                    values: vec![]
+                },
+                data(1, false, &m[10..]),
+                ok_trailers(1)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_connection_window_holds_replies() {
+        let mut c = Client::connect(limits(), &[(SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20)]);
+        c.call(1, true);
+        c.call(3, true);
+        let big: Bytes = (0..100_000u32).map(|i| i as u8).collect::<Vec<_>>().into();
+        c.conn.reply(1, big.clone());
+        let out = c.read();
+        assert_eq!(
+            data_sizes(&out),
+            vec![(1, 16_384), (1, 16_384), (1, 16_384), (1, 16_383)]
+        );
+        assert_eq!(out.len(), 5, "the headers and the data: {out:?}");
+        assert_eq!(c.conn.queued_bytes(1), Some(100_000 - 65_535));
+        // The stream's window is not the limit.
+        c.feed(&window_update_frame(1, 100_000));
+        assert_eq!(c.read(), vec![]);
+        // Another reply waits behind the first.
+        let small = message(b"small");
+        c.conn.reply(3, small.clone());
+        assert_eq!(c.read(), vec![headers(3, false, OK_HEAD)]);
+        assert_eq!(c.conn.queued_bytes(3), Some(small.len()));
+        // A little window: the first stream's next bytes.
+        c.feed(&window_update_frame(0, 1000));
+        assert_eq!(c.read(), vec![data(1, false, &big[65_535..66_535])]);
+        // Enough for both: the first stream, having had its turn, now waits behind the
+        // second.
+        c.feed(&window_update_frame(0, 100_000));
+        assert_eq!(
+            c.read(),
+            vec![
+                data(3, false, &small),
+                ok_trailers(3),
+                data(1, false, &big[66_535..82_919]),
+                data(1, false, &big[82_919..99_303]),
+                data(1, false, &big[99_303..]),
+                ok_trailers(1),
+            ]
+        );
+        assert_eq!(c.conn.queued_bytes(1), None);
+        assert_eq!(c.conn.queued_bytes(3), None);
+    }
+
+    #[test]
+    fn data_frames_fit_the_clients_frame_size() {
+        let mut c = Client::connect(limits(), &[(SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20)]);
+        c.feed(&window_update_frame(0, 1 << 20));
+        c.call(1, true);
+        c.conn.reply(1, vec![1u8; 40_000].into());
+        assert_eq!(
+            data_sizes(&c.read()),
+            vec![(1, 16_384), (1, 16_384), (1, 7_232)]
+        );
+        c.feed(&settings_frame(&[(SETTINGS_MAX_FRAME_SIZE, 20_000)]));
+        c.read();
+        c.call(3, true);
+        c.conn.reply(3, vec![3u8; 45_000].into());
+        assert_eq!(
+            data_sizes(&c.read()),
+            vec![(3, 20_000), (3, 20_000), (3, 5_000)]
+        );
+        // Out-of-range frame sizes are connection errors.
+        let e = c.feed_err(&settings_frame(&[(SETTINGS_MAX_FRAME_SIZE, 16_383)]));
+        assert_eq!(e.reason, Reason::Protocol);
+    }
+
+    #[test]
+    fn a_large_header_block_goes_out_in_continuation_frames() {
+        let mut c = Client::connect(limits(), &[]);
+        c.call(1, true);
+        let text = "x".repeat(40_000);
+        c.conn.end(
+            1,
+            End::Grpc {
+                code: 13,
+                message: &text,
+            },
+        );
+        let raw = frames(&c.conn.take_output());
+        let shape: Vec<_> = raw
+            .iter()
+            .map(|f| (f.kind, f.flags, f.stream, f.payload.len()))
+            .collect();
+        let total: usize = raw.iter().map(|f| f.payload.len()).sum();
+        assert_eq!(
+            shape,
+            vec![
+                (HEADERS, END_STREAM, 1, 16_384),
+                (CONTINUATION, 0, 1, 16_384),
+                (CONTINUATION, END_HEADERS, 1, total - 2 * 16_384),
+            ]
+        );
+        assert_eq!(
+            c.describe(&raw),
+            vec![headers(
+                1,
+                true,
+                &[
+                    (":status", "200"),
+                    ("content-type", "application/grpc"),
+                    ("grpc-status", "13"),
+                    ("grpc-message", &text),
+                ]
+            )]
+        );
+    }
+
+    #[test]
+    fn received_data_is_released_by_window_updates() {
+        let mut c = Client::connect(
+            Limits {
+                connection_window_bytes: 100_000,
+                ..limits()
+            },
+            &[],
+        );
+        c.call(1, false);
+        let chunk = vec![0u8; 16_384];
+        // The stream's window is 65536: it is released after half of it; the
+        // connection's (100000) after 50000 bytes.
+        c.feed(&data_frame(1, &chunk, false));
+        assert_eq!(c.read(), vec![]);
+        c.feed(&data_frame(1, &chunk, false));
+        assert_eq!(
+            c.read(),
+            vec![Out::WindowUpdate {
+                stream: 1,
+                inc: 32_768
+            }]
+        );
+        c.feed(&data_frame(1, &chunk, false));
+        assert_eq!(c.read(), vec![]);
+        c.feed(&data_frame(1, &chunk, false));
+        assert_eq!(
+            c.read(),
+            vec![
+                Out::WindowUpdate {
+                    stream: 0,
+                    inc: 65_536
+                },
+                Out::WindowUpdate {
+                    stream: 1,
+                    inc: 32_768
+                }
+            ]
+        );
+        // The DATA that ends a stream gets no stream update (it is closing): 32768 bytes
+        // would have earned one.
+        c.feed(&data_frame(1, &chunk, false));
+        c.feed(&data_frame(1, &chunk, true));
+        assert_eq!(c.read(), vec![]);
+        // DATA after END_STREAM: the stream is reset.
+        c.feed(&data_frame(1, &chunk[..1_000], true));
+        assert_eq!(
+            c.read(),
+            vec![Out::Rst {
+                stream: 1,
+                code: Reason::StreamClosed as u32
+            }]
+        );
+        // Its bytes still counted for the connection: 2 * 16384 + 1000 + 16384 = 50152
+        // bytes reach the half (50000).
+        c.call(3, false);
+        c.feed(&data_frame(3, &chunk, true));
+        assert_eq!(
+            c.read(),
+            vec![Out::WindowUpdate {
+                stream: 0,
+                inc: 50_152
+            }]
+        );
+    }
+
+    #[test]
+    fn a_reset_from_the_client_forgets_the_stream() {
+        let mut c = Client::connect(limits(), &[(SETTINGS_INITIAL_WINDOW_SIZE, 10)]);
+        c.call(1, false);
+        assert_eq!(
+            c.feed(&rst_frame(1, Reason::Cancel)),
+            vec![Event::Reset { stream: 1 }]
+        );
+        assert!(!c.conn.is_open(1));
+        assert!(!c.conn.send_message(1, message(b"late")));
+        c.conn.reply(1, message(b"late"));
+        assert_eq!(c.read(), vec![]);
+        // DATA the client had in flight is dropped quietly.
+        assert_eq!(c.feed(&data_frame(1, b"xx", true)), vec![]);
+
+        // A reply held by flow control is dropped with its stream.
+        c.call(3, true);
+        c.conn.reply(3, vec![0u8; 30].into());
+        assert_eq!(data_sizes(&c.read()), vec![(3, 10)]);
+        assert_eq!(
+            c.feed(&rst_frame(3, Reason::Cancel)),
+            vec![Event::Reset { stream: 3 }]
+        );
+        assert_eq!(c.conn.queued_bytes(3), None);
+        c.feed(&window_update_frame(3, 100));
+        c.feed(&window_update_frame(0, 100));
+        assert_eq!(c.read(), vec![]);
+
+        // A reset of a stream never opened is a connection error.
+        let e = c.feed_err(&rst_frame(5, Reason::Cancel));
+        assert_eq!(e.reason, Reason::Protocol);
+    }
+
+    #[test]
+    fn streams_over_the_limit_are_refused() {
+        let mut c = Client::connect(
+            Limits {
+                streams_max: 2,
+                ..limits()
+            },
+            &[],
+        );
+        // Without the headers only the refused request brings: the encoder adds them to
+        // its dynamic table there, so the next request's block refers to entries only the
+        // refused request's block made.
+        let plain: Vec<(&str, &str)> = UNARY[..7].to_vec();
+        let head = Head {
+            timeout: None,
+            wants_leader: false,
+            ..unary_head()
+        };
+        for stream in [1, 3] {
+            let h = c.headers(stream, &plain, false);
+            assert_eq!(
+                c.feed(&h),
+                vec![Event::Call {
+                    stream,
+                    head: head.clone(),
+                    end_stream: false
+                }]
+            );
+        }
+        let h = c.headers(5, UNARY, true);
+        assert_eq!(c.feed(&h), vec![]);
+        assert_eq!(
+            c.read(),
+            vec![Out::Rst {
+                stream: 5,
+                code: Reason::RefusedStream as u32
+            }]
+        );
+        assert!(!c.conn.is_open(5));
+        // Its DATA is dropped.
+        assert_eq!(c.feed(&data_frame(5, b"x", true)), vec![]);
+        // Once a stream is done, there is room again.
+        assert_eq!(
+            c.feed(&rst_frame(1, Reason::Cancel)),
+            vec![Event::Reset { stream: 1 }]
+        );
+        c.call(7, true);
+        assert_eq!(c.read(), vec![]);
+    }
+
+    #[test]
+    fn a_header_list_over_its_limit_gets_431() {
+        let mut c = Client::connect(limits(), &[]);
+        let big = "a".repeat(5_000);
+        let mut fields = UNARY.to_vec();
+        fields.push(("x-big", &big));
+        let h = c.headers(1, &fields, false);
+        assert_eq!(c.feed(&h), vec![]);
+        assert_eq!(
+            c.read(),
+            vec![
+                headers(1, true, &[(":status", "431")]),
+                Out::Rst {
+                    stream: 1,
+                    code: Reason::NoError as u32
+                }
+            ]
+        );
+        assert!(!c.conn.is_open(1));
+        // The connection goes on (its HPACK state too).
+        c.call(3, true);
+    }
+
+    #[test]
+    fn a_ping_is_answered() {
+        let mut c = Client::connect(limits(), &[]);
+        c.feed(&frame(PING, 0, 0, b"12345678"));
+        assert_eq!(
+            c.read(),
+            vec![Out::Ping {
+                ack: true,
+                payload: b"12345678".to_vec()
+            }]
+        );
+        // An ACK is not answered.
+        c.feed(&frame(PING, ACK, 0, b"abcdefgh"));
+        assert_eq!(c.read(), vec![]);
+        // A PING on a stream is a connection error.
+        let e = c.feed_err(&frame(PING, 0, 1, b"12345678"));
+        assert_eq!(e.reason, Reason::Protocol);
+    }
+
+    /// Builds the bytes of one broken frame for a client.
+    type Breaker = Box<dyn Fn(&mut Client) -> Vec<u8>>;
+
+    #[test]
+    fn broken_frames_are_connection_errors() {
+        let mut cases: Vec<(&str, Breaker, Reason)> = vec![
+            (
+                "an even stream",
+                Box::new(|c| c.headers(2, UNARY, true)),
+                Reason::Protocol,
+            ),
+            (
+                "DATA on stream 0",
+                Box::new(|_| data_frame(0, b"x", false)),
+                Reason::Protocol,
+            ),
+            (
+                "DATA on an idle stream",
+                Box::new(|_| data_frame(9, b"x", false)),
+                Reason::Protocol,
+            ),
+            (
+                // Only the header: the error comes before the payload does.
+                "a frame over 16384 bytes",
+                Box::new(|_| vec![0x00, 0x40, 0x01, DATA, 0, 0, 0, 0, 1]),
+                Reason::FrameSize,
+            ),
+            (
+                "a WINDOW_UPDATE of 0 on the connection",
+                Box::new(|_| window_update_frame(0, 0)),
+                Reason::Protocol,
+            ),
+            (
+                "the connection window overflowing",
+                Box::new(|_| window_update_frame(0, 0x7fff_ffff)),
+                Reason::FlowControl,
+            ),
+            (
+                "a PUSH_PROMISE",
+                Box::new(|_| frame(PUSH_PROMISE, END_HEADERS, 1, &[0, 0, 0, 2])),
+                Reason::Protocol,
+            ),
+            (
+                "SETTINGS of a bad length",
+                Box::new(|_| frame(SETTINGS, 0, 0, &[0; 5])),
+                Reason::FrameSize,
+            ),
+            (
+                "SETTINGS on a stream",
+                Box::new(|_| frame(SETTINGS, 0, 1, &[])),
+                Reason::Protocol,
+            ),
+            (
+                "SETTINGS_INITIAL_WINDOW_SIZE over the limit",
+                Box::new(|_| settings_frame(&[(SETTINGS_INITIAL_WINDOW_SIZE, 1 << 31)])),
+                Reason::FlowControl,
+            ),
+        ];
+        for (what, bytes, reason) in cases.drain(..) {
+            let mut c = Client::connect(limits(), &[]);
+            c.call(1, false);
+            let b = bytes(&mut c);
+            let e = c.feed_err(&b);
+            assert_eq!(e.reason, reason, "{what}: {e:?}");
+            assert_eq!(
+                c.read(),
+                vec![Out::GoAway {
+                    last_stream: 1,
+                    code: reason as u32
+                }],
+                "{what}"
+            );
+            // Nothing more is read: no PING ACK, no call.
+            let mut events = Vec::new();
+            let mut more = frame(PING, 0, 0, &[1; 8]);
+            more.extend(c.headers(3, UNARY, true));
+            assert!(c.conn.feed(&more, &mut events).is_ok(), "{what}");
+            assert_eq!(events, vec![], "{what}");
+            assert_eq!(c.read(), vec![], "{what}");
+        }
+    }
+
+    #[test]
+    fn trailers_from_the_client_end_its_side() {
+        let mut c = Client::connect(limits(), &[]);
+        c.call(1, false);
+        let h = c.headers(1, &[("x-trailer", "1")], true);
+        assert_eq!(c.feed(&h), vec![Event::End { stream: 1 }]);
+        // The reply needs no RST_STREAM now.
+        c.conn.reply(1, message(b"r"));
+        let out = c.read();
+        assert_eq!(out.last(), Some(&ok_trailers(1)));
+    }
+
+    #[test]
+    fn headers_after_the_clients_end_stream_reset_the_stream() {
+        let mut c = Client::connect(limits(), &[]);
+        c.call(1, true);
+        // The stream is half-closed (remote): a HEADERS frame on it is a stream error
+        // STREAM_CLOSED (RFC 9113 section 5.1), not a second end.
+        let h = c.headers(1, &[("x-trailer", "1")], true);
+        assert_eq!(c.feed(&h), vec![Event::Reset { stream: 1 }]);
+        assert_eq!(
+            c.read(),
+            vec![Out::Rst {
+                stream: 1,
+                code: Reason::StreamClosed as u32
+            }]
+        );
+        assert!(!c.conn.is_open(1));
+    }
+
+    #[test]
+    fn data_after_the_clients_end_stream_resets_the_stream() {
+        let mut c = Client::connect(limits(), &[]);
+        c.call(1, true);
+        assert_eq!(
+            c.feed(&data_frame(1, b"more", false)),
+            vec![Event::Reset { stream: 1 }]
+        );
+        assert_eq!(
+            c.read(),
+            vec![Out::Rst {
+                stream: 1,
+                code: Reason::StreamClosed as u32
+            }]
+        );
+        assert!(!c.conn.is_open(1));
+    }
+
+    #[test]
+    fn an_early_reply_resets_the_stream() {
+        let mut c = Client::connect(limits(), &[]);
+        c.call(1, false);
+        let m = message(b"early");
+        c.conn.reply(1, m.clone());
+        assert_eq!(
+            c.read(),
+            vec![
+                headers(1, false, OK_HEAD),
+                data(1, false, &m),
+                ok_trailers(1),
+                Out::Rst {
+                    stream: 1,
+                    code: Reason::NoError as u32
+                },
+            ]
+        );
+        // The rest of the body, already sent, is dropped quietly.
+        assert_eq!(c.feed(&data_frame(1, b"rest", true)), vec![]);
+        assert_eq!(c.read(), vec![]);
+    }
 }
