@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -93,8 +94,10 @@ pub struct Keys {
     /// B-tree search compares the key with a dozen or more others, each a cache miss
     /// away (keys are slices of log buffers); this is one hash and one compare.
     index: HashMap<Bytes, Slot>,
-    /// Each key's versions by slot; a free slot holds an empty vector.
-    hist: Vec<Vec<Version>>,
+    /// Each key's versions by slot; a free slot holds an empty vector. Shared so that a
+    /// snapshot copies a key's history by its reference count (`iter_shared`): a write
+    /// to a key a snapshot still holds copies that key's vector first (`Arc::make_mut`).
+    hist: Vec<Arc<Vec<Version>>>,
     /// Slots freed by compaction, reused before `hist` grows.
     free: Vec<Slot>,
     bytes: u64,
@@ -164,7 +167,7 @@ impl Keys {
             None => {
                 self.bytes += v.bytes() + KEY_OVERHEAD_BYTES + key.len() as u64;
                 self.live += v.is_live() as usize;
-                let slot = self.alloc(vec![v]);
+                let slot = self.alloc(Arc::new(vec![v]));
                 self.map.insert(key.clone(), slot);
                 self.index.insert(key.clone(), slot);
                 slot
@@ -174,7 +177,7 @@ impl Keys {
 
     /// Appends `v` as the newest version of the key at `slot` (found by `find`).
     pub fn write_slot(&mut self, slot: Slot, v: Version) {
-        let vs = &mut self.hist[slot as usize];
+        let vs = Arc::make_mut(&mut self.hist[slot as usize]);
         let last = vs.last().expect("a key has a version");
         assert!(last.stamp <= v.stamp, "versions out of order");
         self.bytes += v.bytes();
@@ -189,7 +192,7 @@ impl Keys {
         vs.push(v);
     }
 
-    fn alloc(&mut self, vs: Vec<Version>) -> Slot {
+    fn alloc(&mut self, vs: Arc<Vec<Version>>) -> Slot {
         match self.free.pop() {
             Some(s) => {
                 debug_assert!(self.hist[s as usize].is_empty());
@@ -215,7 +218,12 @@ impl Keys {
                 *s = r as Stamp;
             }
         };
-        for v in self.hist[slot as usize].iter_mut().rev() {
+        let vs = &mut self.hist[slot as usize];
+        let newest = vs.last().expect("a key has a version");
+        if !is_pending(newest.stamp) && !is_pending(newest.create) {
+            return; // nothing to fix: leave a snapshot's shared copy be
+        }
+        for v in Arc::make_mut(vs).iter_mut().rev() {
             if !is_pending(v.stamp) && !is_pending(v.create) {
                 break; // older versions are resolved too
             }
@@ -234,17 +242,21 @@ impl Keys {
         let mut freed = 0;
         let mut emptied = Vec::new();
         for (k, s) in self.map.iter() {
-            let vs = &mut self.hist[*s as usize];
+            let shared = &mut self.hist[*s as usize];
             // Versions with stamp <= at: the newest of them may stay.
-            let upto = vs.partition_point(|v| v.stamp <= at);
+            let upto = shared.partition_point(|v| v.stamp <= at);
             if upto == 0 {
                 continue;
             }
-            let keep_from = if vs[upto - 1].is_live() {
+            let keep_from = if shared[upto - 1].is_live() {
                 upto - 1
             } else {
                 upto
             };
+            if keep_from == 0 {
+                continue;
+            }
+            let vs = Arc::make_mut(shared);
             for v in vs.drain(..keep_from) {
                 freed += v.bytes();
             }
@@ -258,7 +270,7 @@ impl Keys {
         for k in emptied {
             let s = self.map.remove(&k).expect("emptied key");
             self.index.remove(&k);
-            self.hist[s as usize] = Vec::new();
+            self.hist[s as usize] = Arc::default();
             self.free.push(s);
         }
         self.bytes -= freed;
@@ -273,12 +285,21 @@ impl Keys {
         }
     }
 
+    /// Every key with a shared reference to its history (for snapshots: the store
+    /// applies on while they are encoded), in key order.
+    pub fn iter_shared(&self) -> impl ExactSizeIterator<Item = (&Bytes, &Arc<Vec<Version>>)> {
+        self.map.iter().map(|(k, s)| (k, &self.hist[*s as usize]))
+    }
+
     /// Every key with its history, moved out.
     pub fn into_entries(self) -> impl Iterator<Item = (Bytes, Vec<Version>)> {
         let mut hist = self.hist;
-        self.map
-            .into_iter()
-            .map(move |(k, s)| (k, std::mem::take(&mut hist[s as usize])))
+        self.map.into_iter().map(move |(k, s)| {
+            (
+                k,
+                Arc::unwrap_or_clone(std::mem::take(&mut hist[s as usize])),
+            )
+        })
     }
 
     /// Installs a key's whole history (snapshot loading); versions oldest first.
@@ -292,7 +313,7 @@ impl Keys {
         self.bytes += KEY_OVERHEAD_BYTES + key.len() as u64;
         self.bytes += versions.iter().map(Version::bytes).sum::<u64>();
         self.live += versions.last().is_some_and(Version::is_live) as usize;
-        let slot = self.alloc(versions);
+        let slot = self.alloc(Arc::new(versions));
         self.index.insert(key.clone(), slot);
         self.map.insert(key, slot);
         Ok(())
@@ -302,7 +323,7 @@ impl Keys {
 /// `Keys::iter`: keys in order with their versions.
 pub struct Iter<'a> {
     keys: std::collections::btree_map::Iter<'a, Bytes, Slot>,
-    hist: &'a [Vec<Version>],
+    hist: &'a [Arc<Vec<Version>>],
 }
 
 impl<'a> Iterator for Iter<'a> {

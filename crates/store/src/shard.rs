@@ -425,7 +425,7 @@ impl ShardStore {
     }
 
     /// Whether the state is exactly the one at `index`, every version numbered: a
-    /// snapshot can be taken (`header`, `snapshot::KeyEncoder`).
+    /// snapshot can be taken (`header`, `snapshot::KeyCopier`).
     pub fn at_rest(&self, index: Index) -> bool {
         self.applied == index && self.res_index >= index && !self.is_waiting()
     }

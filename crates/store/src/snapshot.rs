@@ -10,6 +10,8 @@
 //! `[keys u64]{[klen u32][key][versions u32]{[mod i64][create i64][version i64][lease i64]`
 //! `[live u8][vlen u32][value]}}` with each key's versions oldest first.
 
+use std::sync::Arc;
+
 use bytes::{Buf, BufMut, Bytes};
 
 use crate::mvcc::{Version, is_pending};
@@ -42,7 +44,9 @@ pub fn encode(shards: &[&ShardStore]) -> Vec<u8> {
         .iter()
         .map(|s| {
             let mut out = Vec::new();
-            let mut e = KeyEncoder::new(s);
+            let mut c = KeyCopier::new(s);
+            while !c.copy(usize::MAX) {}
+            let mut e = c.finish();
             while !e.encode(&mut out, usize::MAX) {}
             (out, e.count)
         })
@@ -70,22 +74,49 @@ pub fn assemble(header: &[u8], parts: &[(Vec<u8>, u64)]) -> Vec<u8> {
     out
 }
 
-/// One shard's keys being appended to a snapshot, a chunk at a time (a caller that shares
-/// its thread yields between chunks).
-pub struct KeyEncoder<'a> {
-    keys: crate::mvcc::Iter<'a>,
+/// One shard's keys being copied at a snapshot's index, a step at a time (a caller that
+/// shares its thread yields between steps). The copy shares each key and its history (a
+/// reference count each; a later write to the key copies its history then): the store is
+/// held still only for the copy, and goes on applying while `KeyEncoder` writes it out.
+pub struct KeyCopier<'a> {
+    keys: Box<dyn ExactSizeIterator<Item = (&'a Bytes, &'a Arc<Vec<Version>>)> + 'a>,
+    copy: Vec<(Bytes, Arc<Vec<Version>>)>,
+}
+
+impl<'a> KeyCopier<'a> {
+    pub fn new(s: &'a ShardStore) -> KeyCopier<'a> {
+        let keys = Box::new(s.keys().iter_shared());
+        let copy = Vec::with_capacity(keys.len());
+        KeyCopier { keys, copy }
+    }
+
+    /// Copies up to `keys_max` keys; true once every key is copied.
+    pub fn copy(&mut self, keys_max: usize) -> bool {
+        for (k, vs) in self.keys.by_ref().take(keys_max) {
+            self.copy.push((k.clone(), vs.clone()));
+        }
+        self.keys.len() == 0
+    }
+
+    /// The copy, to be encoded.
+    pub fn finish(self) -> KeyEncoder {
+        assert_eq!(self.keys.len(), 0, "a snapshot copy finished early");
+        KeyEncoder {
+            keys: self.copy.into_iter(),
+            count: 0,
+        }
+    }
+}
+
+/// A shard's copied keys being appended to a snapshot, a chunk at a time; each key's copy
+/// is freed once it is written.
+pub struct KeyEncoder {
+    keys: std::vec::IntoIter<(Bytes, Arc<Vec<Version>>)>,
     /// Keys appended so far.
     pub count: u64,
 }
 
-impl<'a> KeyEncoder<'a> {
-    pub fn new(s: &'a ShardStore) -> KeyEncoder<'a> {
-        KeyEncoder {
-            keys: s.keys().iter(),
-            count: 0,
-        }
-    }
-
+impl KeyEncoder {
     /// Appends keys until `out` grew by at least `bytes_max` or every key is in; true
     /// once every key is in.
     pub fn encode(&mut self, out: &mut Vec<u8>, bytes_max: usize) -> bool {
@@ -94,7 +125,7 @@ impl<'a> KeyEncoder<'a> {
             let Some((k, vs)) = self.keys.next() else {
                 return true;
             };
-            put_key(out, k, vs);
+            put_key(out, &k, &vs);
             self.count += 1;
         }
         self.keys.len() == 0

@@ -44,6 +44,8 @@ use ringkv_store::{RangeRequest, snapshot};
 
 /// Bytes a snapshot encodes or decodes between checks of glommio's preemption timer.
 const SNAPSHOT_STEP_BYTES: usize = 1 << 20;
+/// Keys a snapshot copies (a reference count each) between such checks.
+const SNAPSHOT_STEP_KEYS: usize = 65_536;
 /// Keys a replaced store frees between such checks.
 const FREE_STEP_KEYS: usize = 4096;
 
@@ -276,21 +278,32 @@ impl Shard {
                 }
             }
             // A snapshot asked for is taken as soon as the store rests at its index: the
-            // loop waits for it (nothing is applied meanwhile: the snapshot's write pause
-            // on this shard; reads of its keys wait too).
+            // loop waits while the keys are copied (nothing is applied meanwhile: the
+            // snapshot's write pause on this shard; reads of its keys wait too), then
+            // applies on while a task of its own encodes the copy.
             if let Some(index) = self.kv.snapshot_due() {
                 let t = Instant::now();
-                let (header, pairs, count) = self.kv.snapshot(index).await;
-                let msg = ToRaft::SnapshotPart {
-                    shard: self.idx,
-                    index,
-                    header,
-                    pairs,
-                    count,
-                    took: t.elapsed(),
-                };
-                self.out.to_raft_soon(msg);
+                let (header, mut keys, bytes) = self.kv.snapshot_copy(index).await;
+                let took = t.elapsed();
                 self.kv.snapshot_taken();
+                let (out, shard) = (self.out.clone(), self.idx);
+                glommio::spawn_local(async move {
+                    let mut pairs = Vec::with_capacity(bytes);
+                    // The raft core may share this executor: a large state is encoded in
+                    // steps, yielding when glommio's preemption timer says so.
+                    while !keys.encode(&mut pairs, SNAPSHOT_STEP_BYTES) {
+                        glommio::yield_if_needed().await;
+                    }
+                    out.to_raft_soon(ToRaft::SnapshotPart {
+                        shard,
+                        index,
+                        header,
+                        pairs,
+                        count: keys.count,
+                        took,
+                    });
+                })
+                .detach();
             }
         }
     }
@@ -739,22 +752,22 @@ impl KvState {
         self.pump();
     }
 
-    /// The store-wide header and this shard's keys as of `index`, and how many keys.
-    // Encoding holds the store's borrow across yields; only the raft core's queue loop
+    /// The store-wide header and a copy of this shard's keys as of `index` (to encode
+    /// while the store applies on), and about how many bytes they hold.
+    // Copying holds the store's borrow across yields; only the raft core's queue loop
     // takes it mutably, and that loop is waiting here (see `Shard::from_raft`).
     #[allow(clippy::await_holding_refcell_ref)]
-    async fn snapshot(&self, index: Index) -> (Vec<u8>, Vec<u8>, u64) {
+    async fn snapshot_copy(&self, index: Index) -> (Vec<u8>, snapshot::KeyEncoder, usize) {
         let s = self.store.borrow();
         assert!(s.at_rest(index), "snapshot between applies");
         let header = snapshot::header_bytes(&s.header());
-        let mut v = Vec::with_capacity(s.keys().bytes() as usize);
-        let mut e = snapshot::KeyEncoder::new(&s);
-        // The raft core may share this executor: a large state is encoded in steps,
-        // yielding when glommio's preemption timer says so.
-        while !e.encode(&mut v, SNAPSHOT_STEP_BYTES) {
+        let bytes = s.keys().bytes() as usize;
+        let mut c = snapshot::KeyCopier::new(&s);
+        // The raft core may share this executor: a large state is copied in steps.
+        while !c.copy(SNAPSHOT_STEP_KEYS) {
             glommio::yield_if_needed().await;
         }
-        (header, v, e.count)
+        (header, c.finish(), bytes)
     }
 
     /// The store changed: publish its watermark and size, wake the readers it passed.

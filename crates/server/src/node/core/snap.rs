@@ -4,13 +4,14 @@
 //! executor, same state); shard state is reached only through `ToShard` messages.
 //!
 //! Taking one: right after handing out the entries through index i, every shard is asked
-//! for its pairs (`ToShard::Snapshot`); it encodes them between two applies, so all parts
-//! are at i. The raft core assembles the node snapshot (address book + key-value body),
+//! for its pairs (`ToShard::Snapshot`); it copies them between two applies (a reference
+//! count per key's history) and encodes the copy while it applies on, so all parts are
+//! at i. The raft core assembles the node snapshot (address book + key-value body),
 //! saves it in a task of its own that yields every MiB (the driver keeps running), then
 //! compacts the Raft log and the WAL to i. Writes are acknowledged at commit by the raft
-//! core, so a shard's encoding delays its applies (and the reads waiting for them), not
+//! core, so a shard's copying delays its applies (and the reads waiting for them), not
 //! acknowledgements; when the raft core shares that shard's executor it waits at most
-//! the executor's 10 ms preemption timer, as the encoding yields in steps.
+//! the executor's 10 ms preemption timer, as copying and encoding yield in steps.
 //!
 //! Sending: the stored file's body is read chunk by chunk (`chunk_bytes_max`, one read at
 //! a time, at most `WINDOW` chunks unacknowledged) and sent over the peer connection; the
@@ -148,7 +149,7 @@ pub(super) struct Building {
     /// Per shard: its part, once it came.
     pub parts: Vec<Option<ShardPart>>,
     pub started: Instant,
-    /// The longest time one shard spent encoding its part (its apply pause).
+    /// The longest time one shard spent copying its part (its apply pause).
     pub pause: Duration,
     /// Operators waiting for it (`POST /snapshot`).
     pub waiting: Vec<Origin>,
