@@ -489,27 +489,9 @@ fn the_etcdctl_style_cli_commands_run_against_a_real_cluster() {
     let eps: Vec<String> = c.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let eps = eps.join(",");
     let ringkv = |args: &[&str], stdin: &str| {
-        use std::io::Write;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"))
-            .args(args)
-            .args(["--endpoints", &eps])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code().unwrap(),
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"));
+        cmd.args(args).args(["--endpoints", &eps]);
+        common::run_with_stdin(cmd, stdin)
     };
     let ok = |args: &[&str], stdin: &str| {
         let (code, out, err) = ringkv(args, stdin);

@@ -281,18 +281,25 @@ pub fn signal(pid: u32, sig: &str) {
 /// One etcdctl run (v3 API, a 10 s command timeout) against `endpoints` with `stdin` as
 /// its input: exit code, stdout, stderr.
 pub fn etcdctl(endpoints: &str, args: &[&str], stdin: &str) -> (i32, String, String) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
+    let mut cmd = std::process::Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))
         .arg("--command-timeout=10s")
-        .args(args)
+        .args(args);
+    run_with_stdin(cmd, stdin)
+}
+
+/// Runs `cmd` with `stdin` as its input: exit code (-1 if a signal ended it), stdout,
+/// stderr.
+pub fn run_with_stdin(mut cmd: std::process::Command, stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("etcdctl runs");
+        .unwrap_or_else(|e| panic!("{cmd:?} runs: {e}"));
     child
         .stdin
         .take()

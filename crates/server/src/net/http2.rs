@@ -1931,13 +1931,7 @@ mod tests {
         assert_eq!(c.read(), vec![]);
         // DATA after END_STREAM: the stream is reset.
         c.feed(&data_frame(1, &chunk[..1_000], true));
-        assert_eq!(
-            c.read(),
-            vec![Out::Rst {
-                stream: 1,
-                code: Reason::StreamClosed as u32
-            }]
-        );
+        assert_reset(c.read(), 1, Reason::StreamClosed);
         // Its bytes still counted for the connection: 2 * 16384 + 1000 + 16384 = 50152
         // bytes reach the half (50000).
         c.call(3, false);
@@ -2015,13 +2009,7 @@ mod tests {
         }
         let h = c.headers(5, UNARY, true);
         assert_eq!(c.feed(&h), vec![]);
-        assert_eq!(
-            c.read(),
-            vec![Out::Rst {
-                stream: 5,
-                code: Reason::RefusedStream as u32
-            }]
-        );
+        assert_reset(c.read(), 5, Reason::RefusedStream);
         assert!(!c.conn.is_open(5));
         // Its DATA is dropped.
         assert_eq!(c.feed(&data_frame(5, b"x", true)), vec![]);
@@ -2074,6 +2062,17 @@ mod tests {
         // A PING on a stream is a connection error.
         let e = c.feed_err(&frame(PING, 0, 1, b"12345678"));
         assert_eq!(e.reason, Reason::Protocol);
+    }
+
+    /// The server's output is exactly one RST_STREAM on `stream` with `reason`.
+    fn assert_reset(out: Vec<Out>, stream: u32, reason: Reason) {
+        assert_eq!(
+            out,
+            vec![Out::Rst {
+                stream,
+                code: reason as u32
+            }]
+        );
     }
 
     /// Builds the bytes of one broken frame for a client.
@@ -2178,13 +2177,7 @@ mod tests {
         // STREAM_CLOSED (RFC 9113 section 5.1), not a second end.
         let h = c.headers(1, &[("x-trailer", "1")], true);
         assert_eq!(c.feed(&h), vec![Event::Reset { stream: 1 }]);
-        assert_eq!(
-            c.read(),
-            vec![Out::Rst {
-                stream: 1,
-                code: Reason::StreamClosed as u32
-            }]
-        );
+        assert_reset(c.read(), 1, Reason::StreamClosed);
         assert!(!c.conn.is_open(1));
     }
 
@@ -2196,13 +2189,7 @@ mod tests {
             c.feed(&data_frame(1, b"more", false)),
             vec![Event::Reset { stream: 1 }]
         );
-        assert_eq!(
-            c.read(),
-            vec![Out::Rst {
-                stream: 1,
-                code: Reason::StreamClosed as u32
-            }]
-        );
+        assert_reset(c.read(), 1, Reason::StreamClosed);
         assert!(!c.conn.is_open(1));
     }
 
